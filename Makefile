@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine:
+#   make plan   -- the main job: a real deployment plan on a default fleet
+#   make test   -- lint + the test suite (what CI runs)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch is pinned: the CPU wheel of 2.13.0 lies on the build machines; an unpinned torch
+# would pull a multi-GB CUDA build.
+EXTRAS ?= dev,validate,service
+
+.PHONY: plan test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+plan: $(STAMP)
+	$(BIN)/serveplan cost step --model llama-3.1-70b --gpu h100 --tp 4 --prefill 2048 --decode 64x1500
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV)

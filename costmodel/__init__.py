@@ -1,0 +1,31 @@
+"""Cost model: how long one engine iteration takes, and how much memory a deployment needs.
+
+Public entry points:
+- `load_model(name_or_path)` -> ModelSpec; `load_gpu(name)` -> HardwareSpec
+- `CostModel(model, gpu, tp=, pp=, precision=, kv_dtype=, calibration=)`: step time of a
+  batch (per-operator breakdown), memory plan, KV capacity.
+"""
+
+from costmodel.batch import Batch
+from costmodel.hardware import GPU_PRESETS, HardwareSpec, load_gpu
+from costmodel.specs import MODEL_PRESETS, ModelSpec, load_model
+
+__all__ = [
+    "Batch",
+    "GPU_PRESETS",
+    "HardwareSpec",
+    "MODEL_PRESETS",
+    "ModelSpec",
+    "load_gpu",
+    "load_model",
+    "CostModel",
+]
+
+
+def __getattr__(name: str):
+    # CostModel imports the table interpolators; keep `import costmodel` cheap.
+    if name == "CostModel":
+        from costmodel.model import CostModel
+
+        return CostModel
+    raise AttributeError(name)

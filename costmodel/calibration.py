@@ -1,0 +1,124 @@
+"""CalibrationProfile: fitted cost-model parameters per GPU, stored as versioned JSON.
+
+Schema (version 1):
+{
+  "schema": "serveplan.calibration",
+  "version": 1,
+  "created": "2026-11-22T10:00:00Z",
+  "source": "free text: what was measured, where",
+  "gpus": {
+    "h100-sxm": {
+      "params": {"gemm_compute_eff": 0.74, ...},     # costmodel.roofline.Efficiencies fields
+      "residuals": {"n": 812, "mape": 0.061, "p90_abs_rel_err": 0.12, "by_op": {...}},
+      "uncertainty_rel": 0.08                         # relative 1-sigma of step-time predictions
+    }
+  }
+}
+Every later command accepts `--calibration FILE`; a GPU missing from the file keeps the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from costmodel.errors import ServePlanError
+from costmodel.hardware import load_gpu
+from costmodel.roofline import PARAM_BOUNDS, Efficiencies
+
+SCHEMA = "serveplan.calibration"
+VERSION = 1
+
+
+@dataclass
+class GpuCalibration:
+    params: Efficiencies
+    residuals: dict = field(default_factory=dict)
+    uncertainty_rel: float = 0.0
+
+
+@dataclass
+class CalibrationProfile:
+    gpus: dict[str, GpuCalibration] = field(default_factory=dict)
+    source: str = ""
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    tables: dict = field(default_factory=dict)  # optional measured tables, per GPU
+
+    def efficiencies_for(self, gpu_name: str) -> Efficiencies:
+        cal = self.gpus.get(gpu_name)
+        return cal.params if cal is not None else Efficiencies()
+
+    def uncertainty_for(self, gpu_name: str) -> float:
+        cal = self.gpus.get(gpu_name)
+        return cal.uncertainty_rel if cal is not None else 0.0
+
+    def tables_for(self, gpu_name: str):
+        return self.tables.get(gpu_name)
+
+    # --- JSON --------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "created": self.created,
+            "source": self.source,
+            "gpus": {
+                name: {
+                    "params": c.params.to_dict(),
+                    "residuals": c.residuals,
+                    "uncertainty_rel": c.uncertainty_rel,
+                }
+                for name, c in self.gpus.items()
+            },
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "calibration") -> CalibrationProfile:
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise ServePlanError(f"{where}: not a ServePlan calibration profile (schema must be {SCHEMA!r})")
+        if d.get("version") != VERSION:
+            raise ServePlanError(f"{where}: calibration version {d.get('version')!r}; this ServePlan reads version {VERSION}")
+        gpus_raw = d.get("gpus")
+        if not isinstance(gpus_raw, dict) or not gpus_raw:
+            raise ServePlanError(f"{where}: 'gpus' must be a non-empty object of GPU name -> params")
+        gpus: dict[str, GpuCalibration] = {}
+        for name, entry in gpus_raw.items():
+            gpu = load_gpu(name).name  # unknown names fail with the list of known ones
+            if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
+                raise ServePlanError(f"{where}: gpus.{name}.params must be an object")
+            params = entry["params"]
+            for k, v in params.items():
+                if k not in PARAM_BOUNDS:
+                    raise ServePlanError(f"{where}: gpus.{name}.params.{k} is not a parameter; known: {', '.join(PARAM_BOUNDS)}")
+                lo, hi = PARAM_BOUNDS[k]
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or not lo <= v <= hi:
+                    raise ServePlanError(f"{where}: gpus.{name}.params.{k} = {v!r}; expected a number in [{lo}, {hi}]")
+            unc = entry.get("uncertainty_rel", 0.0)
+            if not isinstance(unc, (int, float)) or not 0 <= unc < 10:
+                raise ServePlanError(f"{where}: gpus.{name}.uncertainty_rel = {unc!r}; expected a number in [0, 10)")
+            gpus[gpu] = GpuCalibration(Efficiencies.from_dict(params), dict(entry.get("residuals") or {}), float(unc))
+        return cls(gpus=gpus, source=str(d.get("source", "")), created=str(d.get("created", "")))
+
+    @classmethod
+    def load(cls, path: str | Path) -> CalibrationProfile:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ServePlanError(f"cannot read calibration file {p}: {e.strerror}") from None
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ServePlanError(f"{p}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+        return cls.from_dict(d, str(p))
+
+
+def load_calibration(path: str | Path | None) -> CalibrationProfile | None:
+    return None if path is None else CalibrationProfile.load(path)

@@ -1,0 +1,303 @@
+"""CostModel: the time of one engine iteration, per operator, for a model on a GPU under TP/PP.
+
+Iteration time = per-layer operators x layers (projections, attention over each sequence's
+context, norms, RoPE, activation, 2 TP all-reduces) + once-per-iteration operators (embedding,
+final norm, LM head, logits gather, sampling) + PP stage sends + host overhead.
+
+The dense operators depend only on the number of tokens in the batch (and of sequences that need
+logits), so their time is cached per token count: the simulator's hot loop pays a dict lookup
+plus a few multiply-adds for attention (`step_time_s`). `step(batch)` gives the same total with a
+per-operator breakdown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from costmodel import roofline as rl
+from costmodel.batch import Batch
+from costmodel.errors import ServePlanError
+from costmodel.hardware import HardwareSpec, load_gpu
+from costmodel.roofline import Efficiencies
+from costmodel.specs import ModelSpec, load_model
+
+PRECISIONS = ("bf16", "fp8", "int4")
+KV_DTYPES = ("auto", "bf16", "fp8", "int4")
+# bytes per weight element; int4 weight-only carries one bf16 scale per group of 128
+WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 128}
+KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 64}
+
+
+@dataclass(frozen=True)
+class OpCost:
+    name: str
+    time_s: float  # over all layers of the model (per GPU of one stage group)
+    flops: float
+    bytes: float
+    comm_bytes: float = 0.0
+    count: int = 1  # how many times it runs in one iteration
+
+
+@dataclass(frozen=True)
+class StepBreakdown:
+    step_time_s: float  # one batch through every stage (its latency)
+    stage_time_s: float  # slowest PP stage: the interval between micro-batches
+    ops: tuple[OpCost, ...] = field(default_factory=tuple)
+    num_tokens: int = 0
+    num_seqs: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "step_time_s": self.step_time_s,
+            "stage_time_s": self.stage_time_s,
+            "num_tokens": self.num_tokens,
+            "num_seqs": self.num_seqs,
+            "ops": [
+                {"name": o.name, "time_s": o.time_s, "count": o.count, "flops": o.flops,
+                 "bytes": o.bytes, "comm_bytes": o.comm_bytes}
+                for o in self.ops
+            ],
+        }
+
+
+def check_parallelism(model: ModelSpec, gpu: HardwareSpec, tp: int, pp: int) -> None:
+    if not isinstance(tp, int) or tp < 1 or tp & (tp - 1):
+        raise ServePlanError(f"tp={tp!r}; expected a power of two >= 1")
+    if not isinstance(pp, int) or pp < 1:
+        raise ServePlanError(f"pp={pp!r}; expected an integer >= 1")
+    if model.num_heads % tp:
+        raise ServePlanError(
+            f"tp={tp} does not divide {model.name}'s {model.num_heads} attention heads"
+        )
+    if pp > model.num_layers:
+        raise ServePlanError(f"pp={pp} exceeds {model.name}'s {model.num_layers} layers")
+    if tp > gpu.gpus_per_node:
+        raise ServePlanError(
+            f"tp={tp} exceeds the {gpu.gpus_per_node} GPUs of a {gpu.name} node; "
+            "tensor parallelism is kept inside a node"
+        )
+
+
+class CostModel:
+    """Step time and memory for one replica (tp x pp GPUs of one type)."""
+
+    def __init__(self, model: ModelSpec | str, gpu: HardwareSpec | str, tp: int = 1, pp: int = 1,
+                 precision: str = "bf16", kv_dtype: str = "auto", calibration=None,
+                 expert_parallel: bool = False):
+        self.model = load_model(model)
+        self.gpu = load_gpu(gpu)
+        check_parallelism(self.model, self.gpu, tp, pp)
+        if precision not in PRECISIONS:
+            raise ServePlanError(f"precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if kv_dtype not in KV_DTYPES:
+            raise ServePlanError(f"kv_dtype {kv_dtype!r}; expected one of {', '.join(KV_DTYPES)}")
+        self.tp, self.pp = tp, pp
+        self.precision = precision
+        self.kv_dtype = "bf16" if kv_dtype == "auto" else kv_dtype
+        self.expert_parallel = expert_parallel and self.model.is_moe
+        self.calibration = calibration
+        self.eff: Efficiencies = (
+            calibration.efficiencies_for(self.gpu.name) if calibration is not None else Efficiencies()
+        )
+        self._tables = calibration.tables_for(self.gpu.name) if calibration is not None else None
+        m = self.model
+        self.q_heads = m.num_heads // tp
+        self.kv_heads = max(1, m.num_kv_heads // tp)  # KV heads are replicated when tp > kv heads
+        self.w_bytes = WEIGHT_BYTES[precision]
+        self.kv_elem_bytes = KV_BYTES[self.kv_dtype]
+        self.peak = self.gpu.peak_flops(precision)
+        self.layers_per_stage = math.ceil(m.num_layers / pp)
+        self._dense_cache: dict[tuple[int, int], tuple[float, float]] = {}
+
+    # --- sizes -------------------------------------------------------------------------------
+    @property
+    def num_gpus(self) -> int:
+        return self.tp * self.pp
+
+    def kv_bytes_per_token(self) -> float:
+        """KV bytes one token occupies on one GPU (its stage's layers, its TP share of heads)."""
+        return 2 * self.layers_per_stage * self.kv_heads * self.model.head_dim * self.kv_elem_bytes
+
+    # --- operator timing ---------------------------------------------------------------------
+    def _gemm(self, name: str, m: int, n: int, k: int) -> float:
+        if self._tables is not None:
+            t = self._tables.gemm_time_s(self.precision, m, n, k)
+            if t is not None:
+                return t
+        return rl.gemm_time_s(m, n, k, self.gpu, self.eff, self.peak, self.w_bytes)
+
+    def _allreduce(self, msg_bytes: float) -> float:
+        if self._tables is not None:
+            t = self._tables.allreduce_time_s(self.tp, msg_bytes)
+            if t is not None:
+                return t
+        return rl.allreduce_time_s(msg_bytes, self.tp, self.gpu, self.eff)
+
+    def _p2p_bw(self) -> float:
+        # stages sit on the same node while tp * pp fits one, else they cross the network
+        return rl.link_bw_bytes_s(self.gpu, self.tp * self.pp)
+
+    def _dense_ops(self, T: int, n_logits: int) -> list[OpCost]:
+        """Operators whose cost depends only on the token count T (per GPU, all layers)."""
+        m, e, L = self.model, self.eff, self.model.num_layers
+        h, hd, tp = m.hidden_size, m.head_dim, self.tp
+        qkv_n = (self.q_heads + 2 * self.kv_heads) * hd
+        ops: list[OpCost] = []
+
+        def layer_op(name, t, flops=0.0, bytes_=0.0, comm=0.0):
+            ops.append(OpCost(name, t * L, flops * L, bytes_ * L, comm * L, L))
+
+        norm_bytes = T * h * 2 * 2 + h * 2
+        layer_op("input_layernorm", rl.elementwise_time_s(norm_bytes, self.gpu, e), 0, norm_bytes)
+        layer_op("qkv_proj", self._gemm("qkv_proj", T, qkv_n, h), 2 * T * qkv_n * h,
+                 qkv_n * h * self.w_bytes + T * (h + qkv_n) * 2)
+        rope_bytes = T * (self.q_heads + self.kv_heads) * hd * 2 * 2
+        layer_op("rope", rl.elementwise_time_s(rope_bytes, self.gpu, e), 0, rope_bytes)
+        o_k = self.q_heads * hd
+        layer_op("o_proj", self._gemm("o_proj", T, h, o_k), 2 * T * h * o_k,
+                 o_k * h * self.w_bytes + T * (h + o_k) * 2)
+        ar_bytes = T * h * 2
+        if tp > 1:
+            layer_op("attn_allreduce", self._allreduce(ar_bytes), 0, 0, ar_bytes)
+        layer_op("post_attention_layernorm", rl.elementwise_time_s(norm_bytes, self.gpu, e), 0,
+                 norm_bytes)
+        up = 2 if m.gated_mlp else 1
+        if m.is_moe:
+            E, k_top = m.num_experts, m.experts_per_token
+            router_t = self._gemm("router", T, E, h)
+            layer_op("moe_router", router_t, 2 * T * E * h, E * h * 2)
+            if self.expert_parallel:
+                experts_here, inter = max(1, E // tp), m.intermediate_size
+                tok_assign = T * k_top / tp
+            else:
+                experts_here, inter = E, m.intermediate_size // tp
+                tok_assign = T * k_top
+            # experts that receive at least one token (uniform routing), tokens each
+            active = experts_here * (1 - (1 - k_top / E) ** T) if T else 0
+            active = max(1.0, active)
+            m_e = max(1, math.ceil(tok_assign / active))
+            t_up = active * (self._gemm("mlp_up", m_e, up * inter, h) - e.kernel_overhead_s) + e.kernel_overhead_s
+            t_dn = active * (self._gemm("mlp_down", m_e, h, inter) - e.kernel_overhead_s) + e.kernel_overhead_s
+            layer_op("mlp_up_proj", t_up, 2 * tok_assign * up * inter * h, active * up * inter * h * self.w_bytes)
+            act_bytes = tok_assign * inter * (up + 1) * 2
+            layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e), 0, act_bytes)
+            layer_op("mlp_down_proj", t_dn, 2 * tok_assign * inter * h, active * inter * h * self.w_bytes)
+        else:
+            inter = m.intermediate_size // tp
+            layer_op("mlp_up_proj", self._gemm("mlp_up", T, up * inter, h), 2 * T * up * inter * h,
+                     up * inter * h * self.w_bytes + T * (h + up * inter) * 2)
+            act_bytes = T * inter * (up + 1) * 2
+            layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e), 0, act_bytes)
+            layer_op("mlp_down_proj", self._gemm("mlp_down", T, h, inter), 2 * T * inter * h,
+                     inter * h * self.w_bytes + T * (h + inter) * 2)
+        if tp > 1:
+            layer_op("mlp_allreduce", self._allreduce(ar_bytes), 0, 0, ar_bytes)
+        add_bytes = T * h * 2 * 3
+        layer_op("residual_add", rl.elementwise_time_s(add_bytes, self.gpu, e), 0, add_bytes)
+
+        # once per iteration (first / last stage)
+        emb_bytes = T * h * 2 * 2
+        ops.append(OpCost("embedding", rl.elementwise_time_s(emb_bytes, self.gpu, e), 0, emb_bytes))
+        ops.append(OpCost("final_norm", rl.elementwise_time_s(norm_bytes, self.gpu, e), 0, norm_bytes))
+        v = m.vocab_size // tp
+        # the LM head stays in bf16 under fp8/int4 checkpoints (vLLM keeps it unquantised)
+        lm_t = rl.gemm_time_s(n_logits, v, h, self.gpu, e, self.gpu.bf16_flops, 2.0)
+        ops.append(OpCost("lm_head", lm_t, 2 * n_logits * v * h, v * h * 2 + n_logits * (h + v) * 2))
+        if tp > 1:
+            g_bytes = n_logits * m.vocab_size * 2
+            ops.append(OpCost("logits_gather", self._allreduce(g_bytes / 2), 0, 0, g_bytes))
+        samp_bytes = n_logits * m.vocab_size * 4 * 2
+        ops.append(OpCost("sampler", rl.elementwise_time_s(samp_bytes, self.gpu, e), 0, samp_bytes))
+        if self.pp > 1:
+            send = rl.p2p_time_s(T * h * 2, self._p2p_bw(), e)
+            ops.append(OpCost("pp_send", send * (self.pp - 1), 0, 0, T * h * 2 * (self.pp - 1), self.pp - 1))
+        return ops
+
+    def _dense_time(self, T: int, n_logits: int) -> tuple[float, float]:
+        """(sum of per-layer op time over all layers, once-per-iteration time), cached by shape."""
+        key = (T, n_logits)
+        hit = self._dense_cache.get(key)
+        if hit is not None:
+            return hit
+        per_layer = once = 0.0
+        for op in self._dense_ops(T, n_logits):
+            if op.count == self.model.num_layers and op.name not in ("pp_send",):
+                per_layer += op.time_s
+            else:
+                once += op.time_s
+        if len(self._dense_cache) > 200_000:
+            self._dense_cache.clear()
+        self._dense_cache[key] = (per_layer, once)
+        return per_layer, once
+
+    def _attention_time(self, prefill: Sequence[tuple[int, int]], n_decode: int,
+                        decode_ctx_sum: float, q: int) -> tuple[float, float]:
+        """(prefill, decode) attention time for one layer."""
+        m, e = self.model, self.eff
+        t_pre = 0.0
+        for chunk, prefix in prefill:
+            t_pre += rl.prefill_attn_time_s(chunk, prefix, self.q_heads, self.kv_heads, m.head_dim,
+                                            self.gpu, e, self.kv_elem_bytes)
+        t_dec = rl.decode_attn_time_s(n_decode, decode_ctx_sum, q, self.q_heads, self.kv_heads,
+                                      m.head_dim, self.gpu, e, self.kv_elem_bytes)
+        return t_pre, t_dec
+
+    # --- public ------------------------------------------------------------------------------
+    def step_time_s(self, prefill: Sequence[tuple[int, int]] = (), n_decode: int = 0,
+                    decode_ctx_sum: float = 0, decode_query_tokens: int = 1) -> float:
+        """Latency of one iteration (hot path; equals `step(...).step_time_s`)."""
+        T = sum(c for c, _ in prefill) + n_decode * decode_query_tokens
+        n_seqs = len(prefill) + n_decode
+        if T == 0:
+            return 0.0
+        per_layer, once = self._dense_time(T, len(prefill) + n_decode * decode_query_tokens)
+        t_pre, t_dec = self._attention_time(prefill, n_decode, decode_ctx_sum, decode_query_tokens)
+        L = self.model.num_layers
+        return per_layer + once + L * (t_pre + t_dec) + self._host(n_seqs)
+
+    def stage_time_s(self, prefill: Sequence[tuple[int, int]] = (), n_decode: int = 0,
+                     decode_ctx_sum: float = 0, decode_query_tokens: int = 1) -> float:
+        """Time the slowest PP stage is busy with this batch (= step time when pp == 1)."""
+        if self.pp == 1:
+            return self.step_time_s(prefill, n_decode, decode_ctx_sum, decode_query_tokens)
+        return self.step(Batch(tuple(prefill), (), 1), _decode=(n_decode, decode_ctx_sum,
+                                                               decode_query_tokens)).stage_time_s
+
+    def _host(self, n_seqs: int) -> float:
+        return self.eff.host_overhead_s + self.eff.host_per_seq_s * n_seqs
+
+    def step(self, batch: Batch, _decode: tuple[int, float, int] | None = None) -> StepBreakdown:
+        """Per-operator breakdown of one iteration."""
+        if _decode is None:
+            n_dec, ctx_sum, q = len(batch.decode), float(sum(batch.decode)), batch.decode_query_tokens
+        else:
+            n_dec, ctx_sum, q = _decode
+        T = sum(c for c, _ in batch.prefill) + n_dec * q
+        n_seqs = len(batch.prefill) + n_dec
+        if T == 0:
+            return StepBreakdown(0.0, 0.0)
+        n_logits = len(batch.prefill) + n_dec * q
+        ops = self._dense_ops(T, n_logits)
+        m, L = self.model, self.model.num_layers
+        t_pre, t_dec = self._attention_time(batch.prefill, n_dec, ctx_sum, q)
+        hd, qh, kvh = m.head_dim, self.q_heads, self.kv_heads
+        if batch.prefill:
+            pairs = sum(c * (p + (c + 1) / 2) for c, p in batch.prefill)
+            kv_read = sum(p + c for c, p in batch.prefill) * 2 * kvh * hd * self.kv_elem_bytes
+            ops.append(OpCost("attn_prefill", t_pre * L, 4 * qh * hd * pairs * L, kv_read * L, 0, L))
+        if n_dec:
+            ops.append(OpCost("attn_decode", t_dec * L, 4 * qh * hd * ctx_sum * q * L,
+                              ctx_sum * 2 * kvh * hd * self.kv_elem_bytes * L, 0, L))
+        host = self._host(n_seqs)
+        ops.append(OpCost("host_overhead", host, 0, 0))
+        total = sum(o.time_s for o in ops)
+        if self.pp == 1:
+            stage = total
+        else:
+            layer_t = sum(o.time_s for o in ops if o.count == L) / L
+            once = sum(o.time_s for o in ops if o.count != L and o.name not in ("pp_send", "host_overhead"))
+            send = next((o.time_s / o.count for o in ops if o.name == "pp_send"), 0.0)
+            stage = self.layers_per_stage * layer_t + once + send + host / self.pp
+        return StepBreakdown(total, stage, tuple(ops), T, n_seqs)

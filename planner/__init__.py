@@ -1,0 +1,1 @@
+"""Planner: search, LP allocation, simulator verification, the Plan type, CLI and service."""

@@ -1,0 +1,89 @@
+"""`serveplan cost step`: step time of one batch with a per-operator breakdown and memory plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from planner.cli_common import emit_json, load_calibration_opt, user_errors
+
+cost_app = typer.Typer(help="Cost model: step time of a batch, accuracy against measurements.",
+                       no_args_is_help=True)
+
+
+@cost_app.command("step")
+@user_errors
+def step(
+    model: str = typer.Option(..., "--model", help="preset (llama-3.1-70b, ...) or config.json path"),
+    gpu: str = typer.Option(..., "--gpu", help="GPU preset (h100, a100-80g, ...)"),
+    tp: int = typer.Option(1, "--tp", help="tensor-parallel degree"),
+    pp: int = typer.Option(1, "--pp", help="pipeline-parallel degree"),
+    precision: str = typer.Option("bf16", "--precision", help="weights: bf16 | fp8 | int4"),
+    kv_dtype: str = typer.Option("auto", "--kv-dtype", help="auto | bf16 | fp8 | int4"),
+    prefill: list[str] = typer.Option(None, "--prefill", help="LEN[xN][+CACHED_PREFIX], repeatable"),
+    decode: list[str] = typer.Option(None, "--decode", help="BATCHxCONTEXT, repeatable"),
+    spec_tokens: int = typer.Option(0, "--spec-k", help="verify step: k draft tokens per decode"),
+    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization"),
+    calibration: Path = typer.Option(None, "--calibration", help="calibration profile JSON"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+):
+    """Time one engine iteration of a batch, per operator, and the memory plan of one GPU."""
+    from dataclasses import replace
+
+    from costmodel.batch import Batch
+    from costmodel.engine_defaults import engine_defaults
+    from costmodel.memory import memory_plan
+    from costmodel.model import CostModel
+
+    cal = load_calibration_opt(calibration)
+    cm = CostModel(model, gpu, tp=tp, pp=pp, precision=precision, kv_dtype=kv_dtype, calibration=cal)
+    batch = Batch.parse(prefill, decode)
+    if spec_tokens:
+        batch = replace(batch, decode_query_tokens=spec_tokens + 1)
+    br = cm.step(batch)
+    d = engine_defaults(cm.gpu)
+    mem = memory_plan(cm, gpu_memory_utilization, max(d.max_num_batched_tokens, batch.num_tokens),
+                      d.max_num_seqs, d.block_size)
+    out = {
+        "model": cm.model.name,
+        "gpu": cm.gpu.name,
+        "tp": tp,
+        "pp": pp,
+        "precision": precision,
+        "kv_dtype": cm.kv_dtype,
+        "calibrated": cal is not None,
+        **br.to_dict(),
+        "memory": mem.to_dict(),
+    }
+    if as_json:
+        emit_json(out)
+        return
+    _print_step(out)
+
+
+def _print_step(out: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    t = Table(title=f"{out['model']} on {out['tp'] * out['pp']} x {out['gpu']} "
+                    f"(tp={out['tp']}, pp={out['pp']}, {out['precision']}): "
+                    f"{out['num_tokens']} tokens, {out['num_seqs']} sequences")
+    for col in ("operator", "time (ms)", "share", "GFLOP", "GB moved", "comm MB"):
+        t.add_column(col, justify="right" if col != "operator" else "left")
+    total = out["step_time_s"]
+    for op in sorted(out["ops"], key=lambda o: -o["time_s"]):
+        t.add_row(op["name"], f"{op['time_s'] * 1e3:.3f}", f"{op['time_s'] / total:.1%}",
+                  f"{op['flops'] / 1e9:.1f}", f"{op['bytes'] / 1e9:.2f}", f"{op['comm_bytes'] / 1e6:.1f}")
+    t.add_row("total", f"{total * 1e3:.3f}", "100%", "", "", "", style="bold")
+    c.print(t)
+    m = out["memory"]
+    gib = 1024**3
+    c.print(f"stage time {out['stage_time_s'] * 1e3:.3f} ms;  per GPU: weights {m['weights_bytes'] / gib:.1f} GiB, "
+            f"activations {m['activation_bytes'] / gib:.1f} GiB, KV {m['kv_bytes'] / gib:.1f} GiB "
+            f"= {m['kv_capacity_tokens']:,} tokens ({m['kv_blocks']:,} blocks of {m['block_size']})")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cost_app, name="cost")

@@ -1,0 +1,206 @@
+"""What is deployed: pools of identical replicas, colocated or prefill/decode disaggregated.
+
+This is the `deployment` block of the Plan JSON (DESIGN.md): the planner writes it, the simulator
+runs it, and `serveplan simulate --plan FILE` reads it back. Unset scheduler knobs (None) take the
+engine defaults of the pool's GPU (`costmodel.engine_defaults`); `resolved()` fills them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from costmodel.engine_defaults import engine_defaults
+from costmodel.errors import ServePlanError
+from costmodel.hardware import load_gpu
+from costmodel.model import KV_DTYPES, PRECISIONS
+from costmodel.specs import load_model
+
+SPEC_METHODS = ("none", "draft", "self", "ngram")
+ROLES = ("colocated", "prefill", "decode")
+MODES = ("colocated", "disaggregated")
+
+
+@dataclass(frozen=True)
+class SpecConfig:
+    method: str = "none"  # none | draft | self | ngram
+    draft_model: str | None = None  # preset or config.json path (method "draft")
+    num_speculative_tokens: int = 0  # k; 0 with method != none means adaptive
+    acceptance: float = 0.0  # per-token acceptance probability a
+    adaptive: bool = False  # draft length chosen per step from recent acceptance
+
+    def __post_init__(self):
+        if self.method not in SPEC_METHODS:
+            raise ServePlanError(f"spec method {self.method!r}; expected one of {', '.join(SPEC_METHODS)}")
+        if not 0 <= self.num_speculative_tokens <= 16:
+            raise ServePlanError(f"num_speculative_tokens={self.num_speculative_tokens}; expected 0..16")
+        if not 0.0 <= self.acceptance < 1.0:
+            raise ServePlanError(f"spec acceptance {self.acceptance}; expected a probability in [0, 1)")
+        if self.method == "draft" and not self.draft_model:
+            raise ServePlanError("spec method 'draft' needs a draft model (--draft-model)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none" and (self.num_speculative_tokens > 0 or self.adaptive)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    role: str  # colocated | prefill | decode
+    gpu: str
+    tp: int = 1
+    pp: int = 1
+    replicas: int = 1
+    precision: str = "bf16"
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    chunk_size: int | None = None  # most prompt tokens of one request per iteration
+    enable_chunked_prefill: bool = True
+    kv_dtype: str = "auto"
+    gpu_memory_utilization: float | None = None
+    kv_budget_tokens: int | None = None  # per-request KV cap (eviction); None = unlimited
+    block_size: int | None = None
+    enable_prefix_caching: bool = True
+    expert_parallel: bool = False
+    gpu_price_per_hour_usd: float | None = None  # None = the GPU preset's price
+    spec: SpecConfig = field(default_factory=SpecConfig)
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ServePlanError(f"pool role {self.role!r}; expected one of {', '.join(ROLES)}")
+        load_gpu(self.gpu)
+        for name in ("tp", "pp", "replicas"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ServePlanError(f"{name}={v!r}; expected an integer >= 1")
+        if self.precision not in PRECISIONS:
+            raise ServePlanError(f"precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if self.kv_dtype not in KV_DTYPES:
+            raise ServePlanError(f"kv_dtype {self.kv_dtype!r}; expected one of {', '.join(KV_DTYPES)}")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "chunk_size", "kv_budget_tokens"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ServePlanError(f"{name}={v!r}; expected an integer >= 1 (or unset)")
+        u = self.gpu_memory_utilization
+        if u is not None and not 0.05 <= u <= 1.0:
+            raise ServePlanError(f"gpu_memory_utilization={u}; expected a fraction in [0.05, 1.0]")
+        if self.kv_budget_tokens is not None and self.kv_budget_tokens < 16:
+            raise ServePlanError(f"kv_budget_tokens={self.kv_budget_tokens}; expected >= 16 tokens")
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tp * self.pp * self.replicas
+
+    def price_per_hour_usd(self) -> float:
+        p = self.gpu_price_per_hour_usd
+        return (p if p is not None else load_gpu(self.gpu).price_per_hour_usd) * self.num_gpus
+
+    def resolved(self) -> PoolConfig:
+        """Fill unset knobs with the engine defaults for this GPU."""
+        gpu = load_gpu(self.gpu)
+        d = engine_defaults(gpu)
+        mbt = self.max_num_batched_tokens or d.max_num_batched_tokens
+        return replace(
+            self,
+            gpu=gpu.name,
+            max_num_seqs=self.max_num_seqs or d.max_num_seqs,
+            max_num_batched_tokens=mbt,
+            chunk_size=self.chunk_size or mbt,
+            gpu_memory_utilization=self.gpu_memory_utilization or d.gpu_memory_utilization,
+            block_size=self.block_size or d.block_size,
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["spec"] = {
+            "method": self.spec.method,
+            "draft_model": self.spec.draft_model,
+            "num_speculative_tokens": self.spec.num_speculative_tokens,
+            "acceptance": self.spec.acceptance,
+            "adaptive": self.spec.adaptive,
+        }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PoolConfig:
+        if not isinstance(d, dict):
+            raise ServePlanError(f"a pool must be an object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ServePlanError(f"unknown pool keys {sorted(unknown)}; known: {sorted(known)}")
+        kw = dict(d)
+        spec = kw.pop("spec", None) or {}
+        if not isinstance(spec, dict):
+            raise ServePlanError("pool 'spec' must be an object")
+        spec_known = {f.name for f in fields(SpecConfig)}
+        if set(spec) - spec_known:
+            raise ServePlanError(f"unknown spec keys {sorted(set(spec) - spec_known)}; known: {sorted(spec_known)}")
+        if "role" not in kw or "gpu" not in kw:
+            raise ServePlanError("a pool needs 'role' and 'gpu'")
+        return cls(**kw, spec=SpecConfig(**spec))
+
+
+@dataclass(frozen=True)
+class Deployment:
+    model: str
+    pools: tuple[PoolConfig, ...]
+    mode: str = "colocated"
+    router: str = "least_tokens"  # round_robin | least_tokens | prefix_affinity
+    kv_link_bw_bytes_s: float | None = None  # prefill -> decode KV transfer; None = GPU's NIC
+    kv_link_latency_s: float = 20e-6
+
+    def __post_init__(self):
+        load_model(self.model)
+        if self.mode not in MODES:
+            raise ServePlanError(f"mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        if not self.pools:
+            raise ServePlanError("a deployment needs at least one pool")
+        roles = sorted(p.role for p in self.pools)
+        if self.mode == "colocated" and roles != ["colocated"]:
+            raise ServePlanError(f"a colocated deployment has one pool of role 'colocated', got {roles}")
+        if self.mode == "disaggregated" and roles != ["decode", "prefill"]:
+            raise ServePlanError(f"a disaggregated deployment has one 'prefill' and one 'decode' pool, got {roles}")
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(p.num_gpus for p in self.pools)
+
+    def price_per_hour_usd(self) -> float:
+        return sum(p.price_per_hour_usd() for p in self.pools)
+
+    def pool(self, role: str) -> PoolConfig:
+        for p in self.pools:
+            if p.role == role:
+                return p
+        raise KeyError(role)
+
+    def resolved(self) -> Deployment:
+        return replace(self, pools=tuple(p.resolved() for p in self.pools))
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "mode": self.mode,
+            "router": self.router,
+            "kv_link_bw_bytes_s": self.kv_link_bw_bytes_s,
+            "kv_link_latency_s": self.kv_link_latency_s,
+            "pools": [p.to_dict() for p in self.pools],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Deployment:
+        if not isinstance(d, dict):
+            raise ServePlanError(f"a deployment must be an object, got {type(d).__name__}")
+        if "model" not in d or "pools" not in d:
+            raise ServePlanError("a deployment needs 'model' and 'pools'")
+        pools = d["pools"]
+        if not isinstance(pools, list):
+            raise ServePlanError("deployment 'pools' must be a list")
+        return cls(
+            model=d["model"],
+            pools=tuple(PoolConfig.from_dict(p) for p in pools),
+            mode=d.get("mode", "colocated"),
+            router=d.get("router", "least_tokens"),
+            kv_link_bw_bytes_s=d.get("kv_link_bw_bytes_s"),
+            kv_link_latency_s=d.get("kv_link_latency_s", 20e-6),
+        )
