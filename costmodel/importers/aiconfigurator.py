@@ -1,0 +1,138 @@
+"""AIConfigurator tables -> measured rows (native schema).
+
+Layout (ai-dynamo/aiconfigurator's `systems/data/<gpu>/...`; a folder or any one file):
+- `gemm/<framework>/<version>/gemm_perf.parquet`: `gemm_dtype` (bfloat16 | fp8 | fp8_block),
+  `m`, `n`, `k`, `latency` (ms), `kernel_source`.
+- `attention/.../context_attention_perf.parquet`: prefill of `batch_size` prompts of `isl`
+  tokens; `generation_attention_perf.parquet`: one decode step of `batch_size` sequences whose
+  cache holds `isl + step` tokens. Both give `num_heads`, `num_key_value_heads` (per GPU),
+  `head_dim`, `kv_cache_dtype`, `window_size`, `latency` (ms).
+- `comm/nccl/.../nccl_perf.{parquet,csv}` and `comm/vllm/.../custom_allreduce_perf.*`:
+  `op_name`, `num_gpus`, `message_size` (elements of `nccl_dtype` / `allreduce_dtype`),
+  `latency` (ms).
+Where a folder holds both a `.parquet` and a `.csv` of one table, the Parquet file is read.
+The GPU of each row comes from the `device` column when it names a known GPU, else `--gpu`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from costmodel.errors import ServePlanError
+from costmodel.importers import concat, read_table, relname, require_columns, resolve_gpu
+
+MS = 1e-3
+TABLES = ("gemm_perf", "context_attention_perf", "generation_attention_perf", "nccl_perf",
+          "custom_allreduce_perf")
+_DTYPE = {"bfloat16": "bf16", "float16": "bf16", "half": "bf16", "fp8": "fp8",
+          "fp8_block": "fp8_block", "float8_e4m3fn": "fp8", "int8": "fp8"}
+_ELEM_BYTES = {"half": 2, "bfloat16": 2, "float16": 2, "float": 4, "float32": 4, "int8": 1,
+               "fp8": 1}
+# substrings of CUDA device names -> presets, most specific first
+_DEVICES = (
+    ("h100 pcie", "h100-pcie"), ("h100", "h100-sxm"), ("h200", "h200-sxm"), ("gh200", "h200-sxm"),
+    ("b200", "b200"), ("a100-sxm4-40gb", "a100-40g"), ("a100-pcie-40gb", "a100-40g"),
+    ("a100", "a100-80g"), ("l40s", "l40s"), ("l4", "l4"), ("a10g", "a10g"), ("mi300x", "mi300x"),
+)
+
+
+def device_to_gpu(device: str) -> str | None:
+    """`NVIDIA H100 80GB HBM3` -> `h100-sxm`; None when the name matches no preset."""
+    d = str(device).lower()
+    for key, name in _DEVICES:
+        if key in d:
+            return name
+    return None
+
+
+def _gpu_column(df: pd.DataFrame, gpu: str | None, path: Path) -> pd.Series:
+    if "device" in df.columns:
+        names = {d: device_to_gpu(d) for d in df["device"].unique()}
+        if all(names.values()):
+            return df["device"].map(names)
+    return pd.Series(resolve_gpu(gpu, str(path)), index=df.index)
+
+
+def _base(df: pd.DataFrame, path: Path, root: Path, gpu: str | None, op) -> dict:
+    name = relname(path, root)
+    ops = op if isinstance(op, pd.Series) else pd.Series(op, index=df.index)
+    return {"source": name,
+            "row_id": [f"{name}:{i}:{o}" for i, o in zip(df.index, ops, strict=True)],
+            "gpu": _gpu_column(df, gpu, path), "op": ops,
+            "kernel": df.get("kernel_source", ""), "measured_s": df["latency"].astype(float) * MS}
+
+
+def read_gemm(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
+    df = read_table(path)
+    require_columns(df, ("gemm_dtype", "m", "n", "k", "latency"), path)
+    unknown = sorted(set(df["gemm_dtype"]) - set(_DTYPE))
+    if unknown:
+        raise ServePlanError(f"{path}: gemm_dtype {unknown}; expected one of {sorted(_DTYPE)}")
+    return concat([pd.DataFrame({**_base(df, path, root, gpu, "gemm"),
+                                 "precision": df["gemm_dtype"].map(_DTYPE),
+                                 "m": df["m"], "n": df["n"], "k": df["k"]})])
+
+
+def read_attention(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
+    df = read_table(path)
+    prefill = path.stem.startswith("context")
+    need = ("batch_size", "isl", "num_heads", "num_key_value_heads", "head_dim", "latency")
+    require_columns(df, need + (() if prefill else ("step",)), path)
+    kv = df["kv_cache_dtype"].map(_DTYPE).fillna("bf16") if "kv_cache_dtype" in df else "bf16"
+    cols = {**_base(df, path, root, gpu, "attn_prefill" if prefill else "attn_decode"),
+            "kv_dtype": kv, "batch_size": df["batch_size"], "num_heads": df["num_heads"],
+            "num_kv_heads": df["num_key_value_heads"], "head_dim": df["head_dim"],
+            "window": df["window_size"] if "window_size" in df else 0}
+    if prefill:
+        cols.update(prefill_len=df["isl"], context_len=0)
+    else:
+        cols.update(context_len=df["isl"] + df["step"])
+    return concat([pd.DataFrame(cols)])
+
+
+def read_comm(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
+    df = read_table(path)
+    dtype_col = "nccl_dtype" if "nccl_dtype" in df.columns else "allreduce_dtype"
+    require_columns(df, ("num_gpus", "message_size", "latency", dtype_col), path)
+    op = df["op_name"].astype(str) if "op_name" in df.columns else pd.Series("all_reduce", index=df.index)
+    elem = df[dtype_col].map(_ELEM_BYTES)
+    if elem.isna().any():
+        bad = sorted(set(df.loc[elem.isna(), dtype_col]))
+        raise ServePlanError(f"{path}: {dtype_col} {bad}; expected one of {sorted(_ELEM_BYTES)}")
+    base = _base(df, path, root, gpu, op)
+    if "backend" in df.columns:
+        base["kernel"] = df["backend"]
+    return concat([pd.DataFrame({**base, "num_gpus": df["num_gpus"],
+                                 "msg_bytes": df["message_size"].astype(float) * elem})])
+
+
+def _table_files(root: Path) -> list[Path]:
+    if root.is_file():
+        if root.stem not in TABLES:
+            raise ServePlanError(f"{root}: not an AIConfigurator table; expected one of "
+                                 f"{', '.join(t + '.parquet' for t in TABLES)}")
+        return [root]
+    found = [p for p in root.rglob("*") if p.is_file() and p.stem in TABLES
+             and p.suffix.lower() in (".parquet", ".csv")]
+    # a CSV beside a Parquet copy of the same table is the same data: read the Parquet only
+    keep = [p for p in found if not (p.suffix.lower() == ".csv" and p.with_suffix(".parquet").exists())]
+    return sorted(keep)
+
+
+def load_aiconfigurator(root: Path, gpu: str | None) -> pd.DataFrame:
+    files = _table_files(root)
+    if not files:
+        raise ServePlanError(f"{root}: no AIConfigurator tables ({', '.join(TABLES)}) found")
+    frames = []
+    for f in files:
+        if f.stem == "gemm_perf":
+            frames.append(read_gemm(f, root, gpu))
+        elif "attention" in f.stem:
+            frames.append(read_attention(f, root, gpu))
+        else:
+            frames.append(read_comm(f, root, gpu))
+    out = concat(frames)
+    return out[np.isfinite(out["measured_s"])].reset_index(drop=True)
