@@ -108,3 +108,18 @@ def check_inner_contiguous(name: str, t: torch.Tensor) -> None:
     if t.stride(-1) != 1:
         raise ValueError(f"{name} must have a unit stride on its last axis, got strides "
                          f"{t.stride()}; pass {name}.contiguous()")
+
+
+def check_out(name: str, out: torch.Tensor, shape: Sequence[int], dtype: torch.dtype,
+              device: torch.device) -> None:
+    """A caller-supplied output buffer must match the result exactly."""
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name}.shape={tuple(out.shape)} does not match the result's shape "
+                         f"{tuple(shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"{name}.dtype={out.dtype} does not match the result's dtype {dtype}")
+    if out.device != device:
+        raise ValueError(f"{name} is on {out.device} but the inputs are on {device}")
+    if out.numel() and out.stride(-1) != 1:
+        raise ValueError(f"{name} must have a unit stride on its last axis, got strides "
+                         f"{out.stride()}")

@@ -22,6 +22,7 @@ from ._device import (
     check_dtype,
     check_launchable,
     check_ndim,
+    check_out,
     fp8_supported,
     interpreting,
 )
@@ -109,7 +110,7 @@ _gemm_autotuned = triton.autotune(configs=_gpu_configs(), key=["M", "N", "K"])(_
 _INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2}
 
 
-def gemm(
+def matmul(
     a: torch.Tensor,
     b: torch.Tensor,
     *,
@@ -117,6 +118,7 @@ def gemm(
     b_scale: torch.Tensor | float | None = None,
     out_dtype: torch.dtype | None = None,
     allow_tf32: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """C = A @ B with fp32 accumulation.
 
@@ -125,6 +127,7 @@ def gemm(
         float or a one-element tensor; C = (a_scale * A) @ (b_scale * B)).
     out_dtype: bf16, fp16 or fp32; defaults to the input dtype (bf16 for fp8).
     allow_tf32: let fp32 inputs use TF32 tensor cores (about 1e-3 relative error).
+    out: optional [M, N] buffer of out_dtype to write C into (any row stride).
     Returns C: [M, N] in out_dtype, on the inputs' device.
     """
     check_ndim("a", a, 2, "[M, K]")
@@ -156,7 +159,11 @@ def gemm(
     if out_dtype not in OUTPUT_DTYPES:
         raise ValueError(f"out_dtype={out_dtype} is not one of bfloat16, float16, float32")
 
-    c = torch.empty((M, N), dtype=out_dtype, device=device)
+    if out is None:
+        c = torch.empty((M, N), dtype=out_dtype, device=device)
+    else:
+        check_out("out", out, (M, N), out_dtype, device)
+        c = out
     if M == 0 or N == 0:
         return c
     if K == 0:
@@ -219,7 +226,7 @@ def _bench() -> None:
             a = torch.randn(m, k, device=device).to(dtype)
             b = torch.randn(n, k, device=device).to(dtype).T  # weights stored [N, K]
             kw = {"a_scale": 1.0, "b_scale": 1.0} if dtype == FP8 else {}
-            ms = triton.testing.do_bench(lambda a=a, b=b, kw=kw: gemm(a, b, **kw))
+            ms = triton.testing.do_bench(lambda a=a, b=b, kw=kw: matmul(a, b, **kw))
             ref_ms = float("nan")
             if dtype != FP8:
                 ref_ms = triton.testing.do_bench(lambda a=a, b=b: a @ b)

@@ -16,7 +16,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ._device import check_dim, check_dtype, check_inner_contiguous, check_launchable, interpreting
+from ._device import (
+    check_dim,
+    check_dtype,
+    check_inner_contiguous,
+    check_launchable,
+    check_out,
+    interpreting,
+)
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 MAX_FUSED_H = 16384  # widest row kept in registers on a GPU (Llama-405B has H = 16384)
@@ -56,11 +63,19 @@ def _rmsnorm_kernel(
             tl.store(y_row + h0 + cols, (x * rstd * w).to(y_ptr.dtype.element_ty), mask=ok)
 
 
-def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def rms_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float = 1e-6,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """RMS-normalise the last axis of x and scale by weight.
 
     x: [..., H] bf16/fp16/fp32 with unit stride on the last axis; weight: [H], same dtype.
-    eps: added to the mean square, > 0. Returns y with x's shape and dtype.
+    eps: added to the mean square, > 0.
+    out: optional contiguous buffer shaped and typed like x to write y into.
+    Returns y with x's shape and dtype.
     """
     if x.dim() < 1:
         raise ValueError(f"x must have at least one axis [..., H], got shape {tuple(x.shape)}")
@@ -74,14 +89,19 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.T
     if not eps > 0:
         raise ValueError(f"eps={eps} must be > 0")
     check_inner_contiguous("x", x)
-    check_launchable({"x": x, "weight": weight})
+    device = check_launchable({"x": x, "weight": weight})
+    if out is not None:
+        check_out("out", out, x.shape, x.dtype, device)
+        if not out.is_contiguous():
+            raise ValueError(f"out must be contiguous, got strides {out.stride()}")
 
+    result = out if out is not None else torch.empty(x.shape, dtype=x.dtype, device=device)
+    if x.numel() == 0:
+        return result
     x2 = x.reshape(-1, H)  # a view when the leading axes allow it, else a copy
+    y = result.view(-1, H)
     weight = weight.contiguous()
-    y = torch.empty_like(x2)
     T = x2.shape[0]
-    if T == 0 or H == 0:
-        return y.reshape(x.shape)
 
     block_h = min(triton.next_power_of_2(H), INTERPRETER_BLOCK_H if interpreting() else MAX_FUSED_H)
     # Enough threads that each holds a handful of elements, at most 16 warps.
@@ -90,7 +110,7 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.T
         x2, weight, y, H, x2.stride(0), y.stride(0), float(eps),
         BLOCK_H=block_h, ONE_BLOCK=block_h >= H, num_warps=num_warps,
     )
-    return y.reshape(x.shape)
+    return result
 
 
 # --- cost formulas ---------------------------------------------------------------------------
@@ -119,7 +139,7 @@ def _bench() -> None:
     for t, h in [(1, 8192), (256, 4096), (4096, 8192), (16384, 8192), (4096, 16384)]:
         x = torch.randn(t, h, device=device, dtype=torch.bfloat16)
         w = torch.randn(h, device=device, dtype=torch.bfloat16)
-        ms = triton.testing.do_bench(lambda x=x, w=w: rmsnorm(x, w))
+        ms = triton.testing.do_bench(lambda x=x, w=w: rms_norm(x, w))
         print(f"{t:6d} {h:6d} {ms * 1e3:8.1f} {bytes_moved(t, h) / ms * 1e-6:8.1f}")
 
 
