@@ -1,0 +1,472 @@
+"""One engine replica: vLLM-V1-style continuous batching over a paged KV cache.
+
+Each engine iteration is one simpy timeout. The scheduler fills a token budget
+(`max_num_batched_tokens`) shared by decodes and prefill chunks:
+- `decode_first` (vLLM V1): running requests first, in admission order (decodes, then
+  partially prefilled prompts), then waiting requests while the budget, `max_num_seqs` and the
+  KV blocks (less a watermark) allow; no new request is admitted in a step that preempted.
+- `prefill_first`: prompts first (running chunks, then new admissions), decodes take what is
+  left of the budget.
+A prompt advances by at most `chunk_size` tokens per iteration (Sarathi-Serve / SplitFuse).
+When a running request needs a KV block and none is free, the most recently admitted running
+request is preempted by recompute: its blocks are freed (its full prefix blocks stay in the
+prefix cache) and it goes back to the head of the queue; on readmission its prompt and the
+tokens it already generated are prefilled again, and that prefill samples its next token.
+
+Iteration time comes from the cost model for the exact batch (`step_time_s`; with pipeline
+parallelism a new micro-batch starts every `stage_time_s` while up to `pp` are in flight, and a
+request sits in at most one). Decoding sequences live in one int64 array (a row each), so
+bookkeeping per iteration is a handful of vectorised operations, not a loop over sequences.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.kvcache import BlockPool, PrefixCache
+
+# columns of the decoding-sequence array
+RID, COMP, GEN, OUT, HELD, HITB, ORDER, BUSY = range(8)
+NCOL = 8
+POLICIES = ("decode_first", "prefill_first")
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    role: str  # colocated | prefill | decode
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    chunk_size: int
+    enable_chunked_prefill: bool
+    block_size: int
+    kv_blocks: int
+    watermark_blocks: int
+    kv_budget_tokens: int | None  # per-request KV cap (tokens); None = unlimited
+    policy: str = "decode_first"
+    pp: int = 1
+    prefix_caching: bool = False
+    hash_block_tokens: int = 512
+    host_cache_entries: int = 0
+    host_load_s_per_entry: float = 0.0  # PCIe time to bring one prefix entry back
+
+
+class Prefill:
+    """A running request whose prompt (plus, after a preemption, its generated tokens) is
+    still being prefilled."""
+
+    __slots__ = ("rid", "target", "computed", "gen", "out", "held", "hitb", "keys", "pinned",
+                 "order", "recompute", "busy", "host_s")
+
+    def __init__(self, rid, target, computed, gen, out, hitb, keys, pinned, order, recompute, host_s):
+        self.rid, self.target, self.computed, self.gen, self.out = rid, target, computed, gen, out
+        self.held, self.hitb, self.keys, self.pinned = 0, hitb, keys, pinned
+        self.order, self.recompute, self.busy, self.host_s = order, recompute, False, host_s
+
+
+class Plan:
+    __slots__ = ("dec", "n_dec", "q", "k", "ctx_sum", "prefills", "chunks", "extra_s")
+
+    def __init__(self):
+        self.dec = None  # positions (pp == 1: None = rows [:n_dec]) or request ids (pp > 1)
+        self.n_dec, self.q, self.k, self.ctx_sum = 0, 1, 0, 0.0
+        self.prefills: list[Prefill] = []
+        self.chunks: list[int] = []
+        self.extra_s = 0.0  # host-tier loads
+
+
+class Replica:
+    def __init__(self, idx: int, cfg: ReplicaConfig, cm, cluster, spec=None):
+        self.idx, self.cfg, self.cm, self.cl, self.spec = idx, cfg, cm, cluster, spec
+        self.env = cluster.env
+        cache = PrefixCache(cfg.hash_block_tokens // cfg.block_size, cfg.host_cache_entries) \
+            if cfg.prefix_caching else None
+        self.cache = cache
+        self.pool = BlockPool(cfg.kv_blocks, cache)
+        self.cap = cfg.kv_budget_tokens
+        self.D = np.zeros((cfg.max_num_seqs, NCOL), np.int64)
+        self.n = 0
+        self.prefilling: list[Prefill] = []
+        self.waiting: deque[int] = deque()
+        self.resume: dict[int, int] = {}  # preempted request -> tokens generated so far
+        self.keys: dict[int, tuple[list, int]] = {}  # decoding request -> (pinned keys, all keys)
+        self.incoming = 0  # decode role: KV transfers under way into this replica
+        self.pending: deque = deque()  # decode role: prefilled requests waiting for KV blocks
+        self.order = 0
+        self.outstanding = 0  # router's load: prompt + output tokens not yet processed
+        self.busy_s = 0.0
+        self.iterations = 0
+        self.preemptions = 0
+        self.peak_blocks = 0
+        self._idle = None
+        self.timeline = [] if cluster.timeline_dt else None
+        self._next_sample = 0.0
+
+    # --- intake ------------------------------------------------------------------------------
+    def submit(self, rid: int) -> None:
+        self.waiting.append(rid)
+        self.wake()
+
+    def wake(self) -> None:
+        ev = self._idle
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    def num_running(self) -> int:
+        return self.n + len(self.prefilling) + self.incoming
+
+    # --- main loop ---------------------------------------------------------------------------
+    def run(self):
+        env, pp = self.env, self.cfg.pp
+        if pp > 1:
+            yield from self._run_pipelined()
+            return
+        while True:
+            plan = self._schedule()
+            if plan is None:
+                self._idle = env.event()
+                yield self._idle
+                self._idle = None
+                continue
+            dt = self._step_time(plan)
+            self.busy_s += dt
+            self.iterations += 1
+            yield env.timeout(dt)
+            self._complete(plan)
+
+    def _run_pipelined(self):
+        """Up to pp micro-batches in flight; a new one starts each stage time."""
+        env = self.env
+        inflight: deque = deque()
+        next_launch = 0.0
+        while True:
+            now = env.now
+            while inflight and inflight[0][0] <= now:
+                self._complete(inflight.popleft()[1])
+            if len(inflight) < self.cfg.pp and now >= next_launch:
+                plan = self._schedule()
+                if plan is not None:
+                    step, stage = self._step_time(plan, stages=True)
+                    self.busy_s += stage
+                    self.iterations += 1
+                    self._mark_busy(plan, True)
+                    inflight.append((now + step, plan))
+                    next_launch = now + stage
+            waits = []
+            if inflight:
+                waits.append(inflight[0][0])
+            if len(inflight) < self.cfg.pp and next_launch > now:
+                waits.append(next_launch)
+            self._idle = env.event()
+            if waits:
+                yield env.any_of([self._idle, env.timeout(min(waits) - now)])
+            else:
+                yield self._idle
+            self._idle = None
+
+    def _mark_busy(self, plan: Plan, busy: bool) -> None:
+        for p in plan.prefills:
+            p.busy = busy
+        if plan.n_dec:
+            rows = np.flatnonzero(np.isin(self.D[:self.n, RID], plan.dec))
+            self.D[rows, BUSY] = 1 if busy else 0
+
+    # --- timing ------------------------------------------------------------------------------
+    def _step_time(self, plan: Plan, stages: bool = False):
+        pre = [(c, min(p.computed, self.cap) if self.cap else p.computed)
+               for p, c in zip(plan.prefills, plan.chunks, strict=True)]
+        cm = self.cm
+        if stages:
+            from costmodel.batch import Batch
+
+            br = cm.step(Batch(tuple(pre), (), 1), _decode=(plan.n_dec, plan.ctx_sum, plan.q))
+            t, stage = br.step_time_s, br.stage_time_s
+        else:
+            t = cm.step_time_s(pre, plan.n_dec, plan.ctx_sum, plan.q)
+        extra = plan.extra_s
+        if self.spec is not None and plan.k:
+            extra += self.spec.draft_time_s(pre, plan.n_dec, plan.ctx_sum, plan.k)
+        if self.timeline is not None and self.env.now >= self._next_sample:
+            self._sample()
+        return (t + extra, stage + extra) if stages else t + extra
+
+    def _sample(self) -> None:
+        self._next_sample = self.env.now + self.cl.timeline_dt
+        self.timeline.append((self.env.now, self.pool.in_use() / max(self.pool.total, 1),
+                              len(self.waiting), self.num_running()))
+
+    # --- scheduling --------------------------------------------------------------------------
+    def _schedule(self) -> Plan | None:
+        plan = Plan()
+        budget = self.cfg.max_num_batched_tokens
+        if self.pending:
+            self.cl.admit_transfers(self)
+        preempted = False
+        if self.cfg.policy == "decode_first":
+            budget, preempted = self._schedule_decodes(plan, budget)
+            budget, p2 = self._schedule_running_prefills(plan, budget)
+            if not (preempted or p2):
+                self._admit(plan, budget)
+        else:
+            budget, preempted = self._schedule_running_prefills(plan, budget)
+            if not preempted:
+                budget = self._admit(plan, budget)
+            budget, _ = self._schedule_decodes(plan, budget)
+        if not plan.prefills and not plan.n_dec:
+            return None
+        used = self.pool.in_use()
+        if used > self.peak_blocks:
+            self.peak_blocks = used
+        return plan
+
+    def _decode_rows(self):
+        """Rows of decoding sequences free to run (pp > 1: not in a micro-batch in flight)."""
+        if self.cfg.pp == 1:
+            return None
+        return np.flatnonzero(self.D[:self.n, BUSY] == 0)
+
+    def _schedule_decodes(self, plan: Plan, budget: int) -> tuple[int, bool]:
+        preempted = False
+        if self.n == 0 or budget <= 0:
+            return budget, preempted
+        D, bs, cap = self.D, self.cfg.block_size, self.cap
+        while self.n:
+            rows = self._decode_rows()
+            cnt = self.n if rows is None else rows.size
+            if cnt == 0:
+                return budget, preempted
+            sel = slice(0, self.n) if rows is None else rows
+            comp = D[sel, COMP]
+            k = 0
+            if self.spec is not None:
+                ctx = comp.sum() if cap is None else np.minimum(comp, cap).sum()
+                k = self.spec.choose_k(cnt, float(ctx))
+            q = k + 1
+            if cnt * q > budget:  # the earliest admitted fit in the budget (vLLM's running order)
+                keep = budget // q
+                if keep == 0:
+                    return budget, preempted
+                base = np.arange(self.n) if rows is None else rows
+                rows = base[np.argsort(D[base, ORDER], kind="stable")[:keep]]
+                sel, cnt = rows, keep
+                comp = D[sel, COMP]
+            kvt = comp + q if cap is None else np.minimum(comp + q, cap)
+            need = (kvt + (bs - 1)) // bs - D[sel, HELD] - D[sel, HITB]
+            np.maximum(need, 0, out=need)
+            total = int(need.sum())
+            if self.pool.allocate(total):
+                D[sel, HELD] += need
+                plan.dec = None if isinstance(sel, slice) else D[sel, RID].copy()
+                plan.n_dec, plan.q, plan.k = cnt, q, k
+                plan.ctx_sum = float(comp.sum() if cap is None else np.minimum(comp, cap).sum())
+                return budget - cnt * q, preempted
+            self._preempt_latest()
+            preempted = True
+        return budget, preempted
+
+    def _schedule_running_prefills(self, plan: Plan, budget: int) -> tuple[int, bool]:
+        preempted = False
+        bs, cap, chunk_max = self.cfg.block_size, self.cap, self.cfg.chunk_size
+        i = 0
+        while i < len(self.prefilling) and budget > 0:
+            p = self.prefilling[i]
+            if p.busy:
+                i += 1
+                continue
+            chunk = min(p.target - p.computed, chunk_max, budget)
+            kvt = p.computed + chunk if cap is None else min(p.computed + chunk, cap)
+            need = max(0, -(-kvt // bs) - p.hitb - p.held)
+            while not self.pool.allocate(need):
+                victim = self._preempt_latest(prefills_only=True)
+                preempted = True
+                if victim is p:
+                    break
+            else:
+                p.held += need
+                p.busy = True
+                plan.prefills.append(p)
+                plan.chunks.append(chunk)
+                budget -= chunk
+                i += 1
+                continue
+            # p itself was preempted: the list shrank at p's position or later
+        return budget, preempted
+
+    def _admit(self, plan: Plan, budget: int) -> int:
+        cfg, cl = self.cfg, self.cl
+        bs, cap = cfg.block_size, self.cap
+        while self.waiting and budget > 0 and self.num_running() < cfg.max_num_seqs:
+            rid = self.waiting[0]
+            gen = self.resume.get(rid, 0)
+            prompt = cl.input_len[rid]
+            target = prompt + gen
+            keys, g, h = None, 0, 0
+            if self.cache is not None:
+                keys = cl.hash_keys(rid)
+                if keys:
+                    g, h = self.cache.match(keys)
+                    lim = (target - 1) // cfg.hash_block_tokens
+                    g = min(g, lim)
+                    h = min(h, lim - g)
+            hit = (g + h) * cfg.hash_block_tokens
+            left = target - hit
+            chunk = min(left, cfg.chunk_size, budget)
+            if chunk < left and not cfg.enable_chunked_prefill and budget < cfg.max_num_batched_tokens:
+                break
+            hitb = g * self.cache.bpe if g else 0
+            kvt = hit + chunk if cap is None else min(hit + chunk, cap)
+            need = max(0, -(-kvt // bs) - hitb)
+            pinned = keys[:g] if g else ()
+            if g:
+                self.cache.pin(pinned)
+            if self.pool.available() - need < cfg.watermark_blocks or not self.pool.allocate(need):
+                if g:
+                    self.cache.unpin(pinned)
+                break
+            self.waiting.popleft()
+            recompute = rid in self.resume
+            if recompute:
+                del self.resume[rid]
+            host_s = 0.0
+            if h:
+                self.cache.take_from_host(keys[g:g + h])
+                host_s = h * cfg.host_load_s_per_entry
+                self.cache.host_hit_tokens += h * cfg.hash_block_tokens
+            if self.cache is not None and not recompute:
+                self.cache.lookup_tokens += prompt
+                self.cache.hit_tokens += hit
+            p = Prefill(rid, target, hit, gen, cl.output_len[rid], hitb, keys, pinned, self.order,
+                        recompute, host_s)
+            self.order += 1
+            p.held = need
+            if not recompute:
+                self.outstanding -= hit
+            cl.on_scheduled(rid, self.env.now, hit)
+            p.busy = True
+            self.prefilling.append(p)
+            plan.prefills.append(p)
+            plan.chunks.append(chunk)
+            plan.extra_s += host_s
+            budget -= chunk
+        return budget
+
+    def _preempt_latest(self, prefills_only: bool = False):
+        """Preempt (recompute) the most recently admitted running request that is neither in
+        this step's plan nor in flight (vLLM pops the lowest-priority request it has not visited)."""
+        best_o, best = -1, None
+        if self.n and not prefills_only:
+            rows = self._decode_rows()
+            if rows is None:
+                r = int(np.argmax(self.D[:self.n, ORDER]))
+                best_o, best = int(self.D[r, ORDER]), r
+            elif rows.size:
+                r = int(rows[np.argmax(self.D[rows, ORDER])])
+                best_o, best = int(self.D[r, ORDER]), r
+        for p in self.prefilling:
+            if not p.busy and p.order > best_o:
+                best_o, best = p.order, p
+        if best is None:
+            raise RuntimeError("KV blocks exhausted with nothing left to preempt")
+        self.preemptions += 1
+        if isinstance(best, Prefill):
+            self.prefilling.remove(best)
+            rid, gen = best.rid, best.gen
+            self._release(best.held, best.pinned, best.keys, rid, best.computed)
+        else:
+            row = self.D[best]
+            rid, gen = int(row[RID]), int(row[GEN])
+            pinned, keys = self.keys.pop(rid, ((), None))
+            self._release(int(row[HELD]), pinned, keys, rid, int(row[COMP]))
+            self._remove_rows(np.array([best]))
+        self.resume[rid] = gen
+        self.waiting.appendleft(rid)
+        self.cl.on_preempted(rid)
+        return best
+
+    # --- completion --------------------------------------------------------------------------
+    def _complete(self, plan: Plan) -> None:
+        now, cl = self.env.now, self.cl
+        if self.cfg.pp > 1:
+            self._mark_busy(plan, False)
+        for p in plan.prefills:
+            p.busy = False
+        if plan.n_dec:
+            self._complete_decodes(plan, now)
+        for p, c in zip(plan.prefills, plan.chunks, strict=True):
+            p.computed += c
+            if not p.recompute:
+                self.outstanding -= c
+            if p.computed < p.target:
+                continue
+            self.prefilling.remove(p)
+            p.gen += 1
+            self.outstanding -= 1
+            cl.on_first_token(p.rid, now)
+            if p.gen >= p.out:
+                self._release(p.held, p.pinned, p.keys, p.rid, p.computed)
+                cl.on_finish(p.rid, now, self)
+            elif self.cfg.role == "prefill":
+                cl.handoff(self, p)
+            else:
+                self.add_decoder(p.rid, p.computed, p.gen, p.out, p.held, p.hitb)
+                if p.keys is not None and self.cache is not None:
+                    self.keys[p.rid] = (p.pinned, p.keys)
+
+    def add_decoder(self, rid, computed, gen, out, held, hitb) -> None:
+        r = self.n
+        self.D[r] = (rid, computed, gen, out, held, hitb, self.order, 0)
+        self.order += 1
+        self.n = r + 1
+
+    def _complete_decodes(self, plan: Plan, now: float) -> None:
+        D, cl = self.D, self.cl
+        if plan.dec is None:
+            sel = slice(0, plan.n_dec)
+        else:
+            sel = np.flatnonzero(np.isin(D[:self.n, RID], plan.dec))
+        if self.spec is not None and plan.k:
+            tok = self.spec.sample_tokens(plan.n_dec, plan.k)
+            np.minimum(tok, D[sel, OUT] - D[sel, GEN], out=tok)
+            emitted = int(tok.sum())
+            cl.spec_seq_steps += plan.n_dec
+            cl.spec_tokens += emitted
+        else:
+            tok = 1
+            emitted = plan.n_dec
+            cl.spec_seq_steps += plan.n_dec
+            cl.spec_tokens += emitted
+        D[sel, COMP] += tok
+        D[sel, GEN] += tok
+        self.outstanding -= emitted
+        cl.tokens_out += emitted
+        gen, out = D[sel, GEN], D[sel, OUT]
+        done = np.flatnonzero(gen >= out)
+        if done.size:
+            rows = done if plan.dec is None else sel[done]
+            for r in rows.tolist():
+                rid = int(D[r, RID])
+                pinned, keys = self.keys.pop(rid, ((), None))
+                self._release(int(D[r, HELD]), pinned, keys, rid, int(D[r, COMP]))
+                cl.on_finish(rid, now, self)
+            self._remove_rows(rows)
+
+    def _remove_rows(self, rows: np.ndarray) -> None:
+        keep = np.ones(self.n, bool)
+        keep[rows] = False
+        m = int(keep.sum())
+        self.D[:m] = self.D[:self.n][keep]
+        self.n = m
+
+    def _release(self, held: int, pinned, keys, rid: int, computed: int) -> None:
+        """Free a request's private blocks; its full prompt blocks stay cached (vLLM keeps them)."""
+        self.pool.release(held)
+        c = self.cache
+        if c is None or keys is None:
+            return
+        full = min(computed, self.cl.input_len[rid]) // self.cfg.hash_block_tokens
+        if full > len(pinned):
+            c.insert(keys[len(pinned):full])
+        if pinned:
+            c.unpin(pinned)
