@@ -1,16 +1,17 @@
 """CalibrationProfile: fitted cost-model parameters per GPU, stored as versioned JSON.
 
-Schema (version 1):
+Schema (version 2; version 1 files, which have no "tables", still load):
 {
   "schema": "serveplan.calibration",
-  "version": 1,
+  "version": 2,
   "created": "2026-11-22T10:00:00Z",
   "source": "free text: what was measured, where",
   "gpus": {
     "h100-sxm": {
       "params": {"gemm_compute_eff": 0.74, ...},     # costmodel.roofline.Efficiencies fields
       "residuals": {"n": 812, "mape": 0.061, "p90_abs_rel_err": 0.12, "by_op": {...}},
-      "uncertainty_rel": 0.08                         # relative 1-sigma of step-time predictions
+      "uncertainty_rel": 0.08,                        # relative 1-sigma of step-time predictions
+      "tables": {"gemm": {...}, "attn_decode": {...}}  # optional: costmodel.tables corrections
     }
   }
 }
@@ -30,7 +31,8 @@ from costmodel.hardware import load_gpu
 from costmodel.roofline import PARAM_BOUNDS, Efficiencies
 
 SCHEMA = "serveplan.calibration"
-VERSION = 1
+VERSION = 2
+READS_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -45,7 +47,7 @@ class CalibrationProfile:
     gpus: dict[str, GpuCalibration] = field(default_factory=dict)
     source: str = ""
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    tables: dict = field(default_factory=dict)  # optional measured tables, per GPU
+    tables: dict = field(default_factory=dict)  # GPU name -> costmodel.tables.MeasuredTables
 
     def efficiencies_for(self, gpu_name: str) -> Efficiencies:
         cal = self.gpus.get(gpu_name)
@@ -65,15 +67,15 @@ class CalibrationProfile:
             "version": VERSION,
             "created": self.created,
             "source": self.source,
-            "gpus": {
-                name: {
-                    "params": c.params.to_dict(),
-                    "residuals": c.residuals,
-                    "uncertainty_rel": c.uncertainty_rel,
-                }
-                for name, c in self.gpus.items()
-            },
+            "gpus": {name: self._gpu_dict(name, c) for name, c in self.gpus.items()},
         }
+
+    def _gpu_dict(self, name: str, c: GpuCalibration) -> dict:
+        d = {"params": c.params.to_dict(), "residuals": c.residuals,
+             "uncertainty_rel": c.uncertainty_rel}
+        if self.tables.get(name) is not None:
+            d["tables"] = self.tables[name].to_dict()
+        return d
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -83,12 +85,13 @@ class CalibrationProfile:
     def from_dict(cls, d: dict, where: str = "calibration") -> CalibrationProfile:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             raise ServePlanError(f"{where}: not a ServePlan calibration profile (schema must be {SCHEMA!r})")
-        if d.get("version") != VERSION:
-            raise ServePlanError(f"{where}: calibration version {d.get('version')!r}; this ServePlan reads version {VERSION}")
+        if d.get("version") not in READS_VERSIONS:
+            raise ServePlanError(f"{where}: calibration version {d.get('version')!r}; this ServePlan reads versions {', '.join(map(str, READS_VERSIONS))}")
         gpus_raw = d.get("gpus")
         if not isinstance(gpus_raw, dict) or not gpus_raw:
             raise ServePlanError(f"{where}: 'gpus' must be a non-empty object of GPU name -> params")
         gpus: dict[str, GpuCalibration] = {}
+        tables: dict = {}
         for name, entry in gpus_raw.items():
             gpu = load_gpu(name).name  # unknown names fail with the list of known ones
             if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
@@ -104,7 +107,12 @@ class CalibrationProfile:
             if not isinstance(unc, (int, float)) or not 0 <= unc < 10:
                 raise ServePlanError(f"{where}: gpus.{name}.uncertainty_rel = {unc!r}; expected a number in [0, 10)")
             gpus[gpu] = GpuCalibration(Efficiencies.from_dict(params), dict(entry.get("residuals") or {}), float(unc))
-        return cls(gpus=gpus, source=str(d.get("source", "")), created=str(d.get("created", "")))
+            if entry.get("tables") is not None:
+                from costmodel.tables import MeasuredTables
+
+                tables[gpu] = MeasuredTables.from_dict(entry["tables"], f"{where}: gpus.{name}.tables")
+        return cls(gpus=gpus, source=str(d.get("source", "")), created=str(d.get("created", "")),
+                   tables=tables)
 
     @classmethod
     def load(cls, path: str | Path) -> CalibrationProfile:

@@ -108,6 +108,8 @@ class CostModel:
         self.w_bytes = WEIGHT_BYTES[precision]
         self.kv_elem_bytes = KV_BYTES[self.kv_dtype]
         self.peak = self.gpu.peak_flops(precision)
+        self.fp8 = precision == "fp8" and self.gpu.has_fp8  # W8A8 on FP8 tensor cores
+        self.act_bytes = 1.0 if self.fp8 else 2.0
         self.layers_per_stage = math.ceil(m.num_layers / pp)
         self._dense_cache: dict[tuple[int, int], tuple[float, float]] = {}
 
@@ -122,11 +124,11 @@ class CostModel:
 
     # --- operator timing ---------------------------------------------------------------------
     def _gemm(self, name: str, m: int, n: int, k: int) -> float:
-        if self._tables is not None:
-            t = self._tables.gemm_time_s(self.precision, m, n, k)
-            if t is not None:
-                return t
-        return rl.gemm_time_s(m, n, k, self.gpu, self.eff, self.peak, self.w_bytes)
+        t = rl.gemm_time_s(m, n, k, self.gpu, self.eff, self.peak, self.w_bytes,
+                           self.act_bytes, self.fp8)
+        if self._tables is not None:  # measured-table correction (costmodel.tables)
+            t *= self._tables.gemm_factor(self.precision, m, n, k)
+        return t
 
     def _allreduce(self, msg_bytes: float) -> float:
         if self._tables is not None:
@@ -150,18 +152,19 @@ class CostModel:
             ops.append(OpCost(name, t * L, flops * L, bytes_ * L, comm * L, L))
 
         norm_bytes = T * h * 2 * 2 + h * 2
-        layer_op("input_layernorm", rl.elementwise_time_s(norm_bytes, self.gpu, e), 0, norm_bytes)
+        layer_op("input_layernorm", rl.elementwise_time_s(norm_bytes, self.gpu, e, "input_layernorm", h), 0, norm_bytes)
         layer_op("qkv_proj", self._gemm("qkv_proj", T, qkv_n, h), 2 * T * qkv_n * h,
                  qkv_n * h * self.w_bytes + T * (h + qkv_n) * 2)
         rope_bytes = T * (self.q_heads + self.kv_heads) * hd * 2 * 2
-        layer_op("rope", rl.elementwise_time_s(rope_bytes, self.gpu, e), 0, rope_bytes)
+        layer_op("rope", rl.elementwise_time_s(rope_bytes, self.gpu, e, "rope"), 0, rope_bytes)
         o_k = self.q_heads * hd
         layer_op("o_proj", self._gemm("o_proj", T, h, o_k), 2 * T * h * o_k,
                  o_k * h * self.w_bytes + T * (h + o_k) * 2)
         ar_bytes = T * h * 2
         if tp > 1:
             layer_op("attn_allreduce", self._allreduce(ar_bytes), 0, 0, ar_bytes)
-        layer_op("post_attention_layernorm", rl.elementwise_time_s(norm_bytes, self.gpu, e), 0,
+        layer_op("post_attention_layernorm",
+                 rl.elementwise_time_s(norm_bytes, self.gpu, e, "post_attention_layernorm", h), 0,
                  norm_bytes)
         up = 2 if m.gated_mlp else 1
         if m.is_moe:
@@ -182,25 +185,25 @@ class CostModel:
             t_dn = active * (self._gemm("mlp_down", m_e, h, inter) - e.kernel_overhead_s) + e.kernel_overhead_s
             layer_op("mlp_up_proj", t_up, 2 * tok_assign * up * inter * h, active * up * inter * h * self.w_bytes)
             act_bytes = tok_assign * inter * (up + 1) * 2
-            layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e), 0, act_bytes)
+            layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e, "mlp_act"), 0, act_bytes)
             layer_op("mlp_down_proj", t_dn, 2 * tok_assign * inter * h, active * inter * h * self.w_bytes)
         else:
             inter = m.intermediate_size // tp
             layer_op("mlp_up_proj", self._gemm("mlp_up", T, up * inter, h), 2 * T * up * inter * h,
                      up * inter * h * self.w_bytes + T * (h + up * inter) * 2)
             act_bytes = T * inter * (up + 1) * 2
-            layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e), 0, act_bytes)
+            layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e, "mlp_act"), 0, act_bytes)
             layer_op("mlp_down_proj", self._gemm("mlp_down", T, h, inter), 2 * T * inter * h,
                      inter * h * self.w_bytes + T * (h + inter) * 2)
         if tp > 1:
             layer_op("mlp_allreduce", self._allreduce(ar_bytes), 0, 0, ar_bytes)
         add_bytes = T * h * 2 * 3
-        layer_op("residual_add", rl.elementwise_time_s(add_bytes, self.gpu, e), 0, add_bytes)
+        layer_op("residual_add", rl.elementwise_time_s(add_bytes, self.gpu, e, "residual_add"), 0, add_bytes)
 
         # once per iteration (first / last stage)
         emb_bytes = T * h * 2 * 2
-        ops.append(OpCost("embedding", rl.elementwise_time_s(emb_bytes, self.gpu, e), 0, emb_bytes))
-        ops.append(OpCost("final_norm", rl.elementwise_time_s(norm_bytes, self.gpu, e), 0, norm_bytes))
+        ops.append(OpCost("embedding", rl.elementwise_time_s(emb_bytes, self.gpu, e, "embedding"), 0, emb_bytes))
+        ops.append(OpCost("final_norm", rl.elementwise_time_s(norm_bytes, self.gpu, e, "final_norm", h), 0, norm_bytes))
         v = m.vocab_size // tp
         # the LM head stays in bf16 under fp8/int4 checkpoints (vLLM keeps it unquantised)
         lm_t = rl.gemm_time_s(n_logits, v, h, self.gpu, e, self.gpu.bf16_flops, 2.0)
@@ -236,12 +239,21 @@ class CostModel:
                         decode_ctx_sum: float, q: int) -> tuple[float, float]:
         """(prefill, decode) attention time for one layer."""
         m, e = self.model, self.eff
-        t_pre = 0.0
-        for chunk, prefix in prefill:
-            t_pre += rl.prefill_attn_time_s(chunk, prefix, self.q_heads, self.kv_heads, m.head_dim,
-                                            self.gpu, e, self.kv_elem_bytes)
+        # one varlen flash-attention kernel for all prefill chunks of the batch
+        t_pre = rl.prefill_attn_batch_time_s(prefill, self.q_heads, self.kv_heads, m.head_dim,
+                                             self.gpu, e, self.kv_elem_bytes)
         t_dec = rl.decode_attn_time_s(n_decode, decode_ctx_sum, q, self.q_heads, self.kv_heads,
                                       m.head_dim, self.gpu, e, self.kv_elem_bytes)
+        tb = self._tables
+        if tb is not None:  # measured-table corrections (costmodel.tables)
+            if prefill:
+                n = len(prefill)
+                t_pre *= tb.prefill_attn_factor(
+                    self.kv_dtype, 0, n, sum(c for c, _ in prefill) / n,
+                    sum(p for _, p in prefill) / n, self.q_heads, self.kv_heads, m.head_dim)
+            if n_decode:
+                t_dec *= tb.decode_attn_factor(self.kv_dtype, 0, n_decode, decode_ctx_sum / n_decode,
+                                               self.q_heads, self.kv_heads, m.head_dim)
         return t_pre, t_dec
 
     # --- public ------------------------------------------------------------------------------

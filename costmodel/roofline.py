@@ -1,43 +1,72 @@
 """Operator time from a roofline with fitted, physically meaningful efficiencies.
 
-Each operator takes max(compute time, memory time), blended smoothly, plus a fixed per-kernel
-overhead. The efficiencies are fractions of datasheet peaks, so a set fitted on one GPU carries
-to another through the datasheet (that is what makes zero-shot prediction on a new GPU work):
+Each operator takes its compute time and its memory time, blended smoothly (a p-norm, so the
+knee between the two regimes is round as measured, not sharp), plus a fixed per-kernel time.
+The efficiencies are fractions of datasheet peaks, so a set fitted on one GPU carries to
+another through the datasheet (that is what makes zero-shot prediction on a new GPU work):
 
 - GEMM: FLOPs at `gemm_compute_eff` of the tensor-core peak, lost further to wave quantisation
-  (the M x N output is cut into tiles; the last wave of tiles over the SMs runs partly empty);
-  bytes (A, B and C once each) at `gemm_mem_eff` of HBM bandwidth.
-- Attention: prefill is compute-bound at `attn_compute_eff`; decode reads each sequence's KV
-  cache at `attn_mem_eff` of HBM bandwidth, plus `attn_per_seq_s` of per-sequence work.
-- Elementwise (norms, RoPE, activation, residual add): bytes at `elem_mem_eff`.
+  (the M x N output is cut into 128 x 128 tiles, split along K when there are too few tiles to
+  fill the SMs; the last wave over the SMs runs partly empty) and to padding M up to the
+  smallest tile that holds it; bytes (A, B and C once each) at `gemm_mem_eff` of HBM bandwidth,
+  whose reach falls when too few CTAs run to keep HBM busy. `kernel_overhead_s` per kernel.
+- Attention: prefill is compute-bound at `attn_compute_eff` (causal mask, query tiles of 128
+  over the SMs); decode reads each sequence's KV cache at `attn_mem_eff` of HBM bandwidth,
+  plus `attn_per_seq_s` of per-sequence work; `attn_overhead_s` per kernel.
+- Elementwise (norms, RoPE, activation, residual add, embedding gather): bytes at a per-kernel
+  fraction of HBM bandwidth (`norm_mem_eff`, ...), plus `elem_overhead_s`.
 - Collectives: `comm_latency_s` per step of the algorithm plus bytes at `comm_bw_eff` of link
   bandwidth (ring all-reduce moves 2 (n-1)/n of the message per GPU).
+
+Every formula exists twice: a scalar form on Python floats (the simulator's hot path) and an
+array form (suffix `_v`, numpy, used to fit thousands of measured rows at once). A test keeps
+the two equal.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
 
 from costmodel.hardware import HardwareSpec
 
 GEMM_TILE_M = 128
 GEMM_TILE_N = 128
+GEMM_MIN_TILE_M = 64  # M is padded to a multiple of 64 (or of 128 above 64 rows)
+SPLITK_MIN_K = 512  # split-K never cuts K below this many elements per split
 ATTN_TILE_Q = 128
+ATTN_TILE_KV = 128
 
 
 @dataclass(frozen=True)
 class Efficiencies:
-    """Free parameters of the cost model; `calibrate` fits them to measurements."""
+    """Free parameters of the cost model; `calibrate` fits them to measurements.
 
-    gemm_compute_eff: float = 0.78
-    gemm_mem_eff: float = 0.80
+    Efficiencies are fractions of the GPU's datasheet peaks; `_s` fields are seconds."""
+
+    gemm_compute_eff: float = 0.80
+    gemm_mem_eff: float = 0.85
     gemm_blend: float = 3.0  # p of the p-norm blending compute and memory time (inf = max)
+    gemm_ctas_per_sm: float = 1.0  # CTAs per SM needed to reach `gemm_mem_eff` of HBM bandwidth
+    gemm_wave_exp: float = 0.5  # 0: the kernel hides the last partial wave, 1: pays all of it
+    fp8_compute_eff: float = 0.55  # W8A8 GEMMs: fraction of the FP8 tensor-core peak
+    fp8_quant_row_s: float = 5e-9  # W8A8: dynamic activation quantisation, seconds per row
     kernel_overhead_s: float = 4e-6
     attn_compute_eff: float = 0.55
-    attn_mem_eff: float = 0.70
-    attn_per_seq_s: float = 0.3e-6
-    elem_mem_eff: float = 0.60
+    attn_softmax_flops: float = 256.0  # softmax per (query, key, head), in tensor-core FLOPs
+    attn_blend: float = 4.0  # p-norm blending attention's compute, softmax and memory times
+    attn_mem_eff: float = 0.80
+    attn_per_seq_s: float = 25e-9  # decode: per (sequence x KV head) work unit
+    attn_overhead_s: float = 8e-6
+    elem_mem_eff: float = 0.60  # elementwise kernels without their own parameter (sampler)
+    norm_mem_eff: float = 0.50
+    rope_mem_eff: float = 0.50
+    act_mem_eff: float = 0.60
+    add_mem_eff: float = 0.80
+    emb_mem_eff: float = 0.30
+    elem_overhead_s: float = 2e-6
+    norm_row_elem_s: float = 0.7e-9  # RMSNorm: one CTA reduces a row serially, s per element
     comm_latency_s: float = 8e-6
     comm_bw_eff: float = 0.70
     host_overhead_s: float = 2.0e-3
@@ -59,20 +88,46 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "gemm_compute_eff": (0.05, 1.0),
     "gemm_mem_eff": (0.05, 1.0),
     "gemm_blend": (1.0, 12.0),
+    "gemm_ctas_per_sm": (0.05, 8.0),
+    "gemm_wave_exp": (0.0, 1.0),
+    "fp8_compute_eff": (0.05, 1.0),
+    "fp8_quant_row_s": (0.0, 100e-9),
     "kernel_overhead_s": (0.0, 50e-6),
     "attn_compute_eff": (0.02, 1.0),
+    "attn_softmax_flops": (1.0, 4096.0),
+    "attn_blend": (1.0, 12.0),
     "attn_mem_eff": (0.05, 1.0),
     "attn_per_seq_s": (0.0, 20e-6),
-    "elem_mem_eff": (0.05, 1.0),
+    "attn_overhead_s": (0.0, 100e-6),
+    "elem_mem_eff": (0.02, 1.0),
+    "norm_mem_eff": (0.02, 1.0),
+    "rope_mem_eff": (0.02, 1.0),
+    "act_mem_eff": (0.02, 1.0),
+    "add_mem_eff": (0.02, 1.0),
+    "emb_mem_eff": (0.02, 1.0),
+    "elem_overhead_s": (0.0, 50e-6),
+    "norm_row_elem_s": (0.0, 20e-9),
     "comm_latency_s": (0.0, 200e-6),
     "comm_bw_eff": (0.05, 1.0),
     "host_overhead_s": (0.0, 50e-3),
     "host_per_seq_s": (0.0, 200e-6),
 }
 
+# elementwise op -> its bandwidth-efficiency parameter
+ELEM_EFF_PARAM = {
+    "input_layernorm": "norm_mem_eff",
+    "post_attention_layernorm": "norm_mem_eff",
+    "final_norm": "norm_mem_eff",
+    "rope": "rope_mem_eff",
+    "mlp_act": "act_mem_eff",
+    "residual_add": "add_mem_eff",
+    "embedding": "emb_mem_eff",
+}
 
+
+# --- GEMM ----------------------------------------------------------------------------------
 def _blend(a: float, b: float, p: float) -> float:
-    hi = max(a, b)
+    hi = a if a > b else b
     if hi <= 0.0:
         return 0.0
     if p >= 50:
@@ -80,40 +135,138 @@ def _blend(a: float, b: float, p: float) -> float:
     return hi * ((a / hi) ** p + (b / hi) ** p) ** (1.0 / p)
 
 
-def wave_efficiency(m: int, n: int, sm_count: int) -> float:
-    """Fraction of SM-slots doing useful work when an m x n output is tiled over the SMs."""
-    tiles = math.ceil(m / GEMM_TILE_M) * math.ceil(n / GEMM_TILE_N)
-    waves = math.ceil(tiles / sm_count)
-    # Partial tiles along M also waste rows (decode GEMMs with m=8 fill 8 of 128 rows), but
-    # that waste is a memory-bound regime where the compute term does not bind.
-    return tiles / (waves * sm_count)
+def _blend_v(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
+    hi = np.maximum(np.maximum(a, b), 1e-30)
+    if p >= 50:
+        return hi
+    return hi * ((a / hi) ** p + (b / hi) ** p) ** (1.0 / p)
+
+
+def _padded_m(m):
+    """Rows the kernel computes: M rounded up to 64 (small M) or to the 128-row tile."""
+    tile = GEMM_MIN_TILE_M if m <= GEMM_MIN_TILE_M else GEMM_TILE_M
+    return -(-m // tile) * tile
+
+
+def wave_efficiency(m: int, n: int, sm_count: int, k: int = 0) -> float:
+    """Fraction of SM-slots doing useful work when an m x n output is tiled over the SMs.
+
+    With fewer tiles than SMs the kernel splits K (never below SPLITK_MIN_K per split)."""
+    tiles = -(-m // GEMM_TILE_M) * -(-n // GEMM_TILE_N)
+    split = max(1, min(sm_count // tiles, k // SPLITK_MIN_K)) if tiles < sm_count else 1
+    ctas = tiles * split
+    waves = -(-ctas // sm_count)
+    return ctas / (waves * sm_count)
+
+
+def _wave_efficiency_v(m, n, k, sm_count: int):
+    tiles = -(-m // GEMM_TILE_M) * -(-n // GEMM_TILE_N)
+    split = np.where(tiles < sm_count,
+                     np.maximum(1, np.minimum(sm_count // tiles, k // SPLITK_MIN_K)), 1)
+    ctas = tiles * split
+    waves = -(-ctas // sm_count)
+    return ctas / (waves * sm_count), ctas
 
 
 def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
-                peak_flops: float, w_bytes: float, act_bytes: float = 2.0) -> float:
-    """C[m, n] = A[m, k] @ W[k, n]; W elements of `w_bytes` bytes (fp8 1, int4 ~0.52)."""
+                peak_flops: float, w_bytes: float, act_bytes: float = 2.0,
+                fp8: bool = False) -> float:
+    """C[m, n] = A[m, k] @ W[k, n]: A of `act_bytes`, W of `w_bytes` bytes per element (fp8 1,
+    int4 ~0.52), C in bf16. `fp8`: a W8A8 GEMM on FP8 tensor cores (`peak_flops` is then the
+    FP8 peak) after a dynamic quantisation of A. Seconds on one GPU."""
     if m <= 0:
         return 0.0
-    flops = 2.0 * m * n * k
-    bytes_ = (m * k + m * n) * act_bytes + k * n * w_bytes
-    t_c = flops / (peak_flops * eff.gemm_compute_eff * wave_efficiency(m, n, gpu.sm_count))
-    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff)
-    return _blend(t_c, t_m, eff.gemm_blend) + eff.kernel_overhead_s
+    sms = gpu.sm_count
+    tiles = -(-m // GEMM_TILE_M) * -(-n // GEMM_TILE_N)
+    split = max(1, min(sms // tiles, k // SPLITK_MIN_K)) if tiles < sms else 1
+    ctas = tiles * split
+    util = (ctas / (-(-ctas // sms) * sms)) ** eff.gemm_wave_exp
+    ce = eff.fp8_compute_eff if fp8 else eff.gemm_compute_eff
+    t_c = 2.0 * _padded_m(m) * n * k / (peak_flops * ce * util)
+    bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
+    reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
+    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
+    t = _blend(t_c, t_m, eff.gemm_blend) + eff.kernel_overhead_s
+    if fp8:
+        t += eff.kernel_overhead_s + m * eff.fp8_quant_row_s
+    return t
+
+
+def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_bytes,
+                  act_bytes=2.0, fp8=False) -> np.ndarray:
+    """Array form of `gemm_time_s` (m, n, k int arrays; the rest arrays or scalars)."""
+    m, n, k = (np.asarray(x, dtype=np.int64) for x in (m, n, k))
+    util, ctas = _wave_efficiency_v(m, n, k, gpu.sm_count)
+    pm = np.where(m <= GEMM_MIN_TILE_M, -(-m // GEMM_MIN_TILE_M) * GEMM_MIN_TILE_M,
+                  -(-m // GEMM_TILE_M) * GEMM_TILE_M)
+    ce = np.where(fp8, eff.fp8_compute_eff, eff.gemm_compute_eff)
+    t_c = 2.0 * pm * n * k / (peak_flops * ce * util ** eff.gemm_wave_exp)
+    bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
+    reach = np.minimum(1.0, ctas / (eff.gemm_ctas_per_sm * gpu.sm_count))
+    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
+    t = _blend_v(t_c, t_m, eff.gemm_blend) + eff.kernel_overhead_s
+    t = t + np.where(fp8, eff.kernel_overhead_s + m * eff.fp8_quant_row_s, 0.0)
+    return np.where(m > 0, t, 0.0)
+
+
+# --- attention -----------------------------------------------------------------------------
+def _causal_pairs(chunk, prefix):
+    """Query-key pairs computed under the causal mask, counting whole diagonal KV tiles."""
+    return chunk * (prefix + (chunk + ATTN_TILE_KV) / 2.0)
+
+
+def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int,
+                              gpu: HardwareSpec, eff: Efficiencies, kv_bytes: float = 2.0) -> float:
+    """One varlen flash-attention kernel over prefill chunks `[(chunk, prefix), ...]` (one layer)."""
+    if not chunks:
+        return 0.0
+    pairs = tiles = bytes_ = 0.0
+    for chunk, prefix in chunks:
+        pairs += chunk * (prefix + (chunk + ATTN_TILE_KV) / 2.0)
+        tiles += -(-chunk // ATTN_TILE_Q)
+        bytes_ += chunk * q_heads * head_dim * 4 + (prefix + chunk) * 2 * kv_heads * head_dim * kv_bytes
+    tiles *= q_heads
+    sms = gpu.sm_count
+    util = tiles / (-(-tiles // sms) * sms)
+    # per (query, key, head): QK^T and PV matmuls overlap the softmax's exponentials
+    per_pair = _blend(4.0 * head_dim / eff.attn_compute_eff, eff.attn_softmax_flops, eff.attn_blend)
+    t_c = q_heads * pairs * per_pair / (gpu.bf16_flops * util)
+    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
+    fixed = len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+    return _blend(t_c, t_m, eff.attn_blend) + fixed
 
 
 def prefill_attn_time_s(chunk: int, prefix: int, q_heads: int, kv_heads: int, head_dim: int,
                         gpu: HardwareSpec, eff: Efficiencies, kv_bytes: float = 2.0) -> float:
     """Causal attention of `chunk` new tokens over `prefix` cached + themselves (one layer)."""
-    pairs = chunk * (prefix + (chunk + 1) / 2.0)  # query-key pairs under the causal mask
-    flops = 4.0 * q_heads * head_dim * pairs
-    # wave quantisation over (query tiles x heads)
-    tiles = math.ceil(chunk / ATTN_TILE_Q) * q_heads
-    waves = math.ceil(tiles / gpu.sm_count)
-    util = tiles / (waves * gpu.sm_count)
-    t_c = flops / (gpu.bf16_flops * eff.attn_compute_eff * util)
-    bytes_ = chunk * q_heads * head_dim * 2 * 2 + (prefix + chunk) * 2 * kv_heads * head_dim * kv_bytes
+    return prefill_attn_batch_time_s(((chunk, prefix),), q_heads, kv_heads, head_dim, gpu, eff,
+                                     kv_bytes)
+
+
+def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, window,
+                          gpu: HardwareSpec, eff: Efficiencies, kv_bytes) -> np.ndarray:
+    """Array form: `batch` equal prompts per row; `window` > 0 caps each query's keys."""
+    chunk = np.asarray(chunk, dtype=float)
+    prefix = np.asarray(prefix, dtype=float)
+    pairs = _causal_pairs(chunk, prefix)
+    w = np.asarray(window, dtype=float)
+    if np.any(w > 0):
+        # keys per query = min(position, window), but a query tile touches whole KV tiles:
+        # a window of w keys spans w + one tile of keys
+        ctx = prefix + chunk
+        capped = np.minimum(pairs, chunk * (w + ATTN_TILE_KV))
+        pairs = np.where((w > 0) & (ctx > w), capped, pairs)
+    pairs = pairs * batch
+    tiles = np.ceil(chunk / ATTN_TILE_Q) * batch * q_heads
+    sms = gpu.sm_count
+    util = tiles / (np.ceil(tiles / sms) * sms)
+    per_pair = _blend_v(4.0 * np.asarray(head_dim, dtype=float) / eff.attn_compute_eff,
+                        np.full(np.shape(pairs), eff.attn_softmax_flops), eff.attn_blend)
+    t_c = q_heads * pairs * per_pair / (gpu.bf16_flops * util)
+    bytes_ = batch * (chunk * q_heads * head_dim * 4 + (prefix + chunk) * 2 * kv_heads * head_dim * kv_bytes)
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
-    return max(t_c, t_m) + eff.kernel_overhead_s
+    fixed = batch * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+    return _blend_v(t_c, t_m, eff.attn_blend) + fixed
 
 
 def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int, kv_heads: int,
@@ -123,16 +276,50 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
     if n_seqs <= 0:
         return 0.0
     bytes_ = ctx_sum * 2 * kv_heads * head_dim * kv_bytes + n_seqs * q_tokens * q_heads * head_dim * 4
-    flops = 4.0 * q_heads * head_dim * ctx_sum * q_tokens
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
-    t_c = flops / (gpu.bf16_flops * eff.attn_compute_eff)
-    return max(t_m, t_c) + n_seqs * eff.attn_per_seq_s + eff.kernel_overhead_s
+    t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
+    # one CTA (or split) per (sequence, KV head): fixed work each before the KV stream
+    return _blend(t_m, t_c, eff.attn_blend) + n_seqs * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
 
 
-def elementwise_time_s(bytes_: float, gpu: HardwareSpec, eff: Efficiencies) -> float:
-    return bytes_ / (gpu.hbm_bw_bytes_s * eff.elem_mem_eff) + eff.kernel_overhead_s
+def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
+                         gpu: HardwareSpec, eff: Efficiencies, kv_bytes) -> np.ndarray:
+    n_seqs = np.asarray(n_seqs, dtype=float)
+    ctx_sum = np.asarray(ctx_sum, dtype=float)
+    bytes_ = ctx_sum * 2 * kv_heads * head_dim * kv_bytes + n_seqs * q_tokens * q_heads * head_dim * 4
+    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
+    t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
+    t = _blend_v(t_m, t_c, eff.attn_blend) + n_seqs * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+    return np.where(n_seqs > 0, t, 0.0)
 
 
+# --- elementwise ---------------------------------------------------------------------------
+NORM_OPS = ("input_layernorm", "post_attention_layernorm", "final_norm")
+NORM_BLEND = 4.0  # p-norm of a norm's row-latency floor and its bandwidth time
+
+
+def elementwise_time_s(bytes_: float, gpu: HardwareSpec, eff: Efficiencies, op: str = "",
+                       width: int = 0) -> float:
+    """A memory-bound kernel moving `bytes_` bytes; `op` picks its efficiency (ELEM_EFF_PARAM).
+
+    Norms cannot go faster than one CTA reducing a row of `width` elements."""
+    e = getattr(eff, ELEM_EFF_PARAM.get(op, "elem_mem_eff"))
+    t = bytes_ / (gpu.hbm_bw_bytes_s * e)
+    if op in NORM_OPS:
+        t = _blend(t, width * eff.norm_row_elem_s, NORM_BLEND)
+    return t + eff.elem_overhead_s
+
+
+def elementwise_time_s_v(bytes_, gpu: HardwareSpec, eff: Efficiencies, op: str = "",
+                         width=0) -> np.ndarray:
+    e = getattr(eff, ELEM_EFF_PARAM.get(op, "elem_mem_eff"))
+    t = np.asarray(bytes_, dtype=float) / (gpu.hbm_bw_bytes_s * e)
+    if op in NORM_OPS:
+        t = _blend_v(t, np.asarray(width, dtype=float) * eff.norm_row_elem_s, NORM_BLEND)
+    return t + eff.elem_overhead_s
+
+
+# --- collectives ---------------------------------------------------------------------------
 def link_bw_bytes_s(gpu: HardwareSpec, n_gpus: int) -> float:
     """Slowest link a group of `n_gpus` crosses: NVLink inside a node, the NIC across nodes."""
     if n_gpus <= gpu.gpus_per_node:
@@ -140,19 +327,39 @@ def link_bw_bytes_s(gpu: HardwareSpec, n_gpus: int) -> float:
     return gpu.network_bw_bytes_s
 
 
-def allreduce_time_s(msg_bytes: float, n_gpus: int, gpu: HardwareSpec, eff: Efficiencies) -> float:
-    """Ring all-reduce: 2 (n-1) steps, each moving msg/n bytes per GPU."""
+def allreduce_time_s(msg_bytes: float, n_gpus: int, gpu: HardwareSpec, eff: Efficiencies,
+                     bw_bytes_s: float | None = None) -> float:
+    """min(one-shot, ring) all-reduce of a `msg_bytes` message over `n_gpus` GPUs."""
     if n_gpus <= 1 or msg_bytes <= 0:
         return 0.0
-    bw = link_bw_bytes_s(gpu, n_gpus) * eff.comm_bw_eff
-    steps = 2 * (n_gpus - 1)
-    # Small messages use one-shot all-reduce (vLLM custom all-reduce): a single latency.
+    bw = (bw_bytes_s or link_bw_bytes_s(gpu, n_gpus)) * eff.comm_bw_eff
+    # one-shot (vLLM custom all-reduce): every GPU reads the n-1 other buffers, one latency
     one_shot = eff.comm_latency_s + (n_gpus - 1) * msg_bytes / n_gpus / bw * 2
-    ring = steps * eff.comm_latency_s / 2 + 2 * (n_gpus - 1) / n_gpus * msg_bytes / bw
+    # ring: 2 (n-1) steps, each moving msg/n bytes per GPU
+    ring = (n_gpus - 1) * eff.comm_latency_s + 2 * (n_gpus - 1) / n_gpus * msg_bytes / bw
     return min(one_shot, ring)
+
+
+def collective_time_s_v(op: str, msg_bytes, n_gpus, bw_bytes_s, eff: Efficiencies) -> np.ndarray:
+    """Array form for `all_reduce` (as `allreduce_time_s`), `all_gather` / `reduce_scatter`
+    (half a ring all-reduce), `alltoall` and `send_recv` (one latency plus the bytes)."""
+    msg = np.asarray(msg_bytes, dtype=float)
+    n = np.asarray(n_gpus, dtype=float)
+    bw = np.asarray(bw_bytes_s, dtype=float) * eff.comm_bw_eff
+    lat = eff.comm_latency_s
+    if op == "all_reduce":
+        one_shot = lat + (n - 1) * msg / n / bw * 2
+        ring = (n - 1) * lat + 2 * (n - 1) / n * msg / bw
+        return np.where((n > 1) & (msg > 0), np.minimum(one_shot, ring), 0.0)
+    if op in ("all_gather", "reduce_scatter"):
+        return (n - 1) / 2 * lat + (n - 1) / n * msg / bw
+    if op == "alltoall":
+        return lat + (n - 1) / n * msg / bw
+    return lat + msg / bw  # send_recv
 
 
 def p2p_time_s(msg_bytes: float, bw_bytes_s: float, eff: Efficiencies) -> float:
     if msg_bytes <= 0:
         return 0.0
     return eff.comm_latency_s + msg_bytes / (bw_bytes_s * eff.comm_bw_eff)
+

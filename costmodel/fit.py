@@ -1,0 +1,127 @@
+"""Calibration fit: the cost model's parameters that best explain measured rows.
+
+`fit_params(rows, ...)` runs robust least squares (scipy `least_squares`, Cauchy loss by
+default: published tables hold a few kernels outside the model, such as head-dim-512 decode
+fallbacks 30x slower than FlashAttention, and soft-L1 still lets them drag every efficiency
+down; `loss="soft_l1"` or `"huber"` on request) on the log of predicted / measured time, over the `Efficiencies` fields that the rows inform (a GEMM
+table says nothing about host overhead), each kept inside `PARAM_BOUNDS` and moved in log
+space so that microseconds and efficiencies are on one footing. Each op's rows weigh the same
+in total, so a table with 30k GEMMs does not drown 200 attention rows.
+
+`residual_report(measured, predicted, ops)` gives n, MAPE, p90 |relative error| and the same
+per op; `fit_profile(rows, ...)` fits every GPU in the rows and returns a CalibrationProfile
+whose `uncertainty_rel` is the RMS of the log residuals (a relative 1-sigma).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from costmodel.errors import ServePlanError
+from costmodel.measured import informed_params, predict_rows, skipped_mask
+from costmodel.roofline import PARAM_BOUNDS, Efficiencies
+
+
+@dataclass(frozen=True)
+class FitResult:
+    gpu: str
+    params: Efficiencies
+    fitted: tuple[str, ...]
+    residuals: dict
+    uncertainty_rel: float
+    nfev: int
+    message: str
+
+
+def residual_report(measured: np.ndarray, predicted: np.ndarray, ops) -> dict:
+    """MAPE and p90 of |predicted / measured - 1|, overall and per op (NaN rows left out)."""
+    measured = np.asarray(measured, float)
+    predicted = np.asarray(predicted, float)
+    ops = np.asarray(ops)
+    ok = np.isfinite(predicted) & np.isfinite(measured) & (measured > 0)
+    rel = np.abs(predicted[ok] / measured[ok] - 1.0)
+    if rel.size == 0:
+        return {"n": 0, "mape": None, "p90_abs_rel_err": None, "by_op": {}}
+    by_op = {}
+    for op in sorted(set(ops[ok])):
+        r = rel[ops[ok] == op]
+        by_op[str(op)] = {"n": int(r.size), "mape": float(r.mean()),
+                          "p90_abs_rel_err": float(np.quantile(r, 0.9))}
+    return {"n": int(rel.size), "mape": float(rel.mean()),
+            "p90_abs_rel_err": float(np.quantile(rel, 0.9)), "by_op": by_op}
+
+
+def _log_bounds(name: str) -> tuple[float, float]:
+    lo, hi = PARAM_BOUNDS[name]
+    return float(np.log(max(lo, hi * 1e-4))), float(np.log(hi))
+
+
+def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
+               params: list[str] | None = None, loss: str = "cauchy", f_scale: float = 0.1,
+               max_nfev: int = 300, calibration=None) -> FitResult:
+    """Fit the parameters `params` (default: those the rows inform) for the one GPU in `rows`.
+
+    `start` holds the values of the parameters that are not fitted (default: Efficiencies()).
+    `calibration` only supplies measured tables for GEMM rows (rarely wanted while fitting)."""
+    gpus = rows["gpu"].unique()
+    if len(gpus) != 1:
+        raise ServePlanError(f"fit_params fits one GPU at a time; rows hold {sorted(gpus)}")
+    keep = ~skipped_mask(rows) & np.isfinite(rows["measured_s"].to_numpy()) & (rows["measured_s"].to_numpy() > 0)
+    rows = rows[keep].reset_index(drop=True)
+    if rows.empty:
+        raise ServePlanError("no rows to fit (every row was skipped: unknown model or no time)")
+    gpu = str(gpus[0])
+    start = start or Efficiencies()
+    names = list(params) if params is not None else informed_params(rows)
+    unknown = [p for p in names if p not in PARAM_BOUNDS]
+    if unknown:
+        raise ServePlanError(f"parameters {unknown}; known: {', '.join(PARAM_BOUNDS)}")
+    log_meas = np.log(rows["measured_s"].to_numpy(float))
+    ops = rows["op"].to_numpy()
+    counts = pd.Series(ops).value_counts()
+    weight = 1.0 / np.sqrt(pd.Series(ops).map(counts).to_numpy(float))
+    weight *= np.sqrt(len(rows) / weight.dot(weight) / 1.0)  # mean weight^2 = 1
+
+    def eff_of(x: np.ndarray) -> Efficiencies:
+        return replace(start, **{n: float(np.exp(v)) for n, v in zip(names, x, strict=True)})
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        pred = predict_rows(rows, calibration, params={gpu: eff_of(x)}, use_tables=calibration is not None)
+        r = np.log(np.maximum(pred, 1e-12)) - log_meas
+        return np.where(np.isfinite(r), r, 10.0) * weight
+
+    if names:
+        lb, ub = zip(*(_log_bounds(n) for n in names), strict=True)
+        x0 = np.clip([np.log(max(getattr(start, n), 1e-30)) for n in names], lb, ub)
+        x0 = np.minimum(np.maximum(x0, np.array(lb) + 1e-9), np.array(ub) - 1e-9)
+        sol = least_squares(resid, x0, bounds=(lb, ub), loss=loss, f_scale=f_scale,
+                            max_nfev=max_nfev, diff_step=1e-4, x_scale=1.0)
+        best, nfev, msg = eff_of(sol.x), int(sol.nfev), str(sol.message)
+    else:
+        best, nfev, msg = start, 0, "nothing to fit"
+    pred = predict_rows(rows, calibration, params={gpu: best}, use_tables=calibration is not None)
+    report = residual_report(rows["measured_s"].to_numpy(), pred, ops)
+    lr = np.log(pred / rows["measured_s"].to_numpy())
+    unc = float(np.sqrt(np.nanmean(lr**2)))
+    return FitResult(gpu, best, tuple(names), report, unc, nfev, msg)
+
+
+def fit_profile(rows: pd.DataFrame, start=None, params: list[str] | None = None,
+                source: str = "", **kw):
+    """Fit every GPU in `rows`; `start` (a CalibrationProfile) gives starting values."""
+    from costmodel.calibration import CalibrationProfile, GpuCalibration
+
+    prof = CalibrationProfile(source=source)
+    if start is not None:
+        prof.gpus.update(start.gpus)
+        prof.tables.update(start.tables)
+    for gpu, g in rows.groupby("gpu"):
+        s = start.efficiencies_for(gpu) if start is not None else None
+        res = fit_params(g, start=s, params=params, **kw)
+        prof.gpus[gpu] = GpuCalibration(res.params, {**res.residuals, "fitted": list(res.fitted)},
+                                        res.uncertainty_rel)
+    return prof

@@ -1,0 +1,206 @@
+"""Predict measured rows: the cost model's time for each row of the native schema.
+
+`predict_rows(rows, calibration=None, params=None)` returns one predicted time (seconds) per
+row, computed from the same roofline functions `CostModel` uses, vectorised over rows:
+- GEMM rows -> `roofline.gemm_time_s_v` at the row's (m, n, k) and precision;
+- elementwise rows -> `roofline.elementwise_time_s_v` of m (k + n) x 2 bytes;
+- attention rows -> prefill / decode attention of the row's batch, heads and lengths;
+- collective rows -> all-reduce / all-gather / ... over NVLink (or the NIC across nodes);
+- `prefill_step` / `decode_step` rows -> `CostModel.step_time_s` for the model, GPU and TP.
+Rows whose model has no preset predict NaN (`skipped_mask` tells which). Parameters per GPU
+come from `params[gpu]`, else the calibration profile, else the defaults; with a profile that
+carries measured GEMM tables, GEMM rows use them (`use_tables=False` gives the pure roofline).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from costmodel import roofline as rl
+from costmodel.errors import ServePlanError
+from costmodel.hardware import load_gpu
+from costmodel.importers import ATTENTION_OPS, COMM_OPS, ELEMENTWISE_OPS, GEMM_OPS, STEP_OPS
+from costmodel.roofline import Efficiencies
+
+_W_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "int4": 0.5 + 2.0 / 128}
+_KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 64}
+
+# which parameters each kind of row informs (what `fit` may move when fitting such rows)
+PARAMS_BY_FAMILY = {
+    "gemm": ("gemm_compute_eff", "gemm_mem_eff", "gemm_blend", "gemm_ctas_per_sm",
+             "gemm_wave_exp", "kernel_overhead_s"),
+    "gemm_fp8": ("fp8_compute_eff", "fp8_quant_row_s"),
+    "attn_prefill": ("attn_compute_eff", "attn_softmax_flops", "attn_blend", "attn_per_seq_s",
+                     "attn_overhead_s"),
+    "attn_decode": ("attn_mem_eff", "attn_blend", "attn_per_seq_s", "attn_overhead_s"),
+    "comm": ("comm_latency_s", "comm_bw_eff"),
+    "step": ("host_overhead_s", "host_per_seq_s"),
+}
+
+
+def family(op: str) -> str:
+    if op in GEMM_OPS:
+        return "gemm"
+    if op in ELEMENTWISE_OPS:
+        return "elementwise"
+    if op in ATTENTION_OPS:
+        return op
+    if op in COMM_OPS:
+        return "comm"
+    if op in STEP_OPS:
+        return "step"
+    raise ServePlanError(f"op {op!r}; expected one of {', '.join(GEMM_OPS + ELEMENTWISE_OPS + ATTENTION_OPS + COMM_OPS + STEP_OPS)}")
+
+
+def informed_params(rows: pd.DataFrame) -> list[str]:
+    """Parameters that the rows' ops depend on, in Efficiencies field order."""
+    names: set[str] = set()
+    if "precision" in rows and rows["precision"].isin(("fp8", "fp8_block")).any() \
+            and rows["op"].isin(GEMM_OPS).any():
+        names |= set(PARAMS_BY_FAMILY["gemm_fp8"])
+    for op in rows["op"].unique():
+        fam = family(op)
+        if fam == "elementwise":
+            names |= {rl.ELEM_EFF_PARAM.get(op, "elem_mem_eff"), "elem_overhead_s"}
+            if op in rl.NORM_OPS:
+                names.add("norm_row_elem_s")
+        else:
+            names |= set(PARAMS_BY_FAMILY[fam])
+    return [p for p in rl.PARAM_BOUNDS if p in names]
+
+
+class _Fixed:
+    """Duck-typed calibration handing CostModel fixed parameters (and optional tables)."""
+
+    def __init__(self, eff: Efficiencies, tables=None):
+        self.eff, self.tables = eff, tables
+
+    def efficiencies_for(self, gpu_name: str) -> Efficiencies:
+        return self.eff
+
+    def tables_for(self, gpu_name: str):
+        return self.tables
+
+
+def _eff_for(gpu: str, calibration, params) -> Efficiencies:
+    if params is not None and gpu in params:
+        return params[gpu]
+    if calibration is not None:
+        return calibration.efficiencies_for(gpu)
+    return Efficiencies()
+
+
+def skipped_mask(rows: pd.DataFrame) -> np.ndarray:
+    """Rows the model cannot predict: whole-step rows of a model with no preset."""
+    from costmodel.specs import MODEL_PRESETS
+
+    return (rows["op"].isin(STEP_OPS) & ~rows["model"].isin(list(MODEL_PRESETS))).to_numpy()
+
+
+def predict_rows(rows: pd.DataFrame, calibration=None, params: dict[str, Efficiencies] | None = None,
+                 use_tables: bool = True) -> np.ndarray:
+    """Predicted seconds for each row (NaN where `skipped_mask`)."""
+    out = np.full(len(rows), np.nan)
+    if rows.empty:
+        return out
+    fam = rows["op"].map({op: family(op) for op in rows["op"].unique()}).to_numpy()
+    for gpu_name, idx in rows.groupby("gpu").indices.items():
+        gpu = load_gpu(gpu_name)
+        eff = _eff_for(gpu.name, calibration, params)
+        tables = calibration.tables_for(gpu.name) if (calibration is not None and use_tables) else None
+        sub = rows.iloc[idx]
+        f = fam[idx]
+        res = np.full(len(idx), np.nan)
+        for kind in np.unique(f):
+            sel = f == kind
+            res[sel] = _predict_family(kind, sub[sel], gpu, eff, tables)
+        out[idx] = res
+    return out
+
+
+def _predict_family(kind: str, r: pd.DataFrame, gpu, eff: Efficiencies, tables) -> np.ndarray:
+    t = _roofline_family(kind, r, gpu, eff, tables)
+    table = tables.tables.get(kind) if tables is not None and kind != "step" else None
+    if table is not None:
+        from costmodel.tables import row_keys
+
+        cats, feats = row_keys(kind, r)
+        t = t * table.factor_v(cats, feats)
+    return t
+
+
+def _roofline_family(kind: str, r: pd.DataFrame, gpu, eff: Efficiencies, tables) -> np.ndarray:
+    if kind == "gemm":
+        return _gemm(r, gpu, eff)
+    if kind == "elementwise":
+        t = np.empty(len(r))
+        ops = r["op"].to_numpy()
+        nbytes = r["m"].to_numpy(float) * (r["k"].to_numpy(float) + r["n"].to_numpy(float)) * 2.0
+        for op in np.unique(ops):
+            s = ops == op
+            t[s] = rl.elementwise_time_s_v(nbytes[s], gpu, eff, op, r["n"].to_numpy(float)[s])
+        return t
+    if kind == "attn_prefill":
+        kvb = r["kv_dtype"].map(_KV_BYTES).fillna(2.0).to_numpy()
+        return rl.prefill_attn_time_s_v(
+            r["batch_size"].to_numpy(float), r["prefill_len"].to_numpy(float),
+            r["context_len"].to_numpy(float), r["num_heads"].to_numpy(float),
+            r["num_kv_heads"].to_numpy(float), r["head_dim"].to_numpy(float),
+            r["window"].to_numpy(float), gpu, eff, kvb)
+    if kind == "attn_decode":
+        kvb = r["kv_dtype"].map(_KV_BYTES).fillna(2.0).to_numpy()
+        b = r["batch_size"].to_numpy(float)
+        ctx = r["context_len"].to_numpy(float)
+        w = r["window"].to_numpy(float)
+        ctx = np.where(w > 0, np.minimum(ctx, w), ctx)
+        return rl.decode_attn_time_s_v(b, b * ctx, 1, r["num_heads"].to_numpy(float),
+                                       r["num_kv_heads"].to_numpy(float),
+                                       r["head_dim"].to_numpy(float), gpu, eff, kvb)
+    if kind == "comm":
+        return _comm(r, gpu, eff)
+    return _steps(r, gpu, eff, tables)
+
+
+def _gemm(r: pd.DataFrame, gpu, eff: Efficiencies) -> np.ndarray:
+    prec = r["precision"].to_numpy()
+    fp8 = np.isin(prec, ("fp8", "fp8_block")) & gpu.has_fp8
+    peak = np.where(fp8, gpu.fp8_flops, gpu.bf16_flops)
+    w = r["precision"].map(_W_BYTES).fillna(2.0).to_numpy()
+    act = np.where(fp8, 1.0, 2.0)
+    m, n, k = (r[c].to_numpy(np.int64) for c in ("m", "n", "k"))
+    return rl.gemm_time_s_v(m, n, k, gpu, eff, peak, w, act, fp8)
+
+
+def _comm(r: pd.DataFrame, gpu, eff: Efficiencies) -> np.ndarray:
+    n = r["num_gpus"].to_numpy(float)
+    internode = (r["kernel"].to_numpy() == "nccl-internode") | (n > gpu.gpus_per_node)
+    bw = np.where(internode, gpu.network_bw_bytes_s, gpu.intra_node_bw_bytes_s())
+    t = np.empty(len(r))
+    ops = r["op"].to_numpy()
+    for op in np.unique(ops):
+        s = ops == op
+        t[s] = rl.collective_time_s_v(op, r["msg_bytes"].to_numpy(float)[s], n[s], bw[s], eff)
+    return t
+
+
+def _steps(r: pd.DataFrame, gpu, eff: Efficiencies, tables) -> np.ndarray:
+    from costmodel.model import CostModel
+    from costmodel.specs import MODEL_PRESETS
+
+    t = np.full(len(r), np.nan)
+    keys = ["model", "tp", "pp", "precision", "kv_dtype"]
+    pos = {ix: i for i, ix in enumerate(r.index)}
+    cal = _Fixed(eff, tables)
+    for (model, tp, pp, prec, kv), g in r.groupby(keys):
+        if model not in MODEL_PRESETS:
+            continue
+        cm = CostModel(model, gpu, tp=int(tp), pp=int(pp), precision=prec, kv_dtype=kv,
+                       calibration=cal)
+        for ix, op, b, pl, ctx in zip(g.index, g["op"], g["batch_size"], g["prefill_len"],
+                                      g["context_len"], strict=True):
+            if op == "prefill_step":
+                t[pos[ix]] = cm.step_time_s(prefill=[(int(pl), int(ctx))] * int(b))
+            else:
+                t[pos[ix]] = cm.step_time_s(n_decode=int(b), decode_ctx_sum=float(b * ctx))
+    return t
