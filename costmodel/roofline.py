@@ -25,6 +25,7 @@ the two equal.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -333,8 +334,9 @@ def allreduce_time_s(msg_bytes: float, n_gpus: int, gpu: HardwareSpec, eff: Effi
     if n_gpus <= 1 or msg_bytes <= 0:
         return 0.0
     bw = (bw_bytes_s or link_bw_bytes_s(gpu, n_gpus)) * eff.comm_bw_eff
-    # one-shot (vLLM custom all-reduce): every GPU reads the n-1 other buffers, one latency
-    one_shot = eff.comm_latency_s + (n_gpus - 1) * msg_bytes / n_gpus / bw * 2
+    # one-shot (vLLM custom all-reduce, NCCL tree/LL): every GPU reads the n-1 other buffers;
+    # its synchronisation latency grows with the depth of the group, log2(n) rounds
+    one_shot = eff.comm_latency_s * math.log2(n_gpus) + (n_gpus - 1) * msg_bytes / n_gpus / bw * 2
     # ring: 2 (n-1) steps, each moving msg/n bytes per GPU
     ring = (n_gpus - 1) * eff.comm_latency_s + 2 * (n_gpus - 1) / n_gpus * msg_bytes / bw
     return min(one_shot, ring)
@@ -348,7 +350,7 @@ def collective_time_s_v(op: str, msg_bytes, n_gpus, bw_bytes_s, eff: Efficiencie
     bw = np.asarray(bw_bytes_s, dtype=float) * eff.comm_bw_eff
     lat = eff.comm_latency_s
     if op == "all_reduce":
-        one_shot = lat + (n - 1) * msg / n / bw * 2
+        one_shot = lat * np.log2(np.maximum(n, 2)) + (n - 1) * msg / n / bw * 2
         ring = (n - 1) * lat + 2 * (n - 1) / n * msg / bw
         return np.where((n > 1) & (msg > 0), np.minimum(one_shot, ring), 0.0)
     if op in ("all_gather", "reduce_scatter"):

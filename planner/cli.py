@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from planner import cli_cost
+from planner import cli_calibrate, cli_cost
 
 app = typer.Typer(
     name="serveplan",
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 
 cli_cost.register(app)
+cli_calibrate.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,140 @@
+"""`serveplan cost eval` and `serveplan calibrate`: the cost model against published measurements.
+
+- `cost eval --measured PATH --format F --gpu G [--model M] [--calibration FILE] --out CSV`
+  writes every measured row (native schema) with `predicted_s` and `rel_err`, prints the MAPE
+  overall and per op (a table on stderr; one JSON summary on stdout with --json).
+- `calibrate --measured PATH --format F --gpu G --out calib.json` fits the parameters the rows
+  inform (robust least squares, `costmodel.fit`) and writes a CalibrationProfile;
+  `--fit-fraction 0.2 --seed 0` fits on a random 20% and reports on the other rows;
+  `--tables` adds measured-table corrections (`costmodel.tables`) built from the fitted rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from planner.cli_common import emit_json, load_calibration_opt, user_errors
+
+FORMAT_HELP = "vidur | aiconfigurator | splitwise | native"
+
+
+def _summary(rows, predicted) -> dict:
+    from costmodel.fit import residual_report
+
+    rep = residual_report(rows["measured_s"].to_numpy(), predicted, rows["op"].to_numpy())
+    return {"rows": int(len(rows)), "skipped": int(len(rows) - rep["n"]), **rep}
+
+
+def _print_summary(title: str, s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("op", "rows", "MAPE", "p90 |rel err|"):
+        t.add_column(col, justify="left" if col == "op" else "right")
+    for op, v in s["by_op"].items():
+        t.add_row(op, str(v["n"]), f"{v['mape']:.1%}", f"{v['p90_abs_rel_err']:.1%}")
+    if s["mape"] is not None:
+        t.add_row("all", str(s["n"]), f"{s['mape']:.1%}", f"{s['p90_abs_rel_err']:.1%}", style="bold")
+    c = Console(stderr=True)
+    c.print(t)
+    if s["skipped"]:
+        c.print(f"{s['skipped']} rows skipped (model without a preset, or no measured time)")
+
+
+@user_errors
+def eval_cmd(
+    measured: Path = typer.Option(..., "--measured", help="file or folder of measurements"),
+    fmt: str = typer.Option(..., "--format", help=FORMAT_HELP),
+    gpu: str = typer.Option(None, "--gpu", help="GPU of rows whose data does not name one"),
+    model: str = typer.Option(None, "--model", help="keep only this model's rows"),
+    calibration: Path = typer.Option(None, "--calibration", help="calibration profile JSON"),
+    out: Path = typer.Option(..., "--out", help="predictions CSV to write"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON summary"),
+):
+    """Predict every measured row and print the mean absolute percentage error."""
+    from costmodel.importers import load_measured
+    from costmodel.importers.native import write_native
+    from costmodel.measured import predict_rows
+
+    cal = load_calibration_opt(calibration)
+    rows = load_measured(measured, fmt, gpu=gpu, model=model)
+    pred = predict_rows(rows, cal)
+    write_native(rows.assign(predicted_s=pred, rel_err=pred / rows["measured_s"] - 1.0), out)
+    s = {"measured": str(measured), "format": fmt, "out": str(out),
+         "calibrated": cal is not None, **_summary(rows, pred)}
+    if as_json:
+        emit_json(s)
+    else:
+        _print_summary(f"{fmt} {measured}: cost model vs measured", s)
+
+
+@user_errors
+def calibrate_cmd(
+    measured: Path = typer.Option(..., "--measured", help="file or folder of measurements"),
+    fmt: str = typer.Option(..., "--format", help=FORMAT_HELP),
+    gpu: str = typer.Option(None, "--gpu", help="GPU of rows whose data does not name one"),
+    model: str = typer.Option(None, "--model", help="keep only this model's rows"),
+    out: Path = typer.Option(..., "--out", help="calibration profile JSON to write"),
+    calibration: Path = typer.Option(None, "--calibration", help="profile to start from"),
+    fit_fraction: float = typer.Option(1.0, "--fit-fraction", help="fit on this random share of rows"),
+    seed: int = typer.Option(0, "--seed", help="seed of the --fit-fraction draw"),
+    params: str = typer.Option(None, "--params", help="comma-separated parameters to fit"),
+    tables: bool = typer.Option(False, "--tables/--no-tables", help="add measured-table corrections"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON summary"),
+):
+    """Fit the cost model's parameters to measured rows and write a calibration profile."""
+    import numpy as np
+
+    from costmodel.calibration import CalibrationProfile
+    from costmodel.errors import ServePlanError
+    from costmodel.fit import fit_profile
+    from costmodel.importers import load_measured
+    from costmodel.measured import predict_rows
+    from costmodel.tables import build_tables
+
+    if not 0.0 < fit_fraction <= 1.0:
+        raise ServePlanError(f"--fit-fraction {fit_fraction}; expected a fraction in (0, 1]")
+    start = load_calibration_opt(calibration)
+    rows = load_measured(measured, fmt, gpu=gpu, model=model)
+    rng = np.random.default_rng(seed)
+    fit_mask = rng.random(len(rows)) < fit_fraction if fit_fraction < 1.0 else np.ones(len(rows), bool)
+    fit_rows = rows[fit_mask].reset_index(drop=True)
+    names = [p.strip() for p in params.split(",") if p.strip()] if params else None
+    prof: CalibrationProfile = fit_profile(fit_rows, start=start, params=names,
+                                           source=f"serveplan calibrate --format {fmt} {measured}")
+    if tables:
+        for g, sub in fit_rows.groupby("gpu"):
+            base = predict_rows(sub, prof, use_tables=False)
+            prof.tables[g] = build_tables(sub, base)
+    prof.save(out)
+    summary = {"out": str(out), "fit_rows": int(fit_mask.sum()), "rows": int(len(rows)),
+               "gpus": {g: {"params": {k: v for k, v in c.params.to_dict().items()
+                                       if k in c.residuals.get("fitted", [])},
+                            "fit": {k: c.residuals.get(k) for k in ("n", "mape", "p90_abs_rel_err")},
+                            "uncertainty_rel": c.uncertainty_rel}
+                        for g, c in prof.gpus.items() if g in set(fit_rows["gpu"])}}
+    if fit_fraction < 1.0 and (~fit_mask).any():
+        held = rows[~fit_mask].reset_index(drop=True)
+        summary["held_out"] = _summary(held, predict_rows(held, prof))
+    if as_json:
+        emit_json(summary)
+        return
+    from rich.console import Console
+
+    c = Console(stderr=True)
+    for g, v in summary["gpus"].items():
+        c.print(f"{g}: fitted {', '.join(f'{k}={x:.4g}' for k, x in v['params'].items())}; "
+                f"fit MAPE {v['fit']['mape']:.1%} on {v['fit']['n']} rows")
+    if "held_out" in summary:
+        _print_summary("held-out rows", summary["held_out"])
+    c.print(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    from planner.cli_cost import cost_app
+
+    cost_app.command("eval")(eval_cmd)
+    app.command("calibrate")(calibrate_cmd)
