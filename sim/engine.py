@@ -197,6 +197,7 @@ def _result(cl: Cluster, replicas, arrays, slo, notes, wall0, keep, warm, cool) 
         "iterations": sum(r.iterations for r in replicas),
         "kv_transfer_mean_s": float(xfer.mean()) if xfer.size else 0.0,
         "mean_in_system": cl.mean_in_system(),
+        "output_tokens": cl.tokens_out,
     }
     out_len = arrays.output_len
     counters["sim_wall_s"] = time.perf_counter() - wall0

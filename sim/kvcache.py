@@ -17,13 +17,12 @@ from collections import OrderedDict
 class BlockPool:
     """Counts of private and cached blocks; `allocate` evicts cached blocks when it must."""
 
-    __slots__ = ("total", "private", "cache", "peak_used")
+    __slots__ = ("total", "private", "cache")
 
     def __init__(self, total_blocks: int, cache: PrefixCache | None = None):
         self.total = int(total_blocks)
         self.private = 0
         self.cache = cache
-        self.peak_used = 0
 
     @property
     def cached(self) -> int:
@@ -46,9 +45,7 @@ class BlockPool:
                 return False
             self.cache.evict(n - self.free)
         self.private += n
-        used = self.private + self.cached - (self.cache.evictable_blocks if self.cache else 0)
-        if used > self.peak_used:
-            self.peak_used = used
+        assert self.private + self.cached <= self.total, "KV blocks over capacity"
         return True
 
     def release(self, n: int) -> None:

@@ -83,6 +83,7 @@ class RunMetrics:
     queue_wait_mean_s: float = 0.0  # arrival to first scheduled, measured requests
     kv_transfer_mean_s: float = 0.0  # disaggregated: prefill end to decode start
     mean_in_system: float = 0.0  # time-average number of requests in the system (whole run)
+    output_tokens: int = 0  # tokens generated over the whole run (every request)
     slo_ttft_s: float = DEFAULT_TTFT_SLO_S
     slo_tpot_s: float = DEFAULT_TPOT_SLO_S
     slo_met: bool = False  # percentile TTFT and TPOT within targets and attainment reached
@@ -164,6 +165,7 @@ def summarise(arrival_s: np.ndarray, first_token_s: np.ndarray, finish_s: np.nda
         queue_wait_mean_s=float((sched - arr[done]).mean()) if sched.size else float("nan"),
         kv_transfer_mean_s=float(c.get("kv_transfer_mean_s", 0.0)),
         mean_in_system=float(c.get("mean_in_system", 0.0)),
+        output_tokens=int(c.get("output_tokens", 0)),
         slo_ttft_s=slo.ttft_s,
         slo_tpot_s=slo.tpot_s,
         slo_met=bool(q_ttft <= slo.ttft_s and q_tpot <= slo.tpot_s and attain >= slo.attainment),

@@ -404,6 +404,8 @@ class Replica:
             p.gen += 1
             self.outstanding -= 1
             cl.on_first_token(p.rid, now)
+            if p.keys is not None and self.cache is not None:
+                self._publish(p)
             if p.gen >= p.out:
                 self._release(p.held, p.pinned, p.keys, p.rid, p.computed)
                 cl.on_finish(p.rid, now, self)
@@ -459,6 +461,21 @@ class Replica:
         self.D[:m] = self.D[:self.n][keep]
         self.n = m
 
+    def _publish(self, p: Prefill) -> None:
+        """A finished prompt's full blocks join the prefix cache at once (pinned by p), as vLLM
+        caches each block when it fills: concurrent requests with the same prefix share them."""
+        full = self.cl.input_len[p.rid] // self.cfg.hash_block_tokens
+        fresh = [k for k in p.keys[len(p.pinned):full] if k not in self.cache.entries]
+        if not fresh:
+            return
+        self.cache.insert(fresh)
+        self.cache.pin(fresh)
+        moved = len(fresh) * self.cache.bpe
+        self.pool.release(moved)
+        p.held -= moved
+        p.hitb += moved
+        p.pinned = list(p.pinned) + fresh
+
     def _release(self, held: int, pinned, keys, rid: int, computed: int) -> None:
         """Free a request's private blocks; its full prompt blocks stay cached (vLLM keeps them)."""
         self.pool.release(held)
@@ -466,7 +483,8 @@ class Replica:
         if c is None or keys is None:
             return
         full = min(computed, self.cl.input_len[rid]) // self.cfg.hash_block_tokens
-        if full > len(pinned):
-            c.insert(keys[len(pinned):full])
+        if full:
+            c.insert(keys[:full])
+            assert self.pool.free >= 0, "prefix cache grew past the KV pool"
         if pinned:
             c.unpin(pinned)

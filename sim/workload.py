@@ -127,7 +127,7 @@ def parse_workload(spec: str, *, rate: float | None = None, concurrency: int | N
         raise ServePlanError(f"workload {spec!r}; expected fixed:ISL,OSL, uniform:LO-HI,LO-HI, "
                              f"lognormal:ISL,OSL[,SIGMA], trace:PATH or one of {', '.join(TRACE_NAMES)}")
 
-    timed = trace is not None and trace.arrival_s is not None and trace.num_requests > 1
+    timed = trace is not None and trace.arrival_s is not None
     if concurrency is not None:
         arr = "closed"
     elif arrival is not None:
@@ -141,8 +141,8 @@ def parse_workload(spec: str, *, rate: float | None = None, concurrency: int | N
     if arr in ("poisson", "gamma") and rate is None:
         raise ServePlanError(f"workload {spec!r} needs a rate (--rate RPS) or a concurrency "
                              "(--concurrency N)")
-    if arr == "trace" and rate is None and (trace.rate_rps or 0) <= 0:
-        raise ServePlanError(f"trace {trace.path} spans no time; give a rate")
+    if arr == "trace" and rate is not None and not trace.rate_rps:
+        raise ServePlanError(f"trace {trace.path} spans no time, so it cannot be rescaled to a rate")
     return Workload(name=spec, arrival=arr, lengths=lengths, rate_rps=rate, concurrency=concurrency,
                     burstiness_cv=burstiness_cv, length_params=params, trace=trace)
 
@@ -183,7 +183,7 @@ def _arrivals(w: Workload, n: int, rng: np.random.Generator, wraps: np.ndarray |
         return np.cumsum(rng.gamma(shape, 1.0 / (w.rate_rps * shape), n))
     tr = w.trace
     assert tr is not None and tr.arrival_s is not None and rows is not None and wraps is not None
-    gap = tr.span_s / (tr.num_requests - 1)
+    gap = tr.span_s / (tr.num_requests - 1) if tr.num_requests > 1 else 1.0
     t = tr.arrival_s[rows] + wraps * (tr.span_s + gap)  # a wrapped trace starts one mean gap later
     if w.rate_rps is not None:
         t = t * (tr.rate_rps / w.rate_rps)
