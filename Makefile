@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # torch is pinned: the CPU wheel of 2.13.0 lies on the build machines; an unpinned torch
 # would pull a multi-GB CUDA build.
-EXTRAS ?= dev,validate,service
+EXTRAS ?= dev,validate,service,ray
 
 .PHONY: plan test lint bench clean
 
