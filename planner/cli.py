@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from planner import cli_calibrate, cli_cost
+from planner import cli_calibrate, cli_cost, cli_sim
 
 app = typer.Typer(
     name="serveplan",
@@ -21,6 +21,7 @@ app = typer.Typer(
 
 cli_cost.register(app)
 cli_calibrate.register(app)
+cli_sim.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,167 @@
+"""`serveplan simulate`: run the discrete-event simulator on a deployment and a workload.
+
+The deployment comes from `--plan FILE` (a Plan JSON's "deployment" block, or a bare
+deployment object) or from flags (one colocated pool, or `--disaggregated` prefill and decode
+pools). Prints RunMetrics: one JSON document with `--json`, else a table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from costmodel.errors import ServePlanError
+from planner.cli_common import emit_json, load_calibration_opt, user_errors
+
+
+def load_plan_deployment(path: Path):
+    """The Deployment of a Plan JSON file (its "deployment" key) or of a bare deployment object."""
+    from sim.deployment import Deployment
+
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ServePlanError(f"cannot read plan file {path}: {e.strerror}") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ServePlanError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+    if isinstance(d, dict) and "deployment" in d:
+        d = d["deployment"]
+    try:
+        return Deployment.from_dict(d)
+    except ServePlanError as e:
+        raise ServePlanError(f"{path}: {e}") from None
+    except TypeError as e:
+        raise ServePlanError(f"{path}: bad deployment ({e})") from None
+
+
+def _pool(role, gpu, tp, pp, replicas, common: dict, spec):
+    from sim.deployment import PoolConfig
+
+    return PoolConfig(role=role, gpu=gpu, tp=tp, pp=pp, replicas=replicas, spec=spec, **common)
+
+
+@user_errors
+def simulate_cmd(
+    plan: Path = typer.Option(None, "--plan", help="Plan JSON (its deployment) or a deployment JSON"),
+    model: str = typer.Option(None, "--model", help="preset (llama-3.1-70b, ...) or config.json path"),
+    gpu: str = typer.Option(None, "--gpu", help="GPU preset (h100, a100-80g, ...)"),
+    tp: int = typer.Option(1, "--tp", help="tensor-parallel degree"),
+    pp: int = typer.Option(1, "--pp", help="pipeline-parallel degree"),
+    replicas: int = typer.Option(1, "--replicas", help="replicas of the colocated pool"),
+    precision: str = typer.Option("bf16", "--precision", help="weights: bf16 | fp8 | int4"),
+    max_num_seqs: int = typer.Option(None, "--max-num-seqs", help="default: vLLM's for the GPU"),
+    max_num_batched_tokens: int = typer.Option(None, "--max-num-batched-tokens"),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="most prompt tokens per request per step"),
+    kv_dtype: str = typer.Option("auto", "--kv-dtype", help="auto | bf16 | fp8 | int4"),
+    kv_budget: int = typer.Option(None, "--kv-budget", help="per-request KV token budget"),
+    gpu_memory_utilization: float = typer.Option(None, "--gpu-memory-utilization"),
+    router: str = typer.Option("least_tokens", "--router", help="round_robin | least_tokens | prefix_affinity"),
+    policy: str = typer.Option("decode_first", "--policy", help="decode_first (vLLM V1) | prefill_first"),
+    spec_method: str = typer.Option("none", "--spec-method", help="none | draft | self | ngram"),
+    spec_k: int = typer.Option(0, "--spec-k", help="draft tokens per step (0 with a method: adaptive)"),
+    spec_acceptance: float = typer.Option(None, "--spec-acceptance", help="per-token acceptance a"),
+    spec_adaptive: bool = typer.Option(False, "--spec-adaptive", help="choose k per step (up to --spec-k)"),
+    draft_model: str = typer.Option(None, "--draft-model", help="draft model preset (--spec-method draft)"),
+    disaggregated: bool = typer.Option(False, "--disaggregated", help="separate prefill and decode pools"),
+    prefill_tp: int = typer.Option(None, "--prefill-tp"),
+    prefill_pp: int = typer.Option(1, "--prefill-pp"),
+    prefill_replicas: int = typer.Option(1, "--prefill-replicas"),
+    decode_tp: int = typer.Option(None, "--decode-tp"),
+    decode_pp: int = typer.Option(1, "--decode-pp"),
+    decode_replicas: int = typer.Option(1, "--decode-replicas"),
+    kv_link_gbs: float = typer.Option(None, "--kv-link-gbs", help="prefill->decode GB/s (default: NICs)"),
+    workload: str = typer.Option(..., "--workload", help="fixed:ISL,OSL | trace:PATH | azure-conv | ..."),
+    rate: float = typer.Option(None, "--rate", help="requests per second (open loop)"),
+    concurrency: int = typer.Option(None, "--concurrency", help="clients (closed loop)"),
+    burstiness: float = typer.Option(1.0, "--burstiness", help="gamma inter-arrival CV (1 = Poisson)"),
+    requests: int = typer.Option(1000, "--requests", help="number of requests"),
+    seed: int = typer.Option(0, "--seed"),
+    ttft_slo: float = typer.Option(None, "--ttft-slo", help="seconds (default 1)"),
+    tpot_slo: float = typer.Option(None, "--tpot-slo", help="seconds (default 0.1)"),
+    slo_percentile: float = typer.Option(90.0, "--slo-percentile"),
+    attainment: float = typer.Option(0.9, "--attainment"),
+    host_cache_gib: float = typer.Option(0.0, "--host-cache-gib", help="host prefix-cache tier per replica"),
+    calibration: Path = typer.Option(None, "--calibration", help="calibration profile JSON"),
+    requests_csv: Path = typer.Option(None, "--requests-csv", help="write the per-request frame"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+):
+    """Simulate a deployment under a workload and print RunMetrics."""
+    from sim import SLO, Deployment, SpecConfig, parse_workload, simulate
+
+    if plan is not None:
+        if model is not None or gpu is not None:
+            raise ServePlanError("give either --plan or --model/--gpu, not both")
+        dep = load_plan_deployment(plan)
+    else:
+        if model is None or gpu is None:
+            raise ServePlanError("give --plan FILE, or --model and --gpu (with --tp, --replicas, ...)")
+        spec = SpecConfig()
+        if spec_method != "none":
+            if spec_acceptance is None:
+                raise ServePlanError(f"--spec-method {spec_method} needs --spec-acceptance A "
+                                     "(per-token acceptance probability in [0, 1))")
+            spec = SpecConfig(method=spec_method, draft_model=draft_model, num_speculative_tokens=spec_k,
+                              acceptance=spec_acceptance, adaptive=spec_adaptive)
+        common = {"precision": precision, "max_num_seqs": max_num_seqs,
+                  "max_num_batched_tokens": max_num_batched_tokens, "chunk_size": chunk_size,
+                  "kv_dtype": kv_dtype, "kv_budget_tokens": kv_budget,
+                  "gpu_memory_utilization": gpu_memory_utilization}
+        if disaggregated:
+            from sim.deployment import SpecConfig as _S
+
+            pools = (_pool("prefill", gpu, prefill_tp or tp, prefill_pp, prefill_replicas, common, _S()),
+                     _pool("decode", gpu, decode_tp or tp, decode_pp, decode_replicas, common, spec))
+            dep = Deployment(model=model, pools=pools, mode="disaggregated", router=router,
+                             kv_link_bw_bytes_s=kv_link_gbs * 1e9 if kv_link_gbs else None)
+        else:
+            dep = Deployment(model=model, pools=(_pool("colocated", gpu, tp, pp, replicas, common, spec),),
+                             router=router)
+    slo = None
+    if ttft_slo is not None or tpot_slo is not None:
+        slo = SLO(ttft_slo if ttft_slo is not None else 1.0, tpot_slo if tpot_slo is not None else 0.1,
+                  slo_percentile, attainment)
+    wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness)
+    cal = load_calibration_opt(calibration)
+    res = simulate(dep, wl, num_requests=requests, seed=seed, calibration=cal, slo=slo,
+                   keep_requests=requests_csv is not None, policy=policy, host_cache_gib=host_cache_gib)
+    if requests_csv is not None:
+        requests_csv.parent.mkdir(parents=True, exist_ok=True)
+        res.requests.to_csv(requests_csv, index_label="request")
+    if as_json:
+        emit_json(res.metrics.to_dict())
+        return
+    _print_metrics(res.metrics, dep, wl)
+
+
+def _print_metrics(m, dep, wl) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    pools = ", ".join(f"{p.role}: {p.replicas} x {p.tp * p.pp} {p.gpu} (tp={p.tp}, pp={p.pp})" for p in dep.pools)
+    load = f"{wl.concurrency} clients" if wl.closed_loop else (
+        f"{wl.rate_rps} req/s" if wl.rate_rps else "trace rate")
+    t = Table(title=f"{dep.model} | {pools} | {wl.name} at {load}")
+    for col in ("metric", "mean", "p50", "p90", "p99"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for name, unit, scale in (("ttft", "ms", 1e3), ("tpot", "ms", 1e3), ("e2e", "s", 1.0)):
+        vals = [getattr(m, f"{name}_{s}_s") * scale for s in ("mean", "p50", "p90", "p99")]
+        t.add_row(f"{name.upper()} ({unit})", *(f"{v:.3f}" if unit == "s" else f"{v:.1f}" for v in vals))
+    c = Console()
+    c.print(t)
+    util = sum(m.utilisation) / max(len(m.utilisation), 1)
+    c.print(f"throughput {m.throughput_tok_s:,.0f} tok/s | goodput {m.goodput_rps:.2f} req/s | "
+            f"SLO attainment {m.slo_attainment:.1%} (TTFT {m.slo_ttft_s} s, TPOT {m.slo_tpot_s} s) | "
+            f"completed {m.num_completed}/{m.num_requests}, rejected {m.num_rejected} | "
+            f"preemptions {m.preemptions} | KV peak {m.kv_peak_fraction:.0%} | utilisation {util:.0%} | "
+            f"prefix hits {m.prefix_cache_hit_rate:.1%} | tokens/step {m.mean_accepted_tokens_per_step:.2f}")
+    c.print(f"excluded: {m.warmup_excluded}; simulated {m.sim_duration_s:,.1f} s in {m.sim_wall_s:.2f} s wall")
+    for note in m.notes:
+        c.print(f"note: {note}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate_cmd)

@@ -1,0 +1,87 @@
+"""`serveplan simulate` in-process: JSON out, flags for every deployment kind, plan files, errors."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from planner.cli import app
+from sim import Deployment, PoolConfig
+
+runner = CliRunner()
+CORE = ["ttft_mean_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_mean_s", "tpot_p50_s",
+        "tpot_p90_s", "tpot_p99_s", "e2e_mean_s", "e2e_p50_s", "e2e_p90_s", "e2e_p99_s",
+        "throughput_tok_s", "goodput_rps", "slo_attainment", "preemptions", "kv_peak_fraction",
+        "sim_wall_s"]
+
+
+def sim(*args):
+    r = runner.invoke(app, ["simulate", *args])
+    return r
+
+
+def test_json_run_from_flags_has_design_keys(shared):
+    r = sim("--model", "llama-3.1-70b", "--gpu", "h100", "--tp", "4", "--replicas", "2",
+            "--workload", f"trace:{shared}/data/traces/AzureLLMInferenceTrace_conv.csv",
+            "--rate", "4", "--requests", "300", "--seed", "1", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert all(k in d for k in CORE)
+    assert d["num_completed"] == 300 and len(d["utilisation"]) == 2
+
+
+def test_closed_loop_speculative_and_slo_flags():
+    r = sim("--model", "llama-3.1-8b", "--gpu", "h100", "--workload", "fixed:256,128",
+            "--concurrency", "8", "--requests", "40", "--seed", "0", "--spec-method", "ngram",
+            "--spec-k", "3", "--spec-acceptance", "0.6", "--ttft-slo", "0.5", "--tpot-slo", "0.02",
+            "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert 1.5 < d["mean_accepted_tokens_per_step"] < 2.5
+    assert d["slo_ttft_s"] == 0.5 and d["notes"] == []
+
+
+def test_disaggregated_flags_and_table_output():
+    r = sim("--model", "llama-3.1-8b", "--gpu", "h100", "--disaggregated", "--prefill-replicas", "2",
+            "--decode-replicas", "1", "--workload", "fixed:1024,64", "--rate", "5", "--requests", "60")
+    assert r.exit_code == 0, r.output
+    assert "TTFT (ms)" in r.stdout and "prefill: 2 x 1" in r.stdout
+
+
+def test_plan_file_bare_and_wrapped(tmp_path):
+    dep = Deployment(model="llama-3.1-8b", pools=(PoolConfig(role="colocated", gpu="h100", replicas=2),))
+    bare = tmp_path / "dep.json"
+    bare.write_text(json.dumps(dep.to_dict()))
+    wrapped = tmp_path / "plan.json"
+    wrapped.write_text(json.dumps({"deployment": dep.to_dict(), "predicted": {}}))
+    outs = []
+    for p in (bare, wrapped):
+        r = sim("--plan", str(p), "--workload", "fixed:128,16", "--rate", "10", "--requests", "50", "--json")
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.stdout)
+        d.pop("sim_wall_s")
+        outs.append(d)
+    assert outs[0] == outs[1]
+
+
+def test_errors_are_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    cases = [
+        (["--plan", str(bad), "--workload", "fixed:1,1", "--rate", "1"], "line 1"),
+        (["--model", "llama-3.1-8b", "--gpu", "h100", "--workload", "fixed:1,1", "--rate", "0"], "rate"),
+        (["--model", "llama-3.1-8b", "--gpu", "h100", "--workload", "fixed:1,1"], "needs a rate"),
+        (["--model", "llama-3.1-8b", "--gpu", "h100", "--workload", "fixed:1,1", "--rate", "1",
+          "--spec-method", "draft", "--spec-acceptance", "0.5"], "draft model"),
+        (["--model", "llama-3.1-8b", "--gpu", "h100", "--workload", "fixed:1,1", "--rate", "1",
+          "--spec-method", "ngram"], "--spec-acceptance"),
+        (["--workload", "fixed:1,1", "--rate", "1"], "--plan FILE, or --model"),
+        (["--model", "llama-3.1-405b", "--gpu", "h100", "--workload", "fixed:1,1", "--rate", "1"],
+         "does not fit"),
+    ]
+    for args, msg in cases:
+        r = sim(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert msg in r.output and "Traceback" not in r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
