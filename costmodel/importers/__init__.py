@@ -96,7 +96,7 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
         else:
             out[c] = _DEFAULTS.get(c, "" if c in STR_COLUMNS else 0)
     for c in STR_COLUMNS:
-        out[c] = out[c].fillna("").astype(str)
+        out[c] = out[c].astype(object).where(out[c].notna(), "").astype(str)
     for c in INT_COLUMNS:
         out[c] = pd.to_numeric(out[c], errors="coerce").fillna(_DEFAULTS.get(c, 0)).astype("int64")
     for c in FLOAT_COLUMNS:

@@ -1,0 +1,152 @@
+"""Cost-model accuracy against published GPU measurements (fit on named rows, report on others).
+
+Experiments (every number is a MAPE on rows the fit never saw):
+1. vidur_ops: Vidur A100 per-operator tables; fit on llama-2-7b and llama-3-70b, predict the
+   other six models (target <= 10%).
+2. aic_h100: AIConfigurator H100 GEMM (bf16, fp8) and attention; fit on a 20% random sample
+   (seed 0), predict the other 80% (target <= 8%), roofline alone and with table corrections.
+3. splitwise: Splitwise A100 Llama2-70B TP 2/4/8, prefill time and decode iteration time
+   (target <= 10%). Stage 1 fits the kernel parameters on Vidur's A100 op and decode-attention
+   tables; stage 2 fits the interconnect and host parameters on a random 30% of the Splitwise
+   rows (seed 0); reported on the other 70%.
+4. zero_shot: the parameters fitted on A100 data only (stage 1 above), with H100 datasheet
+   peaks, predict every AIConfigurator H100 GEMM (target <= 20%).
+
+Run: `.venv/bin/python benchmarks/costmodel_accuracy.py` (about 2 minutes on 2 cores). Prints a
+table, writes benchmarks/out/costmodel_accuracy.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from costmodel.calibration import CalibrationProfile, GpuCalibration  # noqa: E402
+from costmodel.fit import fit_params, residual_report  # noqa: E402
+from costmodel.importers import load_measured  # noqa: E402
+from costmodel.measured import predict_rows  # noqa: E402
+from costmodel.paths import profiles_dir  # noqa: E402
+from costmodel.tables import build_tables  # noqa: E402
+
+SEED = 0
+FIT_CAP = 15000  # rows handed to least squares (a fixed-seed subsample of the fitting rows)
+VIDUR_FIT_MODELS = ("llama-2-7b", "llama-3-70b")
+STAGE2 = ["host_overhead_s", "host_per_seq_s", "comm_latency_s", "comm_bw_eff"]
+
+
+def _cap(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.sample(FIT_CAP, random_state=SEED) if len(rows) > FIT_CAP else rows
+
+
+def _report(name: str, target: float, rows: pd.DataFrame, pred: np.ndarray, group) -> dict:
+    rep = residual_report(rows["measured_s"].to_numpy(), pred, np.asarray(group))
+    ape = np.abs(pred / rows["measured_s"].to_numpy() - 1)
+    rep.update(name=name, target_mape=target, met=bool(rep["mape"] <= target),
+               median_ape=float(np.nanmedian(ape)))
+    return rep
+
+
+def vidur_ops(prof_dir: Path) -> tuple[list[dict], object]:
+    rows = load_measured(prof_dir / "vidur" / "compute" / "a100", "vidur")
+    fit = rows["model"].isin(VIDUR_FIT_MODELS).to_numpy()
+    res = fit_params(_cap(rows[fit]))
+    test = rows[~fit]
+    pred = predict_rows(test, params={"a100-80g": res.params})
+    rep = _report("vidur_ops: A100 per-op, fit llama-2-7b + llama-3-70b, predict 6 others",
+                  0.10, test, pred, test["op"])
+    rep["fit_rows"], rep["fitted"] = int(fit.sum()), list(res.fitted)
+    return [rep], res
+
+
+def aic_h100(prof_dir: Path) -> list[dict]:
+    rows = load_measured(prof_dir / "aiconfigurator" / "h100_sxm", "aiconfigurator")
+    rows = rows[rows["op"].isin(["gemm", "attn_prefill", "attn_decode"])
+                & rows["precision"].isin(["bf16", "fp8"])].reset_index(drop=True)
+    fit = np.random.default_rng(SEED).random(len(rows)) < 0.2
+    fr, test = rows[fit].reset_index(drop=True), rows[~fit].reset_index(drop=True)
+    res = fit_params(_cap(fr))
+    g = "h100-sxm"
+    group = np.where(test["op"] == "gemm", "gemm/" + test["precision"], test["op"])
+    roof = predict_rows(test, params={g: res.params})
+    prof = CalibrationProfile(gpus={g: GpuCalibration(res.params)})
+    prof.tables[g] = build_tables(fr, predict_rows(fr, params={g: res.params}))
+    tab = predict_rows(test, prof)
+    out = []
+    for label, pred in (("roofline", roof), ("roofline x measured-table correction", tab)):
+        rep = _report(f"aic_h100 ({label}): GEMM bf16/fp8 + attention, fit 20%, predict 80%",
+                      0.08, test, pred, group)
+        rep["fit_rows"], rep["fitted"] = int(fit.sum()), list(res.fitted)
+        out.append(rep)
+    return out
+
+
+def splitwise(prof_dir: Path) -> tuple[list[dict], object]:
+    v = load_measured(prof_dir / "vidur", "vidur")
+    # stage 1: kernels (GEMM, elementwise, decode attention) from Vidur's A100 tables; Vidur's
+    # legacy prefill-attention file does not scale with its cached prefix as attention must,
+    # and its NCCL tables are not the interconnect Splitwise ran on: both left out
+    v = v[~v["op"].isin(["attn_prefill", "all_reduce", "send_recv"])]
+    s1 = fit_params(_cap(v))
+    sw = load_measured(prof_dir / "splitwise" / "perf_model_a100.csv", "splitwise",
+                       model="llama-2-70b")
+    fit = np.random.default_rng(SEED).random(len(sw)) < 0.3
+    s2 = fit_params(sw[fit], start=s1.params, params=STAGE2)
+    test = sw[~fit].reset_index(drop=True)
+    pred = predict_rows(test, params={"a100-80g": s2.params})
+    group = test["op"] + "/tp" + test["tp"].astype(str)
+    rep = _report("splitwise: A100 Llama2-70B TP2/4/8 prefill + decode step, fit 30%, predict 70%",
+                  0.10, test, pred, group)
+    # rows whose measurement contradicts its neighbours: TP2 batch 64 x 512-token prefill is
+    # measured faster than batch 32 (797 ms vs 6.6 s); reported separately, not dropped above
+    odd = (test["op"] == "prefill_step") & (test["tp"] == 2) & (test["batch_size"] == 64)
+    rep2 = _report("splitwise without the TP2 batch-64 prefill rows (measured 8x faster than batch 32)",
+                   0.10, test[~odd], pred[~odd.to_numpy()], group[~odd])
+    for r in (rep, rep2):
+        r["fit_rows"], r["fitted"] = int(fit.sum()), ["stage1: Vidur A100 ops", *STAGE2]
+        r["stage2_params"] = {k: getattr(s2.params, k) for k in STAGE2}
+    return [rep, rep2], s1
+
+
+def zero_shot(prof_dir: Path, a100_fit) -> list[dict]:
+    rows = load_measured(prof_dir / "aiconfigurator" / "h100_sxm" / "gemm", "aiconfigurator")
+    rows = rows[rows["precision"].isin(["bf16", "fp8"])].reset_index(drop=True)
+    pred = predict_rows(rows, params={"h100-sxm": a100_fit.params})
+    rep = _report("zero_shot: A100-fitted parameters -> every H100 GEMM (bf16, fp8)", 0.20,
+                  rows, pred, "gemm/" + rows["precision"])
+    rep["fit_rows"], rep["fitted"] = 0, ["(A100 stage-1 fit; fp8 parameters at defaults)"]
+    return [rep]
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    prof_dir = profiles_dir()
+    results: list[dict] = []
+    reps, _ = vidur_ops(prof_dir)
+    results += reps
+    results += aic_h100(prof_dir)
+    reps, a100 = splitwise(prof_dir)
+    results += reps
+    results += zero_shot(prof_dir, a100)
+    wall = time.perf_counter() - t0
+    print(f"{'experiment':<92} {'rows':>7} {'MAPE':>7} {'target':>7} {'met':>4}  {'median':>7}")
+    for r in results:
+        print(f"{r['name']:<92} {r['n']:>7} {r['mape']:>7.1%} {r['target_mape']:>7.0%} "
+              f"{'yes' if r['met'] else 'NO':>4}  {r['median_ape']:>7.1%}")
+        for op, v in r["by_op"].items():
+            print(f"    {op:<88} {v['n']:>7} {v['mape']:>7.1%}")
+    print(f"wall {wall:.0f} s")
+    out = REPO / "benchmarks" / "out" / "costmodel_accuracy.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"results": results, "wall_s": wall, "seed": SEED}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Importers on the real files in ../shared (row counts, ms -> s), native round trip, bad files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from costmodel.errors import ServePlanError
+from costmodel.importers import COLUMNS, load_measured
+from costmodel.importers.native import write_native
+
+
+@pytest.fixture(scope="module")
+def profiles(shared):
+    return shared / "data" / "profiles"
+
+
+def test_vidur_mlp_file(profiles):
+    f = profiles / "vidur/compute/a100/meta-llama/Llama-2-7b-hf/mlp.csv"
+    rows = load_measured(f, "vidur")
+    raw = pd.read_csv(f)
+    assert list(rows.columns) == list(COLUMNS)
+    assert len(rows) == len(raw) * 10  # ten operators per measured line
+    assert set(rows["model"]) == {"llama-2-7b"} and set(rows["gpu"]) == {"a100-80g"}
+    emb = rows[rows["op"] == "embedding"].reset_index(drop=True)
+    assert emb["measured_s"].iloc[0] == pytest.approx(raw["time_stats.emb.median"].iloc[0] * 1e-3)
+    # qkv of Llama-2-7B at tp=1: n = (32 + 2 x 32) x 128 = 12,288, k = 4,096
+    qkv = rows[(rows["op"] == "qkv_proj") & (rows["tp"] == 1)].iloc[0]
+    assert (qkv["n"], qkv["k"]) == (12_288, 4_096)
+
+
+def test_vidur_folder(profiles):
+    rows = load_measured(profiles / "vidur", "vidur")
+    counts = rows["op"].value_counts()
+    assert counts["attn_prefill"] == 4_418 and counts["attn_decode"] == 10_240
+    assert counts["all_reduce"] == 6_958 + 4_496 and counts["send_recv"] == 2 * 1_988
+    assert (rows["measured_s"] < 1.0).all() and (rows["measured_s"] > 0).all()
+
+
+def test_aiconfigurator_gemm(profiles):
+    f = profiles / "aiconfigurator/h100_sxm/gemm/vllm/0.24.0/gemm_perf.parquet"
+    rows = load_measured(f, "aiconfigurator")
+    raw = pd.read_parquet(f)
+    assert len(rows) == len(raw) == 107_188
+    assert set(rows["gpu"]) == {"h100-sxm"}  # from the device column, no --gpu needed
+    assert rows["measured_s"].iloc[0] == pytest.approx(raw["latency"].iloc[0] * 1e-3)
+    assert set(rows["precision"]) == {"bf16", "fp8", "fp8_block"}
+
+
+def test_aiconfigurator_folder_reads_parquet_not_csv_twice(profiles):
+    rows = load_measured(profiles / "aiconfigurator/h100_sxm/comm", "aiconfigurator")
+    assert len(rows) == 504 + 138
+    ar = rows[(rows["op"] == "all_reduce") & (rows["kernel"] == "vllm_graph")]
+    assert ar["msg_bytes"].min() == 128 * 2  # 128 bf16 elements
+
+
+def test_aiconfigurator_decode_context(profiles):
+    f = profiles / "aiconfigurator/h100_sxm/attention/vllm/0.24.0/generation_attention_perf.parquet"
+    rows = load_measured(f, "aiconfigurator")
+    raw = pd.read_parquet(f)
+    assert len(rows) == len(raw)
+    assert (rows["context_len"].to_numpy() == (raw["isl"] + raw["step"]).to_numpy()).all()
+
+
+def test_splitwise_two_rows_per_line(profiles):
+    f = profiles / "splitwise/perf_model_a100.csv"
+    rows = load_measured(f, "splitwise")
+    assert len(rows) == 2 * 420
+    pre = rows[rows["op"] == "prefill_step"].iloc[0]
+    dec = rows[rows["op"] == "decode_step"].iloc[0]
+    # first line: llama2-70b, tp 2, prompt 512, batch 1, 128 tokens, 196.25 ms / 54.88 ms
+    assert pre["measured_s"] == pytest.approx(0.1962532191537321)
+    assert dec["measured_s"] == pytest.approx(0.05487951193752838)
+    assert (pre["model"], pre["tp"], pre["prefill_len"]) == ("llama-2-70b", 2, 512)
+    assert dec["context_len"] == 512 + 64  # 512 + (128 - 1) / 2, rounded
+    only = load_measured(f, "splitwise", model="llama-2-70b")
+    assert len(only) == 2 * 315
+
+
+def test_native_round_trip(profiles, tmp_path):
+    rows = load_measured(profiles / "splitwise/perf_model_a100.csv", "splitwise")
+    out = tmp_path / "rows.csv"
+    write_native(rows.assign(predicted_s=1.0), out)
+    back = load_measured(out, "native")
+    pd.testing.assert_frame_equal(back.drop(columns=["source"]), rows.drop(columns=["source"]),
+                                  check_dtype=False)
+
+
+def test_missing_columns_named(tmp_path):
+    f = tmp_path / "mlp.csv"
+    pd.DataFrame({"time_stats.add.median": [0.01], "n_head": [32], "n_embd": [4096]}).to_csv(f)
+    with pytest.raises(ServePlanError, match=r"mlp\.csv: missing column\(s\) n_kv_head, n_expanded_embd, num_tokens"):
+        load_measured(f, "vidur", gpu="a100")
+    g = tmp_path / "perf_model.csv"
+    pd.DataFrame({"model": ["llama2-70b"], "prompt_size": [1]}).to_csv(g, index=False)
+    with pytest.raises(ServePlanError, match="perf_model.csv: missing column.*batch_size"):
+        load_measured(g, "splitwise", gpu="a100")
+
+
+def test_gpu_needed_when_data_has_none(tmp_path):
+    f = tmp_path / "rows.csv"
+    pd.DataFrame({"op": ["gemm"], "m": [1], "n": [8], "k": [8], "measured_s": [1e-5]}).to_csv(f, index=False)
+    with pytest.raises(ServePlanError, match="--gpu"):
+        load_measured(f, "native")
+    assert load_measured(f, "native", gpu="h100")["gpu"].iloc[0] == "h100-sxm"
