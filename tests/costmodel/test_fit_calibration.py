@@ -1,0 +1,149 @@
+"""Calibration fit recovers known parameters; profiles round-trip and reject schema violations;
+the scalar (hot path) and array (fit) forms of every formula agree; the CLI commands run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from costmodel import roofline as rl
+from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.errors import ServePlanError
+from costmodel.fit import fit_params
+from costmodel.hardware import load_gpu
+from costmodel.importers import tidy
+from costmodel.measured import predict_rows
+from costmodel.model import CostModel
+from costmodel.roofline import Efficiencies
+from costmodel.tables import build_tables
+
+TRUE = replace(Efficiencies(), gemm_compute_eff=0.62, gemm_mem_eff=0.71, kernel_overhead_s=6e-6,
+               attn_mem_eff=0.66, attn_per_seq_s=40e-9)
+
+
+def synthetic_rows(rng: np.random.Generator, n: int = 400) -> pd.DataFrame:
+    """GEMM and decode-attention rows whose times the model itself computes at TRUE."""
+    g = pd.DataFrame({"op": "gemm", "gpu": "h100-sxm", "m": rng.integers(1, 8192, n),
+                      "n": rng.choice([1024, 4096, 8192, 14336], n),
+                      "k": rng.choice([1024, 4096, 8192], n), "measured_s": 1.0})
+    a = pd.DataFrame({"op": "attn_decode", "gpu": "h100-sxm", "batch_size": rng.integers(1, 256, n),
+                      "context_len": rng.integers(16, 16384, n), "num_heads": 8, "num_kv_heads": 1,
+                      "head_dim": 128, "measured_s": 1.0})
+    rows = tidy(pd.concat([g, a], ignore_index=True))
+    rows["measured_s"] = predict_rows(rows, params={"h100-sxm": TRUE})
+    return rows
+
+
+def test_fit_recovers_known_parameters():
+    rows = synthetic_rows(np.random.default_rng(1))
+    names = ["gemm_compute_eff", "gemm_mem_eff", "kernel_overhead_s", "attn_mem_eff", "attn_per_seq_s"]
+    res = fit_params(rows, params=names)  # starts from the defaults, far from TRUE
+    for name in names:
+        assert getattr(res.params, name) == pytest.approx(getattr(TRUE, name), rel=0.01), name
+    assert res.residuals["mape"] < 1e-3
+
+
+def test_fit_moves_only_informed_parameters():
+    rows = synthetic_rows(np.random.default_rng(2), 100)
+    res = fit_params(rows)
+    assert "host_overhead_s" not in res.fitted and "comm_bw_eff" not in res.fitted
+    assert res.params.host_overhead_s == Efficiencies().host_overhead_s
+
+
+def test_profile_round_trip_with_tables(tmp_path):
+    rows = synthetic_rows(np.random.default_rng(3), 200)
+    noisy = rows.assign(measured_s=rows["measured_s"] * 1.1)
+    prof = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(TRUE, {"mape": 0.05}, 0.07)},
+                              source="test")
+    prof.tables["h100-sxm"] = build_tables(noisy, predict_rows(noisy, prof))
+    p = tmp_path / "calib.json"
+    prof.save(p)
+    back = CalibrationProfile.load(p)
+    assert back.efficiencies_for("h100-sxm") == TRUE
+    assert back.uncertainty_for("h100-sxm") == 0.07
+    # tables learned the 10% offset: predictions with them land on the noisy measurements
+    pred = predict_rows(noisy, back)
+    assert np.abs(pred / noisy["measured_s"] - 1).max() < 0.01
+    # and the step model uses them
+    cm_t = CostModel("llama-3.1-8b", "h100", calibration=back)
+    cm_0 = CostModel("llama-3.1-8b", "h100", calibration=replace(back, tables={}))
+    assert cm_t.step_time_s([(2048, 0)]) > cm_0.step_time_s([(2048, 0)])
+
+
+def test_schema_violations_are_named(tmp_path):
+    good = CalibrationProfile(gpus={"a100-80g": GpuCalibration(Efficiencies())}).to_dict()
+    bad = json.loads(json.dumps(good))
+    bad["gpus"]["a100-80g"]["params"]["gemm_compute_eff"] = 1.7
+    with pytest.raises(ServePlanError, match=r"gemm_compute_eff = 1.7; expected a number in \[0.05, 1.0\]"):
+        CalibrationProfile.from_dict(bad)
+    bad = dict(good, version=99)
+    with pytest.raises(ServePlanError, match="version 99"):
+        CalibrationProfile.from_dict(bad)
+    bad = json.loads(json.dumps(good))
+    bad["gpus"]["a100-80g"]["params"]["warp_speed"] = 0.5
+    with pytest.raises(ServePlanError, match="warp_speed is not a parameter"):
+        CalibrationProfile.from_dict(bad)
+    v1 = dict(good, version=1)  # version 1 files still load
+    assert CalibrationProfile.from_dict(v1).efficiencies_for("a100-80g") == Efficiencies()
+    p = tmp_path / "c.json"
+    p.write_text('{"schema": "serveplan.calibration",\n "version": 2,,}')
+    with pytest.raises(ServePlanError, match="line 2 column"):
+        CalibrationProfile.load(p)
+
+
+def test_scalar_and_array_formulas_agree():
+    rng = np.random.default_rng(4)
+    gpu, eff = load_gpu("h100"), Efficiencies()
+    m, n, k = rng.integers(1, 20000, 50), rng.integers(16, 30000, 50), rng.integers(16, 30000, 50)
+    for fp8 in (False, True):
+        peak = gpu.fp8_flops if fp8 else gpu.bf16_flops
+        act = 1.0 if fp8 else 2.0
+        v = rl.gemm_time_s_v(m, n, k, gpu, eff, peak, 1.0 if fp8 else 2.0, act, fp8)
+        s = [rl.gemm_time_s(int(a), int(b), int(c), gpu, eff, peak, 1.0 if fp8 else 2.0, act, fp8)
+             for a, b, c in zip(m, n, k, strict=True)]
+        np.testing.assert_allclose(v, s, rtol=1e-12)
+    chunk, prefix = rng.integers(1, 8192, 50), rng.integers(0, 8192, 50)
+    v = rl.prefill_attn_time_s_v(1, chunk, prefix, 32, 8, 128, 0, gpu, eff, 2.0)
+    s = [rl.prefill_attn_time_s(int(c), int(p), 32, 8, 128, gpu, eff) for c, p in zip(chunk, prefix, strict=True)]
+    np.testing.assert_allclose(v, s, rtol=1e-12)
+    b, ctx = rng.integers(1, 512, 50), rng.integers(1, 32768, 50)
+    v = rl.decode_attn_time_s_v(b, b * ctx, 1, 32, 8, 128, gpu, eff, 2.0)
+    s = [rl.decode_attn_time_s(int(x), float(x * c), 1, 32, 8, 128, gpu, eff) for x, c in zip(b, ctx, strict=True)]
+    np.testing.assert_allclose(v, s, rtol=1e-12)
+    msg, bw = rng.uniform(1e3, 1e9, 50), gpu.intra_node_bw_bytes_s()
+    for g in (2, 4, 8):
+        v = rl.collective_time_s_v("all_reduce", msg, g, bw, eff)
+        s = [rl.allreduce_time_s(float(x), g, gpu, eff) for x in msg]
+        np.testing.assert_allclose(v, s, rtol=1e-12)
+
+
+def test_eval_and_calibrate_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    rows = synthetic_rows(np.random.default_rng(5), 150)
+    f = tmp_path / "rows.csv"
+    rows.to_csv(f, index=False)
+    run = CliRunner()
+    cal = tmp_path / "calib.json"
+    res = run.invoke(app, ["calibrate", "--measured", str(f), "--format", "native", "--out", str(cal),
+                           "--fit-fraction", "0.5", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["held_out"]["mape"] < 0.01 and doc["fit_rows"] < len(rows)
+    out = tmp_path / "pred.csv"
+    res = run.invoke(app, ["cost", "eval", "--measured", str(f), "--format", "native",
+                           "--calibration", str(cal), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["mape"] < 0.01 and set(doc["by_op"]) == {"gemm", "attn_decode"}
+    pred = pd.read_csv(out)
+    assert {"measured_s", "predicted_s", "rel_err"} <= set(pred.columns) and len(pred) == len(rows)
+    res = run.invoke(app, ["cost", "eval", "--measured", str(f), "--format", "vidur", "--gpu", "a100",
+                           "--out", str(out)])
+    assert res.exit_code == 2 and "no Vidur profile files" in res.output
