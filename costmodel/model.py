@@ -28,6 +28,7 @@ KV_DTYPES = ("auto", "bf16", "fp8", "int4")
 # bytes per weight element; int4 weight-only carries one bf16 scale per group of 128
 WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 128}
 KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 64}
+_LOGIT_OPS = ("lm_head", "logits_gather", "sampler")  # ops whose cost depends on n_logits only
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,9 @@ class CostModel:
         self.act_bytes = 1.0 if self.fp8 else 2.0
         self.layers_per_stage = math.ceil(m.num_layers / pp)
         self._dense_cache: dict[tuple[int, int], tuple[float, float]] = {}
+        self._layer_cache: dict[int, float] = {}  # T -> all-layer time of per-layer ops
+        self._tok_cache: dict[int, float] = {}  # T -> embedding, final norm, PP sends
+        self._logit_cache: dict[int, float] = {}  # n_logits -> LM head, gather, sampler
 
     # --- sizes -------------------------------------------------------------------------------
     @property
@@ -219,21 +223,29 @@ class CostModel:
         return ops
 
     def _dense_time(self, T: int, n_logits: int) -> tuple[float, float]:
-        """(sum of per-layer op time over all layers, once-per-iteration time), cached by shape."""
+        """(sum of per-layer op time over all layers, once-per-iteration time), cached by shape.
+
+        Per-layer and token-count ops depend on T only, the logits ops on n_logits only: each
+        part has its own cache, so a new (T, n_logits) pair rarely recomputes anything."""
         key = (T, n_logits)
         hit = self._dense_cache.get(key)
         if hit is not None:
             return hit
-        per_layer = once = 0.0
-        for op in self._dense_ops(T, n_logits):
-            if op.count == self.model.num_layers and op.name not in ("pp_send",):
-                per_layer += op.time_s
-            else:
-                once += op.time_s
+        layer, tok, lg = self._layer_cache.get(T), self._tok_cache.get(T), self._logit_cache.get(n_logits)
+        if layer is None or lg is None:
+            layer = tok = lg = 0.0
+            for op in self._dense_ops(T, n_logits):
+                if op.count == self.model.num_layers and op.name != "pp_send":
+                    layer += op.time_s
+                elif op.name in _LOGIT_OPS:
+                    lg += op.time_s
+                else:
+                    tok += op.time_s
+            self._layer_cache[T], self._tok_cache[T], self._logit_cache[n_logits] = layer, tok, lg
         if len(self._dense_cache) > 200_000:
             self._dense_cache.clear()
-        self._dense_cache[key] = (per_layer, once)
-        return per_layer, once
+        self._dense_cache[key] = (layer, tok + lg)
+        return layer, tok + lg
 
     def _attention_time(self, prefill: Sequence[tuple[int, int]], n_decode: int,
                         decode_ctx_sum: float, q: int) -> tuple[float, float]:
