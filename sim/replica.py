@@ -28,9 +28,12 @@ import numpy as np
 
 from sim.kvcache import BlockPool, PrefixCache
 
-# columns of the decoding-sequence array
-RID, COMP, GEN, OUT, HELD, HITB, ORDER, BUSY = range(8)
-NCOL = 8
+# fields of the decoding-sequence array D[field, row] (one column per sequence, so each field
+# is contiguous): request id, tokens computed (in the KV cache, before any budget cap), output
+# tokens still to generate, KV tokens allocated (blocks x block_size, prefix-cache blocks
+# included), prefix-cache blocks it shares, admission order, in a micro-batch in flight
+RID, COMP, REM, ALLOC, HITB, ORDER, BUSY = range(7)
+NFIELD = 7
 POLICIES = ("decode_first", "prefill_first")
 
 
@@ -86,8 +89,9 @@ class Replica:
         self.cache = cache
         self.pool = BlockPool(cfg.kv_blocks, cache)
         self.cap = cfg.kv_budget_tokens
-        self.D = np.zeros((cfg.max_num_seqs, NCOL), np.int64)
+        self.D = np.zeros((NFIELD, cfg.max_num_seqs), np.int64)
         self.n = 0
+        self.comp_sum = 0  # sum of D[COMP, :n]
         self.prefilling: list[Prefill] = []
         self.waiting: deque[int] = deque()
         self.resume: dict[int, int] = {}  # preempted request -> tokens generated so far
@@ -123,18 +127,71 @@ class Replica:
         if pp > 1:
             yield from self._run_pipelined()
             return
+        timeout, fast_ok = env.timeout, self.spec is None and self.cap is None
+        step_time_s = self.cm.step_time_s
         while True:
+            if fast_ok and self.n and not (self.waiting or self.prefilling or self.pending) \
+                    and self.timeline is None:
+                # pure decode iteration (the common case under load): inlined
+                dt = self._fast_decode()
+                if dt is not None:
+                    self.busy_s += dt
+                    self.iterations += 1
+                    yield timeout(dt)
+                    self._fast_complete()
+                    continue
             plan = self._schedule()
             if plan is None:
                 self._idle = env.event()
                 yield self._idle
                 self._idle = None
                 continue
-            dt = self._step_time(plan)
+            dt = self._step_time(plan) if plan.prefills or plan.k or self.timeline is not None else \
+                step_time_s((), plan.n_dec, plan.ctx_sum, 1)
             self.busy_s += dt
             self.iterations += 1
-            yield env.timeout(dt)
+            yield timeout(dt)
             self._complete(plan)
+
+    def _fast_decode(self) -> float | None:
+        """Every running sequence decodes one token; None when the step needs the full
+        scheduler (token budget or KV blocks short)."""
+        n, D = self.n, self.D
+        if n > self.cfg.max_num_batched_tokens:
+            return None
+        comp, alloc = D[COMP, :n], D[ALLOC, :n]
+        mask = comp >= alloc
+        total = int(np.count_nonzero(mask))
+        if total:
+            if not self.pool.allocate(total):
+                return None
+            np.add(alloc, self.cfg.block_size, out=alloc, where=mask)
+            used = self.pool.in_use()
+            if used > self.peak_blocks:
+                self.peak_blocks = used
+        self._fast_n = n
+        return self.cm.step_time_s((), n, self.comp_sum, 1)
+
+    def _fast_complete(self) -> None:
+        n, D, cl = self._fast_n, self.D, self.cl
+        cl.spec_seq_steps += n
+        cl.spec_tokens += n
+        cl.tokens_out += n
+        self.comp_sum += n
+        self.outstanding -= n
+        D[COMP, :n] += 1
+        rem = D[REM, :n]
+        rem -= 1
+        if rem.min() > 0:
+            return
+        rows = np.flatnonzero(rem <= 0)
+        now = self.env.now
+        for r in rows.tolist():
+            rid = int(D[RID, r])
+            pinned, keys = self.keys.pop(rid, ((), None))
+            self._release(self._held(r), pinned, keys, rid, int(D[COMP, r]))
+            cl.on_finish(rid, now, self)
+        self._remove_rows(rows)
 
     def _run_pipelined(self):
         """Up to pp micro-batches in flight; a new one starts each stage time."""
@@ -170,8 +227,8 @@ class Replica:
         for p in plan.prefills:
             p.busy = busy
         if plan.n_dec:
-            rows = np.flatnonzero(np.isin(self.D[:self.n, RID], plan.dec))
-            self.D[rows, BUSY] = 1 if busy else 0
+            rows = np.flatnonzero(np.isin(self.D[RID, :self.n], plan.dec))
+            self.D[BUSY, rows] = 1 if busy else 0
 
     # --- timing ------------------------------------------------------------------------------
     def _step_time(self, plan: Plan, stages: bool = False):
@@ -225,7 +282,7 @@ class Replica:
         """Rows of decoding sequences free to run (pp > 1: not in a micro-batch in flight)."""
         if self.cfg.pp == 1:
             return None
-        return np.flatnonzero(self.D[:self.n, BUSY] == 0)
+        return np.flatnonzero(self.D[BUSY, :self.n] == 0)
 
     def _schedule_decodes(self, plan: Plan, budget: int) -> tuple[int, bool]:
         preempted = False
@@ -233,38 +290,57 @@ class Replica:
             return budget, preempted
         D, bs, cap = self.D, self.cfg.block_size, self.cap
         while self.n:
+            n = self.n
             rows = self._decode_rows()
-            cnt = self.n if rows is None else rows.size
+            cnt = n if rows is None else rows.size
             if cnt == 0:
                 return budget, preempted
-            sel = slice(0, self.n) if rows is None else rows
-            comp = D[sel, COMP]
             k = 0
             if self.spec is not None:
-                ctx = comp.sum() if cap is None else np.minimum(comp, cap).sum()
+                ctx = self.comp_sum if cap is None and rows is None else self._ctx_sum(rows)
                 k = self.spec.choose_k(cnt, float(ctx))
             q = k + 1
             if cnt * q > budget:  # the earliest admitted fit in the budget (vLLM's running order)
                 keep = budget // q
                 if keep == 0:
                     return budget, preempted
-                base = np.arange(self.n) if rows is None else rows
-                rows = base[np.argsort(D[base, ORDER], kind="stable")[:keep]]
-                sel, cnt = rows, keep
-                comp = D[sel, COMP]
-            kvt = comp + q if cap is None else np.minimum(comp + q, cap)
-            need = (kvt + (bs - 1)) // bs - D[sel, HELD] - D[sel, HITB]
-            np.maximum(need, 0, out=need)
-            total = int(need.sum())
+                base = np.arange(n) if rows is None else rows
+                rows = base[np.argsort(D[ORDER, base], kind="stable")[:keep]]
+                cnt = keep
+            comp = D[COMP, :n] if rows is None else D[COMP, rows]
+            alloc = D[ALLOC, :n] if rows is None else D[ALLOC, rows]
+            if q == 1 and cap is None:
+                # plain decode: a sequence needs one more block exactly when its blocks are full
+                mask = comp >= alloc
+                total = int(np.count_nonzero(mask))
+                need = None
+            else:
+                kvt = comp + q if cap is None else np.minimum(comp + q, cap)
+                need = (kvt - alloc + (bs - 1)) // bs
+                np.maximum(need, 0, out=need)
+                total = int(need.sum())
             if self.pool.allocate(total):
-                D[sel, HELD] += need
-                plan.dec = None if isinstance(sel, slice) else D[sel, RID].copy()
+                if total:
+                    if rows is None:
+                        if need is None:
+                            np.add(D[ALLOC, :n], bs, out=D[ALLOC, :n], where=mask)
+                        else:
+                            D[ALLOC, :n] += need * bs
+                    else:
+                        D[ALLOC, rows] += (mask * bs) if need is None else need * bs
+                plan.dec = None if rows is None else D[RID, rows].copy()
                 plan.n_dec, plan.q, plan.k = cnt, q, k
-                plan.ctx_sum = float(comp.sum() if cap is None else np.minimum(comp, cap).sum())
+                plan.ctx_sum = float(self.comp_sum if cap is None and rows is None
+                                     else self._ctx_sum(rows))
                 return budget - cnt * q, preempted
             self._preempt_latest()
             preempted = True
         return budget, preempted
+
+    def _ctx_sum(self, rows) -> int:
+        """KV tokens the decode attention reads (each sequence's context, capped by the budget)."""
+        comp = self.D[COMP, :self.n] if rows is None else self.D[COMP, rows]
+        return int(comp.sum() if self.cap is None else np.minimum(comp, self.cap).sum())
 
     def _schedule_running_prefills(self, plan: Plan, budget: int) -> tuple[int, bool]:
         preempted = False
@@ -295,6 +371,8 @@ class Replica:
         return budget, preempted
 
     def _admit(self, plan: Plan, budget: int) -> int:
+        if not self.waiting:
+            return budget
         cfg, cl = self.cfg, self.cl
         bs, cap = cfg.block_size, self.cap
         while self.waiting and budget > 0 and self.num_running() < cfg.max_num_seqs:
@@ -359,11 +437,11 @@ class Replica:
         if self.n and not prefills_only:
             rows = self._decode_rows()
             if rows is None:
-                r = int(np.argmax(self.D[:self.n, ORDER]))
-                best_o, best = int(self.D[r, ORDER]), r
+                r = int(np.argmax(self.D[ORDER, :self.n]))
+                best_o, best = int(self.D[ORDER, r]), r
             elif rows.size:
-                r = int(rows[np.argmax(self.D[rows, ORDER])])
-                best_o, best = int(self.D[r, ORDER]), r
+                r = int(rows[np.argmax(self.D[ORDER, rows])])
+                best_o, best = int(self.D[ORDER, r]), r
         for p in self.prefilling:
             if not p.busy and p.order > best_o:
                 best_o, best = p.order, p
@@ -375,10 +453,10 @@ class Replica:
             rid, gen = best.rid, best.gen
             self._release(best.held, best.pinned, best.keys, rid, best.computed)
         else:
-            row = self.D[best]
-            rid, gen = int(row[RID]), int(row[GEN])
+            rid, comp = int(self.D[RID, best]), int(self.D[COMP, best])
+            gen = self.cl.output_len[rid] - int(self.D[REM, best])
             pinned, keys = self.keys.pop(rid, ((), None))
-            self._release(int(row[HELD]), pinned, keys, rid, int(row[COMP]))
+            self._release(self._held(best), pinned, keys, rid, comp)
             self._remove_rows(np.array([best]))
         self.resume[rid] = gen
         self.waiting.appendleft(rid)
@@ -418,47 +496,55 @@ class Replica:
 
     def add_decoder(self, rid, computed, gen, out, held, hitb) -> None:
         r = self.n
-        self.D[r] = (rid, computed, gen, out, held, hitb, self.order, 0)
+        self.D[:, r] = (rid, computed, out - gen, (held + hitb) * self.cfg.block_size, hitb, self.order, 0)
         self.order += 1
         self.n = r + 1
+        self.comp_sum += computed
+
+    def _held(self, r: int) -> int:
+        """Private KV blocks of decoding row r."""
+        return int(self.D[ALLOC, r]) // self.cfg.block_size - int(self.D[HITB, r])
 
     def _complete_decodes(self, plan: Plan, now: float) -> None:
         D, cl = self.D, self.cl
         if plan.dec is None:
             sel = slice(0, plan.n_dec)
         else:
-            sel = np.flatnonzero(np.isin(D[:self.n, RID], plan.dec))
+            sel = np.flatnonzero(np.isin(D[RID, :self.n], plan.dec))
         if self.spec is not None and plan.k:
             tok = self.spec.sample_tokens(plan.n_dec, plan.k)
-            np.minimum(tok, D[sel, OUT] - D[sel, GEN], out=tok)
+            np.minimum(tok, D[REM, sel], out=tok)
             emitted = int(tok.sum())
-            cl.spec_seq_steps += plan.n_dec
-            cl.spec_tokens += emitted
         else:
             tok = 1
             emitted = plan.n_dec
-            cl.spec_seq_steps += plan.n_dec
-            cl.spec_tokens += emitted
-        D[sel, COMP] += tok
-        D[sel, GEN] += tok
+        cl.spec_seq_steps += plan.n_dec
+        cl.spec_tokens += emitted
+        D[COMP, sel] += tok
+        rem = D[REM, sel]
+        rem -= tok
+        if plan.dec is not None:
+            D[REM, sel] = rem
+        self.comp_sum += emitted
         self.outstanding -= emitted
         cl.tokens_out += emitted
-        gen, out = D[sel, GEN], D[sel, OUT]
-        done = np.flatnonzero(gen >= out)
-        if done.size:
-            rows = done if plan.dec is None else sel[done]
-            for r in rows.tolist():
-                rid = int(D[r, RID])
-                pinned, keys = self.keys.pop(rid, ((), None))
-                self._release(int(D[r, HELD]), pinned, keys, rid, int(D[r, COMP]))
-                cl.on_finish(rid, now, self)
-            self._remove_rows(rows)
+        if rem.min() > 0:
+            return
+        done = np.flatnonzero(rem <= 0)
+        rows = done if plan.dec is None else sel[done]
+        for r in rows.tolist():
+            rid = int(D[RID, r])
+            pinned, keys = self.keys.pop(rid, ((), None))
+            self._release(self._held(r), pinned, keys, rid, int(D[COMP, r]))
+            cl.on_finish(rid, now, self)
+        self._remove_rows(rows)
 
     def _remove_rows(self, rows: np.ndarray) -> None:
+        self.comp_sum -= int(self.D[COMP, rows].sum())
         keep = np.ones(self.n, bool)
         keep[rows] = False
         m = int(keep.sum())
-        self.D[:m] = self.D[:self.n][keep]
+        self.D[:, :m] = self.D[:, :self.n][:, keep]
         self.n = m
 
     def _publish(self, p: Prefill) -> None:
