@@ -108,7 +108,9 @@ def _flash_prefill_kernel(
     q_pos = prefix + rows  # absolute position = last key the query may see
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
-    q_ptrs = q_ptr + (q_start + rows)[:, None] * stride_qt + head * stride_qh + d[None, :]
+    # Row offsets in int64: total_q * Hq * D can pass 2^31 for long packed batches.
+    q_rows = (q_start + rows).to(tl.int64)
+    q_ptrs = q_ptr + q_rows[:, None] * stride_qt + head * stride_qh + d[None, :]
     q = tl.load(q_ptrs, mask=(rows < q_len)[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -118,8 +120,9 @@ def _flash_prefill_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
 
     cols = tl.arange(0, BLOCK_N)
-    k_base = k_ptr + (k_start + cols)[:, None] * stride_kt + kv_head * stride_kh + d[None, :]
-    v_base = v_ptr + (k_start + cols)[:, None] * stride_vt + kv_head * stride_vh + d[None, :]
+    k_rows = (k_start + cols).to(tl.int64)
+    k_base = k_ptr + k_rows[:, None] * stride_kt + kv_head * stride_kh + d[None, :]
+    v_base = v_ptr + k_rows[:, None] * stride_vt + kv_head * stride_vh + d[None, :]
     # The first query of the block sees keys 0 .. prefix + m_block * BLOCK_M, so whole key
     # blocks below that bound are visible to every row: no causal or bounds mask needed.
     unmasked_end = (prefix + m_block * BLOCK_M + 1) // BLOCK_N * BLOCK_N
@@ -135,12 +138,13 @@ def _flash_prefill_kernel(
                                 True, PRECISION, UPCAST)
 
     out = acc / l_i[:, None]
-    o_ptrs = o_ptr + (q_start + rows)[:, None] * stride_ot + head * stride_oh + d[None, :]
+    o_ptrs = o_ptr + q_rows[:, None] * stride_ot + head * stride_oh + d[None, :]
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < q_len)[:, None] & d_ok[None, :])
 
 
 def _block_sizes(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a GPU launch."""
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages): fixed per (head dim, dtype) rather than
+    autotuned, since the grid already depends on the batch's lengths."""
     if interpreting():
         return 16, 16, 1, 1  # small tiles: tests cover several blocks and the tails
     if dtype == torch.float32 or head_dim > 128:

@@ -111,6 +111,7 @@ def _paged_attention_kernel(
             pos = j
         ok = ok & (pos >= 0) & (pos < ctx_len)  # a bad index is skipped, never dereferenced
         page = tl.load(block_tables_ptr + seq * stride_table + pos // PAGE, mask=ok, other=0)
+        page = page.to(tl.int64)  # a whole-GPU cache holds more than 2^31 elements
         slot = pos % PAGE
         kv_mask = ok[:, None] & d_ok[None, :]
         k = tl.load(k_cache_ptr + page[:, None] * stride_kblk + slot[:, None] * stride_kslot

@@ -37,7 +37,7 @@ def _rmsnorm_kernel(
     BLOCK_H: tl.constexpr,
     ONE_BLOCK: tl.constexpr,  # BLOCK_H >= H: the whole row fits in one block
 ):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # T * H may pass 2^31
     x_row = x_ptr + row * stride_x
     y_row = y_ptr + row * stride_y
     cols = tl.arange(0, BLOCK_H)

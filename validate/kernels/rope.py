@@ -68,7 +68,7 @@ def _rope_kernel(
     stride_qot, stride_qoh, stride_kot, stride_koh,
     HALF: tl.constexpr, BLOCK_HEADS: tl.constexpr, BLOCK_HALF: tl.constexpr,
 ):
-    t = tl.program_id(0)
+    t = tl.program_id(0).to(tl.int64)  # T * (Hq + Hkv) * D may pass 2^31
     j = tl.arange(0, BLOCK_HALF)
     inv_freq = tl.load(inv_freq_ptr + j, mask=j < HALF, other=0.0)
     angle = tl.load(pos_ptr + t).to(tl.float32) * inv_freq

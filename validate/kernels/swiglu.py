@@ -33,7 +33,7 @@ def _swiglu_kernel(
     x_ptr, out_ptr, n_cols, stride_x, stride_out,
     BLOCK_I: tl.constexpr,
 ):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # T * 2I may pass 2^31
     cols = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
     ok = cols < n_cols
     gate = tl.load(x_ptr + row * stride_x + cols, mask=ok, other=0.0).to(tl.float32)
