@@ -50,6 +50,8 @@ class Cluster:
         self.area = 0.0
         self._last_t = 0.0
         self.done = 0
+        self._to_send = 0
+        self._sending = False
         self.router = None  # set by the engine: pool routers
         self.decode_router = None
         self.links: dict = {}
@@ -84,8 +86,17 @@ class Cluster:
         self._last_t = now
         self.in_system -= 1
         self.done += 1
-        if self.closed_loop and self.next_rid < self.n:
-            self.dispatch(self.next_rid)
+        if self.closed_loop:
+            # iterative, not recursive: a run of rejected requests must not grow the stack
+            self._to_send += 1
+            if self._sending:
+                return
+            self._sending = True
+            while self._to_send and self.next_rid < self.n:
+                self._to_send -= 1
+                self.dispatch(self.next_rid)
+            self._to_send = 0
+            self._sending = False
 
     # --- arrivals ----------------------------------------------------------------------------
     def arrivals(self):
@@ -98,6 +109,8 @@ class Cluster:
 
     def start_closed_loop(self) -> None:
         for _ in range(min(self.closed_loop, self.n)):
+            if self.next_rid >= self.n:
+                break
             self.dispatch(self.next_rid)
 
     def dispatch(self, rid: int) -> None:

@@ -88,3 +88,8 @@ def test_closed_loop_keeps_n_in_flight(toy_deployment, toy_cm):
     # a new request arrives exactly when one finishes
     later = f.arrival_s[5:].to_numpy()
     assert np.isin(np.round(later, 12), np.round(f.finish_s.to_numpy(), 12)).all()
+
+
+def test_closed_loop_of_rejected_requests_does_not_recurse(toy_deployment, toy_cm):
+    m = _run(toy_deployment(), parse_workload("fixed:9000,10", concurrency=4), toy_cm, 5000).metrics
+    assert m.num_rejected == 5000 and m.num_completed == 0
