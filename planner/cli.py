@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from planner import cli_calibrate, cli_cost, cli_sim
+from planner import cli_calibrate, cli_cost, cli_sim, cli_sweep
 
 app = typer.Typer(
     name="serveplan",
@@ -22,6 +22,7 @@ app = typer.Typer(
 cli_cost.register(app)
 cli_calibrate.register(app)
 cli_sim.register(app)
+cli_sweep.register(app)
 
 
 def main() -> None:
