@@ -5,14 +5,19 @@ knee between the two regimes is round as measured, not sharp), plus a fixed per-
 The efficiencies are fractions of datasheet peaks, so a set fitted on one GPU carries to
 another through the datasheet (that is what makes zero-shot prediction on a new GPU work):
 
-- GEMM: FLOPs at `gemm_compute_eff` of the tensor-core peak, lost further to wave quantisation
-  (the M x N output is cut into 128 x 128 tiles, split along K when there are too few tiles to
-  fill the SMs; the last wave over the SMs runs partly empty) and to padding M up to the
-  smallest tile that holds it; bytes (A, B and C once each) at `gemm_mem_eff` of HBM bandwidth,
-  whose reach falls when too few CTAs run to keep HBM busy. `kernel_overhead_s` per kernel.
-- Attention: prefill is compute-bound at `attn_compute_eff` (causal mask, query tiles of 128
-  over the SMs); decode reads each sequence's KV cache at `attn_mem_eff` of HBM bandwidth,
-  plus `attn_per_seq_s` of per-sequence work; `attn_overhead_s` per kernel.
+- GEMM: FLOPs at `gemm_compute_eff` of the tensor-core peak (`fp8_compute_eff` of the FP8 peak
+  for W8A8, which also pays a dynamic activation quantisation of `fp8_quant_row_s` per row and
+  one more kernel), lost to wave quantisation (the M x N output is cut into 128 x 128 tiles,
+  split along K when there are too few tiles to fill the SMs; the last wave runs partly empty,
+  felt to the power `gemm_wave_exp` since kernels hide part of it) and to padding M up to the
+  tile; bytes (A, B and C once each) at `gemm_mem_eff` of HBM bandwidth, whose reach falls when
+  fewer than `gemm_ctas_per_sm` CTAs per SM run. `kernel_overhead_s` per kernel, twice when
+  split-K needs its reduction kernel.
+- Attention: prefill FLOPs on the tensor cores at `attn_compute_eff`, overlapped with the
+  softmax (`attn_softmax_flops` per query-key pair and head), query tiles of 128 over the SMs,
+  whole KV tiles on the causal diagonal and at a sliding window's edge; decode reads each
+  sequence's KV cache at `attn_mem_eff` of HBM bandwidth, plus `attn_per_seq_s` per
+  (sequence, KV head); `attn_overhead_s` per kernel.
 - Elementwise (norms, RoPE, activation, residual add, embedding gather): bytes at a per-kernel
   fraction of HBM bandwidth (`norm_mem_eff`, ...), plus `elem_overhead_s`.
 - Collectives: `comm_latency_s` per step of the algorithm plus bytes at `comm_bw_eff` of link
@@ -166,7 +171,7 @@ def _wave_efficiency_v(m, n, k, sm_count: int):
                      np.maximum(1, np.minimum(sm_count // tiles, k // SPLITK_MIN_K)), 1)
     ctas = tiles * split
     waves = -(-ctas // sm_count)
-    return ctas / (waves * sm_count), ctas
+    return ctas / (waves * sm_count), ctas, split
 
 
 def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
@@ -187,7 +192,7 @@ def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
     bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
     reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
-    t = _blend(t_c, t_m, eff.gemm_blend) + eff.kernel_overhead_s
+    t = _blend(t_c, t_m, eff.gemm_blend) + eff.kernel_overhead_s * (2 if split > 1 else 1)
     if fp8:
         t += eff.kernel_overhead_s + m * eff.fp8_quant_row_s
     return t
@@ -197,7 +202,7 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
                   act_bytes=2.0, fp8=False) -> np.ndarray:
     """Array form of `gemm_time_s` (m, n, k int arrays; the rest arrays or scalars)."""
     m, n, k = (np.asarray(x, dtype=np.int64) for x in (m, n, k))
-    util, ctas = _wave_efficiency_v(m, n, k, gpu.sm_count)
+    util, ctas, split = _wave_efficiency_v(m, n, k, gpu.sm_count)
     pm = np.where(m <= GEMM_MIN_TILE_M, -(-m // GEMM_MIN_TILE_M) * GEMM_MIN_TILE_M,
                   -(-m // GEMM_TILE_M) * GEMM_TILE_M)
     ce = np.where(fp8, eff.fp8_compute_eff, eff.gemm_compute_eff)
@@ -205,7 +210,7 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
     bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
     reach = np.minimum(1.0, ctas / (eff.gemm_ctas_per_sm * gpu.sm_count))
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
-    t = _blend_v(t_c, t_m, eff.gemm_blend) + eff.kernel_overhead_s
+    t = _blend_v(t_c, t_m, eff.gemm_blend) + eff.kernel_overhead_s * np.where(split > 1, 2, 1)
     t = t + np.where(fp8, eff.kernel_overhead_s + m * eff.fp8_quant_row_s, 0.0)
     return np.where(m > 0, t, 0.0)
 
