@@ -6,7 +6,7 @@ decode iterations. Splitwise's `prompt_time` is the batch's prefill; its `e2e_ti
 prefill + (T - 1) decode iterations. The simulator adds nothing of its own to these times
 (test_timeline checks that it sums the cost model's iterations exactly), so the error here is
 the cost model's: with the uncalibrated roofline defaults at the time of writing it measured
-a MAPE of 0.279 for prefill and 0.253 for E2E over 38 configurations (TP 2 best, TP 8 worst:
+a MAPE of 0.28 for prefill and 0.25 for E2E over 38 configurations (TP 2 best, TP 8 worst:
 there the measured decode iteration barely improves on TP 4 while the model predicts it
 should). The bounds are that accuracy plus a margin; tighten them as the cost model improves.
 
