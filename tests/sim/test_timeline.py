@@ -77,3 +77,16 @@ def test_prefill_first_policy_runs_prompts_before_decodes(toy_deployment, toy_cm
                  cost_models={"colocated": cm}).requests
     assert g.first_token_s[1] == pytest.approx(t1 + cm.step_time_s([(29, 0)], 1, 30) +
                                                cm.step_time_s([(1, 29)], 1, 31), rel=1e-12)
+
+
+def test_kv_budget_caps_decode_context_and_blocks(toy_deployment, toy_cm, trace_file):
+    # a 64-token per-request budget: decode attention reads at most 64 cached tokens, and the
+    # request holds at most 4 blocks of 16, so 4 blocks of pool are enough for a 100-token prompt
+    dep = toy_deployment(kv_budget_tokens=64)
+    wl = parse_workload(f"trace:{trace_file([(100, 3, 0.0)])}")
+    res = simulate(dep, wl, num_requests=1, seed=0, keep_requests=True, kv_blocks=4,
+                   cost_models={"colocated": toy_cm})
+    cm = toy_cm
+    t = cm.step_time_s([(100, 0)]) + 2 * cm.step_time_s((), 1, 64)
+    assert res.requests.finish_s[0] == pytest.approx(t, rel=1e-12)
+    assert res.metrics.kv_peak_fraction == 1.0
