@@ -10,10 +10,13 @@ measured arrival to the last measured finish.
 - TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1), for
   requests of more than one output token; E2E = finish - arrival.
 - A request meets the SLO when it completed with TTFT <= ttft_s and TPOT <= tpot_s; rejected
-  requests count as misses. slo_attainment = fraction of measured requests meeting the SLO;
-  goodput_rps = measured requests meeting the SLO per second of the measured window (DistServe
-  defines goodput as the highest rate at which attainment holds: that is the planner's
-  bisection over rates; here it is the rate of SLO-meeting requests).
+  requests count as misses. slo_attainment = fraction of measured requests meeting the SLO.
+- throughput_tok_s counts the tokens every request generated inside the measured arrival
+  span (first to last measured arrival), each request's tokens spread evenly from its first
+  token to its finish, per second of that span: the steady-state rate, with neither the
+  ramp-up nor the drain of the last long requests in it. goodput_rps = slo_attainment x the
+  offered rate of the measured requests: the rate of SLO-meeting requests. (DistServe's
+  goodput, the highest rate at which attainment holds, is the planner's bisection over rates.)
 """
 
 from __future__ import annotations
@@ -113,6 +116,21 @@ def measured_slice(n: int, warmup_fraction: float, cooldown_fraction: float) -> 
                     f"(warm-up {warmup_fraction:.0%}, cool-down {cooldown_fraction:.0%})")
 
 
+def _tokens_within(first_token_s: np.ndarray, finish_s: np.ndarray, output_len: np.ndarray,
+                   rejected: np.ndarray, t0: float, t1: float) -> float:
+    """Output tokens generated in [t0, t1], each request's spread evenly over its decode."""
+    ok = np.isfinite(first_token_s) & ~rejected
+    ft, fin, n = first_token_s[ok], finish_s[ok], output_len[ok].astype(float)
+    fin = np.where(np.isfinite(fin), fin, t1)  # unfinished at the end: generating until t1
+    dur = fin - ft
+    lo, hi = np.maximum(ft, t0), np.minimum(fin, t1)
+    overlap = np.clip(hi - lo, 0.0, None)
+    # the first token lands at ft; the rest spread over (ft, fin]
+    first_in = (ft >= t0) & (ft <= t1)
+    frac = np.divide(overlap, dur, out=np.zeros_like(dur), where=dur > 0)
+    return float(first_in.sum() + ((n - 1) * frac).sum())
+
+
 def summarise(arrival_s: np.ndarray, first_token_s: np.ndarray, finish_s: np.ndarray,
               first_sched_s: np.ndarray, output_len: np.ndarray, rejected: np.ndarray, *,
               slo: SLO, counters: dict, warmup_fraction: float = 0.1,
@@ -132,11 +150,21 @@ def summarise(arrival_s: np.ndarray, first_token_s: np.ndarray, finish_s: np.nda
     tpot = tpot_all[multi]
     meets = done & ((ft - arr) <= slo.ttft_s) & (~multi | (tpot_all <= slo.tpot_s))
     n_meas = hi - lo
+    attain = float(meets.sum() / n_meas) if n_meas else float("nan")
     t0 = float(arr.min()) if n_meas else 0.0
     t1 = float(np.nanmax(fin)) if done.any() else t0
     window = max(t1 - t0, 0.0)
     span = float(arr.max() - arr.min()) if n_meas > 1 else 0.0
-    attain = float(meets.sum() / n_meas) if n_meas else float("nan")
+    if span > 0:
+        tokens_in_span = _tokens_within(first_token_s, finish_s, output_len, rejected,
+                                        float(arr.min()), float(arr.max()))
+        throughput = tokens_in_span / span
+        goodput = attain * (n_meas - 1) / span if n_meas > 1 else float("nan")
+    elif window > 0:  # one request, or all at once: the whole window
+        throughput = float(out[done].sum() / window)
+        goodput = float(meets.sum() / window)
+    else:
+        throughput = goodput = float("nan")
     tt, tp = _pcts(ttft), _pcts(tpot)
     q_ttft = float(np.percentile(ttft, slo.percentile)) if ttft.size else float("inf")
     q_tpot = float(np.percentile(tpot, slo.percentile)) if tpot.size else 0.0
@@ -144,8 +172,8 @@ def summarise(arrival_s: np.ndarray, first_token_s: np.ndarray, finish_s: np.nda
     c = counters
     return RunMetrics(
         *tt, *tp, *_pcts(e2e),
-        throughput_tok_s=float(out[done].sum() / window) if window > 0 else float("nan"),
-        goodput_rps=float(meets.sum() / window) if window > 0 else float("nan"),
+        throughput_tok_s=float(throughput),
+        goodput_rps=float(goodput),
         slo_attainment=attain,
         preemptions=int(c.get("preemptions", 0)),
         kv_peak_fraction=float(c.get("kv_peak_fraction", 0.0)),
