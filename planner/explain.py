@@ -1,0 +1,79 @@
+"""Readable views of a Plan: the summary `serveplan plan` prints, and the `--explain` tables."""
+
+from __future__ import annotations
+
+from planner.plan_types import Plan
+
+
+def _pools(dep: dict) -> str:
+    out = []
+    for p in dep["pools"]:
+        spec = p["spec"]
+        s = ""
+        if spec["method"] != "none" and (spec["num_speculative_tokens"] or spec["adaptive"]):
+            k = "adaptive" if spec["adaptive"] or not spec["num_speculative_tokens"] else f"k={spec['num_speculative_tokens']}"
+            s = f", spec {spec['method']} {k}"
+        budget = f", KV budget {p['kv_budget_tokens']}" if p.get("kv_budget_tokens") else ""
+        out.append(f"{p['replicas']} x {p['role']} on {p['tp'] * p['pp']} {p['gpu']} (tp={p['tp']}, "
+                   f"pp={p['pp']}, seqs {p['max_num_seqs']}, tokens {p['max_num_batched_tokens']}, "
+                   f"kv {p['kv_dtype']}, mem {p['gpu_memory_utilization']}{budget}{s})")
+    return "\n".join(out)
+
+
+def _fmt_ms(x) -> str:
+    return "-" if x is None else f"{x * 1e3:.0f}"
+
+
+def _row(name: str, dep: dict, pred: dict, why: str) -> list[str]:
+    return [name, _pools(dep), f"{pred['gpus']}", f"{pred['cost_per_hour_usd']:.2f}",
+            f"{_fmt_ms(pred['ttft_p90_s'])} / {_fmt_ms(pred['tpot_p90_s'])}",
+            f"{pred['slo_attainment']:.3f}", f"{pred['goodput_rps']:.2f}", why]
+
+
+def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = console or Console()
+    d = plan.to_dict()
+    inp, sim = d["inputs"], d["simulation"]
+    load = f"{sim['concurrency']} clients" if sim["concurrency"] else f"{sim['rate_rps']:.3g} req/s"
+    status = "[green]feasible[/green]" if d["feasible"] else f"[red]not feasible: {d['binding']} binds[/red]"
+    fleet = ", ".join(f"{g['count']} x {g['gpu']}" for g in inp["gpus"])
+    c.print(f"[bold]{inp['model']}[/bold] on {fleet} | "
+            f"{inp['workload']} | SLO p{inp['slo']['percentile']:g} TTFT {inp['slo']['ttft_s']:g} s, "
+            f"TPOT {inp['slo']['tpot_s']:g} s, attainment {inp['slo']['attainment']:g} | {status}")
+    c.print(f"objective: {d['why']['objective']}")
+    t = Table(title=f"plan and runners-up, simulated at {load} ({sim['num_requests']} requests, seed {sim['seed']})")
+    for col in ("", "deployment", "GPUs", "$/h", "p90 TTFT / TPOT ms", "attain.", "goodput rps", "why"):
+        t.add_column(col, overflow="fold")
+    t.add_row(*_row("plan", d["deployment"], d["predicted"], d["why"]["winner"]["summary"]), style="bold")
+    for a in d["alternatives"]:
+        t.add_row(*_row(a["mode"], a["deployment"], a["predicted"], a["why"]))
+    c.print(t)
+    cap = d["capacity"]
+    c.print(f"verified goodput: {cap['unit_goodput']:.3g} {cap['load_unit']} per unit of {cap['unit_gpus']} "
+            f"GPU(s) ({cap['goodput_per_gpu']:.3g} per GPU); screen estimate "
+            f"{cap['screen_estimate'] if cap['screen_estimate'] is None else format(cap['screen_estimate'], '.3g')}")
+    if explain:
+        r = Table(title="verified options, best first")
+        for col in ("mode", "unit", "goodput", "per GPU"):
+            r.add_column(col, overflow="fold")
+        for o in d["search"]["ranking"]:
+            r.add_row(o["mode"], o["unit"], f"{o['goodput']:.3g}", f"{o['goodput_per_gpu']:.3g}")
+        c.print(r)
+        pr = d["why"]["pruned"]
+        if pr:
+            c.print("pruned before screening: " + ", ".join(f"{k} {v}" for k, v in pr.items()))
+        s = d["search"]
+        c.print(f"search: {s['candidates']} configurations, {s['screened']} screened, "
+                f"{s['verified']} verified with {s['simulated']} simulations, {s['wall_s']:.1f} s")
+    c.print("\n[bold]vLLM[/bold]")
+    for line in d["launch"]["vllm"]:
+        c.print(line, soft_wrap=True, markup=False, highlight=False)
+    c.print("\n[bold]SGLang[/bold]")
+    for line in d["launch"]["sglang"]:
+        c.print(line, soft_wrap=True, markup=False, highlight=False)
+    for n in d["notes"]:
+        c.print(f"note: {n}", markup=False)
+    c.print(f"\nreproduce: {sim['command']}", markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,146 @@
+"""Verified options: deployment units whose goodput the simulator measured, and their ranking.
+
+An option is a unit deployment (one colocated replica, or a prefill:decode pool pair with its
+replica counts) with the goodput the simulator verified by bisection. Ranking:
+- objective goodput, target servable: the fewest GPUs that carry the target (the fleet is not
+  fully needed), then the most goodput per GPU;
+- objective cost, target servable: dollars per hour of the deployment sized for the target;
+- no target, or the fleet cannot carry it: the most goodput the fleet can deploy.
+`size()` turns a unit into the deployment for the target load (whole replicas, within the fleet).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from planner.fleet import Fleet
+from planner.verify import Bisection, Probe
+from sim.deployment import Deployment, PoolConfig
+
+
+@dataclass
+class Option:
+    mode: str  # colocated | disaggregated
+    unit: tuple[tuple[PoolConfig, int], ...]  # (pool, replicas) of the unit that was verified
+    bisection: Bisection
+    screen_load: float  # the screen's (LP's) estimate of the unit's goodput
+    screen_binding: str
+    origin: str  # lp | exhaustive
+    lp_counts: tuple[int, ...] | None = None  # disaggregated: the LP's replica counts per pool
+
+    @property
+    def goodput(self) -> float:
+        return self.bisection.goodput
+
+    @property
+    def unit_gpus(self) -> int:
+        return sum(p.tp * p.pp * n for p, n in self.unit)
+
+    def unit_price(self, prices: dict[str, float]) -> float:
+        return sum(prices[p.gpu] * p.tp * p.pp * n for p, n in self.unit)
+
+    @property
+    def per_gpu(self) -> float:
+        return self.goodput / self.unit_gpus if self.unit_gpus else 0.0
+
+    def label(self) -> str:
+        parts = []
+        for p, n in self.unit:
+            s = p.spec
+            spec = ""
+            if s.enabled:
+                spec = f", {s.method} " + ("adaptive" if s.adaptive or not s.num_speculative_tokens
+                                            else f"k={s.num_speculative_tokens}")
+            parts.append(f"{n} x {p.role} {p.gpu} tp={p.tp} pp={p.pp} (mbt {p.max_num_batched_tokens}, "
+                         f"seqs {p.max_num_seqs}, kv {p.kv_dtype}{spec})")
+        return " + ".join(parts)
+
+    def bound_by(self, slo) -> str:
+        """What failed at the lowest load above the goodput: memory, ttft, tpot (or attainment)."""
+        hi = self.bisection.lowest_fail
+        if hi is None:
+            return "gpus" if self.goodput > 0 else "unknown"
+        return failure_reason(hi, slo)
+
+
+def failure_reason(p: Probe, slo) -> str:
+    m = p.metrics
+    if m.get("preemptions", 0) > 0 or m.get("kv_peak_fraction", 0.0) >= 0.99:
+        return "memory"
+    if m.get("num_rejected", 0) > 0:
+        return "memory"
+    ttft_over = m["ttft_p90_s"] / slo.ttft_s if slo.ttft_s else 0.0
+    tpot_over = (m["tpot_p90_s"] / slo.tpot_s) if (slo.tpot_s and m.get("tpot_p90_s") == m.get("tpot_p90_s")) else 0.0
+    return "ttft" if ttft_over >= tpot_over else "tpot"
+
+
+def _fits(fleet: Fleet, unit, counts) -> bool:
+    need: dict[str, int] = {}
+    for (p, _), k in zip(unit, counts, strict=True):
+        need[p.gpu] = need.get(p.gpu, 0) + p.tp * p.pp * k
+    return all(fleet.get(g).count >= k for g, k in need.items())
+
+
+def scale_of(opt: Option, pools) -> float:
+    """How many units a sized deployment holds (its goodput over the unit's, roughly): the
+    ratio of the binding pool, i.e. the smaller ratio."""
+    return min(k / n for (_, n), (_, k) in zip(opt.unit, pools, strict=True))
+
+
+def max_units(opt: Option, fleet: Fleet) -> int:
+    """How many copies of the unit the fleet holds."""
+    need: dict[str, int] = {}
+    for p, n in opt.unit:
+        need[p.gpu] = need.get(p.gpu, 0) + p.tp * p.pp * n
+    return min(fleet.get(g).count // k for g, k in need.items())
+
+
+def size(opt: Option, load: float | None, fleet: Fleet, integer_load: bool = False) -> tuple[tuple[PoolConfig, int], ...]:
+    """Replica counts of the deployment: enough units for `load` (None: as many as fit)."""
+    counts = {p.gpu: 0 for p, _ in opt.unit}
+    cap = {g.name: g.count for g in fleet.gpus}
+    if load is None or opt.goodput <= 0:
+        m = max(1, max_units(opt, fleet))
+        if opt.mode == "colocated":
+            return ((opt.unit[0][0], m),)
+        if opt.lp_counts is not None and _fits(fleet, opt.unit, opt.lp_counts):
+            return tuple((p, k) for (p, _), k in zip(opt.unit, opt.lp_counts, strict=True))
+        return tuple((p, n * m) for p, n in opt.unit)
+    factor = load / opt.goodput
+    out = []
+    for p, n in opt.unit:
+        want = max(1, math.ceil(n * factor - 1e-9))
+        room = (cap[p.gpu] - counts[p.gpu]) // (p.tp * p.pp)
+        k = max(1, min(want, room))
+        counts[p.gpu] += k * p.tp * p.pp
+        out.append((p, k))
+    return tuple(out)
+
+
+def deployment_of(model: str, mode: str, pools: tuple[tuple[PoolConfig, int], ...],
+                  prices: dict[str, float] | None = None) -> Deployment:
+    ps = tuple(replace(p, replicas=int(n),
+                       gpu_price_per_hour_usd=(prices or {}).get(p.gpu, p.gpu_price_per_hour_usd))
+               for p, n in pools)
+    return Deployment(model=model, pools=ps, mode=mode)
+
+
+def deployment_cost(pools, prices: dict[str, float]) -> float:
+    return sum(prices[p.gpu] * p.tp * p.pp * n for p, n in pools)
+
+
+def rank(options: list[Option], objective: str, load: float | None, feasible: bool, fleet: Fleet,
+         prices: dict[str, float]) -> list[Option]:
+    """Best first (options with no verified goodput last)."""
+    def key(o: Option):
+        if o.goodput <= 0:
+            return (1, 0.0, 0.0)
+        if load is None or not feasible:
+            pools = size(o, None, fleet)
+            return (0, -o.goodput * scale_of(o, pools), deployment_cost(pools, prices))
+        pools = size(o, load, fleet)
+        if objective == "cost":
+            return (0, deployment_cost(pools, prices), -o.per_gpu)
+        return (0, sum(p.tp * p.pp * n for p, n in pools), -o.per_gpu)
+    return sorted(options, key=key)

@@ -1,0 +1,354 @@
+"""`planner.plan(...)`: the deployment to launch, verified in the simulator, as a Plan.
+
+Pipeline: check the request -> screen the space analytically -> the MILP picks the best few
+allocations per mode -> verify each in the simulator (goodput by bisection) -> rank -> size the
+winner and the runners-up for the target load -> simulate each at that load (the `predicted`
+block comes from that run, so `serveplan simulate --plan` with the recorded workload, rate,
+request count and seed reproduces it) -> launch lines, reasons, alternatives.
+`exhaustive=True` replaces the screen and the MILP by simulating every configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from costmodel.errors import DoesNotFitError
+from planner.candidates import ScreenContext
+from planner.launch import launch_lines
+from planner.options import (
+    Option,
+    deployment_cost,
+    deployment_of,
+    failure_reason,
+    max_units,
+    rank,
+    scale_of,
+    size,
+)
+from planner.plan_types import Alternative, Plan, Predicted
+from planner.request import PlanRequest
+from planner.search import exhaustive_options, fast_options, space_size
+from planner.space import Pruned, kv_tokens_needed, smallest_fit
+from planner.verify import Bisection, Verifier
+
+MAX_REPAIRS = 3
+
+
+def _calibration(cal):
+    if cal is None or not isinstance(cal, (str, bytes)) and not hasattr(cal, "__fspath__"):
+        return cal
+    from costmodel.calibration import CalibrationProfile
+
+    return CalibrationProfile.load(cal)
+
+
+def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None, tpot_slo_s=None,
+         slo_percentile=90.0, attainment=0.9, objective="goodput", spec_method="none",
+         draft_model=None, spec_acceptance=None, kv_dtype="auto", min_kv_budget=None,
+         precision="bf16", calibration=None, backend="local", exhaustive=False,
+         max_gpus_per_replica=None, space=None, num_requests=None, seed=0, burstiness_cv=1.0,
+         top_k=None, workers=None, progress: Callable[[str], None] | None = None) -> Plan:
+    """Plan a deployment of `model` on the GPU inventory `gpus` for `workload` at `rate`
+    requests/s (or `concurrency` clients) within TTFT / TPOT SLOs (seconds). Returns a Plan."""
+    t0 = time.perf_counter()
+    req = PlanRequest.build(
+        model=model, gpus=gpus, workload=workload, rate=rate, concurrency=concurrency,
+        ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, slo_percentile=slo_percentile,
+        attainment=attainment, objective=objective, spec_method=spec_method,
+        draft_model=draft_model, spec_acceptance=spec_acceptance, kv_dtype=kv_dtype,
+        min_kv_budget=min_kv_budget, precision=precision, max_gpus_per_replica=max_gpus_per_replica,
+        space=space, num_requests=num_requests, seed=seed, burstiness_cv=burstiness_cv)
+    cal = _calibration(calibration)
+    verifier = Verifier(req.workload, req.slo, req.num_requests, req.seed, cal, backend, workers,
+                        req.closed_loop)
+    shape = req.workload_shape()
+    prices = {g.name: g.price_per_hour_usd for g in req.fleet.gpus}
+    ctx = ScreenContext(req.model, shape, req.slo_target, cal, req.num_requests, req.closed_loop, prices)
+    pruned = Pruned()
+    try:
+        if exhaustive:
+            options, counters, cands = exhaustive_options(req, ctx, verifier, pruned, progress)
+        else:
+            options, counters, cands = fast_options(req, ctx, verifier, pruned, top_k, progress)
+            if not options and cands:
+                options = _closest_candidates(req, cands, verifier, progress)
+        if not options:
+            _raise_no_fit(req, shape, pruned)
+        return _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustive,
+                       backend, progress)
+    finally:
+        verifier.close()
+
+
+def _raise_no_fit(req: PlanRequest, shape, pruned: Pruned) -> None:
+    need = kv_tokens_needed(shape.max_total_tokens, req.constraints.min_kv_budget_tokens, req.model)
+    fit = smallest_fit(req.model, [g.spec for g in req.fleet.gpus], req.constraints.precisions,
+                       req.constraints.kv_dtypes, need)
+    have = req.fleet.describe()
+    if fit is None:
+        raise DoesNotFitError(f"{req.model.name} fits on none of {have}, even with 16 pipeline "
+                              f"stages of 16-way TP, with KV for the longest request ({need} tokens)",
+                              0.0, 0.0)
+    n, gpu, tp, pp, prec = fit
+    raise DoesNotFitError(
+        f"{req.model.name} does not fit the GPUs given ({have}): one replica needs at least "
+        f"{n} x {gpu} (tp={tp}, pp={pp}, {prec} weights) to hold the weights and KV for the "
+        f"longest request ({need} tokens); pruned: {dict(pruned.counts)}", 0.0, 0.0)
+
+
+def _closest_candidates(req: PlanRequest, cands, verifier: Verifier, progress) -> list[Option]:
+    """No candidate meets the SLO even at a trickle: verify the two closest (highest screened
+    attainment at near-zero load) so the plan can show how close it gets."""
+    pool = sorted((c for c in cands if c.role == "colocated"), key=lambda c: -c.floor_attainment)[:2]
+    opts, jobs = [], []
+    for c in pool:
+        b = Bisection(0.05 if not req.closed_loop else 1.0, integer=req.closed_loop, max_probes=3)
+        o = Option("colocated", ((c.pool, 1),), b, 0.0, c.binding, "lp")
+        opts.append(o)
+        jobs.append((deployment_of(req.model_name, o.mode, o.unit), b))
+    verifier.bisect(jobs, progress)
+    return opts
+
+
+def _sizing(req: PlanRequest, opt: Option, feasible: bool):
+    """(pools, operating load, target load or None) of `opt` deployed for the target."""
+    load = req.load if feasible else None
+    pools = size(opt, load, req.fleet)
+    op_load = load
+    if op_load is None:  # as much as the deployed units carry
+        units = scale_of(opt, pools)
+        op_load = max(opt.goodput * units, 0.05 if not req.closed_loop else 1.0)
+        if req.closed_loop:
+            op_load = float(max(1, int(op_load)))
+        elif req.load is not None:
+            op_load = min(op_load, req.load)
+    return pools, op_load, load
+
+
+def _operate_all(req: PlanRequest, opts: list[Option], verifier: Verifier, prices,
+                 feasible: list[bool], progress=None) -> list[tuple]:
+    """Simulate each option sized for the target, all in one round; then, for the first (the
+    winner) only, add replicas (or back the load off, with no target) while the SLO fails.
+    Returns (deployment, metrics, operating load, SLO met) per option."""
+    sized = [_sizing(req, o, f) for o, f in zip(opts, feasible, strict=True)]
+    items = []
+    for o, (pools, op_load, _) in zip(opts, sized, strict=True):
+        items.append((deployment_of(req.model_name, o.mode, pools, prices), op_load,
+                      req.requests_for(op_load)))
+    if progress:
+        progress(f"operating point: {len(items)} simulation(s)")
+    ms = verifier.run(items)
+    out = [(d, dict(m, num_requests_simulated=n), x, bool(m["slo_met"]))
+           for (d, x, n), m in zip(items, ms, strict=True)]
+    win = opts[0]
+    pools, op_load, load = sized[0]
+    dep, m, _, met = out[0]
+    for _ in range(MAX_REPAIRS):
+        if met or win.goodput <= 0:
+            break
+        if load is None:
+            # the whole deployment carries a little less than its units did alone (another
+            # slice of the trace, uneven routing): back the operating load off
+            op_load = float(max(1, int(op_load * 0.93))) if req.closed_loop else op_load * 0.93
+        else:
+            grown = _grow(win, pools, m, req, prices)
+            if grown is None:
+                break
+            pools = grown
+        n = req.requests_for(op_load)
+        dep = deployment_of(req.model_name, win.mode, pools, prices)
+        m = dict(verifier.run([(dep, op_load, n)])[0], num_requests_simulated=n)
+        met = bool(m["slo_met"])
+        out[0] = (dep, m, op_load, met)
+    return out
+
+
+def _grow(opt: Option, pools, m: dict, req: PlanRequest, prices):
+    """One more replica where the SLO failed (the prefill pool for TTFT, else decode)."""
+    used = {}
+    for p, n in pools:
+        used[p.gpu] = used.get(p.gpu, 0) + p.tp * p.pp * n
+    reason = failure_reason_from(m, req)
+    idx = 0
+    if opt.mode == "disaggregated":
+        idx = 0 if reason == "ttft" else 1
+    p, n = pools[idx]
+    if used[p.gpu] + p.tp * p.pp > req.fleet.get(p.gpu).count:
+        return None
+    out = list(pools)
+    out[idx] = (p, n + 1)
+    return tuple(out)
+
+
+def failure_reason_from(m: dict, req: PlanRequest) -> str:
+    from planner.verify import Probe
+
+    return failure_reason(Probe(0.0, bool(m["slo_met"]), 0.0, m), req.slo)
+
+
+def _load_unit(req: PlanRequest) -> str:
+    return "clients" if req.closed_loop else "requests/s"
+
+
+def _capacity(opt: Option, pools, req: PlanRequest) -> dict:
+    units = scale_of(opt, pools)
+    dep_goodput = opt.goodput * units
+    out = {
+        "load_unit": _load_unit(req),
+        "unit": opt.label(),
+        "unit_gpus": opt.unit_gpus,
+        "unit_goodput": opt.goodput,
+        "goodput_per_gpu": opt.per_gpu,
+        "deployment_goodput_estimate": dep_goodput,
+        "screen_estimate": opt.screen_load if opt.origin == "lp" else None,
+        "verify_probes": [{"load": p.load, "slo_met": p.met, "attainment": p.metrics["slo_attainment"]}
+                          for p in sorted(opt.bisection.probes, key=lambda p: p.load)],
+    }
+    if req.load:
+        out["headroom"] = dep_goodput / req.load - 1.0
+    return out
+
+
+def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustive, backend,
+            progress=None) -> Plan:
+    verified = [o for o in options if o.goodput > 0]
+    feasible = True
+    if req.load is not None and verified:
+        feasible = any(o.goodput * max_units(o, req.fleet) >= req.load for o in verified)
+    ranked = rank(options, req.objective, req.load, feasible, req.fleet, prices)
+    win = ranked[0]
+    slo_ok = win.goodput > 0
+    alt_opts = _alternatives(ranked)
+    runs = _operate_all(req, [win] + alt_opts, verifier, prices,
+                        [feasible and slo_ok] + [feasible and o.goodput > 0 for o in alt_opts], progress)
+    dep, m, op_load, met = runs[0]
+    binding = None
+    if not slo_ok:
+        feasible, binding = False, win.bound_by(req.slo) if win.bisection.probes else win.screen_binding
+        binding = failure_reason_from(m, req) if binding in ("unknown", "gpus", "") else binding
+    elif not feasible:
+        binding = "gpus"
+    elif not met:
+        feasible, binding = False, failure_reason_from(m, req)
+    win_pools = tuple((p, p.replicas) for p in dep.pools)
+    gpus = dep.num_gpus
+    cost = deployment_cost(win_pools, prices)
+    predicted = Predicted.from_metrics(m, gpus, cost)
+
+    alts = []
+    for o, (adep, am, _, _) in zip(alt_opts, runs[1:], strict=True):
+        apools = tuple((p, p.replicas) for p in adep.pools)
+        pred = Predicted.from_metrics(am, adep.num_gpus, deployment_cost(apools, prices))
+        alts.append(Alternative(o.mode, adep.to_dict(), pred, _capacity(o, apools, req),
+                                _why_lost(o, win, req)))
+    why = {
+        "objective": _objective_text(req, feasible),
+        "winner": {"mode": win.mode, "unit": win.label(), "bound_by": win.bound_by(req.slo),
+                   "summary": _why_won(win, req)},
+        "alternatives": [{"mode": a.mode, "why": a.why} for a in alts],
+        "pruned": dict(pruned.counts),
+        "pruned_examples": pruned.memory_examples,
+    }
+    search = {
+        "method": "exhaustive simulation" if exhaustive else "screen + MILP + simulator verification",
+        "candidates": space_size(req),
+        "screened": counters["screened"],
+        "shortlisted": counters["shortlisted"],
+        "allocations": counters["allocations"],
+        "verified": len(options),
+        "simulated": verifier.sims,
+        "sim_wall_s": round(verifier.sim_s, 3),
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "backend": backend,
+        "ranking": [{"mode": o.mode, "unit": o.label(), "goodput": o.goodput, "goodput_per_gpu": o.per_gpu}
+                    for o in ranked[:8]],
+    }
+    notes = []
+    if req.constraints.spec_method != "none":
+        notes.append(f"speculative acceptance {req.constraints.spec_acceptance}: {req.acceptance_source}")
+    notes += launch_lines(dep).get("notes", [])
+    return Plan(
+        deployment=dep.to_dict(), predicted=predicted, launch=launch_lines(dep),
+        alternatives=tuple(alts), why=why, search=search,
+        simulation=_simulation_block(req, op_load, m["num_requests_simulated"], cal),
+        capacity=_capacity(win, win_pools, req), inputs={**req.to_dict(), "backend": backend,
+                                                           "exhaustive": exhaustive},
+        feasible=feasible, binding=binding, uncertainty=_uncertainty(cal, dep, win),
+        notes=tuple(notes),
+    )
+
+
+def _alternatives(ranked: list[Option]) -> list[Option]:
+    """The next best of each mode (the winner's mode too), at most one per mode."""
+    win = ranked[0]
+    out, modes = [], set()
+    for o in ranked[1:]:
+        if o.mode not in modes and o.goodput > 0:
+            out.append(o)
+            modes.add(o.mode)
+    if win.goodput <= 0:
+        out = [o for o in ranked[1:2]]
+    return out
+
+
+def _objective_text(req: PlanRequest, feasible: bool) -> str:
+    unit = _load_unit(req)
+    if req.load is None:
+        return f"most goodput ({unit}) from the GPUs given"
+    if not feasible:
+        return f"the GPUs given cannot carry {req.load:g} {unit} within the SLO: the most they can"
+    if req.objective == "cost":
+        return f"fewest dollars per hour that serve {req.load:g} {unit} within the SLO"
+    return f"most goodput per GPU, enough replicas to serve {req.load:g} {unit} within the SLO"
+
+
+def _why_won(win: Option, req: PlanRequest) -> str:
+    unit = _load_unit(req)
+    return (f"{win.label()}: verified {win.goodput:.3g} {unit} per unit of {win.unit_gpus} GPU(s) "
+            f"({win.per_gpu:.3g} per GPU); above that load {win.bound_by(req.slo)} breaks the SLO first")
+
+
+def _why_lost(o: Option, win: Option, req: PlanRequest) -> str:
+    if req.objective == "cost":
+        lost = "costs more per hour for the target"
+    else:
+        d = 1.0 - (o.per_gpu / win.per_gpu) if win.per_gpu > 0 else 0.0
+        lost = f"{o.per_gpu:.3g} vs {win.per_gpu:.3g} {_load_unit(req)} per GPU ({d:.0%} less)"
+    return f"{o.label()}: {lost}; bound by {o.bound_by(req.slo)}"
+
+
+def _simulation_block(req: PlanRequest, op_load: float, n: int, cal) -> dict:
+    s = req.slo
+    load_flag = f"--concurrency {int(op_load)}" if req.closed_loop else f"--rate {op_load:g}"
+    cmd = (f"serveplan simulate --plan PLAN.json --workload {req.workload_spec} {load_flag} "
+           f"--requests {n} --seed {req.seed} --ttft-slo {s.ttft_s:g} "
+           f"--tpot-slo {s.tpot_s:g} --slo-percentile {s.percentile:g} --attainment {s.attainment:g}")
+    if req.burstiness_cv != 1.0:
+        cmd += f" --burstiness {req.burstiness_cv:g}"
+    if cal is not None:
+        cmd += " --calibration CALIBRATION.json"
+    return {
+        "workload": req.workload_spec,
+        "rate_rps": None if req.closed_loop else op_load,
+        "concurrency": int(op_load) if req.closed_loop else None,
+        "burstiness_cv": req.burstiness_cv,
+        "num_requests": n,
+        "seed": req.seed,
+        "slo": {"ttft_s": s.ttft_s, "tpot_s": s.tpot_s, "percentile": s.percentile,
+                "attainment": s.attainment},
+        "command": cmd + " --json",
+    }
+
+
+def _uncertainty(cal, dep, win: Option) -> dict | None:
+    if cal is None:
+        return None
+    u = max(cal.uncertainty_for(p.gpu) for p in dep.pools)
+    if u <= 0:
+        return None
+    g = win.goodput
+    return {"step_time_rel_1sigma": u,
+            "unit_goodput_range": [g / (1 + u), g / (1 - u) if u < 1 else None],
+            "note": "goodput scales about inversely with step time; range at one sigma of the "
+                    "calibration's step-time residuals"}
