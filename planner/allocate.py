@@ -27,6 +27,7 @@ hardware of each pool), so runners-up differ in more than one engine knob.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,15 +67,19 @@ def shape_key(c: Candidate) -> str:
 
 
 def _solver():
-    # pulp is pinned (pyproject); CBC ships with it. Named explicitly, quiet, time-limited.
-    return pulp.PULP_CBC_CMD(msg=False, timeLimit=SOLVER_TIME_LIMIT_S)
+    # pulp is pinned (pyproject, 3.3.2) and ships CBC; the solver is named explicitly, quiet and
+    # time-limited. pulp 3.3 marks PULP_CBC_CMD deprecated in favour of a separate CBC install
+    # (COIN_CMD) for pulp 4: the bundled binary is what the pin guarantees, so keep it, quietly.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pulp.PULP_CBC_CMD(msg=False, timeLimit=SOLVER_TIME_LIMIT_S)
 
 
 def solve(cands: Sequence[Candidate], fleet: Fleet, load: float | None, weight: str,
           mode: str | None = None, exclude: Sequence[frozenset[str]] = (),
           formulation: str = "serve") -> Allocation | None:
     """One MILP solve; None when infeasible. weight: "gpus" or "price"; mode: restrict to one."""
-    cs = [c for c in cands if c.capacity > 0 and (mode is None or _mode_of(c) == mode)]
+    cs = list({c.key: c for c in cands if c.capacity > 0 and (mode is None or _mode_of(c) == mode)}.values())
     C = [c for c in cs if c.role == "colocated"]
     P = [c for c in cs if c.role == "prefill"]
     D = [c for c in cs if c.role == "decode"]
@@ -89,11 +94,11 @@ def solve(cands: Sequence[Candidate], fleet: Fleet, load: float | None, weight: 
     sense = pulp.LpMinimize if formulation == "serve" else pulp.LpMaximize
     prob = pulp.LpProblem("replica_allocation", sense)
     idx = {c.key: i for i, c in enumerate(cs)}
-    n = {c.key: pulp.LpVariable(f"n_{idx[c.key]}", 0, upper[c.key], cat="Integer") for c in cs}
-    y = {c.key: pulp.LpVariable(f"y_{idx[c.key]}", cat="Binary") for c in cs}
-    col = pulp.LpVariable("col", cat="Binary")
-    dis = pulp.LpVariable("dis", cat="Binary")
-    served = pulp.LpVariable("served", 0)
+    n = {c.key: prob.add_variable(f"n_{idx[c.key]}", 0, upper[c.key], cat="Integer") for c in cs}
+    y = {c.key: prob.add_variable(f"y_{idx[c.key]}", cat="Binary") for c in cs}
+    col = prob.add_variable("col", cat="Binary")
+    dis = prob.add_variable("dis", cat="Binary")
+    served = prob.add_variable("served", 0)
     cost = pulp.lpSum(w[c.key] * n[c.key] for c in cs)
     prob += (cost - eps * served) if formulation == "serve" else (served - eps * cost)
 

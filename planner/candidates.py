@@ -152,14 +152,14 @@ def _search_k(base: dict, specs: tuple[SpecConfig, ...], evaluate) -> list[tuple
 def screen_shape(shape: Shape, knobs: Knobs, ctx: ScreenContext, pruned: Pruned,
                  keep: int = 2) -> list[Candidate]:
     """Coordinate search over one shape's knobs; the best `keep` settings found."""
-    seen: dict[tuple, Candidate | None] = {}
+    seen: dict[PoolConfig, Candidate | None] = {}
 
     def evaluate(kw: dict) -> Candidate | None:
-        key = (kw["mbt"], kw["mns"], kw["spec"], kw["budget"], kw["util"])
-        if key not in seen:
-            pool = make_pool(shape, kw["mbt"], kw["mns"], kw["spec"], kw["budget"], kw["util"])
-            seen[key] = screen_pool(pool, ctx, pruned)
-        return seen[key]
+        # keyed by the resolved pool: an unset knob and the engine default it resolves to are one
+        pool = make_pool(shape, kw["mbt"], kw["mns"], kw["spec"], kw["budget"], kw["util"])
+        if pool not in seen:
+            seen[pool] = screen_pool(pool, ctx, pruned)
+        return seen[pool]
 
     # start from the most permissive settings: the largest token budget and memory fraction,
     # the engine's seat limit, speculation off; the KV budget first (it decides the fit)

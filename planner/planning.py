@@ -84,12 +84,11 @@ def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
 def _raise_no_fit(req: PlanRequest, shape, pruned: Pruned) -> None:
     need = kv_tokens_needed(shape.max_total_tokens, req.constraints.min_kv_budget_tokens, req.model)
     fit = smallest_fit(req.model, [g.spec for g in req.fleet.gpus], req.constraints.precisions,
-                       req.constraints.kv_dtypes, need)
+                       req.constraints.kv_dtypes, need, req.space.tps, tuple(req.space.pps) + (8, 16))
     have = req.fleet.describe()
     if fit is None:
         raise DoesNotFitError(f"{req.model.name} fits on none of {have}, even with 16 pipeline "
-                              f"stages of 16-way TP, with KV for the longest request ({need} tokens)",
-                              0.0, 0.0)
+                              f"stages, with KV for the longest request ({need} tokens)", 0.0, 0.0)
     n, gpu, tp, pp, prec = fit
     raise DoesNotFitError(
         f"{req.model.name} does not fit the GPUs given ({have}): one replica needs at least "

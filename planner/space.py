@@ -233,15 +233,17 @@ def make_pool(shape: Shape, mbt: int | None, mns: int | None, spec: SpecConfig,
 
 
 def all_pools(shape: Shape, knobs: Knobs, price: float | None = None) -> list[PoolConfig]:
-    """The full grid of one shape's knobs (what the exhaustive search simulates)."""
-    return [
+    """The full grid of one shape's knobs (what the exhaustive search simulates), without the
+    duplicates that unset knobs resolving to the engine default would make."""
+    pools = (
         make_pool(shape, mbt, mns, spec, budget, util, price)
         for mbt in knobs.max_num_batched_tokens
         for mns in knobs.max_num_seqs
         for spec in knobs.specs
         for budget in knobs.kv_budgets
         for util in knobs.gpu_memory_utilizations
-    ]
+    )
+    return list(dict.fromkeys(pools))
 
 
 def kv_tokens_needed(longest_request_tokens: int, budget: int | None, model: ModelSpec) -> int:
@@ -255,15 +257,17 @@ def with_replicas(pool: PoolConfig, n: int) -> PoolConfig:
 
 
 def smallest_fit(model: ModelSpec, gpu_specs, precisions: tuple[str, ...], kv_dtypes: tuple[str, ...],
-                 need_tokens: int, max_pp: int = 16) -> tuple[int, str, int, int, str] | None:
-    """The fewest GPUs of any listed type that hold the model and `need_tokens` of KV:
-    (gpus, gpu name, tp, pp, precision), ignoring how many the fleet has."""
+                 need_tokens: int, tps: tuple[int, ...] = (1, 2, 4, 8),
+                 pps: tuple[int, ...] = (1, 2, 4, 8, 16)) -> tuple[int, str, int, int, str] | None:
+    """The fewest GPUs of any listed type (TP and PP among the space's values) that hold the
+    model and `need_tokens` of KV: (gpus, gpu name, tp, pp, precision), ignoring how many the
+    fleet has."""
     best = None
     for spec in gpu_specs:
         for prec in precisions:
             for kv in kv_dtypes:
-                for pp in range(1, max_pp + 1):
-                    for tp in (1, 2, 4, 8, 16):
+                for pp in sorted(set(pps)):
+                    for tp in sorted(set(tps)):
                         if best is not None and tp * pp >= best[0]:
                             continue
                         try:

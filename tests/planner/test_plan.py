@@ -1,0 +1,103 @@
+"""planner.plan() end to end on a small case, its reproduction in the simulator, the CLI, and
+every bad input named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from costmodel.errors import DoesNotFitError, ServePlanError
+from planner import plan
+from planner.cli import app
+from planner.plan_types import Plan
+from sim import SLO, Deployment, parse_workload, simulate
+
+SMALL = dict(model="llama-3.1-8b", gpus="h100:2", workload="fixed:512,128", rate=10.0,
+             ttft_slo_s=0.5, tpot_slo_s=0.03)
+
+
+@pytest.fixture(scope="module")
+def small_plan() -> Plan:
+    return plan(**SMALL, workers=1)
+
+
+def test_small_plan_is_feasible_and_uses_what_it_needs(small_plan):
+    p = small_plan
+    assert p.feasible and p.binding is None
+    # one H100 serves ~40 req/s of this workload within the SLO: 10 req/s needs one GPU
+    assert p.predicted.gpus == 1
+    assert p.predicted.slo_attainment >= 0.9
+    assert p.capacity["unit_goodput"] > 10.0
+    assert p.search["simulated"] > 0 and p.search["candidates"] >= p.search["verified"] > 0
+    assert p.launch["vllm"] and p.launch["sglang"]
+    assert p.alternatives and all(a.predicted.gpus >= 1 for a in p.alternatives)
+
+
+def test_predicted_block_is_what_the_simulator_says(small_plan):
+    p = small_plan
+    s = p.simulation
+    m = simulate(Deployment.from_dict(p.deployment),
+                 parse_workload(s["workload"], rate=s["rate_rps"]), num_requests=s["num_requests"],
+                 seed=s["seed"], slo=SLO(**s["slo"])).metrics
+    for key in ("ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "tpot_p90_s", "throughput_tok_s",
+                "goodput_rps", "slo_attainment"):
+        assert getattr(p.predicted, key) == getattr(m, key), key
+
+
+def test_plan_json_round_trip(small_plan):
+    d = json.loads(json.dumps(small_plan.to_dict()))
+    assert Plan.from_dict(d).to_dict() == small_plan.to_dict()
+
+
+def test_cli_prints_one_json_document(tmp_path):
+    out = tmp_path / "plan.json"
+    r = CliRunner().invoke(app, ["plan", "--model", "llama-3.1-8b", "--gpu", "h100:1",
+                                 "--workload", "fixed:512,128", "--rate", "5", "--ttft-slo", "0.5",
+                                 "--tpot-slo", "0.03", "--kv-dtype", "bf16", "--workers", "1",
+                                 "--json", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "serveplan.plan" and doc == json.loads(out.read_text())
+    assert doc["deployment"]["pools"][0]["kv_dtype"] == "bf16"
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(gpus="tpu:8"), "unknown GPU"),
+    (dict(gpus="h100:0"), "at least 1 GPU"),
+    (dict(ttft_slo_s=0.0), "TTFT SLO"),
+    (dict(tpot_slo_s=-0.01), "TPOT SLO"),
+    (dict(rate=-1.0), "rate"),
+    (dict(model="gpt-5"), "unknown model"),
+    (dict(objective="latency"), "objective"),
+    (dict(attainment=1.5), "attainment"),
+    (dict(kv_dtype="fp4"), "KV dtype"),
+    (dict(spec_method="draft"), "draft model"),
+    (dict(rate=None, objective="cost"), "target load"),
+    (dict(backend="slurm"), "backend"),
+])
+def test_bad_inputs_are_named(kwargs, words):
+    with pytest.raises(ServePlanError, match=words):
+        plan(**{**SMALL, **kwargs, "workers": 1})
+
+
+def test_a_model_that_fits_nowhere_says_how_many_gpus_it_needs():
+    with pytest.raises(DoesNotFitError, match=r"needs at least \d+ x h100-sxm"):
+        plan(model="llama-3.1-405b", gpus="h100:4", workload="fixed:512,128", rate=1.0,
+             ttft_slo_s=1.0, tpot_slo_s=0.1, workers=1)
+
+
+def test_cli_errors_are_one_line():
+    r = CliRunner().invoke(app, ["plan", "--model", "llama-3.1-8b", "--gpu", "h100:1",
+                                 "--workload", "fixed:512,128", "--rate", "5", "--ttft-slo", "0",
+                                 "--tpot-slo", "0.03"])
+    assert r.exit_code == 2
+    assert r.stderr.strip().startswith("error: TTFT SLO") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_slo_returns_the_closest_plan_and_what_binds():
+    # no engine step of an 8B model takes under a millisecond: TPOT 1 ms cannot be met
+    p = plan(**{**SMALL, "tpot_slo_s": 0.001, "rate": 2.0}, workers=1)
+    assert not p.feasible and p.binding == "tpot"
+    assert p.deployment["pools"] and p.predicted.slo_attainment < 0.9
