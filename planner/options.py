@@ -96,18 +96,21 @@ def max_units(opt: Option, fleet: Fleet) -> int:
     return min(fleet.get(g).count // k for g, k in need.items())
 
 
-def size(opt: Option, load: float | None, fleet: Fleet, integer_load: bool = False) -> tuple[tuple[PoolConfig, int], ...]:
-    """Replica counts of the deployment: enough units for `load` (None: as many as fit)."""
+def size(opt: Option, load: float | None, fleet: Fleet,
+         goodput: float | None = None) -> tuple[tuple[PoolConfig, int], ...]:
+    """Replica counts of the deployment: enough units for `load` (None: as many as fit), at the
+    unit's verified goodput (or `goodput` when given)."""
+    g_unit = opt.goodput if goodput is None else goodput
     counts = {p.gpu: 0 for p, _ in opt.unit}
     cap = {g.name: g.count for g in fleet.gpus}
-    if load is None or opt.goodput <= 0:
+    if load is None or g_unit <= 0:
         m = max(1, max_units(opt, fleet))
         if opt.mode == "colocated":
             return ((opt.unit[0][0], m),)
         if opt.lp_counts is not None and _fits(fleet, opt.unit, opt.lp_counts):
             return tuple((p, k) for (p, _), k in zip(opt.unit, opt.lp_counts, strict=True))
         return tuple((p, n * m) for p, n in opt.unit)
-    factor = load / opt.goodput
+    factor = load / g_unit
     out = []
     for p, n in opt.unit:
         want = max(1, math.ceil(n * factor - 1e-9))
@@ -130,17 +133,42 @@ def deployment_cost(pools, prices: dict[str, float]) -> float:
     return sum(prices[p.gpu] * p.tp * p.pp * n for p, n in pools)
 
 
+def score(o: Option, goodput: float, objective: str, load: float | None, feasible: bool,
+          fleet: Fleet, prices: dict[str, float]) -> tuple:
+    """Sort key of an option whose unit carries `goodput` (smaller is better)."""
+    if goodput <= 0:
+        return (1, 0.0, 0.0)
+    per_gpu = goodput / o.unit_gpus
+    if load is None or not feasible:
+        pools = size(o, None, fleet, goodput)
+        return (0, -goodput * scale_of(o, pools), deployment_cost(pools, prices))
+    pools = size(o, load, fleet, goodput)
+    if objective == "cost":
+        return (0, deployment_cost(pools, prices), -per_gpu)
+    return (0, sum(p.tp * p.pp * n for p, n in pools), -per_gpu)
+
+
 def rank(options: list[Option], objective: str, load: float | None, feasible: bool, fleet: Fleet,
          prices: dict[str, float]) -> list[Option]:
     """Best first (options with no verified goodput last)."""
-    def key(o: Option):
-        if o.goodput <= 0:
-            return (1, 0.0, 0.0)
-        if load is None or not feasible:
-            pools = size(o, None, fleet)
-            return (0, -o.goodput * scale_of(o, pools), deployment_cost(pools, prices))
-        pools = size(o, load, fleet)
-        if objective == "cost":
-            return (0, deployment_cost(pools, prices), -o.per_gpu)
-        return (0, sum(p.tp * p.pp * n for p, n in pools), -o.per_gpu)
-    return sorted(options, key=key)
+    return sorted(options, key=lambda o: score(o, o.goodput, objective, load, feasible, fleet, prices))
+
+
+def dominated(options: list[Option], objective: str, load: float | None, fleet: Fleet,
+              prices: dict[str, float]) -> set[int]:
+    """Indexes of options that cannot win even at the top of their bisection bracket against
+    the leader at the bottom of its own: refining them further would not change the plan."""
+    feasible = load is not None
+    lows = [score(o, o.goodput, objective, load, feasible, fleet, prices) for o in options]
+    lead = min(range(len(options)), key=lambda i: lows[i])
+    if options[lead].goodput <= 0:
+        return set()
+    out = set()
+    for i, o in enumerate(options):
+        hi = o.bisection.lowest_fail
+        if i == lead or hi is None or not o.bisection.probes:
+            continue
+        best_case = score(o, hi.load, objective, load, feasible, fleet, prices)
+        if best_case > lows[lead]:
+            out.add(i)
+    return out

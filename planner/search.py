@@ -17,7 +17,7 @@ from costmodel.memory import memory_plan
 from planner.allocate import top_allocations
 from planner.candidates import ScreenContext, screen_space
 from planner.fleet import Fleet
-from planner.options import Option
+from planner.options import Option, dominated
 from planner.request import PlanRequest
 from planner.space import Pruned, all_pools, enumerate_shapes, knobs_for, kv_tokens_needed
 from planner.timing import ReplicaTiming
@@ -25,7 +25,7 @@ from planner.verify import Bisection, Verifier
 from sim.engine import cost_model_for
 
 DISAGG_RATIOS = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1))
-TOP_K = {"colocated": 3, "disaggregated": 2}
+TOP_K = {"colocated": 2, "disaggregated": 2}
 
 
 def smallest_ratio(n_p: int, n_d: int, tol: float = 0.06) -> tuple[int, int]:
@@ -82,7 +82,10 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
                      tuple(n for _, n in a.pools) if a.mode == "disaggregated" else None)
         options.append(opt)
         jobs.append((_deployment(req, opt), b))
-    verifier.bisect(jobs, progress)
+    prices = {g.name: g.price_per_hour_usd for g in fleet.gpus}
+    # stop refining an option once even its optimistic goodput cannot beat the leader's floor
+    verifier.bisect(jobs, progress,
+                    lambda: dominated(options, req.objective, req.load, fleet, prices))
     counters = {"screened": ctx.evaluated, "shortlisted": len(cands), "allocations": len(allocs),
                 "lp_feasible": feasible}
     return options, counters, cands

@@ -218,12 +218,18 @@ class Verifier:
             close()
 
     def bisect(self, jobs: Sequence[tuple[Deployment, Bisection]],
-               progress: Callable[[str], None] | None = None) -> None:
-        """Advance every bisection to completion, one batch of simulations per round."""
+               progress: Callable[[str], None] | None = None,
+               settled: Callable[[], set[int]] | None = None) -> None:
+        """Advance every bisection to completion, one batch of simulations per round.
+
+        settled: returns the indexes of jobs whose refinement can stop (they cannot win)."""
         rnd = 0
         while True:
             batch = []
-            for dep, b in jobs:
+            stop = settled() if settled is not None and rnd > 0 else set()
+            for i, (dep, b) in enumerate(jobs):
+                if i in stop:
+                    continue
                 x = b.next_load()
                 if x is not None:
                     batch.append((dep, b, x))
