@@ -14,6 +14,7 @@ import typer
 
 from costmodel.errors import ServePlanError
 from planner.cli_common import emit_json, load_calibration_opt, user_errors
+from planner.cli_sweep import progress_callback
 
 
 def load_plan_deployment(path: Path):
@@ -87,6 +88,8 @@ def simulate_cmd(
     host_cache_gib: float = typer.Option(0.0, "--host-cache-gib", help="host prefix-cache tier per replica"),
     calibration: Path = typer.Option(None, "--calibration", help="calibration profile JSON"),
     requests_csv: Path = typer.Option(None, "--requests-csv", help="write the per-request frame"),
+    plot: Path = typer.Option(None, "--plot", help="write an HTML report: latency CDFs, KV and "
+                              "queue over time, utilisation"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ):
     """Simulate a deployment under a workload and print RunMetrics."""
@@ -126,11 +129,25 @@ def simulate_cmd(
                   slo_percentile, attainment)
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness)
     cal = load_calibration_opt(calibration)
-    res = simulate(dep, wl, num_requests=requests, seed=seed, calibration=cal, slo=slo,
-                   keep_requests=requests_csv is not None, policy=policy, host_cache_gib=host_cache_gib)
+    prog, _ = progress_callback(not as_json, f"simulating {requests} requests")
+    if prog:
+        prog.start()
+    try:
+        res = simulate(dep, wl, num_requests=requests, seed=seed, calibration=cal, slo=slo,
+                       keep_requests=requests_csv is not None or plot is not None, policy=policy,
+                       host_cache_gib=host_cache_gib)
+    finally:
+        if prog:
+            prog.stop()
     if requests_csv is not None:
         requests_csv.parent.mkdir(parents=True, exist_ok=True)
         res.requests.to_csv(requests_csv, index_label="request")
+    if plot is not None:
+        from planner.plots import write_simulate_report
+
+        m = res.metrics
+        write_simulate_report(res, plot, slo=SLO(m.slo_ttft_s, m.slo_tpot_s, slo_percentile, attainment),
+                              title=f"{dep.model} on {dep.num_gpus} GPU(s), {wl.name}")
     if as_json:
         emit_json(res.metrics.to_dict())
         return
