@@ -245,7 +245,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         "objective": _objective_text(req, feasible),
         "winner": {"mode": win.mode, "unit": win.label(), "bound_by": win.bound_by(req.slo),
                    "summary": _why_won(win, req)},
-        "alternatives": [{"mode": a.mode, "why": a.why} for a in alts],
+        "alternatives": [{"mode": a.mode, "unit": a.capacity["unit"], "why": a.why} for a in alts],
         "pruned": dict(pruned.counts),
         "pruned_examples": pruned.memory_examples,
     }
@@ -304,7 +304,7 @@ def _objective_text(req: PlanRequest, feasible: bool) -> str:
 
 def _why_won(win: Option, req: PlanRequest) -> str:
     unit = _load_unit(req)
-    return (f"{win.label()}: verified {win.goodput:.3g} {unit} per unit of {win.unit_gpus} GPU(s) "
+    return (f"verified {win.goodput:.3g} {unit} per unit of {win.unit_gpus} GPU(s) "
             f"({win.per_gpu:.3g} per GPU); above that load {win.bound_by(req.slo)} breaks the SLO first")
 
 
@@ -314,7 +314,7 @@ def _why_lost(o: Option, win: Option, req: PlanRequest) -> str:
     else:
         d = 1.0 - (o.per_gpu / win.per_gpu) if win.per_gpu > 0 else 0.0
         lost = f"{o.per_gpu:.3g} vs {win.per_gpu:.3g} {_load_unit(req)} per GPU ({d:.0%} less)"
-    return f"{o.label()}: {lost}; bound by {o.bound_by(req.slo)}"
+    return f"{lost}; bound by {o.bound_by(req.slo)}"
 
 
 def _simulation_block(req: PlanRequest, op_load: float, n: int, cal) -> dict:

@@ -1,24 +1,28 @@
-"""Analytic screen: the SLO-constrained capacity of one replica, from the cost model, in ~1 ms.
+"""Analytic screen: the SLO-constrained capacity of one replica, from the cost model, in ~10 ms.
 
-A colocated replica at arrival rate `lam` (requests/s) runs prefill iterations (a prompt chunk
-plus every running decode) and decode-only iterations back to back. With `n_p = lam * E[chunks
-per prompt]` prefill iterations per second of time `T_p` and decode iterations of time `T_d`, the
-busy replica runs `N = (1 - n_p (T_p - T_d)) / T_d` iterations per second, so a sequence waits
-`tau = 1 / N` between steps, and Little's law gives the decode batch `B = lam * steps * tau`
-(steps = (output - 1) / g, with g = (1 - a^(k+1)) / (1 - a) tokens per speculative step).
-`tau` and `B` are solved as a fixed point.
+A colocated replica at arrival rate `lam` (requests/s) runs iterations back to back: one that
+starts while a prompt chunk waits carries it (with every running decode) and takes `T_p`; the
+others are decode-only and take `T_d`. Prompts that arrive during one iteration share the next
+(one token budget, one weight read), so a fraction `p = 1 - exp(-lam tau E[chunks])` of
+iterations carry prefill, and a sequence waits `tau = p T_p + (1 - p) T_d` between steps. Little's
+law gives the decode batch `B = lam * (out - 1) / g * tau` (g = (1 - a^(k+1)) / (1 - a) tokens
+per speculative step; the adaptive policy's k is the one that maximises tokens per second at B,
+as in `sim.spec`). `tau` and `B` are a fixed point; each step of it is one request life, and the
+verifying simulation (at least 6 lives long) sees a few, so the map is iterated that often.
 
 - TPOT of request i (the simulator's `(finish - first token) / (out - 1)`): its decode steps meet
-  `M_i ~ Poisson(n_p tau steps_i)` prefill iterations, so
-  `TPOT_i = T_d / g + M_i (T_p - T_d) / (out_i - 1)`; the fraction within the SLO is averaged
-  over the workload's empirical output lengths.
-- TTFT: prompts queue FCFS for the prefill budget, a GI/G/1 queue (Kingman's factor
-  `(c_a^2 + c_s^2) / 2` on the Pollaczek-Khinchine mean wait) whose service time is a prompt's
-  chunks; the wait is an atom at 0 of mass `1 - rho` plus an exponential tail, convolved with the
-  empirical service times.
-- Disaggregated: a prefill pool runs prefill iterations only (its TTFT as above, the first token
-  is sampled there); a decode pool runs decode iterations only, and the KV transfer time counts
-  in TPOT (it delays the second token).
+  `M_i ~ Poisson(p (out_i - 1) / g)` prefill iterations, so
+  `TPOT_i = T_d / g + M_i (T_p - T_d) / (out_i - 1)`, averaged over the workload's empirical
+  output lengths.
+- TTFT: the residual of the iteration in flight, a GI/G/1 wait for the prefill budget (Kingman's
+  factor `(c_a^2 + c_s^2) / 2` on the Pollaczek-Khinchine mean; an atom at 0 of mass `1 - rho`
+  plus an exponential tail), then the prompt's chunks, convolved with the empirical prompt lengths.
+- Bursty traces: over a request's life the load it meets is the local arrival rate, not the mean,
+  so the SLO fractions average the replica at a few request-weighted quantiles of the local rate
+  (`WorkloadShape.intensity`); admissions that find the KV cache or the seats full miss TTFT.
+- Disaggregated: a prefill pool runs prefill iterations only (its TTFT as above; the first token
+  is sampled there); a decode pool runs decode iterations only, and the KV transfer delays the
+  second token, so it counts in TPOT. Each pool is held to the attainment target on its metric.
 
 The capacity is the highest rate at which the percentile of each metric meets its SLO and the
 estimated attainment (TTFT fraction x TPOT fraction) meets the target, by bisection; beyond it

@@ -12,6 +12,7 @@ from costmodel.errors import DoesNotFitError, ServePlanError
 from planner import plan
 from planner.cli import app
 from planner.plan_types import Plan
+from planner.space import SearchSpace
 from sim import SLO, Deployment, parse_workload, simulate
 
 SMALL = dict(model="llama-3.1-8b", gpus="h100:2", workload="fixed:512,128", rate=10.0,
@@ -101,3 +102,18 @@ def test_an_unreachable_slo_returns_the_closest_plan_and_what_binds():
     p = plan(**{**SMALL, "tpot_slo_s": 0.001, "rate": 2.0}, workers=1)
     assert not p.feasible and p.binding == "tpot"
     assert p.deployment["pools"] and p.predicted.slo_attainment < 0.9
+
+
+def test_calibration_uncertainty_is_reported():
+    from costmodel.calibration import CalibrationProfile, GpuCalibration
+    from costmodel.roofline import Efficiencies
+
+    cal = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(Efficiencies(), {}, 0.1)})
+    p = plan(**{**SMALL, "gpus": "h100:1", "kv_dtype": "bf16"}, calibration=cal, workers=1,
+             space=SearchSpace(modes=("colocated",), max_num_seqs=(None,),
+                               max_num_batched_tokens=(8192,)))
+    u = p.uncertainty
+    g = p.capacity["unit_goodput"]
+    assert u["step_time_rel_1sigma"] == 0.1
+    assert u["unit_goodput_range"] == pytest.approx([g / 1.1, g / 0.9])
+    assert "--calibration" in p.simulation["command"]
