@@ -25,6 +25,8 @@ from costmodel.errors import ServePlanError
 from costmodel.measured import informed_params, predict_rows, skipped_mask
 from costmodel.roofline import PARAM_BOUNDS, Efficiencies
 
+PRIOR = 0.002  # log-units of row error that moving one parameter by a factor e is worth
+
 
 @dataclass(frozen=True)
 class FitResult:
@@ -60,13 +62,32 @@ def _log_bounds(name: str) -> tuple[float, float]:
     return float(np.log(max(lo, hi * 1e-4))), float(np.log(hi))
 
 
+_RHO = {  # robust losses of z = (r / f_scale)^2, as scipy's least_squares defines them
+    "linear": lambda z: z,
+    "soft_l1": lambda z: 2.0 * (np.sqrt(1.0 + z) - 1.0),
+    "huber": lambda z: np.where(z <= 1.0, z, 2.0 * np.sqrt(z) - 1.0),
+    "cauchy": np.log1p,
+}
+
+
+def _robust(r: np.ndarray, loss: str, f_scale: float) -> np.ndarray:
+    """Residuals whose squares sum to the robust loss (so a plain prior can sit beside them)."""
+    return np.sign(r) * f_scale * np.sqrt(_RHO[loss]((r / f_scale) ** 2))
+
+
 def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
                params: list[str] | None = None, loss: str = "cauchy", f_scale: float = 0.1,
-               max_nfev: int = 300, calibration=None) -> FitResult:
+               max_nfev: int = 300, calibration=None, prior: float = PRIOR) -> FitResult:
     """Fit the parameters `params` (default: those the rows inform) for the one GPU in `rows`.
 
-    `start` holds the values of the parameters that are not fitted (default: Efficiencies()).
+    `start` holds the values of the parameters that are not fitted (default: Efficiencies())
+    and the centre of a weak prior on those that are: moving a parameter by a factor e costs as
+    much as every row being off by `prior` (log units), so a parameter the rows do not pin
+    down (Vidur's A100 GEMMs say nothing about how many CTAs saturate HBM) keeps its
+    physically derived default instead of wandering with the optimiser's path.
     `calibration` only supplies measured tables for GEMM rows (rarely wanted while fitting)."""
+    if loss not in _RHO:
+        raise ServePlanError(f"loss {loss!r}; expected one of {', '.join(_RHO)}")
     gpus = rows["gpu"].unique()
     if len(gpus) != 1:
         raise ServePlanError(f"fit_params fits one GPU at a time; rows hold {sorted(gpus)}")
@@ -89,16 +110,19 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
     def eff_of(x: np.ndarray) -> Efficiencies:
         return replace(start, **{n: float(np.exp(v)) for n, v in zip(names, x, strict=True)})
 
+    prior_w = prior * np.sqrt(len(rows))
+
     def resid(x: np.ndarray) -> np.ndarray:
         pred = predict_rows(rows, calibration, params={gpu: eff_of(x)}, use_tables=calibration is not None)
         r = np.log(np.maximum(pred, 1e-12)) - log_meas
-        return np.where(np.isfinite(r), r, 10.0) * weight
+        r = _robust(np.where(np.isfinite(r), r, 10.0) * weight, loss, f_scale)
+        return np.concatenate([r, prior_w * (x - x0)])
 
     if names:
         lb, ub = zip(*(_log_bounds(n) for n in names), strict=True)
         x0 = np.clip([np.log(max(getattr(start, n), 1e-30)) for n in names], lb, ub)
         x0 = np.minimum(np.maximum(x0, np.array(lb) + 1e-9), np.array(ub) - 1e-9)
-        sol = least_squares(resid, x0, bounds=(lb, ub), loss=loss, f_scale=f_scale,
+        sol = least_squares(resid, x0, bounds=(lb, ub), loss="linear",
                             max_nfev=max_nfev, diff_step=1e-4, x_scale=1.0)
         best, nfev, msg = eff_of(sol.x), int(sol.nfev), str(sol.message)
     else:

@@ -185,8 +185,9 @@ class CostModel:
             active = experts_here * (1 - (1 - k_top / E) ** T) if T else 0
             active = max(1.0, active)
             m_e = max(1, math.ceil(tok_assign / active))
-            t_up = active * (self._gemm("mlp_up", m_e, up * inter, h) - e.kernel_overhead_s) + e.kernel_overhead_s
-            t_dn = active * (self._gemm("mlp_down", m_e, h, inter) - e.kernel_overhead_s) + e.kernel_overhead_s
+            ko = e.kernel_overhead_s * rl.clock_scale(self.gpu)  # one grouped kernel, not E
+            t_up = active * (self._gemm("mlp_up", m_e, up * inter, h) - ko) + ko
+            t_dn = active * (self._gemm("mlp_down", m_e, h, inter) - ko) + ko
             layer_op("mlp_up_proj", t_up, 2 * tok_assign * up * inter * h, active * up * inter * h * self.w_bytes)
             act_bytes = tok_assign * inter * (up + 1) * 2
             layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e, "mlp_act"), 0, act_bytes)
@@ -211,6 +212,8 @@ class CostModel:
         v = m.vocab_size // tp
         # the LM head stays in bf16 under fp8/int4 checkpoints (vLLM keeps it unquantised)
         lm_t = rl.gemm_time_s(n_logits, v, h, self.gpu, e, self.gpu.bf16_flops, 2.0)
+        if self._tables is not None:  # measured-table correction, as `predict_rows` applies it
+            lm_t *= self._tables.gemm_factor("bf16", n_logits, v, h)
         ops.append(OpCost("lm_head", lm_t, 2 * n_logits * v * h, v * h * 2 + n_logits * (h + v) * 2))
         if tp > 1:
             g_bytes = n_logits * m.vocab_size * 2

@@ -44,34 +44,66 @@ SPLITK_MIN_K = 512  # split-K never cuts K below this many elements per split
 ATTN_TILE_Q = 128
 ATTN_TILE_KV = 128
 
+# Fixed per-kernel times (prologue/epilogue, pipeline fill, serial per-row work) are counted in
+# SM clock cycles: `Efficiencies` holds them in seconds at REF_CLOCK_HZ (the A100's boost clock,
+# the GPU of the public fits behind the defaults) and a GPU pays them x REF_CLOCK_HZ / its clock.
+# Boost SM clocks from NVIDIA / AMD datasheets; a GPU not listed runs at the reference clock.
+REF_CLOCK_HZ = 1.41e9
+SM_CLOCK_HZ = {
+    "a100-40g": 1.41e9, "a100-80g": 1.41e9,
+    "h100-sxm": 1.98e9, "h100-pcie": 1.755e9, "h200-sxm": 1.98e9,
+    "b200": 1.965e9, "l40s": 2.52e9, "l4": 2.04e9, "a10g": 1.71e9, "mi300x": 2.1e9,
+}
+
+
+def clock_scale(gpu: HardwareSpec) -> float:
+    """REF_CLOCK_HZ / the GPU's boost clock: the factor on every fixed per-kernel time."""
+    return REF_CLOCK_HZ / SM_CLOCK_HZ.get(gpu.name, REF_CLOCK_HZ)
+
 
 @dataclass(frozen=True)
 class Efficiencies:
     """Free parameters of the cost model; `calibrate` fits them to measurements.
 
-    Efficiencies are fractions of the GPU's datasheet peaks; `_s` fields are seconds."""
+    Efficiencies are fractions of the GPU's datasheet peaks; `_s` fields are seconds, and the
+    fixed per-kernel ones (`kernel_overhead_s`, `attn_overhead_s`, `attn_per_seq_s`,
+    `elem_overhead_s`, `norm_row_elem_s`) are seconds at REF_CLOCK_HZ, scaled by `clock_scale`.
 
-    gemm_compute_eff: float = 0.80
-    gemm_mem_eff: float = 0.85
-    gemm_blend: float = 3.0  # p of the p-norm blending compute and memory time (inf = max)
-    gemm_ctas_per_sm: float = 1.0  # CTAs per SM needed to reach `gemm_mem_eff` of HBM bandwidth
-    gemm_wave_exp: float = 0.5  # 0: the kernel hides the last partial wave, 1: pays all of it
+    Where the defaults (what an uncalibrated GPU gets) come from:
+    - GEMM (`gemm_compute_eff`, `gemm_mem_eff`, `gemm_blend`, `gemm_wave_exp`,
+      `kernel_overhead_s`), elementwise (`*_mem_eff`, `elem_overhead_s`) and `attn_mem_eff`:
+      the fit on Vidur's A100 tables (all 8 models; benchmarks/costmodel_accuracy.py stage 1,
+      2026-11-23), rounded.
+    - `gemm_ctas_per_sm`: Little's law, not a fit (Vidur's GEMMs all run enough CTAs to leave
+      it unconstrained): a 128x128 tile with a 4-stage pipeline of 64-deep K slices keeps
+      ~128 KB in flight, so over ~0.7 us of HBM latency one CTA draws ~180 GB/s; 0.8 x 2 TB/s
+      (A100) needs ~9 CTAs and 0.9 x 3.35 TB/s (H100) ~17, 0.08-0.13 per SM. (H100 GEMMs fitted
+      alone give 0.12; the A100 fit never moves it.)
+    - fp8, prefill attention, collectives and host overhead: hand-set starting values (no A100
+      FP8 exists; calibrate them per GPU).
+    """
+
+    gemm_compute_eff: float = 0.74
+    gemm_mem_eff: float = 0.81
+    gemm_blend: float = 2.7  # p of the p-norm blending compute and memory time (inf = max)
+    gemm_ctas_per_sm: float = 0.12  # CTAs per SM needed to reach `gemm_mem_eff` of HBM bandwidth
+    gemm_wave_exp: float = 0.2  # 0: the kernel hides the last partial wave, 1: pays all of it
     fp8_compute_eff: float = 0.55  # W8A8 GEMMs: fraction of the FP8 tensor-core peak
     fp8_quant_row_s: float = 5e-9  # W8A8: dynamic activation quantisation, seconds per row
     kernel_overhead_s: float = 4e-6
     attn_compute_eff: float = 0.55
     attn_softmax_flops: float = 256.0  # softmax per (query, key, head), in tensor-core FLOPs
     attn_blend: float = 4.0  # p-norm blending attention's compute, softmax and memory times
-    attn_mem_eff: float = 0.80
+    attn_mem_eff: float = 0.78
     attn_per_seq_s: float = 25e-9  # decode: per (sequence x KV head) work unit
     attn_overhead_s: float = 8e-6
     elem_mem_eff: float = 0.60  # elementwise kernels without their own parameter (sampler)
-    norm_mem_eff: float = 0.50
-    rope_mem_eff: float = 0.50
-    act_mem_eff: float = 0.60
-    add_mem_eff: float = 0.80
-    emb_mem_eff: float = 0.30
-    elem_overhead_s: float = 2e-6
+    norm_mem_eff: float = 0.35
+    rope_mem_eff: float = 0.43
+    act_mem_eff: float = 0.49
+    add_mem_eff: float = 0.93
+    emb_mem_eff: float = 0.15
+    elem_overhead_s: float = 1.45e-6
     norm_row_elem_s: float = 0.7e-9  # RMSNorm: one CTA reduces a row serially, s per element
     comm_latency_s: float = 8e-6
     comm_bw_eff: float = 0.70
@@ -192,9 +224,10 @@ def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
     bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
     reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
-    t = _blend(t_c, t_m, eff.gemm_blend) + eff.kernel_overhead_s * (2 if split > 1 else 1)
+    ko = eff.kernel_overhead_s * clock_scale(gpu)
+    t = _blend(t_c, t_m, eff.gemm_blend) + ko * (2 if split > 1 else 1)
     if fp8:
-        t += eff.kernel_overhead_s + m * eff.fp8_quant_row_s
+        t += ko + m * eff.fp8_quant_row_s
     return t
 
 
@@ -210,8 +243,9 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
     bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
     reach = np.minimum(1.0, ctas / (eff.gemm_ctas_per_sm * gpu.sm_count))
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
-    t = _blend_v(t_c, t_m, eff.gemm_blend) + eff.kernel_overhead_s * np.where(split > 1, 2, 1)
-    t = t + np.where(fp8, eff.kernel_overhead_s + m * eff.fp8_quant_row_s, 0.0)
+    ko = eff.kernel_overhead_s * clock_scale(gpu)
+    t = _blend_v(t_c, t_m, eff.gemm_blend) + ko * np.where(split > 1, 2, 1)
+    t = t + np.where(fp8, ko + m * eff.fp8_quant_row_s, 0.0)
     return np.where(m > 0, t, 0.0)
 
 
@@ -238,7 +272,7 @@ def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int
     per_pair = _blend(4.0 * head_dim / eff.attn_compute_eff, eff.attn_softmax_flops, eff.attn_blend)
     t_c = q_heads * pairs * per_pair / (gpu.bf16_flops * util)
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
-    fixed = len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+    fixed = (len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s) * clock_scale(gpu)
     return _blend(t_c, t_m, eff.attn_blend) + fixed
 
 
@@ -271,7 +305,7 @@ def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, win
     t_c = q_heads * pairs * per_pair / (gpu.bf16_flops * util)
     bytes_ = batch * (chunk * q_heads * head_dim * 4 + (prefix + chunk) * 2 * kv_heads * head_dim * kv_bytes)
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
-    fixed = batch * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+    fixed = (batch * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s) * clock_scale(gpu)
     return _blend_v(t_c, t_m, eff.attn_blend) + fixed
 
 
@@ -285,7 +319,8 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
     # one CTA (or split) per (sequence, KV head): fixed work each before the KV stream
-    return _blend(t_m, t_c, eff.attn_blend) + n_seqs * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+    fixed = (n_seqs * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s) * clock_scale(gpu)
+    return _blend(t_m, t_c, eff.attn_blend) + fixed
 
 
 def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
@@ -295,7 +330,8 @@ def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
     bytes_ = ctx_sum * 2 * kv_heads * head_dim * kv_bytes + n_seqs * q_tokens * q_heads * head_dim * 4
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
-    t = _blend_v(t_m, t_c, eff.attn_blend) + n_seqs * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+    fixed = (n_seqs * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s) * clock_scale(gpu)
+    t = _blend_v(t_m, t_c, eff.attn_blend) + fixed
     return np.where(n_seqs > 0, t, 0.0)
 
 
@@ -311,18 +347,20 @@ def elementwise_time_s(bytes_: float, gpu: HardwareSpec, eff: Efficiencies, op: 
     Norms cannot go faster than one CTA reducing a row of `width` elements."""
     e = getattr(eff, ELEM_EFF_PARAM.get(op, "elem_mem_eff"))
     t = bytes_ / (gpu.hbm_bw_bytes_s * e)
+    cs = clock_scale(gpu)
     if op in NORM_OPS:
-        t = _blend(t, width * eff.norm_row_elem_s, NORM_BLEND)
-    return t + eff.elem_overhead_s
+        t = _blend(t, width * eff.norm_row_elem_s * cs, NORM_BLEND)
+    return t + eff.elem_overhead_s * cs
 
 
 def elementwise_time_s_v(bytes_, gpu: HardwareSpec, eff: Efficiencies, op: str = "",
                          width=0) -> np.ndarray:
     e = getattr(eff, ELEM_EFF_PARAM.get(op, "elem_mem_eff"))
     t = np.asarray(bytes_, dtype=float) / (gpu.hbm_bw_bytes_s * e)
+    cs = clock_scale(gpu)
     if op in NORM_OPS:
-        t = _blend_v(t, np.asarray(width, dtype=float) * eff.norm_row_elem_s, NORM_BLEND)
-    return t + eff.elem_overhead_s
+        t = _blend_v(t, np.asarray(width, dtype=float) * eff.norm_row_elem_s * cs, NORM_BLEND)
+    return t + eff.elem_overhead_s * cs
 
 
 # --- collectives ---------------------------------------------------------------------------
