@@ -11,7 +11,8 @@ Schema (version 2; version 1 files, which have no "tables", still load):
       "params": {"gemm_compute_eff": 0.74, ...},     # costmodel.roofline.Efficiencies fields
       "residuals": {"n": 812, "mape": 0.061, "p90_abs_rel_err": 0.12, "by_op": {...}},
       "uncertainty_rel": 0.08,                        # relative 1-sigma of step-time predictions
-      "tables": {"gemm": {...}, "attn_decode": {...}}  # optional: costmodel.tables corrections
+      "tables": {"gemm": {...}, "attn_decode": {...}}, # optional: costmodel.tables corrections
+      "hardware": {"name": "cpu", "bf16_flops": ...}   # optional: a device measured at run time
     }
   }
 }
@@ -22,12 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from costmodel.errors import ServePlanError
-from costmodel.hardware import load_gpu
+from costmodel.hardware import HardwareSpec, load_gpu, register_measured
 from costmodel.roofline import PARAM_BOUNDS, Efficiencies
 
 SCHEMA = "serveplan.calibration"
@@ -48,6 +49,7 @@ class CalibrationProfile:
     source: str = ""
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     tables: dict = field(default_factory=dict)  # GPU name -> costmodel.tables.MeasuredTables
+    hardware: dict = field(default_factory=dict)  # name -> HardwareSpec of a measured device
 
     def efficiencies_for(self, gpu_name: str) -> Efficiencies:
         cal = self.gpus.get(gpu_name)
@@ -75,6 +77,8 @@ class CalibrationProfile:
              "uncertainty_rel": c.uncertainty_rel}
         if self.tables.get(name) is not None:
             d["tables"] = self.tables[name].to_dict()
+        if self.hardware.get(name) is not None:
+            d["hardware"] = asdict(self.hardware[name])
         return d
 
     def save(self, path: str | Path) -> None:
@@ -92,7 +96,10 @@ class CalibrationProfile:
             raise ServePlanError(f"{where}: 'gpus' must be a non-empty object of GPU name -> params")
         gpus: dict[str, GpuCalibration] = {}
         tables: dict = {}
+        hardware: dict = {}
         for name, entry in gpus_raw.items():
+            if isinstance(entry, dict) and entry.get("hardware") is not None:
+                hardware[name] = register_measured(_hardware(entry["hardware"], f"{where}: gpus.{name}.hardware"))
             gpu = load_gpu(name).name  # unknown names fail with the list of known ones
             if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
                 raise ServePlanError(f"{where}: gpus.{name}.params must be an object")
@@ -112,7 +119,7 @@ class CalibrationProfile:
 
                 tables[gpu] = MeasuredTables.from_dict(entry["tables"], f"{where}: gpus.{name}.tables")
         return cls(gpus=gpus, source=str(d.get("source", "")), created=str(d.get("created", "")),
-                   tables=tables)
+                   tables=tables, hardware=hardware)
 
     @classmethod
     def load(cls, path: str | Path) -> CalibrationProfile:
@@ -126,6 +133,25 @@ class CalibrationProfile:
         except json.JSONDecodeError as e:
             raise ServePlanError(f"{p}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
         return cls.from_dict(d, str(p))
+
+
+def _hardware(d, where: str) -> HardwareSpec:
+    """A measured device's HardwareSpec from its JSON object (every field given, numbers >= 0)."""
+    names = [f.name for f in fields(HardwareSpec)]
+    if not isinstance(d, dict) or set(d) != set(names):
+        raise ServePlanError(f"{where}: expected an object with exactly the keys {', '.join(names)}")
+    for f in fields(HardwareSpec):
+        v = d[f.name]
+        if f.type in ("str",) and not isinstance(v, str):
+            raise ServePlanError(f"{where}.{f.name} = {v!r}; expected a string")
+        if f.type in ("float", "int") and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                           or not math.isfinite(v) or v < 0):
+            raise ServePlanError(f"{where}.{f.name} = {v!r}; expected a number >= 0")
+    if not (d["bf16_flops"] > 0 and d["hbm_bw_bytes_s"] > 0 and d["gpus_per_node"] >= 1
+            and d["sm_count"] >= 1):
+        raise ServePlanError(f"{where}: bf16_flops and hbm_bw_bytes_s must be > 0, gpus_per_node "
+                             "and sm_count >= 1")
+    return HardwareSpec(**{**d, "gpus_per_node": int(d["gpus_per_node"]), "sm_count": int(d["sm_count"])})
 
 
 def load_calibration(path: str | Path | None) -> CalibrationProfile | None:

@@ -29,6 +29,7 @@ class HardwareSpec:
     price_source: str = ""
     vendor: str = "nvidia"
     sm_count: int = 108  # streaming multiprocessors (CUs on AMD): sets GEMM wave quantisation
+    gemm_row_tile: int = 0  # rows a GEMM computes at a time; 0 = GPU tiles (64, 128); a CPU: 1
 
     @property
     def has_fp8(self) -> bool:
@@ -103,13 +104,32 @@ _ALIASES = {
 }
 
 
+# Devices measured at run time rather than read from a datasheet (`serveplan validate` on a
+# machine without a GPU measures its CPU as "cpu"). A calibration profile carries their specs
+# and registers them when it loads; they are kept apart from GPU_PRESETS, which lists real GPUs.
+_MEASURED: dict[str, HardwareSpec] = {}
+
+
+def register_measured(spec: HardwareSpec) -> HardwareSpec:
+    """Make a measured device loadable by name (`load_gpu(spec.name)`); presets win on a clash."""
+    key = spec.name.strip().lower()
+    if key in GPU_PRESETS or key in _ALIASES:
+        raise ServePlanError(f"measured device {spec.name!r} would shadow the GPU preset of that name")
+    _MEASURED[key] = spec
+    return spec
+
+
 def load_gpu(name: str | HardwareSpec) -> HardwareSpec:
-    """A preset by name or alias (`h100`, `a100`, `h200`, ...)."""
+    """A preset by name or alias (`h100`, `a100`, `h200`, ...), or a registered measured device."""
     if isinstance(name, HardwareSpec):
         return name
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key in GPU_PRESETS:
         return GPU_PRESETS[key]
+    if key in _MEASURED:
+        return _MEASURED[key]
     known = ", ".join(sorted(GPU_PRESETS)) + " (aliases: " + ", ".join(sorted(_ALIASES)) + ")"
-    raise ServePlanError(f"unknown GPU {name!r}; known: {known}")
+    hint = ("; a measured device such as 'cpu' is known once its calibration profile is loaded "
+            "(--calibration FILE from `serveplan validate`)" if key == "cpu" else "")
+    raise ServePlanError(f"unknown GPU {name!r}; known: {known}{hint}")

@@ -180,9 +180,10 @@ def _blend_v(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
     return hi * ((a / hi) ** p + (b / hi) ** p) ** (1.0 / p)
 
 
-def _padded_m(m):
-    """Rows the kernel computes: M rounded up to 64 (small M) or to the 128-row tile."""
-    tile = GEMM_MIN_TILE_M if m <= GEMM_MIN_TILE_M else GEMM_TILE_M
+def _padded_m(m, row_tile: int = 0):
+    """Rows the kernel computes: M rounded up to 64 (small M) or to the 128-row tile, or to
+    the device's own `row_tile` when it has one (HardwareSpec.gemm_row_tile; a CPU: 1)."""
+    tile = row_tile or (GEMM_MIN_TILE_M if m <= GEMM_MIN_TILE_M else GEMM_TILE_M)
     return -(-m // tile) * tile
 
 
@@ -220,7 +221,7 @@ def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
     ctas = tiles * split
     util = (ctas / (-(-ctas // sms) * sms)) ** eff.gemm_wave_exp
     ce = eff.fp8_compute_eff if fp8 else eff.gemm_compute_eff
-    t_c = 2.0 * _padded_m(m) * n * k / (peak_flops * ce * util)
+    t_c = 2.0 * _padded_m(m, gpu.gemm_row_tile) * n * k / (peak_flops * ce * util)
     bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
     reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
@@ -238,6 +239,8 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
     util, ctas, split = _wave_efficiency_v(m, n, k, gpu.sm_count)
     pm = np.where(m <= GEMM_MIN_TILE_M, -(-m // GEMM_MIN_TILE_M) * GEMM_MIN_TILE_M,
                   -(-m // GEMM_TILE_M) * GEMM_TILE_M)
+    if gpu.gemm_row_tile:
+        pm = -(-m // gpu.gemm_row_tile) * gpu.gemm_row_tile
     ce = np.where(fp8, eff.fp8_compute_eff, eff.gemm_compute_eff)
     t_c = 2.0 * pm * n * k / (peak_flops * ce * util ** eff.gemm_wave_exp)
     bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
