@@ -13,6 +13,21 @@ from costmodel.specs import ModelSpec
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _no_gpu_here() -> bool:
+    """No GPU driver on this machine (checked without importing torch, which every test session
+    would then pay for): no /dev/nvidia*, no /proc/driver/nvidia, no ROCm /dev/kfd."""
+    return not (Path("/proc/driver/nvidia").exists() or Path("/dev/kfd").exists()
+                or any(Path("/dev").glob("nvidia[0-9]*")))
+
+
+# Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when a kernel module is first
+# imported, so it is set here, before any test imports triton: on a machine without a GPU the
+# kernels run in Triton's CPU interpreter. Where a driver exists tests/validate/conftest.py
+# decides with torch.cuda. An explicit TRITON_INTERPRET in the environment wins.
+if "TRITON_INTERPRET" not in os.environ and _no_gpu_here():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+
 def shared_dir() -> Path:
     """../shared (or $SERVEPLAN_SHARED); tests that need it fail loudly when it is missing."""
     p = Path(os.environ.get("SERVEPLAN_SHARED", REPO.parent / "shared"))
