@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from planner import cli_calibrate, cli_cost, cli_plan, cli_serve, cli_sim, cli_sweep
+from planner import cli_calibrate, cli_cost, cli_plan, cli_serve, cli_sim, cli_sweep, cli_validate
 
 app = typer.Typer(
     name="serveplan",
@@ -25,6 +25,7 @@ cli_sim.register(app)
 cli_sweep.register(app)
 cli_plan.register(app)
 cli_serve.register(app)
+cli_validate.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,138 @@
+"""The HardwareSpec of the device that runs the measurements.
+
+On a CUDA GPU the device is a datasheet preset, matched from `torch.cuda.get_device_name()`
+(`NVIDIA H100 80GB HBM3` -> `h100-sxm`). A GPU with no preset, and the CPU, are measured
+here instead: peak bf16 FLOP/s from large torch matmuls, memory bandwidth from a large copy.
+The CPU becomes the device "cpu", so a calibration fitted on a CPU says it describes the CPU
+and never passes for a GPU's. Its spec travels inside the calibration profile (`hardware`)
+and is registered by name when the profile loads (`costmodel.hardware.register_measured`).
+
+CPU timings use `threads` torch threads (default 1): on a small shared machine one thread is
+far steadier than two, and the measured peaks are those of the same thread count.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import replace
+
+from costmodel.hardware import HardwareSpec, load_gpu, register_measured
+
+CPU_NAME = "cpu"
+# torch.cuda.get_device_name() pattern -> preset; the first match wins (order matters)
+_CUDA_NAMES = (
+    (r"h100.*(pcie|nvl)", "h100-pcie"),
+    (r"h100|gh200", "h100-sxm"),
+    (r"h200", "h200-sxm"),
+    (r"b200|gb200", "b200"),
+    (r"a100.*(40|pcie-40)", "a100-40g"),
+    (r"a100", "a100-80g"),
+    (r"l40s", "l40s"),
+    (r"\bl4\b", "l4"),
+    (r"a10g", "a10g"),
+    (r"mi300x?", "mi300x"),
+)
+
+
+def cuda_preset(device_name: str, total_memory_bytes: float | None = None) -> str | None:
+    """The GPU preset of a CUDA device name, or None when no preset matches."""
+    low = device_name.lower()
+    for pattern, preset in _CUDA_NAMES:
+        if re.search(pattern, low):
+            if preset == "a100-80g" and total_memory_bytes is not None and total_memory_bytes < 60e9:
+                return "a100-40g"
+            return preset
+    return None
+
+
+def _best_s(fn, reps: int) -> float:
+    """The fastest of `reps` timed calls (after one untimed): a peak is the best the device
+    does, and other load on the machine only slows it."""
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_peaks(device: str = "cpu", reps: int = 5) -> tuple[float, float]:
+    """(bf16 matmul FLOP/s, copy bandwidth bytes/s) on `device`, the best of a few shapes.
+
+    FLOP/s: 2 m n k / the best time of square-ish bf16 matmuls (1024-2048 on a CPU). Bandwidth:
+    a copy of 256 MiB moves 512 MiB (read + write). CUDA times are taken after a synchronize."""
+    import torch
+
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    big = dev.type == "cuda"
+    best_flops = 0.0
+    for m, n, k in ([(8192, 8192, 8192), (4096, 8192, 4096)] if big
+                    else [(1024, 1024, 1024), (2048, 1024, 2048)]):
+        a = torch.randn(m, k, device=dev).to(torch.bfloat16)
+        b = torch.randn(k, n, device=dev).to(torch.bfloat16)
+
+        def mm(a=a, b=b):
+            a @ b
+            sync()
+
+        best_flops = max(best_flops, 2.0 * m * n * k / _best_s(mm, reps))
+    x = torch.randn(64 * 1024 * 1024, device=dev)  # 256 MiB of fp32
+    y = torch.empty_like(x)
+
+    def copy():
+        y.copy_(x)
+        sync()
+
+    bw = 2.0 * x.numel() * 4 / _best_s(copy, reps)
+    return best_flops, bw
+
+
+def cpu_spec(threads: int = 1, reps: int = 5) -> HardwareSpec:
+    """This CPU as a HardwareSpec named "cpu", measured with `threads` torch threads.
+
+    TP is emulated on one device (each shape is what one GPU of the replica runs), so the spec
+    claims 8 "GPUs per node" to let TP plans through, with memory bandwidth as its only link."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        flops, bw = measure_peaks("cpu", reps)
+    finally:
+        torch.set_num_threads(before)
+    try:
+        ram = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        ram = 16.0 * 1024**3
+    return HardwareSpec(
+        name=CPU_NAME, bf16_flops=flops, fp8_flops=0.0, hbm_bytes=ram, hbm_bw_bytes_s=bw,
+        nvlink_bw_bytes_s=0.0, pcie_bw_bytes_s=bw, network_bw_bytes_s=bw / 10,
+        gpus_per_node=8, price_per_hour_usd=0.0,
+        price_source=f"measured CPU ({threads} thread(s)), not a GPU: no price",
+        vendor="cpu", sm_count=max(1, threads), gemm_row_tile=1)
+
+
+def device_spec(device: str, threads: int = 1) -> tuple[HardwareSpec, str]:
+    """(HardwareSpec, how it was found) of the `cuda` or `cpu` device, registered by name so
+    that the cost model and the fit can load it."""
+    if device == "cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(0)
+        name = torch.cuda.get_device_name(0)
+        preset = cuda_preset(name, float(props.total_memory))
+        if preset is not None:
+            return load_gpu(preset), f"{name} -> preset {preset}"
+        flops, bw = measure_peaks("cuda")
+        slug = "cuda-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        spec = replace(load_gpu("h100-sxm"), name=slug, bf16_flops=flops, fp8_flops=0.0,
+                       hbm_bytes=float(props.total_memory), hbm_bw_bytes_s=bw,
+                       price_source="measured GPU with no preset", sm_count=props.multi_processor_count)
+        return register_measured(spec), f"{name}: no preset; peaks measured"
+    spec = register_measured(cpu_spec(threads))
+    return spec, (f"CPU, {threads} thread(s): measured {spec.bf16_flops / 1e9:.0f} GFLOP/s bf16, "
+                  f"{spec.hbm_bw_bytes_s / 1e9:.1f} GB/s copy bandwidth")

@@ -1,0 +1,85 @@
+"""What `serveplan validate` shows: predicted vs measured per shape, as a table and a scatter.
+
+`print_table(report)` writes a rich table to stderr (shape, measured, predicted with the
+default parameters and after calibration, their errors, and how a shape was scaled down);
+`scatter_html(frame, path)` writes a plotly scatter of predicted against measured iteration
+times on log axes, before and after calibration, with the y = x line; `write_json` writes a
+report with NaN as null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(obj, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(_clean(obj), indent=2) + "\n")
+
+
+def scatter_html(df, path: str | Path, title: str = "predicted vs measured") -> None:
+    """Plotly scatter of the per-shape frame of `runner.compare` (times in ms, log axes)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    meas = df["measured_s"] * 1e3
+    for col, name in (("predicted_default_s", "default parameters"),
+                      ("predicted_calibrated_s", "calibrated")):
+        if col in df:
+            fig.add_trace(go.Scatter(x=meas, y=df[col] * 1e3, mode="markers", name=name,
+                                     text=df["shape"], hovertemplate="%{text}<br>measured %{x:.3f} ms"
+                                     "<br>predicted %{y:.3f} ms<extra></extra>"))
+    lo = float(min(meas.min(), *(df[c].min() * 1e3 for c in ("predicted_default_s",
+                                                           "predicted_calibrated_s") if c in df)))
+    hi = float(max(meas.max(), *(df[c].max() * 1e3 for c in ("predicted_default_s",
+                                                           "predicted_calibrated_s") if c in df)))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                             line={"dash": "dot", "color": "grey"}))
+    fig.update_layout(title=title, xaxis_title="measured iteration (ms)",
+                      yaxis_title="predicted iteration (ms)", xaxis_type="log", yaxis_type="log")
+    fig.write_html(str(path), include_plotlyjs="cdn")
+
+
+def print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console(stderr=True)
+    t = Table(title=f"{report['model']}: plan for {', '.join(report['plan_gpus'])}, measured on "
+                    f"{report['device']['name']} ({report['device']['kind']})")
+    for col in ("shape", "measured ms", "default ms", "err", "calibrated ms", "err"):
+        t.add_column(col, justify="left" if col == "shape" else "right")
+    for s in report["shapes"]:
+        t.add_row(s["shape"], f"{s['measured_s'] * 1e3:.3f}", f"{s['predicted_default_s'] * 1e3:.3f}",
+                  f"{s['rel_err_default']:+.0%}", f"{s['predicted_calibrated_s'] * 1e3:.3f}",
+                  f"{s['rel_err_calibrated']:+.0%}")
+    m = report["iteration_mape"]
+    t.add_row("MAPE", "", "", f"{m['default']:.1%}", "", f"{m['calibrated']:.1%}", style="bold")
+    c.print(t)
+    ops = report["op_mape"]
+    c.print(f"op rows: MAPE {ops['default']['mape']:.1%} with default parameters, "
+            f"{ops['calibrated']['mape']:.1%} calibrated (in-sample)")
+    kc = report.get("kernel_check") or {}
+    if kc.get("skipped"):
+        c.print(f"kernel check: {kc['skipped']}")
+    elif kc:
+        c.print(f"kernel check ({kc['where']}): max |triton - torch| {kc['max_abs_err']:.2e} of "
+                f"{kc['scale']:.2f} -> {'ok' if kc['ok'] else 'FAILED'}")
+    for msg in report["messages"]:
+        c.print(f"note: {msg}")
+    c.print(f"calibration for '{report['calibration_key']}' written to {report['files']['calibration']}"
+            + (" (a CPU: it calibrates the cost model to this machine, not to a GPU)"
+               if report["device"]["kind"] == "cpu" else ""))
