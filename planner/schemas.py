@@ -130,6 +130,9 @@ class SpecBlock(_Response):
 
 
 class PoolBlock(_Response):
+    """One pool of identical replicas (sim.deployment.PoolConfig); unset knobs take the
+    engine defaults of the GPU."""
+
     role: Literal["colocated", "prefill", "decode"]
     gpu: str
     tp: int = 1
@@ -139,17 +142,26 @@ class PoolBlock(_Response):
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     chunk_size: int | None = None
+    enable_chunked_prefill: bool = True
     kv_dtype: str = "auto"
     gpu_memory_utilization: float | None = None
     kv_budget_tokens: int | None = None
+    block_size: int | None = None
+    enable_prefix_caching: bool = True
+    expert_parallel: bool = False
+    gpu_price_per_hour_usd: float | None = None
     spec: SpecBlock = Field(default_factory=SpecBlock)
 
 
 class DeploymentBlock(_Response):
-    """The Plan JSON's `deployment` block (what `serveplan simulate --plan` reads)."""
+    """The Plan JSON's `deployment` block (what `serveplan simulate --plan` reads). As a request
+    field only the keys given are passed on (types checked here, values by the simulator)."""
 
     model: str
     mode: Literal["colocated", "disaggregated"] = "colocated"
+    router: str = "least_tokens"
+    kv_link_bw_bytes_s: float | None = None
+    kv_link_latency_s: float = 20e-6
     pools: list[PoolBlock]
 
 
@@ -186,7 +198,7 @@ class PlanResponse(_Response):
 class SimulateRequest(_Request):
     """A deployment (or a whole Plan, whose deployment is used) under a workload."""
 
-    deployment: dict | None = Field(None, description="a Plan's deployment block")
+    deployment: DeploymentBlock | None = Field(None, description="a Plan's deployment block")
     plan: dict | None = Field(None, description="a whole Plan JSON (its deployment is simulated)")
     workload: str = Field(examples=["fixed:512,128"], description="as in PlanRequest.workload")
     rate: float | None = Field(None, gt=0, description="requests/s (open loop)")

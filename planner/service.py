@@ -23,7 +23,9 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from costmodel.errors import ServePlanError
 from planner import schemas as S
@@ -146,7 +148,14 @@ def create_app(*, workers: int = 2, timeout_s: float = 120.0, data_dir=_DEFAULT,
             field, dep = "plan.deployment", req.plan.get("deployment")
             if not isinstance(dep, dict):
                 raise FieldError("plan", "a Plan JSON has a 'deployment' object; this has none")
-        kw["deployment"] = data.deployment(field, dep, fp)
+            try:
+                dep = S.DeploymentBlock.model_validate(dep)
+            except ValidationError as e:
+                raise RequestValidationError(
+                    [dict(err, loc=("body", "plan", "deployment", *err["loc"])) for err in e.errors()]
+                ) from None
+        # only the keys the client gave (type-checked): the simulator's defaults fill the rest
+        kw["deployment"] = data.deployment(field, dep.model_dump(exclude_unset=True), fp)
         _check(field, Deployment.from_dict, kw["deployment"])
         return await _pooled("simulate", kw, fp)
 
