@@ -185,8 +185,13 @@ def _arrivals(w: Workload, n: int, rng: np.random.Generator, wraps: np.ndarray |
     assert tr is not None and tr.arrival_s is not None and rows is not None and wraps is not None
     gap = tr.span_s / (tr.num_requests - 1) if tr.num_requests > 1 else 1.0
     t = tr.arrival_s[rows] + wraps * (tr.span_s + gap)  # a wrapped trace starts one mean gap later
-    if w.rate_rps is not None:
-        t = t * (tr.rate_rps / w.rate_rps)
+    if w.rate_rps is not None and n > 1 and t[-1] > t[0]:
+        # Rescale the replayed stretch itself to the target mean rate: the n requests span
+        # (n - 1) / rate seconds and keep the trace's own burstiness. (Scaling by the whole
+        # trace's rate would leave a short replay of a bursty trace above or below the rate.)
+        t = (t - t[0]) * ((n - 1) / (t[-1] - t[0]) / w.rate_rps)
+    elif w.rate_rps is not None:
+        t = (t - t[0]) * (tr.rate_rps / w.rate_rps)
     return t
 
 

@@ -30,12 +30,17 @@ def test_trace_replay_rescaled_and_wrapped(shared):
     assert own.trace.rate_rps == pytest.approx(5.53, rel=0.01)
     a = generate_requests(w, 25_000, rng())
     b = generate_requests(own, 25_000, rng())
-    # rescaling divides every arrival time by the rate ratio; lengths are replayed in order
-    assert np.allclose(a.arrival_s, b.arrival_s * own.trace.rate_rps / 11.06)
+    # the replayed stretch itself arrives at the target mean rate, keeping the trace's shape:
+    # every gap is the trace's own gap times one factor
+    assert (len(a) - 1) / a.arrival_s[-1] == pytest.approx(11.06, rel=1e-9)
+    factor = (b.arrival_s[-1] - b.arrival_s[0]) / a.arrival_s[-1]
+    assert np.allclose(a.arrival_s, (b.arrival_s - b.arrival_s[0]) / factor)
     assert (a.input_len[:19366] == own.trace.input_len).all()
     assert (a.input_len[19366:] == own.trace.input_len[:25_000 - 19366]).all()
     assert np.all(np.diff(a.arrival_s) >= 0)
-    assert 19365 / a.arrival_s[19365] == pytest.approx(11.06, rel=1e-9)
+    # a short replay of a bursty trace is rescaled to the rate too, not left at its local rate
+    short = generate_requests(w, 300, rng()).arrival_s
+    assert 299 / short[-1] == pytest.approx(11.06, rel=1e-9)
 
 
 def test_trace_lengths_resampled_under_poisson_and_lengths_only_trace(shared):
