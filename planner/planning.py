@@ -240,7 +240,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         apools = tuple((p, p.replicas) for p in adep.pools)
         pred = Predicted.from_metrics(am, adep.num_gpus, deployment_cost(apools, prices))
         alts.append(Alternative(o.mode, adep.to_dict(), pred, _capacity(o, apools, req),
-                                _why_lost(o, win, req)))
+                                _why_lost(o, win, req, pred, predicted)))
     why = {
         "objective": _objective_text(req, feasible),
         "winner": {"mode": win.mode, "unit": win.label(), "bound_by": win.bound_by(req.slo),
@@ -308,9 +308,14 @@ def _why_won(win: Option, req: PlanRequest) -> str:
             f"({win.per_gpu:.3g} per GPU); above that load {win.bound_by(req.slo)} breaks the SLO first")
 
 
-def _why_lost(o: Option, win: Option, req: PlanRequest) -> str:
-    if req.objective == "cost":
-        lost = "costs more per hour for the target"
+def _why_lost(o: Option, win: Option, req: PlanRequest, pred: Predicted, win_pred: Predicted) -> str:
+    if o.goodput <= 0:
+        return f"meets the SLO at no load; bound by {o.bound_by(req.slo)}"
+    if req.objective == "cost" and req.load is not None:
+        lost = (f"${pred.cost_per_hour_usd:.2f}/h on {pred.gpus} GPUs vs ${win_pred.cost_per_hour_usd:.2f}/h "
+                f"on {win_pred.gpus} for the target (cost)")
+    elif req.load is not None and pred.gpus > win_pred.gpus:
+        lost = f"needs {pred.gpus} GPUs for the target vs {win_pred.gpus}"
     else:
         d = 1.0 - (o.per_gpu / win.per_gpu) if win.per_gpu > 0 else 0.0
         lost = f"{o.per_gpu:.3g} vs {win.per_gpu:.3g} {_load_unit(req)} per GPU ({d:.0%} less)"

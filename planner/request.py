@@ -24,6 +24,7 @@ from sim.workload import Workload, generate_requests, parse_workload
 
 OBJECTIVES = ("goodput", "cost")
 DEFAULT_REQUESTS = 800  # fewest requests per verifying simulation
+SHAPE_REQUESTS = 4000  # requests the screen's workload shape is drawn from
 SIM_LIVES = 6  # a verifying simulation spans at least this many request lives
 MAX_REQUESTS = 24000
 
@@ -87,14 +88,18 @@ class PlanRequest:
         return self.slo.ttft_s + max(out - 1.0, 0.0) * 0.7 * self.slo.tpot_s
 
     def requests_for(self, load: float) -> int:
-        """Requests for a simulation at `load`: enough for SIM_LIVES request lives, so the
-        batch reaches its steady state (a short run at a high rate never fills the replicas and
-        flatters them), at least `num_requests`."""
+        """Requests in a simulation at `load`: enough for SIM_LIVES request lives, so the batch
+        reaches its steady state (a short run at a high rate never fills the replicas and flatters
+        them), at least `num_requests`, rounded up a ladder of x1.5 steps. A function of the load
+        alone: every search that probes a deployment at a load runs the same simulation."""
         if self.closed_loop:
-            # each client sends its requests one after another: SIM_LIVES... each, and then some
-            return int(min(MAX_REQUESTS, max(self.num_requests, 2 * SIM_LIVES * load)))
-        want = SIM_LIVES * load * self.life_s()
-        return int(min(MAX_REQUESTS, max(self.num_requests, math.ceil(want / 100.0) * 100)))
+            want = 2 * SIM_LIVES * load  # each client sends its requests one after another
+        else:
+            want = SIM_LIVES * load * self.life_s()
+        n = float(self.num_requests)
+        while n < want and n < MAX_REQUESTS:
+            n *= 1.5
+        return int(min(MAX_REQUESTS, math.ceil(n / 100.0) * 100))
 
     def workload_shape_lengths(self):
         shape = self.__dict__.get("_shape_cache")
@@ -108,7 +113,10 @@ class PlanRequest:
         return SLOTarget(s.ttft_s, s.tpot_s, s.percentile, s.attainment)
 
     def workload_shape(self) -> WorkloadShape:
-        """The verifying simulation's own requests (same seed stream as `sim.simulate`)."""
+        """The verifying simulations' own requests (same seed stream as `sim.simulate`): the
+        first SHAPE_REQUESTS of them, since a trace replayed in order changes along the way
+        (the Azure conversation trace's first 800 prompts average 963 tokens, the next 1,800
+        1,210) and the verifying runs are 800 to 24,000 requests long."""
         cached = self.__dict__.get("_shape_cache")
         if cached is not None:
             return cached
@@ -117,7 +125,8 @@ class PlanRequest:
         wl = with_load(self.workload, rate=self.rate or (None if self.closed_loop else 1.0),
                        concurrency=self.concurrency)
         ss_req, _ = np.random.SeedSequence(self.seed).spawn(2)
-        arr = generate_requests(wl, self.num_requests, np.random.default_rng(ss_req))
+        n = max(self.num_requests, SHAPE_REQUESTS)
+        arr = generate_requests(wl, n, np.random.default_rng(ss_req))
         arrivals = None if self.closed_loop else arr.arrival_s
         shape = WorkloadShape.from_requests(arr.input_len, arr.output_len, arrivals)
         object.__setattr__(self, "_shape_cache", shape)  # frozen: cache the derived shape

@@ -133,11 +133,14 @@ class ReplicaScreen:
         self.multi = out > 1
         self.out_m1_mean = float(self.out_m1.mean())
         self.chunks_mean = float(np.maximum(np.ceil(inp / timing.chunk_tokens), 1.0).mean())
+        # a sequence's mean context over its decode, weighted by how long it stays in the batch
+        # (its decode steps): long answers hold their KV longest (time average, not request mean)
         ctx = inp + out / 2.0
         if timing.pool.kv_budget_tokens:
             ctx = np.minimum(ctx, timing.pool.kv_budget_tokens)
-        self.ctx_mean = float(ctx.mean())
-        self.ctx_sq_mean = float((ctx**2).mean())
+        stay = np.maximum(self.out_m1, 1.0)
+        self.ctx_mean = float((ctx * stay).sum() / stay.sum())
+        self.ctx_sq_mean = float((ctx**2 * stay).sum() / stay.sum())
         self.input_mean = float(inp.mean())
         # KV transfer delays the second token: it counts in TPOT on the decode pool
         self.xfer_s = kv_transfer_fixed_s + kv_transfer_s_per_token * inp
@@ -268,16 +271,14 @@ class ReplicaScreen:
             ttft_frac, ttft_mean = self._ttft(lam, Be, T_d, tok_iter, rho_cap)
         else:
             ttft_frac, ttft_mean = 1.0, 0.0
-        # admissions wait while the KV cache (or max_num_seqs) is full: the share of requests
-        # beyond what fits arrive to a queue and miss their first-token target
+        # admissions wait while the KV cache (or max_num_seqs) is full; during a surge the
+        # backlog builds faster than a full replica drains it, so the requests of that local load
+        # miss their first-token target (the simulator's TTFT jumps to seconds there)
         limited = ""
-        cap = self.t.kv_capacity_tokens
-        if kv_hi > cap:
-            ttft_frac *= cap / kv_hi
-            limited = "memory"
-        if B > self.t.max_num_seqs:
-            ttft_frac *= self.t.max_num_seqs / B
-            limited = limited or "max_num_seqs"
+        if kv_hi > self.t.kv_capacity_tokens:
+            ttft_frac, limited = 0.0, "memory"
+        elif B > self.t.max_num_seqs:
+            ttft_frac, limited = 0.0, "max_num_seqs"
         return _State(tau, B, g, ttft_frac, tpot_frac, ttft_mean, kv_hi, limited)
 
     def _prefill_state(self, lam: float, rho_cap: float) -> _State | None:

@@ -4,18 +4,20 @@
   (`planner.allocate`) pick the best few allocations per mode, and verify each one's unit in the
   simulator by bisection on the load (seeded with the screen's estimate).
 - `exhaustive_options`: no screen, no LP: every configuration of the same space (the full knob
-  grid of every shape; for disaggregation every prefill x decode pair at replica ratios
-  1:1, 1:2, 2:1, 1:3, 3:1) is verified by bisection in the simulator. This is how the fast
-  path's shortcuts are judged (benchmarks/planner_quality.py).
+  grid of every shape; for disaggregation every prefill x decode pair at every coprime replica
+  ratio up to 4:4 that fits the fleet) is verified by bisection in the simulator. This is how
+  the fast path's shortcuts are judged (benchmarks/planner_quality.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import replace
 
 from costmodel.memory import memory_plan
-from planner.allocate import top_allocations
-from planner.candidates import ScreenContext, screen_space
+from planner.allocate import Allocation, shape_key, top_allocations
+from planner.candidates import Candidate, ScreenContext, screen_space
 from planner.fleet import Fleet
 from planner.options import Option, dominated
 from planner.request import PlanRequest
@@ -24,7 +26,9 @@ from planner.timing import ReplicaTiming
 from planner.verify import Bisection, Verifier
 from sim.engine import cost_model_for
 
-DISAGG_RATIOS = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1))
+# exhaustive disaggregation: every coprime prefill:decode replica ratio up to 4:4
+DISAGG_RATIOS = tuple((a, b) for a in range(1, 5) for b in range(1, 5) if math.gcd(a, b) == 1)
+KNOB_RUNNER_UP_WITHIN = 0.05
 TOP_K = {"colocated": 2, "disaggregated": 2}
 
 
@@ -56,6 +60,31 @@ def _unit_screen_load(alloc, unit) -> float:
     return min(cp.capacity * unit[0][1], cd.capacity * unit[1][1])
 
 
+def knob_runners_up(allocs: list[Allocation], cands: list[Candidate],
+                    within: float = KNOB_RUNNER_UP_WITHIN) -> list[Allocation]:
+    """For the best allocation of each mode, the same hardware with the engine knobs the screen
+    ranked second in its pool (colocated, or decode: where speculation and the seat limit live),
+    when the screen puts the two within `within` of each other: the screen separates shapes
+    better than it separates knob settings of one shape."""
+    out, done = [], set()
+    for a in allocs:
+        if a.mode in done:
+            continue
+        done.add(a.mode)
+        idx = 0 if a.mode == "colocated" else 1
+        best, n = a.pools[idx]
+        sk = shape_key(best)
+        rivals = [c for c in cands if shape_key(c) == sk and c.key != best.key
+                  and c.capacity >= (1 - within) * best.capacity]
+        if not rivals:
+            continue
+        alt = max(rivals, key=lambda c: c.capacity)
+        pools = list(a.pools)
+        pools[idx] = (alt, n)
+        out.append(replace(a, pools=tuple(pools)))
+    return out
+
+
 def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, pruned: Pruned,
                  top_k: dict[str, int] | None = None,
                  progress: Callable[[str], None] | None = None) -> tuple[list[Option], dict, list]:
@@ -65,6 +94,7 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
     weight = "price" if req.objective == "cost" else "gpus"
     per_mode = {m: k for m, k in (top_k or TOP_K).items() if m in space.modes}
     allocs, feasible = top_allocations(cands, fleet, req.load, weight, per_mode)
+    allocs = allocs + knob_runners_up(allocs, cands)
     seen: set = set()
     options: list[Option] = []
     jobs = []
@@ -75,7 +105,7 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
             continue
         seen.add(key)
         guess = _unit_screen_load(a, unit)
-        b = Bisection(guess, integer=req.closed_loop, num_requests=req.requests_for(guess))
+        b = Bisection(guess, integer=req.closed_loop, requests_for=req.requests_for)
         binding = a.pools[0][0].binding if a.mode == "colocated" else min(
             ((c.capacity * n, c.binding) for c, n in a.pools))[1]
         opt = Option(a.mode, unit, b, guess, binding, "lp",
@@ -141,7 +171,7 @@ def exhaustive_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier,
             pruned.add("gpus")
             return
         b = Bisection(guess, integer=req.closed_loop, max_probes=10, grow=2.0,
-                      num_requests=req.requests_for(guess))
+                      requests_for=req.requests_for)
         opt = Option(mode, unit, b, 0.0, "", "exhaustive")
         options.append(opt)
         jobs.append((_deployment(req, opt), b))

@@ -99,7 +99,7 @@ class Bisection:
     max_probes: int = 9
     floor: float = 1e-3
     grow: float | None = None  # bracket step factor; None: 1.2 then 1.6 (a good first guess)
-    num_requests: int | None = None  # per simulation (None: the verifier's default)
+    requests_for: Callable[[float], int] | None = None  # requests per simulation at a load
     probes: list[Probe] = field(default_factory=list)
 
     def _round(self, x: float) -> float:
@@ -238,6 +238,7 @@ class Verifier:
             rnd += 1
             if progress:
                 progress(f"verify round {rnd}: {len(batch)} simulation(s)")
-            metrics = self.run([(d, x, b.num_requests) for d, b, x in batch])
+            metrics = self.run([(d, x, b.requests_for(x) if b.requests_for else None)
+                                for d, b, x in batch])
             for (_, b, x), m in zip(batch, metrics, strict=True):
                 b.record(x, m, self.slo)
