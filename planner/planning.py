@@ -132,9 +132,16 @@ def _operate_all(req: PlanRequest, opts: list[Option], verifier: Verifier, price
     Returns (deployment, metrics, operating load, SLO met) per option."""
     sized = [_sizing(req, o, f) for o, f in zip(opts, feasible, strict=True)]
     items = []
-    for o, (pools, op_load, _) in zip(opts, sized, strict=True):
-        items.append((deployment_of(req.model_name, o.mode, pools, prices), op_load,
-                      req.requests_for(op_load)))
+    for i, (o, (pools, op_load, load)) in enumerate(zip(opts, sized, strict=True)):
+        best = o.bisection.best
+        if i > 0 and load is None and best is not None:
+            # a runner-up with no target to size for: its verified unit at its goodput (that
+            # simulation already ran), not another fleet-sized run
+            items.append((deployment_of(req.model_name, o.mode, o.unit, prices), best.load,
+                          req.requests_for(best.load)))
+        else:
+            items.append((deployment_of(req.model_name, o.mode, pools, prices), op_load,
+                          req.requests_for(op_load)))
     if progress:
         progress(f"operating point: {len(items)} simulation(s)")
     ms = verifier.run(items)

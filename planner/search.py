@@ -32,24 +32,21 @@ KNOB_RUNNER_UP_WITHIN = 0.05
 TOP_K = {"colocated": 2, "disaggregated": 2}
 
 
-def smallest_ratio(n_p: int, n_d: int, tol: float = 0.06) -> tuple[int, int]:
-    """The smallest (a, b) with a / b within tol of n_p / n_d (a, b >= 1)."""
-    r = n_p / n_d
-    for b in range(1, n_d + 1):
-        a = max(1, round(r * b))
-        if abs(a / b - r) <= tol * r:
-            return a, b
-    return n_p, n_d
+def nearest_ratio(n_p: int, n_d: int) -> tuple[int, int]:
+    """The DISAGG_RATIOS entry closest to n_p : n_d (in log ratio; ties to the smaller unit):
+    the fast and the exhaustive search verify units from the same set of ratios."""
+    r = math.log(n_p / n_d)
+    return min(DISAGG_RATIOS, key=lambda ab: (round(abs(math.log(ab[0] / ab[1]) - r), 9), sum(ab)))
 
 
 def _unit_of(alloc) -> tuple:
-    """The unit to verify: one colocated replica, or the smallest prefill:decode pair with the
-    LP's ratio (simulation cost grows with the load a unit carries, not with its GPUs' use)."""
+    """The unit to verify: one colocated replica, or the prefill:decode pair of the space's ratios
+    nearest the LP's counts (simulation cost grows with the load a unit carries)."""
     if alloc.mode == "colocated":
         c, _ = alloc.pools[0]
         return ((c.pool, 1),)
     (cp, n_p), (cd, n_d) = alloc.pools
-    a, b = smallest_ratio(n_p, n_d)
+    a, b = nearest_ratio(n_p, n_d)
     return ((cp.pool, a), (cd.pool, b))
 
 
