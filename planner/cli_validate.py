@@ -49,7 +49,7 @@ def validate_cmd(
                                  help="request lengths the plan serves (fixed:ISL,OSL, a trace, ...)"),
     rate: float = typer.Option(None, "--rate", help="simulate at this rate to pick decode batches"),
     concurrency: int = typer.Option(None, "--concurrency", help="or at this concurrency"),
-    passes: int = typer.Option(None, "--passes", help="measurements per shape (default: CPU 3, GPU 1)"),
+    passes: int = typer.Option(None, "--passes", help="measurements per shape (default: CPU 5, GPU 1)"),
     threads: int = typer.Option(1, "--threads", help="CPU: torch threads while timing"),
     as_json: bool = typer.Option(False, "--json", help="print the report as one JSON document"),
 ):

@@ -78,6 +78,10 @@ def print_table(report: dict) -> None:
     elif kc:
         c.print(f"kernel check ({kc['where']}): max |triton - torch| {kc['max_abs_err']:.2e} of "
                 f"{kc['scale']:.2f} -> {'ok' if kc['ok'] else 'FAILED'}")
+    roof = report.get("roofline") or {}
+    if roof.get("by_kernel"):
+        c.print(f"fraction of the {roof['device']} roofline ({roof['timed']}), large shapes: "
+                + ", ".join(f"{k} {v['large_shapes']:.0%}" for k, v in roof["by_kernel"].items()))
     for msg in report["messages"]:
         c.print(f"note: {msg}")
     c.print(f"calibration for '{report['calibration_key']}' written to {report['files']['calibration']}"

@@ -48,7 +48,7 @@ class ValidateOptions:
     threads: int = 1  # CPU: torch threads while timing
     layer_time_s: float = 0.25  # CPU: time budget of one layer of one shape
     seed: int = 0
-    passes: int | None = None  # measurements of each shape at different times; None: CPU 3, CUDA 1
+    passes: int | None = None  # measurements of each shape at different times; None: CPU 5, CUDA 1
     tables: bool = True  # add measured-table corrections (costmodel.tables) to the profile
     check: bool = True  # run the kernel check
     timer: object | None = None  # a validate.timing.Timer to use instead of the default
@@ -142,6 +142,10 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
     model = load_model(meas.model_ref)
     budget = device_budget(meas.device, opts.layer_time_s)
     backend = "triton" if meas.device == "cuda" else "torch"
+    kv = sorted({s.kv_dtype for s in shapes} - {"bf16"})
+    if kv:
+        meas.messages.append(f"KV cache {', '.join(kv)}: the attention kernels read bf16 caches, "
+                             "so attention is measured (and predicted) with a bf16 KV cache")
     groups: dict[tuple[int, str], list[IterationShape]] = {}
     for s in shapes:
         groups.setdefault((s.tp, s.precision), []).append(s)
@@ -164,7 +168,7 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
             meas.kernel_check = {"ok": None, "skipped": skip_check}
         runner = ModelRunner(dims, layers, ops=make_ops(backend, fp8=ran == "fp8"),
                              device=meas.device, seed=opts.seed, fp8=ran == "fp8")
-        passes = opts.passes or (1 if meas.device == "cuda" else 3)
+        passes = opts.passes or (1 if meas.device == "cuda" else 5)
         by_shape: list[list[ShapeMeasurement]] = [[] for _ in scaled]
         for k in range(passes):  # interleaved: a burst of other load hits one pass of a shape
             for i, s in enumerate(scaled):
@@ -264,6 +268,16 @@ def op_summary(rows: pd.DataFrame, profile=None) -> dict:
     return out
 
 
+def roofline_summary(meas: Measurements, rows: pd.DataFrame) -> dict:
+    """Each kernel's achieved fraction of the device's roofline (`validate.efficiency`)."""
+    from validate.efficiency import roofline_fractions, summarise
+
+    timed = "Triton kernels" if meas.device == "cuda" else "torch operators (no GPU: the Triton " \
+        "kernels only ran in the interpreter, for correctness)"
+    return {"device": meas.hardware.name, "timed": timed,
+            "by_kernel": summarise(roofline_fractions(rows, meas.hardware))}
+
+
 def iteration_uncertainty(df: pd.DataFrame) -> float:
     """RMS of log(predicted / measured) of the calibrated iteration times: a relative 1-sigma."""
     lr = np.log(df["predicted_calibrated_s"] / df["measured_s"])
@@ -315,6 +329,7 @@ def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(),
         "fitted_params": {k: v for k, v in cal.params.to_dict().items()
                           if k in cal.residuals.get("fitted", [])},
         "uncertainty_rel": cal.uncertainty_rel,
+        "roofline": roofline_summary(meas, rows),
         "shapes": df.to_dict(orient="records"),
         "plan_predicted": plan.get("predicted") if isinstance(plan, dict) else None,
         "files": files,

@@ -40,7 +40,7 @@ class Timer:
     warmup: int = 1
     min_reps: int = 3
     reps: int = 7
-    budget_s: float = 0.5  # CPU: stop repeating after this much measured time
+    budget_s: float = 0.3  # CPU: stop repeating after this much measured time
     bench_warmup_ms: float = 25.0  # CUDA: do_bench's warm-up and measurement windows
     bench_rep_ms: float = 100.0
 
