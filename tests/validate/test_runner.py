@@ -126,3 +126,18 @@ def test_cli_errors_are_one_line(tmp_path):
     res = runner.invoke(app, ["validate", "--plan", str(tmp_path / "bad.json"), "--device", "tpu",
                               "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--device 'tpu'" in res.output
+
+
+def test_too_large_for_the_device_is_scaled_down_not_a_crash(tiny_plan):
+    """A per-layer time budget no shape meets: every shape shrinks to its smallest, each with
+    a message, the layer count drops to the device's, and the loop still completes."""
+    opts = ValidateOptions(device="auto", workload="fixed:200,50", passes=1, timer=FAST,
+                           max_shapes=3, layer_time_s=1e-9, check=False)
+    meas = measure_plan(tiny_plan, opts, log=lambda msg: None)
+    if meas.device == "cuda":
+        pytest.skip("a GPU has no per-layer time budget")
+    assert any("has 4 layers; running 2" in m for m in meas.messages)
+    notes = [r.shape.note for r in meas.results]
+    assert all(n.startswith("scaled down from ") and "still over" in n for n in notes)
+    assert all(r.shape.num_tokens <= 16 + 2 for r in meas.results)
+    assert calibrate(meas) is not None
