@@ -52,7 +52,8 @@ def step(
         "pp": pp,
         "precision": precision,
         "kv_dtype": cm.kv_dtype,
-        "calibrated": cal is not None,
+        # calibrated only when the profile has parameters for this GPU (others keep defaults)
+        "calibrated": cal is not None and cm.gpu.name in cal.gpus,
         **br.to_dict(),
         "memory": mem.to_dict(),
     }
