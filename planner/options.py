@@ -27,7 +27,6 @@ class Option:
     screen_load: float  # the screen's (LP's) estimate of the unit's goodput
     screen_binding: str
     origin: str  # lp | exhaustive
-    lp_counts: tuple[int, ...] | None = None  # disaggregated: the LP's replica counts per pool
 
     @property
     def goodput(self) -> float:
@@ -75,13 +74,6 @@ def failure_reason(p: Probe, slo) -> str:
     return "ttft" if ttft_over >= tpot_over else "tpot"
 
 
-def _fits(fleet: Fleet, unit, counts) -> bool:
-    need: dict[str, int] = {}
-    for (p, _), k in zip(unit, counts, strict=True):
-        need[p.gpu] = need.get(p.gpu, 0) + p.tp * p.pp * k
-    return all(fleet.get(g).count >= k for g, k in need.items())
-
-
 def scale_of(opt: Option, pools) -> float:
     """How many units a sized deployment holds (its goodput over the unit's, roughly): the
     ratio of the binding pool, i.e. the smaller ratio."""
@@ -107,9 +99,7 @@ def size(opt: Option, load: float | None, fleet: Fleet,
         m = max(1, max_units(opt, fleet))
         if opt.mode == "colocated":
             return ((opt.unit[0][0], m),)
-        if opt.lp_counts is not None and _fits(fleet, opt.unit, opt.lp_counts):
-            return tuple((p, k) for (p, _), k in zip(opt.unit, opt.lp_counts, strict=True))
-        return tuple((p, n * m) for p, n in opt.unit)
+        return fill(opt, [n * m for _, n in opt.unit], fleet)
     factor = load / g_unit
     out = []
     for p, n in opt.unit:
@@ -119,6 +109,28 @@ def size(opt: Option, load: float | None, fleet: Fleet,
         counts[p.gpu] += k * p.tp * p.pp
         out.append((p, k))
     return tuple(out)
+
+
+def fill(opt: Option, counts: list[int], fleet: Fleet) -> tuple[tuple[PoolConfig, int], ...]:
+    """Spend the GPUs whole units leave over: one replica at a time to the pool furthest behind
+    the unit's ratio (the one that binds), while it fits."""
+    counts = list(counts)
+    while True:
+        used: dict[str, int] = {}
+        for (p, _), k in zip(opt.unit, counts, strict=True):
+            used[p.gpu] = used.get(p.gpu, 0) + p.tp * p.pp * k
+        order = sorted(range(len(counts)), key=lambda i: counts[i] / opt.unit[i][1])
+        for i in order:
+            p = opt.unit[i][0]
+            if used[p.gpu] + p.tp * p.pp <= fleet.get(p.gpu).count:
+                counts[i] += 1
+                break
+        else:
+            return tuple((p, k) for (p, _), k in zip(opt.unit, counts, strict=True))
+        # adding to a pool that does not bind gains nothing: stop when the binding one is full
+        if i != order[0]:
+            counts[i] -= 1
+            return tuple((p, k) for (p, _), k in zip(opt.unit, counts, strict=True))
 
 
 def deployment_of(model: str, mode: str, pools: tuple[tuple[PoolConfig, int], ...],

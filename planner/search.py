@@ -105,8 +105,7 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
         b = Bisection(guess, integer=req.closed_loop, requests_for=req.requests_for)
         binding = a.pools[0][0].binding if a.mode == "colocated" else min(
             ((c.capacity * n, c.binding) for c, n in a.pools))[1]
-        opt = Option(a.mode, unit, b, guess, binding, "lp",
-                     tuple(n for _, n in a.pools) if a.mode == "disaggregated" else None)
+        opt = Option(a.mode, unit, b, guess, binding, "lp")
         options.append(opt)
         jobs.append((_deployment(req, opt), b))
     prices = {g.name: g.price_per_hour_usd for g in fleet.gpus}
