@@ -1,0 +1,89 @@
+"""Bisection on the load, the dominance rule, and how a verified unit is sized for a fleet."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.fleet import parse_fleet
+from planner.options import Option, dominated, fill, scale_of, size
+from planner.search import DISAGG_RATIOS, nearest_ratio
+from planner.verify import Bisection
+from sim.deployment import PoolConfig
+from sim.metrics import SLO
+
+SLO_ = SLO(1.0, 0.05)
+
+
+def metrics(met: bool) -> dict:
+    return {"slo_met": met, "slo_attainment": 0.95 if met else 0.5, "ttft_p90_s": 0.5,
+            "tpot_p90_s": 0.04 if met else 0.08}
+
+
+def run(b: Bisection, threshold: float) -> Bisection:
+    while (x := b.next_load()) is not None:
+        b.record(x, metrics(x <= threshold), SLO_)
+    return b
+
+
+@pytest.mark.parametrize("guess", [8.0, 10.0, 11.0, 2.0, 40.0])
+def test_bisection_brackets_the_threshold_within_tolerance(guess):
+    b = run(Bisection(guess, rel_tol=0.025), 10.0)
+    assert b.goodput <= 10.0 < b.lowest_fail.load
+    if 0.8 * 10 <= guess <= 1.2 * 10:  # a screen within 20%: tolerance reached in ~5 simulations
+        assert b.goodput >= 10.0 / 1.025 and b.lowest_fail.load <= b.goodput * 1.025
+        assert len(b.probes) <= 6
+    else:  # a far guess spends the probe budget (9) on the bracket: within 10%
+        assert b.goodput >= 0.9 * 10.0 and len(b.probes) <= 9
+
+
+def test_integer_loads_for_closed_loops():
+    b = run(Bisection(30.0, integer=True), 37.0)
+    assert b.goodput == 37.0 and b.lowest_fail.load == 38.0
+    assert all(p.load == int(p.load) for p in b.probes)
+
+
+def test_nothing_meets_the_slo():
+    b = run(Bisection(5.0, max_probes=4), 0.0)
+    assert b.goodput == 0.0 and b.best is None and len(b.probes) == 4
+
+
+P1 = PoolConfig("prefill", "h100", tp=1).resolved()
+D1 = PoolConfig("decode", "h100", tp=1).resolved()
+C4 = PoolConfig("colocated", "h100", tp=4).resolved()
+
+
+def option(unit, mode, bisection=None) -> Option:
+    return Option(mode, unit, bisection or Bisection(1.0), 0.0, "", "lp")
+
+
+def test_fill_spends_leftover_gpus_on_the_binding_pool():
+    o = option(((P1, 3), (D1, 2)), "disaggregated")
+    # 8 GPUs: one 3:2 unit (5 GPUs), then prefill 4, decode 3, prefill 5: 1.5 units' worth
+    pools = fill(o, [3, 2], parse_fleet("h100:8"))
+    assert [k for _, k in pools] == [5, 3] and scale_of(o, pools) == pytest.approx(1.5)
+
+
+def test_size_for_a_target_and_for_the_whole_fleet():
+    b = Bisection(1.0)
+    b.record(6.0, metrics(True), SLO_)
+    o = option(((C4, 1),), "colocated", b)
+    assert size(o, 13.0, parse_fleet("h100:16")) == ((C4, 3),)  # ceil(13 / 6)
+    assert size(o, None, parse_fleet("h100:16")) == ((C4, 4),)  # 16 GPUs / 4
+    assert size(o, 100.0, parse_fleet("h100:16")) == ((C4, 4),)  # capped by the fleet
+
+
+def test_nearest_ratio_stays_in_the_space():
+    assert nearest_ratio(5, 3) == (3, 2) and nearest_ratio(22, 5) == (4, 1)
+    assert nearest_ratio(1, 9) == (1, 4) and all(nearest_ratio(a, b) in DISAGG_RATIOS
+                                                  for a in range(1, 12) for b in range(1, 12))
+
+
+def test_an_option_that_cannot_catch_the_leader_stops():
+    lead, slow, close = Bisection(1.0), Bisection(1.0), Bisection(1.0)
+    lead.record(6.0, metrics(True), SLO_)
+    slow.record(2.0, metrics(True), SLO_)
+    slow.record(2.4, metrics(False), SLO_)  # at best 2.4 per 4 GPUs < the leader's 6 per 4
+    close.record(5.0, metrics(True), SLO_)
+    close.record(7.0, metrics(False), SLO_)  # might still reach 7 > 6: keep refining
+    opts = [option(((C4, 1),), "colocated", b) for b in (lead, slow, close)]
+    assert dominated(opts, "goodput", None, parse_fleet("h100:8"), {"h100-sxm": 4.9}) == {1}
