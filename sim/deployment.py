@@ -18,6 +18,9 @@ from costmodel.specs import load_model
 SPEC_METHODS = ("none", "draft", "self", "ngram")
 ROLES = ("colocated", "prefill", "decode")
 MODES = ("colocated", "disaggregated")
+# most replicas in one pool: each is a simpy process with its own KV pool (~15 kB), so this
+# bounds a simulation's memory; 4096 replicas is a fleet of at least 4096 GPUs
+MAX_REPLICAS = 4096
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class PoolConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ServePlanError(f"{name}={v!r}; expected an integer >= 1")
+        if self.replicas > MAX_REPLICAS:
+            raise ServePlanError(f"replicas={self.replicas}; expected an integer in [1, {MAX_REPLICAS}]")
         if self.precision not in PRECISIONS:
             raise ServePlanError(f"precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.kv_dtype not in KV_DTYPES:

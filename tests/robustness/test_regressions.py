@@ -18,3 +18,12 @@ def test_num_requests_is_capped_before_allocating():
         generate_requests(wl, 10**12, np.random.default_rng(0))
     assert len(generate_requests(wl, 3, np.random.default_rng(0)).input_len) == 3
     assert MAX_REQUESTS == 2_000_000
+
+
+def test_replicas_are_capped():
+    # 10^8 replicas used to build 10^8 simpy processes and be killed for memory
+    from sim.deployment import MAX_REPLICAS, PoolConfig
+
+    with pytest.raises(ServePlanError, match=r"replicas=100000000; expected an integer in \[1, 4096\]"):
+        PoolConfig(role="colocated", gpu="l40s", replicas=10**8)
+    assert PoolConfig(role="colocated", gpu="l40s", replicas=MAX_REPLICAS).num_gpus == MAX_REPLICAS
