@@ -7,6 +7,7 @@ engine defaults of the pool's GPU (`costmodel.engine_defaults`); `resolved()` fi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from costmodel.engine_defaults import engine_defaults
@@ -40,6 +41,8 @@ class SpecConfig:
             raise ServePlanError(f"spec acceptance {self.acceptance}; expected a probability in [0, 1)")
         if self.method == "draft" and not self.draft_model:
             raise ServePlanError("spec method 'draft' needs a draft model (--draft-model)")
+        if self.method == "draft":
+            load_model(self.draft_model)  # an unknown name fails here, even when k = 0 disables it
 
     @property
     def enabled(self) -> bool:
@@ -165,6 +168,12 @@ class Deployment:
             raise ServePlanError(f"a colocated deployment has one pool of role 'colocated', got {roles}")
         if self.mode == "disaggregated" and roles != ["decode", "prefill"]:
             raise ServePlanError(f"a disaggregated deployment has one 'prefill' and one 'decode' pool, got {roles}")
+        bw, lat = self.kv_link_bw_bytes_s, self.kv_link_latency_s
+        if bw is not None and (isinstance(bw, bool) or not isinstance(bw, (int, float))
+                               or not math.isfinite(bw) or bw <= 0):
+            raise ServePlanError(f"kv_link_bw_bytes_s={bw!r}; expected a number of bytes/s > 0 (or unset)")
+        if isinstance(lat, bool) or not isinstance(lat, (int, float)) or not 0 <= lat < math.inf:
+            raise ServePlanError(f"kv_link_latency_s={lat!r}; expected a finite number of seconds >= 0")
 
     @property
     def num_gpus(self) -> int:

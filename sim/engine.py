@@ -126,6 +126,9 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
     wall0 = time.perf_counter()
     if policy not in POLICIES:
         raise ServePlanError(f"scheduler policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    if isinstance(host_cache_gib, bool) or not isinstance(host_cache_gib, (int, float)) \
+            or not 0 <= host_cache_gib < math.inf:
+        raise ServePlanError(f"host_cache_gib={host_cache_gib!r}; expected a finite number of GiB >= 0 (0 = off)")
     notes = []
     if slo is None:
         slo = DEFAULT_SLO

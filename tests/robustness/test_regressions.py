@@ -27,3 +27,39 @@ def test_replicas_are_capped():
     with pytest.raises(ServePlanError, match=r"replicas=100000000; expected an integer in \[1, 4096\]"):
         PoolConfig(role="colocated", gpu="l40s", replicas=10**8)
     assert PoolConfig(role="colocated", gpu="l40s", replicas=MAX_REPLICAS).num_gpus == MAX_REPLICAS
+
+
+def _dep(**kw):
+    from sim.deployment import Deployment, PoolConfig
+
+    pools = (PoolConfig(role="prefill", gpu="l40s"), PoolConfig(role="decode", gpu="l40s"))
+    return Deployment(model="llama-3.2-1b", pools=pools, mode="disaggregated", **kw)
+
+
+@pytest.mark.parametrize("bw", [-1e9, 0.0, float("nan"), float("inf")])
+def test_kv_link_bandwidth_must_be_positive(bw):
+    # a negative link bandwidth used to reach simpy as "ValueError: Negative delay"
+    with pytest.raises(ServePlanError, match="kv_link_bw_bytes_s=.*expected a number of bytes/s > 0"):
+        _dep(kv_link_bw_bytes_s=bw)
+    with pytest.raises(ServePlanError, match="kv_link_latency_s=-1.0; expected a finite number"):
+        _dep(kv_link_latency_s=-1.0)
+    assert _dep(kv_link_bw_bytes_s=50e9).kv_link_bw_bytes_s == 50e9
+
+
+def test_unknown_draft_model_is_named_even_when_k_is_zero():
+    # spec method draft with k = 0 never built the draft, so a misspelt name passed silently
+    from sim.deployment import SpecConfig
+
+    with pytest.raises(ServePlanError, match="unknown model 'nope'; known presets: .*llama-3.2-1b"):
+        SpecConfig(method="draft", draft_model="nope", acceptance=0.5)
+    assert SpecConfig(method="draft", draft_model="llama-3.2-1b", acceptance=0.5).draft_model
+
+
+@pytest.mark.parametrize("gib", [-1.0, float("nan"), float("inf")])
+def test_host_cache_must_be_non_negative(gib):
+    # a negative host tier used to be taken as "off" without a word
+    from sim import parse_workload, simulate
+
+    with pytest.raises(ServePlanError, match="host_cache_gib=.*expected a finite number of GiB >= 0"):
+        simulate(_dep(), parse_workload("fixed:16,4", rate=1.0), num_requests=5, seed=0,
+                 host_cache_gib=gib)
