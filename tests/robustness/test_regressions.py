@@ -63,3 +63,20 @@ def test_host_cache_must_be_non_negative(gib):
     with pytest.raises(ServePlanError, match="host_cache_gib=.*expected a finite number of GiB >= 0"):
         simulate(_dep(), parse_workload("fixed:16,4", rate=1.0), num_requests=5, seed=0,
                  host_cache_gib=gib)
+
+
+@pytest.mark.parametrize("prefill,decode,msg", [
+    (["1000000000x1000000000"], None, r"--prefill '1000000000x1000000000': 1000000000 sequences; expected 1..65536"),
+    (["100x0"], None, r"--prefill '100x0': 0 sequences"),
+    (None, ["70000x10"], r"--decode '70000x10': 70000 sequences; expected 1..65536"),
+    (["100000000"], None, r"prefill chunk \(100000000, 0\): expected chunk_tokens in \[1, 16777216\]"),
+    (None, ["4x100000000"], r"decode context length 100000000: expected all in \[0, 16777216\]"),
+])
+def test_batch_size_is_bounded(prefill, decode, msg):
+    # `cost step --prefill 1000000000x1000000000` used to build a 10^9-element list and run for
+    # 9 minutes before answering
+    from costmodel.batch import Batch
+
+    with pytest.raises(ServePlanError, match=msg):
+        Batch.parse(prefill, decode)
+    assert Batch.parse(["128x4"], ["2x100"]).num_seqs == 6
