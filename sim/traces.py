@@ -126,7 +126,7 @@ def _check_lengths(path: str, inp: np.ndarray, out: np.ndarray, first_line: int)
     if bad.size:
         i = int(bad[0])
         raise ServePlanError(
-            f"{path} line {i + first_line}: input length {inp[i]!r}, output length {out[i]!r}; "
+            f"{path} line {i + first_line}: input length {float(inp[i]):g}, output length {float(out[i]):g}; "
             "expected whole numbers >= 1"
         )
     if inp.size == 0:

@@ -80,3 +80,13 @@ def test_batch_size_is_bounded(prefill, decode, msg):
     with pytest.raises(ServePlanError, match=msg):
         Batch.parse(prefill, decode)
     assert Batch.parse(["128x4"], ["2x100"]).num_seqs == 6
+
+
+def test_trace_length_error_prints_plain_numbers(tmp_path):
+    # the message used to read "input length np.float64(100.0)"
+    from sim.traces import load_trace
+
+    p = tmp_path / "t.csv"
+    p.write_text("input_len,output_len,arrival_s\n100,10,0\n100,0,1\n")
+    with pytest.raises(ServePlanError, match=r"t.csv line 3: input length 100, output length 0; expected whole numbers >= 1"):
+        load_trace(str(p))
