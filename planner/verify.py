@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from sim.deployment import Deployment
 from sim.metrics import SLO
-from sim.sweep import SimTask, TaskResult, _Shared, make_executor, run_task
+from sim.sweep import SimTask, TaskResult, _Shared, check_workers, make_executor, run_task
 
 _WORKER: dict = {}
 
@@ -176,7 +176,7 @@ class Verifier:
         self.calibration = calibration
         self.closed_loop = closed_loop
         self.shared = _Shared(workload, slo, calibration)
-        n = workers if workers is not None else min(2, os.cpu_count() or 1)
+        n = check_workers(workers) or min(2, os.cpu_count() or 1)
         if backend == "local" and n > 1:
             self.executor = PersistentPool(n, self.shared)
         else:

@@ -195,8 +195,22 @@ def _ray_run(task: SimTask, shared: _Shared, retries: int) -> TaskResult:
     return _attempt(task, shared, retries)
 
 
+MAX_WORKERS = 256  # simulation processes (or Ray CPUs) one call may ask for
+
+
+def check_workers(workers) -> int | None:
+    """`workers` as given (None = the machine's default), or a ServePlanError naming the range:
+    a million worker processes would fork until the machine stops answering."""
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ServePlanError(f"workers {workers!r}; expected an integer in [1, {MAX_WORKERS}] (or unset)")
+    return workers
+
+
 def make_executor(backend: str = "local", workers: int | None = None, address: str | None = None,
                   retries: int = 1):
+    check_workers(workers)
     if backend == "local":
         return LocalExecutor(workers, retries)
     if backend == "ray":

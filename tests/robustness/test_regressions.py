@@ -90,3 +90,17 @@ def test_trace_length_error_prints_plain_numbers(tmp_path):
     p.write_text("input_len,output_len,arrival_s\n100,10,0\n100,0,1\n")
     with pytest.raises(ServePlanError, match=r"t.csv line 3: input length 100, output length 0; expected whole numbers >= 1"):
         load_trace(str(p))
+
+
+@pytest.mark.parametrize("workers", [0, -1, 10**6, 2.5])
+def test_worker_count_is_bounded(workers):
+    # plan(workers=10**6) used to start forking a million simulation processes (a hang), and
+    # workers=0 silently ran in-process
+    from planner import plan
+    from sim.sweep import make_executor
+
+    with pytest.raises(ServePlanError, match=r"workers .*; expected an integer in \[1, 256\]"):
+        plan(model="llama-3.2-1b", gpus="l40s:1", workload="fixed:256,64", rate=2.0,
+             ttft_slo_s=1.0, tpot_slo_s=0.05, num_requests=100, workers=workers)
+    with pytest.raises(ServePlanError, match="workers"):
+        make_executor("local", workers)
