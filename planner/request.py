@@ -184,6 +184,8 @@ class PlanRequest:
             raise ServePlanError(f"num_requests {n!r}; expected an integer >= 50 per simulation")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ServePlanError(f"seed {seed!r}; expected an integer >= 0")
+        if space is not None and not isinstance(space, SearchSpace):
+            raise ServePlanError(f"space {space!r}; expected a planner.space.SearchSpace (or None)")
         spec = load_model(model)
         fleet = parse_fleet(gpus)
         wl = parse_workload(workload, rate=rate if rate is not None else (None if concurrency else 1.0),

@@ -104,3 +104,12 @@ def test_worker_count_is_bounded(workers):
              ttft_slo_s=1.0, tpot_slo_s=0.05, num_requests=100, workers=workers)
     with pytest.raises(ServePlanError, match="workers"):
         make_executor("local", workers)
+
+
+def test_plan_space_must_be_a_search_space():
+    # plan(space="x") used to fail deep inside with "AttributeError: 'str' object has no attribute 'modes'"
+    from planner import plan
+
+    with pytest.raises(ServePlanError, match=r"space 'x'; expected a planner.space.SearchSpace"):
+        plan(model="llama-3.2-1b", gpus="l40s:1", workload="fixed:256,64", rate=2.0,
+             ttft_slo_s=1.0, tpot_slo_s=0.05, num_requests=100, space="x")
