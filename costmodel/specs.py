@@ -236,6 +236,8 @@ def load_model(name_or_path: str | ModelSpec) -> ModelSpec:
     if isinstance(name_or_path, ModelSpec):
         return name_or_path
     key = str(name_or_path).strip()
+    if "\x00" in key:  # os.stat would raise a bare ValueError
+        raise ServePlanError(f"model {key!r}: a name or path cannot hold a NUL byte")
     low = key.lower().split("/")[-1] if not Path(key).exists() else None
     if low is not None:
         low = _ALIASES.get(low, low)

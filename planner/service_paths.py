@@ -54,6 +54,8 @@ class DataDir:
         if self.root is None:
             raise FieldError(field, f"{what} {text!r}: this service has no data folder "
                              "(serveplan serve --data-dir), so it reads no files")
+        if "\x00" in text:
+            raise FieldError(field, f"{what} {text!r}: a file name cannot hold a NUL byte")
         p = Path(text).expanduser()
         full = (p if p.is_absolute() else self.root / p).resolve()
         if not full.is_relative_to(self.root):
@@ -84,6 +86,8 @@ class DataDir:
         from costmodel.specs import MODEL_PRESETS, load_model
 
         key = name.strip()
+        if "\x00" in key:
+            raise FieldError(field, f"model {key!r}: a name cannot hold a NUL byte")
         if key and not os.path.exists(key):
             try:
                 spec = load_model(key)

@@ -86,7 +86,7 @@ def load_trace(path: str | Path) -> Trace:
     p = Path(path)
     try:
         st = p.stat()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
         raise ServePlanError(
             f"trace file {p} not found; expected a path or one of {', '.join(TRACE_NAMES)}"
         ) from None

@@ -113,3 +113,21 @@ def test_plan_space_must_be_a_search_space():
     with pytest.raises(ServePlanError, match=r"space 'x'; expected a planner.space.SearchSpace"):
         plan(model="llama-3.2-1b", gpus="l40s:1", workload="fixed:256,64", rate=2.0,
              ttft_slo_s=1.0, tpot_slo_s=0.05, num_requests=100, space="x")
+
+
+def test_nul_byte_in_a_path_is_named(tmp_path):
+    # a NUL byte in a trace or model path used to escape as "ValueError: embedded null byte"
+    # (a 500 from the service)
+    from costmodel.specs import load_model
+    from planner.service_paths import DataDir, FieldError
+    from sim.traces import load_trace
+
+    with pytest.raises(ServePlanError, match="not found"):
+        load_trace("mini.csv\x00.txt")
+    with pytest.raises(ServePlanError, match="NUL byte"):
+        load_model("llama\x00.json")
+    d = DataDir(tmp_path)
+    with pytest.raises(FieldError, match="NUL byte"):
+        d.workload("workload", "trace:mini.csv\x00.txt", [])
+    with pytest.raises(FieldError, match="NUL byte"):
+        d.model("model", "x\x00/config.json", [])
