@@ -15,6 +15,11 @@ from pathlib import Path
 from costmodel.errors import ServePlanError
 
 
+_SIZE_LIMITS = {"num_layers": 1024, "hidden_size": 1 << 20, "num_heads": 4096, "num_kv_heads": 4096,
+                "head_dim": 4096, "intermediate_size": 1 << 22, "vocab_size": 1 << 24,
+                "max_position": 1 << 26}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -31,6 +36,18 @@ class ModelSpec:
     experts_per_token: int = 0
     max_position: int = 8192
     hf_id: str = ""  # the name to pass to vLLM / SGLang
+
+    def __post_init__(self):
+        # sizes far past any published model are typos; zero or negative ones divide by zero
+        for key, hi in _SIZE_LIMITS.items():
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+                raise ServePlanError(f"model {self.name!r}: {key}={v!r}; expected an integer in [1, {hi}]")
+        e, k = self.num_experts, self.experts_per_token
+        if (isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= 4096
+                or isinstance(k, bool) or not isinstance(k, int) or not (0 if e == 0 else 1) <= k <= e):
+            raise ServePlanError(f"model {self.name!r}: num_experts={e!r}, experts_per_token={k!r}; "
+                                 "expected 0 and 0 (dense) or 1 <= experts_per_token <= num_experts <= 4096")
 
     # --- derived sizes (parameter counts, not bytes) -------------------------------------
     @property

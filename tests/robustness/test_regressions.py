@@ -131,3 +131,18 @@ def test_nul_byte_in_a_path_is_named(tmp_path):
         d.workload("workload", "trace:mini.csv\x00.txt", [])
     with pytest.raises(FieldError, match="NUL byte"):
         d.model("model", "x\x00/config.json", [])
+
+
+@pytest.mark.parametrize("field,value", [("intermediate_size", 0), ("num_layers", -2),
+                                         ("hidden_size", 1.5), ("vocab_size", 10**12),
+                                         ("experts_per_token", 3)])
+def test_model_spec_sizes_are_checked(field, value):
+    # a ModelSpec built in Python with intermediate_size=0 used to reach the GEMM roofline and
+    # die with ZeroDivisionError (hypothesis found it)
+    from costmodel.specs import ModelSpec
+
+    fields = dict(name="t", num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16,
+                  intermediate_size=128, vocab_size=1000, num_experts=0, experts_per_token=0)
+    fields[field] = value
+    with pytest.raises(ServePlanError, match=f"model 't': .*{field}={value!r}"):
+        ModelSpec(**fields)
