@@ -14,7 +14,6 @@ from pathlib import Path
 
 from costmodel.errors import ServePlanError
 
-
 _SIZE_LIMITS = {"num_layers": 1024, "hidden_size": 1 << 20, "num_heads": 4096, "num_kv_heads": 4096,
                 "head_dim": 4096, "intermediate_size": 1 << 22, "vocab_size": 1 << 24,
                 "max_position": 1 << 26}
