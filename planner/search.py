@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 
 from costmodel.memory import memory_plan
 from planner.allocate import Allocation, shape_key, top_allocations
 from planner.candidates import Candidate, ScreenContext, screen_space
 from planner.fleet import Fleet
-from planner.options import Option, dominated
+from planner.options import Option, dominated, rank
 from planner.request import PlanRequest
 from planner.space import Pruned, all_pools, enumerate_shapes, knobs_for, kv_tokens_needed
 from planner.timing import ReplicaTiming
@@ -28,7 +27,7 @@ from sim.engine import cost_model_for
 
 # exhaustive disaggregation: every coprime prefill:decode replica ratio up to 4:4
 DISAGG_RATIOS = tuple((a, b) for a in range(1, 5) for b in range(1, 5) if math.gcd(a, b) == 1)
-KNOB_RUNNER_UP_WITHIN = 0.05
+RUNNER_UP_WITHIN = 0.05
 TOP_K = {"colocated": 2, "disaggregated": 2}
 
 
@@ -39,46 +38,57 @@ def nearest_ratio(n_p: int, n_d: int) -> tuple[int, int]:
     return min(DISAGG_RATIOS, key=lambda ab: (round(abs(math.log(ab[0] / ab[1]) - r), 9), sum(ab)))
 
 
-def _unit_of(alloc) -> tuple:
+def _unit_of(alloc: Allocation) -> tuple[tuple[Candidate, int], ...]:
     """The unit to verify: one colocated replica, or the prefill:decode pair of the space's ratios
     nearest the LP's counts (simulation cost grows with the load a unit carries)."""
     if alloc.mode == "colocated":
-        c, _ = alloc.pools[0]
-        return ((c.pool, 1),)
+        return ((alloc.pools[0][0], 1),)
     (cp, n_p), (cd, n_d) = alloc.pools
     a, b = nearest_ratio(n_p, n_d)
-    return ((cp.pool, a), (cd.pool, b))
+    return ((cp, a), (cd, b))
 
 
-def _unit_screen_load(alloc, unit) -> float:
-    if alloc.mode == "colocated":
-        return alloc.pools[0][0].capacity
-    (cp, _), (cd, _) = alloc.pools
-    return min(cp.capacity * unit[0][1], cd.capacity * unit[1][1])
+def _screen_load(unit) -> float:
+    return min(c.capacity * n for c, n in unit)
 
 
-def knob_runners_up(allocs: list[Allocation], cands: list[Candidate],
-                    within: float = KNOB_RUNNER_UP_WITHIN) -> list[Allocation]:
-    """For the best allocation of each mode, the same hardware with the engine knobs the screen
-    ranked second in its pool (colocated, or decode: where speculation and the seat limit live),
-    when the screen puts the two within `within` of each other: the screen separates shapes
-    better than it separates knob settings of one shape."""
-    out, done = [], set()
-    for a in allocs:
-        if a.mode in done:
-            continue
-        done.add(a.mode)
-        idx = 0 if a.mode == "colocated" else 1
-        best, n = a.pools[idx]
-        sk = shape_key(best)
-        rivals = [c for c in cands if shape_key(c) == sk and c.key != best.key
-                  and c.capacity >= (1 - within) * best.capacity]
-        if not rivals:
-            continue
-        alt = max(rivals, key=lambda c: c.capacity)
-        pools = list(a.pools)
-        pools[idx] = (alt, n)
-        out.append(replace(a, pools=tuple(pools)))
+def _efficiency(c: Candidate, weight: str) -> float:
+    return c.capacity / (c.gpus if weight == "gpus" else c.price_per_hour_usd)
+
+
+def variants(unit, cands: list[Candidate], weight: str, within: float = RUNNER_UP_WITHIN) -> list:
+    """Units next to the best one of a mode, which the screen cannot separate from it:
+    - each pool swapped for the most efficient other candidate of its role (capacity per GPU, or
+      per dollar) within `within` of the chosen one's efficiency, once with the same hardware
+      (another engine-knob setting) and once with other hardware (TP2 and TP4 prefill replicas
+      carry about the same per GPU), its replica count rescaled to keep the pool's capacity;
+    - for a prefill:decode pair, the neighbouring ratios of the space."""
+    out = []
+    for i, (c, n) in enumerate(unit):
+        eff = _efficiency(c, weight)
+        # a prefill and a decode pool must agree on weights and KV layout
+        rivals = [r for r in cands if r.role == c.role and r.key != c.key
+                  and (r.pool.precision, r.pool.kv_dtype) == (c.pool.precision, c.pool.kv_dtype)
+                  and _efficiency(r, weight) >= (1 - within) * eff]
+        same = [r for r in rivals if shape_key(r) == shape_key(c)]
+        other = [r for r in rivals if shape_key(r) != shape_key(c)]
+        for group in (same, other):  # the best other knob setting, and the best other hardware
+            if not group:
+                continue
+            r = max(group, key=lambda x: _efficiency(x, weight))
+            swapped = list(unit)
+            swapped[i] = (r, max(1, round(n * c.capacity / r.capacity)))
+            if len(swapped) == 2:
+                a, b = nearest_ratio(swapped[0][1], swapped[1][1])
+                swapped = [(swapped[0][0], a), (swapped[1][0], b)]
+            out.append(tuple(swapped))
+    if len(unit) == 2:
+        order = sorted(DISAGG_RATIOS, key=lambda ab: ab[0] / ab[1])
+        k = order.index((unit[0][1], unit[1][1]))
+        for j in (k - 1, k + 1):
+            if 0 <= j < len(order):
+                a, b = order[j]
+                out.append(((unit[0][0], a), (unit[1][0], b)))
     return out
 
 
@@ -91,27 +101,40 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
     weight = "price" if req.objective == "cost" else "gpus"
     per_mode = {m: k for m, k in (top_k or TOP_K).items() if m in space.modes}
     allocs, feasible = top_allocations(cands, fleet, req.load, weight, per_mode)
-    allocs = allocs + knob_runners_up(allocs, cands)
+    prices = {g.name: g.price_per_hour_usd for g in fleet.gpus}
     seen: set = set()
     options: list[Option] = []
-    jobs = []
-    for a in allocs:
-        unit = _unit_of(a)
-        key = tuple((p, n) for p, n in unit)
-        if key in seen:
-            continue
-        seen.add(key)
-        guess = _unit_screen_load(a, unit)
-        b = Bisection(guess, integer=req.closed_loop, requests_for=req.requests_for)
-        binding = a.pools[0][0].binding if a.mode == "colocated" else min(
-            ((c.capacity * n, c.binding) for c, n in a.pools))[1]
-        opt = Option(a.mode, unit, b, guess, binding, "lp")
-        options.append(opt)
-        jobs.append((_deployment(req, opt), b))
-    prices = {g.name: g.price_per_hour_usd for g in fleet.gpus}
-    # stop refining an option once even its optimistic goodput cannot beat the leader's floor
-    verifier.bisect(jobs, progress,
-                    lambda: dominated(options, req.objective, req.load, fleet, prices))
+    units_of: dict[int, tuple] = {}
+
+    def verify(units: list[tuple[str, tuple]]) -> None:
+        jobs = []
+        for mode, unit in units:
+            key = tuple((c.pool, n) for c, n in unit)
+            if key in seen or not _fits(fleet, key):
+                continue
+            seen.add(key)
+            guess = _screen_load(unit)
+            binding = min((c.capacity * n, c.binding) for c, n in unit)[1]
+            b = Bisection(guess, integer=req.closed_loop, requests_for=req.requests_for)
+            opt = Option(mode, key, b, guess, binding, "lp")
+            units_of[id(opt)] = unit
+            options.append(opt)
+            jobs.append((_deployment(req, opt), b))
+        # stop refining an option once even its optimistic goodput cannot beat the leader's floor
+        verifier.bisect(jobs, progress, lambda: {
+            id(options[i].bisection)
+            for i in dominated(options, req.objective, req.load, fleet, prices)})
+
+    # stage 1: the MILP's picks; stage 2: the neighbours of each mode's verified best, which the
+    # screen cannot tell apart from it
+    verify([(a.mode, _unit_of(a)) for a in allocs])
+    ranked = rank(options, req.objective, req.load, req.load is not None, fleet, prices)
+    stage2 = []
+    for mode in per_mode:
+        best = next((o for o in ranked if o.mode == mode and o.goodput > 0), None)
+        if best is not None:
+            stage2 += [(mode, v) for v in variants(units_of[id(best)], cands, weight)]
+    verify(stage2)
     counters = {"screened": ctx.evaluated, "shortlisted": len(cands), "allocations": len(allocs),
                 "lp_feasible": feasible}
     return options, counters, cands

@@ -222,13 +222,13 @@ class Verifier:
                settled: Callable[[], set[int]] | None = None) -> None:
         """Advance every bisection to completion, one batch of simulations per round.
 
-        settled: returns the indexes of jobs whose refinement can stop (they cannot win)."""
+        settled: returns the bisections (their ids) whose refinement can stop (they cannot win)."""
         rnd = 0
         while True:
             batch = []
             stop = settled() if settled is not None and rnd > 0 else set()
-            for i, (dep, b) in enumerate(jobs):
-                if i in stop:
+            for dep, b in jobs:
+                if id(b) in stop:
                     continue
                 x = b.next_load()
                 if x is not None:
