@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+# A synthetic workload with the Azure conversation trace's mean lengths: needs no data files.
 plan: $(STAMP)
-	$(BIN)/serveplan cost step --model llama-3.1-70b --gpu h100 --tp 4 --prefill 2048 --decode 64x1500
+	$(BIN)/serveplan plan --model llama-3.1-70b --gpu h100:16 --workload lognormal:1155,211 \
+	  --rate 8 --ttft-slo 1.0 --tpot-slo 0.05 --explain
 
 test: $(STAMP)
 	$(BIN)/ruff check .
