@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from costmodel.errors import ServePlanError
 from costmodel.memory import memory_plan
 from planner.allocate import Allocation, shape_key, top_allocations
 from planner.candidates import Candidate, ScreenContext, screen_space
@@ -29,6 +30,22 @@ from sim.engine import cost_model_for
 DISAGG_RATIOS = tuple((a, b) for a in range(1, 5) for b in range(1, 5) if math.gcd(a, b) == 1)
 RUNNER_UP_WITHIN = 0.05
 TOP_K = {"colocated": 2, "disaggregated": 2}
+
+
+def _top_k(top_k) -> dict[str, int]:
+    """Allocations verified per mode: None (the defaults), one int for every mode (as the
+    service's `top_k` gives it), or {mode: k}."""
+    if top_k is None:
+        return dict(TOP_K)
+    if isinstance(top_k, dict):
+        items = top_k
+    else:
+        items = {m: top_k for m in TOP_K}
+    for m, k in items.items():
+        if m not in TOP_K or isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 64:
+            raise ServePlanError(f"top_k {top_k!r}; expected an integer in [1, 64] or "
+                                 f"{{mode: k}} with modes {', '.join(TOP_K)}")
+    return dict(items)
 
 
 def nearest_ratio(n_p: int, n_d: int) -> tuple[int, int]:
@@ -99,7 +116,7 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
     space, cons, fleet = req.space, req.constraints, req.fleet
     cands = screen_space(ctx, fleet, space, cons, pruned, progress)
     weight = "price" if req.objective == "cost" else "gpus"
-    per_mode = {m: k for m, k in (top_k or TOP_K).items() if m in space.modes}
+    per_mode = {m: k for m, k in _top_k(top_k).items() if m in space.modes}
     allocs, feasible = top_allocations(cands, fleet, req.load, weight, per_mode)
     prices = {g.name: g.price_per_hour_usd for g in fleet.gpus}
     seen: set = set()

@@ -146,3 +146,24 @@ def test_model_spec_sizes_are_checked(field, value):
     fields[field] = value
     with pytest.raises(ServePlanError, match=f"model 't': .*{field}={value!r}"):
         ModelSpec(**fields)
+
+
+def test_top_k_as_one_integer_is_accepted_and_bad_ones_named():
+    # the service passes top_k as one integer (its schema says so) and plan() crashed with
+    # "AttributeError: 'int' object has no attribute 'items'" - a 500 (schemathesis found it)
+    from planner.search import _top_k
+
+    assert _top_k(None) == {"colocated": 2, "disaggregated": 2}
+    assert _top_k(1) == {"colocated": 1, "disaggregated": 1}
+    assert _top_k({"colocated": 3}) == {"colocated": 3}
+    for bad in (0, 65, 2.5, {"x": 1}, "3"):
+        with pytest.raises(ServePlanError, match=r"top_k .*; expected an integer in \[1, 64\]"):
+            _top_k(bad)
+
+
+def test_plan_with_top_k_integer_runs():
+    from planner import plan
+
+    p = plan(model="llama-3.2-1b", gpus="l40s:1", workload="fixed:256,64", rate=2.0,
+             ttft_slo_s=1.0, tpot_slo_s=0.05, num_requests=100, workers=1, top_k=1)
+    assert p.search["verified"] >= 1
