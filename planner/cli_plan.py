@@ -60,6 +60,7 @@ def plan_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
     out: Path = typer.Option(None, "--out", help="also write the Plan JSON to this file"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress on stderr"),
+    plot: Path = typer.Option(None, "--plot", help="write an HTML report: candidates on a goodput-per-GPU vs latency plane"),
 ):
     """Plan a deployment: parallelism, batching, disaggregation, speculative decoding, KV."""
     from planner.planning import plan
@@ -75,6 +76,10 @@ def plan_cmd(
     doc = p.to_dict()
     if out is not None:
         dump_json(doc, out)
+    if plot is not None:
+        from planner.plots import write_plan_report
+
+        write_plan_report(doc, plot)
     if as_json:
         emit_json(doc)
         if explain:
