@@ -35,3 +35,15 @@ def test_ray_reports_failures(ray_executor):
     bad["model"] = "llama-3.1-405b"
     res = run_tasks([SimTask(bad, 20, 0, tag="too-big")], wl, executor=ray_executor)
     assert len(res) == 1 and not res[0].ok and res[0].task.tag == "too-big"
+
+
+def test_plan_on_ray_is_the_plan_without_it(ray_executor):
+    from planner import plan
+
+    kw = dict(model="llama-3.1-8b", gpus="h100:2", workload="fixed:512,128", rate=6.0,
+              ttft_slo_s=1.0, tpot_slo_s=0.05, num_requests=300)
+    local = plan(**kw).to_dict()
+    on_ray = plan(**kw, backend="ray").to_dict()
+    assert on_ray["search"]["backend"] == "ray"
+    for key in ("deployment", "predicted", "launch", "alternatives", "why"):
+        assert on_ray[key] == local[key], key
