@@ -27,6 +27,8 @@ class Option:
     screen_load: float  # the screen's (LP's) estimate of the unit's goodput
     screen_binding: str
     origin: str  # lp | exhaustive
+    screen_caps: tuple[float, ...] | None = None  # the screen's per-replica capacity of each pool
+    slo: object | None = None  # sim.metrics.SLO: tells which pool a failed probe ran out of
 
     @property
     def goodput(self) -> float:
@@ -100,15 +102,35 @@ def size(opt: Option, load: float | None, fleet: Fleet,
         if opt.mode == "colocated":
             return ((opt.unit[0][0], m),)
         return fill(opt, [n * m for _, n in opt.unit], fleet)
-    factor = load / g_unit
+    caps = pool_capacities(opt, g_unit)
     out = []
-    for p, n in opt.unit:
-        want = max(1, math.ceil(n * factor - 1e-9))
+    for (p, _), c in zip(opt.unit, caps, strict=True):
+        want = max(1, math.ceil(load / c - 1e-9))
         room = (cap[p.gpu] - counts[p.gpu]) // (p.tp * p.pp)
         k = max(1, min(want, room))
         counts[p.gpu] += k * p.tp * p.pp
         out.append((p, k))
     return tuple(out)
+
+
+def pool_capacities(opt: Option, goodput: float) -> list[float]:
+    """Per-replica capacity of each pool, from the unit's verified goodput.
+
+    A colocated replica carries the unit's goodput. In a prefill:decode unit the pool that ran
+    out first (TTFT: prefill; TPOT, memory: decode; from the lowest failed probe) carries
+    goodput / its replicas; the other carries the screen's estimate rescaled by how far the
+    screen was off for the unit, and at least goodput / its replicas. Sizing pool by pool, not
+    unit by unit, keeps a pool that has slack from being rounded up with the one that binds."""
+    if opt.mode == "colocated" or not opt.screen_caps or opt.slo is None:
+        return [goodput / n for _, n in opt.unit]
+    counts = [n for _, n in opt.unit]
+    screen_unit = min(c * n for c, n in zip(opt.screen_caps, counts, strict=True))
+    scale = goodput / screen_unit if screen_unit > 0 else 1.0
+    caps = [max(c * scale, goodput / n) for c, n in zip(opt.screen_caps, counts, strict=True)]
+    hi = opt.bisection.lowest_fail
+    bind = 0 if hi is not None and failure_reason(hi, opt.slo) == "ttft" else 1
+    caps[bind] = goodput / counts[bind]
+    return caps
 
 
 def fill(opt: Option, counts: list[int], fleet: Fleet) -> tuple[tuple[PoolConfig, int], ...]:

@@ -126,7 +126,7 @@ def _sizing(req: PlanRequest, opt: Option, feasible: bool):
 
 
 def _operate_all(req: PlanRequest, opts: list[Option], verifier: Verifier, prices,
-                 feasible: list[bool], progress=None) -> list[tuple]:
+                 feasible: list[bool], progress=None, repair_first: bool = True) -> list[tuple]:
     """Simulate each option sized for the target, all in one round; then, for the first (the
     winner) only, add replicas (or back the load off, with no target) while the SLO fails.
     Returns (deployment, metrics, operating load, SLO met) per option."""
@@ -147,6 +147,8 @@ def _operate_all(req: PlanRequest, opts: list[Option], verifier: Verifier, price
     ms = verifier.run(items)
     out = [(d, dict(m, num_requests_simulated=n), x, bool(m["slo_met"]))
            for (d, x, n), m in zip(items, ms, strict=True)]
+    if not repair_first or not opts:
+        return out
     win = opts[0]
     pools, op_load, load = sized[0]
     dep, m, _, met = out[0]
@@ -168,6 +170,48 @@ def _operate_all(req: PlanRequest, opts: list[Option], verifier: Verifier, price
         met = bool(m["slo_met"])
         out[0] = (dep, m, op_load, met)
     return out
+
+
+def _cheapest(req: PlanRequest, ranked: list[Option], verifier: Verifier, prices, progress=None,
+              top: int = 3):
+    """The cheapest deployment that the simulator says carries the target: each of the `top`
+    best options sized for the target, and the same with one replica fewer in one pool (the
+    sizing rounds up, and a unit's goodput is a lower bound), tried cheapest first, two at a
+    time. Returns (option, deployment, metrics, load, met) or None when none meets the SLO."""
+    load = req.load
+    trials = []
+    for o in [o for o in ranked if o.goodput > 0][:top]:
+        pools = size(o, load, req.fleet)
+        trials.append((o, pools))
+        for i, (p, n) in enumerate(pools):
+            if n > 1:
+                fewer = list(pools)
+                fewer[i] = (p, n - 1)
+                trials.append((o, tuple(fewer)))
+
+    def cost(t):
+        pools = t[1]
+        gpus = sum(p.tp * p.pp * n for p, n in pools)
+        dollars = deployment_cost(pools, prices)
+        return (dollars, gpus) if req.objective == "cost" else (gpus, dollars)
+
+    seen, ordered = set(), []
+    for t in sorted(trials, key=cost):
+        key = tuple((p, n) for p, n in t[1])
+        if key not in seen:
+            seen.add(key)
+            ordered.append(t)
+    n = req.requests_for(load)
+    for i in range(0, len(ordered), 2):
+        batch = ordered[i:i + 2]
+        if progress:
+            progress(f"sizing for the target: {len(batch)} simulation(s)")
+        deps = [deployment_of(req.model_name, o.mode, pools, prices) for o, pools in batch]
+        ms = verifier.run([(d, load, n) for d in deps])
+        for (o, _), d, m in zip(batch, deps, ms, strict=True):
+            if m["slo_met"]:
+                return o, d, dict(m, num_requests_simulated=n), load, True
+    return None
 
 
 def _grow(opt: Option, pools, m: dict, req: PlanRequest, prices):
@@ -223,11 +267,23 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
     if req.load is not None and verified:
         feasible = any(o.goodput * max_units(o, req.fleet) >= req.load for o in verified)
     ranked = rank(options, req.objective, req.load, feasible, req.fleet, prices)
+    slo_ok = ranked[0].goodput > 0
+    found = None
+    if req.load is not None and feasible and slo_ok:
+        found = _cheapest(req, ranked, verifier, prices, progress)
+        if found is not None:  # the option whose sized deployment is cheapest wins
+            ranked.remove(found[0])
+            ranked.insert(0, found[0])
     win = ranked[0]
-    slo_ok = win.goodput > 0
     alt_opts = _alternatives(ranked)
-    runs = _operate_all(req, [win] + alt_opts, verifier, prices,
-                        [feasible and slo_ok] + [feasible and o.goodput > 0 for o in alt_opts], progress)
+    if found is not None:
+        runs = [found[1:]] + _operate_all(req, alt_opts, verifier, prices,
+                                          [o.goodput > 0 for o in alt_opts], progress,
+                                          repair_first=False)
+    else:
+        runs = _operate_all(req, [win] + alt_opts, verifier, prices,
+                            [feasible and slo_ok] + [feasible and o.goodput > 0 for o in alt_opts],
+                            progress)
     dep, m, op_load, met = runs[0]
     binding = None
     if not slo_ok:

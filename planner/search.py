@@ -133,7 +133,8 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
             guess = _screen_load(unit)
             binding = min((c.capacity * n, c.binding) for c, n in unit)[1]
             b = Bisection(guess, integer=req.closed_loop, requests_for=req.requests_for)
-            opt = Option(mode, key, b, guess, binding, "lp")
+            opt = Option(mode, key, b, guess, binding, "lp", tuple(c.capacity for c, _ in unit),
+                         req.slo)
             units_of[id(opt)] = unit
             options.append(opt)
             jobs.append((_deployment(req, opt), b))
