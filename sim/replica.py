@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from costmodel.errors import ServePlanError
 from sim.kvcache import BlockPool, PrefixCache
 
 # fields of the decoding-sequence array D[field, row] (one column per sequence, so each field
@@ -35,6 +36,11 @@ from sim.kvcache import BlockPool, PrefixCache
 RID, COMP, REM, ALLOC, HITB, ORDER, BUSY = range(7)
 NFIELD = 7
 POLICIES = ("decode_first", "prefill_first")
+
+
+# a run that preempts this many times per request (plus 1000) is livelocked, not busy: healthy
+# runs under tight KV preempt a few times per request
+PREEMPTIONS_PER_REQUEST = 200
 
 
 @dataclass(frozen=True)
@@ -448,6 +454,8 @@ class Replica:
         if best is None:
             raise RuntimeError("KV blocks exhausted with nothing left to preempt")
         self.preemptions += 1
+        if self.preemptions > PREEMPTIONS_PER_REQUEST * len(self.cl.output_len) + 1000:
+            self._livelock()
         if isinstance(best, Prefill):
             self.prefilling.remove(best)
             rid, gen = best.rid, best.gen
@@ -462,6 +470,18 @@ class Replica:
         self.waiting.appendleft(rid)
         self.cl.on_preempted(rid)
         return best
+
+    def _livelock(self) -> None:
+        """Requests that keep preempting each other and never finish (seen with pipeline
+        micro-batches in flight on a KV cache that holds barely one request): stop with the
+        cause rather than simulate forever."""
+        c = self.cfg
+        raise ServePlanError(
+            f"simulation stopped: replica {self.idx} preempted {self.preemptions} times for "
+            f"{len(self.cl.output_len)} requests without finishing them; its KV cache "
+            f"({c.kv_blocks} blocks of {c.block_size} tokens) cannot hold the requests its "
+            f"{self.cm.pp} pipeline stage(s) keep in flight; expected more KV memory "
+            "(gpu_memory_utilization, kv_blocks), a smaller kv_budget_tokens, or fewer stages")
 
     # --- completion --------------------------------------------------------------------------
     def _complete(self, plan: Plan) -> None:

@@ -167,3 +167,25 @@ def test_plan_with_top_k_integer_runs():
     p = plan(model="llama-3.2-1b", gpus="l40s:1", workload="fixed:256,64", rate=2.0,
              ttft_slo_s=1.0, tpot_slo_s=0.05, num_requests=100, workers=1, top_k=1)
     assert p.search["verified"] >= 1
+
+
+def test_pipeline_preemption_livelock_stops_with_its_cause():
+    # pp=2 on 16 KV blocks with a 214-token per-request budget: two micro-batches in flight keep
+    # preempting each other's requests and the simulation ran forever (hypothesis found it)
+    from costmodel.specs import ModelSpec
+    from sim import parse_workload, simulate
+    from sim.deployment import Deployment, PoolConfig
+
+    m = ModelSpec(name="prop", num_layers=3, hidden_size=32, num_heads=2, num_kv_heads=1,
+                  head_dim=16, intermediate_size=379, vocab_size=573, num_experts=8,
+                  experts_per_token=2, max_position=512)
+    dep = Deployment(model=m, pools=(PoolConfig(role="colocated", gpu="l4", pp=2, max_num_seqs=64,
+                                                chunk_size=64, kv_budget_tokens=214),))
+    with pytest.raises(ServePlanError, match=r"simulation stopped: replica 0 preempted \d+ times "
+                                             r"for 3 requests .*\(16 blocks of 16 tokens"):
+        simulate(dep, parse_workload("fixed:277,193", rate=74785.5), num_requests=3, seed=0,
+                 kv_blocks=16, policy="prefill_first")
+    # with room for both micro-batches it completes
+    r = simulate(dep, parse_workload("fixed:277,193", rate=74785.5), num_requests=3, seed=0,
+                 kv_blocks=64, policy="prefill_first")
+    assert r.metrics.num_completed == 3
