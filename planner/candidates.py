@@ -12,7 +12,7 @@ The best two settings per shape go to the allocation LP.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from costmodel.memory import memory_plan
 from costmodel.specs import ModelSpec
@@ -196,5 +196,3 @@ def screen_space(ctx: ScreenContext, fleet, space: SearchSpace, cons: Constraint
     return out
 
 
-def with_price(c: Candidate, prices: dict[str, float]) -> Candidate:
-    return replace(c, price_per_hour_usd=prices[c.pool.gpu] * c.gpus)

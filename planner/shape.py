@@ -56,16 +56,8 @@ class WorkloadShape:
         return float(self.input_tokens.mean())
 
     @property
-    def input_sq_mean(self) -> float:
-        return float((self.input_tokens**2).mean())
-
-    @property
     def output_mean(self) -> float:
         return float(self.output_tokens.mean())
-
-    def quantile(self, which: str, q: float) -> float:
-        arr = self.input_tokens if which == "input" else self.output_tokens
-        return float(np.quantile(arr, q))
 
     @classmethod
     def from_requests(cls, input_len, output_len, arrival_s=None) -> WorkloadShape:

@@ -17,7 +17,7 @@ for the longest request of the workload (`costmodel.memory`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from costmodel.errors import ServePlanError
 from costmodel.memory import memory_plan
@@ -251,9 +251,6 @@ def kv_tokens_needed(longest_request_tokens: int, budget: int | None, model: Mod
     need = min(longest_request_tokens, model.max_position)
     return max(16, min(need, budget) if budget else need)
 
-
-def with_replicas(pool: PoolConfig, n: int) -> PoolConfig:
-    return replace(pool, replicas=int(n))
 
 
 def smallest_fit(model: ModelSpec, gpu_specs, precisions: tuple[str, ...], kv_dtypes: tuple[str, ...],

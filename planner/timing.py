@@ -69,11 +69,6 @@ class ReplicaTiming:
                 best, best_rate = k, rate
         return best
 
-    @property
-    def tokens_per_step(self) -> float:
-        """Mean tokens per verify step at the configured k (adaptive: at k_max; see g_at)."""
-        return expected_tokens_per_step(self.a, self.k_max) if self.spec_on else 1.0
-
     def g_at(self, n_dec: float, ctx: float) -> float:
         return expected_tokens_per_step(self.a, self.k_at(n_dec, ctx)) if self.spec_on else 1.0
 
@@ -131,13 +126,6 @@ class ReplicaTiming:
 
     def prefill_only_s(self) -> float:
         return self._step(self.chunk_tokens, 0, 0, 0, 0)
-
-    def fixed_s(self) -> float:
-        """The smallest iteration: one token (host overhead plus weight reads)."""
-        return self._step(1, 0, 0, 0, 0)
-
-    def prefill_s(self, tokens: int) -> float:
-        return self._step(max(1, int(tokens)), 0, 0, 0, 0)
 
     def throughput_bound_rps(self, shape) -> float:
         """An upper bound on the rate one replica can sustain (requests/s)."""
