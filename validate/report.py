@@ -9,25 +9,14 @@ report with NaN as null.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def write_json(obj, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(_clean(obj), indent=2) + "\n")
+    # one JSON-safe writer for the project (NaN/inf -> null, numpy scalars -> numbers)
+    from planner.cli_common import dump_json
+
+    dump_json(obj, Path(path))
 
 
 def scatter_html(df, path: str | Path, title: str = "predicted vs measured") -> None:
