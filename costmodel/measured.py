@@ -7,7 +7,8 @@ row, computed from the same roofline functions `CostModel` uses, vectorised over
 - attention rows -> prefill / decode attention of the row's batch, heads and lengths;
 - collective rows -> all-reduce / all-gather / ... over NVLink (or the NIC across nodes);
 - `prefill_step` / `decode_step` rows -> `CostModel.step_time_s` for the model, GPU and TP.
-Rows whose model has no preset predict NaN (`skipped_mask` tells which). Parameters per GPU
+Rows whose model has no preset predict NaN; `skipped_mask` tells which rows no prediction is
+compared with (those, and step rows whose batch cannot fit the KV cache, `kv_fit_mask`). Parameters per GPU
 come from `params[gpu]`, else the calibration profile, else the defaults; with a profile that
 carries measured GEMM tables, GEMM rows use them (`use_tables=False` gives the pure roofline).
 """
@@ -92,10 +93,61 @@ def _eff_for(gpu: str, calibration, params) -> Efficiencies:
 
 
 def skipped_mask(rows: pd.DataFrame) -> np.ndarray:
-    """Rows the model cannot predict: whole-step rows of a model with no preset."""
+    """Rows no prediction is compared with: whole-step rows of a model with no preset, and
+    whole-step rows whose batch cannot have run as one batch (`kv_fit_mask`)."""
     from costmodel.specs import MODEL_PRESETS
 
-    return (rows["op"].isin(STEP_OPS) & ~rows["model"].isin(list(MODEL_PRESETS))).to_numpy()
+    unknown = (rows["op"].isin(STEP_OPS) & ~rows["model"].isin(list(MODEL_PRESETS))).to_numpy()
+    return unknown | ~kv_fit_mask(rows)
+
+
+def kv_tokens_needed(rows: pd.DataFrame) -> np.ndarray:
+    """KV-cache tokens a step row's batch holds at its longest: `batch_size` sequences of
+    `prefill_len + gen_len` tokens (prefill rows without `gen_len`: the prompts alone; decode
+    rows without it: `context_len + 1`). 0 for rows that are not whole steps."""
+    b = rows["batch_size"].to_numpy(float)
+    pl = rows["prefill_len"].to_numpy(float)
+    gen = rows["gen_len"].to_numpy(float) if "gen_len" in rows else np.zeros(len(rows))
+    ctx = rows["context_len"].to_numpy(float)
+    op = rows["op"].to_numpy()
+    per_seq = np.where(gen > 0, pl + gen, np.where(op == "prefill_step", pl + ctx, ctx + 1))
+    return np.where(np.isin(op, STEP_OPS), b * per_seq, 0.0)
+
+
+def kv_fit_mask(rows: pd.DataFrame) -> np.ndarray:
+    """False for whole-step rows whose batch does not fit the KV cache that vLLM's defaults
+    leave on that GPU (`memory.memory_plan` at the GPU's `engine_defaults`).
+
+    Such a row cannot have been measured as the batch it names: the engine admits part of it
+    or preempts, so its time is of a smaller batch (Splitwise's Llama2-70B TP2 batch of 64 x
+    (512 + 128) tokens needs 40,960 tokens of a 39,200-token cache, and is measured 8x faster
+    than batch 32). Predicting it as named and scoring the difference would score the data, not
+    the model. True for every other row (and for models without a preset)."""
+    from costmodel.engine_defaults import engine_defaults
+    from costmodel.memory import memory_plan
+    from costmodel.model import CostModel
+    from costmodel.specs import MODEL_PRESETS
+
+    ok = np.ones(len(rows), dtype=bool)
+    if rows.empty:
+        return ok
+    need = kv_tokens_needed(rows)
+    step = (need > 0) & rows["model"].isin(list(MODEL_PRESETS)).to_numpy()
+    if not step.any():
+        return ok
+    sub = rows[step]
+    keys = ["gpu", "model", "tp", "pp", "precision", "kv_dtype"]
+    cap: dict[tuple, int] = {}
+    for key in sub[keys].drop_duplicates().itertuples(index=False, name=None):
+        gpu_name, model, tp, pp, prec, kv = key
+        gpu = load_gpu(gpu_name)
+        d = engine_defaults(gpu)
+        cm = CostModel(model, gpu, tp=int(tp), pp=int(pp), precision=prec, kv_dtype=kv)
+        cap[key] = memory_plan(cm, d.gpu_memory_utilization, d.max_num_batched_tokens,
+                               d.max_num_seqs, d.block_size).kv_capacity_tokens
+    caps = np.array([cap[k] for k in sub[keys].itertuples(index=False, name=None)], dtype=float)
+    ok[np.flatnonzero(step)] = need[step] <= caps
+    return ok
 
 
 def predict_rows(rows: pd.DataFrame, calibration=None, params: dict[str, Efficiencies] | None = None,

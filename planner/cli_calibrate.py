@@ -21,10 +21,18 @@ FORMAT_HELP = "vidur | aiconfigurator | splitwise | native"
 
 
 def _summary(rows, predicted) -> dict:
-    from costmodel.fit import residual_report
+    """MAPE over the rows a prediction is compared with (`measured.skipped_mask` leaves out
+    step rows of models without a preset and batches that overflow the KV cache)."""
+    import numpy as np
 
-    rep = residual_report(rows["measured_s"].to_numpy(), predicted, rows["op"].to_numpy())
-    return {"rows": int(len(rows)), "skipped": int(len(rows) - rep["n"]), **rep}
+    from costmodel.fit import residual_report
+    from costmodel.measured import kv_fit_mask
+
+    fits = kv_fit_mask(rows)
+    scored = np.where(fits, predicted, np.nan)
+    rep = residual_report(rows["measured_s"].to_numpy(), scored, rows["op"].to_numpy())
+    return {"rows": int(len(rows)), "skipped": int(len(rows) - rep["n"]),
+            "skipped_kv_overflow": int((~fits).sum()), **rep}
 
 
 def _print_summary(title: str, s: dict) -> None:
@@ -41,7 +49,9 @@ def _print_summary(title: str, s: dict) -> None:
     c = Console(stderr=True)
     c.print(t)
     if s["skipped"]:
-        c.print(f"{s['skipped']} rows skipped (model without a preset, or no measured time)")
+        c.print(f"{s['skipped']} rows not scored: {s['skipped_kv_overflow']} whose batch does not fit "
+                "the KV cache at vLLM's defaults (cannot have run as the batch named; "
+                "`fits_kv` = False in the CSV), the rest a model without a preset or no measured time")
 
 
 @user_errors
@@ -62,7 +72,10 @@ def eval_cmd(
     cal = load_calibration_opt(calibration)
     rows = load_measured(measured, fmt, gpu=gpu, model=model)
     pred = predict_rows(rows, cal)
-    write_native(rows.assign(predicted_s=pred, rel_err=pred / rows["measured_s"] - 1.0), out)
+    from costmodel.measured import kv_fit_mask
+
+    write_native(rows.assign(predicted_s=pred, rel_err=pred / rows["measured_s"] - 1.0,
+                             fits_kv=kv_fit_mask(rows)), out)
     s = {"measured": str(measured), "format": fmt, "out": str(out),
          "calibrated": cal is not None, **_summary(rows, pred)}
     if as_json:

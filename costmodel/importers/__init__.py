@@ -19,6 +19,7 @@ seconds, sizes in elements or bytes as named). Columns (`COLUMNS`, in this order
 | `batch_size` | int | sequences (attention and step rows) |
 | `prefill_len` | int | new tokens per sequence (prefill attention, prefill steps) |
 | `context_len` | int | tokens already cached per sequence (decode context; prefill prefix) |
+| `gen_len` | int | tokens each sequence generates in the measured run (step rows; 0 = not given): with `prefill_len` it sizes the KV cache the batch needs |
 | `num_heads`, `num_kv_heads`, `head_dim` | int | attention heads per GPU (after TP) and head size |
 | `window` | int | sliding-window length in tokens, 0 = full attention |
 | `num_gpus` | int | GPUs taking part in a collective |
@@ -61,7 +62,7 @@ FORMATS = ("vidur", "aiconfigurator", "splitwise", "native")
 
 STR_COLUMNS = ("source", "row_id", "gpu", "model", "op", "kernel", "precision", "kv_dtype")
 INT_COLUMNS = ("tp", "pp", "m", "n", "k", "num_tokens", "batch_size", "prefill_len",
-               "context_len", "num_heads", "num_kv_heads", "head_dim", "window", "num_gpus")
+               "context_len", "gen_len", "num_heads", "num_kv_heads", "head_dim", "window", "num_gpus")
 FLOAT_COLUMNS = ("msg_bytes", "measured_s")
 COLUMNS = STR_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
 _DEFAULTS = {"precision": "bf16", "kv_dtype": "bf16", "tp": 1, "pp": 1, "num_gpus": 1}

@@ -5,6 +5,8 @@ token_time, tensor_parallel`; times in ms) yields two rows:
 - `prefill_step`: the prefill of `batch_size` prompts of `prompt_size` tokens (`prompt_time`);
 - `decode_step`: one decode iteration of `batch_size` sequences at the mean context over the
   generation, `prompt_size + (token_size - 1) / 2` tokens, rounded (`token_time`).
+Both carry `prefill_len = prompt_size` and `gen_len = token_size`: the run held `batch_size`
+sequences of up to `prompt_size + token_size` tokens in its KV cache (`measured.kv_fit_mask`).
 The GPU comes from `hardware` when it names a preset, else `--gpu`.
 """
 
@@ -61,7 +63,8 @@ def _read(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
     name = relname(path, root)
     models = df["model"].map({m: _model(m) for m in df["model"].unique()})
     common = {"source": name, "gpu": _gpus(df, gpu, path), "model": models,
-              "tp": df["tensor_parallel"], "batch_size": df["batch_size"]}
+              "tp": df["tensor_parallel"], "batch_size": df["batch_size"],
+              "gen_len": df["token_size"]}
     ctx = (df["prompt_size"] + (df["token_size"] - 1) / 2).round()
     prefill = pd.DataFrame({**common, "op": "prefill_step",
                             "row_id": [f"{name}:{i + 2}:prefill_step" for i in df.index],
@@ -69,5 +72,6 @@ def _read(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
                             "measured_s": df["prompt_time"].astype(float) * MS})
     decode = pd.DataFrame({**common, "op": "decode_step",
                            "row_id": [f"{name}:{i + 2}:decode_step" for i in df.index],
-                           "context_len": ctx, "measured_s": df["token_time"].astype(float) * MS})
+                           "prefill_len": df["prompt_size"], "context_len": ctx,
+                           "measured_s": df["token_time"].astype(float) * MS})
     return concat([prefill, decode])

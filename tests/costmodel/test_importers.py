@@ -73,6 +73,8 @@ def test_splitwise_two_rows_per_line(profiles):
     assert dec["measured_s"] == pytest.approx(0.05487951193752838)
     assert (pre["model"], pre["tp"], pre["prefill_len"]) == ("llama-2-70b", 2, 512)
     assert dec["context_len"] == 512 + 64  # 512 + (128 - 1) / 2, rounded
+    # both rows say what the run held in its KV cache: 512-token prompts, 128 generated
+    assert (pre["gen_len"], dec["gen_len"], dec["prefill_len"]) == (128, 128, 512)
     only = load_measured(f, "splitwise", model="llama-2-70b")
     assert len(only) == 2 * 315
 
