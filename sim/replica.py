@@ -339,7 +339,10 @@ class Replica:
                 plan.ctx_sum = float(self.comp_sum if cap is None and rows is None
                                      else self._ctx_sum(rows))
                 return budget - cnt * q, preempted
-            self._preempt_latest()
+            victim = self._victim()
+            if self._stall_for(victim):  # only younger requests in flight hold the blocks
+                return budget, True
+            self._preempt(victim)
             preempted = True
         return budget, preempted
 
@@ -360,9 +363,14 @@ class Replica:
             chunk = min(p.target - p.computed, chunk_max, budget)
             kvt = p.computed + chunk if cap is None else min(p.computed + chunk, cap)
             need = max(0, -(-kvt // bs) - p.hitb - p.held)
+            stalled = False
             while not self.pool.allocate(need):
-                victim = self._preempt_latest(prefills_only=True)
+                victim = self._victim(prefills_only=True)
                 preempted = True
+                if self._stall_for(victim):
+                    stalled = True
+                    break
+                self._preempt(victim)
                 if victim is p:
                     break
             else:
@@ -373,7 +381,9 @@ class Replica:
                 budget -= chunk
                 i += 1
                 continue
-            # p itself was preempted: the list shrank at p's position or later
+            if stalled:  # p waits for the micro-batches in flight; it keeps its place
+                i += 1
+            # else p itself was preempted: the list shrank at p's position or later
         return budget, preempted
 
     def _admit(self, plan: Plan, budget: int) -> int:
@@ -436,9 +446,27 @@ class Replica:
             budget -= chunk
         return budget
 
-    def _preempt_latest(self, prefills_only: bool = False):
-        """Preempt (recompute) the most recently admitted running request that is neither in
-        this step's plan nor in flight (vLLM pops the lowest-priority request it has not visited)."""
+    def _stall_for(self, victim) -> bool:
+        """With pipeline micro-batches in flight, a request is never preempted to make room
+        for a younger one: when the only request that could go is older than one in flight, the
+        scheduler waits for the in-flight micro-batch instead (it frees or keeps the blocks; the
+        younger request, once back, preempts itself first). Without this rule two requests on
+        a KV cache that holds about one of them preempt each other forever."""
+        if self.cfg.pp == 1:
+            return False
+        young = max((p.order for p in self.prefilling if p.busy), default=-1)
+        if self.n:
+            busy = self.D[BUSY, :self.n] != 0
+            if busy.any():
+                young = max(young, int(self.D[ORDER, :self.n][busy].max()))
+        if victim is None:
+            return young >= 0
+        order = victim.order if isinstance(victim, Prefill) else int(self.D[ORDER, victim])
+        return young > order
+
+    def _victim(self, prefills_only: bool = False):
+        """The most recently admitted running request that is neither in this step's plan nor
+        in flight (None if there is none)."""
         best_o, best = -1, None
         if self.n and not prefills_only:
             rows = self._decode_rows()
@@ -451,6 +479,9 @@ class Replica:
         for p in self.prefilling:
             if not p.busy and p.order > best_o:
                 best_o, best = p.order, p
+        return best
+
+    def _preempt(self, best) -> None:
         if best is None:
             raise RuntimeError("KV blocks exhausted with nothing left to preempt")
         self.preemptions += 1
@@ -469,7 +500,6 @@ class Replica:
         self.resume[rid] = gen
         self.waiting.appendleft(rid)
         self.cl.on_preempted(rid)
-        return best
 
     def _livelock(self) -> None:
         """Requests that keep preempting each other and never finish (seen with pipeline

@@ -169,9 +169,11 @@ def test_plan_with_top_k_integer_runs():
     assert p.search["verified"] >= 1
 
 
-def test_pipeline_preemption_livelock_stops_with_its_cause():
-    # pp=2 on 16 KV blocks with a 214-token per-request budget: two micro-batches in flight keep
-    # preempting each other's requests and the simulation ran forever (hypothesis found it)
+def test_pipeline_preemption_no_longer_livelocks():
+    # pp=2 on 16 KV blocks with a 214-token per-request budget: two micro-batches in flight kept
+    # preempting each other's requests and the simulation ran forever (hypothesis found it; it
+    # was then only stopped by the per-request preemption guard). A request is no longer
+    # preempted to make room for a younger one in flight (Replica._stall_for), so it completes.
     from costmodel.specs import ModelSpec
     from sim import parse_workload, simulate
     from sim.deployment import Deployment, PoolConfig
@@ -181,11 +183,11 @@ def test_pipeline_preemption_livelock_stops_with_its_cause():
                   experts_per_token=2, max_position=512)
     dep = Deployment(model=m, pools=(PoolConfig(role="colocated", gpu="l4", pp=2, max_num_seqs=64,
                                                 chunk_size=64, kv_budget_tokens=214),))
-    with pytest.raises(ServePlanError, match=r"simulation stopped: replica 0 preempted \d+ times "
-                                             r"for 3 requests .*\(16 blocks of 16 tokens"):
-        simulate(dep, parse_workload("fixed:277,193", rate=74785.5), num_requests=3, seed=0,
-                 kv_blocks=16, policy="prefill_first")
-    # with room for both micro-batches it completes
+    for policy in ("prefill_first", "decode_first"):
+        r = simulate(dep, parse_workload("fixed:277,193", rate=74785.5), num_requests=3, seed=0,
+                     kv_blocks=16, policy=policy)
+        assert r.metrics.num_completed == 3
+        assert r.metrics.preemptions <= 10  # a few, not hundreds
     r = simulate(dep, parse_workload("fixed:277,193", rate=74785.5), num_requests=3, seed=0,
                  kv_blocks=64, policy="prefill_first")
     assert r.metrics.num_completed == 3
