@@ -123,17 +123,20 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
     options: list[Option] = []
     units_of: dict[int, tuple] = {}
 
-    def verify(units: list[tuple[str, tuple]]) -> None:
+    def verify(units: list[tuple[str, tuple]], bias: dict[str, float] | None = None) -> None:
         jobs = []
         for mode, unit in units:
             key = tuple((c.pool, n) for c, n in unit)
             if key in seen or not _fits(fleet, key):
                 continue
             seen.add(key)
-            guess = _screen_load(unit)
+            screened = _screen_load(unit)
+            # start the bisection where the screen's error on this mode's verified best says
+            # the goodput is (the screen's bias is shared by neighbouring settings)
+            guess = screened * (bias or {}).get(mode, 1.0)
             binding = min((c.capacity * n, c.binding) for c, n in unit)[1]
             b = Bisection(guess, integer=req.closed_loop, requests_for=req.requests_for)
-            opt = Option(mode, key, b, guess, binding, "lp", tuple(c.capacity for c, _ in unit),
+            opt = Option(mode, key, b, screened, binding, "lp", tuple(c.capacity for c, _ in unit),
                          req.slo)
             units_of[id(opt)] = unit
             options.append(opt)
@@ -147,12 +150,14 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
     # screen cannot tell apart from it
     verify([(a.mode, _unit_of(a)) for a in allocs])
     ranked = rank(options, req.objective, req.load, req.load is not None, fleet, prices)
-    stage2 = []
+    stage2, bias = [], {}
     for mode in per_mode:
         best = next((o for o in ranked if o.mode == mode and o.goodput > 0), None)
         if best is not None:
             stage2 += [(mode, v) for v in variants(units_of[id(best)], cands, weight)]
-    verify(stage2)
+            if best.screen_load > 0:
+                bias[mode] = best.goodput / best.screen_load
+    verify(stage2, bias)
     counters = {"screened": ctx.evaluated, "shortlisted": len(cands), "allocations": len(allocs),
                 "lp_feasible": feasible}
     return options, counters, cands

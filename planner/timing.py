@@ -51,6 +51,7 @@ class ReplicaTiming:
         self.draft = build_draft_model(spec, cm, SELF_SPEC_LAYER_FRACTION) if self.spec_on else None
         self.method = spec.method
         self._step = lru_cache(maxsize=8192)(self._step_uncached)
+        self._k_cache: dict[tuple[int, int], int] = {}
         C = self.chunk_tokens
         self._chunk_pts = np.unique(np.maximum(np.array([16, C / 4, C / 2, C, 2 * C]).round(), 16))
 
@@ -62,11 +63,15 @@ class ReplicaTiming:
         if not self.adaptive:
             return self.k_max
         n = max(1, round(n_dec))
-        best, best_rate = 0, 0.0
-        for k in range(self.k_max + 1):
-            rate = expected_tokens_per_step(self.a, k) / self._step(0, 0, n, int(n * ctx), k)
-            if rate > best_rate:
-                best, best_rate = k, rate
+        key = (n, int(n * ctx))
+        best = self._k_cache.get(key)
+        if best is None:
+            best, best_rate = 0, 0.0
+            for k in range(self.k_max + 1):
+                rate = expected_tokens_per_step(self.a, k) / self._step(0, 0, n, key[1], k)
+                if rate > best_rate:
+                    best, best_rate = k, rate
+            self._k_cache[key] = best
         return best
 
     def g_at(self, n_dec: float, ctx: float) -> float:

@@ -5,7 +5,8 @@ the simulator says the SLO holds (`RunMetrics.slo_met`: each metric's percentile
 target and the attainment reached). Several bisections advance in rounds: each round asks every
 unfinished bisection for its next load and runs those simulations together through the
 simulator's executor (in-process, a local process pool, or Ray), so results do not depend on the
-backend. Every simulation uses the same request stream (same seed and count) at every load:
+backend. When a round has fewer bisections than workers, the spare workers probe further points
+of the same bisections (`Bisection.next_loads`): fewer rounds, the same stopping rule. Every simulation uses the same request stream (same seed and count) at every load:
 common random numbers keep the attainment curve close to monotone.
 
 The first probe is the screen's estimate; brackets grow geometrically from it (x1.2, then x1.6),
@@ -101,6 +102,7 @@ class Bisection:
     grow: float | None = None  # bracket step factor; None: 1.2 then 1.6 (a good first guess)
     requests_for: Callable[[float], int] | None = None  # requests per simulation at a load
     probes: list[Probe] = field(default_factory=list)
+    extra: int = 0  # probes run beside a round's first one (spare workers); not held to max_probes
 
     def _round(self, x: float) -> float:
         return float(max(1, round(x))) if self.integer else float(x)
@@ -121,7 +123,7 @@ class Bisection:
         return b.load if b is not None else 0.0
 
     def done(self) -> bool:
-        if len(self.probes) >= self.max_probes:
+        if len(self.probes) - self.extra >= self.max_probes:
             return True
         lo, hi = self.best, self.lowest_fail
         if lo is None:
@@ -160,6 +162,32 @@ class Bisection:
             return None
         return x
 
+    def next_loads(self, k: int = 1) -> list[float]:
+        """Up to `k` loads for one round (k > 1 when workers would otherwise idle): inside a
+        bracket, the points that cut its log-width into k + 1 equal parts (two probes shrink it
+        x3 in one round, where one probe per round takes two rounds to shrink it x4); while
+        stepping up or down, the next k steps (the first one is `next_load()`)."""
+        x = self.next_load()
+        if x is None or k <= 1:
+            return [] if x is None else [x]
+        lo, hi = self.best, self.lowest_fail
+        if lo is not None and hi is not None:
+            r = hi.load / lo.load
+            xs = [self._round(lo.load * r ** (i / (k + 1))) for i in range(1, k + 1)]
+            xs = [v for v in xs if lo.load < v < hi.load] or [x]
+        else:
+            f = x / (lo.load if lo is not None else (min(p.load for p in self.probes)
+                                                      if self.probes else x))
+            if not self.probes:  # first probe: the screen tends to be optimistic, so step down
+                f = 1.0 / self.grow if self.grow else 0.8
+            xs = [x]
+            for _ in range(k - 1):
+                xs.append(self._round(max(xs[-1] * f, self.floor)))
+        tried = {p.load for p in self.probes}
+        out = [v for v in dict.fromkeys(xs) if v not in tried]
+        self.extra += max(0, len(out) - 1)
+        return out
+
     def record(self, load: float, metrics: dict, slo: SLO) -> None:
         self.probes.append(Probe(load, bool(metrics.get("slo_met")), slo_margin(metrics, slo), metrics))
 
@@ -177,6 +205,7 @@ class Verifier:
         self.closed_loop = closed_loop
         self.shared = _Shared(workload, slo, calibration)
         n = check_workers(workers) or min(2, os.cpu_count() or 1)
+        self.parallel = n  # simulations a round runs at once
         if backend == "local" and n > 1:
             self.executor = PersistentPool(n, self.shared)
         else:
@@ -186,7 +215,11 @@ class Verifier:
         self._memo: dict[tuple[str, float], dict] = {}
 
     def _key(self, dep: Deployment, load: float, n: int) -> tuple[str, float, int]:
-        return json.dumps(dep.to_dict(), sort_keys=True), float(load), int(n)
+        """Memo key: what the simulation depends on (GPU prices do not change a run, so a
+        priced deployment reuses the unpriced unit's result)."""
+        d = dep.to_dict()
+        d["pools"] = [{k: v for k, v in p.items() if k != "gpu_price_per_hour_usd"} for p in d["pools"]]
+        return json.dumps(d, sort_keys=True), float(load), int(n)
 
     def run(self, items: Sequence[tuple], ) -> list[dict]:
         """Metrics (RunMetrics.to_dict()) of each (deployment, load[, num_requests]); raises on
@@ -225,16 +258,16 @@ class Verifier:
         settled: returns the bisections (their ids) whose refinement can stop (they cannot win)."""
         rnd = 0
         while True:
-            batch = []
             stop = settled() if settled is not None and rnd > 0 else set()
-            for dep, b in jobs:
-                if id(b) in stop:
-                    continue
-                x = b.next_load()
-                if x is not None:
-                    batch.append((dep, b, x))
-            if not batch:
+            live = [(dep, b) for dep, b in jobs if id(b) not in stop and b.next_load() is not None]
+            if not live:
                 return
+            # workers a round would leave idle probe further points of the same bisections
+            spare = max(0, self.parallel - len(live))
+            batch = []
+            for i, (dep, b) in enumerate(live):
+                k = 1 + spare // len(live) + (1 if i < spare % len(live) else 0)
+                batch += [(dep, b, x) for x in b.next_loads(k)]
             rnd += 1
             if progress:
                 progress(f"verify round {rnd}: {len(batch)} simulation(s)")

@@ -87,3 +87,62 @@ def test_an_option_that_cannot_catch_the_leader_stops():
     close.record(7.0, metrics(False), SLO_)  # might still reach 7 > 6: keep refining
     opts = [option(((C4, 1),), "colocated", b) for b in (lead, slow, close)]
     assert dominated(opts, "goodput", None, parse_fleet("h100:8"), {"h100-sxm": 4.9}) == {1}
+
+
+def test_two_probes_per_round_trisect_the_log_bracket():
+    b = Bisection(10.0)
+    b.record(10.0, metrics(True), SLO_)
+    b.record(13.31, metrics(False), SLO_)
+    # r = 1.331 = 1.1^3: the points 10 x 1.1 and 10 x 1.21 cut it in three equal log-steps
+    assert b.next_loads(2) == pytest.approx([11.0, 12.1])
+    assert b.next_loads(1) == pytest.approx([b.next_load()])
+
+
+def test_spare_probes_step_on_and_do_not_count_against_the_probe_budget():
+    b = Bisection(10.0, max_probes=2)
+    assert b.next_loads(2) == pytest.approx([10.0, 8.0])  # first round: the guess, then a step down
+    b.record(10.0, metrics(True), SLO_)
+    b.record(8.0, metrics(True), SLO_)
+    assert b.extra == 1 and not b.done()  # two rounds allowed: one spent
+    assert b.next_loads(2) == pytest.approx([12.0, 14.4])  # stepping up x1.2, twice
+
+
+def fake_verifier(threshold: float, parallel: int):
+    from types import SimpleNamespace
+
+    log = []
+
+    def run_(items):
+        log.append(len(items))
+        return [metrics(x <= threshold) for _, x, _ in items]
+    return SimpleNamespace(run=run_, parallel=parallel, slo=SLO_), log
+
+
+def test_spare_workers_finish_a_lone_bisection_in_fewer_rounds():
+    from planner.verify import Verifier
+
+    rounds = {}
+    for parallel in (1, 2):
+        v, log = fake_verifier(10.0, parallel)
+        b = Bisection(13.0)
+        Verifier.bisect(v, [(None, b)])
+        assert b.goodput <= 10.0 < b.lowest_fail.load <= 1.025 * b.goodput
+        rounds[parallel] = len(log)
+        assert max(log) == parallel
+    assert rounds[2] < rounds[1]
+
+
+def test_a_priced_deployment_reuses_the_unpriced_units_simulation():
+    from dataclasses import replace
+
+    from planner.verify import Verifier
+    from sim.deployment import Deployment
+    from sim.workload import parse_workload
+
+    v = Verifier(parse_workload("fixed:128,16", rate=1.0), SLO_, 40, 0, workers=1)
+    pool = PoolConfig("colocated", "h100", tp=1).resolved()
+    plain = Deployment("llama-3.1-8b", (pool,))
+    priced = Deployment("llama-3.1-8b", (replace(pool, gpu_price_per_hour_usd=4.9),))
+    a, b = v.run([(plain, 2.0)]), v.run([(priced, 2.0)])
+    v.close()
+    assert v.sims == 1 and a == b
