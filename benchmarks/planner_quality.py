@@ -39,9 +39,17 @@ def scenarios():
 
     base = dict(tps=(1, 2, 4, 8), pps=(1,), max_num_seqs=(None,), max_num_batched_tokens=(2048, 8192),
                 prefill_batched_tokens=(8192,), spec_ks=(0,), spec_adaptive=False)
-    # the speculative space: k in 0..8 and adaptive (colocated, one KV dtype)
-    spec = dict(base, modes=("colocated",), max_num_batched_tokens=(8192,), spec_ks=tuple(range(9)),
-                spec_adaptive=True)
+    # the speculative space: the base space plus k in 0..8 and adaptive (on colocated
+    # replicas and on a disaggregated plan's decode pool)
+    spec = dict(base, spec_ks=tuple(range(9)), spec_adaptive=True)
+    # the narrower space the first runs used (colocated only, one token budget): --narrow-spec
+    narrow = dict(spec, modes=("colocated",), max_num_batched_tokens=(8192,))
+    spec_wins = dict(model="llama-3.1-70b", gpus="h100:8", workload="fixed:512,256", ttft_slo_s=1.0,
+                     tpot_slo_s=0.02, spec_method="draft", draft_model="llama-3.2-1b",
+                     spec_acceptance=0.8, kv_dtype="bf16")
+    spec_loses = dict(model="llama-3.1-8b", gpus="h100:8", workload=AZ, ttft_slo_s=1.0, tpot_slo_s=0.1,
+                      spec_method="draft", draft_model="llama-3.2-1b", spec_acceptance=0.5,
+                      kv_dtype="bf16")
     return [
         ("8b-8xh100-azure", "Llama-3.1-8B, 8 H100, Azure conversation trace",
          dict(model="llama-3.1-8b", gpus="h100:8", workload=AZ, ttft_slo_s=1.0, tpot_slo_s=0.04),
@@ -54,14 +62,13 @@ def scenarios():
               ttft_slo_s=1.5, tpot_slo_s=0.08, objective="cost", kv_dtype="fp8"),
          SearchSpace(**base)),
         ("spec-wins", "Llama-3.1-70B, 8 H100, 512/256 tokens, TPOT 20 ms, 1B draft a=0.8",
-         dict(model="llama-3.1-70b", gpus="h100:8", workload="fixed:512,256", ttft_slo_s=1.0,
-              tpot_slo_s=0.02, spec_method="draft", draft_model="llama-3.2-1b", spec_acceptance=0.8,
-              kv_dtype="bf16"),
-         SearchSpace(**spec)),
+         spec_wins, SearchSpace(**spec)),
         ("spec-loses", "Llama-3.1-8B, 8 H100, Azure conv, TPOT 100 ms (large batches), 1B draft a=0.5",
-         dict(model="llama-3.1-8b", gpus="h100:8", workload=AZ, ttft_slo_s=1.0, tpot_slo_s=0.1,
-              spec_method="draft", draft_model="llama-3.2-1b", spec_acceptance=0.5, kv_dtype="bf16"),
-         SearchSpace(**spec)),
+         spec_loses, SearchSpace(**spec)),
+        ("spec-wins-narrow", "spec-wins in the narrow space (colocated, token budget 8192)",
+         spec_wins, SearchSpace(**narrow)),
+        ("spec-loses-narrow", "spec-loses in the narrow space (colocated, token budget 8192)",
+         spec_loses, SearchSpace(**narrow)),
         ("disagg-wins", "Llama-3.1-70B, 16 H100, 4096/256 tokens, TPOT 30 ms",
          dict(model="llama-3.1-70b", gpus="h100:16", workload="fixed:4096,256", ttft_slo_s=2.0,
               tpot_slo_s=0.03),
