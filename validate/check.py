@@ -32,8 +32,10 @@ def prepare_interpreter(device: str) -> str | None:
     return None
 
 
-def check_kernels(dims: GpuDims, shape: IterationShape, device: str, seed: int = 0) -> dict:
-    """{ok, max_abs_err, scale, tol, dtype, dims, shape}: Triton vs torch on one iteration."""
+def check_kernels(dims: GpuDims, shape: IterationShape, device: str, seed: int = 0,
+                  kv_fp8: bool = False) -> dict:
+    """{ok, max_abs_err, scale, tol, dtype, dims, shape}: Triton vs torch on one iteration
+    (`kv_fp8`: both read the same fp8 decode caches)."""
     import torch
 
     from validate.model_runner import ModelRunner
@@ -51,7 +53,8 @@ def check_kernels(dims: GpuDims, shape: IterationShape, device: str, seed: int =
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     outs = []
     for backend in ("torch", "triton"):
-        runner = ModelRunner(small, 2, ops=make_ops(backend), device=device, dtype=dtype, seed=seed)
+        runner = ModelRunner(small, 2, ops=make_ops(backend, kv_fp8=kv_fp8), device=device,
+                             dtype=dtype, seed=seed)
         outs.append(runner.forward(runner.state(probe)).float())
     err = float((outs[0] - outs[1]).abs().max())
     scale = float(outs[0].abs().max())
@@ -62,4 +65,5 @@ def check_kernels(dims: GpuDims, shape: IterationShape, device: str, seed: int =
             "where": "Triton interpreter (CPU)" if device == "cpu" else "compiled (CUDA)",
             "probe": f"hidden 64, {small.q_heads}/{small.kv_heads} heads of {small.head_dim}, "
                      f"chunk 9+7" + (f", {B} x {shape.query_tokens} queries at {ctx + shape.query_tokens}"
-                                     if B else "") + (f", kv budget {budget}" if budget else "")}
+                                     if B else "") + (f", kv budget {budget}" if budget else "")
+                     + (", fp8 KV cache" if kv_fp8 and B else "")}

@@ -77,7 +77,8 @@ def _weights(runner: ModelRunner, name: str) -> list[torch.Tensor]:
 
 
 def measure_shape(runner: ModelRunner, shape: IterationShape, timer: Timer, *, device_name: str,
-                  model_name: str, full_layers: int, precision: str) -> ShapeMeasurement:
+                  model_name: str, full_layers: int, precision: str,
+                  kv_dtype: str = "bf16") -> ShapeMeasurement:
     """Time the operators and the iteration of `shape` on `runner` (see module docstring)."""
     st = runner.state(shape)
     ops, d, layers = runner.ops, runner.dims, runner.layers
@@ -89,7 +90,7 @@ def measure_shape(runner: ModelRunner, shape: IterationShape, timer: Timer, *, d
         res.rows.append({"source": SOURCE, "row_id": f"{shape.name}:{op}", "gpu": device_name,
                          "model": model_name, "op": op, "kernel": f"{kern}:{kernel}",
                          "precision": precision if op in _PROJECTIONS else "bf16",
-                         "kv_dtype": "bf16", "tp": shape.tp, "pp": shape.pp, "num_tokens": T,
+                         "kv_dtype": kv_dtype if op.startswith("attn_") else "bf16", "tp": shape.tp, "pp": shape.pp, "num_tokens": T,
                          **cols, "measured_s": t})
 
     x = [runner.hidden_input(st) for _ in range(2)]

@@ -71,6 +71,22 @@ class DecodeCache:
     write_rows: torch.Tensor | None = None  # paged: flat slot of each new token
     block_tables: torch.Tensor | None = None
     context_lens: torch.Tensor | None = None
+    k_scale: float = 1.0  # fp8 caches: a key is k * k_scale, a value v * v_scale
+    v_scale: float = 1.0
+
+
+def quantise_kv(x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """An fp8 (e4m3) copy of `x` and its per-tensor scale (vLLM's `--kv-cache-dtype fp8` keeps
+    one scale each for K and V), the largest magnitude landing on e4m3's largest value."""
+    scale = float(x.abs().amax().float().clamp(min=1e-6)) / FP8_MAX
+    return (x.float() / scale).to(torch.float8_e4m3fn), scale
+
+
+def _store(src: torch.Tensor, dst: torch.Tensor, scale: float) -> torch.Tensor:
+    """`src` in the cache's dtype (quantised with the cache's scale when the cache is fp8)."""
+    if dst.dtype == torch.float8_e4m3fn:
+        return (src.float() / scale).to(torch.float8_e4m3fn)
+    return src
 
 
 def budget_positions(batch: int, context: int, q_len: int, budget: int,
@@ -90,8 +106,9 @@ class TorchOps:
 
     name = "torch"
 
-    def __init__(self, fp8: bool = False):
+    def __init__(self, fp8: bool = False, kv_fp8: bool = False):
         self.fp8 = fp8  # torch has no portable fp8 GEMM: weights stay in their dtype
+        self.kv_fp8 = kv_fp8  # decode caches in fp8 (e4m3, one scale each for K and V)
 
     def gemm(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if w.dtype == torch.float8_e4m3fn:  # the reference of a W8A8 GEMM: dequantised weights
@@ -148,16 +165,21 @@ class TorchOps:
 
     def decode_cache(self, k: torch.Tensor, v: torch.Tensor, q_len: int,
                      selected: torch.Tensor | None, gen: torch.Generator) -> DecodeCache:
-        """k, v: [B, context, Hkv, D] logical caches -> contiguous [B, Hkv, context, D]."""
+        """k, v: [B, context, Hkv, D] logical caches -> contiguous [B, Hkv, context, D]
+        (fp8 with `kv_fp8`)."""
         B, ctx = k.shape[:2]
-        return DecodeCache(k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous(), B, ctx,
-                           q_len, selected=None if selected is None else selected.long())
+        kc, vc = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+        ks = vs = 1.0
+        if self.kv_fp8:
+            (kc, ks), (vc, vs) = quantise_kv(kc), quantise_kv(vc)
+        return DecodeCache(kc, vc, B, ctx, q_len, selected=None if selected is None else selected.long(),
+                           k_scale=ks, v_scale=vs)
 
     def write_kv(self, cache: DecodeCache, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
         """k_new, v_new: [batch * q_len, Hkv, D] -> the last q_len slots of each sequence."""
         B, L = cache.batch, cache.q_len
-        for src, dst in ((k_new, cache.k), (v_new, cache.v)):
-            dst[:, :, cache.context - L:] = src.view(B, L, *src.shape[1:]).transpose(1, 2)
+        for src, dst, sc in ((k_new, cache.k, cache.k_scale), (v_new, cache.v, cache.v_scale)):
+            dst[:, :, cache.context - L:] = _store(src, dst, sc).view(B, L, *src.shape[1:]).transpose(1, 2)
 
     def decode_attention(self, q: torch.Tensor, cache: DecodeCache) -> torch.Tensor:
         """q: [B, Lq, Hq, D] -> [B, Lq, Hq, D].
@@ -166,6 +188,8 @@ class TorchOps:
         through one attention call, so K and V are read once per KV head (SDPA's own GQA
         path copies K and V per query head, ten times slower on a CPU)."""
         k, v, ctx, L = cache.k, cache.v, cache.context, cache.q_len
+        if k.dtype == torch.float8_e4m3fn:  # dequantise the whole cache, as a CPU must
+            k, v = k.to(q.dtype) * cache.k_scale, v.to(q.dtype) * cache.v_scale
         B, _, Hq, D = q.shape
         Hkv = k.shape[1]
         G = Hq // Hkv
@@ -189,8 +213,8 @@ class TritonOps(TorchOps):
 
     name = "triton"
 
-    def __init__(self, fp8: bool = False):
-        super().__init__(fp8)
+    def __init__(self, fp8: bool = False, kv_fp8: bool = False):
+        super().__init__(fp8, kv_fp8)
         from validate import kernels
 
         self.k = kernels
@@ -235,21 +259,30 @@ class TritonOps(TorchOps):
         new = torch.arange(ctx - q_len, ctx, device=k.device)
         slots = (tables[:, new // PAGE].long() * PAGE + (new % PAGE)[None, :]).reshape(-1)
         lens = torch.full((B,), ctx, dtype=torch.int32, device=k.device)
+        scales = [1.0, 1.0]
+        if self.kv_fp8:
+            for i in range(2):
+                caches[i], scales[i] = quantise_kv(caches[i])
         return DecodeCache(caches[0], caches[1], B, ctx, q_len, selected=selected,
-                           write_rows=slots, block_tables=tables, context_lens=lens)
+                           write_rows=slots, block_tables=tables, context_lens=lens,
+                           k_scale=scales[0], v_scale=scales[1])
 
     def write_kv(self, cache: DecodeCache, k_new, v_new) -> None:
-        for src, dst in ((k_new, cache.k), (v_new, cache.v)):
-            dst.view(-1, *dst.shape[2:]).index_copy_(0, cache.write_rows, src)
+        for src, dst, sc in ((k_new, cache.k, cache.k_scale), (v_new, cache.v, cache.v_scale)):
+            val = _store(src, dst, sc)
+            if dst.dtype == torch.float8_e4m3fn:  # index_copy_ has no fp8 kernel: copy the bytes
+                dst, val = dst.view(torch.uint8), val.view(torch.uint8)
+            dst.view(-1, *dst.shape[2:]).index_copy_(0, cache.write_rows, val)
 
     def decode_attention(self, q, cache: DecodeCache):
         return self.k.paged_attention(q, cache.k, cache.v, cache.block_tables, cache.context_lens,
-                                      selected_positions=cache.selected)
+                                      selected_positions=cache.selected,
+                                      k_scale=cache.k_scale, v_scale=cache.v_scale)
 
 
-def make_ops(backend: str, fp8: bool = False) -> TorchOps:
+def make_ops(backend: str, fp8: bool = False, kv_fp8: bool = False) -> TorchOps:
     if backend == "torch":
-        return TorchOps(fp8)
+        return TorchOps(fp8, kv_fp8)
     if backend == "triton":
-        return TritonOps(fp8)
+        return TritonOps(fp8, kv_fp8)
     raise ValueError(f"backend {backend!r}; expected torch or triton")

@@ -66,6 +66,7 @@ class Measurements:
     messages: list[str] = field(default_factory=list)
     kernel_check: dict | None = None
     precision: dict[str, str] = field(default_factory=dict)  # plan precision -> what ran
+    kv_dtype: dict[str, str] = field(default_factory=dict)  # plan KV dtype -> what ran
 
     def rows(self) -> pd.DataFrame:
         from costmodel.importers import tidy
@@ -75,6 +76,30 @@ class Measurements:
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _ran_kv_dtype(kv_dtype: str, device: str, messages: list[str]) -> str:
+    """fp8 KV caches run where the device reads fp8 (any CPU through torch; CUDA 8.9+), else
+    bf16 with a message. int4 and other KV dtypes run as bf16."""
+    if kv_dtype == "bf16":
+        return "bf16"
+    if kv_dtype == "fp8":
+        if device != "cuda":
+            messages.append("KV cache fp8: decode caches are stored in fp8 (e4m3, one scale each "
+                            "for K and V) and dequantised by torch before attention; prefill "
+                            "attention reads its K/V in bf16 as computed")
+            return "fp8"
+        import torch
+
+        from validate.kernels._device import fp8_supported
+
+        if fp8_supported(torch.device("cuda")):
+            messages.append("KV cache fp8: the paged decode kernel reads e4m3 caches and "
+                            "dequantises on load; prefill attention reads its K/V in bf16 as computed")
+            return "fp8"
+    messages.append(f"KV cache {kv_dtype}: no {kv_dtype} attention kernel on this device; attention is "
+                    "measured (and predicted) with a bf16 KV cache")
+    return "bf16"
 
 
 def _ran_precision(precision: str, device: str, messages: list[str]) -> str:
@@ -142,17 +167,16 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
     model = load_model(meas.model_ref)
     budget = device_budget(meas.device, opts.layer_time_s)
     backend = "triton" if meas.device == "cuda" else "torch"
-    kv = sorted({s.kv_dtype for s in shapes} - {"bf16"})
-    if kv:
-        meas.messages.append(f"KV cache {', '.join(kv)}: the attention kernels read bf16 caches, "
-                             "so attention is measured (and predicted) with a bf16 KV cache")
-    groups: dict[tuple[int, str], list[IterationShape]] = {}
+    groups: dict[tuple[int, str, str], list[IterationShape]] = {}
     for s in shapes:
-        groups.setdefault((s.tp, s.precision), []).append(s)
-    for (tp, precision), group in groups.items():
+        groups.setdefault((s.tp, s.precision, s.kv_dtype), []).append(s)
+    for (tp, precision, kv_dtype), group in groups.items():
         dims = per_gpu_dims(model, tp)
         ran = _ran_precision(precision, meas.device, meas.messages)
         meas.precision[precision] = ran
+        if kv_dtype not in meas.kv_dtype:
+            meas.kv_dtype[kv_dtype] = _ran_kv_dtype(kv_dtype, meas.device, meas.messages)
+        kv_ran = meas.kv_dtype[kv_dtype]
         layers, scaled, notes = fit_to_device(dims, group, model.num_layers, meas.hardware, budget)
         meas.messages += notes
         for n in notes:
@@ -160,13 +184,14 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
         if meas.kernel_check is None and skip_check is None:
             probe = max(group, key=lambda s: (s.query_tokens, s.kv_budget is not None, s.decode_batch))
             t0 = time.perf_counter()
-            meas.kernel_check = check_kernels(dims, probe, meas.device, opts.seed)
+            meas.kernel_check = check_kernels(dims, probe, meas.device, opts.seed,
+                                              kv_fp8=kv_ran == "fp8")
             log(f"kernel check ({meas.kernel_check['where']}, {time.perf_counter() - t0:.1f} s): "
                 f"max |triton - torch| = {meas.kernel_check['max_abs_err']:.2e} "
                 f"({'ok' if meas.kernel_check['ok'] else 'FAILED'})")
         elif skip_check is not None and meas.kernel_check is None:
             meas.kernel_check = {"ok": None, "skipped": skip_check}
-        runner = ModelRunner(dims, layers, ops=make_ops(backend, fp8=ran == "fp8"),
+        runner = ModelRunner(dims, layers, ops=make_ops(backend, fp8=ran == "fp8", kv_fp8=kv_ran == "fp8"),
                              device=meas.device, seed=opts.seed, fp8=ran == "fp8")
         passes = opts.passes or (1 if meas.device == "cuda" else 5)
         by_shape: list[list[ShapeMeasurement]] = [[] for _ in scaled]
@@ -175,7 +200,7 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
                 t0 = time.perf_counter()
                 res = measure_shape(runner, s, timer, device_name=meas.hardware.name,
                                     model_name=model.name, full_layers=model.num_layers,
-                                    precision=ran)
+                                    precision=ran, kv_dtype=kv_ran)
                 by_shape[i].append(res)
                 log(f"  pass {k + 1}/{passes} {s.name}: iteration {res.iteration_s * 1e3:.2f} ms "
                     f"({len(res.rows)} op rows, {time.perf_counter() - t0:.1f} s)")
@@ -216,12 +241,12 @@ def calibrate(meas: Measurements, fit: Sequence[bool] | None = None, tables: boo
 
 
 def predicted_compute_s(shape: IterationShape, hw: HardwareSpec, calibration=None,
-                        precision: str = "bf16") -> float:
+                        precision: str = "bf16", kv_dtype: str = "bf16") -> float:
     """The cost model's time of what the runner executes: the step without communication,
     host overhead and sampling, over all layers."""
     from costmodel.model import CostModel
 
-    cm = CostModel(shape.model, hw, tp=shape.tp, pp=1, precision=precision, kv_dtype="bf16",
+    cm = CostModel(shape.model, hw, tp=shape.tp, pp=1, precision=precision, kv_dtype=kv_dtype,
                    calibration=calibration)
     return sum(o.time_s for o in cm.step(shape.batch()).ops if o.name not in NOT_RUN)
 
@@ -233,13 +258,14 @@ def compare(meas: Measurements, profile=None) -> pd.DataFrame:
     for r in meas.results:
         s = r.shape
         prec = meas.precision.get(s.precision, "bf16")
+        kv = meas.kv_dtype.get(s.kv_dtype, "bf16")
         rec = {"shape": s.name, "kind": s.kind, "role": s.role, "tp": s.tp, "tokens": s.num_tokens,
                "seqs": s.num_seqs, "layers_run": r.layers_run, "layer_s": r.layer_s,
                "head_s": r.head_s, "measured_s": r.iteration_s,
-               "predicted_default_s": predicted_compute_s(s, meas.hardware, None, prec),
+               "predicted_default_s": predicted_compute_s(s, meas.hardware, None, prec, kv),
                "note": s.note}
         if profile is not None:
-            rec["predicted_calibrated_s"] = predicted_compute_s(s, meas.hardware, profile, prec)
+            rec["predicted_calibrated_s"] = predicted_compute_s(s, meas.hardware, profile, prec, kv)
         recs.append(rec)
     df = pd.DataFrame(recs)
     df["rel_err_default"] = df["predicted_default_s"] / df["measured_s"] - 1

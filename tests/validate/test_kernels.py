@@ -311,6 +311,44 @@ def test_paged_decode(dtype, n_q_heads, n_kv_heads, num_splits, device, gen):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize(("n_q_heads", "n_kv_heads"), GQA, ids=GQA_IDS)
+@pytest.mark.parametrize("num_splits", [1, 3], ids=["splits1", "splits3"])
+def test_paged_decode_fp8_kv_cache(dtype, n_q_heads, n_kv_heads, num_splits, device, gen):
+    # vLLM's --kv-cache-dtype fp8: e4m3 caches with one scale each for K and V; the kernel
+    # dequantises what it reads. The reference attends to the dequantised values in float64.
+    if not fp8_supported(torch.device(device)):
+        pytest.skip("fp8 needs compute capability 8.9+")
+    lens = [37, 5, 50]
+    k_hi, v_hi, tables, lens_t = make_paged_cache(gen, device, torch.float32, lens, n_kv_heads, 32)
+    k_scale, v_scale = 0.05, 0.02  # values up to ~4 sigma land well inside e4m3's range
+    k8 = (k_hi / k_scale).to(torch.float8_e4m3fn)
+    v8 = (v_hi / v_scale).to(torch.float8_e4m3fn)
+    q = rand(gen, (len(lens), n_q_heads, 32), dtype, device)
+    out = poisoned(q.shape, dtype, device)
+    paged_decode_attention(q, k8, v8, tables, lens_t, num_splits=num_splits, out=out,
+                           k_scale=k_scale, v_scale=v_scale)
+    ref = ref_paged_attention(q.unsqueeze(1), k8.double() * k_scale, v8.double() * v_scale,
+                              tables, lens_t).squeeze(1)
+    assert_matches(out, ref, dtype)
+    # the scales are applied: without them the answer is far off
+    wrong = ref_paged_attention(q.unsqueeze(1), k8.double(), v8.double(), tables, lens_t).squeeze(1)
+    assert (out.cpu().double() - wrong).abs().max() > 0.1
+
+
+def test_paged_decode_cache_dtype_errors(device, gen):
+    k, v, tables, lens_t = make_paged_cache(gen, device, torch.float32, [20], 2, 16)
+    q = rand(gen, (1, 4, 16), torch.bfloat16, device)
+    with pytest.raises(ValueError, match=r"k_cache.dtype=torch.float32; expected q's dtype "
+                                         r"torch.bfloat16 or torch.float8_e4m3fn"):
+        paged_decode_attention(q, k, v, tables, lens_t)
+    k8, v8 = k.to(torch.float8_e4m3fn), v.to(torch.float8_e4m3fn)
+    with pytest.raises(ValueError, match=r"k_scale=0.0; expected a positive finite float"):
+        paged_decode_attention(q, k8, v8, tables, lens_t, k_scale=0.0)
+    with pytest.raises(ValueError, match=r"v_cache.dtype=torch.float32 does not match k_cache"):
+        paged_decode_attention(q, k8, v, tables, lens_t)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 @pytest.mark.parametrize("num_splits", [1, 2], ids=["splits1", "splits2"])
 def test_paged_decode_kv_budget(dtype, num_splits, device, gen):
     lens = [45, 5, 60]

@@ -141,3 +141,35 @@ def test_too_large_for_the_device_is_scaled_down_not_a_crash(tiny_plan):
     assert all(n.startswith("scaled down from ") and "still over" in n for n in notes)
     assert all(r.shape.num_tokens <= 16 + 2 for r in meas.results)
     assert calibrate(meas) is not None
+
+
+def test_fp8_kv_plan_runs_fp8_decode_caches(tiny_plan):
+    """A plan with `--kv-cache-dtype fp8`: decode caches are stored in e4m3 (dequantised by
+    torch on a CPU, on load by the paged kernel on a GPU), the kernel check compares both on the
+    same fp8 caches, attention rows say fp8, and the prediction reads an fp8 cache too."""
+    import copy
+
+    from costmodel.model import CostModel
+    from validate.runner import predicted_compute_s
+
+    plan = copy.deepcopy(tiny_plan)
+    pool = plan["deployment"]["pools"][0]
+    pool["kv_dtype"], pool["spec"] = "fp8", {"method": "none"}
+    opts = ValidateOptions(device="auto", workload="fixed:200,50", passes=1, timer=FAST, max_shapes=3)
+    meas = measure_plan(plan, opts, log=lambda msg: None)
+    assert meas.kv_dtype == {"fp8": "fp8"}
+    assert meas.kernel_check["ok"] is True and "fp8 KV cache" in meas.kernel_check["probe"]
+    rows = meas.rows()
+    attn = rows[rows["op"].str.startswith("attn_")]
+    assert len(attn) and (attn["kv_dtype"] == "fp8").all()
+    assert (rows[~rows["op"].str.startswith("attn_")]["kv_dtype"] == "bf16").all()
+    assert any("KV cache fp8" in m for m in meas.messages)
+    # the comparison predicts with the fp8 cache: decode attention reads half the KV bytes
+    dec = next(r.shape for r in meas.results if r.shape.decode_batch)
+    hw = meas.hardware
+    t8 = predicted_compute_s(dec, hw, None, "bf16", "fp8")
+    t16 = predicted_compute_s(dec, hw, None, "bf16", "bf16")
+    assert t8 < t16
+    a8 = sum(o.time_s for o in CostModel(dec.model, hw, kv_dtype="fp8").step(dec.batch()).ops
+             if o.name == "attn_decode")
+    assert a8 > 0

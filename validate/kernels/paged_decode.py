@@ -46,10 +46,12 @@ from ._device import (
     check_launchable,
     check_ndim,
     check_out,
+    fp8_supported,
     interpreting,
 )
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+FP8 = torch.float8_e4m3fn
 LOG2E = 1.4426950408889634
 MIN_TOKENS_PER_SPLIT = 256  # below this a split's fixed cost outweighs the parallelism
 
@@ -58,7 +60,7 @@ MIN_TOKENS_PER_SPLIT = 256  # below this a split's fixed cost outweighs the para
 def _paged_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_out_ptr, part_lse_ptr,
     block_tables_ptr, context_lens_ptr, selected_ptr, num_selected_ptr,
-    qk_scale, tokens_per_split,
+    qk_scale, tokens_per_split, k_scale, v_scale,
     stride_qb, stride_qt, stride_qh,
     stride_kblk, stride_kslot, stride_kh,
     stride_vblk, stride_vslot, stride_vh,
@@ -71,6 +73,7 @@ def _paged_attention_kernel(
     COUNTED: tl.constexpr,  # num_selected is given
     SPLIT: tl.constexpr,  # write partial results for the merge kernel
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    KV_FP8: tl.constexpr,  # e4m3 caches: dequantise with k_scale / v_scale on load
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -118,7 +121,10 @@ def _paged_attention_kernel(
                     + kv_head * stride_kh + d[None, :], mask=kv_mask, other=0.0)
         v = tl.load(v_cache_ptr + page[:, None] * stride_vblk + slot[:, None] * stride_vslot
                     + kv_head * stride_vh + d[None, :], mask=kv_mask, other=0.0)
-        if UPCAST:
+        if KV_FP8:
+            k = (k.to(tl.float32) * k_scale).to(q.dtype)
+            v = (v.to(tl.float32) * v_scale).to(q.dtype)
+        elif UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 units
@@ -187,11 +193,15 @@ def paged_attention(
     num_selected: torch.Tensor | None = None,
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
+    k_scale: float = 1.0,
+    v_scale: float = 1.0,
 ) -> torch.Tensor:
     """Attention of Lq new tokens per sequence over its paged KV cache (see module doc).
 
     q: [B, Lq, Hq, D]; k_cache, v_cache: [num_blocks, block_size, Hkv, D], q's dtype
-        (bf16/fp16/fp32), Hq a multiple of Hkv.
+        (bf16/fp16/fp32) or float8_e4m3fn (vLLM's `--kv-cache-dtype fp8`: a key is
+        k_cache * k_scale, a value v_cache * v_scale; needs fp8 support, compute capability
+        8.9+ or the interpreter), Hq a multiple of Hkv.
     block_tables: int32 [B, max_blocks_per_seq]; context_lens: int32 [B], >= Lq, counting
         the new tokens, whose K/V are already in the cache.
     selected_positions: optional int32 [B, budget]; num_selected: optional int32 [B].
@@ -202,9 +212,14 @@ def paged_attention(
     check_ndim("q", q, 4, "[B, Lq, Hq, D]")
     check_ndim("k_cache", k_cache, 4, "[num_blocks, block_size, Hkv, D]")
     check_dtype("q", q, DTYPES)
-    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if t.dtype != q.dtype:
-            raise ValueError(f"{name}.dtype={t.dtype} does not match q.dtype={q.dtype}")
+    if k_cache.dtype not in (q.dtype, FP8):
+        raise ValueError(f"k_cache.dtype={k_cache.dtype}; expected q's dtype {q.dtype} or {FP8}")
+    if v_cache.dtype != k_cache.dtype:
+        raise ValueError(f"v_cache.dtype={v_cache.dtype} does not match k_cache.dtype={k_cache.dtype}")
+    kv_fp8 = k_cache.dtype == FP8
+    for name, x in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0):
+            raise ValueError(f"{name}={x!r}; expected a positive finite float")
     if tuple(v_cache.shape) != tuple(k_cache.shape):
         raise ValueError(f"v_cache.shape={tuple(v_cache.shape)} does not match "
                          f"k_cache.shape={tuple(k_cache.shape)}")
@@ -240,6 +255,9 @@ def paged_attention(
     for name in ("q", "k_cache", "v_cache"):
         check_inner_contiguous(name, tensors[name])
     device = check_launchable(tensors)
+    if kv_fp8 and not fp8_supported(device):
+        raise ValueError(f"an fp8 KV cache needs compute capability 8.9+ (Ada, Hopper, Blackwell); "
+                         f"{device} has none")
 
     if out is None:
         out = torch.empty(q.shape, dtype=q.dtype, device=device)
@@ -271,7 +289,7 @@ def paged_attention(
     _paged_attention_kernel[(batch, n_kv_heads, num_splits)](
         q, k_cache, v_cache, out, part_out, part_lse,
         block_tables, context_lens, selected, counts,
-        scale * LOG2E, tokens_per_split,
+        scale * LOG2E, tokens_per_split, float(k_scale), float(v_scale),
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
@@ -283,7 +301,7 @@ def paged_attention(
         BLOCK_D=block_d,
         SELECTED=selected_positions is not None, COUNTED=num_selected is not None,
         SPLIT=split, PRECISION="ieee", UPCAST=interpreting() and q.dtype == torch.bfloat16,
-        num_warps=4,
+        KV_FP8=kv_fp8, num_warps=4,
     )
     if split:
         _merge_splits_kernel[(batch * q_len, n_q_heads)](
@@ -318,6 +336,8 @@ def paged_decode_attention(
     num_selected: torch.Tensor | None = None,
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
+    k_scale: float = 1.0,
+    v_scale: float = 1.0,
 ) -> torch.Tensor:
     """One decode step: q [B, Hq, D] (the newest token of each sequence) over its paged
     cache; out, if given, is [B, Hq, D]; every other argument as in `paged_attention`.
@@ -328,7 +348,8 @@ def paged_decode_attention(
     result = paged_attention(q.unsqueeze(1), k_cache, v_cache, block_tables, context_lens,
                              softmax_scale=softmax_scale, selected_positions=selected_positions,
                              num_selected=num_selected, num_splits=num_splits,
-                             out=None if out is None else out.unsqueeze(1))
+                             out=None if out is None else out.unsqueeze(1),
+                             k_scale=k_scale, v_scale=v_scale)
     return result.squeeze(1)
 
 
@@ -349,11 +370,14 @@ def flops(context_lens: Sequence[int], q_heads: int, head_dim: int,
 
 
 def bytes_moved(context_lens: Sequence[int], q_heads: int, kv_heads: int, head_dim: int,
-                kv_budget: int | None = None, elem_bytes: int = 2) -> int:
-    """K and V of every key read (once per KV head, shared by its GQA group), q in, o out.
+                kv_budget: int | None = None, elem_bytes: int = 2,
+                kv_elem_bytes: int | None = None) -> int:
+    """K and V of every key read (once per KV head, shared by its GQA group) at `kv_elem_bytes`
+    (default `elem_bytes`; 1 for an fp8 cache), q in and o out at `elem_bytes`.
     Block-table and index reads (4 bytes per key at most) are left out: under 2% at D=128."""
     keys = sum(keys_read(context_lens, kv_budget))
-    return (2 * keys * kv_heads + 2 * len(context_lens) * q_heads) * head_dim * elem_bytes
+    kvb = elem_bytes if kv_elem_bytes is None else kv_elem_bytes
+    return (2 * keys * kv_heads * kvb + 2 * len(context_lens) * q_heads * elem_bytes) * head_dim
 
 
 # --- benchmark -------------------------------------------------------------------------------
@@ -365,13 +389,19 @@ def _bench() -> None:
         return
     device = torch.device("cuda")
     hq, hkv, d, page = 64, 8, 128, 16
-    print(f"{'B':>4} {'ctx':>6} {'budget':>7} {'us':>8} {'GB/s':>8}")
-    for batch, ctx, budget in [(1, 8192, None), (32, 2048, None), (128, 1024, None),
-                               (64, 8192, None), (64, 8192, 1024)]:
+    print(f"{'B':>4} {'ctx':>6} {'budget':>7} {'kv':>5} {'us':>8} {'GB/s':>8}")
+    fp8 = fp8_supported(device)
+    for batch, ctx, budget, kv8 in [(1, 8192, None, False), (32, 2048, None, False),
+                                    (128, 1024, None, False), (64, 8192, None, False),
+                                    (64, 8192, 1024, False), (64, 8192, None, True)]:
+        if kv8 and not fp8:
+            continue
         blocks_per_seq = triton.cdiv(ctx, page)
         n_blocks = batch * blocks_per_seq
         k_cache = torch.randn(n_blocks, page, hkv, d, device=device, dtype=torch.bfloat16)
         v_cache = torch.randn_like(k_cache)
+        if kv8:
+            k_cache, v_cache = k_cache.to(FP8), v_cache.to(FP8)
         tables = torch.randperm(n_blocks, device=device, dtype=torch.int32).view(batch, -1)
         lens = torch.full((batch,), ctx, device=device, dtype=torch.int32)
         q = torch.randn(batch, hq, d, device=device, dtype=torch.bfloat16)
@@ -382,8 +412,9 @@ def _bench() -> None:
         ms = triton.testing.do_bench(
             lambda q=q, k=k_cache, v=v_cache, t=tables, n=lens, s=sel:
             paged_decode_attention(q, k, v, t, n, selected_positions=s))
-        gbs = bytes_moved([ctx] * batch, hq, hkv, d, budget) / ms * 1e-6
-        print(f"{batch:4d} {ctx:6d} {budget or '-':>7} {ms * 1e3:8.1f} {gbs:8.1f}")
+        gbs = bytes_moved([ctx] * batch, hq, hkv, d, budget, kv_elem_bytes=1 if kv8 else 2) / ms * 1e-6
+        print(f"{batch:4d} {ctx:6d} {budget or '-':>7} {'fp8' if kv8 else 'bf16':>5} "
+              f"{ms * 1e3:8.1f} {gbs:8.1f}")
 
 
 if __name__ == "__main__":
