@@ -48,6 +48,8 @@ def _print_summary(title: str, s: dict) -> None:
         t.add_row("all", str(s["n"]), f"{s['mape']:.1%}", f"{s['p90_abs_rel_err']:.1%}", style="bold")
     c = Console(stderr=True)
     c.print(t)
+    for note in s.get("notes", []):
+        c.print(note)
     if s["skipped"]:
         c.print(f"{s['skipped']} rows not scored: {s['skipped_kv_overflow']} whose batch does not fit "
                 "the KV cache at vLLM's defaults (cannot have run as the batch named; "
@@ -77,7 +79,8 @@ def eval_cmd(
     write_native(rows.assign(predicted_s=pred, rel_err=pred / rows["measured_s"] - 1.0,
                              fits_kv=kv_fit_mask(rows)), out)
     s = {"measured": str(measured), "format": fmt, "out": str(out),
-         "calibrated": cal is not None, **_summary(rows, pred)}
+         "calibrated": cal is not None, **_summary(rows, pred),
+         "notes": list(rows.attrs.get("notes", []))}
     if as_json:
         emit_json(s)
     else:
@@ -112,6 +115,11 @@ def calibrate_cmd(
         raise ServePlanError(f"--fit-fraction {fit_fraction}; expected a fraction in (0, 1]")
     start = load_calibration_opt(calibration)
     rows = load_measured(measured, fmt, gpu=gpu, model=model)
+    if not as_json:
+        from rich.console import Console
+
+        for note in rows.attrs.get("notes", []):
+            Console(stderr=True).print(note)
     rng = np.random.default_rng(seed)
     fit_mask = rng.random(len(rows)) < fit_fraction if fit_fraction < 1.0 else np.ones(len(rows), bool)
     fit_rows = rows[fit_mask].reset_index(drop=True)

@@ -139,6 +139,7 @@ def load_measured(path: str | Path, fmt: str, gpu: str | None = None,
     else:
         from costmodel.importers.native import load_native as loader
     rows = loader(p, gpu)
+    notes = list(rows.attrs.get("notes", []))
     if model:
         from costmodel.specs import load_model
 
@@ -148,6 +149,7 @@ def load_measured(path: str | Path, fmt: str, gpu: str | None = None,
     if rows.empty:
         raise ServePlanError(f"--measured {p} ({fmt}): no measured rows found"
                              + (f" for model {model}" if model else ""))
+    rows.attrs["notes"] = notes  # what the importer left out, and why (printed by the CLI)
     return rows
 
 

@@ -10,8 +10,12 @@ Layout (ai-dynamo/aiconfigurator's `systems/data/<gpu>/...`; a folder or any one
 - `comm/nccl/.../nccl_perf.{parquet,csv}` and `comm/vllm/.../custom_allreduce_perf.*`:
   `op_name`, `num_gpus`, `message_size` (elements of `nccl_dtype` / `allreduce_dtype`),
   `latency` (ms).
-Where a folder holds both a `.parquet` and a `.csv` of one table, the Parquet file is read.
-The GPU of each row comes from the `device` column when it names a known GPU, else `--gpu`.
+Tables may also be CSV (`.csv`, or `.txt` as older AIConfigurator releases ship them); where a
+folder holds both a `.parquet` and a CSV of one table, the Parquet file is read. The GPU of each
+row comes from the `device` column when it names a known GPU, else `--gpu`.
+Rows of a GEMM or KV-cache dtype the cost model cannot price (nvfp4, int4 weight-only, ...
+anything outside `_DTYPE`) are left out and counted in `rows.attrs["notes"]`, which `cost eval`
+and `calibrate` print; a table holding only such rows is an error naming its dtypes.
 """
 
 from __future__ import annotations
@@ -65,22 +69,37 @@ def _base(df: pd.DataFrame, path: Path, root: Path, gpu: str | None, op) -> dict
             "kernel": df.get("kernel_source", ""), "measured_s": df["latency"].astype(float) * MS}
 
 
-def read_gemm(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
+def _known(df: pd.DataFrame, col: str, path: Path, notes: list[str]) -> pd.DataFrame:
+    """Rows whose `col` dtype the model prices; the rest counted in `notes`."""
+    vals = df[col].astype(str)
+    ok = vals.isin(list(_DTYPE))
+    if not ok.any():
+        raise ServePlanError(f"{path}: {col} {sorted(set(vals))}; expected one of {sorted(_DTYPE)}")
+    if not ok.all():
+        left = vals[~ok].value_counts()
+        notes.append(f"{path.name}: left out {int((~ok).sum())} rows of {col} "
+                     + ", ".join(f"{k} ({v})" for k, v in left.items())
+                     + f" (the cost model prices {', '.join(sorted(set(_DTYPE.values())))})")
+    return df[ok].reset_index(drop=True)
+
+
+def read_gemm(path: Path, root: Path, gpu: str | None, notes: list[str] | None = None) -> pd.DataFrame:
     df = read_table(path)
     require_columns(df, ("gemm_dtype", "m", "n", "k", "latency"), path)
-    unknown = sorted(set(df["gemm_dtype"]) - set(_DTYPE))
-    if unknown:
-        raise ServePlanError(f"{path}: gemm_dtype {unknown}; expected one of {sorted(_DTYPE)}")
+    df = _known(df, "gemm_dtype", path, notes if notes is not None else [])
     return concat([pd.DataFrame({**_base(df, path, root, gpu, "gemm"),
                                  "precision": df["gemm_dtype"].map(_DTYPE),
                                  "m": df["m"], "n": df["n"], "k": df["k"]})])
 
 
-def read_attention(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
+def read_attention(path: Path, root: Path, gpu: str | None,
+                   notes: list[str] | None = None) -> pd.DataFrame:
     df = read_table(path)
     prefill = path.stem.startswith("context")
     need = ("batch_size", "isl", "num_heads", "num_key_value_heads", "head_dim", "latency")
     require_columns(df, need + (() if prefill else ("step",)), path)
+    if "kv_cache_dtype" in df:
+        df = _known(df, "kv_cache_dtype", path, notes if notes is not None else [])
     kv = df["kv_cache_dtype"].map(_DTYPE).fillna("bf16") if "kv_cache_dtype" in df else "bf16"
     cols = {**_base(df, path, root, gpu, "attn_prefill" if prefill else "attn_decode"),
             "kv_dtype": kv, "batch_size": df["batch_size"], "num_heads": df["num_heads"],
@@ -113,12 +132,14 @@ def _table_files(root: Path) -> list[Path]:
     if root.is_file():
         if root.stem not in TABLES:
             raise ServePlanError(f"{root}: not an AIConfigurator table; expected one of "
-                                 f"{', '.join(t + '.parquet' for t in TABLES)}")
+                                 f"{', '.join(t + '.parquet' for t in TABLES)} (or .csv / .txt)")
         return [root]
     found = [p for p in root.rglob("*") if p.is_file() and p.stem in TABLES
-             and p.suffix.lower() in (".parquet", ".csv")]
+             and p.suffix.lower() in (".parquet", ".csv", ".txt")]
     # a CSV beside a Parquet copy of the same table is the same data: read the Parquet only
-    keep = [p for p in found if not (p.suffix.lower() == ".csv" and p.with_suffix(".parquet").exists())]
+    keep = [p for p in found if not (p.suffix.lower() != ".parquet" and p.with_suffix(".parquet").exists())]
+    # and a .txt beside a .csv of the same table: read the .csv
+    keep = [p for p in keep if not (p.suffix.lower() == ".txt" and p.with_suffix(".csv").exists())]
     return sorted(keep)
 
 
@@ -126,13 +147,16 @@ def load_aiconfigurator(root: Path, gpu: str | None) -> pd.DataFrame:
     files = _table_files(root)
     if not files:
         raise ServePlanError(f"{root}: no AIConfigurator tables ({', '.join(TABLES)}) found")
-    frames = []
+    frames: list[pd.DataFrame] = []
+    notes: list[str] = []
     for f in files:
         if f.stem == "gemm_perf":
-            frames.append(read_gemm(f, root, gpu))
+            frames.append(read_gemm(f, root, gpu, notes))
         elif "attention" in f.stem:
-            frames.append(read_attention(f, root, gpu))
+            frames.append(read_attention(f, root, gpu, notes))
         else:
             frames.append(read_comm(f, root, gpu))
     out = concat(frames)
-    return out[np.isfinite(out["measured_s"])].reset_index(drop=True)
+    out = out[np.isfinite(out["measured_s"])].reset_index(drop=True)
+    out.attrs["notes"] = notes
+    return out

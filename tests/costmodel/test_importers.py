@@ -105,3 +105,25 @@ def test_gpu_needed_when_data_has_none(tmp_path):
     with pytest.raises(ServePlanError, match="--gpu"):
         load_measured(f, "native")
     assert load_measured(f, "native", gpu="h100")["gpu"].iloc[0] == "h100-sxm"
+
+
+def test_aiconfigurator_other_systems_tables(tmp_path):
+    """Another system's tables: CSV with a .txt suffix (older releases), and dtypes the cost
+    model cannot price (nvfp4, int4 weight-only) left out with a note, not a failed import."""
+    d = tmp_path / "b200_sxm" / "gemm" / "vllm" / "0.9"
+    d.mkdir(parents=True)
+    pd.DataFrame({"gemm_dtype": ["bfloat16", "fp8", "nvfp4", "nvfp4", "int4_wo"],
+                  "m": [16, 16, 16, 32, 16], "n": [4096] * 5, "k": [4096] * 5,
+                  "latency": [0.02, 0.015, 0.01, 0.011, 0.012],
+                  "device": ["NVIDIA B200"] * 5}).to_csv(d / "gemm_perf.txt", index=False)
+    rows = load_measured(tmp_path, "aiconfigurator")
+    assert rows["precision"].tolist() == ["bf16", "fp8"]
+    assert set(rows["gpu"]) == {"b200"}
+    assert rows["measured_s"].tolist() == pytest.approx([2e-5, 1.5e-5])
+    (note,) = rows.attrs["notes"]
+    assert "left out 3 rows of gemm_dtype nvfp4 (2), int4_wo (1)" in note
+    # a table of nothing the model prices is an error naming what it holds
+    pd.DataFrame({"gemm_dtype": ["nvfp4"], "m": [1], "n": [8], "k": [8], "latency": [0.01]}).to_csv(
+        d / "gemm_perf.txt", index=False)
+    with pytest.raises(ServePlanError, match=r"gemm_dtype \['nvfp4'\]; expected one of"):
+        load_measured(tmp_path, "aiconfigurator", gpu="b200")
