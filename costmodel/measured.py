@@ -31,10 +31,11 @@ _KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 64}
 PARAMS_BY_FAMILY = {
     "gemm": ("gemm_compute_eff", "gemm_mem_eff", "gemm_blend", "gemm_ctas_per_sm",
              "gemm_wave_exp", "kernel_overhead_s"),
-    "gemm_fp8": ("fp8_compute_eff", "fp8_quant_row_s"),
+    "gemm_fp8": ("fp8_compute_eff", "fp8_quant_row_s", "fp8_quant_mem_eff"),
     "attn_prefill": ("attn_compute_eff", "attn_softmax_flops", "attn_blend", "attn_per_seq_s",
-                     "attn_overhead_s"),
-    "attn_decode": ("attn_mem_eff", "attn_blend", "attn_per_seq_s", "attn_overhead_s"),
+                     "attn_overhead_s", "attn_tile_s", "attn_fp8_compute_eff", "attn_fp8_kv_s"),
+    "attn_decode": ("attn_mem_eff", "attn_blend", "attn_per_seq_s", "attn_overhead_s",
+                    "attn_fp8_kv_s", "attn_ctas_per_sm", "l2_bw_ratio"),
     "comm": ("comm_latency_s", "comm_bw_eff"),
     "step": ("host_overhead_s", "host_per_seq_s"),
 }
@@ -208,7 +209,8 @@ def _roofline_family(kind: str, r: pd.DataFrame, gpu, eff: Efficiencies, tables)
         ctx = np.where(w > 0, np.minimum(ctx, w), ctx)
         return rl.decode_attn_time_s_v(b, b * ctx, 1, r["num_heads"].to_numpy(float),
                                        r["num_kv_heads"].to_numpy(float),
-                                       r["head_dim"].to_numpy(float), gpu, eff, kvb)
+                                       r["head_dim"].to_numpy(float), gpu, eff, kvb,
+                                       l2_warm=True)  # a kernel timed in a loop
     if kind == "comm":
         return _comm(r, gpu, eff)
     return _steps(r, gpu, eff, tables)

@@ -5,19 +5,32 @@ knee between the two regimes is round as measured, not sharp), plus a fixed per-
 The efficiencies are fractions of datasheet peaks, so a set fitted on one GPU carries to
 another through the datasheet (that is what makes zero-shot prediction on a new GPU work):
 
-- GEMM: FLOPs at `gemm_compute_eff` of the tensor-core peak (`fp8_compute_eff` of the FP8 peak
-  for W8A8, which also pays a dynamic activation quantisation of `fp8_quant_row_s` per row and
-  one more kernel), lost to wave quantisation (the M x N output is cut into 128 x 128 tiles,
-  split along K when there are too few tiles to fill the SMs; the last wave runs partly empty,
-  felt to the power `gemm_wave_exp` since kernels hide part of it) and to padding M up to the
-  tile; bytes (A, B and C once each) at `gemm_mem_eff` of HBM bandwidth, whose reach falls when
-  fewer than `gemm_ctas_per_sm` CTAs per SM run. `kernel_overhead_s` per kernel, twice when
-  split-K needs its reduction kernel.
-- Attention: prefill FLOPs on the tensor cores at `attn_compute_eff`, overlapped with the
-  softmax (`attn_softmax_flops` per query-key pair and head), query tiles of 128 over the SMs,
-  whole KV tiles on the causal diagonal and at a sliding window's edge; decode reads each
-  sequence's KV cache at `attn_mem_eff` of HBM bandwidth, plus `attn_per_seq_s` per
-  (sequence, KV head); `attn_overhead_s` per kernel.
+- GEMM (bf16, int4 weight-only; cuBLAS-like): FLOPs at `gemm_compute_eff` of the tensor-core
+  peak, lost to wave quantisation (the M x N output is cut into 128 x 128 tiles; the last wave
+  runs partly empty, felt to the power `gemm_wave_exp` since the library picks among tile
+  shapes) and to padding M up to the tile; bytes (A, B and C once each) at `gemm_mem_eff` of
+  HBM bandwidth, whose reach falls when fewer than `gemm_ctas_per_sm` CTAs per SM run.
+  `kernel_overhead_s` per kernel. With too few tiles to fill the SMs the library may split K
+  (never below SPLITK_MIN_K per split) and pay a reduction kernel: the faster of the two.
+- W8A8 GEMM (fp8; vLLM's CUTLASS kernel): tiles fixed by M (64 x 64 up to 64 rows, 64 x 128
+  up to 128, else 128 x 128; N padded to the tile), no split-K, the whole last wave paid, at
+  `fp8_compute_eff` of the FP8 peak; before it a per-token activation quantisation kernel
+  moving 3 bytes per element of A at `fp8_quant_mem_eff` of HBM bandwidth plus
+  `fp8_quant_row_s` per row.
+- Prefill attention (FlashAttention varlen): work items are (128-row query tile, head) pairs
+  (query heads of one KV head packed into the rows for short chunks); each visits its 128-key
+  KV tiles in turn (whole tiles on the causal diagonal and at a sliding window's edge, a short
+  chunk's tile only partly filled) at `attn_compute_eff` of the tensor-core peak overlapped
+  with the softmax (`attn_softmax_flops` per query-key pair and head; `attn_fp8_compute_eff`
+  with an fp8 KV cache) and pays `attn_tile_s`; the SMs share the items, and no kernel is
+  shorter than its longest item. Q, O and the cache's KV at `attn_mem_eff` of HBM; side
+  kernels write the new K and V into the cache (and quantise Q for an fp8 cache).
+- Decode attention (flash-decoding): one CTA per (sequence, KV head), split along the KV when
+  fewer than 0.8 x SMs (then a merge kernel), each CTA paying `attn_per_seq_s` (at head dim
+  128; half of it scales with the head dim); the KV cache at `attn_mem_eff` of HBM bandwidth,
+  reached with `attn_ctas_per_sm` CTAs per SM; a kernel timed in a loop (`l2_warm`) reads a
+  KV cache that fits in L2 at `l2_bw_ratio` x HBM bandwidth. `attn_overhead_s` per layer's
+  attention, `attn_fp8_kv_s` more with an fp8 KV cache (the query-quantisation kernel).
 - Elementwise (norms, RoPE, activation, residual add, embedding gather): bytes at a per-kernel
   fraction of HBM bandwidth (`norm_mem_eff`, ...), plus `elem_overhead_s`.
 - Collectives: `comm_latency_s` per step of the algorithm plus bytes at `comm_bw_eff` of link
@@ -66,8 +79,9 @@ class Efficiencies:
     """Free parameters of the cost model; `calibrate` fits them to measurements.
 
     Efficiencies are fractions of the GPU's datasheet peaks; `_s` fields are seconds, and the
-    fixed per-kernel ones (`kernel_overhead_s`, `attn_overhead_s`, `attn_per_seq_s`,
-    `elem_overhead_s`, `norm_row_elem_s`) are seconds at REF_CLOCK_HZ, scaled by `clock_scale`.
+    fixed per-kernel ones (`kernel_overhead_s`, `fp8_quant_row_s`, `attn_overhead_s`,
+    `attn_per_seq_s`, `attn_tile_s`, `attn_fp8_kv_s`, `elem_overhead_s`, `norm_row_elem_s`) are
+    seconds at REF_CLOCK_HZ, scaled by `clock_scale`.
 
     Where the defaults (what an uncalibrated GPU gets) come from:
     - GEMM (`gemm_compute_eff`, `gemm_mem_eff`, `gemm_blend`, `gemm_wave_exp`,
@@ -80,8 +94,16 @@ class Efficiencies:
       (A100) needs ~9 CTAs and 0.9 x 3.35 TB/s (H100) ~17, 0.08-0.13 per SM. (H100 GEMMs fitted
       alone give 0.12; the A100 fit never moves it.)
     - fp8, prefill attention, collectives and host overhead: hand-set starting values (no A100
-      FP8 exists; calibrate them per GPU).
-    """
+      FP8 exists; calibrate them per GPU). The AIConfigurator H100 fit (benchmarks/
+      costmodel_accuracy.py aic_h100, 2026-11-22) gives fp8_compute_eff 0.71,
+      fp8_quant_mem_eff 0.68, fp8_quant_row_s 9 ns, attn_compute_eff 0.84,
+      attn_fp8_compute_eff 0.78, attn_tile_s 1.3 us, attn_fp8_kv_s 3.2 us,
+      attn_ctas_per_sm 0.97, l2_bw_ratio 1.5 (all at REF_CLOCK_HZ); the defaults stay
+      hand-set so that the zero-shot A100 -> H100 experiment does not see H100 data.
+    - `attn_ctas_per_sm`: the GEMM's Little's-law value (0.12) as a start; decode CTAs keep
+      less in flight, and the H100 fit wants ~1 (a CTA per SM).
+    - `l2_bw_ratio`: 2 (L2 read bandwidth ~2x HBM on A100/H100 microbenchmarks), hand-set.
+        """
 
     gemm_compute_eff: float = 0.74
     gemm_mem_eff: float = 0.81
@@ -89,13 +111,19 @@ class Efficiencies:
     gemm_ctas_per_sm: float = 0.12  # CTAs per SM needed to reach `gemm_mem_eff` of HBM bandwidth
     gemm_wave_exp: float = 0.2  # 0: the kernel hides the last partial wave, 1: pays all of it
     fp8_compute_eff: float = 0.55  # W8A8 GEMMs: fraction of the FP8 tensor-core peak
-    fp8_quant_row_s: float = 5e-9  # W8A8: dynamic activation quantisation, seconds per row
+    fp8_quant_row_s: float = 5e-9  # W8A8 activation quantisation: fixed time per token row
+    fp8_quant_mem_eff: float = 0.5  # W8A8 activation quantisation: fraction of HBM bandwidth
     kernel_overhead_s: float = 4e-6
     attn_compute_eff: float = 0.55
     attn_softmax_flops: float = 256.0  # softmax per (query, key, head), in tensor-core FLOPs
     attn_blend: float = 4.0  # p-norm blending attention's compute, softmax and memory times
     attn_mem_eff: float = 0.78
     attn_per_seq_s: float = 25e-9  # decode: per (sequence x KV head) work unit
+    attn_tile_s: float = 0.5e-6  # prefill: per (query tile x head) work item, Q load + O store
+    attn_fp8_compute_eff: float = 0.55  # attention with an fp8 KV cache: fraction of BF16 peak
+    attn_fp8_kv_s: float = 1.5e-6  # fp8 KV cache: the query-quantisation kernel's fixed time
+    attn_ctas_per_sm: float = 0.12  # decode CTAs per SM needed to reach `attn_mem_eff`
+    l2_bw_ratio: float = 2.0  # L2 bandwidth / HBM bandwidth, for data a looped kernel finds in L2
     attn_overhead_s: float = 8e-6
     elem_mem_eff: float = 0.60  # elementwise kernels without their own parameter (sampler)
     norm_mem_eff: float = 0.35
@@ -130,12 +158,18 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "gemm_wave_exp": (0.0, 1.0),
     "fp8_compute_eff": (0.05, 1.0),
     "fp8_quant_row_s": (0.0, 100e-9),
+    "fp8_quant_mem_eff": (0.02, 1.0),
     "kernel_overhead_s": (0.0, 50e-6),
     "attn_compute_eff": (0.02, 1.0),
     "attn_softmax_flops": (1.0, 4096.0),
     "attn_blend": (1.0, 12.0),
     "attn_mem_eff": (0.05, 1.0),
     "attn_per_seq_s": (0.0, 20e-6),
+    "attn_tile_s": (0.0, 20e-6),
+    "attn_fp8_compute_eff": (0.02, 1.0),
+    "attn_fp8_kv_s": (0.0, 50e-6),
+    "attn_ctas_per_sm": (0.01, 8.0),
+    "l2_bw_ratio": (1.0, 10.0),
     "attn_overhead_s": (0.0, 100e-6),
     "elem_mem_eff": (0.02, 1.0),
     "norm_mem_eff": (0.02, 1.0),
@@ -207,6 +241,20 @@ def _wave_efficiency_v(m, n, k, sm_count: int):
     return ctas / (waves * sm_count), ctas, split
 
 
+def _fp8_tile(m):
+    """(tile M, tile N) of the W8A8 CUTLASS kernel, picked by M as vLLM's SM90 dispatch does."""
+    if m <= 64:
+        return 64, 64
+    return (64, 128) if m <= 128 else (128, 128)
+
+
+def _gemm_core(pm, n, k, ctas, util, gpu, eff, peak_flops, ce, bytes_, wave_exp):
+    t_c = 2.0 * pm * n * k / (peak_flops * ce * util ** wave_exp)
+    reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * gpu.sm_count))
+    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
+    return _blend(t_c, t_m, eff.gemm_blend)
+
+
 def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
                 peak_flops: float, w_bytes: float, act_bytes: float = 2.0,
                 fp8: bool = False) -> float:
@@ -216,19 +264,30 @@ def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
     if m <= 0:
         return 0.0
     sms = gpu.sm_count
-    tiles = -(-m // GEMM_TILE_M) * -(-n // GEMM_TILE_N)
-    split = max(1, min(sms // tiles, k // SPLITK_MIN_K)) if tiles < sms else 1
-    ctas = tiles * split
-    util = (ctas / (-(-ctas // sms) * sms)) ** eff.gemm_wave_exp
-    ce = eff.fp8_compute_eff if fp8 else eff.gemm_compute_eff
-    t_c = 2.0 * _padded_m(m, gpu.gemm_row_tile) * n * k / (peak_flops * ce * util)
-    bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
-    reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
-    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
     ko = eff.kernel_overhead_s * clock_scale(gpu)
-    t = _blend(t_c, t_m, eff.gemm_blend) + ko * (2 if split > 1 else 1)
+    bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
     if fp8:
-        t += ko + m * eff.fp8_quant_row_s
+        # fixed tiles by M, no split-K, a persistent kernel that pays its whole last wave
+        tm, tn = _fp8_tile(m)
+        ctas = -(-m // tm) * -(-n // tn)
+        waves = -(-ctas // sms)
+        t_c = 2.0 * waves * sms * tm * tn * k / (peak_flops * eff.fp8_compute_eff)
+        reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
+        t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
+        t_q = m * k * 3.0 / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff) + m * eff.fp8_quant_row_s * clock_scale(gpu)
+        return _blend(t_c, t_m, eff.gemm_blend) + t_q + 2.0 * ko
+    pm = _padded_m(m, gpu.gemm_row_tile)
+    tiles = -(-m // GEMM_TILE_M) * -(-n // GEMM_TILE_N)
+    util1 = tiles / (-(-tiles // sms) * sms)
+    t = _gemm_core(pm, n, k, tiles, util1, gpu, eff, peak_flops, eff.gemm_compute_eff, bytes_,
+                   eff.gemm_wave_exp) + ko
+    split = max(1, min(sms // tiles, k // SPLITK_MIN_K)) if tiles < sms else 1
+    if split > 1:  # split-K, with its reduction kernel, where the library finds it faster
+        ctas = tiles * split
+        util = ctas / (-(-ctas // sms) * sms)
+        ts = _gemm_core(pm, n, k, ctas, util, gpu, eff, peak_flops, eff.gemm_compute_eff,
+                        bytes_, eff.gemm_wave_exp) + 2.0 * ko
+        t = min(t, ts)
     return t
 
 
@@ -236,46 +295,123 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
                   act_bytes=2.0, fp8=False) -> np.ndarray:
     """Array form of `gemm_time_s` (m, n, k int arrays; the rest arrays or scalars)."""
     m, n, k = (np.asarray(x, dtype=np.int64) for x in (m, n, k))
-    util, ctas, split = _wave_efficiency_v(m, n, k, gpu.sm_count)
+    fp8 = np.broadcast_to(np.asarray(fp8, dtype=bool), m.shape)
+    peak = np.broadcast_to(np.asarray(peak_flops, dtype=float), m.shape)
+    sms = gpu.sm_count
+    ko = eff.kernel_overhead_s * clock_scale(gpu)
+    bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
+    bw = gpu.hbm_bw_bytes_s * eff.gemm_mem_eff
+
+    def core(pm, ctas, util, ce, wave_exp):
+        t_c = 2.0 * pm * n * k / (peak * ce * util ** wave_exp)
+        reach = np.minimum(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
+        return _blend_v(t_c, bytes_ / (bw * reach), eff.gemm_blend)
+
+    # bf16 / int4 weight-only: cuBLAS-like, 128 x 128 tiles, split-K where it is faster
     pm = np.where(m <= GEMM_MIN_TILE_M, -(-m // GEMM_MIN_TILE_M) * GEMM_MIN_TILE_M,
                   -(-m // GEMM_TILE_M) * GEMM_TILE_M)
     if gpu.gemm_row_tile:
         pm = -(-m // gpu.gemm_row_tile) * gpu.gemm_row_tile
-    ce = np.where(fp8, eff.fp8_compute_eff, eff.gemm_compute_eff)
-    t_c = 2.0 * pm * n * k / (peak_flops * ce * util ** eff.gemm_wave_exp)
-    bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
-    reach = np.minimum(1.0, ctas / (eff.gemm_ctas_per_sm * gpu.sm_count))
-    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
-    ko = eff.kernel_overhead_s * clock_scale(gpu)
-    t = _blend_v(t_c, t_m, eff.gemm_blend) + ko * np.where(split > 1, 2, 1)
-    t = t + np.where(fp8, ko + m * eff.fp8_quant_row_s, 0.0)
+    tiles = -(-m // GEMM_TILE_M) * -(-n // GEMM_TILE_N)
+    t = core(pm, tiles, tiles / (-(-tiles // sms) * sms), eff.gemm_compute_eff, eff.gemm_wave_exp) + ko
+    split = np.where(tiles < sms, np.maximum(1, np.minimum(sms // tiles, k // SPLITK_MIN_K)), 1)
+    ctas = tiles * split
+    ts = core(pm, ctas, ctas / (-(-ctas // sms) * sms), eff.gemm_compute_eff, eff.gemm_wave_exp) + 2.0 * ko
+    t = np.where(split > 1, np.minimum(t, ts), t)
+    if fp8.any():
+        tm = np.where(m <= 64, 64, np.where(m <= 128, 64, 128))
+        tn = np.where(m <= 64, 64, 128)
+        c8 = -(-m // tm) * -(-n // tn)
+        waves = -(-c8 // sms)
+        t_c = 2.0 * waves * sms * tm * tn * k / (peak * eff.fp8_compute_eff)
+        reach = np.minimum(1.0, c8 / (eff.gemm_ctas_per_sm * sms))
+        t8 = _blend_v(t_c, bytes_ / (bw * reach), eff.gemm_blend)
+        t8 = t8 + m * k * 3.0 / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff) + 2.0 * ko
+        t8 = t8 + m * eff.fp8_quant_row_s * clock_scale(gpu)
+        t = np.where(fp8, t8, t)
     return np.where(m > 0, t, 0.0)
 
 
 # --- attention -----------------------------------------------------------------------------
-def _causal_pairs(chunk, prefix):
-    """Query-key pairs computed under the causal mask, counting whole diagonal KV tiles."""
-    return chunk * (prefix + (chunk + ATTN_TILE_KV) / 2.0)
+# L2 cache sizes from datasheets (bytes); a kernel benchmarked in a loop finds data that fits
+# there still resident (`l2_warm`), a serving step (every layer streams between two reads of
+# one layer's KV cache) does not
+L2_BYTES = {
+    "a100-40g": 40e6, "a100-80g": 40e6, "h100-sxm": 50e6, "h100-pcie": 50e6, "h200-sxm": 50e6,
+    "b200": 126e6, "l40s": 96e6, "l4": 48e6, "a10g": 6e6, "mi300x": 256e6,
+}
+
+
+def _l2_hit(bytes_, gpu: HardwareSpec):
+    """Fraction of a warm kernel's reads served by L2: all up to 3/4 of it, none once they
+    exceed it (a cyclic stream larger than an LRU cache misses every time)."""
+    l2 = L2_BYTES.get(gpu.name, 0.0)
+    if l2 <= 0:
+        return 0.0 * bytes_
+    return np.clip(4.0 - 4.0 * bytes_ / l2, 0.0, 1.0)
+
+
+def _kv_tiles(chunk, prefix, window):
+    """(sum over query tiles, last tile) of the KV tiles a causal flash-attention kernel visits
+    for one head of a `chunk`-token chunk after `prefix` cached tokens; 128 x 128 tiles, whole
+    tiles on the diagonal, a sliding window of w keys spanning (w + 128) / 128 + 1 tiles."""
+    n = np.ceil(chunk / ATTN_TILE_Q)
+    a = prefix / ATTN_TILE_KV
+    cap = np.where(window > 0, (window + ATTN_TILE_Q) / ATTN_TILE_KV + 1.0, np.inf)
+    j = np.clip(np.floor(cap - a), 0.0, n)  # query tiles below the cap
+    total = j * a + j * (j + 1) / 2.0 + (n - j) * np.minimum(cap, a + n)
+    return total, np.minimum(a + n, cap)
+
+
+def _tile_time(head_dim, gpu: HardwareSpec, eff: Efficiencies, fp8_kv):
+    """Seconds one SM spends on one 128 x 128 (query, key) tile of one head: QK^T and PV on the
+    tensor cores overlapped with the softmax's exponentials."""
+    ce = eff.attn_fp8_compute_eff if fp8_kv else eff.attn_compute_eff
+    per_pair = _blend(4.0 * head_dim / ce, eff.attn_softmax_flops, eff.attn_blend)
+    return per_pair * ATTN_TILE_Q * ATTN_TILE_KV * gpu.sm_count / gpu.bf16_flops
+
+
+def _prefill_bytes(new, ctx, q_heads, kv_heads, head_dim, kv_bytes):
+    """(kernel, side) HBM bytes of a prefill's attention layer. Kernel: Q read and O written
+    (bf16), the KV cache's `ctx` tokens read. Side kernels before it: the new tokens' K and V
+    read and written into the cache; an fp8 cache also quantises Q (read bf16, write fp8)."""
+    q = new * q_heads * head_dim
+    kernel = 4.0 * q + ctx * 2 * kv_heads * head_dim * kv_bytes
+    side = new * 2 * kv_heads * head_dim * (2.0 + kv_bytes) + (kv_bytes < 2.0) * 3.0 * q
+    return kernel, side
 
 
 def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int,
                               gpu: HardwareSpec, eff: Efficiencies, kv_bytes: float = 2.0) -> float:
-    """One varlen flash-attention kernel over prefill chunks `[(chunk, prefix), ...]` (one layer)."""
+    """One varlen flash-attention kernel over prefill chunks `[(chunk, prefix), ...]` (one layer).
+
+    Work items are (query tile, head) pairs; each visits its KV tiles in turn and pays
+    `attn_tile_s` to load Q and store O; the SMs share the work, and no kernel is shorter than
+    its longest item."""
     if not chunks:
         return 0.0
-    pairs = tiles = bytes_ = 0.0
+    items = kv_it = longest = bytes_ = 0.0
+    g = q_heads / kv_heads
     for chunk, prefix in chunks:
-        pairs += chunk * (prefix + (chunk + ATTN_TILE_KV) / 2.0)
-        tiles += -(-chunk // ATTN_TILE_Q)
-        bytes_ += chunk * q_heads * head_dim * 4 + (prefix + chunk) * 2 * kv_heads * head_dim * kv_bytes
-    tiles *= q_heads
-    sms = gpu.sm_count
-    util = tiles / (-(-tiles // sms) * sms)
-    # per (query, key, head): QK^T and PV matmuls overlap the softmax's exponentials
-    per_pair = _blend(4.0 * head_dim / eff.attn_compute_eff, eff.attn_softmax_flops, eff.attn_blend)
-    t_c = q_heads * pairs * per_pair / (gpu.bf16_flops * util)
-    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
-    fixed = (len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s) * clock_scale(gpu)
+        n = -(-chunk // ATTN_TILE_Q)
+        a = prefix / ATTN_TILE_KV
+        rows = min(1.0, chunk / ATTN_TILE_Q)  # a short chunk fills only part of its tile
+        items += -(-(chunk * g) // ATTN_TILE_Q)
+        kv_it += (n * a + n * (n + 1) / 2.0) * rows
+        if (a + n) * rows > longest:
+            longest = (a + n) * rows
+        bytes_ += chunk + prefix
+    fp8_kv = kv_bytes < 2.0
+    new = sum(c for c, _ in chunks)
+    kern, side = _prefill_bytes(new, bytes_, q_heads, kv_heads, head_dim, kv_bytes)
+    cs = clock_scale(gpu)
+    c_kv = _tile_time(head_dim, gpu, eff, fp8_kv)
+    t_c = max((q_heads * kv_it * c_kv + kv_heads * items * eff.attn_tile_s * cs) / gpu.sm_count,
+              longest * c_kv + eff.attn_tile_s * cs)
+    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff
+    fixed = (len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+             + (eff.attn_fp8_kv_s if fp8_kv else 0.0)) * cs + side / bw
+    t_m = kern / bw
     return _blend(t_c, t_m, eff.attn_blend) + fixed
 
 
@@ -291,50 +427,86 @@ def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, win
     """Array form: `batch` equal prompts per row; `window` > 0 caps each query's keys."""
     chunk = np.asarray(chunk, dtype=float)
     prefix = np.asarray(prefix, dtype=float)
-    pairs = _causal_pairs(chunk, prefix)
-    w = np.asarray(window, dtype=float)
-    if np.any(w > 0):
-        # keys per query = min(position, window), but a query tile touches whole KV tiles:
-        # a window of w keys spans w + one tile of keys
-        ctx = prefix + chunk
-        capped = np.minimum(pairs, chunk * (w + ATTN_TILE_KV))
-        pairs = np.where((w > 0) & (ctx > w), capped, pairs)
-    pairs = pairs * batch
-    tiles = np.ceil(chunk / ATTN_TILE_Q) * batch * q_heads
-    sms = gpu.sm_count
-    util = tiles / (np.ceil(tiles / sms) * sms)
-    per_pair = _blend_v(4.0 * np.asarray(head_dim, dtype=float) / eff.attn_compute_eff,
-                        np.full(np.shape(pairs), eff.attn_softmax_flops), eff.attn_blend)
-    t_c = q_heads * pairs * per_pair / (gpu.bf16_flops * util)
-    bytes_ = batch * (chunk * q_heads * head_dim * 4 + (prefix + chunk) * 2 * kv_heads * head_dim * kv_bytes)
-    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
-    fixed = (batch * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s) * clock_scale(gpu)
+    batch = np.asarray(batch, dtype=float)
+    head_dim = np.asarray(head_dim, dtype=float)
+    kv_bytes = np.broadcast_to(np.asarray(kv_bytes, dtype=float), chunk.shape)
+    fp8_kv = kv_bytes < 2.0
+    kv_it, longest = _kv_tiles(chunk, prefix, np.asarray(window, dtype=float))
+    rows = np.minimum(1.0, chunk / ATTN_TILE_Q)
+    kv_it, longest = kv_it * rows, longest * rows
+    items = np.ceil(chunk * (np.asarray(q_heads, dtype=float) / kv_heads) / ATTN_TILE_Q)
+    cs = clock_scale(gpu)
+    ce = np.where(fp8_kv, eff.attn_fp8_compute_eff, eff.attn_compute_eff)
+    per_pair = _blend_v(4.0 * head_dim / ce, np.full(chunk.shape, eff.attn_softmax_flops),
+                        eff.attn_blend)
+    c_kv = per_pair * ATTN_TILE_Q * ATTN_TILE_KV * gpu.sm_count / gpu.bf16_flops
+    c_item = eff.attn_tile_s * cs
+    t_c = np.maximum(batch * (q_heads * kv_it * c_kv + kv_heads * items * c_item) / gpu.sm_count,
+                     longest * c_kv + c_item)
+    kern, side = _prefill_bytes(chunk, chunk + prefix, q_heads, kv_heads, head_dim, kv_bytes)
+    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff
+    t_m = batch * kern / bw
+    fixed = (batch * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+             + np.where(fp8_kv, eff.attn_fp8_kv_s, 0.0)) * cs + batch * side / bw
     return _blend_v(t_c, t_m, eff.attn_blend) + fixed
+
+
+def _decode_splits(units: float, ctx_mean: float, sms: int) -> float:
+    """Flash-decoding's KV splits: one unless fewer (sequence, KV head) units than ~0.8 x SMs,
+    else enough to fill the SMs, at most one per KV tile."""
+    if units >= 0.8 * sms:
+        return 1.0
+    return float(max(1, min(-(-sms // int(units)), math.ceil(ctx_mean / ATTN_TILE_KV), 128)))
 
 
 def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int, kv_heads: int,
                        head_dim: int, gpu: HardwareSpec, eff: Efficiencies,
-                       kv_bytes: float = 2.0) -> float:
-    """Attention of `n_seqs` sequences, `q_tokens` queries each, over `ctx_sum` cached tokens."""
+                       kv_bytes: float = 2.0, l2_warm: bool = False) -> float:
+    """Attention of `n_seqs` sequences, `q_tokens` queries each, over `ctx_sum` cached tokens.
+
+    One CTA per (sequence, KV head) (the query heads of a KV head packed together), split along
+    the KV when too few to fill the SMs, the splits merged by a second kernel."""
     if n_seqs <= 0:
         return 0.0
-    bytes_ = ctx_sum * 2 * kv_heads * head_dim * kv_bytes + n_seqs * q_tokens * q_heads * head_dim * 4
-    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
+    sms = gpu.sm_count
+    units = n_seqs * kv_heads
+    split = _decode_splits(units, ctx_sum / n_seqs, sms)
+    ctas = units * split
+    kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
+    hit = float(_l2_hit(kv, gpu)) if l2_warm else 0.0
+    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff * min(1.0, ctas / (eff.attn_ctas_per_sm * sms))
+    t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
-    # one CTA (or split) per (sequence, KV head): fixed work each before the KV stream
-    fixed = (n_seqs * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s) * clock_scale(gpu)
-    return _blend(t_m, t_c, eff.attn_blend) + fixed
+    cs = clock_scale(gpu)
+    fixed = (ctas * eff.attn_per_seq_s * (0.5 + head_dim / 256.0) + eff.attn_overhead_s
+             + (eff.attn_fp8_kv_s if kv_bytes < 2.0 else 0.0))
+    if split > 1:
+        fixed += eff.elem_overhead_s
+    return _blend(t_m, t_c, eff.attn_blend) + fixed * cs
 
 
 def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
-                         gpu: HardwareSpec, eff: Efficiencies, kv_bytes) -> np.ndarray:
+                         gpu: HardwareSpec, eff: Efficiencies, kv_bytes,
+                         l2_warm: bool = False) -> np.ndarray:
     n_seqs = np.asarray(n_seqs, dtype=float)
     ctx_sum = np.asarray(ctx_sum, dtype=float)
-    bytes_ = ctx_sum * 2 * kv_heads * head_dim * kv_bytes + n_seqs * q_tokens * q_heads * head_dim * 4
-    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.attn_mem_eff)
+    kv_bytes = np.broadcast_to(np.asarray(kv_bytes, dtype=float), n_seqs.shape)
+    sms = gpu.sm_count
+    units = n_seqs * kv_heads
+    ctx_mean = ctx_sum / np.maximum(n_seqs, 1.0)
+    fill = -(-sms // np.maximum(units, 1.0))
+    split = np.where(units >= 0.8 * sms, 1.0,
+                     np.maximum(1.0, np.minimum(np.minimum(fill, np.ceil(ctx_mean / ATTN_TILE_KV)), 128.0)))
+    ctas = units * split
+    kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
+    hit = _l2_hit(kv, gpu) if l2_warm else 0.0
+    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff * np.minimum(1.0, ctas / (eff.attn_ctas_per_sm * sms))
+    t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
-    fixed = (n_seqs * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s) * clock_scale(gpu)
-    t = _blend_v(t_m, t_c, eff.attn_blend) + fixed
+    fixed = (ctas * eff.attn_per_seq_s * (0.5 + np.asarray(head_dim, dtype=float) / 256.0)
+             + eff.attn_overhead_s + np.where(kv_bytes < 2.0, eff.attn_fp8_kv_s, 0.0)
+             + np.where(split > 1, eff.elem_overhead_s, 0.0))
+    t = _blend_v(t_m, t_c, eff.attn_blend) + fixed * clock_scale(gpu)
     return np.where(n_seqs > 0, t, 0.0)
 
 

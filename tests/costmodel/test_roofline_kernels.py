@@ -1,0 +1,99 @@
+"""Kernel-level structure of the roofline: W8A8 tiles by M, split-K only where faster, flash-
+attention KV-tile counts, flash-decoding splits and L2 residency of a looped kernel."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from costmodel import roofline as rl
+from costmodel.hardware import load_gpu
+from costmodel.roofline import Efficiencies
+
+H100 = load_gpu("h100")
+
+
+def _compute_only():
+    gpu = replace(H100, hbm_bw_bytes_s=1e24)  # memory time ~0: compute alone is left
+    eff = replace(Efficiencies(), kernel_overhead_s=0.0, fp8_quant_row_s=0.0)
+    return gpu, eff
+
+
+@pytest.mark.parametrize(("m", "tile"), [(1, (64, 64)), (64, (64, 64)), (65, (64, 128)),
+                                         (128, (64, 128)), (129, (128, 128))])
+def test_fp8_gemm_tile_by_m_and_no_split_k(m, tile):
+    gpu, eff = _compute_only()
+    n, k = 32, 65536  # one tile in N; a cuBLAS-like kernel would split this K
+    t = rl.gemm_time_s(m, n, k, gpu, eff, gpu.fp8_flops, 1.0, 1.0, fp8=True)
+    ctas = -(-m // tile[0])  # one wave: each SM runs at most one tile of the whole K
+    assert ctas <= gpu.sm_count
+    per_sm = 2.0 * tile[0] * tile[1] * k / (gpu.fp8_flops / gpu.sm_count * eff.fp8_compute_eff)
+    assert t == pytest.approx(per_sm, rel=1e-9)
+
+
+def test_fp8_gemm_pays_its_whole_last_wave():
+    gpu, eff = _compute_only()
+    # 128 x 128 tiles: m = 1024 -> 8 x 32 = 256 CTAs (2 waves), m = 1025 -> 288 CTAs (3 waves)
+    t = [rl.gemm_time_s(m, 4096, 4096, gpu, eff, gpu.fp8_flops, 1.0, 1.0, fp8=True)
+         for m in (1024, 1025)]
+    assert t[1] / t[0] == pytest.approx(1.5, rel=1e-9)
+
+
+def test_split_k_only_where_it_is_faster():
+    eff = Efficiencies()
+    ko = eff.kernel_overhead_s * rl.clock_scale(H100)
+    # a tiny GEMM: splitting K would only add the reduction kernel's fixed time
+    t = rl.gemm_time_s(1, 32, 1024, H100, eff, H100.bf16_flops, 2.0)
+    assert ko < t < 2 * ko
+    # a long K over one tile: the split (2 kernels) beats one CTA streaming all of K
+    t2 = rl.gemm_time_s(1, 32, 65536, H100, eff, H100.bf16_flops, 2.0)
+    one = replace(eff, kernel_overhead_s=1.0)  # make the reduction kernel prohibitive
+    t_nosplit = rl.gemm_time_s(1, 32, 65536, H100, one, H100.bf16_flops, 2.0) - 1.0 * rl.clock_scale(H100)
+    assert t2 < t_nosplit
+
+
+def test_kv_tiles_hand_counted():
+    # 256 causal tokens: query tile 1 sees 1 KV tile, tile 2 sees 2
+    tot, last = rl._kv_tiles(np.array([256.0]), np.array([0.0]), np.array([0.0]))
+    assert (tot[0], last[0]) == (3.0, 2.0)
+    # 128 new tokens after 512 cached: one query tile over 4 + 1 KV tiles
+    tot, last = rl._kv_tiles(np.array([128.0]), np.array([512.0]), np.array([0.0]))
+    assert (tot[0], last[0]) == (5.0, 5.0)
+    # window 128 over 1024 tokens: at most (128 + 128) / 128 + 1 = 3 tiles per query tile
+    tot, last = rl._kv_tiles(np.array([1024.0]), np.array([0.0]), np.array([128.0]))
+    assert (tot[0], last[0]) == (1 + 2 + 3 * 6, 3.0)
+
+
+def test_decode_splits_fill_the_sms():
+    assert rl._decode_splits(8, 131072, 132) == 17  # ceil(132 / 8)
+    assert rl._decode_splits(8, 200, 132) == 2  # at most one split per 128-token KV tile
+    assert rl._decode_splits(128, 131072, 132) == 1  # >= 0.8 x SMs already
+
+
+def test_looped_decode_kernel_reads_a_small_kv_cache_from_l2():
+    eff = Efficiencies()
+    small, big = 1000, 200_000  # KV of 1 sequence x 8 heads x 128 x 2 x 2 B: 4 MB, 819 MB
+    for ctx, faster in ((small, True), (big, False)):
+        cold = rl.decode_attn_time_s(1, ctx, 1, 64, 8, 128, H100, eff)
+        warm = rl.decode_attn_time_s(1, ctx, 1, 64, 8, 128, H100, eff, l2_warm=True)
+        assert (warm < cold) == faster
+        v = rl.decode_attn_time_s_v([1], [ctx], 1, 64, 8, 128, H100, eff, 2.0, l2_warm=True)
+        assert v[0] == pytest.approx(warm, rel=1e-12)
+
+
+@pytest.mark.parametrize("kv_bytes", [2.0, 1.0])
+def test_scalar_and_array_attention_agree_with_fp8_cache_and_gqa(kv_bytes):
+    rng = np.random.default_rng(7)
+    eff = Efficiencies()
+    chunk, prefix = rng.integers(1, 4096, 30), rng.integers(0, 4096, 30)
+    v = rl.prefill_attn_time_s_v(1, chunk, prefix, 40, 8, 64, 0, H100, eff, kv_bytes)
+    s = [rl.prefill_attn_time_s(int(c), int(p), 40, 8, 64, H100, eff, kv_bytes)
+         for c, p in zip(chunk, prefix, strict=True)]
+    np.testing.assert_allclose(v, s, rtol=1e-12)
+    b, ctx = rng.integers(1, 300, 30), rng.integers(1, 70000, 30)
+    v = rl.decode_attn_time_s_v(b, b * ctx, 1, 40, 8, 64, H100, eff, kv_bytes, l2_warm=True)
+    s = [rl.decode_attn_time_s(int(x), float(x * c), 1, 40, 8, 64, H100, eff, kv_bytes, l2_warm=True)
+         for x, c in zip(b, ctx, strict=True)]
+    np.testing.assert_allclose(v, s, rtol=1e-12)
