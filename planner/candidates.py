@@ -98,8 +98,9 @@ def screen_pool(pool: PoolConfig, ctx: ScreenContext, pruned: Pruned | None = No
     need = kv_tokens_needed(ctx.shape.max_total_tokens, pool.kv_budget_tokens, ctx.model)
     if mem.kv_capacity_tokens < need:
         if pruned is not None:
-            pruned.add("memory", f"{pool.gpu} tp={pool.tp} pp={pool.pp} {pool.precision}: KV for "
-                                 f"{mem.kv_capacity_tokens} tokens < {need} needed")
+            pruned.add("memory", f"{pool.role} {pool.gpu} tp={pool.tp} pp={pool.pp} {pool.precision} "
+                                 f"weights, kv {pool.kv_dtype}: KV for {mem.kv_capacity_tokens} "
+                                 f"tokens < {need} needed", mem.kv_capacity_tokens)
         return None
     ctx.evaluated += 1
     timing = ReplicaTiming(pool, cm, mem.kv_capacity_tokens)

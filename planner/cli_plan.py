@@ -35,8 +35,10 @@ def plan_cmd(
     model: str = typer.Option(..., "--model", help="preset (llama-3.1-70b, ...) or config.json path"),
     gpu: str = typer.Option(..., "--gpu", help="GPU[:COUNT][@PRICE][,GPU:COUNT...], e.g. h100:16 or h100:8@3.1,a100:16"),
     workload: str = typer.Option(..., "--workload", help="fixed:ISL,OSL | trace:PATH | azure-conv | ..."),
-    rate: float = typer.Option(None, "--rate", help="target requests per second (open loop)"),
-    concurrency: int = typer.Option(None, "--concurrency", help="target clients (closed loop)"),
+    rate: float = typer.Option(None, "--rate", help="target requests per second (open loop); give "
+                               "--rate or --concurrency, not both; neither: the most the GPUs carry"),
+    concurrency: int = typer.Option(None, "--concurrency", help="target clients (closed loop); neither "
+                                    "this nor --rate: fill the fleet (the most goodput it gives)"),
     ttft_slo: float = typer.Option(..., "--ttft-slo", help="time-to-first-token target, seconds"),
     tpot_slo: float = typer.Option(..., "--tpot-slo", help="time-per-output-token target, seconds"),
     slo_percentile: float = typer.Option(90.0, "--slo-percentile", help="percentile the targets apply to"),
@@ -56,6 +58,8 @@ def plan_cmd(
     seed: int = typer.Option(0, "--seed", help="seed of every simulation"),
     burstiness: float = typer.Option(1.0, "--burstiness", help="gamma inter-arrival CV (1 = Poisson or the trace's own)"),
     exhaustive: bool = typer.Option(False, "--exhaustive", help="simulate every configuration (slow; judges the shortcuts)"),
+    time_limit: float = typer.Option(None, "--time-limit", help="seconds: stop searching then and plan "
+                                     "with what was verified (search.stopped_early says so)"),
     explain: bool = typer.Option(False, "--explain", help="print the ranking and the reasons"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
     out: Path = typer.Option(None, "--out", help="also write the Plan JSON to this file"),
@@ -72,7 +76,7 @@ def plan_cmd(
              min_kv_budget=min_kv_budget, precision=precision, calibration=calibration,
              backend=backend, exhaustive=exhaustive, max_gpus_per_replica=max_gpus_per_replica,
              num_requests=requests, seed=seed, burstiness_cv=burstiness, workers=workers,
-             progress=_progress(quiet))
+             progress=_progress(quiet), time_limit_s=time_limit)
     doc = p.to_dict()
     if out is not None:
         dump_json(doc, out)

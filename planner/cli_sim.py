@@ -63,9 +63,11 @@ def simulate_cmd(
     router: str = typer.Option("least_tokens", "--router", help="round_robin | least_tokens | prefix_affinity"),
     policy: str = typer.Option("decode_first", "--policy", help="decode_first (vLLM V1) | prefill_first"),
     spec_method: str = typer.Option("none", "--spec-method", help="none | draft | self | ngram"),
-    spec_k: int = typer.Option(0, "--spec-k", help="draft tokens per step (0 with a method: adaptive)"),
+    spec_k: int = typer.Option(0, "--spec-k", help="draft tokens per step; 0 with a method: adaptive, "
+                               "k chosen per step up to 8"),
     spec_acceptance: float = typer.Option(None, "--spec-acceptance", help="per-token acceptance a"),
-    spec_adaptive: bool = typer.Option(False, "--spec-adaptive", help="choose k per step (up to --spec-k)"),
+    spec_adaptive: bool = typer.Option(False, "--spec-adaptive", help="choose k per step, up to --spec-k "
+                                       "(up to 8 when --spec-k is 0)"),
     draft_model: str = typer.Option(None, "--draft-model", help="draft model preset (--spec-method draft)"),
     disaggregated: bool = typer.Option(False, "--disaggregated", help="separate prefill and decode pools"),
     prefill_tp: int = typer.Option(None, "--prefill-tp"),
@@ -107,8 +109,10 @@ def simulate_cmd(
             if spec_acceptance is None:
                 raise ServePlanError(f"--spec-method {spec_method} needs --spec-acceptance A "
                                      "(per-token acceptance probability in [0, 1))")
+            # k = 0 with a method is the adaptive policy, as --spec-k's help says (a SpecConfig with
+            # k = 0 and adaptive off would turn speculation off)
             spec = SpecConfig(method=spec_method, draft_model=draft_model, num_speculative_tokens=spec_k,
-                              acceptance=spec_acceptance, adaptive=spec_adaptive)
+                              acceptance=spec_acceptance, adaptive=spec_adaptive or spec_k == 0)
         common = {"precision": precision, "max_num_seqs": max_num_seqs,
                   "max_num_batched_tokens": max_num_batched_tokens, "chunk_size": chunk_size,
                   "kv_dtype": kv_dtype, "kv_budget_tokens": kv_budget,

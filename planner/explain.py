@@ -52,8 +52,9 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
         t.add_row(*_row(a["mode"], a["deployment"], a["predicted"], a["why"]))
     c.print(t)
     cap = d["capacity"]
-    c.print(f"verified goodput: {cap['unit_goodput']:.3g} {cap['load_unit']} per unit of {cap['unit_gpus']} "
-            f"GPU(s) ({cap['goodput_per_gpu']:.3g} per GPU); screen estimate "
+    c.print(f"sized from a verified unit of {cap['unit_gpus']} GPU(s) ({cap['unit']}): "
+            f"{cap['unit_goodput']:.3g} {cap['load_unit']} ({cap['goodput_per_gpu']:.3g} per GPU); "
+            f"screen estimate "
             f"{cap['screen_estimate'] if cap['screen_estimate'] is None else format(cap['screen_estimate'], '.3g')}")
     if explain:
         r = Table(title="verified options, best first")
@@ -68,6 +69,11 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
         s = d["search"]
         c.print(f"search: {s['candidates']} configurations, {s['screened']} screened, "
                 f"{s['verified']} verified with {s['simulated']} simulations, {s['wall_s']:.1f} s")
+        ex = d["why"].get("pruned_examples") or []
+        for e in ex:
+            c.print(f"  pruned for memory, e.g. {e}", markup=False)
+    if d["search"].get("stopped_early"):
+        c.print(f"[yellow]stopped early: {d['search']['stopped_early']}[/yellow]")
     c.print("\n[bold]vLLM[/bold]")
     for line in d["launch"]["vllm"]:
         c.print(line, soft_wrap=True, markup=False, highlight=False)

@@ -6,14 +6,20 @@ winner and the runners-up for the target load -> simulate each at that load (the
 block comes from that run, so `serveplan simulate --plan` with the recorded workload, rate,
 request count and seed reproduces it) -> launch lines, reasons, alternatives.
 `exhaustive=True` replaces the screen and the MILP by simulating every configuration.
+`time_limit_s` bounds the search: at the limit the verification stops, and the plan is built
+from what was verified so far (one more round of simulations sizes it and predicts its metrics;
+runners-up are left out), with `search.stopped_early` saying so.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
-from costmodel.errors import DoesNotFitError
+import numpy as np
+
+from costmodel.errors import DoesNotFitError, ServePlanError
 from planner.candidates import ScreenContext
 from planner.launch import launch_lines
 from planner.options import (
@@ -29,7 +35,7 @@ from planner.options import (
 from planner.plan_types import Alternative, Plan, Predicted
 from planner.request import PlanRequest
 from planner.search import exhaustive_options, fast_options, space_size
-from planner.space import Pruned, kv_tokens_needed, smallest_fit
+from planner.space import Pruned, kv_tokens_needed, largest_kv_capacity, smallest_fit
 from planner.verify import Bisection, Verifier
 
 MAX_REPAIRS = 3
@@ -48,10 +54,14 @@ def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
          draft_model=None, spec_acceptance=None, kv_dtype="auto", min_kv_budget=None,
          precision="bf16", calibration=None, backend="local", exhaustive=False,
          max_gpus_per_replica=None, space=None, num_requests=None, seed=0, burstiness_cv=1.0,
-         top_k=None, workers=None, progress: Callable[[str], None] | None = None) -> Plan:
+         top_k=None, workers=None, progress: Callable[[str], None] | None = None,
+         time_limit_s: float | None = None) -> Plan:
     """Plan a deployment of `model` on the GPU inventory `gpus` for `workload` at `rate`
-    requests/s (or `concurrency` clients) within TTFT / TPOT SLOs (seconds). Returns a Plan."""
+    requests/s (or `concurrency` clients) within TTFT / TPOT SLOs (seconds). Returns a Plan.
+    `time_limit_s`: wall seconds after which the search stops and plans with what it verified
+    (a ServePlanError when nothing was verified by then)."""
     t0 = time.perf_counter()
+    _check_time_limit(time_limit_s)
     req = PlanRequest.build(
         model=model, gpus=gpus, workload=workload, rate=rate, concurrency=concurrency,
         ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, slo_percentile=slo_percentile,
@@ -60,9 +70,12 @@ def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
         min_kv_budget=min_kv_budget, precision=precision, max_gpus_per_replica=max_gpus_per_replica,
         space=space, num_requests=num_requests, seed=seed, burstiness_cv=burstiness_cv)
     cal = _calibration(calibration)
+    shape = req.workload_shape()
+    _check_context(req, shape)
     verifier = Verifier(req.workload, req.slo, req.num_requests, req.seed, cal, backend, workers,
                         req.closed_loop)
-    shape = req.workload_shape()
+    if time_limit_s is not None:
+        verifier.deadline, verifier.time_limit_s = t0 + time_limit_s, float(time_limit_s)
     prices = {g.name: g.price_per_hour_usd for g in req.fleet.gpus}
     ctx = ScreenContext(req.model, shape, req.slo_target, cal, req.num_requests, req.closed_loop, prices)
     pruned = Pruned()
@@ -75,10 +88,43 @@ def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
                 options = _closest_candidates(req, cands, verifier, progress)
         if not options:
             _raise_no_fit(req, shape, pruned)
+        if (verifier.stopped_early and not any(o.goodput > 0 for o in options)
+                and not all(o.bisection.done() for o in options)):
+            raise ServePlanError(f"time limit {time_limit_s:g} s reached before any configuration "
+                                 f"was verified to meet the SLO ({verifier.stopped_early}); give "
+                                 f"--time-limit more seconds")
         return _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustive,
                        backend, progress)
     finally:
         verifier.close()
+
+
+def _check_time_limit(t) -> None:
+    if t is None:
+        return
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise ServePlanError(f"time limit {t!r} s; expected a number of seconds > 0")
+
+
+def _largest_kv(req: PlanRequest) -> int:
+    c = req.constraints
+    return largest_kv_capacity(req.model, [(g.spec, g.count) for g in req.fleet.gpus], c.precisions,
+                               c.kv_dtypes, req.space.tps, tuple(req.space.pps) + (8, 16))
+
+
+def _check_context(req: PlanRequest, shape) -> None:
+    """Requests longer than the model's context are rejected by the engine (and the simulator):
+    when more of them than the SLO's attainment allows, no deployment can meet it."""
+    total = shape.input_tokens + shape.output_tokens
+    over = float(np.mean(total > req.model.max_position)) if len(total) else 0.0
+    if over <= 1.0 - req.slo.attainment + 1e-12:
+        return
+    raise DoesNotFitError(
+        f"{over:.0%} of the workload's requests are longer than {req.model.name}'s context of "
+        f"{req.model.max_position} tokens (the longest needs {shape.max_total_tokens} tokens of "
+        f"KV, prompt + answer; the largest KV capacity of one replica on the GPUs given is "
+        f"{_largest_kv(req)} tokens): the engine rejects them, so attainment "
+        f"{req.slo.attainment:g} cannot be met; shorten the workload's requests", 0.0, 0.0)
 
 
 def _raise_no_fit(req: PlanRequest, shape, pruned: Pruned) -> None:
@@ -88,12 +134,16 @@ def _raise_no_fit(req: PlanRequest, shape, pruned: Pruned) -> None:
     have = req.fleet.describe()
     if fit is None:
         raise DoesNotFitError(f"{req.model.name} fits on none of {have}, even with 16 pipeline "
-                              f"stages, with KV for the longest request ({need} tokens)", 0.0, 0.0)
+                              f"stages, with KV for the longest request ({need} tokens; the largest "
+                              f"KV capacity of one replica on the GPUs given is {_largest_kv(req)} "
+                              f"tokens)",
+                              0.0, 0.0)
     n, gpu, tp, pp, prec = fit
     raise DoesNotFitError(
         f"{req.model.name} does not fit the GPUs given ({have}): one replica needs at least "
         f"{n} x {gpu} (tp={tp}, pp={pp}, {prec} weights) to hold the weights and KV for the "
-        f"longest request ({need} tokens); pruned: {dict(pruned.counts)}", 0.0, 0.0)
+        f"longest request ({need} tokens; the largest KV capacity of a replica the GPUs given "
+        f"allow is {pruned.largest_kv_tokens} tokens); pruned: {dict(pruned.counts)}", 0.0, 0.0)
 
 
 def _closest_candidates(req: PlanRequest, cands, verifier: Verifier, progress) -> list[Option]:
@@ -162,7 +212,7 @@ def _operate_all(req: PlanRequest, opts: list[Option], verifier: Verifier, price
         m, met = dict(ms[-1], num_requests_simulated=spare[2]), True
         out[0] = (dep, m, op_load, met)
     for _ in range(MAX_REPAIRS):
-        if met or win.goodput <= 0:
+        if met or win.goodput <= 0 or verifier.expired:
             break
         if load is None:
             op_load = _back_off(req, op_load)
@@ -282,13 +332,19 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
     ranked = rank(options, req.objective, req.load, feasible, req.fleet, prices)
     slo_ok = ranked[0].goodput > 0
     found = None
-    if req.load is not None and feasible and slo_ok:
+    if req.load is not None and feasible and slo_ok and not verifier.expired:
         found = _cheapest(req, ranked, verifier, prices, progress)
         if found is not None:  # the option whose sized deployment is cheapest wins
             ranked.remove(found[0])
             ranked.insert(0, found[0])
     win = ranked[0]
+    # past the time limit only the winner's own operating point is simulated
     alt_opts = _alternatives(ranked)
+    if verifier.expired and alt_opts:
+        alt_opts = []
+        verifier.stopped_early = verifier.stopped_early or "time limit reached after verification"
+    if verifier.stopped_early:
+        verifier.stopped_early += "; runners-up not simulated, plan sized from what was verified"
     if found is not None:
         runs = [found[1:]] + _operate_all(req, alt_opts, verifier, prices,
                                           [o.goodput > 0 for o in alt_opts], progress,
@@ -320,7 +376,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
     why = {
         "objective": _objective_text(req, feasible),
         "winner": {"mode": win.mode, "unit": win.label(), "bound_by": win.bound_by(req.slo),
-                   "summary": _why_won(win, req)},
+                   "summary": _why_won(win, req, dep, op_load, met)},
         "alternatives": [{"mode": a.mode, "unit": a.capacity["unit"], "why": a.why} for a in alts],
         "pruned": dict(pruned.counts),
         "pruned_examples": pruned.memory_examples,
@@ -335,6 +391,8 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         "simulated": verifier.sims,
         "sim_wall_s": round(verifier.sim_s, 3),
         "wall_s": round(time.perf_counter() - t0, 3),
+        "time_limit_s": verifier.time_limit_s,
+        "stopped_early": verifier.stopped_early,
         "backend": backend,
         "ranking": [{"mode": o.mode, "unit": o.label(), "goodput": o.goodput, "goodput_per_gpu": o.per_gpu}
                     for o in ranked[:8]],
@@ -378,10 +436,16 @@ def _objective_text(req: PlanRequest, feasible: bool) -> str:
     return f"most goodput per GPU, enough replicas to serve {req.load:g} {unit} within the SLO"
 
 
-def _why_won(win: Option, req: PlanRequest) -> str:
+def _why_won(win: Option, req: PlanRequest, dep, op_load: float, met: bool) -> str:
+    """Why the plan won, about the deployment shown (not the unit it was sized from, which
+    may hold more or fewer GPUs)."""
     unit = _load_unit(req)
-    return (f"verified {win.goodput:.3g} {unit} per unit of {win.unit_gpus} GPU(s) "
-            f"({win.per_gpu:.3g} per GPU); above that load {win.bound_by(req.slo)} breaks the SLO first")
+    gpus = dep.num_gpus
+    pools = " + ".join(f"{p.replicas} {p.role}" for p in dep.pools)
+    held = "meets the SLO" if met else "misses the SLO"
+    return (f"{pools} on {gpus} GPU(s) {held} at {op_load:.3g} {unit} in simulation "
+            f"({op_load / gpus:.3g} per GPU); above its verified goodput {win.bound_by(req.slo)} "
+            f"breaks the SLO first")
 
 
 def _why_lost(o: Option, win: Option, req: PlanRequest, pred: Predicted, win_pred: Predicted) -> str:

@@ -124,6 +124,8 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
     units_of: dict[int, tuple] = {}
 
     def verify(units: list[tuple[str, tuple]], bias: dict[str, float] | None = None) -> None:
+        if verifier.expired:  # past the time limit: plan with what is verified
+            return
         jobs = []
         for mode, unit in units:
             key = tuple((c.pool, n) for c, n in unit)
@@ -179,7 +181,7 @@ def grid(req: PlanRequest, ctx: ScreenContext, pruned: Pruned) -> dict[str, list
                               pool.max_num_seqs, pool.block_size)
             need = kv_tokens_needed(ctx.shape.max_total_tokens, pool.kv_budget_tokens, req.model)
             if mem.kv_capacity_tokens < need:
-                pruned.add("memory")
+                pruned.add("memory", kv_tokens=mem.kv_capacity_tokens)
                 continue
             out[pool.role].append((pool, ReplicaTiming(pool, cm, mem.kv_capacity_tokens)))
     return out

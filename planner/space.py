@@ -94,11 +94,15 @@ class Pruned:
     """Why candidates were dropped before screening (counts), and the smallest fit seen."""
 
     counts: dict[str, int] = field(default_factory=dict)
-    memory_examples: list[str] = field(default_factory=list)
+    memory_examples: list[str] = field(default_factory=list)  # distinct, at most 3
+    largest_kv_tokens: int = 0  # the most KV any configuration pruned for memory held
 
-    def add(self, reason: str, example: str = "") -> None:
+    def add(self, reason: str, example: str = "", kv_tokens: int | None = None) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
-        if reason == "memory" and example and len(self.memory_examples) < 3:
+        if kv_tokens is not None:
+            self.largest_kv_tokens = max(self.largest_kv_tokens, int(kv_tokens))
+        if (reason == "memory" and example and len(self.memory_examples) < 3
+                and example not in self.memory_examples):
             self.memory_examples.append(example)
 
     @property
@@ -273,4 +277,26 @@ def smallest_fit(model: ModelSpec, gpu_specs, precisions: tuple[str, ...], kv_dt
                             continue
                         if memory_plan(cm).kv_capacity_tokens >= need_tokens:
                             best = (tp * pp, spec.name, tp, pp, prec)
+    return best
+
+
+def largest_kv_capacity(model: ModelSpec, gpus, precisions: tuple[str, ...],
+                        kv_dtypes: tuple[str, ...], tps: tuple[int, ...] = (1, 2, 4, 8),
+                        pps: tuple[int, ...] = (1, 2, 4, 8, 16)) -> int:
+    """The most KV tokens one replica holds, over `gpus` ((HardwareSpec, count) pairs: tp x pp
+    at most the count), the TPs, PPs, precisions and KV dtypes listed (0 when none holds the
+    weights)."""
+    best = 0
+    for spec, count in gpus:
+        for prec in precisions:
+            for kv in kv_dtypes:
+                for pp in sorted(set(pps)):
+                    for tp in sorted(set(tps)):
+                        if tp * pp > count:
+                            continue
+                        try:
+                            cm = CostModel(model, spec, tp=tp, pp=pp, precision=prec, kv_dtype=kv)
+                        except ServePlanError:
+                            continue
+                        best = max(best, memory_plan(cm).kv_capacity_tokens)
     return best

@@ -212,6 +212,9 @@ class Verifier:
             self.executor = make_executor(backend, 1 if backend == "local" else workers)
         self.sims = 0
         self.sim_s = 0.0
+        self.deadline: float | None = None  # time.perf_counter() at which bisecting stops
+        self.time_limit_s: float | None = None
+        self.stopped_early: str | None = None  # what the deadline cut short, when it did
         self._memo: dict[tuple[str, float], dict] = {}
 
     def _key(self, dep: Deployment, load: float, n: int) -> tuple[str, float, int]:
@@ -245,6 +248,10 @@ class Verifier:
                 self._memo[r.task.tag] = r.metrics
         return [self._memo[k] for k in keys]
 
+    @property
+    def expired(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
+
     def close(self) -> None:
         close = getattr(self.executor, "close", None)
         if close is not None:
@@ -261,6 +268,10 @@ class Verifier:
             stop = settled() if settled is not None and rnd > 0 else set()
             live = [(dep, b) for dep, b in jobs if id(b) not in stop and b.next_load() is not None]
             if not live:
+                return
+            if self.expired:
+                self.stopped_early = (f"time limit {self.time_limit_s:g} s reached with {len(live)} "
+                                      f"bisection(s) unfinished after {rnd} round(s)")
                 return
             # workers a round would leave idle probe further points of the same bisections
             spare = max(0, self.parallel - len(live))

@@ -115,7 +115,7 @@ def fake_verifier(threshold: float, parallel: int):
     def run_(items):
         log.append(len(items))
         return [metrics(x <= threshold) for _, x, _ in items]
-    return SimpleNamespace(run=run_, parallel=parallel, slo=SLO_), log
+    return SimpleNamespace(run=run_, parallel=parallel, slo=SLO_, expired=False), log
 
 
 def test_spare_workers_finish_a_lone_bisection_in_fewer_rounds():
