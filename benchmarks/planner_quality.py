@@ -12,8 +12,11 @@ Scenarios: Llama-3.1-8B on 8 H100 (Azure conversation trace); Llama-3.1-70B on 1
 tight TPOT SLO; Llama-3.1-70B on a priced A100 + H100 fleet, cost objective; speculative
 decoding winning (small batches, tight TPOT, a good draft) and losing (large batches, weak
 n-gram acceptance); disaggregation winning (long prompts, tight TPOT) and losing (short prompts,
-long answers). Then Llama-3.1-70B on 64 H100 with the default space, fast search only (target
-under 10 s).
+long answers). Every scenario searches the same base space (both modes, TP 1-8, token budgets
+2048 and 8192); the speculative ones add k in 0..8 and adaptive. `spec-wins-narrow` and
+`spec-loses-narrow` repeat them in the narrower space earlier runs used (colocated only, token
+budget 8192); they run only when named in --only. Then Llama-3.1-70B on 64 H100 with the
+default space, fast search only (target under 10 s).
 
     .venv/bin/python benchmarks/planner_quality.py [--only NAME,...] [--no-exhaustive] [--workers 2]
 
@@ -115,7 +118,7 @@ def run(only: set[str] | None, exhaustive: bool, workers: int) -> dict:
 
     rows = []
     for name, title, args, space in scenarios():
-        if only and name not in only:
+        if (only and name not in only) or (not only and name.endswith("-narrow")):
             continue
         print(f"== {name}: {title}", file=sys.stderr, flush=True)
         fast = plan(**args, space=space, workers=workers)

@@ -332,19 +332,19 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
     ranked = rank(options, req.objective, req.load, feasible, req.fleet, prices)
     slo_ok = ranked[0].goodput > 0
     found = None
-    if req.load is not None and feasible and slo_ok and not verifier.expired:
+    # past the time limit only the winner's own operating point is simulated: no trials of the
+    # cheapest sizing, no runners-up
+    late = verifier.expired
+    if req.load is not None and feasible and slo_ok and not late:
         found = _cheapest(req, ranked, verifier, prices, progress)
         if found is not None:  # the option whose sized deployment is cheapest wins
             ranked.remove(found[0])
             ranked.insert(0, found[0])
     win = ranked[0]
-    # past the time limit only the winner's own operating point is simulated
-    alt_opts = _alternatives(ranked)
-    if verifier.expired and alt_opts:
-        alt_opts = []
-        verifier.stopped_early = verifier.stopped_early or "time limit reached after verification"
-    if verifier.stopped_early:
-        verifier.stopped_early += "; runners-up not simulated, plan sized from what was verified"
+    alt_opts = [] if late else _alternatives(ranked)
+    if late:
+        verifier.stopped_early = ((verifier.stopped_early or "time limit reached after verification")
+                                  + "; plan sized from what was verified, runners-up not simulated")
     if found is not None:
         runs = [found[1:]] + _operate_all(req, alt_opts, verifier, prices,
                                           [o.goodput > 0 for o in alt_opts], progress,
