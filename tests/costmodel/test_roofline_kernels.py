@@ -97,3 +97,12 @@ def test_scalar_and_array_attention_agree_with_fp8_cache_and_gqa(kv_bytes):
     s = [rl.decode_attn_time_s(int(x), float(x * c), 1, 40, 8, 64, H100, eff, kv_bytes, l2_warm=True)
          for x, c in zip(b, ctx, strict=True)]
     np.testing.assert_allclose(v, s, rtol=1e-12)
+
+
+def test_roofline_re_exports_the_attention_module():
+    from costmodel import attention
+
+    for name in rl.ATTENTION_NAMES:
+        assert getattr(rl, name) is getattr(attention, name)
+    with pytest.raises(AttributeError):
+        rl.no_such_operator  # noqa: B018

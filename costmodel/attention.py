@@ -1,0 +1,219 @@
+"""Attention operator time (prefill and decode), on the roofline of costmodel/roofline.py.
+
+- Prefill attention (FlashAttention varlen): work items are (128-row query tile, head) pairs
+  (query heads of one KV head packed into the rows for short chunks); each visits its 128-key
+  KV tiles in turn (whole tiles on the causal diagonal and at a sliding window's edge, a short
+  chunk's tile only partly filled) at `attn_compute_eff` of the tensor-core peak overlapped
+  with the softmax (`attn_softmax_flops` per query-key pair and head; `attn_fp8_compute_eff`
+  with an fp8 KV cache) and pays `attn_tile_s`; the SMs share the items, and no kernel is
+  shorter than its longest item. Q, O and the cache's KV at `attn_mem_eff` of HBM; side
+  kernels write the new K and V into the cache (and quantise Q for an fp8 cache).
+- Decode attention (flash-decoding): one CTA per (sequence, KV head), split along the KV when
+  fewer than 0.8 x SMs (then a merge kernel), each CTA paying `attn_per_seq_s` (at head dim
+  128; half of it scales with the head dim); the KV cache at `attn_mem_eff` of HBM bandwidth,
+  reached with `attn_ctas_per_sm` CTAs per SM; a kernel timed in a loop (`l2_warm`) reads a
+  KV cache that fits in L2 at `l2_bw_ratio` x HBM bandwidth. `attn_overhead_s` per layer's
+  attention, `attn_fp8_kv_s` more with an fp8 KV cache (the query-quantisation kernel).
+
+Defaults of the attention parameters (`Efficiencies` in costmodel/roofline.py, where an
+uncalibrated GPU starts): `attn_mem_eff` from the Vidur A100 fit; the rest hand-set, so the
+zero-shot A100 -> H100 experiment does not see H100 data. The AIConfigurator H100 fit
+(benchmarks/costmodel_accuracy.py aic_h100, 2026-11-22) gives attn_compute_eff 0.84,
+attn_fp8_compute_eff 0.78, attn_tile_s 1.3 us, attn_fp8_kv_s 3.2 us, attn_ctas_per_sm 0.97,
+l2_bw_ratio 1.5 (fixed times at REF_CLOCK_HZ).
+- `attn_ctas_per_sm`: the GEMM's Little's-law value (0.12) as a start; decode CTAs keep less
+  in flight, and the H100 fit wants ~1 (a CTA per SM).
+- `l2_bw_ratio`: 2 (L2 read bandwidth ~2x HBM on A100/H100 microbenchmarks), hand-set.
+
+Every formula exists twice, a scalar form (the simulator's hot path) and an array form (`_v`,
+for fitting measured rows); a test keeps the two equal. `costmodel.roofline` re-exports every
+name here, so callers may import from either.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from costmodel.hardware import HardwareSpec
+from costmodel.roofline import Efficiencies, _blend, _blend_v, clock_scale
+
+ATTN_TILE_Q = 128
+ATTN_TILE_KV = 128
+
+# L2 cache sizes from datasheets (bytes); a kernel benchmarked in a loop finds data that fits
+# there still resident (`l2_warm`), a serving step (every layer streams between two reads of
+# one layer's KV cache) does not
+L2_BYTES = {
+    "a100-40g": 40e6, "a100-80g": 40e6, "h100-sxm": 50e6, "h100-pcie": 50e6, "h200-sxm": 50e6,
+    "b200": 126e6, "l40s": 96e6, "l4": 48e6, "a10g": 6e6, "mi300x": 256e6,
+}
+
+
+def _l2_hit(bytes_, gpu: HardwareSpec):
+    """Fraction of a warm kernel's reads served by L2: all up to 3/4 of it, none once they
+    exceed it (a cyclic stream larger than an LRU cache misses every time)."""
+    l2 = L2_BYTES.get(gpu.name, 0.0)
+    if l2 <= 0:
+        return 0.0 * bytes_
+    return np.clip(4.0 - 4.0 * bytes_ / l2, 0.0, 1.0)
+
+
+def _kv_tiles(chunk, prefix, window):
+    """(sum over query tiles, last tile) of the KV tiles a causal flash-attention kernel visits
+    for one head of a `chunk`-token chunk after `prefix` cached tokens; 128 x 128 tiles, whole
+    tiles on the diagonal, a sliding window of w keys spanning (w + 128) / 128 + 1 tiles."""
+    n = np.ceil(chunk / ATTN_TILE_Q)
+    a = prefix / ATTN_TILE_KV
+    cap = np.where(window > 0, (window + ATTN_TILE_Q) / ATTN_TILE_KV + 1.0, np.inf)
+    j = np.clip(np.floor(cap - a), 0.0, n)  # query tiles below the cap
+    total = j * a + j * (j + 1) / 2.0 + (n - j) * np.minimum(cap, a + n)
+    return total, np.minimum(a + n, cap)
+
+
+def _tile_time(head_dim, gpu: HardwareSpec, eff: Efficiencies, fp8_kv):
+    """Seconds one SM spends on one 128 x 128 (query, key) tile of one head: QK^T and PV on the
+    tensor cores overlapped with the softmax's exponentials."""
+    ce = eff.attn_fp8_compute_eff if fp8_kv else eff.attn_compute_eff
+    per_pair = _blend(4.0 * head_dim / ce, eff.attn_softmax_flops, eff.attn_blend)
+    return per_pair * ATTN_TILE_Q * ATTN_TILE_KV * gpu.sm_count / gpu.bf16_flops
+
+
+def _prefill_bytes(new, ctx, q_heads, kv_heads, head_dim, kv_bytes):
+    """(kernel, side) HBM bytes of a prefill's attention layer. Kernel: Q read and O written
+    (bf16), the KV cache's `ctx` tokens read. Side kernels before it: the new tokens' K and V
+    read and written into the cache; an fp8 cache also quantises Q (read bf16, write fp8)."""
+    q = new * q_heads * head_dim
+    kernel = 4.0 * q + ctx * 2 * kv_heads * head_dim * kv_bytes
+    side = new * 2 * kv_heads * head_dim * (2.0 + kv_bytes) + (kv_bytes < 2.0) * 3.0 * q
+    return kernel, side
+
+
+def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int,
+                              gpu: HardwareSpec, eff: Efficiencies, kv_bytes: float = 2.0) -> float:
+    """One varlen flash-attention kernel over prefill chunks `[(chunk, prefix), ...]` (one layer).
+
+    Work items are (query tile, head) pairs; each visits its KV tiles in turn and pays
+    `attn_tile_s` to load Q and store O; the SMs share the work, and no kernel is shorter than
+    its longest item."""
+    if not chunks:
+        return 0.0
+    items = kv_it = longest = bytes_ = 0.0
+    g = q_heads / kv_heads
+    for chunk, prefix in chunks:
+        n = -(-chunk // ATTN_TILE_Q)
+        a = prefix / ATTN_TILE_KV
+        rows = min(1.0, chunk / ATTN_TILE_Q)  # a short chunk fills only part of its tile
+        items += -(-(chunk * g) // ATTN_TILE_Q)
+        kv_it += (n * a + n * (n + 1) / 2.0) * rows
+        if (a + n) * rows > longest:
+            longest = (a + n) * rows
+        bytes_ += chunk + prefix
+    fp8_kv = kv_bytes < 2.0
+    new = sum(c for c, _ in chunks)
+    kern, side = _prefill_bytes(new, bytes_, q_heads, kv_heads, head_dim, kv_bytes)
+    cs = clock_scale(gpu)
+    c_kv = _tile_time(head_dim, gpu, eff, fp8_kv)
+    t_c = max((q_heads * kv_it * c_kv + kv_heads * items * eff.attn_tile_s * cs) / gpu.sm_count,
+              longest * c_kv + eff.attn_tile_s * cs)
+    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff
+    fixed = (len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+             + (eff.attn_fp8_kv_s if fp8_kv else 0.0)) * cs + side / bw
+    t_m = kern / bw
+    return _blend(t_c, t_m, eff.attn_blend) + fixed
+
+
+def prefill_attn_time_s(chunk: int, prefix: int, q_heads: int, kv_heads: int, head_dim: int,
+                        gpu: HardwareSpec, eff: Efficiencies, kv_bytes: float = 2.0) -> float:
+    """Causal attention of `chunk` new tokens over `prefix` cached + themselves (one layer)."""
+    return prefill_attn_batch_time_s(((chunk, prefix),), q_heads, kv_heads, head_dim, gpu, eff,
+                                     kv_bytes)
+
+
+def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, window,
+                          gpu: HardwareSpec, eff: Efficiencies, kv_bytes) -> np.ndarray:
+    """Array form: `batch` equal prompts per row; `window` > 0 caps each query's keys."""
+    chunk = np.asarray(chunk, dtype=float)
+    prefix = np.asarray(prefix, dtype=float)
+    batch = np.asarray(batch, dtype=float)
+    head_dim = np.asarray(head_dim, dtype=float)
+    kv_bytes = np.broadcast_to(np.asarray(kv_bytes, dtype=float), chunk.shape)
+    fp8_kv = kv_bytes < 2.0
+    kv_it, longest = _kv_tiles(chunk, prefix, np.asarray(window, dtype=float))
+    rows = np.minimum(1.0, chunk / ATTN_TILE_Q)
+    kv_it, longest = kv_it * rows, longest * rows
+    items = np.ceil(chunk * (np.asarray(q_heads, dtype=float) / kv_heads) / ATTN_TILE_Q)
+    cs = clock_scale(gpu)
+    ce = np.where(fp8_kv, eff.attn_fp8_compute_eff, eff.attn_compute_eff)
+    per_pair = _blend_v(4.0 * head_dim / ce, np.full(chunk.shape, eff.attn_softmax_flops),
+                        eff.attn_blend)
+    c_kv = per_pair * ATTN_TILE_Q * ATTN_TILE_KV * gpu.sm_count / gpu.bf16_flops
+    c_item = eff.attn_tile_s * cs
+    t_c = np.maximum(batch * (q_heads * kv_it * c_kv + kv_heads * items * c_item) / gpu.sm_count,
+                     longest * c_kv + c_item)
+    kern, side = _prefill_bytes(chunk, chunk + prefix, q_heads, kv_heads, head_dim, kv_bytes)
+    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff
+    t_m = batch * kern / bw
+    fixed = (batch * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+             + np.where(fp8_kv, eff.attn_fp8_kv_s, 0.0)) * cs + batch * side / bw
+    return _blend_v(t_c, t_m, eff.attn_blend) + fixed
+
+
+def _decode_splits(units: float, ctx_mean: float, sms: int) -> float:
+    """Flash-decoding's KV splits: one unless fewer (sequence, KV head) units than ~0.8 x SMs,
+    else enough to fill the SMs, at most one per KV tile."""
+    if units >= 0.8 * sms:
+        return 1.0
+    return float(max(1, min(-(-sms // int(units)), math.ceil(ctx_mean / ATTN_TILE_KV), 128)))
+
+
+def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int, kv_heads: int,
+                       head_dim: int, gpu: HardwareSpec, eff: Efficiencies,
+                       kv_bytes: float = 2.0, l2_warm: bool = False) -> float:
+    """Attention of `n_seqs` sequences, `q_tokens` queries each, over `ctx_sum` cached tokens.
+
+    One CTA per (sequence, KV head) (the query heads of a KV head packed together), split along
+    the KV when too few to fill the SMs, the splits merged by a second kernel."""
+    if n_seqs <= 0:
+        return 0.0
+    sms = gpu.sm_count
+    units = n_seqs * kv_heads
+    split = _decode_splits(units, ctx_sum / n_seqs, sms)
+    ctas = units * split
+    kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
+    hit = float(_l2_hit(kv, gpu)) if l2_warm else 0.0
+    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff * min(1.0, ctas / (eff.attn_ctas_per_sm * sms))
+    t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
+    t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
+    cs = clock_scale(gpu)
+    fixed = (ctas * eff.attn_per_seq_s * (0.5 + head_dim / 256.0) + eff.attn_overhead_s
+             + (eff.attn_fp8_kv_s if kv_bytes < 2.0 else 0.0))
+    if split > 1:
+        fixed += eff.elem_overhead_s
+    return _blend(t_m, t_c, eff.attn_blend) + fixed * cs
+
+
+def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
+                         gpu: HardwareSpec, eff: Efficiencies, kv_bytes,
+                         l2_warm: bool = False) -> np.ndarray:
+    n_seqs = np.asarray(n_seqs, dtype=float)
+    ctx_sum = np.asarray(ctx_sum, dtype=float)
+    kv_bytes = np.broadcast_to(np.asarray(kv_bytes, dtype=float), n_seqs.shape)
+    sms = gpu.sm_count
+    units = n_seqs * kv_heads
+    ctx_mean = ctx_sum / np.maximum(n_seqs, 1.0)
+    fill = -(-sms // np.maximum(units, 1.0))
+    split = np.where(units >= 0.8 * sms, 1.0,
+                     np.maximum(1.0, np.minimum(np.minimum(fill, np.ceil(ctx_mean / ATTN_TILE_KV)), 128.0)))
+    ctas = units * split
+    kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
+    hit = _l2_hit(kv, gpu) if l2_warm else 0.0
+    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff * np.minimum(1.0, ctas / (eff.attn_ctas_per_sm * sms))
+    t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
+    t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
+    fixed = (ctas * eff.attn_per_seq_s * (0.5 + np.asarray(head_dim, dtype=float) / 256.0)
+             + eff.attn_overhead_s + np.where(kv_bytes < 2.0, eff.attn_fp8_kv_s, 0.0)
+             + np.where(split > 1, eff.elem_overhead_s, 0.0))
+    t = _blend_v(t_m, t_c, eff.attn_blend) + fixed * clock_scale(gpu)
+    return np.where(n_seqs > 0, t, 0.0)
