@@ -32,6 +32,7 @@ name here, so callers may import from either.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -60,24 +61,71 @@ def _l2_hit(bytes_, gpu: HardwareSpec):
     return np.clip(4.0 - 4.0 * bytes_ / l2, 0.0, 1.0)
 
 
-def _kv_tiles(chunk, prefix, window):
-    """(sum over query tiles, last tile) of the KV tiles a causal flash-attention kernel visits
-    for one head of a `chunk`-token chunk after `prefix` cached tokens; 128 x 128 tiles, whole
-    tiles on the diagonal, a sliding window of w keys spanning (w + 128) / 128 + 1 tiles."""
-    n = np.ceil(chunk / ATTN_TILE_Q)
-    a = prefix / ATTN_TILE_KV
-    cap = np.where(window > 0, (window + ATTN_TILE_Q) / ATTN_TILE_KV + 1.0, np.inf)
-    j = np.clip(np.floor(cap - a), 0.0, n)  # query tiles below the cap
-    total = j * a + j * (j + 1) / 2.0 + (n - j) * np.minimum(cap, a + n)
-    return total, np.minimum(a + n, cap)
+def fa3_tile(head_dim: int, fp8_kv: bool, local: bool = False) -> tuple[int, int]:
+    """(query rows, keys) of one FlashAttention-3 forward tile on Hopper, as its SM90 tile table
+    picks them for a paged KV cache read without TMA (vLLM's 16-token blocks): 192-row tiles up
+    to head dim 96, else 128; the key width shrinks with the head dim to fit shared memory and
+    is wider with an fp8 cache (half the bytes per key). `local`: a sliding window."""
+    if head_dim <= 64:
+        return 192, 160 if (fp8_kv or local) else 128
+    if head_dim <= 96:
+        return 192, 128
+    if head_dim <= 128:
+        return 128, 160 if fp8_kv else 128
+    if head_dim <= 192:
+        return 128, (128 if local else 160) if fp8_kv else 96
+    return 128, 64 if local else (128 if fp8_kv else 80)
 
 
-def _tile_time(head_dim, gpu: HardwareSpec, eff: Efficiencies, fp8_kv):
-    """Seconds one SM spends on one 128 x 128 (query, key) tile of one head: QK^T and PV on the
-    tensor cores overlapped with the softmax's exponentials."""
+def _fa3_tile_v(head_dim, fp8_kv, local):
+    """Array form of `fa3_tile`."""
+    hd = np.asarray(head_dim, dtype=float)
+    bm = np.where(hd <= 96, 192.0, 128.0)
+    bn16 = np.select([hd <= 64, hd <= 96, hd <= 128, hd <= 192],
+                     [np.where(local, 160.0, 128.0), 128.0, 128.0, 96.0], np.where(local, 64.0, 80.0))
+    bn8 = np.select([hd <= 64, hd <= 96, hd <= 128, hd <= 192],
+                    [160.0, 128.0, 160.0, np.where(local, 128.0, 160.0)], np.where(local, 64.0, 128.0))
+    return bm, np.where(fp8_kv, bn8, bn16)
+
+
+@functools.lru_cache(maxsize=64)
+def _tiling(head_dim: int, fp8_kv: bool, g: float) -> tuple[int, int, float, float]:
+    """(tile rows, tile keys, KV tiles the causal edge advances per query tile, the diagonal's
+    mean rounding) of a prefill kernel; as `_kv_tiles` computes them (cached: the hot path)."""
+    bm, bn = fa3_tile(head_dim, fp8_kv)
+    d = round(g * bn) / math.gcd(bm, round(g * bn))
+    return bm, bn, bm / (g * bn), (1.0 - 1.0 / d) / 2.0
+
+
+def _kv_tiles(chunk, prefix, window, g=1.0, bm=ATTN_TILE_Q, bn=ATTN_TILE_KV):
+    """(sum over query tiles, most in one) of the KV tiles a causal flash-attention kernel visits
+    for one KV head of a `chunk`-token chunk after `prefix` cached tokens.
+
+    Query tiles hold `bm` rows of the chunk's tokens x its `g` query heads per KV head (PackGQA:
+    bm / g tokens each), key tiles `bn` keys, whole tiles on the diagonal: a tile ending at key
+    x visits ceil(x / bn) tiles, on average x / bn plus (1 - 1/d) / 2, d the denominator of
+    the tiles' stride bm / (g bn). A sliding window of w keys spans (w + bm / g) / bn + 1."""
+    chunk = np.asarray(chunk, dtype=float)
+    n = np.ceil(chunk * g / bm)
+    a = prefix / bn
+    s = bm / (g * bn)  # KV tiles the causal edge advances per query tile
+    gbn = np.rint(np.asarray(g * bn, dtype=float)).astype(np.int64)
+    d = gbn / np.gcd(np.rint(np.asarray(bm, dtype=float)).astype(np.int64), gbn)
+    delta = (1.0 - 1.0 / d) / 2.0
+    cap = np.where(window > 0, (window + bm / g) / bn + 1.0, np.inf)
+    last = np.minimum(np.ceil(a + chunk / bn), cap)
+    j = np.clip(np.floor((cap - a - delta) / s), 0.0, n)  # query tiles below the cap
+    total = (j * (a + delta) + s * j * (j + 1) / 2.0 - np.where(j >= n, n * s - chunk / bn, 0.0)
+             + (n - j) * np.minimum(cap, a + chunk / bn + delta))
+    return total, last
+
+
+def _tile_time(head_dim, gpu: HardwareSpec, eff: Efficiencies, fp8_kv, pairs=ATTN_TILE_Q * ATTN_TILE_KV):
+    """Seconds one SM spends on one tile of `pairs` (query, key) pairs of one head: QK^T and PV
+    on the tensor cores overlapped with the softmax's exponentials."""
     ce = eff.attn_fp8_compute_eff if fp8_kv else eff.attn_compute_eff
     per_pair = _blend(4.0 * head_dim / ce, eff.attn_softmax_flops, eff.attn_blend)
-    return per_pair * ATTN_TILE_Q * ATTN_TILE_KV * gpu.sm_count / gpu.bf16_flops
+    return per_pair * pairs * gpu.sm_count / gpu.bf16_flops
 
 
 def _prefill_bytes(new, ctx, q_heads, kv_heads, head_dim, kv_bytes):
@@ -94,28 +142,31 @@ def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int
                               gpu: HardwareSpec, eff: Efficiencies, kv_bytes: float = 2.0) -> float:
     """One varlen flash-attention kernel over prefill chunks `[(chunk, prefix), ...]` (one layer).
 
-    Work items are (query tile, head) pairs; each visits its KV tiles in turn and pays
+    Work items are (query tile, KV head) pairs, the query heads of a KV head packed into the
+    tile's rows (`fa3_tile` gives the tile); each visits its KV tiles in turn and pays
     `attn_tile_s` to load Q and store O; the SMs share the work, and no kernel is shorter than
     its longest item."""
     if not chunks:
         return 0.0
-    items = kv_it = longest = bytes_ = 0.0
-    g = q_heads / kv_heads
-    for chunk, prefix in chunks:
-        n = -(-chunk // ATTN_TILE_Q)
-        a = prefix / ATTN_TILE_KV
-        rows = min(1.0, chunk / ATTN_TILE_Q)  # a short chunk fills only part of its tile
-        items += -(-(chunk * g) // ATTN_TILE_Q)
-        kv_it += (n * a + n * (n + 1) / 2.0) * rows
-        if (a + n) * rows > longest:
-            longest = (a + n) * rows
-        bytes_ += chunk + prefix
     fp8_kv = kv_bytes < 2.0
-    new = sum(c for c, _ in chunks)
-    kern, side = _prefill_bytes(new, bytes_, q_heads, kv_heads, head_dim, kv_bytes)
+    g = q_heads / kv_heads
+    bm, bn, s, delta = _tiling(head_dim, fp8_kv, g)
+    items = kv_it = longest = ctx = new = 0.0
+    for chunk, prefix in chunks:
+        n = -(-(chunk * g) // bm)
+        a = prefix / bn
+        fill = min(1.0, chunk * g / bm)  # a short chunk fills only part of its tile
+        items += n
+        kv_it += (n * (a + delta) + s * n * (n + 1) / 2.0 - n * s + chunk / bn) * fill
+        last = math.ceil(a + chunk / bn) * fill
+        if last > longest:
+            longest = last
+        ctx += chunk + prefix
+        new += chunk
+    kern, side = _prefill_bytes(new, ctx, q_heads, kv_heads, head_dim, kv_bytes)
     cs = clock_scale(gpu)
-    c_kv = _tile_time(head_dim, gpu, eff, fp8_kv)
-    t_c = max((q_heads * kv_it * c_kv + kv_heads * items * eff.attn_tile_s * cs) / gpu.sm_count,
+    c_kv = _tile_time(head_dim, gpu, eff, fp8_kv, bm * bn)
+    t_c = max(kv_heads * (kv_it * c_kv + items * eff.attn_tile_s * cs) / gpu.sm_count,
               longest * c_kv + eff.attn_tile_s * cs)
     bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff
     fixed = (len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
@@ -138,19 +189,22 @@ def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, win
     prefix = np.asarray(prefix, dtype=float)
     batch = np.asarray(batch, dtype=float)
     head_dim = np.asarray(head_dim, dtype=float)
+    window = np.asarray(window, dtype=float)
     kv_bytes = np.broadcast_to(np.asarray(kv_bytes, dtype=float), chunk.shape)
     fp8_kv = kv_bytes < 2.0
-    kv_it, longest = _kv_tiles(chunk, prefix, np.asarray(window, dtype=float))
-    rows = np.minimum(1.0, chunk / ATTN_TILE_Q)
-    kv_it, longest = kv_it * rows, longest * rows
-    items = np.ceil(chunk * (np.asarray(q_heads, dtype=float) / kv_heads) / ATTN_TILE_Q)
+    g = np.asarray(q_heads, dtype=float) / kv_heads
+    bm, bn = _fa3_tile_v(head_dim, fp8_kv, window > 0)
+    kv_it, longest = _kv_tiles(chunk, prefix, window, g, bm, bn)
+    fill = np.minimum(1.0, chunk * g / bm)
+    kv_it, longest = kv_it * fill, longest * fill
+    items = np.ceil(chunk * g / bm)
     cs = clock_scale(gpu)
     ce = np.where(fp8_kv, eff.attn_fp8_compute_eff, eff.attn_compute_eff)
     per_pair = _blend_v(4.0 * head_dim / ce, np.full(chunk.shape, eff.attn_softmax_flops),
                         eff.attn_blend)
-    c_kv = per_pair * ATTN_TILE_Q * ATTN_TILE_KV * gpu.sm_count / gpu.bf16_flops
+    c_kv = per_pair * bm * bn * gpu.sm_count / gpu.bf16_flops
     c_item = eff.attn_tile_s * cs
-    t_c = np.maximum(batch * (q_heads * kv_it * c_kv + kv_heads * items * c_item) / gpu.sm_count,
+    t_c = np.maximum(batch * kv_heads * (kv_it * c_kv + items * c_item) / gpu.sm_count,
                      longest * c_kv + c_item)
     kern, side = _prefill_bytes(chunk, chunk + prefix, q_heads, kv_heads, head_dim, kv_bytes)
     bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff

@@ -106,3 +106,29 @@ def test_roofline_re_exports_the_attention_module():
         assert getattr(rl, name) is getattr(attention, name)
     with pytest.raises(AttributeError):
         rl.no_such_operator  # noqa: B018
+
+
+def test_fa3_tile_table_by_head_dim_and_cache_dtype():
+    from costmodel.attention import _fa3_tile_v, fa3_tile
+
+    assert fa3_tile(128, False) == (128, 128)
+    assert fa3_tile(128, True) == (128, 160)  # fp8 keys are half the bytes: wider key tile
+    assert fa3_tile(64, False) == (192, 128)
+    assert fa3_tile(256, False) == (128, 80)  # shared memory limits the key tile
+    assert fa3_tile(256, True, local=True) == (128, 64)
+    for hd in (64, 96, 128, 192, 256):
+        for fp8 in (False, True):
+            for local in (False, True):
+                bm, bn = _fa3_tile_v(np.array([hd]), np.array([fp8]), np.array([local]))
+                assert (bm[0], bn[0]) == fa3_tile(hd, fp8, local)
+
+
+def test_packed_gqa_kv_tiles_hand_counted():
+    # 128 tokens x 4 query heads per KV head = 512 rows: 4 tiles of 32 tokens, each within the
+    # first 128-key tile
+    tot, last = rl._kv_tiles(np.array([128.0]), np.array([0.0]), np.array([0.0]), 4.0, 128.0, 128.0)
+    assert (tot[0], last[0]) == (4.0, 1.0)
+    # 256 tokens, 160-key tiles: tiles ending at 32..160 see 1 key tile, 192..256 see 2: 11;
+    # the closed form counts the diagonal's rounding on average (0.4 tile per query tile)
+    tot, last = rl._kv_tiles(np.array([256.0]), np.array([0.0]), np.array([0.0]), 4.0, 128.0, 160.0)
+    assert tot[0] == pytest.approx(11.0, rel=0.06) and last[0] == 2.0
