@@ -97,6 +97,8 @@ def simulate_cmd(
     """Simulate a deployment under a workload and print RunMetrics."""
     from sim import SLO, Deployment, SpecConfig, parse_workload, simulate
 
+    # first: a profile may define a GPU that is not a preset, which the plan or --gpu names
+    cal = load_calibration_opt(calibration)
     if plan is not None:
         if model is not None or gpu is not None:
             raise ServePlanError("give either --plan or --model/--gpu, not both")
@@ -132,7 +134,6 @@ def simulate_cmd(
         slo = SLO(ttft_slo if ttft_slo is not None else 1.0, tpot_slo if tpot_slo is not None else 0.1,
                   slo_percentile, attainment)
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness)
-    cal = load_calibration_opt(calibration)
     prog, _ = progress_callback(not as_json, f"simulating {requests} requests")
     if prog:
         prog.start()

@@ -62,6 +62,9 @@ def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
     (a ServePlanError when nothing was verified by then)."""
     t0 = time.perf_counter()
     _check_time_limit(time_limit_s)
+    # first: a profile may define a GPU that is not a preset (gpus.<name>.hardware), which the
+    # inventory then names
+    cal = _calibration(calibration)
     req = PlanRequest.build(
         model=model, gpus=gpus, workload=workload, rate=rate, concurrency=concurrency,
         ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, slo_percentile=slo_percentile,
@@ -69,7 +72,6 @@ def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
         draft_model=draft_model, spec_acceptance=spec_acceptance, kv_dtype=kv_dtype,
         min_kv_budget=min_kv_budget, precision=precision, max_gpus_per_replica=max_gpus_per_replica,
         space=space, num_requests=num_requests, seed=seed, burstiness_cv=burstiness_cv)
-    cal = _calibration(calibration)
     shape = req.workload_shape()
     _check_context(req, shape)
     verifier = Verifier(req.workload, req.slo, req.num_requests, req.seed, cal, backend, workers,
