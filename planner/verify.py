@@ -5,8 +5,10 @@ the simulator says the SLO holds (`RunMetrics.slo_met`: each metric's percentile
 target and the attainment reached). Several bisections advance in rounds: each round asks every
 unfinished bisection for its next load and runs those simulations together through the
 simulator's executor (in-process, a local process pool, or Ray), so results do not depend on the
-backend. When a round has fewer bisections than workers, the spare workers probe further points
-of the same bisections (`Bisection.next_loads`): fewer rounds, the same stopping rule. Every simulation uses the same request stream (same seed and count) at every load:
+backend. When a round has fewer live bisections than `ROUND_WIDTH` (2, a constant rather than
+the worker count, so that the plan is the same on any number of workers), the spare probes go to
+further points of the same bisections (`Bisection.next_loads`): fewer rounds on two workers,
+the same stopping rule. Every simulation uses the same request stream (same seed and count) at every load:
 common random numbers keep the attainment curve close to monotone.
 
 The first probe is the screen's estimate; brackets grow geometrically from it (x1.2, then x1.6),
@@ -65,6 +67,10 @@ class PersistentPool:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+
+# simulations a verification round asks for when fewer bisections are live (the default local
+# worker count); fixed so that the plan is the same on 1 worker, 2 workers or Ray
+ROUND_WIDTH = 2
 
 @dataclass
 class Probe:
@@ -205,7 +211,10 @@ class Verifier:
         self.closed_loop = closed_loop
         self.shared = _Shared(workload, slo, calibration)
         n = check_workers(workers) or min(2, os.cpu_count() or 1)
-        self.parallel = n  # simulations a round runs at once
+        # probes a round asks for: a constant, not the worker count, so that a plan does not
+        # depend on how many processes ran it (the service plans with 1 worker, the CLI with 2,
+        # Ray with what it has); the executor runs them side by side or in turn
+        self.parallel = ROUND_WIDTH
         if backend == "local" and n > 1:
             self.executor = PersistentPool(n, self.shared)
         else:
