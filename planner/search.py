@@ -79,6 +79,8 @@ def variants(unit, cands: list[Candidate], weight: str, within: float = RUNNER_U
       per dollar) within `within` of the chosen one's efficiency, once with the same hardware
       (another engine-knob setting) and once with other hardware (TP2 and TP4 prefill replicas
       carry about the same per GPU), its replica count rescaled to keep the pool's capacity;
+    - the same unit with the other KV dtype (the best screened setting of each twin shape), and
+      likewise for the unit with other hardware;
     - for a prefill:decode pair, the neighbouring ratios of the space."""
     out = []
     for i, (c, n) in enumerate(unit):
@@ -99,6 +101,13 @@ def variants(unit, cands: list[Candidate], weight: str, within: float = RUNNER_U
                 a, b = nearest_ratio(swapped[0][1], swapped[1][1])
                 swapped = [(swapped[0][0], a), (swapped[1][0], b)]
             out.append(tuple(swapped))
+            if group is other:  # new hardware: its KV dtype preference may differ too
+                twin = kv_twin(tuple(swapped), cands)
+                if twin is not None:
+                    out.append(twin)
+    twin = kv_twin(unit, cands)
+    if twin is not None:
+        out.append(twin)
     if len(unit) == 2:
         order = sorted(DISAGG_RATIOS, key=lambda ab: ab[0] / ab[1])
         k = order.index((unit[0][1], unit[1][1]))
@@ -107,6 +116,21 @@ def variants(unit, cands: list[Candidate], weight: str, within: float = RUNNER_U
                 a, b = order[j]
                 out.append(((unit[0][0], a), (unit[1][0], b)))
     return out
+
+
+def kv_twin(unit, cands: list[Candidate]):
+    """The same hardware with the other KV dtype in every pool (each pool's best screened
+    setting of its twin shape), or None: fp8 KV halves attention's reads and doubles the cache,
+    which the screen prices less well than the simulator does."""
+    twin = []
+    for c, n in unit:
+        alike = [r for r in cands if r.role == c.role and r.pool.kv_dtype != c.pool.kv_dtype
+                 and (r.pool.gpu, r.pool.tp, r.pool.pp, r.pool.precision)
+                 == (c.pool.gpu, c.pool.tp, c.pool.pp, c.pool.precision)]
+        if not alike:
+            return None
+        twin.append((max(alike, key=lambda x: x.capacity), n))
+    return tuple(twin) if len({r.pool.kv_dtype for r, _ in twin}) == 1 else None
 
 
 def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, pruned: Pruned,
@@ -159,6 +183,7 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
             stage2 += [(mode, v) for v in variants(units_of[id(best)], cands, weight)]
             if best.screen_load > 0:
                 bias[mode] = best.goodput / best.screen_load
+
     verify(stage2, bias)
     counters = {"screened": ctx.evaluated, "shortlisted": len(cands), "allocations": len(allocs),
                 "lp_feasible": feasible}

@@ -146,3 +146,24 @@ def test_a_priced_deployment_reuses_the_unpriced_units_simulation():
     a, b = v.run([(plain, 2.0)]), v.run([(priced, 2.0)])
     v.close()
     assert v.sims == 1 and a == b
+
+
+def test_variants_include_the_kv_twin_of_the_best_and_of_the_other_hardware():
+    from planner.candidates import Candidate
+    from planner.search import kv_twin, variants
+
+    def cand(role, tp, kv, cap):
+        pool = PoolConfig(role, "h100", tp=tp, kv_dtype=kv).resolved()
+        return Candidate(pool, cap, cap, "ttft", 10_000, 1.0 * tp)
+
+    p2b, p2f = cand("prefill", 2, "bf16", 10.0), cand("prefill", 2, "fp8", 9.0)
+    p4b, p4f = cand("prefill", 4, "bf16", 19.8), cand("prefill", 4, "fp8", 19.0)
+    d8b, d8f = cand("decode", 8, "bf16", 40.0), cand("decode", 8, "fp8", 38.0)
+    cands = [p2b, p2f, p4b, p4f, d8b, d8f]
+    unit = ((p4b, 2), (d8b, 1))
+    assert kv_twin(unit, cands) == ((p4f, 2), (d8f, 1))
+    assert kv_twin(unit, [p4b, p4f, d8b]) is None  # no fp8 decode screened: no twin
+    out = variants(unit, cands, "gpus")
+    # the other hardware (tp2 prefill, 4 replicas for the same capacity) and its fp8 twin
+    assert ((p2b, 4), (d8b, 1)) in out and ((p2f, 4), (d8f, 1)) in out
+    assert ((p4f, 2), (d8f, 1)) in out
