@@ -20,15 +20,16 @@ from planner.cli_common import emit_json, load_calibration_opt, user_errors
 FORMAT_HELP = "vidur | aiconfigurator | splitwise | native"
 
 
-def _summary(rows, predicted) -> dict:
-    """MAPE over the rows a prediction is compared with (`measured.skipped_mask` leaves out
-    step rows of models without a preset and batches that overflow the KV cache)."""
+def _summary(rows, predicted, fits=None) -> dict:
+    """MAPE over the rows a prediction is compared with: not step rows of models without a
+    preset (NaN predictions), nor batches that overflow the KV cache (`fits`, default
+    `measured.kv_fit_mask(rows)`)."""
     import numpy as np
 
     from costmodel.fit import residual_report
     from costmodel.measured import kv_fit_mask
 
-    fits = kv_fit_mask(rows)
+    fits = kv_fit_mask(rows) if fits is None else fits
     scored = np.where(fits, predicted, np.nan)
     rep = residual_report(rows["measured_s"].to_numpy(), scored, rows["op"].to_numpy())
     return {"rows": int(len(rows)), "skipped": int(len(rows) - rep["n"]),
@@ -69,17 +70,16 @@ def eval_cmd(
     """Predict every measured row and print the mean absolute percentage error."""
     from costmodel.importers import load_measured
     from costmodel.importers.native import write_native
-    from costmodel.measured import predict_rows
+    from costmodel.measured import kv_fit_mask, predict_rows
 
     cal = load_calibration_opt(calibration)
     rows = load_measured(measured, fmt, gpu=gpu, model=model)
     pred = predict_rows(rows, cal)
-    from costmodel.measured import kv_fit_mask
-
+    fits = kv_fit_mask(rows)
     write_native(rows.assign(predicted_s=pred, rel_err=pred / rows["measured_s"] - 1.0,
-                             fits_kv=kv_fit_mask(rows)), out)
+                             fits_kv=fits), out)
     s = {"measured": str(measured), "format": fmt, "out": str(out),
-         "calibrated": cal is not None, **_summary(rows, pred),
+         "calibrated": cal is not None, **_summary(rows, pred, fits),
          "notes": list(rows.attrs.get("notes", []))}
     if as_json:
         emit_json(s)
