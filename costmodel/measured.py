@@ -36,7 +36,10 @@ PARAMS_BY_FAMILY = {
                      "attn_overhead_s", "attn_tile_s", "attn_fp8_compute_eff", "attn_fp8_kv_s"),
     "attn_decode": ("attn_mem_eff", "attn_blend", "attn_per_seq_s", "attn_overhead_s",
                     "attn_fp8_kv_s", "attn_ctas_per_sm", "l2_bw_ratio"),
-    "comm": ("comm_latency_s", "comm_bw_eff"),
+    "comm": ("comm_latency_s", "comm_bw_eff", "comm_base_s"),
+    "comm_p2p": ("comm_latency_s", "p2p_bw_eff"),
+    "comm_net": ("net_latency_s", "net_bw_eff", "comm_base_s"),
+    "comm_net_p2p": ("net_latency_s", "net_bw_eff"),
     "step": ("host_overhead_s", "host_per_seq_s"),
 }
 
@@ -63,13 +66,33 @@ def informed_params(rows: pd.DataFrame) -> list[str]:
         names |= set(PARAMS_BY_FAMILY["gemm_fp8"])
     for op in rows["op"].unique():
         fam = family(op)
-        if fam == "elementwise":
+        if fam == "comm":
+            sel = rows[rows["op"] == op]
+            net = _internode(sel, _gpus_per_node(sel))
+            if (~net).any():
+                names |= set(PARAMS_BY_FAMILY["comm_p2p" if op == "send_recv" else "comm"])
+            if net.any():
+                names |= set(PARAMS_BY_FAMILY["comm_net_p2p" if op == "send_recv" else "comm_net"])
+        elif fam == "elementwise":
             names |= {rl.ELEM_EFF_PARAM.get(op, "elem_mem_eff"), "elem_overhead_s"}
             if op in rl.NORM_OPS:
                 names.add("norm_row_elem_s")
         else:
             names |= set(PARAMS_BY_FAMILY[fam])
     return [p for p in rl.PARAM_BOUNDS if p in names]
+
+
+def _gpus_per_node(rows: pd.DataFrame) -> np.ndarray:
+    from costmodel.hardware import load_gpu
+
+    out = np.full(len(rows), 8.0)
+    if "gpu" in rows:
+        for g in rows["gpu"].unique():
+            try:
+                out[(rows["gpu"] == g).to_numpy()] = load_gpu(g).gpus_per_node
+            except ServePlanError:
+                pass  # an unknown GPU fails later, where its rows are priced
+    return out
 
 
 class _Fixed:
@@ -226,15 +249,26 @@ def _gemm(r: pd.DataFrame, gpu, eff: Efficiencies) -> np.ndarray:
     return rl.gemm_time_s_v(m, n, k, gpu, eff, peak, w, act, fp8)
 
 
+def _internode(r: pd.DataFrame, gpus_per_node: int) -> np.ndarray:
+    """Collective rows whose group spans nodes (the importer says so, or it outnumbers a node)."""
+    return (r["kernel"].to_numpy() == "nccl-internode") \
+        | (r["num_gpus"].to_numpy(float) > gpus_per_node)
+
+
 def _comm(r: pd.DataFrame, gpu, eff: Efficiencies) -> np.ndarray:
     n = r["num_gpus"].to_numpy(float)
-    internode = (r["kernel"].to_numpy() == "nccl-internode") | (n > gpu.gpus_per_node)
-    bw = np.where(internode, gpu.network_bw_bytes_s, gpu.intra_node_bw_bytes_s())
+    internode = _internode(r, gpu.gpus_per_node)
+    # "nccl-pcie": a group inside a node that spans GPUs without NVLink between them (Vidur's
+    # pairwise-NVLink machines, 4 GPUs): the ring runs over PCIe
+    pcie = r["kernel"].to_numpy() == "nccl-pcie"
+    bw = np.where(internode, gpu.network_bw_bytes_s,
+                  np.where(pcie, gpu.pcie_bw_bytes_s, gpu.intra_node_bw_bytes_s()))
     t = np.empty(len(r))
     ops = r["op"].to_numpy()
     for op in np.unique(ops):
         s = ops == op
-        t[s] = rl.collective_time_s_v(op, r["msg_bytes"].to_numpy(float)[s], n[s], bw[s], eff)
+        t[s] = rl.collective_time_s_v(op, r["msg_bytes"].to_numpy(float)[s], n[s], bw[s], eff,
+                                      internode[s])
     return t
 
 

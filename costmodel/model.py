@@ -221,7 +221,8 @@ class CostModel:
         samp_bytes = n_logits * m.vocab_size * 4 * 2
         ops.append(OpCost("sampler", rl.elementwise_time_s(samp_bytes, self.gpu, e), 0, samp_bytes))
         if self.pp > 1:
-            send = rl.p2p_time_s(T * h * 2, self._p2p_bw(), e)
+            send = rl.p2p_time_s(T * h * 2, self._p2p_bw(), e,
+                                 internode=self.tp * self.pp > self.gpu.gpus_per_node)
             ops.append(OpCost("pp_send", send * (self.pp - 1), 0, 0, T * h * 2 * (self.pp - 1), self.pp - 1))
         return ops
 

@@ -20,8 +20,13 @@ another through the datasheet (that is what makes zero-shot prediction on a new 
 - Attention (prefill and decode): costmodel/attention.py, re-exported here.
 - Elementwise (norms, RoPE, activation, residual add, embedding gather): bytes at a per-kernel
   fraction of HBM bandwidth (`norm_mem_eff`, ...), plus `elem_overhead_s`.
-- Collectives: `comm_latency_s` per step of the algorithm plus bytes at `comm_bw_eff` of link
-  bandwidth (ring all-reduce moves 2 (n-1)/n of the message per GPU).
+- Collectives, per link type: `comm_base_s` once per group collective (kernel launch and the
+  group's synchronisation, whatever its size; a send/recv only pairs two GPUs and pays none), a
+  latency per step of the algorithm, and bytes at a fraction of the link's bandwidth (ring all-reduce moves 2 (n-1)/n of the message per GPU).
+  Inside a node (NVLink, or PCIe where the group spans GPUs without NVLink between them) the
+  step latency and efficiency are `comm_latency_s` / `comm_bw_eff` (`p2p_bw_eff` for a
+  send/recv, a plain copy that reaches more of the link than a reducing ring); a group that
+  spans nodes crosses the NIC, with `net_latency_s` / `net_bw_eff`.
 
 Every formula exists twice: a scalar form on Python floats (the simulator's hot path) and an
 array form (suffix `_v`, numpy, used to fit thousands of measured rows at once). A test keeps
@@ -115,8 +120,12 @@ class Efficiencies:
     emb_mem_eff: float = 0.15
     elem_overhead_s: float = 1.45e-6
     norm_row_elem_s: float = 0.7e-9  # RMSNorm: one CTA reduces a row serially, s per element
-    comm_latency_s: float = 8e-6
-    comm_bw_eff: float = 0.70
+    comm_latency_s: float = 8e-6  # per step of a collective inside a node
+    comm_bw_eff: float = 0.70  # of the intra-node link (NVLink, else PCIe)
+    comm_base_s: float = 0.0  # per group collective (not send/recv): launch and group sync
+    p2p_bw_eff: float = 0.70  # send/recv inside a node: a plain copy, no reduction in the loop
+    net_latency_s: float = 8e-6  # per step of a collective across nodes
+    net_bw_eff: float = 0.70  # of the per-GPU network bandwidth
     host_overhead_s: float = 2.0e-3
     host_per_seq_s: float = 8e-6
 
@@ -163,8 +172,14 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "norm_row_elem_s": (0.0, 20e-9),
     "comm_latency_s": (0.0, 200e-6),
     "comm_bw_eff": (0.05, 1.0),
+    "comm_base_s": (0.0, 500e-6),
+    "p2p_bw_eff": (0.05, 1.0),
+    "net_latency_s": (0.0, 500e-6),
+    "net_bw_eff": (0.02, 1.0),
     "host_overhead_s": (0.0, 50e-3),
-    "host_per_seq_s": (0.0, 200e-6),
+    # per sequence per iteration on the host (scheduling, block tables, sampling); engines of
+    # 2023 spent ~0.3 ms here in Python, today's a few microseconds
+    "host_per_seq_s": (0.0, 1e-3),
 }
 
 # elementwise op -> its bandwidth-efficiency parameter
@@ -330,42 +345,62 @@ def link_bw_bytes_s(gpu: HardwareSpec, n_gpus: int) -> float:
     return gpu.network_bw_bytes_s
 
 
+def _link(eff: Efficiencies, internode: bool) -> tuple[float, float]:
+    """(step latency, bandwidth efficiency) of the link type a collective crosses."""
+    if internode:
+        return eff.net_latency_s, eff.net_bw_eff
+    return eff.comm_latency_s, eff.comm_bw_eff
+
+
 def allreduce_time_s(msg_bytes: float, n_gpus: int, gpu: HardwareSpec, eff: Efficiencies,
-                     bw_bytes_s: float | None = None) -> float:
+                     bw_bytes_s: float | None = None, internode: bool | None = None) -> float:
     """min(one-shot, ring) all-reduce of a `msg_bytes` message over `n_gpus` GPUs."""
     if n_gpus <= 1 or msg_bytes <= 0:
         return 0.0
-    bw = (bw_bytes_s or link_bw_bytes_s(gpu, n_gpus)) * eff.comm_bw_eff
+    if internode is None:
+        internode = n_gpus > gpu.gpus_per_node
+    lat, bw_eff = _link(eff, internode)
+    bw = (bw_bytes_s or link_bw_bytes_s(gpu, n_gpus)) * bw_eff
     # one-shot (vLLM custom all-reduce, NCCL tree/LL): every GPU reads the n-1 other buffers;
     # its synchronisation latency grows with the depth of the group, log2(n) rounds
-    one_shot = eff.comm_latency_s * math.log2(n_gpus) + (n_gpus - 1) * msg_bytes / n_gpus / bw * 2
+    one_shot = lat * math.log2(n_gpus) + (n_gpus - 1) * msg_bytes / n_gpus / bw * 2
     # ring: 2 (n-1) steps, each moving msg/n bytes per GPU
-    ring = (n_gpus - 1) * eff.comm_latency_s + 2 * (n_gpus - 1) / n_gpus * msg_bytes / bw
-    return min(one_shot, ring)
+    ring = (n_gpus - 1) * lat + 2 * (n_gpus - 1) / n_gpus * msg_bytes / bw
+    return eff.comm_base_s + min(one_shot, ring)
 
 
-def collective_time_s_v(op: str, msg_bytes, n_gpus, bw_bytes_s, eff: Efficiencies) -> np.ndarray:
+def collective_time_s_v(op: str, msg_bytes, n_gpus, bw_bytes_s, eff: Efficiencies,
+                        internode=False) -> np.ndarray:
     """Array form for `all_reduce` (as `allreduce_time_s`), `all_gather` / `reduce_scatter`
-    (half a ring all-reduce), `alltoall` and `send_recv` (one latency plus the bytes)."""
+    (half a ring all-reduce), `alltoall` and `send_recv` (one latency plus the bytes); each
+    row on its link type (`internode`: across nodes)."""
     msg = np.asarray(msg_bytes, dtype=float)
     n = np.asarray(n_gpus, dtype=float)
-    bw = np.asarray(bw_bytes_s, dtype=float) * eff.comm_bw_eff
-    lat = eff.comm_latency_s
+    inter = np.broadcast_to(np.asarray(internode, dtype=bool), msg.shape)
+    lat = np.where(inter, eff.net_latency_s, eff.comm_latency_s)
+    bw = np.asarray(bw_bytes_s, dtype=float) * np.where(inter, eff.net_bw_eff, eff.comm_bw_eff)
+    base = eff.comm_base_s
     if op == "all_reduce":
         one_shot = lat * np.log2(np.maximum(n, 2)) + (n - 1) * msg / n / bw * 2
         ring = (n - 1) * lat + 2 * (n - 1) / n * msg / bw
-        return np.where((n > 1) & (msg > 0), np.minimum(one_shot, ring), 0.0)
+        return np.where((n > 1) & (msg > 0), base + np.minimum(one_shot, ring), 0.0)
     if op in ("all_gather", "reduce_scatter"):
-        return (n - 1) / 2 * lat + (n - 1) / n * msg / bw
+        return base + (n - 1) / 2 * lat + (n - 1) / n * msg / bw
     if op == "alltoall":
-        return lat + (n - 1) / n * msg / bw
-    return lat + msg / bw  # send_recv
+        return base + lat + (n - 1) / n * msg / bw
+    # send_recv: a copy between two GPUs, at the point-to-point efficiency inside a node
+    bw = np.asarray(bw_bytes_s, dtype=float) * np.where(inter, eff.net_bw_eff, eff.p2p_bw_eff)
+    return lat + msg / bw
 
 
-def p2p_time_s(msg_bytes: float, bw_bytes_s: float, eff: Efficiencies) -> float:
+def p2p_time_s(msg_bytes: float, bw_bytes_s: float, eff: Efficiencies,
+               internode: bool = False) -> float:
     if msg_bytes <= 0:
         return 0.0
-    return eff.comm_latency_s + msg_bytes / (bw_bytes_s * eff.comm_bw_eff)
+    lat, bw_eff = _link(eff, internode)
+    if not internode:
+        bw_eff = eff.p2p_bw_eff
+    return lat + msg_bytes / (bw_bytes_s * bw_eff)
 
 
 # --- attention: costmodel/attention.py -----------------------------------------------------

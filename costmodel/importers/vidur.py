@@ -166,11 +166,17 @@ def read_network(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
     require_columns(df, _NET_COLS + (f"time_stats.{op}.median",), path)
     name = relname(path, root)
     n = df["num_workers"].astype(int)
-    # the group spans nodes when it has more workers than devices on one node
+    # the group spans nodes when it has more workers than devices on one node; on Vidur's
+    # `*_pairwise_nvlink` clusters only pairs of GPUs share NVLink, so a larger group inside a
+    # node runs its ring over PCIe
+    internode = n > df["devices_per_node"]
+    pairwise = "pairwise_nvlink" in path.parent.name
+    kernel = np.where(internode, "nccl-internode",
+                      np.where(pairwise & (n > 2), "nccl-pcie", "nccl"))
     return concat([pd.DataFrame({
         "source": name, "row_id": [f"{name}:{i + 2}:{op}" for i in range(len(df))],
         "gpu": _gpu_from_path(path, gpu), "op": op,
-        "kernel": np.where(n > df["devices_per_node"], "nccl-internode", "nccl"),
+        "kernel": kernel,
         "num_gpus": n, "msg_bytes": df["size"].astype(float), "measured_s": _median(df, op),
     })])
 
