@@ -12,7 +12,8 @@ Layout (ai-dynamo/aiconfigurator's `systems/data/<gpu>/...`; a folder or any one
   `latency` (ms).
 Tables may also be CSV (`.csv`, or `.txt` as older AIConfigurator releases ship them); where a
 folder holds both a `.parquet` and a CSV of one table, the Parquet file is read. The GPU of each
-row comes from the `device` column when it names a known GPU, else `--gpu`.
+row comes from the `device` column when it names a known GPU, else `--gpu`, else the system
+folder the table sits in (`h200_sxm`, ... as AIConfigurator names them; said in a note).
 Rows of a GEMM or KV-cache dtype the cost model cannot price (nvfp4, int4 weight-only, ...
 anything outside `_DTYPE`) are left out and counted in `rows.attrs["notes"]`, which `cost eval`
 and `calibrate` print; a table holding only such rows is an error naming its dtypes.
@@ -35,12 +36,17 @@ _DTYPE = {"bfloat16": "bf16", "float16": "bf16", "half": "bf16", "fp8": "fp8",
           "fp8_block": "fp8_block", "float8_e4m3fn": "fp8", "int8": "fp8"}
 _ELEM_BYTES = {"half": 2, "bfloat16": 2, "float16": 2, "float": 4, "float32": 4, "int8": 1,
                "fp8": 1}
-# substrings of CUDA device names -> presets, most specific first
+# substrings of CUDA device names -> presets, most specific first; None: a GPU with no preset
+# that a shorter key would otherwise misname (an L40 is not an L4, a GB200 not a B200)
 _DEVICES = (
     ("h100 pcie", "h100-pcie"), ("h100", "h100-sxm"), ("h200", "h200-sxm"), ("gh200", "h200-sxm"),
-    ("b200", "b200"), ("a100-sxm4-40gb", "a100-40g"), ("a100-pcie-40gb", "a100-40g"),
-    ("a100", "a100-80g"), ("l40s", "l40s"), ("l4", "l4"), ("a10g", "a10g"), ("mi300x", "mi300x"),
+    ("gb200", None), ("gb300", None), ("b200", "b200"), ("a100-sxm4-40gb", "a100-40g"),
+    ("a100-pcie-40gb", "a100-40g"), ("a100", "a100-80g"), ("l40s", "l40s"), ("l40", None),
+    ("l4", "l4"), ("a10g", "a10g"), ("mi300x", "mi300x"),
 )
+# AIConfigurator's system folders (systems/data/<system>/) -> presets
+_SYSTEMS = {"a100_sxm": "a100-80g", "h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm",
+            "b200_sxm": "b200", "l40s": "l40s"}
 
 
 def device_to_gpu(device: str) -> str | None:
@@ -52,20 +58,36 @@ def device_to_gpu(device: str) -> str | None:
     return None
 
 
-def _gpu_column(df: pd.DataFrame, gpu: str | None, path: Path) -> pd.Series:
+def _system_gpu(path: Path) -> tuple[str, str] | None:
+    """(folder, preset) of the nearest enclosing AIConfigurator system folder, if any."""
+    for part in reversed(path.parts[:-1]):
+        if part.lower() in _SYSTEMS:
+            return part, _SYSTEMS[part.lower()]
+    return None
+
+
+def _gpu_column(df: pd.DataFrame, gpu: str | None, path: Path,
+                notes: list[str] | None = None) -> pd.Series:
     if "device" in df.columns:
         names = {d: device_to_gpu(d) for d in df["device"].unique()}
         if all(names.values()):
             return df["device"].map(names)
+    if not gpu and (found := _system_gpu(path)) is not None:
+        folder, gpu = found
+        if notes is not None:
+            note = f"GPU {gpu} from the system folder {folder!r} (the tables name no known device)"
+            if note not in notes:
+                notes.append(note)
     return pd.Series(resolve_gpu(gpu, str(path)), index=df.index)
 
 
-def _base(df: pd.DataFrame, path: Path, root: Path, gpu: str | None, op) -> dict:
+def _base(df: pd.DataFrame, path: Path, root: Path, gpu: str | None, op,
+          notes: list[str] | None = None) -> dict:
     name = relname(path, root)
     ops = op if isinstance(op, pd.Series) else pd.Series(op, index=df.index)
     return {"source": name,
             "row_id": [f"{name}:{i}:{o}" for i, o in zip(df.index, ops, strict=True)],
-            "gpu": _gpu_column(df, gpu, path), "op": ops,
+            "gpu": _gpu_column(df, gpu, path, notes), "op": ops,
             "kernel": df.get("kernel_source", ""), "measured_s": df["latency"].astype(float) * MS}
 
 
@@ -87,7 +109,7 @@ def read_gemm(path: Path, root: Path, gpu: str | None, notes: list[str] | None =
     df = read_table(path)
     require_columns(df, ("gemm_dtype", "m", "n", "k", "latency"), path)
     df = _known(df, "gemm_dtype", path, notes if notes is not None else [])
-    return concat([pd.DataFrame({**_base(df, path, root, gpu, "gemm"),
+    return concat([pd.DataFrame({**_base(df, path, root, gpu, "gemm", notes),
                                  "precision": df["gemm_dtype"].map(_DTYPE),
                                  "m": df["m"], "n": df["n"], "k": df["k"]})])
 
@@ -101,7 +123,7 @@ def read_attention(path: Path, root: Path, gpu: str | None,
     if "kv_cache_dtype" in df:
         df = _known(df, "kv_cache_dtype", path, notes if notes is not None else [])
     kv = df["kv_cache_dtype"].map(_DTYPE).fillna("bf16") if "kv_cache_dtype" in df else "bf16"
-    cols = {**_base(df, path, root, gpu, "attn_prefill" if prefill else "attn_decode"),
+    cols = {**_base(df, path, root, gpu, "attn_prefill" if prefill else "attn_decode", notes),
             "kv_dtype": kv, "batch_size": df["batch_size"], "num_heads": df["num_heads"],
             "num_kv_heads": df["num_key_value_heads"], "head_dim": df["head_dim"],
             "window": df["window_size"] if "window_size" in df else 0}
@@ -112,7 +134,8 @@ def read_attention(path: Path, root: Path, gpu: str | None,
     return concat([pd.DataFrame(cols)])
 
 
-def read_comm(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
+def read_comm(path: Path, root: Path, gpu: str | None,
+              notes: list[str] | None = None) -> pd.DataFrame:
     df = read_table(path)
     dtype_col = "nccl_dtype" if "nccl_dtype" in df.columns else "allreduce_dtype"
     require_columns(df, ("num_gpus", "message_size", "latency", dtype_col), path)
@@ -121,7 +144,7 @@ def read_comm(path: Path, root: Path, gpu: str | None) -> pd.DataFrame:
     if elem.isna().any():
         bad = sorted(set(df.loc[elem.isna(), dtype_col]))
         raise ServePlanError(f"{path}: {dtype_col} {bad}; expected one of {sorted(_ELEM_BYTES)}")
-    base = _base(df, path, root, gpu, op)
+    base = _base(df, path, root, gpu, op, notes)
     if "backend" in df.columns:
         base["kernel"] = df["backend"]
     return concat([pd.DataFrame({**base, "num_gpus": df["num_gpus"],
@@ -155,7 +178,7 @@ def load_aiconfigurator(root: Path, gpu: str | None) -> pd.DataFrame:
         elif "attention" in f.stem:
             frames.append(read_attention(f, root, gpu, notes))
         else:
-            frames.append(read_comm(f, root, gpu))
+            frames.append(read_comm(f, root, gpu, notes))
     out = concat(frames)
     out = out[np.isfinite(out["measured_s"])].reset_index(drop=True)
     out.attrs["notes"] = notes

@@ -127,3 +127,33 @@ def test_aiconfigurator_other_systems_tables(tmp_path):
         d / "gemm_perf.txt", index=False)
     with pytest.raises(ServePlanError, match=r"gemm_dtype \['nvfp4'\]; expected one of"):
         load_measured(tmp_path, "aiconfigurator", gpu="b200")
+
+
+def test_aiconfigurator_gpu_from_the_system_folder(tmp_path):
+    """Tables without a device column: `--gpu`, else the system folder they sit in (with a
+    note), else one clear error; device names that only look like a preset are not one."""
+    d = tmp_path / "h200_sxm" / "gemm" / "vllm" / "0.9"
+    d.mkdir(parents=True)
+    pd.DataFrame({"gemm_dtype": ["bfloat16"], "m": [16], "n": [4096], "k": [4096],
+                  "latency": [0.02]}).to_csv(d / "gemm_perf.csv", index=False)
+    rows = load_measured(tmp_path, "aiconfigurator")
+    assert set(rows["gpu"]) == {"h200-sxm"}
+    assert any("system folder 'h200_sxm'" in n for n in rows.attrs["notes"])
+    assert set(load_measured(tmp_path, "aiconfigurator", gpu="h100")["gpu"]) == {"h100-sxm"}
+    other = tmp_path / "mine" / "gemm"
+    other.mkdir(parents=True)
+    (d / "gemm_perf.csv").rename(other / "gemm_perf.csv")
+    with pytest.raises(ServePlanError, match="does not name its GPU; pass --gpu"):
+        load_measured(tmp_path / "mine", "aiconfigurator")
+
+
+def test_aiconfigurator_device_names():
+    from costmodel.importers.aiconfigurator import device_to_gpu
+
+    assert device_to_gpu("NVIDIA H100 80GB HBM3") == "h100-sxm"
+    assert device_to_gpu("NVIDIA A100-SXM4-80GB") == "a100-80g"
+    assert device_to_gpu("NVIDIA L40S") == "l40s"
+    assert device_to_gpu("NVIDIA L4") == "l4"
+    assert device_to_gpu("NVIDIA L40") is None  # not an L4
+    assert device_to_gpu("NVIDIA GB200") is None  # not a B200 preset
+    assert device_to_gpu("NVIDIA B200") == "b200"
