@@ -10,7 +10,8 @@
   kernels write the new K and V into the cache (and quantise Q for an fp8 cache).
 - Decode attention (flash-decoding): one CTA per (sequence, KV head), split along the KV when
   fewer than 0.8 x SMs (then a merge kernel), each CTA paying `attn_per_seq_s` (at head dim
-  128; half of it scales with the head dim); the KV cache at `attn_mem_eff` of HBM bandwidth,
+  128; half of it scales with the head dim); the KV cache at `attn_mem_eff` of HBM bandwidth
+  (`attn_fp8_mem_eff` for an fp8 cache, which the kernel dequantises as it reads),
   reached with `attn_ctas_per_sm` CTAs per SM; a kernel timed in a loop (`l2_warm`) reads a
   KV cache that fits in L2 at `l2_bw_ratio` x HBM bandwidth. `attn_overhead_s` per layer's
   attention, `attn_fp8_kv_s` more with an fp8 KV cache (the query-quantisation kernel).
@@ -237,7 +238,8 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
     ctas = units * split
     kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
     hit = float(_l2_hit(kv, gpu)) if l2_warm else 0.0
-    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff * min(1.0, ctas / (eff.attn_ctas_per_sm * sms))
+    mem_eff = eff.attn_fp8_mem_eff if kv_bytes < 2.0 else eff.attn_mem_eff
+    bw = gpu.hbm_bw_bytes_s * mem_eff * min(1.0, ctas / (eff.attn_ctas_per_sm * sms))
     t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
     cs = clock_scale(gpu)
@@ -263,7 +265,8 @@ def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
     ctas = units * split
     kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
     hit = _l2_hit(kv, gpu) if l2_warm else 0.0
-    bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff * np.minimum(1.0, ctas / (eff.attn_ctas_per_sm * sms))
+    mem_eff = np.where(kv_bytes < 2.0, eff.attn_fp8_mem_eff, eff.attn_mem_eff)
+    bw = gpu.hbm_bw_bytes_s * mem_eff * np.minimum(1.0, ctas / (eff.attn_ctas_per_sm * sms))
     t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
     fixed = (ctas * eff.attn_per_seq_s * (0.5 + np.asarray(head_dim, dtype=float) / 256.0)

@@ -34,7 +34,7 @@ PARAMS_BY_FAMILY = {
     "gemm_fp8": ("fp8_compute_eff", "fp8_quant_row_s", "fp8_quant_mem_eff"),
     "attn_prefill": ("attn_compute_eff", "attn_softmax_flops", "attn_blend", "attn_per_seq_s",
                      "attn_overhead_s", "attn_tile_s", "attn_fp8_compute_eff", "attn_fp8_kv_s"),
-    "attn_decode": ("attn_mem_eff", "attn_blend", "attn_per_seq_s", "attn_overhead_s",
+    "attn_decode": ("attn_mem_eff", "attn_fp8_mem_eff", "attn_blend", "attn_per_seq_s", "attn_overhead_s",
                     "attn_fp8_kv_s", "attn_ctas_per_sm", "l2_bw_ratio"),
     "comm": ("comm_latency_s", "comm_bw_eff", "comm_base_s"),
     "comm_p2p": ("comm_latency_s", "p2p_bw_eff"),
@@ -229,7 +229,9 @@ def _roofline_family(kind: str, r: pd.DataFrame, gpu, eff: Efficiencies, tables)
         b = r["batch_size"].to_numpy(float)
         ctx = r["context_len"].to_numpy(float)
         w = r["window"].to_numpy(float)
-        ctx = np.where(w > 0, np.minimum(ctx, w), ctx)
+        # a sliding window past the first `w` keys rarely starts on a KV-tile boundary: the
+        # kernel loads (and masks) the tile it starts in, one tile more than the window
+        ctx = np.where(w > 0, np.minimum(ctx, w + rl.ATTN_TILE_KV), ctx)
         return rl.decode_attn_time_s_v(b, b * ctx, 1, r["num_heads"].to_numpy(float),
                                        r["num_kv_heads"].to_numpy(float),
                                        r["head_dim"].to_numpy(float), gpu, eff, kvb,

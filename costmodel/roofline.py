@@ -105,6 +105,7 @@ class Efficiencies:
     attn_softmax_flops: float = 256.0  # softmax per (query, key, head), in tensor-core FLOPs
     attn_blend: float = 4.0  # p-norm blending attention's compute, softmax and memory times
     attn_mem_eff: float = 0.78
+    attn_fp8_mem_eff: float = 0.78  # decode over an fp8 KV cache: dequantising in the loop
     attn_per_seq_s: float = 25e-9  # decode: per (sequence x KV head) work unit
     attn_tile_s: float = 0.5e-6  # prefill: per (query tile x head) work item, Q load + O store
     attn_fp8_compute_eff: float = 0.55  # attention with an fp8 KV cache: fraction of BF16 peak
@@ -155,6 +156,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "attn_softmax_flops": (1.0, 4096.0),
     "attn_blend": (1.0, 12.0),
     "attn_mem_eff": (0.05, 1.0),
+    "attn_fp8_mem_eff": (0.05, 1.0),
     "attn_per_seq_s": (0.0, 20e-6),
     "attn_tile_s": (0.0, 20e-6),
     "attn_fp8_compute_eff": (0.02, 1.0),
