@@ -132,3 +132,44 @@ def test_packed_gqa_kv_tiles_hand_counted():
     # the closed form counts the diagonal's rounding on average (0.4 tile per query tile)
     tot, last = rl._kv_tiles(np.array([256.0]), np.array([0.0]), np.array([0.0]), 4.0, 128.0, 160.0)
     assert tot[0] == pytest.approx(11.0, rel=0.06) and last[0] == 2.0
+
+
+def test_fp8_cache_decode_reads_at_its_own_bandwidth_efficiency():
+    """A bandwidth-bound decode (256 sequences x 8k keys): the fp8 cache moves half the bytes at
+    `attn_fp8_mem_eff`, the bf16 cache all of them at `attn_mem_eff`."""
+    eff = replace(Efficiencies(), attn_mem_eff=0.9, attn_fp8_mem_eff=0.6, attn_overhead_s=0.0,
+                  attn_per_seq_s=0.0, attn_fp8_kv_s=0.0, attn_compute_eff=1.0)
+    args = (256, 256 * 8192.0, 1, 32, 8, 128, H100)
+    bf16 = rl.decode_attn_time_s(*args, eff, kv_bytes=2.0)
+    fp8 = rl.decode_attn_time_s(*args, eff, kv_bytes=1.0)
+    kv = 256 * 8192 * 2 * 8 * 128
+    assert bf16 == pytest.approx(kv * 2 / (H100.hbm_bw_bytes_s * 0.9), rel=0.05)
+    assert fp8 == pytest.approx(kv * 1 / (H100.hbm_bw_bytes_s * 0.6), rel=0.05)
+    # each dtype answers to its own parameter only
+    assert rl.decode_attn_time_s(*args, replace(eff, attn_fp8_mem_eff=0.3), kv_bytes=2.0) == bf16
+    assert rl.decode_attn_time_s(*args, replace(eff, attn_mem_eff=0.3), kv_bytes=1.0) == fp8
+    v = rl.decode_attn_time_s_v(np.array([256, 256]), np.array([256 * 8192.0] * 2), 1, 32, 8, 128,
+                                H100, eff, np.array([2.0, 1.0]))
+    np.testing.assert_allclose(v, [bf16, fp8], rtol=1e-12)
+
+
+def test_windowed_decode_row_reads_one_tile_past_the_window():
+    """A measured decode row with a 128-key window over an 8k context costs what 128 + 128 keys
+    cost without a window (the window starts mid-tile); a context inside the window is whole."""
+    import pandas as pd
+
+    from costmodel.importers import COLUMNS
+    from costmodel.measured import predict_rows
+
+    def row(ctx, window):
+        d = {c: 0 for c in COLUMNS}
+        d.update(source="t", row_id=f"t:{ctx}:{window}", gpu="h100-sxm", model="", kernel="",
+                 op="attn_decode", precision="bf16", kv_dtype="bf16", tp=1, pp=1, num_gpus=1,
+                 batch_size=64, context_len=ctx, num_heads=32, num_kv_heads=8, head_dim=128,
+                 window=window, measured_s=1e-5)
+        return d
+
+    rows = pd.DataFrame([row(8192, 128), row(256, 0), row(100, 128), row(100, 0)])[list(COLUMNS)]
+    t = predict_rows(rows)
+    assert t[0] == pytest.approx(t[1], rel=1e-12)
+    assert t[2] == pytest.approx(t[3], rel=1e-12)
