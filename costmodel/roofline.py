@@ -8,7 +8,8 @@ another through the datasheet (that is what makes zero-shot prediction on a new 
 - GEMM (bf16, int4 weight-only; cuBLAS-like): FLOPs at `gemm_compute_eff` of the tensor-core
   peak, lost to wave quantisation (the M x N output is cut into 128 x 128 tiles; the last wave
   runs partly empty, felt to the power `gemm_wave_exp` since the library picks among tile
-  shapes) and to padding M up to the tile; bytes (A, B and C once each) at `gemm_mem_eff` of
+  shapes) and to padding M up to a multiple of 64 rows (the libraries keep 64-row tiles for
+  any M: 129 rows cost 192, not 256); bytes (A, B and C once each) at `gemm_mem_eff` of
   HBM bandwidth, whose reach falls when fewer than `gemm_ctas_per_sm` CTAs per SM run.
   `kernel_overhead_s` per kernel. With too few tiles to fill the SMs the library may split K
   (never below SPLITK_MIN_K per split) and pay a reduction kernel: the faster of the two.
@@ -45,7 +46,7 @@ from costmodel.hardware import HardwareSpec
 
 GEMM_TILE_M = 128
 GEMM_TILE_N = 128
-GEMM_MIN_TILE_M = 64  # M is padded to a multiple of 64 (or of 128 above 64 rows)
+GEMM_MIN_TILE_M = 64  # M is padded to a multiple of 64 rows
 SPLITK_MIN_K = 512  # split-K never cuts K below this many elements per split
 
 # Fixed per-kernel times (prologue/epilogue, pipeline fill, serial per-row work) are counted in
@@ -214,9 +215,11 @@ def _blend_v(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
 
 
 def _padded_m(m, row_tile: int = 0):
-    """Rows the kernel computes: M rounded up to 64 (small M) or to the 128-row tile, or to
-    the device's own `row_tile` when it has one (HardwareSpec.gemm_row_tile; a CPU: 1)."""
-    tile = row_tile or (GEMM_MIN_TILE_M if m <= GEMM_MIN_TILE_M else GEMM_TILE_M)
+    """Rows the kernel computes: M rounded up to a multiple of 64 (AIConfigurator's H100 bf16
+    GEMMs: one row past 128 costs +77% at large N x K, past 256 +31%, past 512 +12%, past 1024
+    +3%, closer to 64-row padding than to 128), or to the device's own `row_tile` when it has
+    one (HardwareSpec.gemm_row_tile; a CPU: 1)."""
+    tile = row_tile or GEMM_MIN_TILE_M
     return -(-m // tile) * tile
 
 
@@ -287,8 +290,7 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
         return _blend_v(t_c, bytes_ / (bw * reach), eff.gemm_blend)
 
     # bf16 / int4 weight-only: cuBLAS-like, 128 x 128 tiles, split-K where it is faster
-    pm = np.where(m <= GEMM_MIN_TILE_M, -(-m // GEMM_MIN_TILE_M) * GEMM_MIN_TILE_M,
-                  -(-m // GEMM_TILE_M) * GEMM_TILE_M)
+    pm = -(-m // GEMM_MIN_TILE_M) * GEMM_MIN_TILE_M
     if gpu.gemm_row_tile:
         pm = -(-m // gpu.gemm_row_tile) * gpu.gemm_row_tile
     tiles = -(-m // GEMM_TILE_M) * -(-n // GEMM_TILE_N)

@@ -173,3 +173,16 @@ def test_windowed_decode_row_reads_one_tile_past_the_window():
     t = predict_rows(rows)
     assert t[0] == pytest.approx(t[1], rel=1e-12)
     assert t[2] == pytest.approx(t[3], rel=1e-12)
+
+
+def test_bf16_gemm_pads_m_to_64_rows():
+    """M = 129 computes 192 rows (64-row padding), not 256: in a compute-bound, one-wave case
+    the time is 192/256 of M = 256's, and M = 192 costs the same as M = 129."""
+    gpu, eff = _compute_only()
+    eff = replace(eff, kernel_overhead_s=0.0, gemm_wave_exp=0.0)
+    n, k = 4096, 16384  # 2 x 32 tiles of 128 x 128 for each M: the same waves and split-K
+    t = {m: rl.gemm_time_s(m, n, k, gpu, eff, gpu.bf16_flops, 2.0) for m in (129, 192, 256)}
+    assert t[129] == pytest.approx(t[192], rel=1e-12)
+    assert t[129] / t[256] == pytest.approx(192 / 256, rel=1e-9)
+    v = rl.gemm_time_s_v(np.array([129, 192, 256]), n, k, gpu, eff, gpu.bf16_flops, 2.0)
+    np.testing.assert_allclose(v, [t[129], t[192], t[256]], rtol=1e-12)
