@@ -9,12 +9,16 @@
   shorter than its longest item. Q, O and the cache's KV at `attn_mem_eff` of HBM; side
   kernels write the new K and V into the cache (and quantise Q for an fp8 cache).
 - Decode attention (flash-decoding): one CTA per (sequence, KV head), split along the KV when
-  fewer than 0.8 x SMs (then a merge kernel), each CTA paying `attn_per_seq_s` (at head dim
+  fewer than 0.8 x SMs (then a merge kernel), each CTA paying `attn_decode_cta_s` (at head dim
   128; half of it scales with the head dim); the KV cache at `attn_mem_eff` of HBM bandwidth
   (`attn_fp8_mem_eff` for an fp8 cache, which the kernel dequantises as it reads),
   reached with `attn_ctas_per_sm` CTAs per SM; a kernel timed in a loop (`l2_warm`) reads a
   KV cache that fits in L2 at `l2_bw_ratio` x HBM bandwidth. `attn_overhead_s` per layer's
-  attention, `attn_fp8_kv_s` more with an fp8 KV cache (the query-quantisation kernel).
+  attention, `attn_decode_fp8_s` more with an fp8 KV cache (the query-quantisation kernel);
+  memory and compute times blended with `attn_decode_blend`. Prefill has its own fixed times
+  (`attn_per_seq_s` per sequence and KV head, `attn_fp8_kv_s`) and blend (`attn_blend`): the
+  two paths run differently shaped work, and one shared set left prefill 12.8% / decode 10.2%
+  off on AIConfigurator's H100 rows where separate sets give 11.7% / 10.1%.
 
 Defaults of the attention parameters (`Efficiencies` in costmodel/roofline.py, where an
 uncalibrated GPU starts): `attn_mem_eff` from the Vidur A100 fit; the rest hand-set, so the
@@ -243,11 +247,11 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
     t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
     cs = clock_scale(gpu)
-    fixed = (ctas * eff.attn_per_seq_s * (0.5 + head_dim / 256.0) + eff.attn_overhead_s
-             + (eff.attn_fp8_kv_s if kv_bytes < 2.0 else 0.0))
+    fixed = (ctas * eff.attn_decode_cta_s * (0.5 + head_dim / 256.0) + eff.attn_overhead_s
+             + (eff.attn_decode_fp8_s if kv_bytes < 2.0 else 0.0))
     if split > 1:
         fixed += eff.elem_overhead_s
-    return _blend(t_m, t_c, eff.attn_blend) + fixed * cs
+    return _blend(t_m, t_c, eff.attn_decode_blend) + fixed * cs
 
 
 def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
@@ -269,8 +273,8 @@ def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
     bw = gpu.hbm_bw_bytes_s * mem_eff * np.minimum(1.0, ctas / (eff.attn_ctas_per_sm * sms))
     t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
-    fixed = (ctas * eff.attn_per_seq_s * (0.5 + np.asarray(head_dim, dtype=float) / 256.0)
-             + eff.attn_overhead_s + np.where(kv_bytes < 2.0, eff.attn_fp8_kv_s, 0.0)
+    fixed = (ctas * eff.attn_decode_cta_s * (0.5 + np.asarray(head_dim, dtype=float) / 256.0)
+             + eff.attn_overhead_s + np.where(kv_bytes < 2.0, eff.attn_decode_fp8_s, 0.0)
              + np.where(split > 1, eff.elem_overhead_s, 0.0))
-    t = _blend_v(t_m, t_c, eff.attn_blend) + fixed * clock_scale(gpu)
+    t = _blend_v(t_m, t_c, eff.attn_decode_blend) + fixed * clock_scale(gpu)
     return np.where(n_seqs > 0, t, 0.0)

@@ -104,13 +104,16 @@ class Efficiencies:
     kernel_overhead_s: float = 4e-6
     attn_compute_eff: float = 0.55
     attn_softmax_flops: float = 256.0  # softmax per (query, key, head), in tensor-core FLOPs
-    attn_blend: float = 4.0  # p-norm blending attention's compute, softmax and memory times
+    attn_blend: float = 4.0  # p-norm blending prefill attention's compute, softmax and memory
+    attn_decode_blend: float = 4.0  # p-norm blending a decode kernel's memory and compute times
     attn_mem_eff: float = 0.78
     attn_fp8_mem_eff: float = 0.78  # decode over an fp8 KV cache: dequantising in the loop
-    attn_per_seq_s: float = 25e-9  # decode: per (sequence x KV head) work unit
+    attn_per_seq_s: float = 25e-9  # prefill: per (sequence x KV head) of a varlen batch
+    attn_decode_cta_s: float = 25e-9  # decode: per CTA, one (sequence x KV head x KV split)
     attn_tile_s: float = 0.5e-6  # prefill: per (query tile x head) work item, Q load + O store
     attn_fp8_compute_eff: float = 0.55  # attention with an fp8 KV cache: fraction of BF16 peak
     attn_fp8_kv_s: float = 1.5e-6  # fp8 KV cache: the query-quantisation kernel's fixed time
+    attn_decode_fp8_s: float = 1.5e-6  # the same in decode (where it also absorbs the descale setup)
     attn_ctas_per_sm: float = 0.12  # decode CTAs per SM needed to reach `attn_mem_eff`
     l2_bw_ratio: float = 2.0  # L2 bandwidth / HBM bandwidth, for data a looped kernel finds in L2
     attn_overhead_s: float = 8e-6
@@ -156,12 +159,15 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "attn_compute_eff": (0.02, 1.0),
     "attn_softmax_flops": (1.0, 4096.0),
     "attn_blend": (1.0, 12.0),
+    "attn_decode_blend": (1.0, 12.0),
     "attn_mem_eff": (0.05, 1.0),
     "attn_fp8_mem_eff": (0.05, 1.0),
     "attn_per_seq_s": (0.0, 20e-6),
+    "attn_decode_cta_s": (0.0, 20e-6),
     "attn_tile_s": (0.0, 20e-6),
     "attn_fp8_compute_eff": (0.02, 1.0),
     "attn_fp8_kv_s": (0.0, 50e-6),
+    "attn_decode_fp8_s": (0.0, 50e-6),
     "attn_ctas_per_sm": (0.01, 8.0),
     "l2_bw_ratio": (1.0, 10.0),
     "attn_overhead_s": (0.0, 100e-6),

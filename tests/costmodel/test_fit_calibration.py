@@ -22,7 +22,7 @@ from costmodel.roofline import Efficiencies
 from costmodel.tables import build_tables
 
 TRUE = replace(Efficiencies(), gemm_compute_eff=0.62, gemm_mem_eff=0.71, kernel_overhead_s=6e-6,
-               attn_mem_eff=0.66, attn_per_seq_s=40e-9)
+               attn_mem_eff=0.66, attn_decode_cta_s=40e-9)
 
 
 def synthetic_rows(rng: np.random.Generator, n: int = 400) -> pd.DataFrame:
@@ -40,7 +40,7 @@ def synthetic_rows(rng: np.random.Generator, n: int = 400) -> pd.DataFrame:
 
 def test_fit_recovers_known_parameters():
     rows = synthetic_rows(np.random.default_rng(1))
-    names = ["gemm_compute_eff", "gemm_mem_eff", "kernel_overhead_s", "attn_mem_eff", "attn_per_seq_s"]
+    names = ["gemm_compute_eff", "gemm_mem_eff", "kernel_overhead_s", "attn_mem_eff", "attn_decode_cta_s"]
     res = fit_params(rows, params=names)  # starts from the defaults, far from TRUE
     for name in names:
         assert getattr(res.params, name) == pytest.approx(getattr(TRUE, name), rel=0.01), name

@@ -138,7 +138,7 @@ def test_fp8_cache_decode_reads_at_its_own_bandwidth_efficiency():
     """A bandwidth-bound decode (256 sequences x 8k keys): the fp8 cache moves half the bytes at
     `attn_fp8_mem_eff`, the bf16 cache all of them at `attn_mem_eff`."""
     eff = replace(Efficiencies(), attn_mem_eff=0.9, attn_fp8_mem_eff=0.6, attn_overhead_s=0.0,
-                  attn_per_seq_s=0.0, attn_fp8_kv_s=0.0, attn_compute_eff=1.0)
+                  attn_decode_cta_s=0.0, attn_decode_fp8_s=0.0, attn_compute_eff=1.0)
     args = (256, 256 * 8192.0, 1, 32, 8, 128, H100)
     bf16 = rl.decode_attn_time_s(*args, eff, kv_bytes=2.0)
     fp8 = rl.decode_attn_time_s(*args, eff, kv_bytes=1.0)
@@ -186,3 +186,26 @@ def test_bf16_gemm_pads_m_to_64_rows():
     assert t[129] / t[256] == pytest.approx(192 / 256, rel=1e-9)
     v = rl.gemm_time_s_v(np.array([129, 192, 256]), n, k, gpu, eff, gpu.bf16_flops, 2.0)
     np.testing.assert_allclose(v, [t[129], t[192], t[256]], rtol=1e-12)
+
+
+def test_prefill_and_decode_kernels_answer_to_their_own_parameters():
+    """Decode's blend, per-CTA time and fp8 fixed time are its own; prefill's are its own."""
+    base = Efficiencies()
+    dec = dict(attn_decode_blend=1.5, attn_decode_cta_s=3e-6, attn_decode_fp8_s=9e-6)
+    pre = dict(attn_blend=1.5, attn_per_seq_s=3e-6, attn_fp8_kv_s=9e-6)
+    for kv in (2.0, 1.0):
+        d0 = rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, base, kv_bytes=kv)
+        p0 = rl.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, base, kv_bytes=kv)
+        assert rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(base, **pre),
+                                     kv_bytes=kv) == d0
+        assert rl.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, replace(base, **dec),
+                                      kv_bytes=kv) == p0
+        assert rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(base, **dec),
+                                     kv_bytes=kv) != d0
+        assert rl.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, replace(base, **pre),
+                                      kv_bytes=kv) != p0
+    # the decode CTA time by hand: 64 x 8 = 512 CTAs (no split), x (0.5 + 128 / 256)
+    e = replace(base, attn_decode_cta_s=1e-6)
+    extra = rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, e) \
+        - rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(e, attn_decode_cta_s=0.0))
+    assert extra == pytest.approx(512 * 1e-6 * 1.0 * rl.clock_scale(H100), rel=1e-9)

@@ -37,7 +37,7 @@ def test_gemm_fixed_time_is_counted_in_cycles(gpu):
 
 def test_decode_attention_fixed_time_scales_with_clock():
     h = load_gpu("h100")
-    e = replace(Efficiencies(), attn_overhead_s=10e-6, attn_per_seq_s=0.0)
+    e = replace(Efficiencies(), attn_overhead_s=10e-6, attn_decode_cta_s=0.0)
     zero = replace(e, attn_overhead_s=0.0)
     d = rl.decode_attn_time_s(4, 4000, 1, 8, 1, 128, h, e) - rl.decode_attn_time_s(
         4, 4000, 1, 8, 1, 128, h, zero)
