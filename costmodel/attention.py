@@ -17,7 +17,7 @@
   attention, `attn_decode_fp8_s` more with an fp8 KV cache (the query-quantisation kernel);
   memory and compute times blended with `attn_decode_blend`. Prefill has its own fixed times
   (`attn_per_seq_s` per sequence and KV head, `attn_fp8_kv_s`) and blend (`attn_blend`): the
-  two paths run differently shaped work, and one shared set left prefill 12.8% / decode 10.2%
+  two paths run differently shaped work, and one shared set left prefill 12.9% / decode 10.2%
   off on AIConfigurator's H100 rows where separate sets give 11.7% / 10.1%.
 
 Defaults of the attention parameters (`Efficiencies` in costmodel/roofline.py, where an

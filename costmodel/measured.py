@@ -34,8 +34,8 @@ PARAMS_BY_FAMILY = {
     "gemm_fp8": ("fp8_compute_eff", "fp8_quant_row_s", "fp8_quant_mem_eff"),
     "attn_prefill": ("attn_compute_eff", "attn_softmax_flops", "attn_blend", "attn_per_seq_s",
                      "attn_overhead_s", "attn_tile_s", "attn_fp8_compute_eff", "attn_fp8_kv_s"),
-    "attn_decode": ("attn_mem_eff", "attn_fp8_mem_eff", "attn_decode_blend", "attn_decode_cta_s", "attn_overhead_s",
-                    "attn_decode_fp8_s", "attn_ctas_per_sm", "l2_bw_ratio"),
+    "attn_decode": ("attn_mem_eff", "attn_fp8_mem_eff", "attn_decode_blend", "attn_decode_cta_s",
+                    "attn_overhead_s", "attn_decode_fp8_s", "attn_ctas_per_sm", "l2_bw_ratio"),
     "comm": ("comm_latency_s", "comm_bw_eff", "comm_base_s"),
     "comm_p2p": ("comm_latency_s", "p2p_bw_eff"),
     "comm_net": ("net_latency_s", "net_bw_eff", "comm_base_s"),
@@ -251,8 +251,9 @@ def _gemm(r: pd.DataFrame, gpu, eff: Efficiencies) -> np.ndarray:
     return rl.gemm_time_s_v(m, n, k, gpu, eff, peak, w, act, fp8)
 
 
-def _internode(r: pd.DataFrame, gpus_per_node: int) -> np.ndarray:
-    """Collective rows whose group spans nodes (the importer says so, or it outnumbers a node)."""
+def _internode(r: pd.DataFrame, gpus_per_node) -> np.ndarray:
+    """Collective rows whose group spans nodes (the importer says so, or it outnumbers a node);
+    `gpus_per_node` a number or one per row."""
     return (r["kernel"].to_numpy() == "nccl-internode") \
         | (r["num_gpus"].to_numpy(float) > gpus_per_node)
 

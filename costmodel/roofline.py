@@ -23,7 +23,8 @@ another through the datasheet (that is what makes zero-shot prediction on a new 
   fraction of HBM bandwidth (`norm_mem_eff`, ...), plus `elem_overhead_s`.
 - Collectives, per link type: `comm_base_s` once per group collective (kernel launch and the
   group's synchronisation, whatever its size; a send/recv only pairs two GPUs and pays none), a
-  latency per step of the algorithm, and bytes at a fraction of the link's bandwidth (ring all-reduce moves 2 (n-1)/n of the message per GPU).
+  latency per step of the algorithm, and bytes at a fraction of the link's bandwidth (ring
+  all-reduce moves 2 (n-1)/n of the message per GPU).
   Inside a node (NVLink, or PCIe where the group spans GPUs without NVLink between them) the
   step latency and efficiency are `comm_latency_s` / `comm_bw_eff` (`p2p_bw_eff` for a
   send/recv, a plain copy that reaches more of the link than a reducing ring); a group that
@@ -113,7 +114,7 @@ class Efficiencies:
     attn_tile_s: float = 0.5e-6  # prefill: per (query tile x head) work item, Q load + O store
     attn_fp8_compute_eff: float = 0.55  # attention with an fp8 KV cache: fraction of BF16 peak
     attn_fp8_kv_s: float = 1.5e-6  # fp8 KV cache: the query-quantisation kernel's fixed time
-    attn_decode_fp8_s: float = 1.5e-6  # the same in decode (where it also absorbs the descale setup)
+    attn_decode_fp8_s: float = 1.5e-6  # fp8 KV cache, decode: fixed time of its fp8 path
     attn_ctas_per_sm: float = 0.12  # decode CTAs per SM needed to reach `attn_mem_eff`
     l2_bw_ratio: float = 2.0  # L2 bandwidth / HBM bandwidth, for data a looped kernel finds in L2
     attn_overhead_s: float = 8e-6
