@@ -7,7 +7,10 @@
   with the softmax (`attn_softmax_flops` per query-key pair and head; `attn_fp8_compute_eff`
   with an fp8 KV cache) and pays `attn_tile_s`; the SMs share the items, and no kernel is
   shorter than its longest item. Q, O and the cache's KV at `attn_mem_eff` of HBM; side
-  kernels write the new K and V into the cache (and quantise Q for an fp8 cache).
+  kernels write the new K and V into the cache (and quantise Q for an fp8 cache). vLLM's cache
+  write runs one CTA per token (min(KV heads x head dim, 512) threads, as many resident as an
+  SM's 2048 threads and 32 CTAs allow), each resident for `attn_cache_cta_s`: with few KV
+  heads it is bound by those CTAs, not by its bytes.
 - Decode attention (flash-decoding): one CTA per (sequence, KV head), split along the KV when
   fewer than 0.8 x SMs (then a merge kernel), each CTA paying `attn_decode_cta_s` (at head dim
   128; half of it scales with the head dim); the KV cache at `attn_mem_eff` of HBM bandwidth
@@ -25,7 +28,11 @@ uncalibrated GPU starts): `attn_mem_eff` from the Vidur A100 fit; the rest hand-
 zero-shot A100 -> H100 experiment does not see H100 data. The AIConfigurator H100 fit
 (benchmarks/costmodel_accuracy.py aic_h100, 2026-11-22) gives attn_compute_eff 0.84,
 attn_fp8_compute_eff 0.78, attn_tile_s 1.3 us, attn_fp8_kv_s 3.2 us, attn_ctas_per_sm 0.97,
-l2_bw_ratio 1.5 (fixed times at REF_CLOCK_HZ).
+l2_bw_ratio 1.5 (fixed times at REF_CLOCK_HZ); with the cache write's CTAs (2026-11-22)
+attn_cache_cta_s 3.8 us.
+- `attn_cache_cta_s`: 2 us, hand-set: a CTA that reads its slot index, then its K and V rows,
+  and writes them waits for two dependent HBM round trips (~0.6-0.8 us each) besides its
+  launch; H100 data want ~4 us. (Zero would never bind, and a fit could not move it.)
 - `attn_ctas_per_sm`: the GEMM's Little's-law value (0.12) as a start; decode CTAs keep less
   in flight, and the H100 fit wants ~1 (a CTA per SM).
 - `l2_bw_ratio`: 2 (L2 read bandwidth ~2x HBM on A100/H100 microbenchmarks), hand-set.
@@ -134,13 +141,38 @@ def _tile_time(head_dim, gpu: HardwareSpec, eff: Efficiencies, fp8_kv, pairs=ATT
 
 
 def _prefill_bytes(new, ctx, q_heads, kv_heads, head_dim, kv_bytes):
-    """(kernel, side) HBM bytes of a prefill's attention layer. Kernel: Q read and O written
-    (bf16), the KV cache's `ctx` tokens read. Side kernels before it: the new tokens' K and V
-    read and written into the cache; an fp8 cache also quantises Q (read bf16, write fp8)."""
+    """(kernel, cache write, query quantisation) HBM bytes of a prefill's attention layer.
+    Kernel: Q read and O written (bf16), the KV cache's `ctx` tokens read. Side kernels before
+    it: the new tokens' K and V read and written into the cache; an fp8 cache also quantises Q
+    (read bf16, write fp8)."""
     q = new * q_heads * head_dim
     kernel = 4.0 * q + ctx * 2 * kv_heads * head_dim * kv_bytes
-    side = new * 2 * kv_heads * head_dim * (2.0 + kv_bytes) + (kv_bytes < 2.0) * 3.0 * q
-    return kernel, side
+    cache = new * 2 * kv_heads * head_dim * (2.0 + kv_bytes)
+    return kernel, cache, (kv_bytes < 2.0) * 3.0 * q
+
+
+# vLLM's KV-cache write (reshape_and_cache_flash) runs one CTA per token of min(KV heads x head
+# dim, 512) threads; an SM holds at most 2048 threads and 32 CTAs
+CACHE_CTA_THREADS = 512
+SM_THREADS = 2048
+SM_CTAS = 32
+
+
+def _cache_write_time(new, kv_heads, head_dim, cache_bytes, bw, gpu: HardwareSpec,
+                      eff: Efficiencies, cs):
+    """Seconds of the KV-cache write of `new` tokens: its bytes at `bw`, or, when longer, its
+    per-token CTAs, each resident for `attn_cache_cta_s`, as many at once as the SMs hold."""
+    threads = min(kv_heads * head_dim, CACHE_CTA_THREADS)
+    resident = min(SM_CTAS, SM_THREADS // threads) * gpu.sm_count
+    return max(cache_bytes / bw, new * eff.attn_cache_cta_s * cs / resident)
+
+
+def _cache_write_time_v(new, kv_heads, head_dim, cache_bytes, bw, gpu: HardwareSpec,
+                        eff: Efficiencies, cs):
+    """Array form of `_cache_write_time`."""
+    threads = np.minimum(np.asarray(kv_heads * head_dim, dtype=float), CACHE_CTA_THREADS)
+    resident = np.minimum(SM_CTAS, np.floor(SM_THREADS / threads)) * gpu.sm_count
+    return np.maximum(cache_bytes / bw, new * eff.attn_cache_cta_s * cs / resident)
 
 
 def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int,
@@ -168,14 +200,15 @@ def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int
             longest = last
         ctx += chunk + prefix
         new += chunk
-    kern, side = _prefill_bytes(new, ctx, q_heads, kv_heads, head_dim, kv_bytes)
+    kern, cache, q_quant = _prefill_bytes(new, ctx, q_heads, kv_heads, head_dim, kv_bytes)
     cs = clock_scale(gpu)
     c_kv = _tile_time(head_dim, gpu, eff, fp8_kv, bm * bn)
     t_c = max(kv_heads * (kv_it * c_kv + items * eff.attn_tile_s * cs) / gpu.sm_count,
               longest * c_kv + eff.attn_tile_s * cs)
     bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff
-    fixed = (len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
-             + (eff.attn_fp8_kv_s if fp8_kv else 0.0)) * cs + side / bw
+    fixed = ((len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+              + (eff.attn_fp8_kv_s if fp8_kv else 0.0)) * cs + q_quant / bw
+             + _cache_write_time(new, kv_heads, head_dim, cache, bw, gpu, eff, cs))
     t_m = kern / bw
     return _blend(t_c, t_m, eff.attn_blend) + fixed
 
@@ -211,11 +244,14 @@ def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, win
     c_item = eff.attn_tile_s * cs
     t_c = np.maximum(batch * kv_heads * (kv_it * c_kv + items * c_item) / gpu.sm_count,
                      longest * c_kv + c_item)
-    kern, side = _prefill_bytes(chunk, chunk + prefix, q_heads, kv_heads, head_dim, kv_bytes)
+    kern, cache, q_quant = _prefill_bytes(chunk, chunk + prefix, q_heads, kv_heads, head_dim,
+                                          kv_bytes)
     bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff
     t_m = batch * kern / bw
-    fixed = (batch * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
-             + np.where(fp8_kv, eff.attn_fp8_kv_s, 0.0)) * cs + batch * side / bw
+    fixed = ((batch * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
+              + np.where(fp8_kv, eff.attn_fp8_kv_s, 0.0)) * cs + batch * q_quant / bw
+             + _cache_write_time_v(batch * chunk, kv_heads, head_dim, batch * cache, bw, gpu,
+                                   eff, cs))
     return _blend_v(t_c, t_m, eff.attn_blend) + fixed
 
 
