@@ -5,7 +5,8 @@
   KV tiles in turn (whole tiles on the causal diagonal and at a sliding window's edge, a short
   chunk's tile only partly filled) at `attn_compute_eff` of the tensor-core peak overlapped
   with the softmax (`attn_softmax_flops` per query-key pair and head; `attn_fp8_compute_eff`
-  with an fp8 KV cache) and pays `attn_tile_s`; the SMs share the items, and no kernel is
+  with an fp8 KV cache; after it, not beside it, where the kernel turns that overlap off:
+  fp8 above head dim 192) and pays `attn_tile_s`; the SMs share the items, and no kernel is
   shorter than its longest item. Q, O and the cache's KV at `attn_mem_eff` of HBM; side
   kernels write the new K and V into the cache (and quantise Q for an fp8 cache). vLLM's cache
   write runs one CTA per token (min(KV heads x head dim, 512) threads, as many resident as an
@@ -89,6 +90,14 @@ def fa3_tile(head_dim: int, fp8_kv: bool, local: bool = False) -> tuple[int, int
     return 128, 64 if local else (128 if fp8_kv else 80)
 
 
+def fa3_overlaps(head_dim, fp8_kv):
+    """Whether the FlashAttention-3 kernel overlaps a warpgroup's softmax with its own QK^T and
+    PV (IntraWGOverlap): its SM90 tile table turns that off for an fp8 paged cache read without
+    TMA at head dims above 192 (the paged loads need the registers), so there the softmax runs
+    after the tensor-core work instead of beside it. Scalars or arrays."""
+    return ~(np.asarray(fp8_kv, dtype=bool) & (np.asarray(head_dim) > 192))
+
+
 def _fa3_tile_v(head_dim, fp8_kv, local):
     """Array form of `fa3_tile`."""
     hd = np.asarray(head_dim, dtype=float)
@@ -134,9 +143,13 @@ def _kv_tiles(chunk, prefix, window, g=1.0, bm=ATTN_TILE_Q, bn=ATTN_TILE_KV):
 
 def _tile_time(head_dim, gpu: HardwareSpec, eff: Efficiencies, fp8_kv, pairs=ATTN_TILE_Q * ATTN_TILE_KV):
     """Seconds one SM spends on one tile of `pairs` (query, key) pairs of one head: QK^T and PV
-    on the tensor cores overlapped with the softmax's exponentials."""
+    on the tensor cores overlapped with the softmax's exponentials (added to them where the
+    kernel does not overlap the two, `fa3_overlaps`)."""
     ce = eff.attn_fp8_compute_eff if fp8_kv else eff.attn_compute_eff
-    per_pair = _blend(4.0 * head_dim / ce, eff.attn_softmax_flops, eff.attn_blend)
+    if fp8_kv and head_dim > 192:  # not fa3_overlaps(): the scalar hot path
+        per_pair = 4.0 * head_dim / ce + eff.attn_softmax_flops
+    else:
+        per_pair = _blend(4.0 * head_dim / ce, eff.attn_softmax_flops, eff.attn_blend)
     return per_pair * pairs * gpu.sm_count / gpu.bf16_flops
 
 
@@ -238,8 +251,11 @@ def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, win
     items = np.ceil(chunk * g / bm)
     cs = clock_scale(gpu)
     ce = np.where(fp8_kv, eff.attn_fp8_compute_eff, eff.attn_compute_eff)
-    per_pair = _blend_v(4.0 * head_dim / ce, np.full(chunk.shape, eff.attn_softmax_flops),
-                        eff.attn_blend)
+    tensor = 4.0 * head_dim / ce
+    per_pair = np.where(fa3_overlaps(head_dim, fp8_kv),
+                        _blend_v(tensor, np.full(chunk.shape, eff.attn_softmax_flops),
+                                 eff.attn_blend),
+                        tensor + eff.attn_softmax_flops)
     c_kv = per_pair * bm * bn * gpu.sm_count / gpu.bf16_flops
     c_item = eff.attn_tile_s * cs
     t_c = np.maximum(batch * kv_heads * (kv_it * c_kv + items * c_item) / gpu.sm_count,

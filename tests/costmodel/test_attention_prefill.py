@@ -78,3 +78,19 @@ def test_scalar_and_array_prefill_agree(q_heads, kv_heads, head_dim, kv_bytes):
     s = [at.prefill_attn_time_s(int(c), int(p), q_heads, kv_heads, head_dim, H100, eff, kv_bytes)
          for c, p in zip(chunk, prefix, strict=True)]
     np.testing.assert_allclose(v, s, rtol=1e-12)
+
+
+def test_fp8_above_head_dim_192_adds_softmax_to_tensor_time():
+    """FA3 turns its intra-warpgroup overlap off for an fp8 paged cache above head dim 192:
+    per (query, key) pair, 4 x 256 / 0.5 = 2048 tensor FLOPs plus 256 of softmax = 2304, where
+    bf16 at head dim 256 (and fp8 at 192) blend them: sqrt(2048^2 + 256^2) = 2063.9 at p = 2."""
+    eff = replace(Efficiencies(), attn_compute_eff=0.5, attn_fp8_compute_eff=0.5,
+                  attn_softmax_flops=256.0, attn_blend=2.0)
+    unit = 128 * 128 * 132 / H100.bf16_flops  # seconds per FLOP-per-pair of a 128 x 128 tile
+    assert at._tile_time(256, H100, eff, True) == pytest.approx(2304.0 * unit, rel=1e-12)
+    assert at._tile_time(256, H100, eff, False) == pytest.approx(np.hypot(2048.0, 256.0) * unit,
+                                                                 rel=1e-12)
+    assert at._tile_time(192, H100, eff, True) == pytest.approx(np.hypot(1536.0, 256.0) * unit,
+                                                                rel=1e-12)
+    assert list(at.fa3_overlaps(np.array([64, 192, 256, 256]),
+                                np.array([True, True, True, False]))) == [True, True, False, True]
