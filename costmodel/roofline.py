@@ -14,7 +14,8 @@ another through the datasheet (that is what makes zero-shot prediction on a new 
   `kernel_overhead_s` per kernel. With too few tiles to fill the SMs the library may split K
   (never below SPLITK_MIN_K per split) and pay a reduction kernel: the faster of the two.
 - W8A8 GEMM (fp8; vLLM's CUTLASS kernel): tiles fixed by M (64 x 64 up to 64 rows, 64 x 128
-  up to 128, else 128 x 128; N padded to the tile), no split-K, the whole last wave paid, at
+  up to 128, else 128 x 128; N padded to the tile), the grid rounded up to whole clusters
+  (1 x 8 tiles up to 64 rows, else 2 x 1), no split-K, the whole last wave paid, at
   `fp8_compute_eff` of the FP8 peak; before it a per-token activation quantisation kernel
   moving 3 bytes per element of A at `fp8_quant_mem_eff` of HBM bandwidth plus
   `fp8_quant_row_s` per row.
@@ -239,6 +240,17 @@ def _fp8_tile(m):
     return (64, 128) if m <= 128 else (128, 128)
 
 
+def _fp8_ctas(m, n, tm, tn):
+    """CTAs the W8A8 kernel launches: its grid is rounded up to whole thread-block clusters,
+    1 x 8 (along N) up to 64 rows, else 2 x 1 (along M), as vLLM's SM90 configs set them.
+    Scalars or arrays."""
+    mt = -(-m // tm)
+    nt = -(-n // tn)
+    mt = np.where(m > 64, mt + mt % 2, mt)
+    nt = np.where(m <= 64, -(-nt // 8) * 8, nt)
+    return mt * nt
+
+
 def _gemm_core(pm, n, k, ctas, util, gpu, eff, peak_flops, ce, bytes_, wave_exp):
     t_c = 2.0 * pm * n * k / (peak_flops * ce * util ** wave_exp)
     reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * gpu.sm_count))
@@ -260,7 +272,7 @@ def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
     if fp8:
         # fixed tiles by M, no split-K, a persistent kernel that pays its whole last wave
         tm, tn = _fp8_tile(m)
-        ctas = -(-m // tm) * -(-n // tn)
+        ctas = int(_fp8_ctas(m, n, tm, tn))
         waves = -(-ctas // sms)
         t_c = 2.0 * waves * sms * tm * tn * k / (peak_flops * eff.fp8_compute_eff)
         reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
@@ -311,7 +323,7 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
     if fp8.any():
         tm = np.where(m <= 64, 64, np.where(m <= 128, 64, 128))
         tn = np.where(m <= 64, 64, 128)
-        c8 = -(-m // tm) * -(-n // tn)
+        c8 = _fp8_ctas(m, n, tm, tn)
         waves = -(-c8 // sms)
         t_c = 2.0 * waves * sms * tm * tn * k / (peak * eff.fp8_compute_eff)
         reach = np.minimum(1.0, c8 / (eff.gemm_ctas_per_sm * sms))

@@ -209,3 +209,28 @@ def test_prefill_and_decode_kernels_answer_to_their_own_parameters():
     extra = rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, e) \
         - rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(e, attn_decode_cta_s=0.0))
     assert extra == pytest.approx(512 * 1e-6 * 1.0 * rl.clock_scale(H100), rel=1e-9)
+
+
+@pytest.mark.parametrize(("m", "n", "ctas"), [
+    (16, 512, 8),      # 1 x 8 tiles of 64 x 64: already one 1 x 8 cluster
+    (16, 320, 8),      # 5 N-tiles rounded up to a cluster of 8
+    (100, 1024, 16),   # 2 x 8 tiles of 64 x 128
+    (256, 1024, 16),   # 2 x 8 tiles of 128 x 128
+    (257, 1024, 32),   # 3 M-tiles rounded up to 4 (2 x 1 clusters)
+])
+def test_fp8_gemm_grid_is_whole_clusters(m, n, ctas):
+    tm, tn = rl._fp8_tile(m)
+    assert int(rl._fp8_ctas(m, n, tm, tn)) == ctas
+    np.testing.assert_array_equal(rl._fp8_ctas(np.array([m]), np.array([n]), tm, tn), [ctas])
+
+
+def test_fp8_gemm_one_row_past_256_costs_a_cluster_not_a_tile():
+    """Compute-bound, one wave: M = 257 launches 4 x 8 CTAs like M = 512, twice M = 256's."""
+    gpu, eff = _compute_only()
+    t = {m: rl.gemm_time_s(m, 1024, 8192, gpu, eff, gpu.fp8_flops, 1.0, 1.0, fp8=True)
+         for m in (256, 257, 512)}
+    assert t[257] == pytest.approx(t[512], rel=1e-12)
+    assert t[257] / t[256] == pytest.approx(2.0, rel=1e-9)
+    v = rl.gemm_time_s_v(np.array([256, 257, 512]), 1024, 8192, gpu, eff, gpu.fp8_flops, 1.0,
+                         1.0, True)
+    np.testing.assert_allclose(v, [t[256], t[257], t[512]], rtol=1e-12)
