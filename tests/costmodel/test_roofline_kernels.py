@@ -225,12 +225,13 @@ def test_fp8_gemm_grid_is_whole_clusters(m, n, ctas):
 
 
 def test_fp8_gemm_one_row_past_256_costs_a_cluster_not_a_tile():
-    """Compute-bound, one wave: M = 257 launches 4 x 8 CTAs like M = 512, twice M = 256's."""
+    """Compute-bound, N = 16384 (128 N-tiles): M = 256 runs 256 CTAs (2 waves on 132 SMs),
+    M = 257 runs 4 x 128 = 512 like M = 512 (4 waves; 3 x 128 = 384 tiles would be 3)."""
     gpu, eff = _compute_only()
-    t = {m: rl.gemm_time_s(m, 1024, 8192, gpu, eff, gpu.fp8_flops, 1.0, 1.0, fp8=True)
+    t = {m: rl.gemm_time_s(m, 16384, 8192, gpu, eff, gpu.fp8_flops, 1.0, 1.0, fp8=True)
          for m in (256, 257, 512)}
     assert t[257] == pytest.approx(t[512], rel=1e-12)
     assert t[257] / t[256] == pytest.approx(2.0, rel=1e-9)
-    v = rl.gemm_time_s_v(np.array([256, 257, 512]), 1024, 8192, gpu, eff, gpu.fp8_flops, 1.0,
+    v = rl.gemm_time_s_v(np.array([256, 257, 512]), 16384, 8192, gpu, eff, gpu.fp8_flops, 1.0,
                          1.0, True)
     np.testing.assert_allclose(v, [t[256], t[257], t[512]], rtol=1e-12)
