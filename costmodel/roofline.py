@@ -16,7 +16,11 @@ another through the datasheet (that is what makes zero-shot prediction on a new 
 - W8A8 GEMM (fp8; vLLM's CUTLASS kernel): tiles fixed by M (64 x 64 up to 64 rows, 64 x 128
   up to 128, else 128 x 128; N padded to the tile), the grid rounded up to whole clusters
   (1 x 8 tiles up to 64 rows, else 2 x 1), no split-K, the whole last wave paid, at
-  `fp8_compute_eff` of the FP8 peak; before it a per-token activation quantisation kernel
+  `fp8_compute_eff` of the FP8 peak, slowing by up to `1 + fp8_power_slow` as the kernel
+  lengthens (1 - exp(-t / `fp8_power_tau_s`)): dense FP8 at full rate draws more than the
+  power cap allows for long (AIConfigurator's H100 rows: short kernels at 0.88 of the peak,
+  long ones settle at 0.88 / 1.39 = 0.63, ~1.25 PFLOP/s, a time constant of ~0.1 ms; bf16
+  GEMMs show no such trend); before it a per-token activation quantisation kernel
   moving 3 bytes per element of A at `fp8_quant_mem_eff` of HBM bandwidth plus
   `fp8_quant_row_s` per row.
 - Attention (prefill and decode): costmodel/attention.py, re-exported here.
@@ -103,6 +107,8 @@ class Efficiencies:
     fp8_compute_eff: float = 0.55  # W8A8 GEMMs: fraction of the FP8 tensor-core peak
     fp8_quant_row_s: float = 5e-9  # W8A8 activation quantisation: fixed time per token row
     fp8_quant_mem_eff: float = 0.5  # W8A8 activation quantisation: fraction of HBM bandwidth
+    fp8_power_slow: float = 0.05  # sustained fp8 GEMM: x (1 + this) once clocks drop to the power cap
+    fp8_power_tau_s: float = 1e-3  # ... approached over this long a kernel (1 - exp(-t / tau))
     kernel_overhead_s: float = 4e-6
     attn_compute_eff: float = 0.55
     attn_softmax_flops: float = 256.0  # softmax per (query, key, head), in tensor-core FLOPs
@@ -158,6 +164,8 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "fp8_compute_eff": (0.05, 1.0),
     "fp8_quant_row_s": (0.0, 100e-9),
     "fp8_quant_mem_eff": (0.02, 1.0),
+    "fp8_power_slow": (0.0, 3.0),
+    "fp8_power_tau_s": (1e-5, 1.0),
     "kernel_overhead_s": (0.0, 50e-6),
     "attn_compute_eff": (0.02, 1.0),
     "attn_softmax_flops": (1.0, 4096.0),
@@ -275,6 +283,7 @@ def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
         ctas = int(_fp8_ctas(m, n, tm, tn))
         waves = -(-ctas // sms)
         t_c = 2.0 * waves * sms * tm * tn * k / (peak_flops * eff.fp8_compute_eff)
+        t_c *= 1.0 + eff.fp8_power_slow * -math.expm1(-t_c / eff.fp8_power_tau_s)
         reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
         t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
         t_q = m * k * 3.0 / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff) + m * eff.fp8_quant_row_s * clock_scale(gpu)
@@ -326,6 +335,7 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
         c8 = _fp8_ctas(m, n, tm, tn)
         waves = -(-c8 // sms)
         t_c = 2.0 * waves * sms * tm * tn * k / (peak * eff.fp8_compute_eff)
+        t_c = t_c * (1.0 + eff.fp8_power_slow * -np.expm1(-t_c / eff.fp8_power_tau_s))
         reach = np.minimum(1.0, c8 / (eff.gemm_ctas_per_sm * sms))
         t8 = _blend_v(t_c, bytes_ / (bw * reach), eff.gemm_blend)
         t8 = t8 + m * k * 3.0 / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff) + 2.0 * ko

@@ -17,7 +17,7 @@ H100 = load_gpu("h100")
 
 def _compute_only():
     gpu = replace(H100, hbm_bw_bytes_s=1e24)  # memory time ~0: compute alone is left
-    eff = replace(Efficiencies(), kernel_overhead_s=0.0, fp8_quant_row_s=0.0)
+    eff = replace(Efficiencies(), kernel_overhead_s=0.0, fp8_quant_row_s=0.0, fp8_power_slow=0.0)
     return gpu, eff
 
 
@@ -235,3 +235,18 @@ def test_fp8_gemm_one_row_past_256_costs_a_cluster_not_a_tile():
     v = rl.gemm_time_s_v(np.array([256, 257, 512]), 16384, 8192, gpu, eff, gpu.fp8_flops, 1.0,
                          1.0, True)
     np.testing.assert_allclose(v, [t[256], t[257], t[512]], rtol=1e-12)
+
+
+def test_fp8_gemm_slows_to_its_sustained_rate_as_the_kernel_lengthens():
+    """t_c x (1 + slow x (1 - exp(-t_c / tau))): a short kernel runs at `fp8_compute_eff`, a long
+    one `1 + slow` times slower; bf16 GEMMs are untouched."""
+    gpu, eff = _compute_only()
+    hot = replace(eff, fp8_power_slow=0.5, fp8_power_tau_s=1e-3)
+    for m, n, k in ((4096, 8192, 8192), (16384, 16384, 16384)):
+        cool = rl.gemm_time_s(m, n, k, gpu, eff, gpu.fp8_flops, 1.0, 1.0, fp8=True)
+        got = rl.gemm_time_s(m, n, k, gpu, hot, gpu.fp8_flops, 1.0, 1.0, fp8=True)
+        assert got == pytest.approx(cool * (1 + 0.5 * (1 - np.exp(-cool / 1e-3))), rel=1e-9)
+        v = rl.gemm_time_s_v(np.array([m]), n, k, gpu, hot, gpu.fp8_flops, 1.0, 1.0, True)
+        assert v[0] == pytest.approx(got, rel=1e-12)
+    assert rl.gemm_time_s(4096, 8192, 8192, gpu, hot, gpu.bf16_flops, 2.0) == \
+        rl.gemm_time_s(4096, 8192, 8192, gpu, eff, gpu.bf16_flops, 2.0)
