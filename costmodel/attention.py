@@ -17,9 +17,13 @@
   128; half of it scales with the head dim); the KV cache at `attn_mem_eff` of HBM bandwidth
   (`attn_fp8_mem_eff` for an fp8 cache, which the kernel dequantises as it reads),
   reached with `attn_ctas_per_sm` CTAs per SM; a kernel timed in a loop (`l2_warm`) reads a
-  KV cache that fits in L2 at `l2_bw_ratio` x HBM bandwidth. `attn_overhead_s` per layer's
-  attention, `attn_decode_fp8_s` more with an fp8 KV cache (the query-quantisation kernel);
-  memory and compute times blended with `attn_decode_blend`. Prefill has its own fixed times
+  KV cache that fits in L2 at `l2_bw_ratio` x HBM bandwidth. Where the kernel does not overlap
+  its tile work with the loads (`fa3_overlaps`: fp8 above head dim 192) each KV tile's QK^T and
+  PV over the whole 128-row query tile (padding included) follow the tile's load, at
+  `attn_fp8_decode_eff` of the FP8 peak (hand-set 0.5; the AIConfigurator H100 fit gives
+  ~0.46-0.48). `attn_overhead_s` per layer's attention, `attn_decode_fp8_s` more with an fp8
+  KV cache (the query-quantisation kernel); memory and compute times blended with
+  `attn_decode_blend`. Prefill has its own fixed times
   (`attn_per_seq_s` per sequence and KV head, `attn_fp8_kv_s`) and blend (`attn_blend`): the
   two paths run differently shaped work, and one shared set left prefill 12.9% / decode 10.2%
   off on AIConfigurator's H100 rows where separate sets give 11.7% / 10.1%.
@@ -271,6 +275,20 @@ def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, win
     return _blend_v(t_c, t_m, eff.attn_blend) + fixed
 
 
+def _decode_fp8_tiles_time(ctx_sum, rows, kv_heads, head_dim, ctas, gpu: HardwareSpec,
+                           eff: Efficiencies):
+    """Seconds of the tensor-core work of an fp8 decode kernel over `ctx_sum` cached tokens x
+    `kv_heads`, where it cannot overlap that work with the KV loads (`fa3_overlaps`): each KV
+    tile's QK^T and PV run on the whole 128-row query tile (`rows` = queries x query heads per
+    KV head, padded to whole tiles), at `attn_fp8_decode_eff` of the FP8 peak, on the SMs that
+    have a CTA. Scalars or arrays."""
+    bm = float(ATTN_TILE_Q)  # fa3_tile's query rows above head dim 96
+    padded = np.ceil(rows / bm) * bm
+    peak = gpu.fp8_flops or gpu.bf16_flops
+    busy = np.minimum(1.0, ctas / gpu.sm_count)
+    return 4.0 * padded * head_dim * ctx_sum * kv_heads / (peak * eff.attn_fp8_decode_eff * busy)
+
+
 def _decode_splits(units: float, ctx_mean: float, sms: int) -> float:
     """Flash-decoding's KV splits: one unless fewer (sequence, KV head) units than ~0.8 x SMs,
     else enough to fill the SMs, at most one per KV tile."""
@@ -298,6 +316,9 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
     bw = gpu.hbm_bw_bytes_s * mem_eff * min(1.0, ctas / (eff.attn_ctas_per_sm * sms))
     t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
+    if kv_bytes < 2.0 and head_dim > 192:  # not fa3_overlaps(): the scalar hot path
+        t_m += float(_decode_fp8_tiles_time(ctx_sum, q_tokens * q_heads / kv_heads, kv_heads,
+                                            head_dim, ctas, gpu, eff))
     cs = clock_scale(gpu)
     fixed = (ctas * eff.attn_decode_cta_s * (0.5 + head_dim / 256.0) + eff.attn_overhead_s
              + (eff.attn_decode_fp8_s if kv_bytes < 2.0 else 0.0))
@@ -325,6 +346,11 @@ def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
     bw = gpu.hbm_bw_bytes_s * mem_eff * np.minimum(1.0, ctas / (eff.attn_ctas_per_sm * sms))
     t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
+    serial = ~fa3_overlaps(head_dim, kv_bytes < 2.0)
+    if serial.any():
+        t_m = t_m + np.where(serial, _decode_fp8_tiles_time(
+            ctx_sum, q_tokens * np.asarray(q_heads, dtype=float) / kv_heads, kv_heads,
+            np.asarray(head_dim, dtype=float), ctas, gpu, eff), 0.0)
     fixed = (ctas * eff.attn_decode_cta_s * (0.5 + np.asarray(head_dim, dtype=float) / 256.0)
              + eff.attn_overhead_s + np.where(kv_bytes < 2.0, eff.attn_decode_fp8_s, 0.0)
              + np.where(split > 1, eff.elem_overhead_s, 0.0))
