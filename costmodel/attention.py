@@ -21,9 +21,12 @@
   its tile work with the loads (`fa3_overlaps`: fp8 above head dim 192) each KV tile's QK^T and
   PV over the whole 128-row query tile (padding included) follow the tile's load, at
   `attn_fp8_decode_eff` of the FP8 peak (hand-set 0.5; the AIConfigurator H100 fit gives
-  ~0.46-0.48). `attn_overhead_s` per layer's attention, `attn_decode_fp8_s` more with an fp8
-  KV cache (the query-quantisation kernel); memory and compute times blended with
-  `attn_decode_blend`. Prefill has its own fixed times
+  ~0.46-0.48). The kernel ends only after one SM has loaded its last KV tile
+  (`decode_tile_keys` keys) at its 1/SMs share of that bandwidth: a 64 KiB bf16 tile at head
+  dim 128 adds ~3 us on an H100, an fp8 tile at head dim 64 ~1 us, which a constant
+  `attn_overhead_s` could not tell apart. `attn_overhead_s` per layer's attention,
+  `attn_decode_fp8_s` more with an fp8 KV cache (the query-quantisation kernel); memory and
+  compute times blended with `attn_decode_blend`. Prefill has its own fixed times
   (`attn_per_seq_s` per sequence and KV head, `attn_fp8_kv_s`) and blend (`attn_blend`): the
   two paths run differently shaped work, and one shared set left prefill 12.9% / decode 10.2%
   off on AIConfigurator's H100 rows where separate sets give 11.7% / 10.1%.
@@ -289,6 +292,24 @@ def _decode_fp8_tiles_time(ctx_sum, rows, kv_heads, head_dim, ctas, gpu: Hardwar
     return 4.0 * padded * head_dim * ctx_sum * kv_heads / (peak * eff.attn_fp8_decode_eff * busy)
 
 
+def decode_tile_keys(head_dim, fp8_kv):
+    """Keys per KV tile of the FlashAttention-3 decode kernel (one query token per sequence,
+    paged KV cache without TMA): `fa3_tile`'s, except up to head dim 64, where a single query
+    token drops the causal mask and the paged tile widens to 160 keys. Scalars or arrays."""
+    if np.ndim(head_dim) == 0 and np.ndim(fp8_kv) == 0:
+        return 160.0 if head_dim <= 64 else float(fa3_tile(int(head_dim), bool(fp8_kv))[1])
+    hd = np.asarray(head_dim, dtype=float)
+    return np.where(hd <= 64, 160.0, _fa3_tile_v(hd, fp8_kv, False)[1])
+
+
+def _last_tile_time(head_dim, kv_bytes, bw, gpu: HardwareSpec):
+    """Seconds one SM takes to load one KV tile (K and V of `decode_tile_keys` keys) at its
+    1/SMs share of the bandwidth `bw`: a decode kernel ends only once its last CTA has loaded
+    and used its last tile, after the rest of the stream. Scalars or arrays."""
+    keys = decode_tile_keys(head_dim, kv_bytes < 2.0)
+    return keys * 2.0 * head_dim * kv_bytes * gpu.sm_count / bw
+
+
 def _decode_splits(units: float, ctx_mean: float, sms: int) -> float:
     """Flash-decoding's KV splits: one unless fewer (sequence, KV head) units than ~0.8 x SMs,
     else enough to fill the SMs, at most one per KV tile."""
@@ -324,7 +345,8 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
              + (eff.attn_decode_fp8_s if kv_bytes < 2.0 else 0.0))
     if split > 1:
         fixed += eff.elem_overhead_s
-    return _blend(t_m, t_c, eff.attn_decode_blend) + fixed * cs
+    last = _last_tile_time(head_dim, kv_bytes, gpu.hbm_bw_bytes_s * mem_eff, gpu)
+    return _blend(t_m, t_c, eff.attn_decode_blend) + fixed * cs + last
 
 
 def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
@@ -354,5 +376,7 @@ def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
     fixed = (ctas * eff.attn_decode_cta_s * (0.5 + np.asarray(head_dim, dtype=float) / 256.0)
              + eff.attn_overhead_s + np.where(kv_bytes < 2.0, eff.attn_decode_fp8_s, 0.0)
              + np.where(split > 1, eff.elem_overhead_s, 0.0))
-    t = _blend_v(t_m, t_c, eff.attn_decode_blend) + fixed * clock_scale(gpu)
+    last = _last_tile_time(np.asarray(head_dim, dtype=float), kv_bytes,
+                           gpu.hbm_bw_bytes_s * mem_eff, gpu)
+    t = _blend_v(t_m, t_c, eff.attn_decode_blend) + fixed * clock_scale(gpu) + last
     return np.where(n_seqs > 0, t, 0.0)

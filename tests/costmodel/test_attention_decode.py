@@ -69,3 +69,34 @@ def test_scalar_and_array_decode_agree(q_heads, kv_heads, head_dim, kv_bytes):
                                    H100, eff, kv_bytes, l2_warm=True)
              for x, c in zip(b, ctx, strict=True)]
         np.testing.assert_allclose(v, s, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("head_dim", "fp8", "keys"), [
+    (64, False, 160),   # one query token: no causal mask, the paged tile widens to 160 keys
+    (64, True, 160),
+    (128, False, 128),  # vLLM keeps the causal mask at head dim 128: 128 keys
+    (128, True, 160),   # fp8 keys are half the bytes: a wider tile
+    (192, False, 96),
+    (256, False, 80),   # shared memory limits the key tile
+    (256, True, 128),
+])
+def test_decode_tile_keys_by_head_dim_and_cache_dtype(head_dim, fp8, keys):
+    assert at.decode_tile_keys(head_dim, fp8) == keys
+    v = at.decode_tile_keys(np.array([head_dim, head_dim]), np.array([fp8, fp8]))
+    np.testing.assert_array_equal(v, [keys, keys])
+
+
+def test_decode_kernel_ends_with_one_sm_loading_its_last_kv_tile():
+    """A 1-key decode with no fixed times left is the last tile's load: 128 keys x (K + V) x 128
+    x 2 B = 64 KiB for a bf16 cache at head dim 128, at 1/132 of 0.8 x 3.35 TB/s (20.3 GB/s):
+    3.23 us; an fp8 cache at head dim 64: 160 x 2 x 64 x 1 B = 20 KiB, 1.01 us at 0.8 x."""
+    eff = replace(Efficiencies(), attn_mem_eff=0.8, attn_fp8_mem_eff=0.8, attn_overhead_s=0.0,
+                  attn_decode_cta_s=0.0, attn_decode_fp8_s=0.0, attn_decode_blend=60.0)
+    share = 3.35e12 * 0.8 / 132
+    one_cta = 3.35e12 * 0.8 / (eff.attn_ctas_per_sm * 132)  # the stream itself, 1 CTA
+    bf16 = at.decode_attn_time_s(1, 1.0, 1, 1, 1, 128, H100, eff)
+    assert 65536 / share == pytest.approx(3.229e-6, rel=1e-3)
+    # + the stream: 1 key's K and V (512 B) and the query read and output written (512 B)
+    assert bf16 == pytest.approx(65536 / share + 1024 / one_cta, rel=1e-9)
+    fp8 = at.decode_attn_time_s(1, 1.0, 1, 1, 1, 64, H100, eff, kv_bytes=1.0)
+    assert fp8 == pytest.approx(20480 / share + (128 + 256) / one_cta, rel=1e-9)
