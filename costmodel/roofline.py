@@ -10,7 +10,10 @@ another through the datasheet (that is what makes zero-shot prediction on a new 
   runs partly empty, felt to the power `gemm_wave_exp` since the library picks among tile
   shapes) and to padding M up to a multiple of 64 rows (the libraries keep 64-row tiles for
   any M: 129 rows cost 192, not 256); bytes (A, B and C once each) at `gemm_mem_eff` of
-  HBM bandwidth, whose reach falls when fewer than `gemm_ctas_per_sm` CTAs per SM run.
+  HBM bandwidth, whose reach falls when fewer than `gemm_ctas_per_sm` CTAs per SM run. The two
+  times combine as a p-norm whose p = `gemm_blend` x (1 + K per CTA / `gemm_overlap_k`): a
+  long main loop hides its loads under the MMAs (max), a short one pays its prologue and
+  epilogue (nearer the sum); the W8A8 kernel has its own `fp8_blend`.
   `kernel_overhead_s` per kernel. With too few tiles to fill the SMs the library may split K
   (never below SPLITK_MIN_K per split) and pay a reduction kernel: the faster of the two.
 - W8A8 GEMM (fp8; vLLM's CUTLASS kernel): tiles fixed by M (64 x 64 up to 64 rows, 64 x 128
@@ -102,11 +105,13 @@ class Efficiencies:
     gemm_compute_eff: float = 0.74
     gemm_mem_eff: float = 0.81
     gemm_blend: float = 2.7  # p of the p-norm blending compute and memory time (inf = max)
+    gemm_overlap_k: float = 4096.0  # K per CTA at which that p has doubled (loads hide under MMAs)
     gemm_ctas_per_sm: float = 0.12  # CTAs per SM needed to reach `gemm_mem_eff` of HBM bandwidth
     gemm_wave_exp: float = 0.2  # 0: the kernel hides the last partial wave, 1: pays all of it
     fp8_compute_eff: float = 0.55  # W8A8 GEMMs: fraction of the FP8 tensor-core peak
     fp8_quant_row_s: float = 5e-9  # W8A8 activation quantisation: fixed time per token row
     fp8_quant_mem_eff: float = 0.5  # W8A8 activation quantisation: fraction of HBM bandwidth
+    fp8_blend: float = 2.7  # the W8A8 CUTLASS kernel's p-norm of compute and memory time
     fp8_power_slow: float = 0.05  # sustained fp8 GEMM: x (1 + this) once clocks drop to the power cap
     fp8_power_tau_s: float = 1e-3  # ... approached over this long a kernel (1 - exp(-t / tau))
     kernel_overhead_s: float = 4e-6
@@ -160,11 +165,13 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "gemm_compute_eff": (0.05, 1.0),
     "gemm_mem_eff": (0.05, 1.0),
     "gemm_blend": (1.0, 12.0),
+    "gemm_overlap_k": (64.0, 1e7),
     "gemm_ctas_per_sm": (0.05, 8.0),
     "gemm_wave_exp": (0.0, 1.0),
     "fp8_compute_eff": (0.05, 1.0),
     "fp8_quant_row_s": (0.0, 100e-9),
     "fp8_quant_mem_eff": (0.02, 1.0),
+    "fp8_blend": (1.0, 12.0),
     "fp8_power_slow": (0.0, 3.0),
     "fp8_power_tau_s": (1e-5, 1.0),
     "kernel_overhead_s": (0.0, 50e-6),
@@ -234,6 +241,14 @@ def _blend_v(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
     return hi * ((a / hi) ** p + (b / hi) ** p) ** (1.0 / p)
 
 
+def _blend_pv(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """`_blend_v` with a p per element (any p; `_blend` takes the max from p >= 50)."""
+    hi = np.maximum(np.maximum(a, b), 1e-30)
+    p = np.asarray(p, dtype=float)
+    lo = np.minimum(a, b) / hi
+    return np.where(p >= 50, hi, hi * (1.0 + lo ** p) ** (1.0 / np.minimum(p, 50.0)))
+
+
 def _padded_m(m, row_tile: int = 0):
     """Rows the kernel computes: M rounded up to a multiple of 64 (AIConfigurator's H100 bf16
     GEMMs: one row past 128 costs +77% at large N x K, past 256 +31%, past 512 +12%, past 1024
@@ -261,11 +276,14 @@ def _fp8_ctas(m, n, tm, tn):
     return mt * nt
 
 
-def _gemm_core(pm, n, k, ctas, util, gpu, eff, peak_flops, ce, bytes_, wave_exp):
+def _gemm_core(pm, n, k, ctas, util, gpu, eff, peak_flops, ce, bytes_, wave_exp, k_cta):
+    """Compute and memory time blended by a p-norm whose p grows with each CTA's K loop
+    (`k_cta` elements): the longer the main loop, the more of the loads hide under the MMAs,
+    and the less its prologue and epilogue weigh."""
     t_c = 2.0 * pm * n * k / (peak_flops * ce * util ** wave_exp)
     reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * gpu.sm_count))
     t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
-    return _blend(t_c, t_m, eff.gemm_blend)
+    return _blend(t_c, t_m, eff.gemm_blend * (1.0 + k_cta / eff.gemm_overlap_k))
 
 
 def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
@@ -289,18 +307,18 @@ def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
         reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
         t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
         t_q = m * k * 3.0 / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff) + m * eff.fp8_quant_row_s * clock_scale(gpu)
-        return _blend(t_c, t_m, eff.gemm_blend) + t_q + 2.0 * ko
+        return _blend(t_c, t_m, eff.fp8_blend) + t_q + 2.0 * ko
     pm = _padded_m(m, gpu.gemm_row_tile)
     tiles = -(-m // GEMM_TILE_M) * -(-n // GEMM_TILE_N)
     util1 = tiles / (-(-tiles // sms) * sms)
     t = _gemm_core(pm, n, k, tiles, util1, gpu, eff, peak_flops, eff.gemm_compute_eff, bytes_,
-                   eff.gemm_wave_exp) + ko
+                   eff.gemm_wave_exp, k) + ko
     split = max(1, min(sms // tiles, k // SPLITK_MIN_K)) if tiles < sms else 1
     if split > 1:  # split-K, with its reduction kernel, where the library finds it faster
         ctas = tiles * split
         util = ctas / (-(-ctas // sms) * sms)
         ts = _gemm_core(pm, n, k, ctas, util, gpu, eff, peak_flops, eff.gemm_compute_eff,
-                        bytes_, eff.gemm_wave_exp) + 2.0 * ko
+                        bytes_, eff.gemm_wave_exp, k / split) + 2.0 * ko
         t = min(t, ts)
     return t
 
@@ -316,20 +334,21 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
     bytes_ = m * k * act_bytes + m * n * 2.0 + k * n * w_bytes
     bw = gpu.hbm_bw_bytes_s * eff.gemm_mem_eff
 
-    def core(pm, ctas, util, ce, wave_exp):
+    def core(pm, ctas, util, ce, wave_exp, k_cta):
         t_c = 2.0 * pm * n * k / (peak * ce * util ** wave_exp)
         reach = np.minimum(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
-        return _blend_v(t_c, bytes_ / (bw * reach), eff.gemm_blend)
+        return _blend_pv(t_c, bytes_ / (bw * reach), eff.gemm_blend * (1.0 + k_cta / eff.gemm_overlap_k))
 
     # bf16 / int4 weight-only: cuBLAS-like, 128 x 128 tiles, split-K where it is faster
     pm = -(-m // GEMM_MIN_TILE_M) * GEMM_MIN_TILE_M
     if gpu.gemm_row_tile:
         pm = -(-m // gpu.gemm_row_tile) * gpu.gemm_row_tile
     tiles = -(-m // GEMM_TILE_M) * -(-n // GEMM_TILE_N)
-    t = core(pm, tiles, tiles / (-(-tiles // sms) * sms), eff.gemm_compute_eff, eff.gemm_wave_exp) + ko
+    t = core(pm, tiles, tiles / (-(-tiles // sms) * sms), eff.gemm_compute_eff, eff.gemm_wave_exp, k) + ko
     split = np.where(tiles < sms, np.maximum(1, np.minimum(sms // tiles, k // SPLITK_MIN_K)), 1)
     ctas = tiles * split
-    ts = core(pm, ctas, ctas / (-(-ctas // sms) * sms), eff.gemm_compute_eff, eff.gemm_wave_exp) + 2.0 * ko
+    ts = core(pm, ctas, ctas / (-(-ctas // sms) * sms), eff.gemm_compute_eff, eff.gemm_wave_exp,
+              k / split) + 2.0 * ko
     t = np.where(split > 1, np.minimum(t, ts), t)
     if fp8.any():
         tm = np.where(m <= 64, 64, np.where(m <= 128, 64, 128))
@@ -339,7 +358,7 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
         t_c = 2.0 * waves * sms * tm * tn * k / (peak * eff.fp8_compute_eff)
         t_c = t_c * (1.0 + eff.fp8_power_slow * -np.expm1(-t_c / eff.fp8_power_tau_s))
         reach = np.minimum(1.0, c8 / (eff.gemm_ctas_per_sm * sms))
-        t8 = _blend_v(t_c, bytes_ / (bw * reach), eff.gemm_blend)
+        t8 = _blend_v(t_c, bytes_ / (bw * reach), eff.fp8_blend)
         t8 = t8 + m * k * 3.0 / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff) + 2.0 * ko
         t8 = t8 + m * eff.fp8_quant_row_s * clock_scale(gpu)
         t = np.where(fp8, t8, t)

@@ -250,3 +250,19 @@ def test_fp8_gemm_slows_to_its_sustained_rate_as_the_kernel_lengthens():
         assert v[0] == pytest.approx(got, rel=1e-12)
     assert rl.gemm_time_s(4096, 8192, 8192, gpu, hot, gpu.bf16_flops, 2.0) == \
         rl.gemm_time_s(4096, 8192, 8192, gpu, eff, gpu.bf16_flops, 2.0)
+
+
+@pytest.mark.parametrize("k", [256, 4096, 16384])
+def test_bf16_gemm_overlap_grows_with_the_k_loop(k):
+    """p = gemm_blend x (1 + K / gemm_overlap_k): hand-computed p-norm of compute and memory
+    time for a 4096 x 4096 GEMM (1,024 tiles, no split-K, waves not felt at wave_exp 0)."""
+    eff = replace(Efficiencies(), kernel_overhead_s=0.0, gemm_wave_exp=0.0, gemm_blend=2.0,
+                  gemm_overlap_k=1000.0, gemm_compute_eff=0.8, gemm_mem_eff=0.9)
+    m = n = 4096
+    t_c = 2.0 * m * n * k / (H100.bf16_flops * 0.8)
+    t_m = (m * k * 2.0 + m * n * 2.0 + k * n * 2.0) / (H100.hbm_bw_bytes_s * 0.9)
+    p = 2.0 * (1.0 + k / 1000.0)
+    want = (t_c ** p + t_m ** p) ** (1.0 / p)
+    assert rl.gemm_time_s(m, n, k, H100, eff, H100.bf16_flops, 2.0) == pytest.approx(want, rel=1e-9)
+    v = rl.gemm_time_s_v(np.array([m]), n, k, H100, eff, H100.bf16_flops, 2.0)
+    assert v[0] == pytest.approx(want, rel=1e-9)
