@@ -81,13 +81,16 @@ class Efficiencies:
 
     Efficiencies are fractions of the GPU's datasheet peaks; `_s` fields are seconds, and the
     fixed per-kernel ones (`kernel_overhead_s`, `fp8_quant_row_s`, `attn_overhead_s`,
-    `attn_per_seq_s`, `attn_tile_s`, `attn_fp8_kv_s`, `elem_overhead_s`, `norm_row_elem_s`) are
-    seconds at REF_CLOCK_HZ, scaled by `clock_scale`.
+    `attn_per_seq_s`, `attn_tile_s`, `attn_fp8_kv_s`, `attn_cache_cta_s`, `attn_decode_cta_s`,
+    `attn_decode_fp8_s`, `elem_overhead_s`, `norm_row_elem_s`) are seconds at REF_CLOCK_HZ,
+    scaled by `clock_scale`; `fp8_power_tau_s` is a duration, not scaled.
 
     Where the defaults (what an uncalibrated GPU gets) come from:
-    - GEMM (`gemm_compute_eff`, `gemm_mem_eff`, `gemm_blend`, `gemm_wave_exp`,
-      `kernel_overhead_s`), elementwise (`*_mem_eff`, `elem_overhead_s`) and `attn_mem_eff`:
-      the fit on Vidur's A100 tables (all 8 models; benchmarks/costmodel_accuracy.py stage 1,
+    - GEMM (`gemm_compute_eff`, `gemm_mem_eff`, `gemm_blend`, `gemm_overlap_k`,
+      `gemm_wave_exp`; `gemm_blend` 1.4 and `gemm_overlap_k` 11,500 refitted 2026-11-22 when the
+      overlap began to grow with K; `kernel_overhead_s` stays 4 us, which that refit leaves at 0
+      and the H100 fit puts at 3.5 us), elementwise (`*_mem_eff`, `elem_overhead_s`) and
+      `attn_mem_eff`: the fit on Vidur's A100 tables (all 8 models; benchmarks/costmodel_accuracy.py stage 1,
       2026-11-23), rounded.
     - `gemm_ctas_per_sm`: Little's law, not a fit (Vidur's GEMMs all run enough CTAs to leave
       it unconstrained): a 128x128 tile with a 4-stage pipeline of 64-deep K slices keeps
@@ -104,8 +107,8 @@ class Efficiencies:
 
     gemm_compute_eff: float = 0.74
     gemm_mem_eff: float = 0.81
-    gemm_blend: float = 2.7  # p of the p-norm blending compute and memory time (inf = max)
-    gemm_overlap_k: float = 4096.0  # K per CTA at which that p has doubled (loads hide under MMAs)
+    gemm_blend: float = 1.4  # p of the p-norm blending compute and memory time (inf = max)
+    gemm_overlap_k: float = 11500.0  # K per CTA at which that p has doubled (loads hide under MMAs)
     gemm_ctas_per_sm: float = 0.12  # CTAs per SM needed to reach `gemm_mem_eff` of HBM bandwidth
     gemm_wave_exp: float = 0.2  # 0: the kernel hides the last partial wave, 1: pays all of it
     fp8_compute_eff: float = 0.55  # W8A8 GEMMs: fraction of the FP8 tensor-core peak
