@@ -12,9 +12,11 @@
   write runs one CTA per token (min(KV heads x head dim, 512) threads, as many resident as an
   SM's 2048 threads and 32 CTAs allow), each resident for `attn_cache_cta_s`: with few KV
   heads it is bound by those CTAs, not by its bytes.
-- Decode attention (flash-decoding): one CTA per (sequence, KV head), split along the KV when
-  fewer than 0.8 x SMs (then a merge kernel), each CTA paying `attn_decode_cta_s` (at head dim
-  128; half of it scales with the head dim); the KV cache at `attn_mem_eff` of HBM bandwidth
+- Decode attention (flash-decoding): one CTA per (sequence, KV head), split along the KV (then a
+  merge kernel): in a batch of up to 512 tokens, which vLLM runs in a CUDA graph, as FA3's
+  scheduler splits it within vLLM's bound of 32 (`fa3_graph_splits`), else when fewer than
+  0.8 x SMs; each CTA paying `attn_decode_cta_s` (at head dim 128; half of it scales with the
+  head dim); the KV cache at `attn_mem_eff` of HBM bandwidth
   (`attn_fp8_mem_eff` for an fp8 cache, which the kernel dequantises as it reads),
   reached with `attn_ctas_per_sm` CTAs per SM; a kernel timed in a loop (`l2_warm`) reads a
   KV cache that fits in L2 at `l2_bw_ratio` x HBM bandwidth. Where the kernel does not overlap
@@ -311,11 +313,33 @@ def _last_tile_time(head_dim, kv_bytes, bw, gpu: HardwareSpec):
 
 
 def _decode_splits(units: float, ctx_mean: float, sms: int) -> float:
-    """Flash-decoding's KV splits: one unless fewer (sequence, KV head) units than ~0.8 x SMs,
-    else enough to fill the SMs, at most one per KV tile."""
+    """Flash-decoding's KV splits by FlashAttention-3's heuristic when it is left to choose (a
+    decode batch vLLM runs outside a CUDA graph): one unless fewer (sequence, KV head) units
+    than ~0.8 x SMs, else enough to fill the SMs, at most one per KV tile."""
     if units >= 0.8 * sms:
         return 1.0
     return float(max(1, min(-(-sms // int(units)), math.ceil(ctx_mean / ATTN_TILE_KV), 128)))
+
+
+# vLLM captures decode batches of up to 512 tokens in CUDA graphs and then hands
+# FlashAttention-3 a fixed bound of 32 KV splits, within which FA3's scheduler picks each
+# sequence's splits itself; larger batches are left to FA3's heuristic (`_decode_splits`)
+GRAPH_MAX_TOKENS = 512
+GRAPH_MAX_SPLITS = 32
+
+
+def fa3_graph_splits(n_seqs, kv_heads, ctx_mean, tile_keys, sms):
+    """KV splits per (sequence, KV head) FlashAttention-3's scheduler gives a decode batch that
+    vLLM captured in a CUDA graph: each SM is to get the batch's KV tiles x KV heads x 1.1 / SMs
+    tiles, so a sequence of n tiles splits into n / that many parts, at most
+    `GRAPH_MAX_SPLITS`. Scalars or arrays (arrays take the numpy path)."""
+    if np.ndim(n_seqs) == 0 and np.ndim(ctx_mean) == 0 and np.ndim(tile_keys) == 0:
+        nb = math.ceil(ctx_mean / tile_keys)
+        per_sm = max(math.ceil(n_seqs * nb * kv_heads * 1.1 / sms), 1)
+        return float(min(max(-(-nb // per_sm), 1), GRAPH_MAX_SPLITS))
+    nb = np.ceil(np.asarray(ctx_mean, dtype=float) / tile_keys)
+    per_sm = np.maximum(np.ceil(n_seqs * nb * kv_heads * 1.1 / sms), 1.0)
+    return np.clip(np.ceil(nb / per_sm), 1.0, GRAPH_MAX_SPLITS)
 
 
 def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int, kv_heads: int,
@@ -329,7 +353,11 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
         return 0.0
     sms = gpu.sm_count
     units = n_seqs * kv_heads
-    split = _decode_splits(units, ctx_sum / n_seqs, sms)
+    if n_seqs * q_tokens <= GRAPH_MAX_TOKENS:
+        split = fa3_graph_splits(n_seqs, kv_heads, ctx_sum / n_seqs,
+                                 decode_tile_keys(head_dim, kv_bytes < 2.0), sms)
+    else:
+        split = _decode_splits(units, ctx_sum / n_seqs, sms)
     ctas = units * split
     kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
     hit = float(_l2_hit(kv, gpu)) if l2_warm else 0.0
@@ -361,6 +389,9 @@ def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
     fill = -(-sms // np.maximum(units, 1.0))
     split = np.where(units >= 0.8 * sms, 1.0,
                      np.maximum(1.0, np.minimum(np.minimum(fill, np.ceil(ctx_mean / ATTN_TILE_KV)), 128.0)))
+    keys = decode_tile_keys(np.asarray(head_dim, dtype=float), kv_bytes < 2.0)
+    split = np.where(n_seqs * q_tokens <= GRAPH_MAX_TOKENS,
+                     fa3_graph_splits(n_seqs, kv_heads, ctx_mean, keys, sms), split)
     ctas = units * split
     kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
     hit = _l2_hit(kv, gpu) if l2_warm else 0.0

@@ -34,12 +34,13 @@ def test_fp8_decode_above_head_dim_192_pays_the_padded_tile_mma_after_the_loads(
 
 
 def test_fp8_decode_tile_work_runs_on_the_sms_that_have_a_cta():
-    """One sequence, one KV head, 8 query heads, 65536 keys: 128 KV splits (the cap), 128 CTAs
-    on 132 SMs; the padded 128-row tile work, 4 x 128 x 256 x 65536 FLOPs, runs on 128 SMs."""
+    """One sequence, one KV head, 8 query heads, 65536 keys: a one-token batch runs in vLLM's
+    CUDA graph, where FA3 splits it at most 32 ways: 32 CTAs on 132 SMs; the padded 128-row tile
+    work, 4 x 128 x 256 x 65536 FLOPs, runs on 32 SMs."""
     args = (1, 65536.0, 1, 8, 1, 256, H100)
     full = at.decode_attn_time_s(*args, _max_blend(attn_fp8_decode_eff=1.0), kv_bytes=1.0)
     half = at.decode_attn_time_s(*args, _max_blend(attn_fp8_decode_eff=0.5), kv_bytes=1.0)
-    assert half - full == pytest.approx(4 * 128 * 256 * 65536 / (1978.9e12 * 128 / 132),
+    assert half - full == pytest.approx(4 * 128 * 256 * 65536 / (1978.9e12 * 32 / 132),
                                         rel=1e-9)
 
 
