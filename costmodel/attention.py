@@ -294,12 +294,18 @@ def _decode_fp8_tiles_time(ctx_sum, rows, kv_heads, head_dim, ctas, gpu: Hardwar
     return 4.0 * padded * head_dim * ctx_sum * kv_heads / (peak * eff.attn_fp8_decode_eff * busy)
 
 
+@functools.lru_cache(maxsize=64)
+def _tile_keys_s(head_dim: int, fp8_kv: bool) -> float:
+    """Scalar `decode_tile_keys` (cached: the simulator's hot path)."""
+    return 160.0 if head_dim <= 64 else float(fa3_tile(int(head_dim), bool(fp8_kv))[1])
+
+
 def decode_tile_keys(head_dim, fp8_kv):
     """Keys per KV tile of the FlashAttention-3 decode kernel (one query token per sequence,
     paged KV cache without TMA): `fa3_tile`'s, except up to head dim 64, where a single query
     token drops the causal mask and the paged tile widens to 160 keys. Scalars or arrays."""
     if np.ndim(head_dim) == 0 and np.ndim(fp8_kv) == 0:
-        return 160.0 if head_dim <= 64 else float(fa3_tile(int(head_dim), bool(fp8_kv))[1])
+        return _tile_keys_s(int(head_dim), bool(fp8_kv))
     hd = np.asarray(head_dim, dtype=float)
     return np.where(hd <= 64, 160.0, _fa3_tile_v(hd, fp8_kv, False)[1])
 
@@ -328,15 +334,20 @@ GRAPH_MAX_TOKENS = 512
 GRAPH_MAX_SPLITS = 32
 
 
+def _graph_splits_s(n_seqs, kv_heads, ctx_mean, tile_keys, sms) -> float:
+    """Scalar `fa3_graph_splits` (the simulator's hot path: no numpy dispatch)."""
+    nb = math.ceil(ctx_mean / tile_keys)
+    per_sm = max(math.ceil(n_seqs * nb * kv_heads * 1.1 / sms), 1)
+    return float(min(max(-(-nb // per_sm), 1), GRAPH_MAX_SPLITS))
+
+
 def fa3_graph_splits(n_seqs, kv_heads, ctx_mean, tile_keys, sms):
     """KV splits per (sequence, KV head) FlashAttention-3's scheduler gives a decode batch that
     vLLM captured in a CUDA graph: each SM is to get the batch's KV tiles x KV heads x 1.1 / SMs
     tiles, so a sequence of n tiles splits into n / that many parts, at most
     `GRAPH_MAX_SPLITS`. Scalars or arrays (arrays take the numpy path)."""
     if np.ndim(n_seqs) == 0 and np.ndim(ctx_mean) == 0 and np.ndim(tile_keys) == 0:
-        nb = math.ceil(ctx_mean / tile_keys)
-        per_sm = max(math.ceil(n_seqs * nb * kv_heads * 1.1 / sms), 1)
-        return float(min(max(-(-nb // per_sm), 1), GRAPH_MAX_SPLITS))
+        return _graph_splits_s(n_seqs, kv_heads, ctx_mean, tile_keys, sms)
     nb = np.ceil(np.asarray(ctx_mean, dtype=float) / tile_keys)
     per_sm = np.maximum(np.ceil(n_seqs * nb * kv_heads * 1.1 / sms), 1.0)
     return np.clip(np.ceil(nb / per_sm), 1.0, GRAPH_MAX_SPLITS)
@@ -354,8 +365,8 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
     sms = gpu.sm_count
     units = n_seqs * kv_heads
     if n_seqs * q_tokens <= GRAPH_MAX_TOKENS:
-        split = fa3_graph_splits(n_seqs, kv_heads, ctx_sum / n_seqs,
-                                 decode_tile_keys(head_dim, kv_bytes < 2.0), sms)
+        split = _graph_splits_s(n_seqs, kv_heads, ctx_sum / n_seqs,
+                                _tile_keys_s(int(head_dim), kv_bytes < 2.0), sms)
     else:
         split = _decode_splits(units, ctx_sum / n_seqs, sms)
     ctas = units * split
@@ -373,7 +384,9 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
              + (eff.attn_decode_fp8_s if kv_bytes < 2.0 else 0.0))
     if split > 1:
         fixed += eff.elem_overhead_s
-    last = _last_tile_time(head_dim, kv_bytes, gpu.hbm_bw_bytes_s * mem_eff, gpu)
+    # `_last_tile_time`, inlined for the hot path
+    last = (_tile_keys_s(int(head_dim), kv_bytes < 2.0) * 2.0 * head_dim * kv_bytes * sms
+            / (gpu.hbm_bw_bytes_s * mem_eff))
     return _blend(t_m, t_c, eff.attn_decode_blend) + fixed * cs + last
 
 
