@@ -11,7 +11,9 @@
   kernels write the new K and V into the cache (and quantise Q for an fp8 cache). vLLM's cache
   write runs one CTA per token (min(KV heads x head dim, 512) threads, as many resident as an
   SM's 2048 threads and 32 CTAs allow), each resident for `attn_cache_cta_s`: with few KV
-  heads it is bound by those CTAs, not by its bytes.
+  heads it is bound by those CTAs, not by its bytes. Writing an fp8 cache, each CTA first
+  reads its K and V scales from global memory, behind the slot check: one more dependent
+  round trip, so those CTAs have their own `attn_fp8_cache_cta_s`.
 - Decode attention (flash-decoding): one CTA per (sequence, KV head), split along the KV (then a
   merge kernel): in a batch of up to 512 tokens, which vLLM runs in a CUDA graph, as FA3's
   scheduler splits it within vLLM's bound of 32 (`fa3_graph_splits`), else when fewer than
@@ -43,6 +45,8 @@ attn_cache_cta_s 3.8 us.
 - `attn_cache_cta_s`: 2 us, hand-set: a CTA that reads its slot index, then its K and V rows,
   and writes them waits for two dependent HBM round trips (~0.6-0.8 us each) besides its
   launch; H100 data want ~4 us. (Zero would never bind, and a fit could not move it.)
+- `attn_fp8_cache_cta_s`: 2 us like `attn_cache_cta_s` (an uncalibrated GPU predicts as it
+  did before the two were told apart); the H100 fit gives ~4.6-5.1 us against ~3.7-3.8 us.
 - `attn_ctas_per_sm`: the GEMM's Little's-law value (0.12) as a start; decode CTAs keep less
   in flight, and the H100 fit wants ~1 (a CTA per SM).
 - `l2_bw_ratio`: 2 (L2 read bandwidth ~2x HBM on A100/H100 microbenchmarks), hand-set.
@@ -181,20 +185,23 @@ SM_CTAS = 32
 
 
 def _cache_write_time(new, kv_heads, head_dim, cache_bytes, bw, gpu: HardwareSpec,
-                      eff: Efficiencies, cs):
+                      eff: Efficiencies, cs, fp8_kv: bool = False):
     """Seconds of the KV-cache write of `new` tokens: its bytes at `bw`, or, when longer, its
-    per-token CTAs, each resident for `attn_cache_cta_s`, as many at once as the SMs hold."""
+    per-token CTAs, each resident for `attn_cache_cta_s` (`attn_fp8_cache_cta_s` writing an
+    fp8 cache), as many at once as the SMs hold."""
     threads = min(kv_heads * head_dim, CACHE_CTA_THREADS)
     resident = min(SM_CTAS, SM_THREADS // threads) * gpu.sm_count
-    return max(cache_bytes / bw, new * eff.attn_cache_cta_s * cs / resident)
+    cta_s = eff.attn_fp8_cache_cta_s if fp8_kv else eff.attn_cache_cta_s
+    return max(cache_bytes / bw, new * cta_s * cs / resident)
 
 
 def _cache_write_time_v(new, kv_heads, head_dim, cache_bytes, bw, gpu: HardwareSpec,
-                        eff: Efficiencies, cs):
+                        eff: Efficiencies, cs, fp8_kv=False):
     """Array form of `_cache_write_time`."""
     threads = np.minimum(np.asarray(kv_heads * head_dim, dtype=float), CACHE_CTA_THREADS)
     resident = np.minimum(SM_CTAS, np.floor(SM_THREADS / threads)) * gpu.sm_count
-    return np.maximum(cache_bytes / bw, new * eff.attn_cache_cta_s * cs / resident)
+    cta_s = np.where(fp8_kv, eff.attn_fp8_cache_cta_s, eff.attn_cache_cta_s)
+    return np.maximum(cache_bytes / bw, new * cta_s * cs / resident)
 
 
 def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int,
@@ -230,7 +237,7 @@ def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int
     bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff
     fixed = ((len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
               + (eff.attn_fp8_kv_s if fp8_kv else 0.0)) * cs + q_quant / bw
-             + _cache_write_time(new, kv_heads, head_dim, cache, bw, gpu, eff, cs))
+             + _cache_write_time(new, kv_heads, head_dim, cache, bw, gpu, eff, cs, fp8_kv))
     t_m = kern / bw
     return _blend(t_c, t_m, eff.attn_blend) + fixed
 
@@ -276,7 +283,7 @@ def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, win
     fixed = ((batch * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
               + np.where(fp8_kv, eff.attn_fp8_kv_s, 0.0)) * cs + batch * q_quant / bw
              + _cache_write_time_v(batch * chunk, kv_heads, head_dim, batch * cache, bw, gpu,
-                                   eff, cs))
+                                   eff, cs, fp8_kv))
     return _blend_v(t_c, t_m, eff.attn_blend) + fixed
 
 
