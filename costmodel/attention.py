@@ -6,8 +6,9 @@
   chunk's tile only partly filled) at `attn_compute_eff` of the tensor-core peak overlapped
   with the softmax (`attn_softmax_flops` per query-key pair and head; `attn_fp8_compute_eff`
   with an fp8 KV cache; after it, not beside it, where the kernel turns that overlap off:
-  fp8 above head dim 192) and pays `attn_tile_s`; the SMs share the items, and no kernel is
-  shorter than its longest item. Q, O and the cache's KV at `attn_mem_eff` of HBM; side
+  fp8 above head dim 192) and pays `attn_tile_s` (`attn_fp8_tile_s` over an fp8 cache, whose
+  query and first KV tiles, loaded before the first MMA, are half the bytes); the SMs share
+  the items, and no kernel is shorter than its longest item. Q, O and the cache's KV at `attn_mem_eff` of HBM; side
   kernels write the new K and V into the cache (and quantise Q for an fp8 cache). vLLM's cache
   write runs one CTA per token (min(KV heads x head dim, 512) threads, as many resident as an
   SM's 2048 threads and 32 CTAs allow), each resident for `attn_cache_cta_s`: with few KV
@@ -45,6 +46,8 @@ attn_cache_cta_s 3.8 us.
 - `attn_cache_cta_s`: 2 us, hand-set: a CTA that reads its slot index, then its K and V rows,
   and writes them waits for two dependent HBM round trips (~0.6-0.8 us each) besides its
   launch; H100 data want ~4 us. (Zero would never bind, and a fit could not move it.)
+- `attn_fp8_tile_s`: 0.5 us like `attn_tile_s` (as before they were told apart); the H100 fit
+  gives ~3.2 us against ~5.0 us.
 - `attn_fp8_cache_cta_s`: 2 us like `attn_cache_cta_s` (an uncalibrated GPU predicts as it
   did before the two were told apart); the H100 fit gives ~4.6-5.1 us against ~3.7-3.8 us.
 - `attn_ctas_per_sm`: the GEMM's Little's-law value (0.12) as a start; decode CTAs keep less
@@ -232,8 +235,8 @@ def prefill_attn_batch_time_s(chunks, q_heads: int, kv_heads: int, head_dim: int
     kern, cache, q_quant = _prefill_bytes(new, ctx, q_heads, kv_heads, head_dim, kv_bytes)
     cs = clock_scale(gpu)
     c_kv = _tile_time(head_dim, gpu, eff, fp8_kv, bm * bn)
-    t_c = max(kv_heads * (kv_it * c_kv + items * eff.attn_tile_s * cs) / gpu.sm_count,
-              longest * c_kv + eff.attn_tile_s * cs)
+    c_item = (eff.attn_fp8_tile_s if fp8_kv else eff.attn_tile_s) * cs
+    t_c = max(kv_heads * (kv_it * c_kv + items * c_item) / gpu.sm_count, longest * c_kv + c_item)
     bw = gpu.hbm_bw_bytes_s * eff.attn_mem_eff
     fixed = ((len(chunks) * kv_heads * eff.attn_per_seq_s + eff.attn_overhead_s
               + (eff.attn_fp8_kv_s if fp8_kv else 0.0)) * cs + q_quant / bw
@@ -273,7 +276,7 @@ def prefill_attn_time_s_v(batch, chunk, prefix, q_heads, kv_heads, head_dim, win
                                  eff.attn_blend),
                         tensor + eff.attn_softmax_flops)
     c_kv = per_pair * bm * bn * gpu.sm_count / gpu.bf16_flops
-    c_item = eff.attn_tile_s * cs
+    c_item = np.where(fp8_kv, eff.attn_fp8_tile_s, eff.attn_tile_s) * cs
     t_c = np.maximum(batch * kv_heads * (kv_it * c_kv + items * c_item) / gpu.sm_count,
                      longest * c_kv + c_item)
     kern, cache, q_quant = _prefill_bytes(chunk, chunk + prefix, q_heads, kv_heads, head_dim,

@@ -35,7 +35,7 @@ PARAMS_BY_FAMILY = {
                  "fp8_power_slow", "fp8_power_tau_s"),
     "attn_prefill": ("attn_compute_eff", "attn_softmax_flops", "attn_blend", "attn_per_seq_s",
                      "attn_overhead_s", "attn_tile_s", "attn_fp8_compute_eff", "attn_fp8_kv_s",
-                     "attn_cache_cta_s", "attn_fp8_cache_cta_s"),
+                     "attn_cache_cta_s", "attn_fp8_cache_cta_s", "attn_fp8_tile_s"),
     "attn_decode": ("attn_mem_eff", "attn_fp8_mem_eff", "attn_decode_blend", "attn_decode_cta_s",
                     "attn_overhead_s", "attn_decode_fp8_s", "attn_ctas_per_sm", "l2_bw_ratio",
                     "attn_fp8_decode_eff"),

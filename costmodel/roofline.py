@@ -131,6 +131,7 @@ class Efficiencies:
     attn_fp8_kv_s: float = 1.5e-6  # fp8 KV cache: the query-quantisation kernel's fixed time
     attn_cache_cta_s: float = 2e-6  # prefill: a KV-cache-write CTA (one token), s resident
     attn_fp8_cache_cta_s: float = 2e-6  # the same CTA writing an fp8 cache (reads its scales)
+    attn_fp8_tile_s: float = 0.5e-6  # prefill over an fp8 cache: per work item (half the bytes)
     attn_decode_fp8_s: float = 1.5e-6  # fp8 KV cache, decode: fixed time of its fp8 path
     attn_fp8_decode_eff: float = 0.5  # fp8 decode above head dim 192: fraction of FP8 peak
     attn_ctas_per_sm: float = 0.12  # decode CTAs per SM needed to reach `attn_mem_eff`
@@ -192,6 +193,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "attn_fp8_kv_s": (0.0, 50e-6),
     "attn_cache_cta_s": (0.0, 20e-6),
     "attn_fp8_cache_cta_s": (0.0, 20e-6),
+    "attn_fp8_tile_s": (0.0, 20e-6),
     "attn_decode_fp8_s": (0.0, 50e-6),
     "attn_fp8_decode_eff": (0.02, 1.0),
     "attn_ctas_per_sm": (0.01, 8.0),

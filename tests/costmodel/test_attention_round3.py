@@ -1,4 +1,5 @@
-"""Prefill attention over an fp8 KV cache: its own cache-write CTAs (hand-computed)."""
+"""Prefill attention over an fp8 KV cache: its own cache-write CTAs and work items
+(hand-computed)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,33 @@ def test_prefill_pays_fp8_cache_ctas_only_with_an_fp8_cache(kv_bytes):
         s = at.prefill_attn_batch_time_s(*args, eff, kv_bytes)
         v = at.prefill_attn_time_s_v(1.0, 8192.0, 0.0, 32, 4, 128, 0.0, H100, eff, kv_bytes)
         assert float(v) == pytest.approx(s, rel=1e-12)
+
+
+@pytest.mark.parametrize("kv_bytes", [1.0, 2.0])
+def test_fp8_work_items_take_their_own_time(kv_bytes):
+    """One 8192-token prompt, 32 query heads over 4 KV heads x 128: 8 query heads packed per
+    128-row tile, 8192 x 8 / 128 = 512 items per KV head, 2048 on 132 SMs. Raising
+    `attn_fp8_tile_s` from 1 to 3 us (at 1.41 GHz) adds 2048 x 2 us x 0.712 / 132 = 22.1 us to
+    an fp8 layer (compute-bound, times combined by their maximum) and nothing to a bf16 one."""
+    lo = replace(Efficiencies(), attn_blend=60.0, attn_fp8_tile_s=1e-6)
+    hi = replace(lo, attn_fp8_tile_s=3e-6)
+    args = (((8192, 0),), 32, 4, 128, H100)
+    d = (at.prefill_attn_batch_time_s(*args, hi, kv_bytes)
+         - at.prefill_attn_batch_time_s(*args, lo, kv_bytes))
+    assert d == pytest.approx(22.10e-6 if kv_bytes < 2 else 0.0, rel=1e-3, abs=1e-15)
+
+
+def test_scalar_and_array_prefill_agree_with_fp8_parameters_apart():
+    rng = np.random.default_rng(5)
+    eff = replace(Efficiencies(), attn_fp8_tile_s=3e-6, attn_tile_s=5e-6,
+                  attn_fp8_cache_cta_s=5e-6, attn_cache_cta_s=4e-6)
+    for head_dim in (64, 128, 256):
+        for kv_bytes in (1.0, 2.0):
+            for q_heads, kv_heads in ((8, 8), (32, 4), (64, 1)):
+                chunk = rng.integers(1, 20000, 12).astype(float)
+                prefix = rng.integers(0, 20000, 12).astype(float)
+                v = at.prefill_attn_time_s_v(1.0, chunk, prefix, q_heads, kv_heads, head_dim,
+                                             0.0, H100, eff, kv_bytes)
+                s = [at.prefill_attn_time_s(int(c), int(p), q_heads, kv_heads, head_dim, H100,
+                                            eff, kv_bytes) for c, p in zip(chunk, prefix, strict=True)]
+                np.testing.assert_allclose(v, s, rtol=1e-12)
