@@ -141,7 +141,10 @@ def _kv_tiles(chunk, prefix, window, g=1.0, bm=ATTN_TILE_Q, bn=ATTN_TILE_KV):
     Query tiles hold `bm` rows of the chunk's tokens x its `g` query heads per KV head (PackGQA:
     bm / g tokens each), key tiles `bn` keys, whole tiles on the diagonal: a tile ending at key
     x visits ceil(x / bn) tiles, on average x / bn plus (1 - 1/d) / 2, d the denominator of
-    the tiles' stride bm / (g bn). A sliding window of w keys spans (w + bm / g) / bn + 1."""
+    the tiles' stride bm / (g bn). A sliding window of w keys spans (w + bm / g) / bn tiles plus
+    the mean rounding out of both ends to whole tiles, 2 x (1 - 1/d) / 2 (FA3's n_block_min /
+    n_block_max for packed rows: d positions of a tile's end within a KV tile; 1 only where
+    they fall anywhere, d -> infinity)."""
     chunk = np.asarray(chunk, dtype=float)
     n = np.ceil(chunk * g / bm)
     a = prefix / bn
@@ -149,7 +152,7 @@ def _kv_tiles(chunk, prefix, window, g=1.0, bm=ATTN_TILE_Q, bn=ATTN_TILE_KV):
     gbn = np.rint(np.asarray(g * bn, dtype=float)).astype(np.int64)
     d = gbn / np.gcd(np.rint(np.asarray(bm, dtype=float)).astype(np.int64), gbn)
     delta = (1.0 - 1.0 / d) / 2.0
-    cap = np.where(window > 0, (window + bm / g) / bn + 1.0, np.inf)
+    cap = np.where(window > 0, (window + bm / g) / bn + 2.0 * delta, np.inf)
     last = np.minimum(np.ceil(a + chunk / bn), cap)
     j = np.clip(np.floor((cap - a - delta) / s), 0.0, n)  # query tiles below the cap
     total = (j * (a + delta) + s * j * (j + 1) / 2.0 - np.where(j >= n, n * s - chunk / bn, 0.0)

@@ -61,9 +61,10 @@ def test_kv_tiles_hand_counted():
     # 128 new tokens after 512 cached: one query tile over 4 + 1 KV tiles
     tot, last = rl._kv_tiles(np.array([128.0]), np.array([512.0]), np.array([0.0]))
     assert (tot[0], last[0]) == (5.0, 5.0)
-    # window 128 over 1024 tokens: at most (128 + 128) / 128 + 1 = 3 tiles per query tile
+    # window 128 over 1024 tokens: query tile m spans keys 128m - 128 .. 128m + 127, KV tiles
+    # m - 1 and m (tile ends on tile boundaries: FA3's n_block_min / n_block_max): 2 each
     tot, last = rl._kv_tiles(np.array([1024.0]), np.array([0.0]), np.array([128.0]))
-    assert (tot[0], last[0]) == (1 + 2 + 3 * 6, 3.0)
+    assert (tot[0], last[0]) == (1 + 2 * 7, 2.0)
 
 
 def test_decode_splits_fill_the_sms():
