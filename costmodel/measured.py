@@ -32,7 +32,7 @@ PARAMS_BY_FAMILY = {
     "gemm": ("gemm_compute_eff", "gemm_mem_eff", "gemm_blend", "gemm_overlap_k",
              "gemm_ctas_per_sm", "gemm_wave_exp", "kernel_overhead_s"),
     "gemm_fp8": ("fp8_compute_eff", "fp8_quant_row_s", "fp8_quant_mem_eff", "fp8_blend",
-                 "fp8_power_slow", "fp8_power_tau_s"),
+                 "fp8_power_slow", "fp8_power_tau_s", "fp8_partial_slow"),
     "attn_prefill": ("attn_compute_eff", "attn_softmax_flops", "attn_blend", "attn_per_seq_s",
                      "attn_overhead_s", "attn_tile_s", "attn_fp8_compute_eff", "attn_fp8_kv_s",
                      "attn_cache_cta_s", "attn_fp8_cache_cta_s", "attn_fp8_tile_s"),

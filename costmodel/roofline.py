@@ -117,6 +117,7 @@ class Efficiencies:
     fp8_blend: float = 2.7  # the W8A8 CUTLASS kernel's p-norm of compute and memory time
     fp8_power_slow: float = 0.05  # sustained fp8 GEMM: x (1 + this) once clocks drop to the power cap
     fp8_power_tau_s: float = 1e-3  # ... approached over this long a kernel (1 - exp(-t / tau))
+    fp8_partial_slow: float = 0.02  # W8A8 past 64 rows: compute x (1 + this x empty share of last M tile)
     kernel_overhead_s: float = 4e-6
     attn_compute_eff: float = 0.55
     attn_softmax_flops: float = 256.0  # softmax per (query, key, head), in tensor-core FLOPs
@@ -179,6 +180,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "fp8_blend": (1.0, 12.0),
     "fp8_power_slow": (0.0, 3.0),
     "fp8_power_tau_s": (1e-5, 1.0),
+    "fp8_partial_slow": (0.0, 3.0),
     "kernel_overhead_s": (0.0, 50e-6),
     "attn_compute_eff": (0.02, 1.0),
     "attn_softmax_flops": (1.0, 4096.0),
@@ -283,6 +285,13 @@ def _fp8_ctas(m, n, tm, tn):
     return mt * nt
 
 
+def _fp8_partial(m, tm):
+    """Share of the W8A8 kernel's last M tile left empty (0 for a full tile, 127/128 at
+    M = 129), counted only past 64 rows where the 2 x 1 cluster configs run. Scalars or
+    arrays."""
+    return np.where(m > 64, (-m % tm) / tm, 0.0)
+
+
 def _gemm_core(pm, n, k, ctas, util, gpu, eff, peak_flops, ce, bytes_, wave_exp, k_cta):
     """Compute and memory time blended by a p-norm whose p grows with each CTA's K loop
     (`k_cta` elements): the longer the main loop, the more of the loads hide under the MMAs,
@@ -310,6 +319,7 @@ def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
         ctas = int(_fp8_ctas(m, n, tm, tn))
         waves = -(-ctas // sms)
         t_c = 2.0 * waves * sms * tm * tn * k / (peak_flops * eff.fp8_compute_eff)
+        t_c *= 1.0 + eff.fp8_partial_slow * float(_fp8_partial(m, tm))
         t_c *= 1.0 + eff.fp8_power_slow * -math.expm1(-t_c / eff.fp8_power_tau_s)
         reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
         t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
@@ -363,6 +373,7 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
         c8 = _fp8_ctas(m, n, tm, tn)
         waves = -(-c8 // sms)
         t_c = 2.0 * waves * sms * tm * tn * k / (peak * eff.fp8_compute_eff)
+        t_c = t_c * (1.0 + eff.fp8_partial_slow * _fp8_partial(m, tm))
         t_c = t_c * (1.0 + eff.fp8_power_slow * -np.expm1(-t_c / eff.fp8_power_tau_s))
         reach = np.minimum(1.0, c8 / (eff.gemm_ctas_per_sm * sms))
         t8 = _blend_v(t_c, bytes_ / (bw * reach), eff.fp8_blend)

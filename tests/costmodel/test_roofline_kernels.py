@@ -17,7 +17,8 @@ H100 = load_gpu("h100")
 
 def _compute_only():
     gpu = replace(H100, hbm_bw_bytes_s=1e24)  # memory time ~0: compute alone is left
-    eff = replace(Efficiencies(), kernel_overhead_s=0.0, fp8_quant_row_s=0.0, fp8_power_slow=0.0)
+    eff = replace(Efficiencies(), kernel_overhead_s=0.0, fp8_quant_row_s=0.0, fp8_power_slow=0.0,
+                  fp8_partial_slow=0.0)
     return gpu, eff
 
 
@@ -205,11 +206,12 @@ def test_prefill_and_decode_kernels_answer_to_their_own_parameters():
                                      kv_bytes=kv) != d0
         assert rl.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, replace(base, **pre),
                                       kv_bytes=kv) != p0
-    # the decode CTA time by hand: 64 x 8 = 512 CTAs (no split), x (0.5 + 128 / 256)
+    # the decode CTA time by hand: 64 x 8 = 512 CTAs (no split), x (0.5 + 128 / 256), and the
+    # scheduler's walk, 1 x attn_decode_cta_s per sequence in a graph batch: 512 + 64
     e = replace(base, attn_decode_cta_s=1e-6)
     extra = rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, e) \
         - rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(e, attn_decode_cta_s=0.0))
-    assert extra == pytest.approx(512 * 1e-6 * 1.0 * rl.clock_scale(H100), rel=1e-9)
+    assert extra == pytest.approx((512 + 64) * 1e-6 * rl.clock_scale(H100), rel=1e-9)
 
 
 @pytest.mark.parametrize(("m", "n", "ctas"), [
