@@ -19,7 +19,8 @@
   merge kernel): in a batch of up to 512 tokens, which vLLM runs in a CUDA graph, as FA3's
   scheduler splits it within vLLM's bound of 32 (`fa3_graph_splits`), else when fewer than
   0.8 x SMs; each CTA paying `attn_decode_cta_s` (at head dim 128; half of it scales with the
-  head dim); the KV cache at `attn_mem_eff` of HBM bandwidth
+  head dim), and each sequence a multiple of it for FA3's tile scheduler, which every CTA
+  walks along the whole batch (`SCAN_PER_SEQ_GRAPH` / `_PLAIN`); the KV cache at `attn_mem_eff` of HBM bandwidth
   (`attn_fp8_mem_eff` for an fp8 cache, which the kernel dequantises as it reads),
   reached with `attn_ctas_per_sm` CTAs per SM; a kernel timed in a loop (`l2_warm`) reads a
   KV cache that fits in L2 at `l2_bw_ratio` x HBM bandwidth. Where the kernel does not overlap
@@ -345,6 +346,13 @@ def _decode_splits(units: float, ctx_mean: float, sms: int) -> float:
 # sequence's splits itself; larger batches are left to FA3's heuristic (`_decode_splits`)
 GRAPH_MAX_TOKENS = 512
 GRAPH_MAX_SPLITS = 32
+# FA3's varlen scheduler hands tiles out from one counter; each CTA finds a tile's sequence by
+# walking the batch 31 sequences per dependent load, so every CTA walks the whole batch once:
+# a time per sequence, not shared by the SMs. Measured H100 slopes (1-8 KV heads) give ~22 ns
+# per sequence with the split scheduler (graph batches, which read per-sequence split counts
+# too) and ~10 ns without: charged as these multiples of `attn_decode_cta_s` (~36 ns fitted)
+SCAN_PER_SEQ_GRAPH = 1.0
+SCAN_PER_SEQ_PLAIN = 0.5
 
 
 def _graph_splits_s(n_seqs, kv_heads, ctx_mean, tile_keys, sms) -> float:
@@ -380,8 +388,10 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
     if n_seqs * q_tokens <= GRAPH_MAX_TOKENS:
         split = _graph_splits_s(n_seqs, kv_heads, ctx_sum / n_seqs,
                                 _tile_keys_s(int(head_dim), kv_bytes < 2.0), sms)
+        scan = SCAN_PER_SEQ_GRAPH
     else:
         split = _decode_splits(units, ctx_sum / n_seqs, sms)
+        scan = SCAN_PER_SEQ_PLAIN
     ctas = units * split
     kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
     hit = float(_l2_hit(kv, gpu)) if l2_warm else 0.0
@@ -393,8 +403,8 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
         t_m += float(_decode_fp8_tiles_time(ctx_sum, q_tokens * q_heads / kv_heads, kv_heads,
                                             head_dim, ctas, gpu, eff))
     cs = clock_scale(gpu)
-    fixed = (ctas * eff.attn_decode_cta_s * (0.5 + head_dim / 256.0) + eff.attn_overhead_s
-             + (eff.attn_decode_fp8_s if kv_bytes < 2.0 else 0.0))
+    fixed = ((ctas * (0.5 + head_dim / 256.0) + n_seqs * scan) * eff.attn_decode_cta_s
+             + eff.attn_overhead_s + (eff.attn_decode_fp8_s if kv_bytes < 2.0 else 0.0))
     if split > 1:
         fixed += eff.elem_overhead_s
     # `_last_tile_time`, inlined for the hot path
@@ -416,8 +426,9 @@ def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
     split = np.where(units >= 0.8 * sms, 1.0,
                      np.maximum(1.0, np.minimum(np.minimum(fill, np.ceil(ctx_mean / ATTN_TILE_KV)), 128.0)))
     keys = decode_tile_keys(np.asarray(head_dim, dtype=float), kv_bytes < 2.0)
-    split = np.where(n_seqs * q_tokens <= GRAPH_MAX_TOKENS,
-                     fa3_graph_splits(n_seqs, kv_heads, ctx_mean, keys, sms), split)
+    graph = n_seqs * q_tokens <= GRAPH_MAX_TOKENS
+    split = np.where(graph, fa3_graph_splits(n_seqs, kv_heads, ctx_mean, keys, sms), split)
+    scan = np.where(graph, SCAN_PER_SEQ_GRAPH, SCAN_PER_SEQ_PLAIN)
     ctas = units * split
     kv = ctx_sum * 2 * kv_heads * head_dim * kv_bytes
     hit = _l2_hit(kv, gpu) if l2_warm else 0.0
@@ -430,8 +441,8 @@ def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
         t_m = t_m + np.where(serial, _decode_fp8_tiles_time(
             ctx_sum, q_tokens * np.asarray(q_heads, dtype=float) / kv_heads, kv_heads,
             np.asarray(head_dim, dtype=float), ctas, gpu, eff), 0.0)
-    fixed = (ctas * eff.attn_decode_cta_s * (0.5 + np.asarray(head_dim, dtype=float) / 256.0)
-             + eff.attn_overhead_s + np.where(kv_bytes < 2.0, eff.attn_decode_fp8_s, 0.0)
+    fixed = ((ctas * (0.5 + np.asarray(head_dim, dtype=float) / 256.0) + n_seqs * scan)
+             * eff.attn_decode_cta_s + eff.attn_overhead_s + np.where(kv_bytes < 2.0, eff.attn_decode_fp8_s, 0.0)
              + np.where(split > 1, eff.elem_overhead_s, 0.0))
     last = _last_tile_time(np.asarray(head_dim, dtype=float), kv_bytes,
                            gpu.hbm_bw_bytes_s * mem_eff, gpu)
