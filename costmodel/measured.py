@@ -30,7 +30,7 @@ _KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 64}
 # which parameters each kind of row informs (what `fit` may move when fitting such rows)
 PARAMS_BY_FAMILY = {
     "gemm": ("gemm_compute_eff", "gemm_mem_eff", "gemm_blend", "gemm_overlap_k",
-             "gemm_ctas_per_sm", "gemm_wave_exp", "kernel_overhead_s"),
+             "gemm_ctas_per_sm", "gemm_wave_exp", "kernel_overhead_s", "gemm_tile_load"),
     "gemm_fp8": ("fp8_compute_eff", "fp8_quant_row_s", "fp8_quant_mem_eff", "fp8_blend",
                  "fp8_power_slow", "fp8_power_tau_s", "fp8_partial_slow"),
     "attn_prefill": ("attn_compute_eff", "attn_softmax_flops", "attn_blend", "attn_per_seq_s",

@@ -118,6 +118,7 @@ class Efficiencies:
     fp8_power_slow: float = 0.05  # sustained fp8 GEMM: x (1 + this) once clocks drop to the power cap
     fp8_power_tau_s: float = 1e-3  # ... approached over this long a kernel (1 - exp(-t / tau))
     fp8_partial_slow: float = 0.02  # W8A8 past 64 rows: compute x (1 + this x empty share of last M tile)
+    gemm_tile_load: float = 0.5  # bf16 GEMM: a CTA's tile stream (share of its tile bytes) bounds memory time
     kernel_overhead_s: float = 4e-6
     attn_compute_eff: float = 0.55
     attn_softmax_flops: float = 256.0  # softmax per (query, key, head), in tensor-core FLOPs
@@ -181,6 +182,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "fp8_power_slow": (0.0, 3.0),
     "fp8_power_tau_s": (1e-5, 1.0),
     "fp8_partial_slow": (0.0, 3.0),
+    "gemm_tile_load": (0.01, 4.0),
     "kernel_overhead_s": (0.0, 50e-6),
     "attn_compute_eff": (0.02, 1.0),
     "attn_softmax_flops": (1.0, 4096.0),
@@ -292,13 +294,20 @@ def _fp8_partial(m, tm):
     return np.where(m > 64, (-m % tm) / tm, 0.0)
 
 
+def _cta_tile_bytes(pm, n, k_cta):
+    """Bytes one CTA's main loop streams into shared memory: `k_cta` steps of its A rows
+    (min(M, 128)) and W columns (min(N, 128)), 2 bytes each. Scalars or arrays."""
+    return k_cta * 2.0 * (np.minimum(pm, GEMM_TILE_M) + np.minimum(n, GEMM_TILE_N))
+
+
 def _gemm_core(pm, n, k, ctas, util, gpu, eff, peak_flops, ce, bytes_, wave_exp, k_cta):
     """Compute and memory time blended by a p-norm whose p grows with each CTA's K loop
     (`k_cta` elements): the longer the main loop, the more of the loads hide under the MMAs,
     and the less its prologue and epilogue weigh."""
     t_c = 2.0 * pm * n * k / (peak_flops * ce * util ** wave_exp)
     reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * gpu.sm_count))
-    t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)
+    tb = eff.gemm_tile_load * _cta_tile_bytes(pm, n, k_cta) * eff.gemm_ctas_per_sm * gpu.sm_count
+    t_m = max(bytes_ / reach, tb) / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff)
     return _blend(t_c, t_m, eff.gemm_blend * (1.0 + k_cta / eff.gemm_overlap_k))
 
 
@@ -354,7 +363,8 @@ def gemm_time_s_v(m, n, k, gpu: HardwareSpec, eff: Efficiencies, peak_flops, w_b
     def core(pm, ctas, util, ce, wave_exp, k_cta):
         t_c = 2.0 * pm * n * k / (peak * ce * util ** wave_exp)
         reach = np.minimum(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
-        return _blend_pv(t_c, bytes_ / (bw * reach), eff.gemm_blend * (1.0 + k_cta / eff.gemm_overlap_k))
+        tb = eff.gemm_tile_load * _cta_tile_bytes(pm, n, k_cta) * eff.gemm_ctas_per_sm * sms
+        return _blend_pv(t_c, np.maximum(bytes_ / reach, tb) / bw, eff.gemm_blend * (1.0 + k_cta / eff.gemm_overlap_k))
 
     # bf16 / int4 weight-only: cuBLAS-like, 128 x 128 tiles, split-K where it is faster
     pm = -(-m // GEMM_MIN_TILE_M) * GEMM_MIN_TILE_M
