@@ -107,12 +107,22 @@ def fa3_tile(head_dim: int, fp8_kv: bool, local: bool = False) -> tuple[int, int
     return 128, 64 if local else (128 if fp8_kv else 80)
 
 
+# FA3's SM90 tile table turns intra-warpgroup overlap off for an fp8 paged cache above this
+# head dim (`fa3_overlaps`)
+NO_OVERLAP_FP8_HEAD_DIM = 192
+
+
+def _overlaps_s(head_dim, fp8_kv: bool) -> bool:
+    """Scalar `fa3_overlaps` (the simulator's hot path: no numpy dispatch)."""
+    return not (fp8_kv and head_dim > NO_OVERLAP_FP8_HEAD_DIM)
+
+
 def fa3_overlaps(head_dim, fp8_kv):
     """Whether the FlashAttention-3 kernel overlaps a warpgroup's softmax with its own QK^T and
     PV (IntraWGOverlap): its SM90 tile table turns that off for an fp8 paged cache read without
     TMA at head dims above 192 (the paged loads need the registers), so there the softmax runs
     after the tensor-core work instead of beside it. Scalars or arrays."""
-    return ~(np.asarray(fp8_kv, dtype=bool) & (np.asarray(head_dim) > 192))
+    return ~(np.asarray(fp8_kv, dtype=bool) & (np.asarray(head_dim) > NO_OVERLAP_FP8_HEAD_DIM))
 
 
 def _fa3_tile_v(head_dim, fp8_kv, local):
@@ -166,10 +176,10 @@ def _tile_time(head_dim, gpu: HardwareSpec, eff: Efficiencies, fp8_kv, pairs=ATT
     on the tensor cores overlapped with the softmax's exponentials (added to them where the
     kernel does not overlap the two, `fa3_overlaps`)."""
     ce = eff.attn_fp8_compute_eff if fp8_kv else eff.attn_compute_eff
-    if fp8_kv and head_dim > 192:  # not fa3_overlaps(): the scalar hot path
-        per_pair = 4.0 * head_dim / ce + eff.attn_softmax_flops
-    else:
+    if _overlaps_s(head_dim, fp8_kv):
         per_pair = _blend(4.0 * head_dim / ce, eff.attn_softmax_flops, eff.attn_blend)
+    else:
+        per_pair = 4.0 * head_dim / ce + eff.attn_softmax_flops
     return per_pair * pairs * gpu.sm_count / gpu.bf16_flops
 
 
@@ -324,12 +334,11 @@ def decode_tile_keys(head_dim, fp8_kv):
     return np.where(hd <= 64, 160.0, _fa3_tile_v(hd, fp8_kv, False)[1])
 
 
-def _last_tile_time(head_dim, kv_bytes, bw, gpu: HardwareSpec):
-    """Seconds one SM takes to load one KV tile (K and V of `decode_tile_keys` keys) at its
-    1/SMs share of the bandwidth `bw`: a decode kernel ends only once its last CTA has loaded
-    and used its last tile, after the rest of the stream. Scalars or arrays."""
-    keys = decode_tile_keys(head_dim, kv_bytes < 2.0)
-    return keys * 2.0 * head_dim * kv_bytes * gpu.sm_count / bw
+def _last_tile_time(keys, head_dim, kv_bytes, bw, sms):
+    """Seconds one SM takes to load one KV tile (K and V of `keys` keys, `decode_tile_keys`) at
+    its 1/`sms` share of the bandwidth `bw`: a decode kernel ends only once its last CTA has
+    loaded and used its last tile, after the rest of the stream. Scalars or arrays."""
+    return keys * 2.0 * head_dim * kv_bytes * sms / bw
 
 
 def _decode_splits(units: float, ctx_mean: float, sms: int) -> float:
@@ -385,9 +394,9 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
         return 0.0
     sms = gpu.sm_count
     units = n_seqs * kv_heads
+    keys = _tile_keys_s(int(head_dim), kv_bytes < 2.0)
     if n_seqs * q_tokens <= GRAPH_MAX_TOKENS:
-        split = _graph_splits_s(n_seqs, kv_heads, ctx_sum / n_seqs,
-                                _tile_keys_s(int(head_dim), kv_bytes < 2.0), sms)
+        split = _graph_splits_s(n_seqs, kv_heads, ctx_sum / n_seqs, keys, sms)
         scan = SCAN_PER_SEQ_GRAPH
     else:
         split = _decode_splits(units, ctx_sum / n_seqs, sms)
@@ -399,7 +408,7 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
     bw = gpu.hbm_bw_bytes_s * mem_eff * min(1.0, ctas / (eff.attn_ctas_per_sm * sms))
     t_m = (kv * (1.0 - hit + hit / eff.l2_bw_ratio) + n_seqs * q_tokens * q_heads * head_dim * 4) / bw
     t_c = 4.0 * q_heads * head_dim * ctx_sum * q_tokens / (gpu.bf16_flops * eff.attn_compute_eff)
-    if kv_bytes < 2.0 and head_dim > 192:  # not fa3_overlaps(): the scalar hot path
+    if not _overlaps_s(head_dim, kv_bytes < 2.0):
         t_m += float(_decode_fp8_tiles_time(ctx_sum, q_tokens * q_heads / kv_heads, kv_heads,
                                             head_dim, ctas, gpu, eff))
     cs = clock_scale(gpu)
@@ -407,9 +416,7 @@ def decode_attn_time_s(n_seqs: int, ctx_sum: float, q_tokens: int, q_heads: int,
              + eff.attn_overhead_s + (eff.attn_decode_fp8_s if kv_bytes < 2.0 else 0.0))
     if split > 1:
         fixed += eff.elem_overhead_s
-    # `_last_tile_time`, inlined for the hot path
-    last = (_tile_keys_s(int(head_dim), kv_bytes < 2.0) * 2.0 * head_dim * kv_bytes * sms
-            / (gpu.hbm_bw_bytes_s * mem_eff))
+    last = _last_tile_time(keys, head_dim, kv_bytes, gpu.hbm_bw_bytes_s * mem_eff, sms)
     return _blend(t_m, t_c, eff.attn_decode_blend) + fixed * cs + last
 
 
@@ -444,7 +451,7 @@ def decode_attn_time_s_v(n_seqs, ctx_sum, q_tokens, q_heads, kv_heads, head_dim,
     fixed = ((ctas * (0.5 + np.asarray(head_dim, dtype=float) / 256.0) + n_seqs * scan)
              * eff.attn_decode_cta_s + eff.attn_overhead_s + np.where(kv_bytes < 2.0, eff.attn_decode_fp8_s, 0.0)
              + np.where(split > 1, eff.elem_overhead_s, 0.0))
-    last = _last_tile_time(np.asarray(head_dim, dtype=float), kv_bytes,
-                           gpu.hbm_bw_bytes_s * mem_eff, gpu)
+    last = _last_tile_time(keys, np.asarray(head_dim, dtype=float), kv_bytes,
+                           gpu.hbm_bw_bytes_s * mem_eff, sms)
     t = _blend_v(t_m, t_c, eff.attn_decode_blend) + fixed * clock_scale(gpu) + last
     return np.where(n_seqs > 0, t, 0.0)
