@@ -18,6 +18,11 @@ Experiments (every number is a MAPE on rows the fit never saw):
    parameters (per-call cost, per-link step latency and bandwidth efficiency) on a random 30%
    of its rows (seed 0) and predict the other 70% (no target in the issue; reported).
 
+6. uncalibrated: no fit at all. Each GPU's architecture defaults (costmodel/arch_defaults.py,
+   derived by benchmarks/derive_arch_defaults.py from the fitting rows of experiments 1 and 2
+   only) predict the rows experiments 1-3 report; the generic set every GPU had before is shown
+   beside the H100 row (no target in the issue; reported).
+
 Run: `.venv/bin/python benchmarks/costmodel_accuracy.py` (about 2 minutes on 2 cores). Prints a
 table, writes benchmarks/out/costmodel_accuracy.json.
 """
@@ -40,6 +45,7 @@ from costmodel.fit import fit_params, residual_report  # noqa: E402
 from costmodel.importers import load_measured  # noqa: E402
 from costmodel.measured import kv_fit_mask, predict_rows  # noqa: E402
 from costmodel.paths import profiles_dir  # noqa: E402
+from costmodel.roofline import Efficiencies  # noqa: E402
 from costmodel.tables import build_tables  # noqa: E402
 
 SEED = 0
@@ -155,6 +161,35 @@ def vidur_network(prof_dir: Path) -> list[dict]:
     return out
 
 
+def uncalibrated(prof_dir: Path) -> list[dict]:
+    """No fit at all: each GPU's architecture defaults (costmodel.arch_defaults, derived from
+    the fitting rows of experiments 1 and 2 only) on the rows those experiments report."""
+    out = []
+    rows = load_measured(prof_dir / "aiconfigurator" / "h100_sxm", "aiconfigurator")
+    rows = rows[rows["op"].isin(["gemm", "attn_prefill", "attn_decode"])
+                & rows["precision"].isin(["bf16", "fp8"])].reset_index(drop=True)
+    test = rows[~(np.random.default_rng(SEED).random(len(rows)) < 0.2)].reset_index(drop=True)
+    group = np.where(test["op"] == "gemm", "gemm/" + test["precision"], test["op"])
+    for label, params in (("Hopper defaults", None), ("generic set, what every GPU had before",
+                                                      {"h100-sxm": Efficiencies()})):
+        rep = _report(f"uncalibrated H100 ({label}): the 80% aic_h100 reports", float("nan"),
+                      test, predict_rows(test, params=params), group)
+        out.append(rep)
+    v = load_measured(prof_dir / "vidur" / "compute" / "a100", "vidur")
+    v = v[~v["model"].isin(VIDUR_FIT_MODELS)].reset_index(drop=True)
+    out.append(_report("uncalibrated A100 (Ampere defaults): the 6 models vidur_ops reports",
+                       float("nan"), v, predict_rows(v), v["op"]))
+    sw = load_measured(prof_dir / "splitwise" / "perf_model_a100.csv", "splitwise",
+                       model="llama-2-70b")
+    sw = sw[kv_fit_mask(sw)].reset_index(drop=True)
+    out.append(_report("uncalibrated A100 Splitwise (Ampere defaults; host and collectives "
+                       "generic): every KV-fitting row", float("nan"), sw, predict_rows(sw),
+                       sw["op"] + "/tp" + sw["tp"].astype(str)))
+    for r in out:
+        r["met"], r["target_mape"], r["fit_rows"], r["fitted"] = None, None, 0, []
+    return out
+
+
 def main() -> None:
     t0 = time.perf_counter()
     prof_dir = profiles_dir()
@@ -166,6 +201,7 @@ def main() -> None:
     results += reps
     results += zero_shot(prof_dir, a100)
     results += vidur_network(prof_dir)
+    results += uncalibrated(prof_dir)
     wall = time.perf_counter() - t0
     print(f"{'experiment':<92} {'rows':>7} {'MAPE':>7} {'target':>7} {'met':>4}  {'median':>7}")
     for r in results:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from costmodel.arch_defaults import default_efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec, load_gpu, register_measured
 from costmodel.roofline import PARAM_BOUNDS, Efficiencies
@@ -53,7 +54,7 @@ class CalibrationProfile:
 
     def efficiencies_for(self, gpu_name: str) -> Efficiencies:
         cal = self.gpus.get(gpu_name)
-        return cal.params if cal is not None else Efficiencies()
+        return cal.params if cal is not None else default_efficiencies(gpu_name)
 
     def uncertainty_for(self, gpu_name: str) -> float:
         cal = self.gpus.get(gpu_name)
@@ -138,8 +139,11 @@ class CalibrationProfile:
 def _hardware(d, where: str) -> HardwareSpec:
     """A measured device's HardwareSpec from its JSON object (every field given, numbers >= 0)."""
     names = [f.name for f in fields(HardwareSpec)]
-    if not isinstance(d, dict) or set(d) != set(names):
-        raise ServePlanError(f"{where}: expected an object with exactly the keys {', '.join(names)}")
+    optional = {"arch"}  # profiles written before the field existed lack it
+    if not isinstance(d, dict) or not set(names) - optional <= set(d) <= set(names):
+        raise ServePlanError(f"{where}: expected an object with the keys {', '.join(names)} "
+                             f"({', '.join(sorted(optional))} optional)")
+    d = {"arch": "", **d}
     for f in fields(HardwareSpec):
         v = d[f.name]
         if f.type in ("str",) and not isinstance(v, str):

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from costmodel.arch_defaults import default_efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.measured import informed_params, predict_rows, skipped_mask
 from costmodel.roofline import PARAM_BOUNDS, Efficiencies
@@ -80,7 +81,8 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
                max_nfev: int = 300, calibration=None, prior: float = PRIOR) -> FitResult:
     """Fit the parameters `params` (default: those the rows inform) for the one GPU in `rows`.
 
-    `start` holds the values of the parameters that are not fitted (default: Efficiencies())
+    `start` holds the values of the parameters that are not fitted (default: the GPU's
+    architecture defaults, costmodel.arch_defaults)
     and the centre of a weak prior on those that are: moving a parameter by a factor e costs as
     much as every row being off by `prior` (log units), so a parameter the rows do not pin
     down (Vidur's A100 GEMMs say nothing about how many CTAs saturate HBM) keeps its
@@ -96,7 +98,7 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
     if rows.empty:
         raise ServePlanError("no rows to fit (every row was skipped: unknown model or no time)")
     gpu = str(gpus[0])
-    start = start or Efficiencies()
+    start = start or default_efficiencies(gpu)
     names = list(params) if params is not None else informed_params(rows)
     unknown = [p for p in names if p not in PARAM_BOUNDS]
     if unknown:

@@ -30,6 +30,7 @@ class HardwareSpec:
     vendor: str = "nvidia"
     sm_count: int = 108  # streaming multiprocessors (CUs on AMD): sets GEMM wave quantisation
     gemm_row_tile: int = 0  # rows a GEMM computes at a time; 0 = GPU tiles (64, 128); a CPU: 1
+    arch: str = ""  # ampere | ada | hopper | blackwell | cdna3: picks the default efficiencies
 
     @property
     def has_fp8(self) -> bool:
@@ -51,7 +52,7 @@ class HardwareSpec:
 
 
 def _gpu(name, bf16_tf, fp8_tf, mem_gib, bw_tbs, nvlink_bidir_gbs, pcie_gbs, net_gbs, price, src,
-         sms, per_node=8, vendor="nvidia"):
+         sms, arch, per_node=8, vendor="nvidia"):
     return HardwareSpec(
         name=name,
         bf16_flops=bf16_tf * 1e12,
@@ -66,6 +67,7 @@ def _gpu(name, bf16_tf, fp8_tf, mem_gib, bw_tbs, nvlink_bidir_gbs, pcie_gbs, net
         price_source=src,
         vendor=vendor,
         sm_count=sms,
+        arch=arch,
     )
 
 
@@ -78,16 +80,16 @@ _EST = "estimate: no verified public rate; override it"
 GPU_PRESETS: dict[str, HardwareSpec] = {
     g.name: g
     for g in [
-        _gpu("a100-40g", 312, 0, 40, 1.555, 600, 32, 25, 1.844, _AWS_CB, sms=108),
-        _gpu("a100-80g", 312, 0, 80, 2.039, 600, 32, 25, 2.20, _EST, sms=108),
-        _gpu("h100-sxm", 989.4, 1978.9, 80, 3.35, 900, 64, 50, 4.916, _AWS_CB, sms=132),
-        _gpu("h100-pcie", 756, 1513, 80, 2.0, 0, 64, 25, 3.50, _EST, sms=114),
-        _gpu("h200-sxm", 989.4, 1978.9, 141, 4.8, 900, 64, 50, 5.408, _AWS_CB, sms=132),
-        _gpu("b200", 2250, 4500, 180, 8.0, 1800, 64, 50, 8.00, _EST, sms=148),
-        _gpu("l40s", 362.05, 733, 48, 0.864, 0, 32, 12.5, 1.90, _EST, sms=142),
-        _gpu("l4", 121, 242.5, 24, 0.3, 0, 32, 12.5, 0.80, _EST, sms=58),
-        _gpu("a10g", 70, 0, 24, 0.6, 0, 32, 12.5, 1.006, "g5.xlarge on-demand, third-party (gpus.csv)", sms=80),
-        _gpu("mi300x", 1307.4, 2614.9, 192, 5.3, 896, 64, 50, 1.80, "marketplace listings (gpus.csv), unverified", sms=304, vendor="amd"),
+        _gpu("a100-40g", 312, 0, 40, 1.555, 600, 32, 25, 1.844, _AWS_CB, sms=108, arch="ampere"),
+        _gpu("a100-80g", 312, 0, 80, 2.039, 600, 32, 25, 2.20, _EST, sms=108, arch="ampere"),
+        _gpu("h100-sxm", 989.4, 1978.9, 80, 3.35, 900, 64, 50, 4.916, _AWS_CB, sms=132, arch="hopper"),
+        _gpu("h100-pcie", 756, 1513, 80, 2.0, 0, 64, 25, 3.50, _EST, sms=114, arch="hopper"),
+        _gpu("h200-sxm", 989.4, 1978.9, 141, 4.8, 900, 64, 50, 5.408, _AWS_CB, sms=132, arch="hopper"),
+        _gpu("b200", 2250, 4500, 180, 8.0, 1800, 64, 50, 8.00, _EST, sms=148, arch="blackwell"),
+        _gpu("l40s", 362.05, 733, 48, 0.864, 0, 32, 12.5, 1.90, _EST, sms=142, arch="ada"),
+        _gpu("l4", 121, 242.5, 24, 0.3, 0, 32, 12.5, 0.80, _EST, sms=58, arch="ada"),
+        _gpu("a10g", 70, 0, 24, 0.6, 0, 32, 12.5, 1.006, "g5.xlarge on-demand, third-party (gpus.csv)", sms=80, arch="ampere"),
+        _gpu("mi300x", 1307.4, 2614.9, 192, 5.3, 896, 64, 50, 1.80, "marketplace listings (gpus.csv), unverified", sms=304, arch="cdna3", vendor="amd"),
     ]
 }
 

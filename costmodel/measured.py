@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from costmodel import roofline as rl
+from costmodel.arch_defaults import default_efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
 from costmodel.importers import ATTENTION_OPS, COMM_OPS, ELEMENTWISE_OPS, GEMM_OPS, STEP_OPS
@@ -116,7 +117,7 @@ def _eff_for(gpu: str, calibration, params) -> Efficiencies:
         return params[gpu]
     if calibration is not None:
         return calibration.efficiencies_for(gpu)
-    return Efficiencies()
+    return default_efficiencies(gpu)
 
 
 def skipped_mask(rows: pd.DataFrame) -> np.ndarray:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from costmodel import roofline as rl
+from costmodel.arch_defaults import default_efficiencies
 from costmodel.batch import Batch
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec, load_gpu
@@ -100,7 +101,8 @@ class CostModel:
         self.expert_parallel = expert_parallel and self.model.is_moe
         self.calibration = calibration
         self.eff: Efficiencies = (
-            calibration.efficiencies_for(self.gpu.name) if calibration is not None else Efficiencies()
+            calibration.efficiencies_for(self.gpu.name) if calibration is not None
+            else default_efficiencies(self.gpu)
         )
         self._tables = calibration.tables_for(self.gpu.name) if calibration is not None else None
         m = self.model

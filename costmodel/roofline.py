@@ -85,7 +85,9 @@ class Efficiencies:
     `attn_decode_fp8_s`, `elem_overhead_s`, `norm_row_elem_s`) are seconds at REF_CLOCK_HZ,
     scaled by `clock_scale`; `fp8_power_tau_s` is a duration, not scaled.
 
-    Where the defaults (what an uncalibrated GPU gets) come from:
+    These are the generic defaults. An uncalibrated GPU whose architecture has fitted
+    defaults (Ampere and Ada, Hopper and Blackwell) gets those instead, on top of this set:
+    costmodel/arch_defaults.py. Where the generic values come from:
     - GEMM (`gemm_compute_eff`, `gemm_mem_eff`, `gemm_blend`, `gemm_overlap_k`,
       `gemm_wave_exp`; `gemm_blend` 1.4 and `gemm_overlap_k` 11,500 refitted 2026-11-22 when the
       overlap began to grow with K; `kernel_overhead_s` stays 4 us, which that refit leaves at 0

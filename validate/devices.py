@@ -116,6 +116,14 @@ def cpu_spec(threads: int = 1, reps: int = 5) -> HardwareSpec:
         vendor="cpu", sm_count=max(1, threads), gemm_row_tile=1)
 
 
+def arch_of_capability(major: int, minor: int) -> str:
+    """The architecture (costmodel.arch_defaults) of a CUDA compute capability; '' if unknown
+    (a ROCm device, an older NVIDIA part): such a device starts from the generic defaults."""
+    if major == 8:
+        return "ada" if minor >= 9 else "ampere"
+    return {9: "hopper", 10: "blackwell", 12: "blackwell"}.get(major, "")
+
+
 def device_spec(device: str, threads: int = 1) -> tuple[HardwareSpec, str]:
     """(HardwareSpec, how it was found) of the `cuda` or `cpu` device, registered by name so
     that the cost model and the fit can load it."""
@@ -131,7 +139,8 @@ def device_spec(device: str, threads: int = 1) -> tuple[HardwareSpec, str]:
         slug = "cuda-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         spec = replace(load_gpu("h100-sxm"), name=slug, bf16_flops=flops, fp8_flops=0.0,
                        hbm_bytes=float(props.total_memory), hbm_bw_bytes_s=bw,
-                       price_source="measured GPU with no preset", sm_count=props.multi_processor_count)
+                       price_source="measured GPU with no preset", sm_count=props.multi_processor_count,
+                       arch=arch_of_capability(props.major, props.minor))
         return register_measured(spec), f"{name}: no preset; peaks measured"
     spec = register_measured(cpu_spec(threads))
     return spec, (f"CPU, {threads} thread(s): measured {spec.bf16_flops / 1e9:.0f} GFLOP/s bf16, "

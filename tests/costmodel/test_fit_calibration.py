@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from costmodel import roofline as rl
+from costmodel.arch_defaults import default_efficiencies
 from costmodel.calibration import CalibrationProfile, GpuCalibration
 from costmodel.errors import ServePlanError
 from costmodel.fit import fit_params
@@ -21,7 +22,8 @@ from costmodel.model import CostModel
 from costmodel.roofline import Efficiencies
 from costmodel.tables import build_tables
 
-TRUE = replace(Efficiencies(), gemm_compute_eff=0.62, gemm_mem_eff=0.71, kernel_overhead_s=6e-6,
+# the rows are H100 rows, and a fit starts from the H100's (Hopper) defaults
+TRUE = replace(default_efficiencies("h100-sxm"), gemm_compute_eff=0.62, gemm_mem_eff=0.71, kernel_overhead_s=6e-6,
                attn_mem_eff=0.66, attn_decode_cta_s=40e-9)
 
 

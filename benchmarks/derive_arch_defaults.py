@@ -1,0 +1,91 @@
+"""Derive the per-architecture default efficiencies (costmodel/arch_defaults.py) from the fitting
+rows of costmodel_accuracy.py, and only those, so that every row that benchmark reports stays
+unseen:
+
+- ampere: Vidur's A100 operator tables of the two fitting models (llama-2-7b, llama-3-70b) plus
+  Vidur's A100 decode-attention table (shape-only rows; no experiment reports on them);
+- hopper: the seed-0 20% sample of AIConfigurator's H100 GEMM (bf16, fp8) and attention rows,
+  the same sample the aic_h100 experiment fits on.
+
+Each fit starts from the generic defaults (`Efficiencies()`), so the result does not depend on
+the values it replaces. Only the parameters those rows inform are kept; the rest of an
+architecture's defaults stay generic.
+
+Run: `.venv/bin/python benchmarks/derive_arch_defaults.py` (about a minute on 2 cores). Prints
+the `ARCH_DEFAULTS` literal to paste, writes benchmarks/out/arch_defaults.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from costmodel.fit import fit_params  # noqa: E402
+from costmodel.importers import load_measured  # noqa: E402
+from costmodel.paths import profiles_dir  # noqa: E402
+from costmodel.roofline import Efficiencies  # noqa: E402
+
+SEED = 0
+FIT_CAP = 15000  # as costmodel_accuracy.py
+VIDUR_FIT_MODELS = ("llama-2-7b", "llama-3-70b")  # as costmodel_accuracy.py
+
+
+def _cap(rows):
+    return rows.sample(FIT_CAP, random_state=SEED) if len(rows) > FIT_CAP else rows
+
+
+def ampere_rows(prof: Path):
+    v = load_measured(prof / "vidur", "vidur")
+    ops = v[v["model"].isin(VIDUR_FIT_MODELS)]
+    return pd.concat([ops, v[v["op"] == "attn_decode"]], ignore_index=True)
+
+
+def hopper_rows(prof: Path):
+    rows = load_measured(prof / "aiconfigurator" / "h100_sxm", "aiconfigurator")
+    rows = rows[rows["op"].isin(["gemm", "attn_prefill", "attn_decode"])
+                & rows["precision"].isin(["bf16", "fp8"])].reset_index(drop=True)
+    fit = np.random.default_rng(SEED).random(len(rows)) < 0.2  # costmodel_accuracy.py's split
+    return rows[fit].reset_index(drop=True)
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def main() -> dict:
+    prof = profiles_dir()
+    out, t0 = {}, time.time()
+    for arch, rows in (("ampere", ampere_rows(prof)), ("hopper", hopper_rows(prof))):
+        res = fit_params(_cap(rows), start=Efficiencies())
+        generic = Efficiencies()
+        moved = [k for k in sorted(res.fitted)  # rows that do not inform a parameter leave it put
+                 if abs(getattr(res.params, k) / getattr(generic, k) - 1) > 1e-3]
+        out[arch] = {"params": {k: _sig(getattr(res.params, k)) for k in moved},
+                     "rows": int(len(rows)), "fit_mape": res.residuals["mape"],
+                     "ops": sorted(rows["op"].unique())}
+        print(f"{arch}: {len(rows)} fitting rows, fit MAPE {res.residuals['mape']:.4f}, "
+              f"{len(res.fitted)} parameters", flush=True)
+    print("\nARCH_DEFAULTS = {")
+    for arch, d in out.items():
+        print(f'    "{arch}": {{')
+        for k, v in d["params"].items():
+            print(f'        "{k}": {v!r},')
+        print("    },")
+    print("}")
+    dst = REPO / "benchmarks" / "out" / "arch_defaults.json"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(json.dumps(out, indent=1))
+    print(f"wall {time.time() - t0:.0f} s; wrote {dst.relative_to(REPO)}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
