@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.errors import ServePlanError
-from costmodel.hardware import HardwareSpec, load_gpu, register_measured
+from costmodel.hardware import ARCHS, HardwareSpec, load_gpu, register_measured
 from costmodel.roofline import PARAM_BOUNDS, Efficiencies
 
 SCHEMA = "serveplan.calibration"
@@ -114,7 +114,9 @@ class CalibrationProfile:
             unc = entry.get("uncertainty_rel", 0.0)
             if not isinstance(unc, (int, float)) or not 0 <= unc < 10:
                 raise ServePlanError(f"{where}: gpus.{name}.uncertainty_rel = {unc!r}; expected a number in [0, 10)")
-            gpus[gpu] = GpuCalibration(Efficiencies.from_dict(params), dict(entry.get("residuals") or {}), float(unc))
+            # parameters a profile leaves out take the GPU's architecture defaults
+            eff = replace(default_efficiencies(load_gpu(name)), **{k: float(v) for k, v in params.items()})
+            gpus[gpu] = GpuCalibration(eff, dict(entry.get("residuals") or {}), float(unc))
             if entry.get("tables") is not None:
                 from costmodel.tables import MeasuredTables
 
@@ -144,6 +146,9 @@ def _hardware(d, where: str) -> HardwareSpec:
         raise ServePlanError(f"{where}: expected an object with the keys {', '.join(names)} "
                              f"({', '.join(sorted(optional))} optional)")
     d = {"arch": "", **d}
+    if d["arch"] not in ARCHS:
+        raise ServePlanError(f"{where}.arch = {d['arch']!r}; expected one of "
+                             f"{', '.join(repr(a) for a in ARCHS)} ('': generic defaults)")
     for f in fields(HardwareSpec):
         v = d[f.name]
         if f.type in ("str",) and not isinstance(v, str):

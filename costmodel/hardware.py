@@ -14,6 +14,10 @@ from costmodel.errors import ServePlanError
 GiB = 1024**3
 
 
+# GPU architectures (HardwareSpec.arch; costmodel.arch_defaults maps them to default efficiencies)
+ARCHS = ("", "ampere", "ada", "hopper", "blackwell", "cdna3")
+
+
 @dataclass(frozen=True)
 class HardwareSpec:
     name: str

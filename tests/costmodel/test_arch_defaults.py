@@ -12,6 +12,7 @@ import pytest
 
 from costmodel.arch_defaults import ARCH_DEFAULTS, arch_efficiencies, default_efficiencies
 from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.errors import ServePlanError
 from costmodel.fit import fit_params
 from costmodel.hardware import GPU_PRESETS, load_gpu
 from costmodel.importers import load_measured, tidy
@@ -109,3 +110,20 @@ def test_hopper_defaults_predict_held_out_h100_rows(shared):
     arch = np.abs(predict_rows(held) / meas - 1).mean()
     generic = np.abs(predict_rows(held, params={"h100-sxm": GENERIC}) / meas - 1).mean()
     assert arch < 0.10 and generic > 0.15, (arch, generic)
+
+
+def test_a_profile_fills_missing_parameters_from_the_architecture(tmp_path):
+    d = {"schema": "serveplan.calibration", "version": 2,
+         "gpus": {"h100-sxm": {"params": {"gemm_compute_eff": 0.5}}}}
+    prof = CalibrationProfile.from_dict(d)
+    assert prof.efficiencies_for("h100-sxm") == replace(arch_efficiencies("hopper"), gemm_compute_eff=0.5)
+
+
+def test_a_custom_gpu_declares_its_architecture_and_bad_ones_are_named(tmp_path):
+    spec = replace(load_gpu("a10g"), name="a40-test", arch="ampere")
+    d = CalibrationProfile({"a40-test": GpuCalibration(GENERIC)}, hardware={"a40-test": spec}).to_dict()
+    d["gpus"]["a40-test"]["params"] = {}
+    assert CalibrationProfile.from_dict(d).efficiencies_for("a40-test") == arch_efficiencies("ampere")
+    d["gpus"]["a40-test"]["hardware"]["arch"] = "volta"
+    with pytest.raises(ServePlanError, match=r"arch = 'volta'; expected one of '', 'ampere'"):
+        CalibrationProfile.from_dict(d)
