@@ -127,3 +127,25 @@ def test_a_custom_gpu_declares_its_architecture_and_bad_ones_are_named(tmp_path)
     d["gpus"]["a40-test"]["hardware"]["arch"] = "volta"
     with pytest.raises(ServePlanError, match=r"arch = 'volta'; expected one of '', 'ampere'"):
         CalibrationProfile.from_dict(d)
+
+
+def test_ampere_decode_takes_fa2s_split_heuristic_without_a_scheduler_walk():
+    """FA2 (Ampere, Ada) gets no split bound inside vLLM's CUDA graphs and has no varlen
+    scheduler walking the batch: 64 sequences x 1 KV head on 108 SMs split in 2 (fill the SMs,
+    within ceil(1024 / 128) KV tiles), 128 CTAs x (0.5 + 128/256) x attn_decode_cta_s, nothing
+    per sequence. Hopper's graph rule differs, and pays a walk per sequence."""
+    from costmodel.attention import decode_attn_time_s, decode_attn_time_s_v
+
+    a100 = load_gpu("a100-80g")
+    eff = replace(arch_efficiencies("ampere"), attn_decode_cta_s=1e-6)
+    zero = replace(eff, attn_decode_cta_s=0.0)
+
+    def t(gpu, e):
+        return decode_attn_time_s(64, 64 * 1024, 1, 8, 1, 128, gpu, e)
+
+    assert t(a100, eff) - t(a100, zero) == pytest.approx(128 * 1.0 * 1e-6, rel=1e-9)
+    hopper_like = replace(a100, arch="hopper")
+    assert t(hopper_like, eff) - t(hopper_like, zero) != pytest.approx(128e-6, rel=1e-3)
+    arr = decode_attn_time_s_v(np.array([64.0]), np.array([64 * 1024.0]), 1, 8, 1, 128, a100, eff,
+                               2.0)
+    assert arr[0] == pytest.approx(t(a100, eff), rel=1e-12)
