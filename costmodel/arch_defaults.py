@@ -117,3 +117,24 @@ def default_efficiencies(gpu: HardwareSpec | str | None) -> Efficiencies:
         except ServePlanError:  # an unknown name here is a label, not user input to reject
             return _GENERIC
     return arch_efficiencies(gpu.arch)
+
+
+_SOURCE = {
+    "ampere": "Ampere defaults, fitted on Vidur's A100 tables",
+    "hopper": "Hopper defaults, fitted on AIConfigurator's H100 tables",
+}
+_BORROWED = {"ada": "Ampere", "blackwell": "Hopper"}
+
+
+def defaults_note(gpu: HardwareSpec) -> str:
+    """One line for a plan: where an uncalibrated GPU's cost-model parameters come from."""
+    fam = ARCH_FAMILY.get(gpu.arch, "")
+    if not fam:
+        what = "generic defaults (no kernel measurements of this architecture here)"
+    elif gpu.arch in _BORROWED:
+        what = (f"{_BORROWED[gpu.arch]}'s defaults, borrowed: no {gpu.arch.capitalize()} kernel "
+                "measurements here, expect larger errors")
+    else:
+        what = _SOURCE[fam]
+    return (f"cost model for {gpu.name}: no calibration, {what}; `serveplan validate` on that "
+            "GPU fits its own")

@@ -19,7 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from costmodel.arch_defaults import defaults_note
 from costmodel.errors import DoesNotFitError, ServePlanError
+from costmodel.hardware import load_gpu
 from planner.candidates import ScreenContext
 from planner.launch import launch_lines
 from planner.options import (
@@ -403,6 +405,9 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
     if req.constraints.spec_method != "none":
         notes.append(f"speculative acceptance {req.constraints.spec_acceptance}: {req.acceptance_source}")
     notes += launch_lines(dep).get("notes", [])
+    for gpu in dict.fromkeys(p.gpu for p in dep.pools):  # pool GPUs, in order, once each
+        if cal is None or gpu not in cal.gpus:
+            notes.append(defaults_note(load_gpu(gpu)))
     return Plan(
         deployment=dep.to_dict(), predicted=predicted, launch=launch_lines(dep),
         alternatives=tuple(alts), why=why, search=search,

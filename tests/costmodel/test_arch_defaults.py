@@ -149,3 +149,17 @@ def test_ampere_decode_takes_fa2s_split_heuristic_without_a_scheduler_walk():
     arr = decode_attn_time_s_v(np.array([64.0]), np.array([64 * 1024.0]), 1, 8, 1, 128, a100, eff,
                                2.0)
     assert arr[0] == pytest.approx(t(a100, eff), rel=1e-12)
+
+
+@pytest.mark.parametrize("gpu, says", [
+    ("h100", "Hopper defaults, fitted on AIConfigurator's H100 tables"),
+    ("a100", "Ampere defaults, fitted on Vidur's A100 tables"),
+    ("b200", "Hopper's defaults, borrowed: no Blackwell kernel measurements"),
+    ("l40s", "Ampere's defaults, borrowed: no Ada kernel measurements"),
+    ("mi300x", "generic defaults"),
+])
+def test_the_defaults_note_names_where_the_parameters_come_from(gpu, says):
+    from costmodel.arch_defaults import defaults_note
+
+    note = defaults_note(load_gpu(gpu))
+    assert says in note and load_gpu(gpu).name in note and "serveplan validate" in note

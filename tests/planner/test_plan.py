@@ -117,3 +117,9 @@ def test_calibration_uncertainty_is_reported():
     assert u["step_time_rel_1sigma"] == 0.1
     assert u["unit_goodput_range"] == pytest.approx([g / 1.1, g / 0.9])
     assert "--calibration" in p.simulation["command"]
+    assert not any("no calibration" in n for n in p.notes)  # the GPU is calibrated
+
+
+def test_an_uncalibrated_plan_says_where_its_parameters_come_from(small_plan):
+    assert any(n.startswith("cost model for h100-sxm: no calibration, Hopper defaults")
+               for n in small_plan.notes)
