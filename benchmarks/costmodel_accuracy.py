@@ -78,11 +78,17 @@ def vidur_ops(prof_dir: Path) -> tuple[list[dict], object]:
     return [rep], res
 
 
-def aic_h100(prof_dir: Path) -> list[dict]:
+def aic_split(prof_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """AIConfigurator's H100 GEMM (bf16, fp8) and attention rows, and the seed-0 20% fitting
+    mask: the one split aic_h100, uncalibrated and derive_arch_defaults.py all use."""
     rows = load_measured(prof_dir / "aiconfigurator" / "h100_sxm", "aiconfigurator")
     rows = rows[rows["op"].isin(["gemm", "attn_prefill", "attn_decode"])
                 & rows["precision"].isin(["bf16", "fp8"])].reset_index(drop=True)
-    fit = np.random.default_rng(SEED).random(len(rows)) < 0.2
+    return rows, np.random.default_rng(SEED).random(len(rows)) < 0.2
+
+
+def aic_h100(prof_dir: Path) -> list[dict]:
+    rows, fit = aic_split(prof_dir)
     fr, test = rows[fit].reset_index(drop=True), rows[~fit].reset_index(drop=True)
     res = fit_params(_cap(fr))
     g = "h100-sxm"
@@ -165,10 +171,8 @@ def uncalibrated(prof_dir: Path) -> list[dict]:
     """No fit at all: each GPU's architecture defaults (costmodel.arch_defaults, derived from
     the fitting rows of experiments 1 and 2 only) on the rows those experiments report."""
     out = []
-    rows = load_measured(prof_dir / "aiconfigurator" / "h100_sxm", "aiconfigurator")
-    rows = rows[rows["op"].isin(["gemm", "attn_prefill", "attn_decode"])
-                & rows["precision"].isin(["bf16", "fp8"])].reset_index(drop=True)
-    test = rows[~(np.random.default_rng(SEED).random(len(rows)) < 0.2)].reset_index(drop=True)
+    rows, fit = aic_split(prof_dir)
+    test = rows[~fit].reset_index(drop=True)
     group = np.where(test["op"] == "gemm", "gemm/" + test["precision"], test["op"])
     for label, params in (("Hopper defaults", None), ("generic set, what every GPU had before",
                                                       {"h100-sxm": Efficiencies()})):

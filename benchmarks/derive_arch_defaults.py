@@ -22,37 +22,28 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from costmodel_accuracy import VIDUR_FIT_MODELS, _cap, aic_split  # noqa: E402
 
 from costmodel.fit import fit_params  # noqa: E402
 from costmodel.importers import load_measured  # noqa: E402
 from costmodel.paths import profiles_dir  # noqa: E402
 from costmodel.roofline import Efficiencies  # noqa: E402
 
-SEED = 0
-FIT_CAP = 15000  # as costmodel_accuracy.py
-VIDUR_FIT_MODELS = ("llama-2-7b", "llama-3-70b")  # as costmodel_accuracy.py
 
-
-def _cap(rows):
-    return rows.sample(FIT_CAP, random_state=SEED) if len(rows) > FIT_CAP else rows
-
-
-def ampere_rows(prof: Path):
+def ampere_rows(prof: Path) -> pd.DataFrame:
     v = load_measured(prof / "vidur", "vidur")
     ops = v[v["model"].isin(VIDUR_FIT_MODELS)]
     return pd.concat([ops, v[v["op"] == "attn_decode"]], ignore_index=True)
 
 
-def hopper_rows(prof: Path):
-    rows = load_measured(prof / "aiconfigurator" / "h100_sxm", "aiconfigurator")
-    rows = rows[rows["op"].isin(["gemm", "attn_prefill", "attn_decode"])
-                & rows["precision"].isin(["bf16", "fp8"])].reset_index(drop=True)
-    fit = np.random.default_rng(SEED).random(len(rows)) < 0.2  # costmodel_accuracy.py's split
+def hopper_rows(prof: Path) -> pd.DataFrame:
+    rows, fit = aic_split(prof)  # costmodel_accuracy.py's own split, not a copy of it
     return rows[fit].reset_index(drop=True)
 
 
