@@ -18,9 +18,15 @@ Experiments (every number is a MAPE on rows the fit never saw):
    parameters (per-call cost, per-link step latency and bandwidth efficiency) on a random 30%
    of its rows (seed 0) and predict the other 70% (no target in the issue; reported).
 
-6. uncalibrated: no fit at all. Each GPU's architecture defaults (costmodel/arch_defaults.py,
-   derived by benchmarks/derive_arch_defaults.py from the fitting rows of experiments 1 and 2
-   only) predict the rows experiments 1-3 report; the generic set every GPU had before is shown
+6. aic_allreduce: vLLM's custom all-reduce on H100, captured in CUDA graphs (AIConfigurator's
+   `custom_allreduce_perf`, backend `vllm_graph`: how a decode iteration runs it); fit the
+   collective parameters (per-call cost, step latency, NVLink efficiency) on a seed-0 20%
+   sample, predict the other 80% (no target in the issue; reported). Its eager rows time the
+   host launch of one isolated call, not what a busy eager iteration pays; they are not used.
+
+7. uncalibrated: no fit at all. Each GPU's architecture defaults (costmodel/arch_defaults.py,
+   derived by benchmarks/derive_arch_defaults.py from the fitting rows of experiments 1, 2
+   and 6 only) predict the rows experiments 1-3 report; the generic set every GPU had before is shown
    beside the H100 row (no target in the issue; reported).
 
 Run: `.venv/bin/python benchmarks/costmodel_accuracy.py` (about 2 minutes on 2 cores). Prints a
@@ -52,6 +58,7 @@ SEED = 0
 FIT_CAP = 15000  # rows handed to least squares (a fixed-seed subsample of the fitting rows)
 VIDUR_FIT_MODELS = ("llama-2-7b", "llama-3-70b")
 STAGE2 = ["host_overhead_s", "host_per_seq_s", "comm_latency_s", "comm_bw_eff"]
+COMM = ["comm_base_s", "comm_latency_s", "comm_bw_eff"]
 
 
 def _cap(rows: pd.DataFrame) -> pd.DataFrame:
@@ -85,6 +92,31 @@ def aic_split(prof_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
     rows = rows[rows["op"].isin(["gemm", "attn_prefill", "attn_decode"])
                 & rows["precision"].isin(["bf16", "fp8"])].reset_index(drop=True)
     return rows, np.random.default_rng(SEED).random(len(rows)) < 0.2
+
+
+def aic_allreduce_split(prof_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """vLLM's custom all-reduce on H100 inside CUDA graphs, and the seed-0 20% fitting mask
+    (aic_allreduce and derive_arch_defaults.py use this one split)."""
+    rows = load_measured(prof_dir / "aiconfigurator" / "h100_sxm" / "comm" / "vllm", "aiconfigurator")
+    rows = rows[(rows["op"] == "all_reduce") & (rows["kernel"] == "vllm_graph")].reset_index(drop=True)
+    return rows, np.random.default_rng(SEED).random(len(rows)) < 0.2
+
+
+def aic_allreduce(prof_dir: Path) -> list[dict]:
+    rows, fit = aic_allreduce_split(prof_dir)
+    res = fit_params(rows[fit], params=COMM)
+    test = rows[~fit].reset_index(drop=True)
+    group = "all_reduce/n" + test["num_gpus"].astype(str)
+    out = []
+    for label, params in (("fitted", {"h100-sxm": res.params}), ("Hopper defaults", None),
+                          ("generic set", {"h100-sxm": Efficiencies()})):
+        rep = _report(f"aic_allreduce ({label}): vLLM custom all-reduce in CUDA graphs, fit 20%, "
+                      "predict 80%", float("nan"), test, predict_rows(test, params=params), group)
+        rep["met"], rep["target_mape"] = None, None
+        rep["fit_rows"], rep["fitted"] = (int(fit.sum()), COMM) if label == "fitted" else (0, [])
+        out.append(rep)
+    out[0]["params"] = {k: getattr(res.params, k) for k in COMM}
+    return out
 
 
 def aic_h100(prof_dir: Path) -> list[dict]:
@@ -205,6 +237,7 @@ def main() -> None:
     results += reps
     results += zero_shot(prof_dir, a100)
     results += vidur_network(prof_dir)
+    results += aic_allreduce(prof_dir)
     results += uncalibrated(prof_dir)
     wall = time.perf_counter() - t0
     print(f"{'experiment':<92} {'rows':>7} {'MAPE':>7} {'target':>7} {'met':>4}  {'median':>7}")

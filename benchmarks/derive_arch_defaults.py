@@ -5,7 +5,10 @@ unseen:
 - ampere: Vidur's A100 operator tables of the two fitting models (llama-2-7b, llama-3-70b) plus
   Vidur's A100 decode-attention table (shape-only rows; no experiment reports on them);
 - hopper: the seed-0 20% sample of AIConfigurator's H100 GEMM (bf16, fp8) and attention rows,
-  the same sample the aic_h100 experiment fits on.
+  the same sample the aic_h100 experiment fits on; and its collective parameters
+  (`comm_base_s`, `comm_latency_s`, `comm_bw_eff`) from the seed-0 20% sample of vLLM's custom
+  all-reduce captured in CUDA graphs, the sample the aic_allreduce experiment fits on (how a
+  vLLM decode iteration all-reduces; prefill's larger messages follow the same curve).
 
 Each fit starts from the generic defaults (`Efficiencies()`), so the result does not depend on
 the values it replaces. Only the parameters those rows inform are kept; the rest of an
@@ -28,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from costmodel_accuracy import VIDUR_FIT_MODELS, _cap, aic_split  # noqa: E402
+from costmodel_accuracy import COMM, VIDUR_FIT_MODELS, _cap, aic_allreduce_split, aic_split  # noqa: E402
 
 from costmodel.fit import fit_params  # noqa: E402
 from costmodel.importers import load_measured  # noqa: E402
@@ -64,6 +67,12 @@ def main() -> dict:
                      "ops": sorted(rows["op"].unique())}
         print(f"{arch}: {len(rows)} fitting rows, fit MAPE {res.residuals['mape']:.4f}, "
               f"{len(res.fitted)} parameters", flush=True)
+    comm, fit = aic_allreduce_split(prof)
+    res = fit_params(comm[fit].reset_index(drop=True), start=Efficiencies(), params=COMM)
+    out["hopper"]["params"].update({k: _sig(getattr(res.params, k)) for k in COMM})
+    out["hopper"]["params"] = dict(sorted(out["hopper"]["params"].items()))
+    out["hopper"]["comm_rows"], out["hopper"]["comm_fit_mape"] = int(fit.sum()), res.residuals["mape"]
+    print(f"hopper collectives: {int(fit.sum())} fitting rows, fit MAPE {res.residuals['mape']:.4f}")
     print("\nARCH_DEFAULTS = {")
     for arch, d in out.items():
         print(f'    "{arch}": {{')

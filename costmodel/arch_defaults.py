@@ -9,12 +9,19 @@ rows is 8% off, so each architecture with public measurements gets its own fitte
 
 - ampere: Vidur's A100 tables, the rows of its two fitting models plus its decode-attention
   table;
-- hopper: the seed-0 20% sample of AIConfigurator's H100 GEMM and attention tables.
+- hopper: the seed-0 20% sample of AIConfigurator's H100 GEMM and attention tables, and for
+  the collectives (`comm_*`) the seed-0 20% sample of vLLM's custom all-reduce captured in CUDA
+  graphs (AIConfigurator's `custom_allreduce_perf`, backend `vllm_graph`): how vLLM
+  all-reduces inside a decode iteration, ~4 us a call at small messages where the generic
+  latency model said 8-24 us. Its eager rows time one isolated call's host launch (~20 us),
+  which a busy eager iteration does not wait for; they are not used. Inside a node the
+  one-shot kernel reads every peer in parallel over NVSwitch, so its step latency is small;
+  send/recv (pipeline stages) shares that latency and is priced a few microseconds low.
 
 Both are the fitting rows of benchmarks/costmodel_accuracy.py, never the rows it reports on;
 benchmarks/derive_arch_defaults.py reproduces the numbers below (fits started from the generic
 set; parameters the rows do not inform are left generic). Parameters outside these fits
-(collectives, host overhead, everything fp8 on Ampere) keep the generic values.
+(Ampere's collectives, host overhead, everything fp8 on Ampere) keep the generic values.
 
 Ada (L4, L40S) runs Ampere's kernel families and takes Ampere's defaults. Blackwell (B200)
 takes Hopper's: it has no public kernel tables here, and its kernels descend from Hopper's
@@ -30,7 +37,7 @@ from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec, load_gpu
 from costmodel.roofline import Efficiencies
 
-# benchmarks/derive_arch_defaults.py, 2026-11-22 (4 significant digits)
+# benchmarks/derive_arch_defaults.py, 2026-11-22 (4 significant digits); hopper comm_* 2026-12-04
 ARCH_DEFAULTS = {
     "ampere": {
         "act_mem_eff": 0.4851,
@@ -72,6 +79,9 @@ ARCH_DEFAULTS = {
         "attn_per_seq_s": 7.144e-09,
         "attn_softmax_flops": 298.9,
         "attn_tile_s": 5.128e-06,
+        "comm_base_s": 3.766e-06,
+        "comm_bw_eff": 0.6892,
+        "comm_latency_s": 5.792e-07,
         "fp8_blend": 1.98,
         "fp8_compute_eff": 0.9097,
         "fp8_partial_slow": 0.1238,
