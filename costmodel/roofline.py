@@ -105,6 +105,11 @@ class Efficiencies:
       fp8_quant_row_s 9 ns; the defaults stay hand-set so that the zero-shot A100 -> H100
       experiment does not see H100 data.
     - attention (`attn_*` but `attn_mem_eff`, `l2_bw_ratio`): costmodel/attention.py.
+    - `frontend_s`: an order of magnitude for one request through an engine's API server, not
+      a fit. What it changes is that a closed-loop client's next request reaches the scheduler
+      after the step it would have joined has started; benchmarks/e2e_accuracy.py gives the
+      same TTFT error (within 0.1 points) for any value from 0.5 to 5 ms, and a very different
+      one at 0 (benchmarks/RESULTS.md, 2026-12-04).
     """
 
     gemm_compute_eff: float = 0.74
@@ -157,6 +162,10 @@ class Efficiencies:
     net_bw_eff: float = 0.70  # of the per-GPU network bandwidth
     host_overhead_s: float = 2.0e-3
     host_per_seq_s: float = 8e-6
+    # the engine's API server, per request before the scheduler sees it (HTTP, chat template,
+    # tokenisation, the hop to the engine process), one request at a time: sim/cluster.py
+    frontend_s: float = 1e-3
+    frontend_per_token_s: float = 0.0  # ... and per prompt token
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -223,6 +232,8 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     # per sequence per iteration on the host (scheduling, block tables, sampling); engines of
     # 2023 spent ~0.3 ms here in Python, today's a few microseconds
     "host_per_seq_s": (0.0, 1e-3),
+    "frontend_s": (0.0, 50e-3),
+    "frontend_per_token_s": (0.0, 50e-6),
 }
 
 # elementwise op -> its bandwidth-efficiency parameter

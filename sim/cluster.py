@@ -115,7 +115,7 @@ class Cluster:
 
     def dispatch(self, rid: int) -> None:
         now = self.env.now
-        self.next_rid = rid + 1
+        self.next_rid = max(self.next_rid, rid + 1)
         self.arrival_s[rid] = now
         self.area += self.in_system * (now - self._last_t)
         self._last_t = now
@@ -129,7 +129,16 @@ class Cluster:
         r = self.router.pick(prompt + out, keys)
         self.replica_idx[rid] = r.idx
         r.outstanding += prompt + (1 if r.cfg.role == "prefill" else out)
-        r.submit(rid)
+        fe = r.frontend_s(prompt)
+        if fe <= 0.0:
+            r.submit(rid)
+            return
+        # the replica's API server takes requests one at a time (parse, template, tokenise)
+        # and hands each to the engine when done with it
+        done = max(now, r.frontend_free_at) + fe
+        r.frontend_free_at = done
+        ev = self.env.timeout(done - now)
+        ev.callbacks.append(lambda _ev, r=r, rid=rid: r.submit(rid))
 
     # --- disaggregation ----------------------------------------------------------------------
     def handoff(self, src, p) -> None:

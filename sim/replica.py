@@ -106,6 +106,7 @@ class Replica:
         self.pending: deque = deque()  # decode role: prefilled requests waiting for KV blocks
         self.order = 0
         self.outstanding = 0  # router's load: prompt + output tokens not yet processed
+        self.frontend_free_at = 0.0  # when the API server is done with the requests it holds
         self.busy_s = 0.0
         self.iterations = 0
         self.preemptions = 0
@@ -115,6 +116,11 @@ class Replica:
         self._next_sample = 0.0
 
     # --- intake ------------------------------------------------------------------------------
+    def frontend_s(self, prompt: int) -> float:
+        """API-server time of one request of `prompt` tokens before the engine sees it."""
+        e = self.cm.eff
+        return e.frontend_s + e.frontend_per_token_s * prompt
+
     def submit(self, rid: int) -> None:
         self.waiting.append(rid)
         self.wake()

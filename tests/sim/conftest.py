@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from costmodel.model import CostModel
@@ -10,7 +12,12 @@ from sim.deployment import Deployment, PoolConfig
 
 @pytest.fixture
 def toy_cm(tiny_model, toy_gpu) -> CostModel:
-    return CostModel(tiny_model, toy_gpu)
+    """The scheduler alone: no API-server time, so a request reaches the engine when it arrives
+    (the hand-computed timelines and queueing closed forms assume that; test_frontend.py tests
+    the API server)."""
+    cm = CostModel(tiny_model, toy_gpu)
+    cm.eff = replace(cm.eff, frontend_s=0.0, frontend_per_token_s=0.0)
+    return cm
 
 
 @pytest.fixture

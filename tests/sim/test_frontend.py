@@ -1,0 +1,72 @@
+"""The engine's API server: requests reach the scheduler after `frontend_s` (+ per prompt token),
+one at a time, and that time is part of TTFT. Hand-computed timelines on the tiny model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from costmodel.model import CostModel
+from sim import parse_workload, simulate
+
+
+def cm_with(tiny_model, toy_gpu, fe: float, per_tok: float = 0.0) -> CostModel:
+    cm = CostModel(tiny_model, toy_gpu)
+    cm.eff = replace(cm.eff, frontend_s=fe, frontend_per_token_s=per_tok)
+    return cm
+
+
+def run(dep, wl, cm, n):
+    return simulate(dep, wl, num_requests=n, seed=0, keep_requests=True,
+                    cost_models={"colocated": cm}, warmup_fraction=0, cooldown_fraction=0).requests
+
+
+def test_api_server_takes_requests_one_at_a_time(toy_deployment, tiny_model, toy_gpu, trace_file):
+    # two 40-token prompts sent together; the API server spends fe on each, in turn, so r0 reaches
+    # the idle engine at fe and r1 at 2 fe, in the middle of r0's prefill
+    probe = cm_with(tiny_model, toy_gpu, 0.0)
+    p0 = probe.step_time_s([(40, 0)])
+    fe = p0 / 4
+    cm = cm_with(tiny_model, toy_gpu, fe)
+    f = run(toy_deployment(), parse_workload(f"trace:{trace_file([(40, 2, 0.0), (40, 1, 0.0)])}"), cm, 2)
+    t1 = fe + p0  # r0's prefill
+    t2 = t1 + cm.step_time_s([(40, 0)], 1, 40)  # r0 decodes, r1 prefills (and finishes)
+    assert f.arrival_s.tolist() == [0.0, 0.0]
+    assert f.first_scheduled_s.tolist() == pytest.approx([fe, t1], rel=1e-12)
+    assert f.first_token_s.tolist() == pytest.approx([t1, t2], rel=1e-12)
+    assert f.ttft_s.tolist() == pytest.approx([fe + p0, t2], rel=1e-12)  # API time counts
+
+
+def test_api_server_time_grows_with_the_prompt(toy_deployment, tiny_model, toy_gpu, trace_file):
+    cm = cm_with(tiny_model, toy_gpu, 1e-4, 2e-6)
+    f = run(toy_deployment(), parse_workload(f"trace:{trace_file([(50, 1, 0.0)])}"), cm, 1)
+    assert f.first_scheduled_s[0] == pytest.approx(1e-4 + 50 * 2e-6, rel=1e-12)
+    assert f.first_token_s[0] == pytest.approx(1e-4 + 50 * 2e-6 + cm.step_time_s([(50, 0)]), rel=1e-12)
+
+
+def test_reissued_request_waits_for_the_step_already_started(toy_deployment, tiny_model, toy_gpu,
+                                                             trace_file):
+    # closed loop, 2 clients, lengths in trace order: r0 (20 in, 2 out) and r1 (20 in, 6 out)
+    # start together; when r0 finishes its client sends r2 at once. Without an API server r2
+    # joins the step that starts at that instant; with one, the engine has already started the
+    # next step (r1's decode), so r2 is first scheduled when that step ends.
+    rows = [(20, 2, 0.0), (20, 6, 0.0), (20, 2, 0.0)]
+    wl = parse_workload(f"trace:{trace_file(rows)}", concurrency=2)
+    dep = toy_deployment()
+    f0 = run(dep, wl, cm_with(tiny_model, toy_gpu, 0.0), 3)
+    assert f0.first_scheduled_s[2] == pytest.approx(f0.finish_s[0], rel=1e-12)
+
+    fe = 1e-6  # far shorter than any step: only the order of events matters
+    cm = cm_with(tiny_model, toy_gpu, fe)
+    f = run(dep, wl, cm, 3)
+    # step 1 (from fe): r0's prefill, r1 reaching the engine during it; step 2: r0's decode
+    # and r1's prefill, after which r0 is done and r1 has its first token
+    s1 = cm.step_time_s([(20, 0)])
+    s2 = cm.step_time_s([(20, 0)], 1, 20)
+    t_fin = fe + s1 + s2
+    assert f.finish_s[0] == pytest.approx(t_fin, rel=1e-12)
+    assert f.arrival_s[2] == pytest.approx(t_fin, rel=1e-12)  # r2 is sent when r0 finishes
+    s3 = cm.step_time_s((), 1, 20)  # r1's first decode, started at t_fin without r2
+    assert f.first_scheduled_s[2] == pytest.approx(t_fin + s3, rel=1e-12)
+    assert f.ttft_s[2] > s3  # the step it missed is part of its TTFT
