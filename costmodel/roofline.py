@@ -99,8 +99,15 @@ class Efficiencies:
       ~128 KB in flight, so over ~0.7 us of HBM latency one CTA draws ~180 GB/s; 0.8 x 2 TB/s
       (A100) needs ~9 CTAs and 0.9 x 3.35 TB/s (H100) ~17, 0.08-0.13 per SM. (H100 GEMMs fitted
       alone give 0.12; the A100 fit never moves it.)
-    - fp8, collectives and host overhead: hand-set starting values (no A100 FP8 exists;
-      calibrate them per GPU). The AIConfigurator H100 fit (benchmarks/costmodel_accuracy.py
+    - fp8 and collectives: hand-set starting values (no A100 FP8 exists; calibrate them per
+      GPU; Hopper's collectives come from vLLM's all-reduce tables, costmodel/arch_defaults.py).
+    - host time per iteration (`host_overhead_s` + `host_per_seq_s` x sequences): the engine's
+      scheduler, input preparation, sampling and output processing, which a synchronously
+      scheduled engine (vLLM's default through 0.12) runs while the GPU waits. A line through
+      the medians of Vidur's measured vLLM CPU overheads (`cpu_overheads.csv`: schedule +
+      sampler + prepare inputs + process outputs, batch 8-256): 0.81 ms + 37.5 us per sequence.
+      CPU time, so it does not shrink with TP; on vLLM 0.12's Qwen3-32B H100 runs the TPOT
+      error no longer grows with concurrency (benchmarks/RESULTS.md, 2026-12-04). The AIConfigurator H100 fit (benchmarks/costmodel_accuracy.py
       aic_h100, 2026-11-22) gives fp8_compute_eff 0.71, fp8_quant_mem_eff 0.68,
       fp8_quant_row_s 9 ns; the defaults stay hand-set so that the zero-shot A100 -> H100
       experiment does not see H100 data.
@@ -160,8 +167,8 @@ class Efficiencies:
     p2p_bw_eff: float = 0.70  # send/recv inside a node: a plain copy, no reduction in the loop
     net_latency_s: float = 8e-6  # per step of a collective across nodes
     net_bw_eff: float = 0.70  # of the per-GPU network bandwidth
-    host_overhead_s: float = 2.0e-3
-    host_per_seq_s: float = 8e-6
+    host_overhead_s: float = 0.81e-3  # per iteration on the host, the GPU waiting (sync scheduling)
+    host_per_seq_s: float = 37.5e-6  # ... and per sequence in the batch
     # the engine's API server, per request before the scheduler sees it (HTTP, chat template,
     # tokenisation, the hop to the engine process), one request at a time: sim/cluster.py
     frontend_s: float = 1e-3

@@ -14,18 +14,19 @@ def run(dep, wl, cm, n):
 
 
 def test_two_requests_decode_first(toy_deployment, toy_cm, trace_file):
-    # r0: 40-token prompt, 3 output tokens at t=0; r1: 20 tokens, 2 outputs at t=1 ms
-    wl = parse_workload(f"trace:{trace_file([(40, 3, 0.0), (20, 2, 0.001)])}")
-    f = run(toy_deployment(), wl, toy_cm, 2)
+    # r0: 40-token prompt, 3 output tokens at t=0; r1: 20 tokens, 2 outputs halfway through
+    # r0's prefill
     cm = toy_cm
     t1 = cm.step_time_s([(40, 0)])  # r0's prefill alone (r1 arrives mid-iteration)
-    assert t1 > 0.001
+    a1 = t1 / 2
+    wl = parse_workload(f"trace:{trace_file([(40, 3, 0.0), (20, 2, a1)])}")
+    f = run(toy_deployment(), wl, toy_cm, 2)
     t2 = t1 + cm.step_time_s([(20, 0)], 1, 40)  # r0 decodes at context 40, r1 prefills
     t3 = t2 + cm.step_time_s((), 2, 41 + 20)  # both decode
     assert f.first_scheduled_s.tolist() == pytest.approx([0.0, t1], rel=1e-12)
     assert f.first_token_s.tolist() == pytest.approx([t1, t2], rel=1e-12)
     assert f.finish_s.tolist() == pytest.approx([t3, t3], rel=1e-12)
-    assert f.ttft_s.tolist() == pytest.approx([t1, t2 - 0.001], rel=1e-12)
+    assert f.ttft_s.tolist() == pytest.approx([t1, t2 - a1], rel=1e-12)
     assert f.tpot_s.tolist() == pytest.approx([(t3 - t1) / 2, t3 - t2], rel=1e-12)
 
 
@@ -63,8 +64,9 @@ def test_prefill_first_policy_runs_prompts_before_decodes(toy_deployment, toy_cm
     # budget 30: under prefill_first r1's whole prompt takes the budget and r0 skips a decode
     # (decode_first would run r0's decode and a 29-token chunk of r1)
     dep = toy_deployment(max_num_batched_tokens=30)
-    wl = parse_workload(f"trace:{trace_file([(30, 3, 0.0), (30, 2, 0.001)])}")
     cm = toy_cm
+    # r1 arrives halfway through r0's prefill
+    wl = parse_workload(f"trace:{trace_file([(30, 3, 0.0), (30, 2, cm.step_time_s([(30, 0)]) / 2)])}")
     f = simulate(dep, wl, num_requests=2, seed=0, keep_requests=True, policy="prefill_first",
                  cost_models={"colocated": cm}).requests
     t1 = cm.step_time_s([(30, 0)])
