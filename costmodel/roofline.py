@@ -101,16 +101,16 @@ class Efficiencies:
       alone give 0.12; the A100 fit never moves it.)
     - fp8 and collectives: hand-set starting values (no A100 FP8 exists; calibrate them per
       GPU; Hopper's collectives come from vLLM's all-reduce tables, costmodel/arch_defaults.py).
+      The AIConfigurator H100 fit (benchmarks/costmodel_accuracy.py aic_h100, 2026-11-22) gives
+      fp8_compute_eff 0.71, fp8_quant_mem_eff 0.68, fp8_quant_row_s 9 ns; the defaults stay
+      hand-set so that the zero-shot A100 -> H100 experiment does not see H100 data.
     - host time per iteration (`host_overhead_s` + `host_per_seq_s` x sequences): the engine's
       scheduler, input preparation, sampling and output processing, which a synchronously
       scheduled engine (vLLM's default through 0.12) runs while the GPU waits. A line through
       the medians of Vidur's measured vLLM CPU overheads (`cpu_overheads.csv`: schedule +
       sampler + prepare inputs + process outputs, batch 8-256): 0.81 ms + 37.5 us per sequence.
       CPU time, so it does not shrink with TP; on vLLM 0.12's Qwen3-32B H100 runs the TPOT
-      error no longer grows with concurrency (benchmarks/RESULTS.md, 2026-12-04). The AIConfigurator H100 fit (benchmarks/costmodel_accuracy.py
-      aic_h100, 2026-11-22) gives fp8_compute_eff 0.71, fp8_quant_mem_eff 0.68,
-      fp8_quant_row_s 9 ns; the defaults stay hand-set so that the zero-shot A100 -> H100
-      experiment does not see H100 data.
+      error no longer grows with concurrency (benchmarks/RESULTS.md, 2026-12-04).
     - attention (`attn_*` but `attn_mem_eff`, `l2_bw_ratio`): costmodel/attention.py.
     - `frontend_s`: an order of magnitude for one request through an engine's API server, not
       a fit. What it changes is that a closed-loop client's next request reaches the scheduler
