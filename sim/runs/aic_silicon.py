@@ -1,0 +1,172 @@
+"""AIConfigurator's silicon CSV: one end-to-end run per row (as in `../shared/data/e2e_runs`).
+
+Columns read: `id`, `backend` (vllm | sglang), `backend_version`, `model_path` (a Hugging Face
+id), `system` (`h100_sxm`, `h200_sxm`, ...), `precision` / `gemm_quant_mode` (empty = bf16;
+`fp8`, `fp8_block`), `mode` (`agg` colocated, `disagg`), `isl`, `osl`, `batch_size` (the
+client's concurrency of an `agg` run), `tp_size`, `pp_size`, and for `disagg` runs
+`prefill_tp_size`, `prefill_num_workers`, `decode_tp_size`, `decode_num_workers`,
+`decode_batch_size`; measured `silicon_ttft_ms` and `silicon_tpot_ms` (means over requests).
+
+A disaggregated run's concurrency is its decode batch times its decode workers (every decode
+slot kept full). Runs with attention data parallelism or expert parallelism are refused by
+name until the simulator has them.
+
+What a row does not say is taken from how AIConfigurator makes these runs (its public
+`generator` rules and `eval` harness; the research notes are in benchmarks/RESULTS.md):
+- the benchmark: aiperf at a fixed concurrency with fixed lengths (`ignore_eos`), a warm-up of
+  2 x concurrency requests that drains before the measured phase, then 10 x concurrency
+  requests that start as one burst and are all averaged (`num_requests`; `sim.runs.replay`
+  counts every request, as the client does);
+- vLLM's token budget: its aggregated rule sets `max_num_tokens` (vLLM's
+  `--max-num-batched-tokens`) to the batch size + ISL + 1500, so a step prefills about one
+  prompt (vLLM's own default, 8192 on an H100, is what `serveplan` assumes elsewhere);
+- fp8 runs: an fp8 KV cache beside the fp8 GEMMs, AIConfigurator's default fp8 quantisation on
+  Hopper. The rows need it: with a bf16 cache their decode steps would read more bytes than
+  HBM moves in the measured TPOT (`sim.runs.physics`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from costmodel.errors import ServePlanError
+from costmodel.hardware import load_gpu
+from costmodel.specs import MODEL_PRESETS, load_model
+from sim.deployment import Deployment, PoolConfig
+from sim.runs.types import MeasuredRun
+
+# the aiperf harness's measured requests per client, and vLLM's aggregated token budget slack
+BENCH_REQUESTS_PER_CLIENT = 10
+VLLM_AGG_BUDGET_SLACK = 1500
+REQUIRED = ("id", "backend", "model_path", "system", "mode", "isl", "osl", "tp_size",
+            "silicon_ttft_ms", "silicon_tpot_ms")
+_PRECISION = {"": "bf16", "bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8_block": "fp8"}
+
+
+# checkpoint-name suffixes that do not change the architecture (precision comes from its column)
+_CHECKPOINT_SUFFIXES = ("-instruct", "-chat", "-hf", "-it", "-fp8", "-fp8-dynamic", "-fp8-block",
+                        "-w8a8", "-awq", "-gptq", "-int4", "-base")
+
+
+def model_preset(hf_id: str) -> str:
+    """The preset of a Hugging Face id: its own (case-insensitive), else the preset named by the
+    id's last part without its vendor prefix and checkpoint suffixes (`nvidia/Llama-3.1-8B-
+    Instruct-FP8` -> llama-3.1-8b), else what load_model takes."""
+    low = str(hf_id).strip().lower()
+    for name, spec in MODEL_PRESETS.items():
+        if spec.hf_id.lower() == low:
+            return name
+    base = low.split("/")[-1].removeprefix("meta-")
+    while True:
+        cut = next((sfx for sfx in _CHECKPOINT_SUFFIXES if base.endswith(sfx)), None)
+        if cut is None:
+            break
+        base = base[: -len(cut)]
+    if base in MODEL_PRESETS:
+        return base
+    return load_model(hf_id).name
+
+
+def gpu_preset(system: str) -> str:
+    return load_gpu(str(system).strip().lower().replace("_", "-")).name
+
+
+def _num(row, col: str, where: str, default=None) -> float:
+    v = row.get(col, default)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        if default is not None:
+            return default
+        raise ServePlanError(f"{where}: column {col!r} is empty")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ServePlanError(f"{where}: {col}={v!r}; expected a number") from None
+
+
+def _whole(row, col: str, where: str, default=None) -> int:
+    v = _num(row, col, where, default)
+    if v != int(v) or v < 1:
+        raise ServePlanError(f"{where}: {col}={v!r}; expected a whole number >= 1")
+    return int(v)
+
+
+def _text(row, col: str) -> str:
+    v = row.get(col, "")
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip().lower()
+
+
+def _precision(row, where: str) -> str:
+    q = _text(row, "gemm_quant_mode") or _text(row, "precision")
+    if not q and "fp8" in _text(row, "model_path"):  # an FP8 checkpoint, columns left empty
+        q = "fp8"
+    if q not in _PRECISION:
+        raise ServePlanError(f"{where}: gemm_quant_mode {q!r}; expected one of "
+                             f"{', '.join(k or 'empty' for k in _PRECISION)}")
+    return _PRECISION[q]
+
+
+def _run(row, source: str) -> MeasuredRun:
+    rid = str(row["id"])
+    where = f"{source} run {rid}"
+    engine = _text(row, "backend")
+    for col in ("attention_dp_size", "moe_ep_size", "prefill_attention_dp_size",
+                "decode_attention_dp_size"):
+        if _num(row, col, where, 1.0) > 1:
+            raise ServePlanError(f"{where}: {col}={row[col]}; attention data parallelism and "
+                                 "expert parallelism are not simulated yet")
+    model = model_preset(row["model_path"])
+    gpu = gpu_preset(row["system"])
+    prec = _precision(row, where)
+    isl, osl = _whole(row, "isl", where), _whole(row, "osl", where)
+    kv = "fp8" if prec == "fp8" else "auto"
+    mode = _text(row, "mode")
+    if mode == "agg":
+        conc = _whole(row, "batch_size", where)
+        mbt = conc + isl + VLLM_AGG_BUDGET_SLACK if engine == "vllm" else None
+        pools = (PoolConfig("colocated", gpu, tp=_whole(row, "tp_size", where),
+                            pp=_whole(row, "pp_size", where, 1.0), precision=prec, kv_dtype=kv,
+                            max_num_batched_tokens=mbt),)
+        dep = Deployment(model, pools)
+    elif mode == "disagg":
+        pools = (PoolConfig("prefill", gpu, tp=_whole(row, "prefill_tp_size", where),
+                            pp=_whole(row, "prefill_pp_size", where, 1.0),
+                            replicas=_whole(row, "prefill_num_workers", where), precision=prec,
+                            kv_dtype=kv),
+                 PoolConfig("decode", gpu, tp=_whole(row, "decode_tp_size", where),
+                            pp=_whole(row, "decode_pp_size", where, 1.0),
+                            replicas=_whole(row, "decode_num_workers", where), precision=prec,
+                            kv_dtype=kv))
+        conc = _whole(row, "decode_batch_size", where) * pools[1].replicas
+        dep = Deployment(model, pools, mode="disaggregated")
+    else:
+        raise ServePlanError(f"{where}: mode {mode!r}; expected agg or disagg")
+    measured = {"ttft_mean_s": _num(row, "silicon_ttft_ms", where) / 1e3,
+                "tpot_mean_s": _num(row, "silicon_tpot_ms", where) / 1e3}
+    return MeasuredRun(source=source, run_id=rid, engine=engine,
+                       engine_version=_text(row, "backend_version"), deployment=dep,
+                       workload=f"fixed:{isl},{osl}", concurrency=conc,
+                       num_requests=BENCH_REQUESTS_PER_CLIENT * conc, measured=measured)
+
+
+def read_aic_silicon(path: Path) -> list[MeasuredRun]:
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise ServePlanError(f"{path}: not a readable CSV ({e})") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ServePlanError(f"{path}: missing columns {missing}; an AIConfigurator silicon CSV "
+                             f"has {', '.join(REQUIRED)}")
+    if df.empty:
+        raise ServePlanError(f"{path}: no runs")
+    runs = []
+    for r in df.to_dict("records"):
+        try:
+            runs.append(_run(r, path.name))
+        except ServePlanError as e:  # a model or GPU lookup does not know which row it read
+            msg = str(e)
+            raise ServePlanError(msg if path.name in msg else f"{path.name} run {r['id']}: {msg}") from None
+    return runs
