@@ -14,13 +14,17 @@ Per (engine, GPU, model, precision) group: runs, TPOT and TTFT MAPE, median rati
 (predicted / measured) and p90 |relative error|. Writes benchmarks/out/e2e_accuracy.json and
 a plotly scatter of predicted against measured (benchmarks/out/e2e_accuracy.html).
 
+`--ablation` replays the vLLM runs once per mechanism with that mechanism taken back to what
+the model did before 2026-12-04 (one at a time, then all together): the evidence for each.
+
 Run: `.venv/bin/python benchmarks/e2e_accuracy.py [--engine vllm|sglang] [--calibration FILE]
-[--runs CSV ...]` (default: every `aic_silicon*.csv` in `../shared/data/e2e_runs`).
+[--runs CSV ...] [--ablation]` (default: every `aic_silicon*.csv` in `../shared/data/e2e_runs`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -32,6 +36,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from costmodel.arch_defaults import default_efficiencies  # noqa: E402
+from costmodel.calibration import CalibrationProfile, GpuCalibration  # noqa: E402
 from costmodel.paths import shared_dir  # noqa: E402
 from sim.runs import load_runs  # noqa: E402
 from sim.runs.physics import work_bounds  # noqa: E402
@@ -60,6 +66,67 @@ def run_files(paths: list[str] | None) -> list[Path]:
             out += sorted(p.glob("aic_silicon*.csv")) if p.is_dir() else [p]
         return out
     return sorted((shared_dir() / "data" / "e2e_runs").glob("aic_silicon*.csv"))
+
+
+def _with_pool(run, **kw):
+    pools = tuple(dataclasses.replace(p, **kw) for p in run.deployment.pools)
+    return dataclasses.replace(run, deployment=dataclasses.replace(run.deployment, pools=pools))
+
+
+def _engine_params(**kw):
+    """A profile holding the H100's defaults with `kw` changed (what a mechanism was before)."""
+    return CalibrationProfile(gpus={"h100-sxm": GpuCalibration(
+        dataclasses.replace(default_efficiencies("h100-sxm"), **kw))})
+
+
+BEFORE = {  # each mechanism as the model had it before 2026-12-04
+    "collectives: the generic latency model, not vLLM's graph all-reduce":
+        {"comm_base_s": 0.0, "comm_latency_s": 8e-6, "comm_bw_eff": 0.70},
+    "host time: 2 ms + 8 us/seq, not Vidur's 0.81 ms + 37.5 us/seq":
+        {"host_overhead_s": 2e-3, "host_per_seq_s": 8e-6},
+    "no API server: a re-issued request joins the step starting as it arrives": {"frontend_s": 0.0},
+}
+RUN_CHANGES = {  # how the runs were made, taken back to the defaults
+    "vLLM's default token budget (8192), not AIConfigurator's batch + ISL + 1500":
+        lambda r: _with_pool(r, max_num_batched_tokens=None),
+    "fp8 runs with a bf16 KV cache": lambda r: _with_pool(r, kv_dtype="auto"),
+}
+
+
+def ablation(files: list[Path]) -> list[dict]:
+    runs = [r for f in files for r in load_runs(f, "aic-silicon")
+            if r.engine == "vllm" and r.deployment.pools[0].gpu == "h100-sxm"]
+    variants = [("as shipped", None, None, False)]
+    variants += [(k, _engine_params(**v), None, False) for k, v in BEFORE.items()]
+    variants += [(k, None, f, False) for k, f in RUN_CHANGES.items()]
+    variants.append(("steady state only: first and last 10% of requests left out", None, None, True))
+    every = {k: v for d in BEFORE.values() for k, v in d.items()}
+    variants.append(("all of the above: the model before", _engine_params(**every), None, True))
+    out = []
+    for name, cal, change, trim in variants:
+        pred_ttft, pred_tpot, meas_ttft, meas_tpot = [], [], [], []
+        for run in runs:
+            if name.startswith("all of"):
+                for f in RUN_CHANGES.values():
+                    run = f(run)
+            elif change is not None:
+                run = change(run)
+            if not work_bounds(run).feasible:
+                continue
+            kw = {"warmup_fraction": 0.1, "cooldown_fraction": 0.1} if trim else {}
+            p = replay(run, calibration=cal, **kw).predicted
+            pred_ttft.append(p["ttft_mean_s"])
+            pred_tpot.append(p["tpot_mean_s"])
+            meas_ttft.append(run.measured["ttft_mean_s"])
+            meas_tpot.append(run.measured["tpot_mean_s"])
+        row = {"variant": name, "runs": len(meas_ttft),
+               "tpot": _stats(np.array(pred_tpot), np.array(meas_tpot)),
+               "ttft": _stats(np.array(pred_ttft), np.array(meas_ttft))}
+        out.append(row)
+        print(f"{name:84} {row['runs']:3d}  TPOT {row['tpot']['mape'] * 100:5.1f}% "
+              f"(x{row['tpot']['median_ratio']:.2f})  TTFT {row['ttft']['mape'] * 100:5.1f}% "
+              f"(x{row['ttft']['median_ratio']:.2f})", flush=True)
+    return out
 
 
 def run_all(files: list[Path], engine: str | None, calibration) -> pd.DataFrame:
@@ -132,7 +199,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     ap.add_argument("--runs", nargs="+", help="silicon CSVs or folders (default: ../shared/data/e2e_runs)")
     ap.add_argument("--runs-csv", help="also write one row per run to this CSV")
+    ap.add_argument("--ablation", action="store_true",
+                    help="the vLLM H100 runs once per mechanism taken back to before; nothing else")
     a = ap.parse_args(argv)
+    if a.ablation:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        rows = ablation(run_files(a.runs))
+        (out / "e2e_ablation.json").write_text(json.dumps({"variants": rows, "wall_s": time.perf_counter() - t0},
+                                                          indent=1))
+        print(f"wrote {out / 'e2e_ablation.json'}")
+        return 0
     cal = None
     if a.calibration:
         from costmodel.calibration import load_calibration

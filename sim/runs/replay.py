@@ -39,12 +39,14 @@ def replay_requests(run: MeasuredRun) -> int:
 
 
 def replay(run: MeasuredRun, *, calibration=None, seed: int = 0,
-           num_requests: int | None = None) -> Replayed:
-    """Predicted means (and percentiles the run measured) of one run."""
+           num_requests: int | None = None, warmup_fraction: float = 0.0,
+           cooldown_fraction: float = 0.0) -> Replayed:
+    """Predicted means (and percentiles the run measured) of one run; every request counted
+    unless warm-up / cool-down fractions say otherwise."""
     n = num_requests or replay_requests(run)
     w = parse_workload(run.workload, concurrency=run.concurrency, rate=run.rate_rps)
     res = simulate(run.deployment, w, num_requests=n, seed=seed, calibration=calibration,
-                   warmup_fraction=0.0, cooldown_fraction=0.0)
+                   warmup_fraction=warmup_fraction, cooldown_fraction=cooldown_fraction)
     m = res.metrics.to_dict()
     pred = {k: float(m[k]) for k in run.measured if k in m}
     return Replayed(run, pred, n, float(m.get("sim_wall_s", 0.0)))
