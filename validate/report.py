@@ -14,7 +14,7 @@ from pathlib import Path
 
 def write_json(obj, path: str | Path) -> None:
     # one JSON-safe writer for the project (NaN/inf -> null, numpy scalars -> numbers)
-    from planner.cli_common import dump_json
+    from planner.cli.common import dump_json
 
     dump_json(obj, Path(path))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from planner import cli_calibrate, cli_cost, cli_plan, cli_serve, cli_sim, cli_sweep, cli_validate
+from planner.cli import calibrate, cost, plan, serve, simulate, sweep, validate
 
 app = typer.Typer(
     name="serveplan",
@@ -19,18 +19,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-cli_cost.register(app)
-cli_calibrate.register(app)
-cli_sim.register(app)
-cli_sweep.register(app)
-cli_plan.register(app)
-cli_serve.register(app)
-cli_validate.register(app)
+cost.register(app)
+calibrate.register(app)
+simulate.register(app)
+sweep.register(app)
+plan.register(app)
+serve.register(app)
+validate.register(app)
 
 
 def main() -> None:
     app()
 
-
-if __name__ == "__main__":
-    main()

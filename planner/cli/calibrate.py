@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from planner.cli_common import emit_json, load_calibration_opt, user_errors
+from planner.cli.common import emit_json, load_calibration_opt, user_errors
 
 FORMAT_HELP = "vidur | aiconfigurator | splitwise | native"
 
@@ -155,7 +155,7 @@ def calibrate_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    from planner.cli_cost import cost_app
+    from planner.cli.cost import cost_app
 
     cost_app.command("eval")(eval_cmd)
     app.command("calibrate")(calibrate_cmd)

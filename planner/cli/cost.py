@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from planner.cli_common import emit_json, load_calibration_opt, user_errors
+from planner.cli.common import emit_json, load_calibration_opt, user_errors
 
 cost_app = typer.Typer(help="Cost model: step time of a batch, accuracy against measurements.",
                        no_args_is_help=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from planner.cli_common import dump_json, emit_json, user_errors
+from planner.cli.common import dump_json, emit_json, user_errors
 
 
 def _progress(quiet: bool):
@@ -81,7 +81,7 @@ def plan_cmd(
     if out is not None:
         dump_json(doc, out)
     if plot is not None:
-        from planner.plots import write_plan_report
+        from planner.cli.plots import write_plan_report
 
         write_plan_report(doc, plot)
     if as_json:
@@ -89,11 +89,11 @@ def plan_cmd(
         if explain:
             from rich.console import Console
 
-            from planner.explain import print_plan
+            from planner.cli.explain import print_plan
 
             print_plan(p, explain=True, console=Console(file=sys.stderr))
         return
-    from planner.explain import print_plan
+    from planner.cli.explain import print_plan
 
     print_plan(p, explain=explain)
 

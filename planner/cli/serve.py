@@ -1,7 +1,7 @@
 """`serveplan serve`: the HTTP planning service (FastAPI under uvicorn).
 
 One uvicorn process serves the API; planning and simulation run in `--workers` planner
-processes beside it (planner.service_pool), each request within `--timeout-s` seconds.
+processes beside it (planner.service.pool), each request within `--timeout-s` seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from costmodel.errors import ServePlanError
-from planner.cli_common import user_errors
+from planner.cli.common import user_errors
 
 
 @user_errors

@@ -13,8 +13,8 @@ from pathlib import Path
 import typer
 
 from costmodel.errors import ServePlanError
-from planner.cli_common import emit_json, load_calibration_opt, user_errors
-from planner.cli_sweep import progress_callback
+from planner.cli.common import emit_json, load_calibration_opt, user_errors
+from planner.cli.sweep import progress_callback
 
 
 def load_plan_deployment(path: Path):
@@ -148,7 +148,7 @@ def simulate_cmd(
         requests_csv.parent.mkdir(parents=True, exist_ok=True)
         res.requests.to_csv(requests_csv, index_label="request")
     if plot is not None:
-        from planner.plots import write_simulate_report
+        from planner.cli.plots import write_simulate_report
 
         m = res.metrics
         write_simulate_report(res, plot, slo=SLO(m.slo_ttft_s, m.slo_tpot_s, slo_percentile, attainment),

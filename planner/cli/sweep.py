@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from costmodel.errors import ServePlanError
-from planner.cli_common import emit_json, load_calibration_opt, user_errors
+from planner.cli.common import emit_json, load_calibration_opt, user_errors
 
 
 def _ints(opt: str, text: str) -> list[int]:

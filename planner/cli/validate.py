@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from planner.cli_common import emit_json, user_errors
+from planner.cli.common import emit_json, user_errors
 
 DEVICES = ("auto", "cuda", "cpu")
 

@@ -1,7 +1,7 @@
 """The HTTP planning service (FastAPI): the planner, the simulator and the cost model over JSON.
 
 `create_app(workers=2, timeout_s=120, data_dir=..., ...)` returns the app; `serveplan serve`
-runs it under uvicorn. Endpoints (bodies in planner.schemas, OpenAPI at /openapi.json):
+runs it under uvicorn. Endpoints (bodies in planner.service.schemas, OpenAPI at /openapi.json):
 
     POST /v1/plan        PlanRequest      -> the Plan JSON (as `serveplan plan --json`)
     POST /v1/simulate    SimulateRequest  -> RunMetrics  (as `serveplan simulate --json`)
@@ -11,7 +11,7 @@ runs it under uvicorn. Endpoints (bodies in planner.schemas, OpenAPI at /openapi
 
 Status codes: 422 for bad input, naming the field and what it accepts (schema errors, and every
 ServePlanError the library raises); 503 when the worker pool's queue is full; 504 past the
-per-request time limit. Plan and simulate run in the bounded process pool (service_pool) with
+per-request time limit. Plan and simulate run in the bounded process pool (planner.service.pool) with
 a response cache; the header `X-ServePlan-Cache` says hit, joined or miss. Cost steps take
 milliseconds and run on a thread. Nothing starts on import: processes start with the app.
 """
@@ -28,10 +28,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from costmodel.errors import ServePlanError
-from planner import schemas as S
 from planner.fleet import parse_fleet
-from planner.service_paths import DataDir, FieldError, default_data_dir
-from planner.service_pool import Busy, JobPool, TimedOut
+from planner.service import schemas as S
+from planner.service.paths import DataDir, FieldError, default_data_dir
+from planner.service.pool import Busy, JobPool, TimedOut
 from sim.traces import TRACE_NAMES
 from sim.workload import parse_workload
 
@@ -164,7 +164,7 @@ def create_app(*, workers: int = 2, timeout_s: float = 120.0, data_dir=_DEFAULT,
     async def cost_step(req: S.CostStepRequest):
         """One engine iteration's time per operator, and the memory plan of one GPU."""
         from costmodel.hardware import load_gpu
-        from planner.service_jobs import cost_step_job
+        from planner.service.jobs import cost_step_job
 
         kw = _inputs(req, [])
         _check("gpu", load_gpu, req.gpu)

@@ -38,7 +38,7 @@ def _calibration(value):
 
 
 def _json(obj) -> dict:
-    from planner.cli_common import dump_json
+    from planner.cli.common import dump_json
 
     return json.loads(dump_json(obj))
 

@@ -6,7 +6,7 @@ on the event loop. Around it:
 - a semaphore bounds the work admitted (running + queued) to `workers + max_queue`; past that a
   request is refused at once (503, `Busy`) rather than queued without bound;
 - each request has a time limit from its arrival (queue wait included): at the limit the
-  client gets a 504 (`TimedOut`) and the worker interrupts the job itself (service_jobs);
+  client gets a 504 (`TimedOut`) and the worker interrupts the job itself (planner.service.jobs);
   the semaphore is released only when the worker is really free, so the bound stays honest;
 - an LRU cache keyed by the canonical request JSON (sorted keys, defaults filled, plus the
   fingerprints of the files it reads) answers repeated requests without work, and a request
@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from costmodel.errors import ServePlanError
-from planner.service_jobs import DeadlineExceeded, run_job
+from planner.service.jobs import DeadlineExceeded, run_job
 
 
 class Busy(Exception):

@@ -119,7 +119,7 @@ def test_nul_byte_in_a_path_is_named(tmp_path):
     # a NUL byte in a trace or model path used to escape as "ValueError: embedded null byte"
     # (a 500 from the service)
     from costmodel.specs import load_model
-    from planner.service_paths import DataDir, FieldError
+    from planner.service.paths import DataDir, FieldError
     from sim.traces import load_trace
 
     with pytest.raises(ServePlanError, match="not found"):

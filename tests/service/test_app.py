@@ -6,9 +6,9 @@ import json
 
 from typer.testing import CliRunner
 
-from planner import schemas
 from planner.cli import app as cli_app
-from planner.cli_common import dump_json
+from planner.cli.common import dump_json
+from planner.service import schemas
 
 TIMING_KEYS = {("search", "wall_s"), ("search", "sim_wall_s")}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from planner.service_paths import DataDir, FieldError
+from planner.service.paths import DataDir, FieldError
 
 
 def test_files_inside_pass_with_fingerprints(data_dir):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from planner import plots
 from planner.cli import app as cli_app
+from planner.cli import plots
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def sim_result():
 
 @pytest.fixture(scope="module")
 def plan_doc():
-    from planner.cli_common import dump_json
+    from planner.cli.common import dump_json
     from planner.planning import plan
 
     p = plan(model="llama-3.2-1b", gpus="l40s:2", workload="fixed:256,64", rate=2.0,
