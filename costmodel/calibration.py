@@ -30,6 +30,7 @@ from pathlib import Path
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import ARCHS, HardwareSpec, load_gpu, register_measured
+from costmodel.jsonio import read_json
 from costmodel.roofline import PARAM_BOUNDS, Efficiencies
 
 SCHEMA = "serveplan.calibration"
@@ -126,16 +127,7 @@ class CalibrationProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> CalibrationProfile:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise ServePlanError(f"cannot read calibration file {p}: {e.strerror}") from None
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ServePlanError(f"{p}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
-        return cls.from_dict(d, str(p))
+        return cls.from_dict(read_json(path, "calibration file"), str(Path(path)))
 
 
 def _hardware(d, where: str) -> HardwareSpec:

@@ -8,11 +8,11 @@ vocabulary, tied embeddings, and MoE routing (experts, top-k). Nothing is downlo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from costmodel.errors import ServePlanError
+from costmodel.jsonio import read_json
 
 _SIZE_LIMITS = {"num_layers": 1024, "hidden_size": 1 << 20, "num_heads": 4096, "num_kv_heads": 4096,
                 "head_dim": 4096, "intermediate_size": 1 << 22, "vocab_size": 1 << 24,
@@ -190,16 +190,7 @@ def from_config(path: str | Path) -> ModelSpec:
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ServePlanError(f"cannot read model config {path}: {e.strerror}") from None
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ServePlanError(
-            f"{path}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})"
-        ) from None
+    cfg = read_json(path, "model config")
     if not isinstance(cfg, dict):
         raise ServePlanError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
     if "text_config" in cfg and isinstance(cfg["text_config"], dict):

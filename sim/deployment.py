@@ -3,16 +3,20 @@
 This is the `deployment` block of the Plan JSON (DESIGN.md): the planner writes it, the simulator
 runs it, and `serveplan simulate --plan FILE` reads it back. Unset scheduler knobs (None) take the
 engine defaults of the pool's GPU (`costmodel.engine_defaults`); `resolved()` fills them in.
+`read_plan(path)` and `plan_deployment(plan)` are the one way a Plan file (or a bare deployment
+object) is read, by the CLI and by validate alike.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from costmodel.engine_defaults import engine_defaults
 from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
+from costmodel.jsonio import read_json
 from costmodel.model import KV_DTYPES, PRECISIONS
 from costmodel.specs import load_model
 
@@ -218,3 +222,29 @@ class Deployment:
             kv_link_bw_bytes_s=d.get("kv_link_bw_bytes_s"),
             kv_link_latency_s=d.get("kv_link_latency_s", 20e-6),
         )
+
+
+def read_plan(path: str | Path) -> dict:
+    """A Plan JSON file (or a file holding a bare deployment object), parsed."""
+    doc = read_json(path, "plan file")
+    if not isinstance(doc, dict):
+        raise ServePlanError(f"{path}: expected a Plan JSON object (or a deployment object), got "
+                             f"{type(doc).__name__}")
+    return doc
+
+
+def plan_deployment(plan: dict | str | Path) -> Deployment:
+    """The Deployment of a Plan (its "deployment" block) or of a bare deployment object: `plan`
+    is the parsed JSON, or the path of its file (errors then name the file)."""
+    if isinstance(plan, (str, Path)):
+        doc = read_plan(plan)  # its errors name the file already
+        try:
+            return plan_deployment(doc)
+        except ServePlanError as e:
+            raise ServePlanError(f"{plan}: {e}") from None
+    if not isinstance(plan, dict):
+        raise ServePlanError(f"a plan must be a JSON object, got {type(plan).__name__}")
+    try:
+        return Deployment.from_dict(plan.get("deployment", plan))
+    except TypeError as e:  # a value of the wrong type where a dataclass compares it
+        raise ServePlanError(f"bad deployment ({e})") from None

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from costmodel.jsonio import dump_json
+
 
 def write_json(obj, path: str | Path) -> None:
-    # one JSON-safe writer for the project (NaN/inf -> null, numpy scalars -> numbers)
-    from planner.cli.common import dump_json
-
     dump_json(obj, Path(path))
 
 

@@ -119,12 +119,13 @@ def _ran_precision(precision: str, device: str, messages: list[str]) -> str:
 def measure_plan(plan: dict, opts: ValidateOptions = ValidateOptions(),
                  log: Callable[[str], None] = _stderr) -> Measurements:
     """Derive the plan's shapes, fit them to the device, check the kernels, time everything."""
+    from sim.deployment import plan_deployment
     from sim.workload import parse_workload
     from validate.check import prepare_interpreter
     from validate.kernels import pick_device
-    from validate.shapes import derive_shapes, load_plan_deployment, operating_point
+    from validate.shapes import derive_shapes, operating_point
 
-    dep = load_plan_deployment(plan)
+    dep = plan_deployment(plan)
     model = load_model(dep.model)
     try:
         device = pick_device(opts.device)

@@ -280,11 +280,3 @@ def derive_shapes(deployment: Deployment, workload: Workload, *, rng: np.random.
     for pool in dep.pools:
         shapes += _pool_shapes(pool, model, dep.model, stats, (running or {}).get(pool.role))
     return select(shapes, max_shapes)
-
-
-def load_plan_deployment(plan: dict) -> Deployment:
-    """The deployment of a Plan JSON object (its `deployment` key) or a bare deployment object."""
-    if not isinstance(plan, dict):
-        raise ServePlanError(f"a plan must be a JSON object, got {type(plan).__name__}")
-    block = plan.get("deployment", plan)
-    return Deployment.from_dict(block)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -12,30 +10,11 @@ from pathlib import Path
 import typer
 
 from costmodel.errors import ServePlanError
-
-
-def _clean(obj):
-    """JSON-safe: NaN/inf become null (JSON has no NaN), numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def dump_json(obj, out: Path | None = None) -> str:
-    text = json.dumps(_clean(obj), indent=2)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    return text
+from costmodel.jsonio import dump_json
 
 
 def emit_json(obj) -> None:
+    """The one JSON document a command prints on stdout with --json."""
     sys.stdout.write(dump_json(obj) + "\n")
 
 

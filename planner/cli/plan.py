@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from planner.cli.common import dump_json, emit_json, user_errors
+from costmodel.jsonio import dump_json
+from planner.cli.common import emit_json, user_errors
 
 
 def _progress(quiet: bool):

@@ -7,7 +7,6 @@ pools). Prints RunMetrics: one JSON document with `--json`, else a table.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -15,28 +14,7 @@ import typer
 from costmodel.errors import ServePlanError
 from planner.cli.common import emit_json, load_calibration_opt, user_errors
 from planner.cli.sweep import progress_callback
-
-
-def load_plan_deployment(path: Path):
-    """The Deployment of a Plan JSON file (its "deployment" key) or of a bare deployment object."""
-    from sim.deployment import Deployment
-
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ServePlanError(f"cannot read plan file {path}: {e.strerror}") from None
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ServePlanError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
-    if isinstance(d, dict) and "deployment" in d:
-        d = d["deployment"]
-    try:
-        return Deployment.from_dict(d)
-    except ServePlanError as e:
-        raise ServePlanError(f"{path}: {e}") from None
-    except TypeError as e:
-        raise ServePlanError(f"{path}: bad deployment ({e})") from None
+from sim.deployment import plan_deployment
 
 
 def _pool(role, gpu, tp, pp, replicas, common: dict, spec):
@@ -102,7 +80,7 @@ def simulate_cmd(
     if plan is not None:
         if model is not None or gpu is not None:
             raise ServePlanError("give either --plan or --model/--gpu, not both")
-        dep = load_plan_deployment(plan)
+        dep = plan_deployment(plan)
     else:
         if model is None or gpu is None:
             raise ServePlanError("give --plan FILE, or --model and --gpu (with --tp, --replicas, ...)")

@@ -12,30 +12,14 @@ only inside the command, so planning never loads them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from planner.cli.common import emit_json, user_errors
+from sim.deployment import read_plan
 
 DEVICES = ("auto", "cuda", "cpu")
-
-
-def _read_plan(path: Path) -> dict:
-    from costmodel.errors import ServePlanError
-
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ServePlanError(f"cannot read plan {path}: {e.strerror}") from None
-    try:
-        plan = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ServePlanError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
-    if not isinstance(plan, dict):
-        raise ServePlanError(f"{path}: expected a Plan JSON object (or a deployment object)")
-    return plan
 
 
 @user_errors
@@ -61,7 +45,7 @@ def validate_cmd(
     for name, v in (("--max-shapes", max_shapes), ("--passes", passes), ("--threads", threads)):
         if v is not None and v < 1:
             raise ServePlanError(f"{name} {v}; expected an integer >= 1")
-    doc = _read_plan(plan)
+    doc = read_plan(plan)
     try:
         from validate.report import print_table
         from validate.runner import ValidateOptions, run_validate

@@ -20,6 +20,7 @@ import signal
 import time
 
 from costmodel.errors import ServePlanError
+from costmodel.jsonio import dump_json
 
 
 class DeadlineExceeded(BaseException):
@@ -38,8 +39,6 @@ def _calibration(value):
 
 
 def _json(obj) -> dict:
-    from planner.cli.common import dump_json
-
     return json.loads(dump_json(obj))
 
 

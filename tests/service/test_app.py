@@ -6,8 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
+from costmodel.jsonio import dump_json
 from planner.cli import app as cli_app
-from planner.cli.common import dump_json
 from planner.service import schemas
 
 TIMING_KEYS = {("search", "wall_s"), ("search", "sim_wall_s")}

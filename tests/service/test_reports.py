@@ -29,7 +29,7 @@ def sim_result():
 
 @pytest.fixture(scope="module")
 def plan_doc():
-    from planner.cli.common import dump_json
+    from costmodel.jsonio import dump_json
     from planner.planning import plan
 
     p = plan(model="llama-3.2-1b", gpus="l40s:2", workload="fixed:256,64", rate=2.0,

@@ -16,7 +16,7 @@ from costmodel.specs import load_model
 from sim.deployment import Deployment, PoolConfig, SpecConfig
 from sim.workload import parse_workload
 from validate.budget import DeviceBudget, estimate_layer_s, fit_to_device, kv_bytes_per_layer
-from validate.shapes import derive_shapes, length_stats, load_plan_deployment, per_gpu_dims, select
+from validate.shapes import derive_shapes, length_stats, per_gpu_dims, select
 
 GiB = 1024**3
 WL = parse_workload("fixed:1000,200", concurrency=1)
@@ -95,14 +95,6 @@ def test_select_keeps_every_kind():
     assert [full.index(s) for s in few] == sorted(full.index(s) for s in few)
     with pytest.raises(ServePlanError):
         select(full, 0)
-
-
-def test_plan_or_bare_deployment():
-    dep = Deployment("llama-3.1-8b", (PoolConfig("colocated", "h100"),))
-    assert load_plan_deployment({"deployment": dep.to_dict(), "predicted": {}}) == dep
-    assert load_plan_deployment(dep.to_dict()) == dep
-    with pytest.raises(ServePlanError, match="needs 'model'"):
-        load_plan_deployment({"deployment": {"pools": []}})
 
 
 def test_per_gpu_dims_under_tp():
