@@ -29,34 +29,12 @@ def step(
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ):
     """Time one engine iteration of a batch, per operator, and the memory plan of one GPU."""
-    from dataclasses import replace
+    from costmodel.step import cost_step
 
-    from costmodel.batch import Batch
-    from costmodel.engine_defaults import engine_defaults
-    from costmodel.memory import memory_plan
-    from costmodel.model import CostModel
-
-    cal = load_calibration_opt(calibration)
-    cm = CostModel(model, gpu, tp=tp, pp=pp, precision=precision, kv_dtype=kv_dtype, calibration=cal)
-    batch = Batch.parse(prefill, decode)
-    if spec_tokens:
-        batch = replace(batch, decode_query_tokens=spec_tokens + 1)
-    br = cm.step(batch)
-    d = engine_defaults(cm.gpu)
-    mem = memory_plan(cm, gpu_memory_utilization, max(d.max_num_batched_tokens, batch.num_tokens),
-                      d.max_num_seqs, d.block_size)
-    out = {
-        "model": cm.model.name,
-        "gpu": cm.gpu.name,
-        "tp": tp,
-        "pp": pp,
-        "precision": precision,
-        "kv_dtype": cm.kv_dtype,
-        # calibrated only when the profile has parameters for this GPU (others keep defaults)
-        "calibrated": cal is not None and cm.gpu.name in cal.gpus,
-        **br.to_dict(),
-        "memory": mem.to_dict(),
-    }
+    out = cost_step(model, gpu, tp=tp, pp=pp, precision=precision, kv_dtype=kv_dtype,
+                    prefill=prefill, decode=decode, spec_k=spec_tokens,
+                    gpu_memory_utilization=gpu_memory_utilization,
+                    calibration=load_calibration_opt(calibration))
     if as_json:
         emit_json(out)
         return

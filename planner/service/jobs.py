@@ -68,29 +68,12 @@ def simulate_job(*, deployment: dict, workload: str, rate=None, concurrency=None
     return _json(res.metrics.to_dict())
 
 
-def cost_step_job(*, model: str, gpu: str, tp=1, pp=1, precision="bf16", kv_dtype="auto",
-                  prefill=(), decode=(), spec_k=0, gpu_memory_utilization=0.9,
-                  calibration=None) -> dict:
+def cost_step_job(**kw) -> dict:
     """`serveplan cost step`: one iteration's time per operator and the memory plan."""
-    from dataclasses import replace
+    from costmodel.step import cost_step
 
-    from costmodel.batch import Batch
-    from costmodel.engine_defaults import engine_defaults
-    from costmodel.memory import memory_plan
-    from costmodel.model import CostModel
-
-    cal = _calibration(calibration)
-    cm = CostModel(model, gpu, tp=tp, pp=pp, precision=precision, kv_dtype=kv_dtype, calibration=cal)
-    batch = Batch.parse(list(prefill) or None, list(decode) or None)
-    if spec_k:
-        batch = replace(batch, decode_query_tokens=spec_k + 1)
-    br = cm.step(batch)
-    d = engine_defaults(cm.gpu)
-    mem = memory_plan(cm, gpu_memory_utilization, max(d.max_num_batched_tokens, batch.num_tokens),
-                      d.max_num_seqs, d.block_size)
-    return _json({"model": cm.model.name, "gpu": cm.gpu.name, "tp": tp, "pp": pp,
-                  "precision": precision, "kv_dtype": cm.kv_dtype, "calibrated": cal is not None,
-                  **br.to_dict(), "memory": mem.to_dict()})
+    kw["calibration"] = _calibration(kw.get("calibration"))
+    return _json(cost_step(**kw))
 
 
 def warm_job() -> str:
