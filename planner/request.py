@@ -19,7 +19,7 @@ from planner.screen import SLOTarget
 from planner.shape import WorkloadShape
 from planner.space import Constraints, SearchSpace
 from planner.spec_table import lookup_acceptance
-from sim.metrics import SLO
+from sim.slo import SLO
 from sim.workload import Workload, generate_requests, parse_workload
 
 OBJECTIVES = ("goodput", "cost")

@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from sim.deployment import Deployment
-from sim.metrics import SLO
+from sim.slo import SLO
 from sim.sweep import SimTask, TaskResult, _Shared, check_workers, make_executor, run_task
 
 _WORKER: dict = {}

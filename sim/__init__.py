@@ -6,13 +6,13 @@ on request, a per-request frame and a timeline). Workloads come from `parse_work
 Modules: workload (arrivals and lengths), traces (trace files), deployment (what is deployed),
 engine (simulate), cluster (arrivals, routing, KV transfers, per-request log), router,
 replica (continuous batching, paged KV, preemption, pipeline micro-batches), kvcache (block
-pool, prefix cache, host tier), spec (speculative decoding), metrics (RunMetrics, SLO).
+pool, prefix cache, host tier), spec (speculative decoding), slo (SLO targets and their defaults), metrics (RunMetrics).
 """
 
 _EXPORTS = {
     "simulate": "sim.engine",
     "SimResult": "sim.engine",
-    "SLO": "sim.metrics",
+    "SLO": "sim.slo",
     "RunMetrics": "sim.metrics",
     "Workload": "sim.workload",
     "RequestArrays": "sim.workload",

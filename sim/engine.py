@@ -23,9 +23,10 @@ from costmodel.model import CostModel
 from costmodel.specs import load_model
 from sim.cluster import Cluster
 from sim.deployment import Deployment, PoolConfig
-from sim.metrics import DEFAULT_SLO, SLO, RunMetrics, summarise
+from sim.metrics import RunMetrics, summarise
 from sim.replica import POLICIES, Replica, ReplicaConfig
 from sim.router import Router
+from sim.slo import DEFAULT_SLO, SLO
 from sim.spec import SpecDecoder
 from sim.workload import Workload, generate_requests
 

@@ -25,30 +25,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-# used when simulate(..., slo=None): interactive-chat targets
-DEFAULT_TTFT_SLO_S = 1.0
-DEFAULT_TPOT_SLO_S = 0.1
+from sim.slo import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S, SLO
+
 MIN_REQUESTS_FOR_EXCLUSION = 50
-
-
-@dataclass(frozen=True)
-class SLO:
-    ttft_s: float
-    tpot_s: float
-    percentile: float = 90.0  # the percentile the targets apply to
-    attainment: float = 0.9  # fraction of requests that must meet both targets
-
-    def __post_init__(self):
-        from costmodel.errors import ServePlanError
-
-        if not (self.ttft_s > 0 and self.tpot_s > 0):
-            raise ServePlanError(f"SLO ttft={self.ttft_s!r} s, tpot={self.tpot_s!r} s; expected > 0")
-        if not 0 < self.percentile < 100 or not 0 < self.attainment <= 1:
-            raise ServePlanError(f"SLO percentile {self.percentile!r} / attainment {self.attainment!r}; "
-                                 "expected 0 < percentile < 100 and 0 < attainment <= 1")
-
-
-DEFAULT_SLO = SLO(DEFAULT_TTFT_SLO_S, DEFAULT_TPOT_SLO_S)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import typer
 from costmodel.errors import ServePlanError
 from planner.cli.common import emit_json, load_calibration_opt, user_errors
 from planner.cli.sweep import progress_callback
-from sim.deployment import plan_deployment
+from sim.slo import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
 
 def _pool(role, gpu, tp, pp, replicas, common: dict, spec):
@@ -61,8 +61,8 @@ def simulate_cmd(
     burstiness: float = typer.Option(1.0, "--burstiness", help="gamma inter-arrival CV (1 = Poisson)"),
     requests: int = typer.Option(1000, "--requests", help="number of requests"),
     seed: int = typer.Option(0, "--seed"),
-    ttft_slo: float = typer.Option(None, "--ttft-slo", help="seconds (default 1)"),
-    tpot_slo: float = typer.Option(None, "--tpot-slo", help="seconds (default 0.1)"),
+    ttft_slo: float = typer.Option(None, "--ttft-slo", help=f"seconds (default {DEFAULT_TTFT_SLO_S:g})"),
+    tpot_slo: float = typer.Option(None, "--tpot-slo", help=f"seconds (default {DEFAULT_TPOT_SLO_S:g})"),
     slo_percentile: float = typer.Option(90.0, "--slo-percentile"),
     attainment: float = typer.Option(0.9, "--attainment"),
     host_cache_gib: float = typer.Option(0.0, "--host-cache-gib", help="host prefix-cache tier per replica"),
@@ -74,6 +74,8 @@ def simulate_cmd(
 ):
     """Simulate a deployment under a workload and print RunMetrics."""
     from sim import SLO, Deployment, SpecConfig, parse_workload, simulate
+    from sim.deployment import plan_deployment
+    from sim.slo import requested_slo
 
     # first: a profile may define a GPU that is not a preset, which the plan or --gpu names
     cal = load_calibration_opt(calibration)
@@ -107,10 +109,7 @@ def simulate_cmd(
         else:
             dep = Deployment(model=model, pools=(_pool("colocated", gpu, tp, pp, replicas, common, spec),),
                              router=router)
-    slo = None
-    if ttft_slo is not None or tpot_slo is not None:
-        slo = SLO(ttft_slo if ttft_slo is not None else 1.0, tpot_slo if tpot_slo is not None else 0.1,
-                  slo_percentile, attainment)
+    slo = requested_slo(ttft_slo, tpot_slo, slo_percentile, attainment)
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness)
     prog, _ = progress_callback(not as_json, f"simulating {requests} requests")
     if prog:

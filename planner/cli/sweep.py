@@ -10,6 +10,7 @@ import typer
 
 from costmodel.errors import ServePlanError
 from planner.cli.common import emit_json, load_calibration_opt, user_errors
+from sim.slo import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
 
 def _ints(opt: str, text: str) -> list[int]:
@@ -64,8 +65,8 @@ def sweep_cmd(
     concurrency: int = typer.Option(None, "--concurrency"),
     requests: int = typer.Option(1000, "--requests"),
     seed: int = typer.Option(0, "--seed"),
-    ttft_slo: float = typer.Option(1.0, "--ttft-slo"),
-    tpot_slo: float = typer.Option(0.1, "--tpot-slo"),
+    ttft_slo: float = typer.Option(DEFAULT_TTFT_SLO_S, "--ttft-slo"),
+    tpot_slo: float = typer.Option(DEFAULT_TPOT_SLO_S, "--tpot-slo"),
     backend: str = typer.Option("local", "--backend", help="local | ray (RAY_ADDRESS picks a cluster)"),
     workers: int = typer.Option(None, "--workers", help="local: processes; ray: CPUs of a local Ray"),
     calibration: Path = typer.Option(None, "--calibration"),
@@ -74,7 +75,7 @@ def sweep_cmd(
 ):
     """Simulate every combination of the listed knobs (x every rate) and tabulate the metrics."""
     from sim.deployment import Deployment, PoolConfig
-    from sim.metrics import SLO
+    from sim.slo import SLO
     from sim.sweep import sweep
     from sim.workload import parse_workload
 

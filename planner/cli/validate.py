@@ -17,7 +17,6 @@ from pathlib import Path
 import typer
 
 from planner.cli.common import emit_json, user_errors
-from sim.deployment import read_plan
 
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -45,6 +44,8 @@ def validate_cmd(
     for name, v in (("--max-shapes", max_shapes), ("--passes", passes), ("--threads", threads)):
         if v is not None and v < 1:
             raise ServePlanError(f"{name} {v}; expected an integer >= 1")
+    from sim.deployment import read_plan
+
     doc = read_plan(plan)
     try:
         from validate.report import print_table

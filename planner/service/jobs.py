@@ -54,14 +54,12 @@ def simulate_job(*, deployment: dict, workload: str, rate=None, concurrency=None
                  burstiness_cv=1.0, num_requests: int, seed: int, ttft_slo_s=None,
                  tpot_slo_s=None, slo_percentile=90.0, attainment=0.9, policy="decode_first",
                  host_cache_gib=0.0, calibration=None) -> dict:
-    """`serveplan simulate`: RunMetrics of one simulation (the SLO defaults as in the CLI)."""
-    from sim import SLO, Deployment, parse_workload, simulate
+    """`serveplan simulate`: RunMetrics of one simulation."""
+    from sim import Deployment, parse_workload, simulate
+    from sim.slo import requested_slo
 
     dep = Deployment.from_dict(deployment)
-    slo = None
-    if ttft_slo_s is not None or tpot_slo_s is not None:
-        slo = SLO(ttft_slo_s if ttft_slo_s is not None else 1.0,
-                  tpot_slo_s if tpot_slo_s is not None else 0.1, slo_percentile, attainment)
+    slo = requested_slo(ttft_slo_s, tpot_slo_s, slo_percentile, attainment)
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness_cv)
     res = simulate(dep, wl, num_requests=num_requests, seed=seed, calibration=_calibration(calibration),
                    slo=slo, policy=policy, host_cache_gib=host_cache_gib)

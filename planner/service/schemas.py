@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sim.slo import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+
 WEIGHT_PRECISIONS = ("bf16", "fp8", "int4")
 KV_DTYPES = ("auto", "bf16", "fp8", "int4")
 MAX_SIM_REQUESTS = 200_000
@@ -206,8 +208,8 @@ class SimulateRequest(_Request):
     burstiness_cv: float = Field(1.0, gt=0, le=20)
     num_requests: int = Field(1000, ge=1, le=MAX_SIM_REQUESTS)
     seed: int = Field(0, ge=0)
-    ttft_slo_s: float | None = Field(None, gt=0, description="default 1 s")
-    tpot_slo_s: float | None = Field(None, gt=0, description="default 0.1 s")
+    ttft_slo_s: float | None = Field(None, gt=0, description=f"default {DEFAULT_TTFT_SLO_S:g} s")
+    tpot_slo_s: float | None = Field(None, gt=0, description=f"default {DEFAULT_TPOT_SLO_S:g} s")
     slo_percentile: float = Field(90.0, gt=0, lt=100)
     attainment: float = Field(0.9, gt=0, le=1)
     policy: Literal["decode_first", "prefill_first"] = "decode_first"

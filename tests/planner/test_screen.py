@@ -12,7 +12,7 @@ from planner.timing import ReplicaTiming
 from planner.verify import Bisection, Verifier
 from sim import Deployment, PoolConfig, SpecConfig, parse_workload
 from sim.engine import cost_model_for
-from sim.metrics import SLO
+from sim.slo import SLO
 from sim.spec import expected_tokens_per_step
 
 

@@ -9,7 +9,7 @@ from planner.options import Option, dominated, fill, scale_of, size
 from planner.search import DISAGG_RATIOS, nearest_ratio
 from planner.verify import Bisection
 from sim.deployment import PoolConfig
-from sim.metrics import SLO
+from sim.slo import SLO
 
 SLO_ = SLO(1.0, 0.05)
 

@@ -7,7 +7,8 @@ import pytest
 
 from sim import simulate
 from sim.deployment import Deployment, PoolConfig
-from sim.metrics import SLO, _tokens_within
+from sim.metrics import _tokens_within
+from sim.slo import SLO
 from sim.workload import parse_workload
 
 
