@@ -52,6 +52,21 @@ class SpecConfig:
     def enabled(self) -> bool:
         return self.method != "none" and (self.num_speculative_tokens > 0 or self.adaptive)
 
+    @classmethod
+    def from_flags(cls, method: str = "none", k: int = 0, acceptance: float | None = None, *,
+                   draft_model: str | None = None, adaptive: bool = False) -> SpecConfig:
+        """Speculative decoding as `serveplan simulate` names it: `method` none, or a method
+        with its per-token `acceptance` (required); k = 0 with a method is the adaptive policy
+        (k chosen per step), as is `adaptive` (up to k)."""
+        if method == "none":
+            return cls()
+        if acceptance is None:
+            raise ServePlanError(f"--spec-method {method} needs --spec-acceptance A "
+                                 "(per-token acceptance probability in [0, 1))")
+        # a SpecConfig with k = 0 and adaptive off would turn speculation off
+        return cls(method=method, draft_model=draft_model, num_speculative_tokens=k,
+                   acceptance=acceptance, adaptive=adaptive or k == 0)
+
 
 @dataclass(frozen=True)
 class PoolConfig:
@@ -179,6 +194,29 @@ class Deployment:
         if isinstance(lat, bool) or not isinstance(lat, (int, float)) or not 0 <= lat < math.inf:
             raise ServePlanError(f"kv_link_latency_s={lat!r}; expected a finite number of seconds >= 0")
 
+    @classmethod
+    def colocated(cls, model: str, gpu: str, *, tp: int = 1, pp: int = 1, replicas: int = 1,
+                  spec: SpecConfig | None = None, router: str = "least_tokens",
+                  **knobs) -> Deployment:
+        """One pool of `replicas` colocated replicas; `knobs` are the other PoolConfig fields
+        (precision, max_num_seqs, kv_dtype, ...), None leaving an engine default."""
+        pool = PoolConfig("colocated", gpu, tp=tp, pp=pp, replicas=replicas,
+                          spec=spec or SpecConfig(), **knobs)
+        return cls(model=model, pools=(pool,), router=router)
+
+    @classmethod
+    def disaggregated(cls, model: str, gpu: str, *, prefill: tuple[int, int, int] = (1, 1, 1),
+                      decode: tuple[int, int, int] = (1, 1, 1), spec: SpecConfig | None = None,
+                      router: str = "least_tokens", kv_link_bw_bytes_s: float | None = None,
+                      **knobs) -> Deployment:
+        """A prefill pool and a decode pool on `gpu`, each given as (tp, pp, replicas); the
+        decode pool speculates (`spec`), the prefill pool does not; `knobs` as in colocated."""
+        pools = tuple(PoolConfig(role, gpu, tp=tp, pp=pp, replicas=n, spec=s, **knobs)
+                      for role, (tp, pp, n), s in (("prefill", prefill, SpecConfig()),
+                                                   ("decode", decode, spec or SpecConfig())))
+        return cls(model=model, pools=pools, mode="disaggregated", router=router,
+                   kv_link_bw_bytes_s=kv_link_bw_bytes_s)
+
     @property
     def num_gpus(self) -> int:
         return sum(p.num_gpus for p in self.pools)
@@ -224,12 +262,14 @@ class Deployment:
         )
 
 
+_NOT_A_PLAN = "a plan must be an object (a Plan JSON, or a bare deployment object)"
+
+
 def read_plan(path: str | Path) -> dict:
     """A Plan JSON file (or a file holding a bare deployment object), parsed."""
     doc = read_json(path, "plan file")
     if not isinstance(doc, dict):
-        raise ServePlanError(f"{path}: expected a Plan JSON object (or a deployment object), got "
-                             f"{type(doc).__name__}")
+        raise ServePlanError(f"{path}: {_NOT_A_PLAN}, got {type(doc).__name__}")
     return doc
 
 
@@ -243,7 +283,7 @@ def plan_deployment(plan: dict | str | Path) -> Deployment:
         except ServePlanError as e:
             raise ServePlanError(f"{plan}: {e}") from None
     if not isinstance(plan, dict):
-        raise ServePlanError(f"a plan must be a JSON object, got {type(plan).__name__}")
+        raise ServePlanError(f"{_NOT_A_PLAN}, got {type(plan).__name__}")
     try:
         return Deployment.from_dict(plan.get("deployment", plan))
     except TypeError as e:  # a value of the wrong type where a dataclass compares it

@@ -17,12 +17,6 @@ from planner.cli.sweep import progress_callback
 from sim.slo import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
 
-def _pool(role, gpu, tp, pp, replicas, common: dict, spec):
-    from sim.deployment import PoolConfig
-
-    return PoolConfig(role=role, gpu=gpu, tp=tp, pp=pp, replicas=replicas, spec=spec, **common)
-
-
 @user_errors
 def simulate_cmd(
     plan: Path = typer.Option(None, "--plan", help="Plan JSON (its deployment) or a deployment JSON"),
@@ -86,29 +80,20 @@ def simulate_cmd(
     else:
         if model is None or gpu is None:
             raise ServePlanError("give --plan FILE, or --model and --gpu (with --tp, --replicas, ...)")
-        spec = SpecConfig()
-        if spec_method != "none":
-            if spec_acceptance is None:
-                raise ServePlanError(f"--spec-method {spec_method} needs --spec-acceptance A "
-                                     "(per-token acceptance probability in [0, 1))")
-            # k = 0 with a method is the adaptive policy, as --spec-k's help says (a SpecConfig with
-            # k = 0 and adaptive off would turn speculation off)
-            spec = SpecConfig(method=spec_method, draft_model=draft_model, num_speculative_tokens=spec_k,
-                              acceptance=spec_acceptance, adaptive=spec_adaptive or spec_k == 0)
-        common = {"precision": precision, "max_num_seqs": max_num_seqs,
-                  "max_num_batched_tokens": max_num_batched_tokens, "chunk_size": chunk_size,
-                  "kv_dtype": kv_dtype, "kv_budget_tokens": kv_budget,
-                  "gpu_memory_utilization": gpu_memory_utilization}
+        spec = SpecConfig.from_flags(spec_method, spec_k, spec_acceptance, draft_model=draft_model,
+                                     adaptive=spec_adaptive)
+        knobs = {"precision": precision, "max_num_seqs": max_num_seqs,
+                 "max_num_batched_tokens": max_num_batched_tokens, "chunk_size": chunk_size,
+                 "kv_dtype": kv_dtype, "kv_budget_tokens": kv_budget,
+                 "gpu_memory_utilization": gpu_memory_utilization}
         if disaggregated:
-            from sim.deployment import SpecConfig as _S
-
-            pools = (_pool("prefill", gpu, prefill_tp or tp, prefill_pp, prefill_replicas, common, _S()),
-                     _pool("decode", gpu, decode_tp or tp, decode_pp, decode_replicas, common, spec))
-            dep = Deployment(model=model, pools=pools, mode="disaggregated", router=router,
-                             kv_link_bw_bytes_s=kv_link_gbs * 1e9 if kv_link_gbs else None)
+            dep = Deployment.disaggregated(
+                model, gpu, prefill=(prefill_tp or tp, prefill_pp, prefill_replicas),
+                decode=(decode_tp or tp, decode_pp, decode_replicas), spec=spec, router=router,
+                kv_link_bw_bytes_s=kv_link_gbs * 1e9 if kv_link_gbs else None, **knobs)
         else:
-            dep = Deployment(model=model, pools=(_pool("colocated", gpu, tp, pp, replicas, common, spec),),
-                             router=router)
+            dep = Deployment.colocated(model, gpu, tp=tp, pp=pp, replicas=replicas, spec=spec,
+                                       router=router, **knobs)
     slo = requested_slo(ttft_slo, tpot_slo, slo_percentile, attainment)
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness)
     prog, _ = progress_callback(not as_json, f"simulating {requests} requests")

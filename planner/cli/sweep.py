@@ -74,7 +74,7 @@ def sweep_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Simulate every combination of the listed knobs (x every rate) and tabulate the metrics."""
-    from sim.deployment import Deployment, PoolConfig
+    from sim.deployment import Deployment
     from sim.slo import SLO
     from sim.sweep import sweep
     from sim.workload import parse_workload
@@ -88,9 +88,8 @@ def sweep_cmd(
     deps = []
     for t, p, r, s, kv in itertools.product(_ints("--tp", tp), _ints("--pp", pp),
                                             _ints("--replicas", replicas), seqs, kvs):
-        pool = PoolConfig("colocated", gpu, tp=t, pp=p, replicas=r, precision=precision,
-                          max_num_seqs=s, kv_dtype=kv)
-        deps.append(Deployment(model, (pool,)))
+        deps.append(Deployment.colocated(model, gpu, tp=t, pp=p, replicas=r, precision=precision,
+                                         max_num_seqs=s, kv_dtype=kv))
     prog, cb = progress_callback(not as_json, f"sweep ({backend})")
     if prog:
         prog.start()
