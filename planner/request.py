@@ -20,7 +20,7 @@ from planner.shape import WorkloadShape
 from planner.space import Constraints, SearchSpace
 from planner.spec_table import lookup_acceptance
 from sim.slo import SLO
-from sim.workload import Workload, generate_requests, parse_workload
+from sim.workload import Workload, generate_requests, parse_workload, with_load
 
 OBJECTIVES = ("goodput", "cost")
 DEFAULT_REQUESTS = 800  # fewest requests per verifying simulation
@@ -120,8 +120,6 @@ class PlanRequest:
         cached = self.__dict__.get("_shape_cache")
         if cached is not None:
             return cached
-        from sim.sweep import with_load
-
         wl = with_load(self.workload, rate=self.rate or (None if self.closed_loop else 1.0),
                        concurrency=self.concurrency)
         ss_req, _ = np.random.SeedSequence(self.seed).spawn(2)

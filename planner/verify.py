@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from sim.deployment import Deployment
 from sim.slo import SLO
-from sim.sweep import SimTask, TaskResult, _Shared, check_workers, make_executor, run_task
+from sim.sweep import SharedInputs, SimTask, TaskResult, check_workers, make_executor, run_task
 
 _WORKER: dict = {}
 
@@ -209,7 +209,7 @@ class Verifier:
         self.seed = seed
         self.calibration = calibration
         self.closed_loop = closed_loop
-        self.shared = _Shared(workload, slo, calibration)
+        self.shared = SharedInputs(workload, slo, calibration)
         n = check_workers(workers) or min(2, os.cpu_count() or 1)
         # probes a round asks for: a constant, not the worker count, so that a plan does not
         # depend on how many processes ran it (the service plans with 1 worker, the CLI with 2,

@@ -52,33 +52,21 @@ class TaskResult:
 
 
 @dataclass
-class _Shared:
+class SharedInputs:
+    """What every task of one batch shares, shipped to each worker once: the workload (with its
+    trace arrays), the SLO and the calibration profile."""
+
     workload: Any
     slo: Any = None
     calibration: Any = None
     extra: dict = field(default_factory=dict)
 
 
-def with_load(workload, rate: float | None = None, concurrency: int | None = None):
-    """The same lengths and arrival shape at another rate (or as a closed loop of N clients)."""
-    from dataclasses import replace
-
-    if rate is None and concurrency is None:
-        return workload
-    if concurrency is not None:
-        return replace(workload, arrival="closed", rate_rps=None, concurrency=concurrency)
-    if not rate > 0:
-        raise ServePlanError(f"rate {rate!r} requests/s; expected a number > 0")
-    arrival = workload.arrival
-    if arrival == "closed":
-        arrival = "poisson" if workload.burstiness_cv == 1.0 else "gamma"
-    return replace(workload, arrival=arrival, rate_rps=float(rate), concurrency=None)
-
-
-def run_task(task: SimTask, shared: _Shared) -> dict:
+def run_task(task: SimTask, shared: SharedInputs) -> dict:
     """Run one simulation and return its flat metrics dict (pure given task + shared)."""
     from sim import simulate
     from sim.deployment import Deployment
+    from sim.workload import with_load
 
     dep = Deployment.from_dict(task.deployment)
     wl = with_load(shared.workload, task.rate, task.concurrency)
@@ -87,7 +75,7 @@ def run_task(task: SimTask, shared: _Shared) -> dict:
     return res.metrics.to_dict()
 
 
-def _attempt(task: SimTask, shared: _Shared, retries: int) -> TaskResult:
+def _attempt(task: SimTask, shared: SharedInputs, retries: int) -> TaskResult:
     err = None
     for attempt in range(1, retries + 2):
         try:
@@ -100,10 +88,10 @@ def _attempt(task: SimTask, shared: _Shared, retries: int) -> TaskResult:
 
 
 # --- local process pool -----------------------------------------------------------------------
-_WORKER_SHARED: _Shared | None = None
+_WORKER_SHARED: SharedInputs | None = None
 
 
-def _init_worker(shared: _Shared) -> None:
+def _init_worker(shared: SharedInputs) -> None:
     global _WORKER_SHARED
     _WORKER_SHARED = shared
 
@@ -122,7 +110,7 @@ class LocalExecutor:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.retries = retries
 
-    def map(self, tasks: Sequence[SimTask], shared: _Shared,
+    def map(self, tasks: Sequence[SimTask], shared: SharedInputs,
             progress: Callable[[int, int], None] | None = None) -> list[TaskResult]:
         out: list[TaskResult] = []
         if self.workers == 1 or len(tasks) <= 1:
@@ -169,7 +157,7 @@ class RayExecutor:
                 ray.init(num_cpus=workers or os.cpu_count() or 1, **kw)
         self._remote = ray.remote(max_retries=retries)(_ray_run)
 
-    def map(self, tasks: Sequence[SimTask], shared: _Shared,
+    def map(self, tasks: Sequence[SimTask], shared: SharedInputs,
             progress: Callable[[int, int], None] | None = None) -> list[TaskResult]:
         ray = self._ray
         shared_ref = ray.put(shared)  # shipped once; workers read it from the object store
@@ -191,7 +179,7 @@ class RayExecutor:
         return [r for r in out if r is not None]
 
 
-def _ray_run(task: SimTask, shared: _Shared, retries: int) -> TaskResult:
+def _ray_run(task: SimTask, shared: SharedInputs, retries: int) -> TaskResult:
     return _attempt(task, shared, retries)
 
 
@@ -223,7 +211,7 @@ def run_tasks(tasks: Sequence[SimTask], workload, *, slo=None, calibration=None,
               progress: Callable[[int, int], None] | None = None) -> list[TaskResult]:
     """Run tasks sharing one workload (and SLO, calibration) on the chosen backend."""
     ex = executor or make_executor(backend, workers)
-    return ex.map(list(tasks), _Shared(workload, slo, calibration), progress)
+    return ex.map(list(tasks), SharedInputs(workload, slo, calibration), progress)
 
 
 def sweep(deployments: Sequence, workload, *, num_requests: int, seed: int = 0,

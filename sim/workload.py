@@ -15,7 +15,7 @@ Workload strings (DESIGN.md): `fixed:ISL,OSL`, `uniform:LO-HI,LO-HI`, `lognormal
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,6 +47,21 @@ class Workload:
     @property
     def has_prefix_hashes(self) -> bool:
         return self.trace is not None and self.trace.hash_ids is not None
+
+
+def with_load(workload: Workload, rate: float | None = None,
+              concurrency: int | None = None) -> Workload:
+    """The same lengths and arrival shape at another rate (or as a closed loop of N clients)."""
+    if rate is None and concurrency is None:
+        return workload
+    if concurrency is not None:
+        return replace(workload, arrival="closed", rate_rps=None, concurrency=concurrency)
+    if not rate > 0:
+        raise ServePlanError(f"rate {rate!r} requests/s; expected a number > 0")
+    arrival = workload.arrival
+    if arrival == "closed":
+        arrival = "poisson" if workload.burstiness_cv == 1.0 else "gamma"
+    return replace(workload, arrival=arrival, rate_rps=float(rate), concurrency=None)
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from sim.deployment import Deployment, PoolConfig
-from sim.sweep import LocalExecutor, SimTask, run_tasks, sweep, with_load
+from sim.sweep import LocalExecutor, SimTask, run_tasks, sweep
 from sim.workload import parse_workload
 
 
@@ -36,13 +34,3 @@ def test_failed_task_is_reported_with_its_config():
                     executor=LocalExecutor(workers=1))
     assert res[0].ok and not res[1].ok
     assert res[1].task.tag == "bad" and "fit" in res[1].error
-
-
-def test_with_load_switches_between_open_and_closed_loop():
-    wl = parse_workload("fixed:128,16", rate=1.0)
-    closed = with_load(wl, concurrency=8)
-    assert closed.arrival == "closed" and closed.concurrency == 8 and closed.rate_rps is None
-    again = with_load(closed, rate=3.0)
-    assert again.arrival == "poisson" and again.rate_rps == 3.0
-    with pytest.raises(ValueError, match="rate"):
-        with_load(wl, rate=0.0)

@@ -7,6 +7,7 @@ import pytest
 
 from costmodel.errors import ServePlanError
 from sim import generate_requests, length_stats, parse_workload
+from sim.workload import with_load
 
 
 def rng(seed=0):
@@ -125,3 +126,13 @@ def test_missing_trace_file_and_bad_azure_timestamp(tmp_path):
     az.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,10,5\nyesterday,3,5\n")
     with pytest.raises(ServePlanError, match=rf"{az} line 3: TIMESTAMP"):
         parse_workload(f"trace:{az}")
+
+
+def test_with_load_switches_between_open_and_closed_loop():
+    wl = parse_workload("fixed:128,16", rate=1.0)
+    closed = with_load(wl, concurrency=8)
+    assert closed.arrival == "closed" and closed.concurrency == 8 and closed.rate_rps is None
+    again = with_load(closed, rate=3.0)
+    assert again.arrival == "poisson" and again.rate_rps == 3.0
+    with pytest.raises(ValueError, match="rate"):
+        with_load(wl, rate=0.0)
