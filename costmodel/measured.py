@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.errors import ServePlanError
@@ -223,7 +224,7 @@ def _roofline_family(kind: str, r: pd.DataFrame, gpu, eff: Efficiencies, tables)
         return t
     if kind == "attn_prefill":
         kvb = r["kv_dtype"].map(_KV_BYTES).fillna(2.0).to_numpy()
-        return rl.prefill_attn_time_s_v(
+        return at.prefill_attn_time_s_v(
             r["batch_size"].to_numpy(float), r["prefill_len"].to_numpy(float),
             r["context_len"].to_numpy(float), r["num_heads"].to_numpy(float),
             r["num_kv_heads"].to_numpy(float), r["head_dim"].to_numpy(float),
@@ -235,8 +236,8 @@ def _roofline_family(kind: str, r: pd.DataFrame, gpu, eff: Efficiencies, tables)
         w = r["window"].to_numpy(float)
         # a sliding window past the first `w` keys rarely starts on a KV-tile boundary: the
         # kernel loads (and masks) the tile it starts in, one tile more than the window
-        ctx = np.where(w > 0, np.minimum(ctx, w + rl.ATTN_TILE_KV), ctx)
-        return rl.decode_attn_time_s_v(b, b * ctx, 1, r["num_heads"].to_numpy(float),
+        ctx = np.where(w > 0, np.minimum(ctx, w + at.ATTN_TILE_KV), ctx)
+        return at.decode_attn_time_s_v(b, b * ctx, 1, r["num_heads"].to_numpy(float),
                                        r["num_kv_heads"].to_numpy(float),
                                        r["head_dim"].to_numpy(float), gpu, eff, kvb,
                                        l2_warm=True)  # a kernel timed in a loop

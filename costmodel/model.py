@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.batch import Batch
@@ -258,9 +259,9 @@ class CostModel:
         """(prefill, decode) attention time for one layer."""
         m, e = self.model, self.eff
         # one varlen flash-attention kernel for all prefill chunks of the batch
-        t_pre = rl.prefill_attn_batch_time_s(prefill, self.q_heads, self.kv_heads, m.head_dim,
+        t_pre = at.prefill_attn_batch_time_s(prefill, self.q_heads, self.kv_heads, m.head_dim,
                                              self.gpu, e, self.kv_elem_bytes)
-        t_dec = rl.decode_attn_time_s(n_decode, decode_ctx_sum, q, self.q_heads, self.kv_heads,
+        t_dec = at.decode_attn_time_s(n_decode, decode_ctx_sum, q, self.q_heads, self.kv_heads,
                                       m.head_dim, self.gpu, e, self.kv_elem_bytes)
         tb = self._tables
         if tb is not None:  # measured-table corrections (costmodel.tables)

@@ -26,7 +26,8 @@ another through the datasheet (that is what makes zero-shot prediction on a new 
   GEMMs show no such trend); before it a per-token activation quantisation kernel
   moving 3 bytes per element of A at `fp8_quant_mem_eff` of HBM bandwidth plus
   `fp8_quant_row_s` per row.
-- Attention (prefill and decode): costmodel/attention.py, re-exported here.
+- Attention (prefill and decode): costmodel/attention.py, which builds on the efficiencies
+  and blends defined here (it imports this module; this module never imports it).
 - Elementwise (norms, RoPE, activation, residual add, embedding gather): bytes at a per-kernel
   fraction of HBM bandwidth (`norm_mem_eff`, ...), plus `elem_overhead_s`.
 - Collectives, per link type: `comm_base_s` once per group collective (kernel launch and the
@@ -45,7 +46,6 @@ the two equal.
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -505,22 +505,3 @@ def p2p_time_s(msg_bytes: float, bw_bytes_s: float, eff: Efficiencies,
     if not internode:
         bw_eff = eff.p2p_bw_eff
     return lat + msg_bytes / (bw_bytes_s * bw_eff)
-
-
-# --- attention: costmodel/attention.py -----------------------------------------------------
-# Re-exported lazily (attention.py imports Efficiencies and the blend from here, so an eager
-# import would be circular); the first lookup binds the name in this module, later ones are
-# plain attribute reads.
-ATTENTION_NAMES = (
-    "ATTN_TILE_Q", "ATTN_TILE_KV", "L2_BYTES", "_l2_hit", "_kv_tiles", "_tile_time",
-    "_prefill_bytes", "prefill_attn_batch_time_s", "prefill_attn_time_s", "prefill_attn_time_s_v",
-    "_decode_splits", "decode_attn_time_s", "decode_attn_time_s_v",
-)
-
-
-def __getattr__(name: str):
-    if name in ATTENTION_NAMES:
-        value = getattr(importlib.import_module("costmodel.attention"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'costmodel.roofline' has no attribute {name!r}")

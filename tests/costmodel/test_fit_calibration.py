@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.calibration import CalibrationProfile, GpuCalibration
@@ -109,12 +110,12 @@ def test_scalar_and_array_formulas_agree():
              for a, b, c in zip(m, n, k, strict=True)]
         np.testing.assert_allclose(v, s, rtol=1e-12)
     chunk, prefix = rng.integers(1, 8192, 50), rng.integers(0, 8192, 50)
-    v = rl.prefill_attn_time_s_v(1, chunk, prefix, 32, 8, 128, 0, gpu, eff, 2.0)
-    s = [rl.prefill_attn_time_s(int(c), int(p), 32, 8, 128, gpu, eff) for c, p in zip(chunk, prefix, strict=True)]
+    v = at.prefill_attn_time_s_v(1, chunk, prefix, 32, 8, 128, 0, gpu, eff, 2.0)
+    s = [at.prefill_attn_time_s(int(c), int(p), 32, 8, 128, gpu, eff) for c, p in zip(chunk, prefix, strict=True)]
     np.testing.assert_allclose(v, s, rtol=1e-12)
     b, ctx = rng.integers(1, 512, 50), rng.integers(1, 32768, 50)
-    v = rl.decode_attn_time_s_v(b, b * ctx, 1, 32, 8, 128, gpu, eff, 2.0)
-    s = [rl.decode_attn_time_s(int(x), float(x * c), 1, 32, 8, 128, gpu, eff) for x, c in zip(b, ctx, strict=True)]
+    v = at.decode_attn_time_s_v(b, b * ctx, 1, 32, 8, 128, gpu, eff, 2.0)
+    s = [at.decode_attn_time_s(int(x), float(x * c), 1, 32, 8, 128, gpu, eff) for x, c in zip(b, ctx, strict=True)]
     np.testing.assert_allclose(v, s, rtol=1e-12)
     msg, bw = rng.uniform(1e3, 1e9, 50), gpu.intra_node_bw_bytes_s()
     for g in (2, 4, 8):

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.hardware import load_gpu
 from costmodel.roofline import Efficiencies
@@ -57,31 +58,31 @@ def test_split_k_only_where_it_is_faster():
 
 def test_kv_tiles_hand_counted():
     # 256 causal tokens: query tile 1 sees 1 KV tile, tile 2 sees 2
-    tot, last = rl._kv_tiles(np.array([256.0]), np.array([0.0]), np.array([0.0]))
+    tot, last = at._kv_tiles(np.array([256.0]), np.array([0.0]), np.array([0.0]))
     assert (tot[0], last[0]) == (3.0, 2.0)
     # 128 new tokens after 512 cached: one query tile over 4 + 1 KV tiles
-    tot, last = rl._kv_tiles(np.array([128.0]), np.array([512.0]), np.array([0.0]))
+    tot, last = at._kv_tiles(np.array([128.0]), np.array([512.0]), np.array([0.0]))
     assert (tot[0], last[0]) == (5.0, 5.0)
     # window 128 over 1024 tokens: query tile m spans keys 128m - 128 .. 128m + 127, KV tiles
     # m - 1 and m (tile ends on tile boundaries: FA3's n_block_min / n_block_max): 2 each
-    tot, last = rl._kv_tiles(np.array([1024.0]), np.array([0.0]), np.array([128.0]))
+    tot, last = at._kv_tiles(np.array([1024.0]), np.array([0.0]), np.array([128.0]))
     assert (tot[0], last[0]) == (1 + 2 * 7, 2.0)
 
 
 def test_decode_splits_fill_the_sms():
-    assert rl._decode_splits(8, 131072, 132) == 17  # ceil(132 / 8)
-    assert rl._decode_splits(8, 200, 132) == 2  # at most one split per 128-token KV tile
-    assert rl._decode_splits(128, 131072, 132) == 1  # >= 0.8 x SMs already
+    assert at._decode_splits(8, 131072, 132) == 17  # ceil(132 / 8)
+    assert at._decode_splits(8, 200, 132) == 2  # at most one split per 128-token KV tile
+    assert at._decode_splits(128, 131072, 132) == 1  # >= 0.8 x SMs already
 
 
 def test_looped_decode_kernel_reads_a_small_kv_cache_from_l2():
     eff = Efficiencies()
     small, big = 1000, 200_000  # KV of 1 sequence x 8 heads x 128 x 2 x 2 B: 4 MB, 819 MB
     for ctx, faster in ((small, True), (big, False)):
-        cold = rl.decode_attn_time_s(1, ctx, 1, 64, 8, 128, H100, eff)
-        warm = rl.decode_attn_time_s(1, ctx, 1, 64, 8, 128, H100, eff, l2_warm=True)
+        cold = at.decode_attn_time_s(1, ctx, 1, 64, 8, 128, H100, eff)
+        warm = at.decode_attn_time_s(1, ctx, 1, 64, 8, 128, H100, eff, l2_warm=True)
         assert (warm < cold) == faster
-        v = rl.decode_attn_time_s_v([1], [ctx], 1, 64, 8, 128, H100, eff, 2.0, l2_warm=True)
+        v = at.decode_attn_time_s_v([1], [ctx], 1, 64, 8, 128, H100, eff, 2.0, l2_warm=True)
         assert v[0] == pytest.approx(warm, rel=1e-12)
 
 
@@ -90,24 +91,15 @@ def test_scalar_and_array_attention_agree_with_fp8_cache_and_gqa(kv_bytes):
     rng = np.random.default_rng(7)
     eff = Efficiencies()
     chunk, prefix = rng.integers(1, 4096, 30), rng.integers(0, 4096, 30)
-    v = rl.prefill_attn_time_s_v(1, chunk, prefix, 40, 8, 64, 0, H100, eff, kv_bytes)
-    s = [rl.prefill_attn_time_s(int(c), int(p), 40, 8, 64, H100, eff, kv_bytes)
+    v = at.prefill_attn_time_s_v(1, chunk, prefix, 40, 8, 64, 0, H100, eff, kv_bytes)
+    s = [at.prefill_attn_time_s(int(c), int(p), 40, 8, 64, H100, eff, kv_bytes)
          for c, p in zip(chunk, prefix, strict=True)]
     np.testing.assert_allclose(v, s, rtol=1e-12)
     b, ctx = rng.integers(1, 300, 30), rng.integers(1, 70000, 30)
-    v = rl.decode_attn_time_s_v(b, b * ctx, 1, 40, 8, 64, H100, eff, kv_bytes, l2_warm=True)
-    s = [rl.decode_attn_time_s(int(x), float(x * c), 1, 40, 8, 64, H100, eff, kv_bytes, l2_warm=True)
+    v = at.decode_attn_time_s_v(b, b * ctx, 1, 40, 8, 64, H100, eff, kv_bytes, l2_warm=True)
+    s = [at.decode_attn_time_s(int(x), float(x * c), 1, 40, 8, 64, H100, eff, kv_bytes, l2_warm=True)
          for x, c in zip(b, ctx, strict=True)]
     np.testing.assert_allclose(v, s, rtol=1e-12)
-
-
-def test_roofline_re_exports_the_attention_module():
-    from costmodel import attention
-
-    for name in rl.ATTENTION_NAMES:
-        assert getattr(rl, name) is getattr(attention, name)
-    with pytest.raises(AttributeError):
-        rl.no_such_operator  # noqa: B018
 
 
 def test_fa3_tile_table_by_head_dim_and_cache_dtype():
@@ -128,11 +120,11 @@ def test_fa3_tile_table_by_head_dim_and_cache_dtype():
 def test_packed_gqa_kv_tiles_hand_counted():
     # 128 tokens x 4 query heads per KV head = 512 rows: 4 tiles of 32 tokens, each within the
     # first 128-key tile
-    tot, last = rl._kv_tiles(np.array([128.0]), np.array([0.0]), np.array([0.0]), 4.0, 128.0, 128.0)
+    tot, last = at._kv_tiles(np.array([128.0]), np.array([0.0]), np.array([0.0]), 4.0, 128.0, 128.0)
     assert (tot[0], last[0]) == (4.0, 1.0)
     # 256 tokens, 160-key tiles: tiles ending at 32..160 see 1 key tile, 192..256 see 2: 11;
     # the closed form counts the diagonal's rounding on average (0.4 tile per query tile)
-    tot, last = rl._kv_tiles(np.array([256.0]), np.array([0.0]), np.array([0.0]), 4.0, 128.0, 160.0)
+    tot, last = at._kv_tiles(np.array([256.0]), np.array([0.0]), np.array([0.0]), 4.0, 128.0, 160.0)
     assert tot[0] == pytest.approx(11.0, rel=0.06) and last[0] == 2.0
 
 
@@ -142,15 +134,15 @@ def test_fp8_cache_decode_reads_at_its_own_bandwidth_efficiency():
     eff = replace(Efficiencies(), attn_mem_eff=0.9, attn_fp8_mem_eff=0.6, attn_overhead_s=0.0,
                   attn_decode_cta_s=0.0, attn_decode_fp8_s=0.0, attn_compute_eff=1.0)
     args = (256, 256 * 8192.0, 1, 32, 8, 128, H100)
-    bf16 = rl.decode_attn_time_s(*args, eff, kv_bytes=2.0)
-    fp8 = rl.decode_attn_time_s(*args, eff, kv_bytes=1.0)
+    bf16 = at.decode_attn_time_s(*args, eff, kv_bytes=2.0)
+    fp8 = at.decode_attn_time_s(*args, eff, kv_bytes=1.0)
     kv = 256 * 8192 * 2 * 8 * 128
     assert bf16 == pytest.approx(kv * 2 / (H100.hbm_bw_bytes_s * 0.9), rel=0.05)
     assert fp8 == pytest.approx(kv * 1 / (H100.hbm_bw_bytes_s * 0.6), rel=0.05)
     # each dtype answers to its own parameter only
-    assert rl.decode_attn_time_s(*args, replace(eff, attn_fp8_mem_eff=0.3), kv_bytes=2.0) == bf16
-    assert rl.decode_attn_time_s(*args, replace(eff, attn_mem_eff=0.3), kv_bytes=1.0) == fp8
-    v = rl.decode_attn_time_s_v(np.array([256, 256]), np.array([256 * 8192.0] * 2), 1, 32, 8, 128,
+    assert at.decode_attn_time_s(*args, replace(eff, attn_fp8_mem_eff=0.3), kv_bytes=2.0) == bf16
+    assert at.decode_attn_time_s(*args, replace(eff, attn_mem_eff=0.3), kv_bytes=1.0) == fp8
+    v = at.decode_attn_time_s_v(np.array([256, 256]), np.array([256 * 8192.0] * 2), 1, 32, 8, 128,
                                 H100, eff, np.array([2.0, 1.0]))
     np.testing.assert_allclose(v, [bf16, fp8], rtol=1e-12)
 
@@ -196,21 +188,21 @@ def test_prefill_and_decode_kernels_answer_to_their_own_parameters():
     dec = dict(attn_decode_blend=1.5, attn_decode_cta_s=3e-6, attn_decode_fp8_s=9e-6)
     pre = dict(attn_blend=1.5, attn_per_seq_s=3e-6, attn_fp8_kv_s=9e-6)
     for kv in (2.0, 1.0):
-        d0 = rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, base, kv_bytes=kv)
-        p0 = rl.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, base, kv_bytes=kv)
-        assert rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(base, **pre),
+        d0 = at.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, base, kv_bytes=kv)
+        p0 = at.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, base, kv_bytes=kv)
+        assert at.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(base, **pre),
                                      kv_bytes=kv) == d0
-        assert rl.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, replace(base, **dec),
+        assert at.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, replace(base, **dec),
                                       kv_bytes=kv) == p0
-        assert rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(base, **dec),
+        assert at.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(base, **dec),
                                      kv_bytes=kv) != d0
-        assert rl.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, replace(base, **pre),
+        assert at.prefill_attn_time_s(1024, 0, 32, 8, 128, H100, replace(base, **pre),
                                       kv_bytes=kv) != p0
     # the decode CTA time by hand: 64 x 8 = 512 CTAs (no split), x (0.5 + 128 / 256), and the
     # scheduler's walk, 1 x attn_decode_cta_s per sequence in a graph batch: 512 + 64
     e = replace(base, attn_decode_cta_s=1e-6)
-    extra = rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, e) \
-        - rl.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(e, attn_decode_cta_s=0.0))
+    extra = at.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, e) \
+        - at.decode_attn_time_s(64, 64 * 4096.0, 1, 32, 8, 128, H100, replace(e, attn_decode_cta_s=0.0))
     assert extra == pytest.approx((512 + 64) * 1e-6 * rl.clock_scale(H100), rel=1e-9)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.fit import _robust, fit_params
 from costmodel.hardware import load_gpu
@@ -39,7 +40,7 @@ def test_decode_attention_fixed_time_scales_with_clock():
     h = load_gpu("h100")
     e = replace(Efficiencies(), attn_overhead_s=10e-6, attn_decode_cta_s=0.0)
     zero = replace(e, attn_overhead_s=0.0)
-    d = rl.decode_attn_time_s(4, 4000, 1, 8, 1, 128, h, e) - rl.decode_attn_time_s(
+    d = at.decode_attn_time_s(4, 4000, 1, 8, 1, 128, h, e) - at.decode_attn_time_s(
         4, 4000, 1, 8, 1, 128, h, zero)
     assert d == pytest.approx(10e-6 * 1.41 / 1.98)
 
