@@ -35,7 +35,7 @@ from planner.options import (
     size,
 )
 from planner.plan_types import Alternative, Plan, Predicted
-from planner.request import PlanRequest
+from planner.request import PlanInputs
 from planner.search import exhaustive_options, fast_options, space_size
 from planner.space import Pruned, kv_tokens_needed, largest_kv_capacity, smallest_fit
 from planner.verify import Bisection, Verifier
@@ -67,7 +67,7 @@ def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
     # first: a profile may define a GPU that is not a preset (gpus.<name>.hardware), which the
     # inventory then names
     cal = _calibration(calibration)
-    req = PlanRequest.build(
+    req = PlanInputs.build(
         model=model, gpus=gpus, workload=workload, rate=rate, concurrency=concurrency,
         ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, slo_percentile=slo_percentile,
         attainment=attainment, objective=objective, spec_method=spec_method,
@@ -110,13 +110,13 @@ def _check_time_limit(t) -> None:
         raise ServePlanError(f"time limit {t!r} s; expected a number of seconds > 0")
 
 
-def _largest_kv(req: PlanRequest) -> int:
+def _largest_kv(req: PlanInputs) -> int:
     c = req.constraints
     return largest_kv_capacity(req.model, [(g.spec, g.count) for g in req.fleet.gpus], c.precisions,
                                c.kv_dtypes, req.space.tps, tuple(req.space.pps) + (8, 16))
 
 
-def _check_context(req: PlanRequest, shape) -> None:
+def _check_context(req: PlanInputs, shape) -> None:
     """Requests longer than the model's context are rejected by the engine (and the simulator):
     when more of them than the SLO's attainment allows, no deployment can meet it."""
     total = shape.input_tokens + shape.output_tokens
@@ -131,7 +131,7 @@ def _check_context(req: PlanRequest, shape) -> None:
         f"{req.slo.attainment:g} cannot be met; shorten the workload's requests", 0.0, 0.0)
 
 
-def _raise_no_fit(req: PlanRequest, shape, pruned: Pruned) -> None:
+def _raise_no_fit(req: PlanInputs, shape, pruned: Pruned) -> None:
     need = kv_tokens_needed(shape.max_total_tokens, req.constraints.min_kv_budget_tokens, req.model)
     fit = smallest_fit(req.model, [g.spec for g in req.fleet.gpus], req.constraints.precisions,
                        req.constraints.kv_dtypes, need, req.space.tps, tuple(req.space.pps) + (8, 16))
@@ -150,7 +150,7 @@ def _raise_no_fit(req: PlanRequest, shape, pruned: Pruned) -> None:
         f"allow is {pruned.largest_kv_tokens} tokens); pruned: {dict(pruned.counts)}", 0.0, 0.0)
 
 
-def _closest_candidates(req: PlanRequest, cands, verifier: Verifier, progress) -> list[Option]:
+def _closest_candidates(req: PlanInputs, cands, verifier: Verifier, progress) -> list[Option]:
     """No candidate meets the SLO even at a trickle: verify the two closest (highest screened
     attainment at near-zero load) so the plan can show how close it gets."""
     pool = sorted((c for c in cands if c.role == "colocated"), key=lambda c: -c.floor_attainment)[:2]
@@ -164,7 +164,7 @@ def _closest_candidates(req: PlanRequest, cands, verifier: Verifier, progress) -
     return opts
 
 
-def _sizing(req: PlanRequest, opt: Option, feasible: bool):
+def _sizing(req: PlanInputs, opt: Option, feasible: bool):
     """(pools, operating load, target load or None) of `opt` deployed for the target."""
     load = req.load if feasible else None
     pools = size(opt, load, req.fleet)
@@ -179,7 +179,7 @@ def _sizing(req: PlanRequest, opt: Option, feasible: bool):
     return pools, op_load, load
 
 
-def _operate_all(req: PlanRequest, opts: list[Option], verifier: Verifier, prices,
+def _operate_all(req: PlanInputs, opts: list[Option], verifier: Verifier, prices,
                  feasible: list[bool], progress=None, repair_first: bool = True) -> list[tuple]:
     """Simulate each option sized for the target, all in one round; then, for the first (the
     winner) only, add replicas (or back the load off, with no target) while the SLO fails.
@@ -233,13 +233,13 @@ def _operate_all(req: PlanRequest, opts: list[Option], verifier: Verifier, price
     return out
 
 
-def _back_off(req: PlanRequest, load: float) -> float:
+def _back_off(req: PlanInputs, load: float) -> float:
     """The whole deployment carries a little less than its units did alone (another slice of
     the trace, uneven routing): the next operating load to try."""
     return float(max(1, int(load * 0.93))) if req.closed_loop else load * 0.93
 
 
-def _cheapest(req: PlanRequest, ranked: list[Option], verifier: Verifier, prices, progress=None,
+def _cheapest(req: PlanInputs, ranked: list[Option], verifier: Verifier, prices, progress=None,
               top: int = 3):
     """The cheapest deployment that the simulator says carries the target: each of the `top`
     best options sized for the target, and the same with one replica fewer in one pool (the
@@ -281,7 +281,7 @@ def _cheapest(req: PlanRequest, ranked: list[Option], verifier: Verifier, prices
     return None
 
 
-def _grow(opt: Option, pools, m: dict, req: PlanRequest, prices):
+def _grow(opt: Option, pools, m: dict, req: PlanInputs, prices):
     """One more replica where the SLO failed (the prefill pool for TTFT, else decode)."""
     used = {}
     for p, n in pools:
@@ -298,21 +298,17 @@ def _grow(opt: Option, pools, m: dict, req: PlanRequest, prices):
     return tuple(out)
 
 
-def failure_reason_from(m: dict, req: PlanRequest) -> str:
+def failure_reason_from(m: dict, req: PlanInputs) -> str:
     from planner.verify import Probe
 
     return failure_reason(Probe(0.0, bool(m["slo_met"]), 0.0, m), req.slo)
 
 
-def _load_unit(req: PlanRequest) -> str:
-    return "clients" if req.closed_loop else "requests/s"
-
-
-def _capacity(opt: Option, pools, req: PlanRequest) -> dict:
+def _capacity(opt: Option, pools, req: PlanInputs) -> dict:
     units = scale_of(opt, pools)
     dep_goodput = opt.goodput * units
     out = {
-        "load_unit": _load_unit(req),
+        "load_unit": req.load_unit,
         "unit": opt.label(),
         "unit_gpus": opt.unit_gpus,
         "unit_goodput": opt.goodput,
@@ -432,8 +428,8 @@ def _alternatives(ranked: list[Option]) -> list[Option]:
     return out
 
 
-def _objective_text(req: PlanRequest, feasible: bool) -> str:
-    unit = _load_unit(req)
+def _objective_text(req: PlanInputs, feasible: bool) -> str:
+    unit = req.load_unit
     if req.load is None:
         return f"most goodput ({unit}) from the GPUs given"
     if not feasible:
@@ -443,10 +439,10 @@ def _objective_text(req: PlanRequest, feasible: bool) -> str:
     return f"most goodput per GPU, enough replicas to serve {req.load:g} {unit} within the SLO"
 
 
-def _why_won(win: Option, req: PlanRequest, dep, op_load: float, met: bool) -> str:
+def _why_won(win: Option, req: PlanInputs, dep, op_load: float, met: bool) -> str:
     """Why the plan won, about the deployment shown (not the unit it was sized from, which
     may hold more or fewer GPUs)."""
-    unit = _load_unit(req)
+    unit = req.load_unit
     gpus = dep.num_gpus
     pools = " + ".join(f"{p.replicas} {p.role}" for p in dep.pools)
     held = "meets the SLO" if met else "misses the SLO"
@@ -455,7 +451,7 @@ def _why_won(win: Option, req: PlanRequest, dep, op_load: float, met: bool) -> s
             f"breaks the SLO first")
 
 
-def _why_lost(o: Option, win: Option, req: PlanRequest, pred: Predicted, win_pred: Predicted) -> str:
+def _why_lost(o: Option, win: Option, req: PlanInputs, pred: Predicted, win_pred: Predicted) -> str:
     if o.goodput <= 0:
         return f"meets the SLO at no load; bound by {o.bound_by(req.slo)}"
     if req.objective == "cost" and req.load is not None:
@@ -465,11 +461,11 @@ def _why_lost(o: Option, win: Option, req: PlanRequest, pred: Predicted, win_pre
         lost = f"needs {pred.gpus} GPUs for the target vs {win_pred.gpus}"
     else:
         d = 1.0 - (o.per_gpu / win.per_gpu) if win.per_gpu > 0 else 0.0
-        lost = f"{o.per_gpu:.3g} vs {win.per_gpu:.3g} {_load_unit(req)} per GPU ({d:.0%} less)"
+        lost = f"{o.per_gpu:.3g} vs {win.per_gpu:.3g} {req.load_unit} per GPU ({d:.0%} less)"
     return f"{lost}; bound by {o.bound_by(req.slo)}"
 
 
-def _simulation_block(req: PlanRequest, op_load: float, n: int, cal) -> dict:
+def _simulation_block(req: PlanInputs, op_load: float, n: int, cal) -> dict:
     s = req.slo
     load_flag = f"--concurrency {int(op_load)}" if req.closed_loop else f"--rate {op_load:g}"
     cmd = (f"serveplan simulate --plan PLAN.json --workload {req.workload_spec} {load_flag} "

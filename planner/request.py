@@ -1,6 +1,7 @@
 """A plan request: the user's inputs, checked once, with every bad value named.
 
-`PlanRequest.build(...)` takes the same arguments as `planner.plan()` and the CLI; it loads the
+`PlanInputs.build(...)` (named apart from the service's `PlanRequest` body, which carries the
+same arguments unchecked) takes the same arguments as `planner.plan()` and the CLI; it loads the
 model and fleet, parses the workload and SLO, resolves the speculative acceptance (given, or
 looked up in spec_acceptance.csv-style tables), and raises ServePlanError on bad input.
 """
@@ -55,7 +56,7 @@ def _positive(name: str, v, allow_none: bool = False) -> float | None:
 
 
 @dataclass(frozen=True)
-class PlanRequest:
+class PlanInputs:
     model_name: str
     model: ModelSpec
     fleet: Fleet
@@ -80,6 +81,10 @@ class PlanRequest:
     def load(self) -> float | None:
         """The target load in the planner's unit: requests/s, or clients for a closed loop."""
         return float(self.concurrency) if self.concurrency is not None else self.rate
+
+    @property
+    def load_unit(self) -> str:
+        return "clients" if self.closed_loop else "requests/s"
 
     def life_s(self) -> float:
         """A request's time in the system near the SLO boundary: the TTFT target plus its
@@ -158,7 +163,7 @@ class PlanRequest:
               tpot_slo_s=None, slo_percentile=90.0, attainment=0.9, objective="goodput",
               spec_method="none", draft_model=None, spec_acceptance=None, kv_dtype="auto",
               min_kv_budget=None, precision="bf16", max_gpus_per_replica=None, space=None,
-              num_requests=None, seed=0, burstiness_cv=1.0) -> PlanRequest:
+              num_requests=None, seed=0, burstiness_cv=1.0) -> PlanInputs:
         if ttft_slo_s is None or tpot_slo_s is None:
             raise ServePlanError("both SLOs are required: ttft_slo_s (--ttft-slo) and tpot_slo_s (--tpot-slo), in seconds")
         ttft = _positive("TTFT SLO (s)", ttft_slo_s)

@@ -20,7 +20,7 @@ from planner.allocate import Allocation, shape_key, top_allocations
 from planner.candidates import Candidate, ScreenContext, screen_space
 from planner.fleet import Fleet
 from planner.options import Option, dominated, rank
-from planner.request import PlanRequest
+from planner.request import PlanInputs
 from planner.space import Pruned, all_pools, enumerate_shapes, knobs_for, kv_tokens_needed
 from planner.timing import ReplicaTiming
 from planner.verify import Bisection, Verifier
@@ -133,7 +133,7 @@ def kv_twin(unit, cands: list[Candidate]):
     return tuple(twin) if len({r.pool.kv_dtype for r, _ in twin}) == 1 else None
 
 
-def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, pruned: Pruned,
+def fast_options(req: PlanInputs, ctx: ScreenContext, verifier: Verifier, pruned: Pruned,
                  top_k: dict[str, int] | None = None,
                  progress: Callable[[str], None] | None = None) -> tuple[list[Option], dict, list]:
     """Screen, allocate, verify: the options, search counters and the screened candidates."""
@@ -190,13 +190,13 @@ def fast_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, prune
     return options, counters, cands
 
 
-def _deployment(req: PlanRequest, opt: Option):
+def _deployment(req: PlanInputs, opt: Option):
     from planner.options import deployment_of
 
     return deployment_of(req.model_name, opt.mode, opt.unit)
 
 
-def grid(req: PlanRequest, ctx: ScreenContext, pruned: Pruned) -> dict[str, list]:
+def grid(req: PlanInputs, ctx: ScreenContext, pruned: Pruned) -> dict[str, list]:
     """Every configuration of the space that fits in memory, by role (one replica each)."""
     out: dict[str, list] = {"colocated": [], "prefill": [], "decode": []}
     for shape in enumerate_shapes(req.model, req.fleet, req.space, req.constraints, pruned):
@@ -212,7 +212,7 @@ def grid(req: PlanRequest, ctx: ScreenContext, pruned: Pruned) -> dict[str, list
     return out
 
 
-def space_size(req: PlanRequest) -> int:
+def space_size(req: PlanInputs) -> int:
     """Configurations in the space after the structural rules (before memory)."""
     n = 0
     p = Pruned()
@@ -228,7 +228,7 @@ def _fits(fleet: Fleet, unit) -> bool:
     return all(fleet.get(g).count >= k for g, k in need.items())
 
 
-def exhaustive_options(req: PlanRequest, ctx: ScreenContext, verifier: Verifier, pruned: Pruned,
+def exhaustive_options(req: PlanInputs, ctx: ScreenContext, verifier: Verifier, pruned: Pruned,
                        progress: Callable[[str], None] | None = None) -> tuple[list[Option], dict, list]:
     """Simulate every configuration of the space (bisection from a cost-model throughput bound)."""
     g = grid(req, ctx, pruned)

@@ -39,12 +39,12 @@ def test_the_winners_reason_describes_the_deployment_shown(fleet_plan):
 
 def test_pruned_examples_are_distinct():
     from planner.candidates import ScreenContext, screen_space
-    from planner.request import PlanRequest
+    from planner.request import PlanInputs
     from planner.space import Pruned
 
     # 70B on 4 H100 with 120k-token requests: TP 2 and TP 4 replicas (each at several knob
     # settings) hold the weights but not the KV
-    req = PlanRequest.build(model="llama-3.1-70b", gpus="h100:4", workload="fixed:120000,16",
+    req = PlanInputs.build(model="llama-3.1-70b", gpus="h100:4", workload="fixed:120000,16",
                             rate=0.1, ttft_slo_s=60.0, tpot_slo_s=0.2)
     ctx = ScreenContext(req.model, req.workload_shape(), req.slo_target, None, req.num_requests,
                         req.closed_loop, {"h100-sxm": 1.0})

@@ -68,9 +68,9 @@ def test_capacity_matches_the_simulator_within_15_percent():
     # requests, seed 0). Measured: screen / simulation = 1.0-1.1 on this case.
     wl = parse_workload("fixed:512,128", rate=1.0)
     slo = SLO(0.5, 0.02)
-    from planner.request import PlanRequest
+    from planner.request import PlanInputs
 
-    req = PlanRequest.build(model="llama-3.1-8b", gpus="h100:1", workload="fixed:512,128",
+    req = PlanInputs.build(model="llama-3.1-8b", gpus="h100:1", workload="fixed:512,128",
                             rate=1.0, ttft_slo_s=0.5, tpot_slo_s=0.02)
     scr = screen_for(PoolConfig("colocated", "h100", tp=1), req.workload_shape(), SLOTarget(0.5, 0.02))
     cap = scr.capacity().rate_rps
