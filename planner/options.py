@@ -6,17 +6,18 @@ replica counts) with the goodput the simulator verified by bisection. Ranking:
   fully needed), then the most goodput per GPU;
 - objective cost, target servable: dollars per hour of the deployment sized for the target;
 - no target, or the fleet cannot carry it: the most goodput the fleet can deploy.
-`size()` turns a unit into the deployment for the target load (whole replicas, within the fleet).
+Each is scored on the unit sized for the target (`planner.sizing.size`); `dominated` says which
+options cannot win whatever their unfinished bisections find.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from planner.fleet import Fleet
-from planner.verify import Bisection, Probe
-from sim.deployment import Deployment, PoolConfig
+from planner.sizing import deployment_cost, scale_of, size
+from planner.verify import Bisection, failure_reason
+from sim.deployment import PoolConfig
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Option:
     screen_binding: str
     origin: str  # lp | exhaustive
     screen_caps: tuple[float, ...] | None = None  # the screen's per-replica capacity of each pool
-    slo: object | None = None  # sim.metrics.SLO: tells which pool a failed probe ran out of
+    slo: object | None = None  # sim.slo.SLO: tells which pool a failed probe ran out of
 
     @property
     def goodput(self) -> float:
@@ -63,108 +64,6 @@ class Option:
         if hi is None:
             return "gpus" if self.goodput > 0 else "unknown"
         return failure_reason(hi, slo)
-
-
-def failure_reason(p: Probe, slo) -> str:
-    m = p.metrics
-    if m.get("preemptions", 0) > 0 or m.get("kv_peak_fraction", 0.0) >= 0.99:
-        return "memory"
-    if m.get("num_rejected", 0) > 0:
-        return "memory"
-    ttft_over = m["ttft_p90_s"] / slo.ttft_s if slo.ttft_s else 0.0
-    tpot_over = (m["tpot_p90_s"] / slo.tpot_s) if (slo.tpot_s and m.get("tpot_p90_s") == m.get("tpot_p90_s")) else 0.0
-    return "ttft" if ttft_over >= tpot_over else "tpot"
-
-
-def scale_of(opt: Option, pools) -> float:
-    """How many units a sized deployment holds (its goodput over the unit's, roughly): the
-    ratio of the binding pool, i.e. the smaller ratio."""
-    return min(k / n for (_, n), (_, k) in zip(opt.unit, pools, strict=True))
-
-
-def max_units(opt: Option, fleet: Fleet) -> int:
-    """How many copies of the unit the fleet holds."""
-    need: dict[str, int] = {}
-    for p, n in opt.unit:
-        need[p.gpu] = need.get(p.gpu, 0) + p.tp * p.pp * n
-    return min(fleet.get(g).count // k for g, k in need.items())
-
-
-def size(opt: Option, load: float | None, fleet: Fleet,
-         goodput: float | None = None) -> tuple[tuple[PoolConfig, int], ...]:
-    """Replica counts of the deployment: enough units for `load` (None: as many as fit), at the
-    unit's verified goodput (or `goodput` when given)."""
-    g_unit = opt.goodput if goodput is None else goodput
-    counts = {p.gpu: 0 for p, _ in opt.unit}
-    cap = {g.name: g.count for g in fleet.gpus}
-    if load is None or g_unit <= 0:
-        m = max(1, max_units(opt, fleet))
-        if opt.mode == "colocated":
-            return ((opt.unit[0][0], m),)
-        return fill(opt, [n * m for _, n in opt.unit], fleet)
-    caps = pool_capacities(opt, g_unit)
-    out = []
-    for (p, _), c in zip(opt.unit, caps, strict=True):
-        want = max(1, math.ceil(load / c - 1e-9))
-        room = (cap[p.gpu] - counts[p.gpu]) // (p.tp * p.pp)
-        k = max(1, min(want, room))
-        counts[p.gpu] += k * p.tp * p.pp
-        out.append((p, k))
-    return tuple(out)
-
-
-def pool_capacities(opt: Option, goodput: float) -> list[float]:
-    """Per-replica capacity of each pool, from the unit's verified goodput.
-
-    A colocated replica carries the unit's goodput. In a prefill:decode unit the pool that ran
-    out first (TTFT: prefill; TPOT, memory: decode; from the lowest failed probe) carries
-    goodput / its replicas; the other carries the screen's estimate rescaled by how far the
-    screen was off for the unit, and at least goodput / its replicas. Sizing pool by pool, not
-    unit by unit, keeps a pool that has slack from being rounded up with the one that binds."""
-    if opt.mode == "colocated" or not opt.screen_caps or opt.slo is None:
-        return [goodput / n for _, n in opt.unit]
-    counts = [n for _, n in opt.unit]
-    screen_unit = min(c * n for c, n in zip(opt.screen_caps, counts, strict=True))
-    scale = goodput / screen_unit if screen_unit > 0 else 1.0
-    caps = [max(c * scale, goodput / n) for c, n in zip(opt.screen_caps, counts, strict=True)]
-    hi = opt.bisection.lowest_fail
-    bind = 0 if hi is not None and failure_reason(hi, opt.slo) == "ttft" else 1
-    caps[bind] = goodput / counts[bind]
-    return caps
-
-
-def fill(opt: Option, counts: list[int], fleet: Fleet) -> tuple[tuple[PoolConfig, int], ...]:
-    """Spend the GPUs whole units leave over: one replica at a time to the pool furthest behind
-    the unit's ratio (the one that binds), while it fits."""
-    counts = list(counts)
-    while True:
-        used: dict[str, int] = {}
-        for (p, _), k in zip(opt.unit, counts, strict=True):
-            used[p.gpu] = used.get(p.gpu, 0) + p.tp * p.pp * k
-        order = sorted(range(len(counts)), key=lambda i: counts[i] / opt.unit[i][1])
-        for i in order:
-            p = opt.unit[i][0]
-            if used[p.gpu] + p.tp * p.pp <= fleet.get(p.gpu).count:
-                counts[i] += 1
-                break
-        else:
-            return tuple((p, k) for (p, _), k in zip(opt.unit, counts, strict=True))
-        # adding to a pool that does not bind gains nothing: stop when the binding one is full
-        if i != order[0]:
-            counts[i] -= 1
-            return tuple((p, k) for (p, _), k in zip(opt.unit, counts, strict=True))
-
-
-def deployment_of(model: str, mode: str, pools: tuple[tuple[PoolConfig, int], ...],
-                  prices: dict[str, float] | None = None) -> Deployment:
-    ps = tuple(replace(p, replicas=int(n),
-                       gpu_price_per_hour_usd=(prices or {}).get(p.gpu, p.gpu_price_per_hour_usd))
-               for p, n in pools)
-    return Deployment(model=model, pools=ps, mode=mode)
-
-
-def deployment_cost(pools, prices: dict[str, float]) -> float:
-    return sum(prices[p.gpu] * p.tp * p.pp * n for p, n in pools)
 
 
 def score(o: Option, goodput: float, objective: str, load: float | None, feasible: bool,

@@ -24,23 +24,21 @@ from costmodel.errors import DoesNotFitError, ServePlanError
 from costmodel.hardware import load_gpu
 from planner.candidates import ScreenContext
 from planner.launch import launch_lines
-from planner.options import (
-    Option,
-    deployment_cost,
-    deployment_of,
-    failure_reason,
-    max_units,
-    rank,
-    scale_of,
-    size,
-)
+from planner.options import Option, rank
 from planner.plan_types import Alternative, Plan, Predicted
 from planner.request import PlanInputs
 from planner.search import exhaustive_options, fast_options, space_size
+from planner.sizing import (
+    capacity,
+    cheapest,
+    deployment_cost,
+    deployment_of,
+    failure_reason_from,
+    max_units,
+    operate,
+)
 from planner.space import Pruned, kv_tokens_needed, largest_kv_capacity, smallest_fit
 from planner.verify import Bisection, Verifier
-
-MAX_REPAIRS = 3
 
 
 def _calibration(cal):
@@ -164,165 +162,6 @@ def _closest_candidates(req: PlanInputs, cands, verifier: Verifier, progress) ->
     return opts
 
 
-def _sizing(req: PlanInputs, opt: Option, feasible: bool):
-    """(pools, operating load, target load or None) of `opt` deployed for the target."""
-    load = req.load if feasible else None
-    pools = size(opt, load, req.fleet)
-    op_load = load
-    if op_load is None:  # as much as the deployed units carry
-        units = scale_of(opt, pools)
-        op_load = max(opt.goodput * units, 0.05 if not req.closed_loop else 1.0)
-        if req.closed_loop:
-            op_load = float(max(1, int(op_load)))
-        elif req.load is not None:
-            op_load = min(op_load, req.load)
-    return pools, op_load, load
-
-
-def _operate_all(req: PlanInputs, opts: list[Option], verifier: Verifier, prices,
-                 feasible: list[bool], progress=None, repair_first: bool = True) -> list[tuple]:
-    """Simulate each option sized for the target, all in one round; then, for the first (the
-    winner) only, add replicas (or back the load off, with no target) while the SLO fails.
-    Returns (deployment, metrics, operating load, SLO met) per option."""
-    sized = [_sizing(req, o, f) for o, f in zip(opts, feasible, strict=True)]
-    items = []
-    for i, (o, (pools, op_load, load)) in enumerate(zip(opts, sized, strict=True)):
-        best = o.bisection.best
-        if i > 0 and load is None and best is not None:
-            # a runner-up with no target to size for: its verified unit at its goodput (that
-            # simulation already ran), not another fleet-sized run
-            items.append((deployment_of(req.model_name, o.mode, o.unit, prices), best.load,
-                          req.requests_for(best.load)))
-        else:
-            items.append((deployment_of(req.model_name, o.mode, pools, prices), op_load,
-                          req.requests_for(op_load)))
-    spare = None
-    if repair_first and opts and sized[0][2] is None and opts[0].goodput > 0:
-        # no target: the winner's fleet-sized run may need its load backed off; simulate the
-        # backed-off load in the same round (a second worker), not in a round of its own
-        spare = (items[0][0], _back_off(req, items[0][1]), req.requests_for(_back_off(req, items[0][1])))
-    if progress:
-        progress(f"operating point: {len(items) + (spare is not None)} simulation(s)")
-    ms = verifier.run(items + ([spare] if spare else []))
-    out = [(d, dict(m, num_requests_simulated=n), x, bool(m["slo_met"]))
-           for (d, x, n), m in zip(items, ms[:len(items)], strict=True)]
-    if not repair_first or not opts:
-        return out
-    win = opts[0]
-    pools, op_load, load = sized[0]
-    dep, m, _, met = out[0]
-    if spare is not None and not met and ms[-1]["slo_met"]:
-        op_load = spare[1]
-        m, met = dict(ms[-1], num_requests_simulated=spare[2]), True
-        out[0] = (dep, m, op_load, met)
-    for _ in range(MAX_REPAIRS):
-        if met or win.goodput <= 0 or verifier.expired:
-            break
-        if load is None:
-            op_load = _back_off(req, op_load)
-        else:
-            grown = _grow(win, pools, m, req, prices)
-            if grown is None:
-                break
-            pools = grown
-        n = req.requests_for(op_load)
-        dep = deployment_of(req.model_name, win.mode, pools, prices)
-        m = dict(verifier.run([(dep, op_load, n)])[0], num_requests_simulated=n)
-        met = bool(m["slo_met"])
-        out[0] = (dep, m, op_load, met)
-    return out
-
-
-def _back_off(req: PlanInputs, load: float) -> float:
-    """The whole deployment carries a little less than its units did alone (another slice of
-    the trace, uneven routing): the next operating load to try."""
-    return float(max(1, int(load * 0.93))) if req.closed_loop else load * 0.93
-
-
-def _cheapest(req: PlanInputs, ranked: list[Option], verifier: Verifier, prices, progress=None,
-              top: int = 3):
-    """The cheapest deployment that the simulator says carries the target: each of the `top`
-    best options sized for the target, and the same with one replica fewer in one pool (the
-    sizing rounds up, and a unit's goodput is a lower bound), tried cheapest first, two at a
-    time. Returns (option, deployment, metrics, load, met) or None when none meets the SLO."""
-    load = req.load
-    trials = []
-    for o in [o for o in ranked if o.goodput > 0][:top]:
-        pools = size(o, load, req.fleet)
-        trials.append((o, pools))
-        for i, (p, n) in enumerate(pools):
-            if n > 1:
-                fewer = list(pools)
-                fewer[i] = (p, n - 1)
-                trials.append((o, tuple(fewer)))
-
-    def cost(t):
-        pools = t[1]
-        gpus = sum(p.tp * p.pp * n for p, n in pools)
-        dollars = deployment_cost(pools, prices)
-        return (dollars, gpus) if req.objective == "cost" else (gpus, dollars)
-
-    seen, ordered = set(), []
-    for t in sorted(trials, key=cost):
-        key = tuple((p, n) for p, n in t[1])
-        if key not in seen:
-            seen.add(key)
-            ordered.append(t)
-    n = req.requests_for(load)
-    for i in range(0, len(ordered), 2):
-        batch = ordered[i:i + 2]
-        if progress:
-            progress(f"sizing for the target: {len(batch)} simulation(s)")
-        deps = [deployment_of(req.model_name, o.mode, pools, prices) for o, pools in batch]
-        ms = verifier.run([(d, load, n) for d in deps])
-        for (o, _), d, m in zip(batch, deps, ms, strict=True):
-            if m["slo_met"]:
-                return o, d, dict(m, num_requests_simulated=n), load, True
-    return None
-
-
-def _grow(opt: Option, pools, m: dict, req: PlanInputs, prices):
-    """One more replica where the SLO failed (the prefill pool for TTFT, else decode)."""
-    used = {}
-    for p, n in pools:
-        used[p.gpu] = used.get(p.gpu, 0) + p.tp * p.pp * n
-    reason = failure_reason_from(m, req)
-    idx = 0
-    if opt.mode == "disaggregated":
-        idx = 0 if reason == "ttft" else 1
-    p, n = pools[idx]
-    if used[p.gpu] + p.tp * p.pp > req.fleet.get(p.gpu).count:
-        return None
-    out = list(pools)
-    out[idx] = (p, n + 1)
-    return tuple(out)
-
-
-def failure_reason_from(m: dict, req: PlanInputs) -> str:
-    from planner.verify import Probe
-
-    return failure_reason(Probe(0.0, bool(m["slo_met"]), 0.0, m), req.slo)
-
-
-def _capacity(opt: Option, pools, req: PlanInputs) -> dict:
-    units = scale_of(opt, pools)
-    dep_goodput = opt.goodput * units
-    out = {
-        "load_unit": req.load_unit,
-        "unit": opt.label(),
-        "unit_gpus": opt.unit_gpus,
-        "unit_goodput": opt.goodput,
-        "goodput_per_gpu": opt.per_gpu,
-        "deployment_goodput_estimate": dep_goodput,
-        "screen_estimate": opt.screen_load if opt.origin == "lp" else None,
-        "verify_probes": [{"load": p.load, "slo_met": p.met, "attainment": p.metrics["slo_attainment"]}
-                          for p in sorted(opt.bisection.probes, key=lambda p: p.load)],
-    }
-    if req.load:
-        out["headroom"] = dep_goodput / req.load - 1.0
-    return out
-
-
 def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustive, backend,
             progress=None) -> Plan:
     verified = [o for o in options if o.goodput > 0]
@@ -336,7 +175,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
     # cheapest sizing, no runners-up
     late = verifier.expired
     if req.load is not None and feasible and slo_ok and not late:
-        found = _cheapest(req, ranked, verifier, prices, progress)
+        found = cheapest(req, ranked, verifier, prices, progress)
         if found is not None:  # the option whose sized deployment is cheapest wins
             ranked.remove(found[0])
             ranked.insert(0, found[0])
@@ -346,11 +185,11 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         verifier.stopped_early = ((verifier.stopped_early or "time limit reached after verification")
                                   + "; plan sized from what was verified, runners-up not simulated")
     if found is not None:
-        runs = [found[1:]] + _operate_all(req, alt_opts, verifier, prices,
+        runs = [found[1:]] + operate(req, alt_opts, verifier, prices,
                                           [o.goodput > 0 for o in alt_opts], progress,
                                           repair_first=False)
     else:
-        runs = _operate_all(req, [win] + alt_opts, verifier, prices,
+        runs = operate(req, [win] + alt_opts, verifier, prices,
                             [feasible and slo_ok] + [feasible and o.goodput > 0 for o in alt_opts],
                             progress)
     dep, m, op_load, met = runs[0]
@@ -371,7 +210,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
     for o, (adep, am, _, _) in zip(alt_opts, runs[1:], strict=True):
         apools = tuple((p, p.replicas) for p in adep.pools)
         pred = Predicted.from_metrics(am, adep.num_gpus, deployment_cost(apools, prices))
-        alts.append(Alternative(o.mode, adep.to_dict(), pred, _capacity(o, apools, req),
+        alts.append(Alternative(o.mode, adep.to_dict(), pred, capacity(o, apools, req),
                                 _why_lost(o, win, req, pred, predicted)))
     why = {
         "objective": _objective_text(req, feasible),
@@ -408,7 +247,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         deployment=dep.to_dict(), predicted=predicted, launch=launch_lines(dep),
         alternatives=tuple(alts), why=why, search=search,
         simulation=_simulation_block(req, op_load, m["num_requests_simulated"], cal),
-        capacity=_capacity(win, win_pools, req), inputs={**req.to_dict(), "backend": backend,
+        capacity=capacity(win, win_pools, req), inputs={**req.to_dict(), "backend": backend,
                                                            "exhaustive": exhaustive},
         feasible=feasible, binding=binding, uncertainty=_uncertainty(cal, dep, win),
         notes=tuple(notes),

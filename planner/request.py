@@ -1,7 +1,7 @@
 """A plan request: the user's inputs, checked once, with every bad value named.
 
-`PlanInputs.build(...)` (named apart from the service's `PlanRequest` body, which carries the
-same arguments unchecked) takes the same arguments as `planner.plan()` and the CLI; it loads the
+`PlanInputs.build(...)` (named apart from the service's `PlanRequest`, the HTTP body that
+carries the same arguments) takes the same arguments as `planner.plan()` and the CLI; it loads the
 model and fleet, parses the workload and SLO, resolves the speculative acceptance (given, or
 looked up in spec_acceptance.csv-style tables), and raises ServePlanError on bad input.
 """

@@ -191,7 +191,7 @@ def fast_options(req: PlanInputs, ctx: ScreenContext, verifier: Verifier, pruned
 
 
 def _deployment(req: PlanInputs, opt: Option):
-    from planner.options import deployment_of
+    from planner.sizing import deployment_of
 
     return deployment_of(req.model_name, opt.mode, opt.unit)
 

@@ -96,6 +96,19 @@ def slo_margin(m: dict, slo: SLO) -> float:
     return val
 
 
+def failure_reason(p: Probe, slo) -> str:
+    """What a failed probe ran out of: memory (preemptions, a full KV cache, rejections), else
+    the target it missed by more, ttft or tpot."""
+    m = p.metrics
+    if m.get("preemptions", 0) > 0 or m.get("kv_peak_fraction", 0.0) >= 0.99:
+        return "memory"
+    if m.get("num_rejected", 0) > 0:
+        return "memory"
+    ttft_over = m["ttft_p90_s"] / slo.ttft_s if slo.ttft_s else 0.0
+    tpot_over = (m["tpot_p90_s"] / slo.tpot_s) if (slo.tpot_s and m.get("tpot_p90_s") == m.get("tpot_p90_s")) else 0.0
+    return "ttft" if ttft_over >= tpot_over else "tpot"
+
+
 @dataclass
 class Bisection:
     """Highest SLO-meeting load, from a first guess."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from planner.fleet import parse_fleet
-from planner.options import Option, dominated, fill, scale_of, size
+from planner.options import Option, dominated
 from planner.search import DISAGG_RATIOS, nearest_ratio
+from planner.sizing import fill, scale_of, size
 from planner.verify import Bisection
 from sim.deployment import PoolConfig
 from sim.slo import SLO
