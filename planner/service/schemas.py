@@ -14,10 +14,12 @@ Units are in the names: `_s` seconds, `_rps` requests per second, `_tok_s` token
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from sim.deployment import ROLES, PoolConfig, SpecConfig
 from sim.slo import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
 WEIGHT_PRECISIONS = ("bf16", "fp8", "int4")
@@ -110,7 +112,7 @@ class PlanRequest(_Request):
         return self
 
 
-class Predicted(_Response):
+class PredictedBlock(_Response):
     ttft_p50_s: float | None
     ttft_p90_s: float | None
     tpot_p50_s: float | None
@@ -123,36 +125,28 @@ class Predicted(_Response):
     cost_per_mtok_usd: float | None
 
 
-class SpecBlock(_Response):
-    method: str = "none"
-    draft_model: str | None = None
-    num_speculative_tokens: int = 0
-    acceptance: float = 0.0
-    adaptive: bool = False
+def _block(name: str, source, doc: str | None = None, **override) -> type[_Response]:
+    """A response block with the fields of the dataclass `source`: names, types and defaults in
+    its order, so the schema follows the library's type; `override` narrows a field's type
+    (name=(type, default))."""
+    hints = get_type_hints(source)
+    spec = {}
+    for f in dataclasses.fields(source):
+        if f.name in override:
+            spec[f.name] = override[f.name]
+        elif f.default_factory is not dataclasses.MISSING:
+            spec[f.name] = (hints[f.name], Field(default_factory=f.default_factory))
+        else:
+            spec[f.name] = (hints[f.name], ... if f.default is dataclasses.MISSING else f.default)
+    return create_model(name, __base__=_Response, __doc__=doc, __module__=__name__, **spec)
 
 
-class PoolBlock(_Response):
+SpecBlock = _block("SpecBlock", SpecConfig)
+PoolBlock = _block(
+    "PoolBlock", PoolConfig,
     """One pool of identical replicas (sim.deployment.PoolConfig); unset knobs take the
-    engine defaults of the GPU."""
-
-    role: Literal["colocated", "prefill", "decode"]
-    gpu: str
-    tp: int = 1
-    pp: int = 1
-    replicas: int = 1
-    precision: str = "bf16"
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    chunk_size: int | None = None
-    enable_chunked_prefill: bool = True
-    kv_dtype: str = "auto"
-    gpu_memory_utilization: float | None = None
-    kv_budget_tokens: int | None = None
-    block_size: int | None = None
-    enable_prefix_caching: bool = True
-    expert_parallel: bool = False
-    gpu_price_per_hour_usd: float | None = None
-    spec: SpecBlock = Field(default_factory=SpecBlock)
+    engine defaults of the GPU.""",
+    role=(Literal[ROLES], ...), spec=(SpecBlock, Field(default_factory=SpecBlock)))
 
 
 class DeploymentBlock(_Response):
@@ -167,10 +161,10 @@ class DeploymentBlock(_Response):
     pools: list[PoolBlock]
 
 
-class Alternative(_Response):
+class AlternativeBlock(_Response):
     mode: str
     deployment: DeploymentBlock
-    predicted: Predicted
+    predicted: PredictedBlock
     capacity: dict
     why: str
 
@@ -184,9 +178,9 @@ class PlanResponse(_Response):
     feasible: bool
     binding: str | None = None
     deployment: DeploymentBlock
-    predicted: Predicted
+    predicted: PredictedBlock
     launch: dict
-    alternatives: list[Alternative]
+    alternatives: list[AlternativeBlock]
     why: dict
     search: dict
     simulation: dict

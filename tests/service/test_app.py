@@ -34,6 +34,13 @@ def test_health_catalogues_and_openapi(client):
     assert {"PlanRequest", "PlanResponse", "SimulateRequest", "SimulateResponse",
             "CostStepRequest", "CostStepResponse"} <= names
     assert set(doc["paths"]["/v1/plan"]["post"]["responses"]) >= {"200", "422", "503", "504"}
+    # the pool and spec blocks are the library's own fields, in order (not a copy that drifts)
+    from dataclasses import fields
+
+    from sim.deployment import PoolConfig, SpecConfig
+
+    for block, source in (("PoolBlock", PoolConfig), ("SpecBlock", SpecConfig)):
+        assert list(doc["components"]["schemas"][block]["properties"]) == [f.name for f in fields(source)]
 
 
 def test_plan_is_the_library_plan_and_cached(client, small_plan):
