@@ -24,8 +24,9 @@ from costmodel.specs import load_model
 from sim.cluster import Cluster
 from sim.deployment import Deployment, PoolConfig
 from sim.metrics import RunMetrics, summarise
-from sim.replica import POLICIES, Replica, ReplicaConfig
+from sim.replica import Replica, ReplicaConfig
 from sim.router import Router
+from sim.scheduler import POLICIES
 from sim.slo import DEFAULT_SLO, SLO
 from sim.spec import SpecDecoder
 from sim.workload import Workload, generate_requests
