@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from planner.cli import app
@@ -85,3 +86,16 @@ def test_errors_are_one_line_exit_2(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert msg in r.output and "Traceback" not in r.output
         assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_spec_k_0_with_a_method_is_adaptive():
+    base = ["simulate", "--model", "llama-3.1-8b", "--gpu", "h100", "--workload", "fixed:256,64",
+            "--rate", "2", "--requests", "40", "--json"]
+    spec = ["--spec-method", "ngram", "--spec-acceptance", "0.7"]
+    off = json.loads(CliRunner().invoke(app, base).stdout)
+    k0 = json.loads(CliRunner().invoke(app, base + spec + ["--spec-k", "0"]).stdout)
+    ad = json.loads(CliRunner().invoke(app, base + spec + ["--spec-adaptive"]).stdout)
+    assert off["mean_accepted_tokens_per_step"] == pytest.approx(1.0)
+    assert k0["mean_accepted_tokens_per_step"] > 1.5
+    k0.pop("sim_wall_s"), ad.pop("sim_wall_s")
+    assert k0 == ad

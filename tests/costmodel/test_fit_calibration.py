@@ -1,5 +1,5 @@
 """Calibration fit recovers known parameters; profiles round-trip and reject schema violations;
-the scalar (hot path) and array (fit) forms of every formula agree; the CLI commands run."""
+the scalar (hot path) and array (fit) forms of every formula agree."""
 
 from __future__ import annotations
 
@@ -7,66 +7,46 @@ import json
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from costmodel import attention as at
 from costmodel import roofline as rl
-from costmodel.arch_defaults import default_efficiencies
 from costmodel.calibration import CalibrationProfile, GpuCalibration
 from costmodel.errors import ServePlanError
 from costmodel.fit import fit_params
 from costmodel.hardware import load_gpu
-from costmodel.importers import tidy
 from costmodel.measured import predict_rows
 from costmodel.model import CostModel
 from costmodel.roofline import Efficiencies
 from costmodel.tables import build_tables
 
-# the rows are H100 rows, and a fit starts from the H100's (Hopper) defaults
-TRUE = replace(default_efficiencies("h100-sxm"), gemm_compute_eff=0.62, gemm_mem_eff=0.71, kernel_overhead_s=6e-6,
-               attn_mem_eff=0.66, attn_decode_cta_s=40e-9)
 
-
-def synthetic_rows(rng: np.random.Generator, n: int = 400) -> pd.DataFrame:
-    """GEMM and decode-attention rows whose times the model itself computes at TRUE."""
-    g = pd.DataFrame({"op": "gemm", "gpu": "h100-sxm", "m": rng.integers(1, 8192, n),
-                      "n": rng.choice([1024, 4096, 8192, 14336], n),
-                      "k": rng.choice([1024, 4096, 8192], n), "measured_s": 1.0})
-    a = pd.DataFrame({"op": "attn_decode", "gpu": "h100-sxm", "batch_size": rng.integers(1, 256, n),
-                      "context_len": rng.integers(16, 16384, n), "num_heads": 8, "num_kv_heads": 1,
-                      "head_dim": 128, "measured_s": 1.0})
-    rows = tidy(pd.concat([g, a], ignore_index=True))
-    rows["measured_s"] = predict_rows(rows, params={"h100-sxm": TRUE})
-    return rows
-
-
-def test_fit_recovers_known_parameters():
+def test_fit_recovers_known_parameters(synthetic_rows, fit_truth):
     rows = synthetic_rows(np.random.default_rng(1))
     names = ["gemm_compute_eff", "gemm_mem_eff", "kernel_overhead_s", "attn_mem_eff", "attn_decode_cta_s"]
-    res = fit_params(rows, params=names)  # starts from the defaults, far from TRUE
+    res = fit_params(rows, params=names)  # starts from the defaults, far from fit_truth
     for name in names:
-        assert getattr(res.params, name) == pytest.approx(getattr(TRUE, name), rel=0.01), name
+        assert getattr(res.params, name) == pytest.approx(getattr(fit_truth, name), rel=0.01), name
     assert res.residuals["mape"] < 1e-3
 
 
-def test_fit_moves_only_informed_parameters():
+def test_fit_moves_only_informed_parameters(synthetic_rows):
     rows = synthetic_rows(np.random.default_rng(2), 100)
     res = fit_params(rows)
     assert "host_overhead_s" not in res.fitted and "comm_bw_eff" not in res.fitted
     assert res.params.host_overhead_s == Efficiencies().host_overhead_s
 
 
-def test_profile_round_trip_with_tables(tmp_path):
+def test_profile_round_trip_with_tables(tmp_path, synthetic_rows, fit_truth):
     rows = synthetic_rows(np.random.default_rng(3), 200)
     noisy = rows.assign(measured_s=rows["measured_s"] * 1.1)
-    prof = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(TRUE, {"mape": 0.05}, 0.07)},
+    prof = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(fit_truth, {"mape": 0.05}, 0.07)},
                               source="test")
     prof.tables["h100-sxm"] = build_tables(noisy, predict_rows(noisy, prof))
     p = tmp_path / "calib.json"
     prof.save(p)
     back = CalibrationProfile.load(p)
-    assert back.efficiencies_for("h100-sxm") == TRUE
+    assert back.efficiencies_for("h100-sxm") == fit_truth
     assert back.uncertainty_for("h100-sxm") == 0.07
     # tables learned the 10% offset: predictions with them land on the noisy measurements
     pred = predict_rows(noisy, back)
@@ -122,31 +102,3 @@ def test_scalar_and_array_formulas_agree():
         v = rl.collective_time_s_v("all_reduce", msg, g, bw, eff)
         s = [rl.allreduce_time_s(float(x), g, gpu, eff) for x in msg]
         np.testing.assert_allclose(v, s, rtol=1e-12)
-
-
-def test_eval_and_calibrate_cli(tmp_path):
-    from typer.testing import CliRunner
-
-    from planner.cli import app
-
-    rows = synthetic_rows(np.random.default_rng(5), 150)
-    f = tmp_path / "rows.csv"
-    rows.to_csv(f, index=False)
-    run = CliRunner()
-    cal = tmp_path / "calib.json"
-    res = run.invoke(app, ["calibrate", "--measured", str(f), "--format", "native", "--out", str(cal),
-                           "--fit-fraction", "0.5", "--json"])
-    assert res.exit_code == 0, res.output
-    doc = json.loads(res.stdout)
-    assert doc["held_out"]["mape"] < 0.01 and doc["fit_rows"] < len(rows)
-    out = tmp_path / "pred.csv"
-    res = run.invoke(app, ["cost", "eval", "--measured", str(f), "--format", "native",
-                           "--calibration", str(cal), "--out", str(out), "--json"])
-    assert res.exit_code == 0, res.output
-    doc = json.loads(res.stdout)
-    assert doc["mape"] < 0.01 and set(doc["by_op"]) == {"gemm", "attn_decode"}
-    pred = pd.read_csv(out)
-    assert {"measured_s", "predicted_s", "rel_err"} <= set(pred.columns) and len(pred) == len(rows)
-    res = run.invoke(app, ["cost", "eval", "--measured", str(f), "--format", "vidur", "--gpu", "a100",
-                           "--out", str(out)])
-    assert res.exit_code == 2 and "no Vidur profile files" in res.output

@@ -1,16 +1,14 @@
-"""planner.plan() end to end on a small case, its reproduction in the simulator, the CLI, and
-every bad input named."""
+"""planner.plan() end to end on a small case, its reproduction in the simulator, its JSON round
+trip, and every bad input named (the CLI's own tests are in tests/cli)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from costmodel.errors import DoesNotFitError, ServePlanError
 from planner import plan
-from planner.cli import app
 from planner.plan_types import Plan
 from planner.space import SearchSpace
 from sim import SLO, Deployment, parse_workload, simulate
@@ -52,18 +50,6 @@ def test_plan_json_round_trip(small_plan):
     assert Plan.from_dict(d).to_dict() == small_plan.to_dict()
 
 
-def test_cli_prints_one_json_document(tmp_path):
-    out = tmp_path / "plan.json"
-    r = CliRunner().invoke(app, ["plan", "--model", "llama-3.1-8b", "--gpu", "h100:1",
-                                 "--workload", "fixed:512,128", "--rate", "5", "--ttft-slo", "0.5",
-                                 "--tpot-slo", "0.03", "--kv-dtype", "bf16", "--workers", "1",
-                                 "--json", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
-    assert doc["schema"] == "serveplan.plan" and doc == json.loads(out.read_text())
-    assert doc["deployment"]["pools"][0]["kv_dtype"] == "bf16"
-
-
 @pytest.mark.parametrize("kwargs, words", [
     (dict(gpus="tpu:8"), "unknown GPU"),
     (dict(gpus="h100:0"), "at least 1 GPU"),
@@ -87,14 +73,6 @@ def test_a_model_that_fits_nowhere_says_how_many_gpus_it_needs():
     with pytest.raises(DoesNotFitError, match=r"needs at least \d+ x h100-sxm"):
         plan(model="llama-3.1-405b", gpus="h100:4", workload="fixed:512,128", rate=1.0,
              ttft_slo_s=1.0, tpot_slo_s=0.1, workers=1)
-
-
-def test_cli_errors_are_one_line():
-    r = CliRunner().invoke(app, ["plan", "--model", "llama-3.1-8b", "--gpu", "h100:1",
-                                 "--workload", "fixed:512,128", "--rate", "5", "--ttft-slo", "0",
-                                 "--tpot-slo", "0.03"])
-    assert r.exit_code == 2
-    assert r.stderr.strip().startswith("error: TTFT SLO") and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_an_unreachable_slo_returns_the_closest_plan_and_what_binds():

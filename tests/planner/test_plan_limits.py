@@ -1,17 +1,12 @@
-"""Loose ends of `serveplan plan`: the winner's reason describes the deployment shown, distinct
-pruning examples, a time limit, requests longer than any replica can hold, --spec-k 0, and
---rate with --concurrency."""
+"""Loose ends of `planner.plan()`: the winner's reason describes the deployment shown, distinct
+pruning examples, a time limit, and requests longer than any replica can hold."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from typer.testing import CliRunner
 
 from costmodel.errors import DoesNotFitError, ServePlanError
 from planner import plan
-from planner.cli import app
 from planner.space import SearchSpace
 from planner.verify import Verifier
 
@@ -88,26 +83,3 @@ def test_a_request_no_replica_can_hold_names_the_largest_kv_capacity():
                        r"capacity of a replica the GPUs given allow is \d+ tokens"):
         plan(model="llama-3.1-70b", gpus="h100:2", workload="fixed:120000,10", ttft_slo_s=60.0,
              tpot_slo_s=0.2, workers=1)
-
-
-def test_spec_k_0_with_a_method_is_adaptive():
-    base = ["simulate", "--model", "llama-3.1-8b", "--gpu", "h100", "--workload", "fixed:256,64",
-            "--rate", "2", "--requests", "40", "--json"]
-    spec = ["--spec-method", "ngram", "--spec-acceptance", "0.7"]
-    off = json.loads(CliRunner().invoke(app, base).stdout)
-    k0 = json.loads(CliRunner().invoke(app, base + spec + ["--spec-k", "0"]).stdout)
-    ad = json.loads(CliRunner().invoke(app, base + spec + ["--spec-adaptive"]).stdout)
-    assert off["mean_accepted_tokens_per_step"] == pytest.approx(1.0)
-    assert k0["mean_accepted_tokens_per_step"] > 1.5
-    k0.pop("sim_wall_s"), ad.pop("sim_wall_s")
-    assert k0 == ad
-
-
-def test_rate_and_concurrency_together_are_refused_and_help_says_what_neither_means():
-    r = CliRunner().invoke(app, ["plan", "--model", "llama-3.1-8b", "--gpu", "h100:1", "--workload",
-                                 "fixed:512,128", "--rate", "2", "--concurrency", "4", "--ttft-slo",
-                                 "1", "--tpot-slo", "0.05"])
-    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "not both" in r.stderr
-    h = CliRunner().invoke(app, ["plan", "--help"], env={"COLUMNS": "300"}).stdout
-    assert "neither: the most the GPUs carry" in h and "--time-limit" in h
