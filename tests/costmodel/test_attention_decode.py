@@ -1,7 +1,10 @@
-"""Decode attention (flash-decoding on FA3): hand-computed tile work, scalar = array forms."""
+"""Decode attention (flash-decoding on FA3), hand-computed: the tile work and the fp8 tile's own
+efficiency, FA3's own KV splits inside vLLM's CUDA graphs, the varlen scheduler's walk over the
+batch in every CTA, the last KV tile, and the scalar and array forms agreeing."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 import numpy as np
@@ -9,7 +12,7 @@ import pytest
 
 from costmodel import attention as at
 from costmodel.hardware import load_gpu
-from costmodel.roofline import Efficiencies
+from costmodel.roofline import Efficiencies, clock_scale
 
 H100 = load_gpu("h100")  # 132 SMs, 989.4 TFLOP/s BF16, 1978.9 TFLOP/s FP8
 
@@ -101,3 +104,97 @@ def test_decode_kernel_ends_with_one_sm_loading_its_last_kv_tile():
     assert bf16 == pytest.approx(65536 / share + 1024 / one_cta, rel=1e-9)
     fp8 = at.decode_attn_time_s(1, 1.0, 1, 1, 1, 64, H100, eff, kv_bytes=1.0)
     assert fp8 == pytest.approx(20480 / share + (128 + 256) / one_cta, rel=1e-9)
+
+
+@pytest.mark.parametrize(("n_seqs", "kv_heads", "ctx", "keys", "splits"), [
+    # 1024 tiles; an SM's share ceil(1024 x 1.1 / 132) = 9; 1024 / 9 -> 114, capped at 32
+    (1, 1, 131072, 128, 32),
+    (4, 1, 131072, 128, 30),   # share ceil(4096 x 1.1 / 132) = 35; ceil(1024 / 35) = 30
+    (16, 1, 131072, 128, 8),   # share 137; ceil(1024 / 137) = 8
+    (64, 8, 4096, 128, 1),     # 32 tiles each, share 137: no split
+    (1, 1, 200, 128, 2),       # 2 tiles, share 1: one split per tile
+    (1, 2, 131072, 160, 32),   # fp8 at head dim 128: 820 tiles of 160 keys, share 14 -> 59 -> 32
+])
+def test_graph_splits_follow_fa3_scheduler(n_seqs, kv_heads, ctx, keys, splits):
+    assert at.fa3_graph_splits(n_seqs, kv_heads, float(ctx), keys, 132) == splits
+    v = at.fa3_graph_splits(np.array([n_seqs, n_seqs]), kv_heads, np.array([ctx, ctx], float),
+                            np.array([keys, keys], float), 132)
+    np.testing.assert_array_equal(v, [splits, splits])
+
+
+def test_single_long_sequence_runs_on_32_ctas_in_a_graph():
+    """One sequence, one KV head (head dim 128, bf16), 131072 keys: 32 CTAs, not 128 (the old
+    fill-the-SMs rule). At 1 CTA per SM for `attn_mem_eff` 0.8 the stream reads the 67.1 MB
+    cache at 0.8 x 3.35 TB/s x 32 / 132 = 0.650 TB/s: 103.3 us; plus the last 64 KiB tile at
+    1/132 of 0.8 x 3.35 TB/s: 3.23 us."""
+    eff = replace(Efficiencies(), attn_mem_eff=0.8, attn_ctas_per_sm=1.0, attn_overhead_s=0.0,
+                  attn_decode_cta_s=0.0, elem_overhead_s=0.0, attn_decode_blend=60.0)
+    kv = 131072 * 2 * 128 * 2
+    bw = 3.35e12 * 0.8 * 32 / 132
+    expect = (kv + 512) / bw + 65536 * 132 / (3.35e12 * 0.8)
+    assert expect == pytest.approx(106.5e-6, rel=1e-3)
+    t = at.decode_attn_time_s(1, 131072.0, 1, 1, 1, 128, H100, eff)
+    assert t == pytest.approx(expect, rel=1e-6)
+
+
+def test_batches_past_512_tokens_keep_fa3_heuristic():
+    """64 sequences x 9 query tokens (576 > 512 tokens) run outside the graph: FA3's heuristic
+    gives ceil(132 / 64) = 3 splits; at 8 tokens (512) the graph's scheduler gives
+    ceil(1024 / ceil(64 x 1024 x 1.1 / 132) = 547) = 2. A split's CTAs only change the
+    bandwidth below `attn_ctas_per_sm` x SMs, so set that high: time goes as 1 / CTAs."""
+    eff = replace(Efficiencies(), attn_ctas_per_sm=8.0, attn_overhead_s=0.0, attn_decode_cta_s=0.0,
+                  elem_overhead_s=0.0, attn_decode_blend=60.0, attn_mem_eff=0.8)
+    bw1 = 3.35e12 * 0.8 / (8.0 * 132)  # one CTA's share
+    last = 65536 * 132 / (3.35e12 * 0.8)
+    for q_tokens, ctas in ((8, 128), (9, 192)):
+        kv = 64 * 131072 * 2 * 128 * 2
+        q = 64 * q_tokens * 1 * 128 * 4
+        t = at.decode_attn_time_s(64, 64 * 131072.0, q_tokens, 1, 1, 128, H100, eff)
+        assert t == pytest.approx((kv + q) / (bw1 * ctas) + last, rel=1e-3)
+
+
+@pytest.mark.parametrize("kv_bytes", [2.0, 1.0])
+@pytest.mark.parametrize("head_dim", [64, 128, 192, 256])
+def test_scalar_and_array_decode_agree_around_the_graph_bound(head_dim, kv_bytes):
+    rng = np.random.default_rng(3)
+    eff = Efficiencies()
+    b = np.concatenate([[1, 2, 255, 256, 257, 511, 512, 513, 1024], rng.integers(1, 700, 20)])
+    ctx = rng.integers(1, 140000, len(b))
+    for q_tokens in (1, 2):
+        v = at.decode_attn_time_s_v(b, b * ctx, q_tokens, 16, 2, head_dim, H100, eff, kv_bytes,
+                                    l2_warm=True)
+        s = [at.decode_attn_time_s(int(x), float(x * c), q_tokens, 16, 2, head_dim, H100, eff,
+                                   kv_bytes, l2_warm=True) for x, c in zip(b, ctx, strict=True)]
+        np.testing.assert_allclose(v, s, rtol=1e-12)
+
+
+def _cta_part(n_seqs, kv_heads, head_dim, cta_s):
+    """Seconds attn_decode_cta_s contributes: decode_attn_time_s with it at `cta_s` minus at 0."""
+    gpu = load_gpu("h100-sxm")
+    on = dataclasses.replace(Efficiencies(), attn_decode_cta_s=cta_s)
+    off = dataclasses.replace(Efficiencies(), attn_decode_cta_s=0.0)
+    args = (n_seqs, n_seqs * 4.0, 1, kv_heads * 8, kv_heads, head_dim, gpu)
+    scalar = at.decode_attn_time_s(*args, on) - at.decode_attn_time_s(*args, off)
+    array = (at.decode_attn_time_s_v(*args, on, 2.0) - at.decode_attn_time_s_v(*args, off, 2.0))
+    return scalar, float(np.asarray(array).reshape(-1)[0]), clock_scale(gpu)
+
+
+@pytest.mark.parametrize("n_seqs,scan", [(512, 1.0), (1024, 0.5)])
+def test_scheduler_walk_is_charged_per_sequence(n_seqs, scan):
+    """4 keys each: one KV tile, no split (graph: 512 x 1 x 4 x 1.1 / 132 tiles per SM >= 1),
+    so CTAs = sequences x KV heads; at head dim 64 each costs 0.75 x attn_decode_cta_s, and
+    each sequence `scan` x attn_decode_cta_s more (1 with the split scheduler inside vLLM's
+    graph, 0.5 outside): 1 us x (512 x 2 x 0.75 + 512) = 1,280 us; 1024: 2,048 us."""
+    scalar, array, cs = _cta_part(n_seqs, 2, 64, 1e-6)
+    want = 1e-6 * (n_seqs * 2 * 0.75 + n_seqs * scan) * cs
+    assert scalar == pytest.approx(want, rel=1e-9)
+    assert array == pytest.approx(scalar, rel=1e-12)
+
+
+def test_walk_does_not_scale_with_kv_heads():
+    """Doubling the KV heads doubles the CTAs' share but not the walk's: 8 vs 4 KV heads at
+    256 sequences differ by 256 x 4 x 0.75 x cta_s exactly."""
+    a, _, cs = _cta_part(256, 8, 64, 1e-6)
+    b, _, _ = _cta_part(256, 4, 64, 1e-6)
+    assert a - b == pytest.approx(1e-6 * 256 * 4 * 0.75 * cs, rel=1e-9)
+    assert b == pytest.approx(1e-6 * (256 * 4 * 0.75 + 256) * cs, rel=1e-9)
