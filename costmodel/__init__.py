@@ -3,7 +3,15 @@
 Public entry points:
 - `load_model(name_or_path)` -> ModelSpec; `load_gpu(name)` -> HardwareSpec
 - `CostModel(model, gpu, tp=, pp=, precision=, kv_dtype=, calibration=)`: step time of a
-  batch (per-operator breakdown), memory plan, KV capacity.
+  batch (per-operator breakdown), memory plan, KV capacity; `costmodel.step.cost_step(...)`:
+  one iteration explained (`serveplan cost step`).
+
+Modules: specs and hardware (presets), batch, model (the operators of one iteration), roofline
+(efficiencies; GEMM, elementwise and collective times) and attention (built on it), memory,
+engine_defaults and arch_defaults (what an unset knob or an uncalibrated GPU gets), measured,
+importers, fit, tables and calibration (published measurements -> a CalibrationProfile), and
+the shared plumbing every layer uses: errors, paths (../shared), jsonio (JSON in and out).
+It imports nothing else of the project.
 """
 
 from costmodel.batch import Batch

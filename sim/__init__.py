@@ -3,10 +3,13 @@
 `simulate(deployment, workload, num_requests=..., seed=...)` -> SimResult with RunMetrics (and,
 on request, a per-request frame and a timeline). Workloads come from `parse_workload`.
 
-Modules: workload (arrivals and lengths), traces (trace files), deployment (what is deployed),
-engine (simulate), cluster (arrivals, routing, KV transfers, per-request log), router,
-replica (continuous batching, paged KV, preemption, pipeline micro-batches), kvcache (block
-pool, prefix cache, host tier), spec (speculative decoding), slo (SLO targets and their defaults), metrics (RunMetrics).
+Modules: workload (arrivals and lengths, `with_load`), traces (trace files), deployment (what
+is deployed, its builders, and the one Plan-file loader), engine (simulate), cluster (arrivals,
+routing, KV transfers, per-request log), router, replica (a replica's mechanics: iterations,
+pipeline micro-batches, completion), scheduler (its batching policy: token budget, admission,
+preemption), kvcache (block pool, prefix cache, host tier), spec (speculative decoding), slo
+(SLO targets and their defaults), metrics (RunMetrics), sweep (many simulations, local or Ray).
+It imports costmodel only; the planner, its interfaces and validate import it.
 """
 
 _EXPORTS = {

@@ -1,7 +1,10 @@
-"""`serveplan`: the command-line interface (typer).
+"""`serveplan`: the command-line interface (typer); `main` is the console script's entry point.
 
-Commands are thin: options -> one library call -> JSON (with --json) or a rich table.
-Each command group lives in its own module and registers itself here.
+Commands are thin: options -> one library call -> JSON (with --json) or a rich table. One module
+per command, each registering itself here: plan, simulate, sweep, cost (`cost step`), calibrate
+(`calibrate` and `cost eval`), serve, validate. Beside them: common (one JSON document on stdout,
+one error line on failure), explain (the readable plan) and plots (HTML reports). A command
+that needs validate (torch, triton) or the service (FastAPI) imports it inside the command.
 """
 
 from __future__ import annotations
