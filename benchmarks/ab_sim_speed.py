@@ -4,8 +4,10 @@ A shared 2-core machine drifts by more than the few percent a refactor may cost,
 are only compared inside one run, alternating, each run in a fresh process: `sim_speed.py`'s
 throughput case (Azure conversation trace, 8 x Llama-3.1-8B on H100) from each commit's own
 checkout (a detached git worktree; `.` is the working tree). Each commit's wall time is the
-median over its runs; the ratio is B / A (above 1: B is slower). The runs must also agree on
-every simulated number (iterations, TTFT, TPOT, ...): a refactor changes no result.
+median over its runs; the ratio is B / A (above 1: B is slower). CPU seconds of the simulating
+process are compared beside wall seconds: on a machine others share, a run that waits for a
+core loses wall time but not CPU time, so the CPU ratio is the steadier one. The runs must also
+agree on every simulated number (iterations, TTFT, TPOT, ...): a refactor changes no result.
 
     .venv/bin/python benchmarks/ab_sim_speed.py main . [--pairs 4] [--requests 100000] [--rates 64,128]
 
@@ -27,13 +29,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 CHILD = r"""
-import json, sys
+import json, sys, time
 sys.path.insert(0, "benchmarks")
 from sim_speed import run_speed
 n, rates = int(sys.argv[1]), [float(r) for r in sys.argv[2].split(",")]
-print(json.dumps([run_speed(n, r) for r in rates]))
+out = []
+for r in rates:
+    c = time.process_time()
+    s = run_speed(n, r)
+    s["cpu_s"] = time.process_time() - c
+    out.append(s)
+print(json.dumps(out))
 """
-TIMING = ("wall_s", "requests_per_s", "iterations_per_s", "under_30s")
+TIMING = ("wall_s", "cpu_s", "requests_per_s", "iterations_per_s", "under_30s")
 
 
 def checkout(rev: str, tmp: Path) -> tuple[Path, str]:
@@ -83,7 +91,8 @@ def main() -> None:
             for key, where in ((("a", wa), ("b", wb)) if i % 2 == 0 else (("b", wb), ("a", wa))):
                 runs[key].append(run_once(where, args.requests, args.rates, shared))
                 print(f"pair {i + 1}/{args.pairs} {key}: "
-                      + ", ".join(f"{s['wall_s']:.2f} s" for s in runs[key][-1]), file=sys.stderr)
+                      + ", ".join(f"{s['wall_s']:.2f} s wall {s['cpu_s']:.2f} s cpu"
+                                  for s in runs[key][-1]), file=sys.stderr)
     finally:
         for w in made:
             subprocess.run(["git", "worktree", "remove", "--force", str(w)], cwd=REPO, check=False)
@@ -93,29 +102,36 @@ def main() -> None:
                for k in runs for r in runs[k])
     rows = []
     for j, rate in enumerate(args.rates.split(",")):
-        wa_s = [r[j]["wall_s"] for r in runs["a"]]
-        wb_s = [r[j]["wall_s"] for r in runs["b"]]
-        ma, mb = statistics.median(wa_s), statistics.median(wb_s)
-        rows.append({"rate_rps": float(rate), "requests": args.requests, "a_wall_s": wa_s,
-                     "b_wall_s": wb_s, "a_median_s": ma, "b_median_s": mb, "ratio_b_over_a": mb / ma})
-    total = sum(r["b_median_s"] for r in rows) / sum(r["a_median_s"] for r in rows)
+        row = {"rate_rps": float(rate), "requests": args.requests}
+        for what in ("wall_s", "cpu_s"):
+            xa = [r[j][what] for r in runs["a"]]
+            xb = [r[j][what] for r in runs["b"]]
+            ma, mb = statistics.median(xa), statistics.median(xb)
+            row.update({f"a_{what}": xa, f"b_{what}": xb, f"a_median_{what}": ma,
+                        f"b_median_{what}": mb, f"ratio_{what}": mb / ma})
+        rows.append(row)
+    totals = {what: sum(r[f"b_median_{what}"] for r in rows) / sum(r[f"a_median_{what}"] for r in rows)
+              for what in ("wall_s", "cpu_s")}
 
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"sim_speed A/B interleaved, {args.pairs} pairs: A = {ida}, B = {idb}")
-    for col in ("rate req/s", "requests", "A walls s", "B walls s", "A median", "B median", "B / A"):
+    for col in ("rate req/s", "requests", "A wall s", "B wall s", "wall B / A", "A cpu s",
+                "B cpu s", "cpu B / A"):
         t.add_column(col, justify="right")
     for r in rows:
-        t.add_row(f"{r['rate_rps']:g}", f"{r['requests']:,}", " ".join(f"{x:.2f}" for x in r["a_wall_s"]),
-                  " ".join(f"{x:.2f}" for x in r["b_wall_s"]), f"{r['a_median_s']:.2f}",
-                  f"{r['b_median_s']:.2f}", f"{r['ratio_b_over_a']:.3f}")
-    c = Console(width=160)
+        t.add_row(f"{r['rate_rps']:g}", f"{r['requests']:,}",
+                  " ".join(f"{x:.1f}" for x in r["a_wall_s"]), " ".join(f"{x:.1f}" for x in r["b_wall_s"]),
+                  f"{r['ratio_wall_s']:.3f}", " ".join(f"{x:.1f}" for x in r["a_cpu_s"]),
+                  " ".join(f"{x:.1f}" for x in r["b_cpu_s"]), f"{r['ratio_cpu_s']:.3f}")
+    c = Console(width=200)
     c.print(t)
-    c.print(f"all rates: B / A = {total:.3f}; simulated numbers identical in every run: {same}")
+    c.print(f"all rates, medians: B / A = {totals['wall_s']:.3f} wall, {totals['cpu_s']:.3f} CPU; "
+            f"simulated numbers identical in every run: {same}")
     OUT.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "ab_sim_speed", "date": time.strftime("%Y-%m-%d"), "a": ida, "b": idb,
-           "pairs": args.pairs, "rows": rows, "ratio_b_over_a": total, "results_identical": same,
+           "pairs": args.pairs, "rows": rows, "ratio_b_over_a": totals, "results_identical": same,
            "results": results["a"]}
     (OUT / "ab_sim_speed.json").write_text(json.dumps(doc, indent=2) + "\n")
 
