@@ -2,9 +2,9 @@
 
 Pipeline: check the request -> screen the space analytically -> the MILP picks the best few
 allocations per mode -> verify each in the simulator (goodput by bisection) -> rank -> size the
-winner and the runners-up for the target load -> simulate each at that load (the `predicted`
-block comes from that run, so `serveplan simulate --plan` with the recorded workload, rate,
-request count and seed reproduces it) -> launch lines, reasons, alternatives.
+winner and the runners-up for the target load and simulate each at that load (planner.sizing;
+the `predicted` block comes from that run, so `serveplan simulate --plan` with the recorded
+workload, rate, request count and seed reproduces it) -> launch lines, reasons, alternatives.
 `exhaustive=True` replaces the screen and the MILP by simulating every configuration.
 `time_limit_s` bounds the search: at the limit the verification stops, and the plan is built
 from what was verified so far (one more round of simulations sizes it and predicts its metrics;
@@ -186,12 +186,12 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
                                   + "; plan sized from what was verified, runners-up not simulated")
     if found is not None:
         runs = [found[1:]] + operate(req, alt_opts, verifier, prices,
-                                          [o.goodput > 0 for o in alt_opts], progress,
-                                          repair_first=False)
+                                     [o.goodput > 0 for o in alt_opts], progress,
+                                     repair_first=False)
     else:
         runs = operate(req, [win] + alt_opts, verifier, prices,
-                            [feasible and slo_ok] + [feasible and o.goodput > 0 for o in alt_opts],
-                            progress)
+                       [feasible and slo_ok] + [feasible and o.goodput > 0 for o in alt_opts],
+                       progress)
     dep, m, op_load, met = runs[0]
     binding = None
     if not slo_ok:

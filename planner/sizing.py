@@ -138,7 +138,7 @@ def _sizing(req: PlanInputs, opt: Option, feasible: bool):
 
 
 def operate(req: PlanInputs, opts: list[Option], verifier: Verifier, prices,
-                 feasible: list[bool], progress=None, repair_first: bool = True) -> list[tuple]:
+            feasible: list[bool], progress=None, repair_first: bool = True) -> list[tuple]:
     """Simulate each option sized for the target, all in one round; then, for the first (the
     winner) only, add replicas (or back the load off, with no target) while the SLO fails.
     Returns (deployment, metrics, operating load, SLO met) per option."""
@@ -198,7 +198,7 @@ def _back_off(req: PlanInputs, load: float) -> float:
 
 
 def cheapest(req: PlanInputs, ranked: list[Option], verifier: Verifier, prices, progress=None,
-              top: int = 3):
+             top: int = 3):
     """The cheapest deployment that the simulator says carries the target: each of the `top`
     best options sized for the target, and the same with one replica fewer in one pool (the
     sizing rounds up, and a unit's goodput is a lower bound), tried cheapest first, two at a
@@ -262,6 +262,8 @@ def failure_reason_from(m: dict, req: PlanInputs) -> str:
 
 
 def capacity(opt: Option, pools, req: PlanInputs) -> dict:
+    """The Plan's capacity block of `opt` deployed as `pools`: the unit's verified goodput and
+    its probes, and what the deployment carries (units x the unit's goodput)."""
     units = scale_of(opt, pools)
     dep_goodput = opt.goodput * units
     out = {

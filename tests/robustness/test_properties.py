@@ -8,6 +8,9 @@ memory, nor a feasible plan whose `predicted` block misses its SLO when the plan
 simulation (workload, load, requests, seed) is run again.
 
 CI runs a fixed, derandomized profile (reproducible, about a minute); `-m slow` runs many more.
+Each property counts its draws: a draw the library refuses as bad input (a tp that does not
+divide the heads, a model that does not fit) checks nothing, so a property fails when fewer than
+half of its draws ran to completion; a change that made every draw fail cannot pass silently.
 """
 
 from __future__ import annotations
@@ -28,6 +31,28 @@ SIM_EXAMPLES, SLOW_SIM_EXAMPLES = 800, 20000
 PLAN_EXAMPLES, SLOW_PLAN_EXAMPLES = 10, 80
 SPEC_EXAMPLES = 1500
 GPUS = ("l4", "l40s", "a100-80g", "h100")
+MIN_COMPLETED = 0.5  # fraction of a property's draws that must run to completion
+
+
+def run_counted(strategy: st.SearchStrategy, body, profile: settings) -> tuple[int, int]:
+    """Run `body(value)` on hypothesis draws of `strategy` (`body` returns True when the draw
+    ran to completion and was checked, False when the library refused it as bad input) and
+    fail unless at least MIN_COMPLETED of the draws completed. Returns (completed, drawn)."""
+    counts = [0, 0]
+
+    @profile
+    @given(strategy)
+    def prop(value):
+        counts[1] += 1
+        counts[0] += bool(body(value))
+
+    prop()
+    done, drawn = counts
+    assert drawn > 0, "hypothesis drew nothing"
+    assert done >= MIN_COMPLETED * drawn, (
+        f"only {done} of {drawn} draws ran to completion (the rest were refused as bad input): "
+        f"the property checked too little")
+    return done, drawn
 
 
 @st.composite
@@ -130,10 +155,13 @@ def check_run(res, n: int) -> None:
     assert 0.0 <= m.slo_attainment <= 1.0
 
 
-def _simulate_case(data, model, kv_small: bool) -> int:
-    """Draw and run one deployment x workload; 1 when it ran, 0 when refused as bad input."""
+def _simulate_case(data) -> bool:
+    """Draw and run one model x deployment x workload: True when it ran (and its invariants
+    hold), False when refused as bad input."""
     from sim import simulate
 
+    model = data.draw(model_specs())
+    kv_small = data.draw(st.booleans())
     try:
         dep = data.draw(deployments(model))
         wl = data.draw(workloads())
@@ -143,24 +171,19 @@ def _simulate_case(data, model, kv_small: bool) -> int:
                        keep_requests=True, kv_blocks=kv_blocks,
                        policy=data.draw(st.sampled_from(["decode_first", "prefill_first"])))
     except ServePlanError:
-        return 0  # a valid refusal (e.g. tp that does not divide the heads, does not fit)
+        return False  # a valid refusal (e.g. tp that does not divide the heads, does not fit)
     check_run(res, n)
-    return 1
+    return True
 
 
-@settings(CI, max_examples=SIM_EXAMPLES)
-@given(st.data())
-def test_simulator_invariants(data):
-    model = data.draw(model_specs())
-    _simulate_case(data, model, kv_small=data.draw(st.booleans()))
+def test_simulator_invariants():
+    run_counted(st.data(), _simulate_case, settings(CI, max_examples=SIM_EXAMPLES))
 
 
 @pytest.mark.slow
-@settings(CI, max_examples=SLOW_SIM_EXAMPLES, derandomize=False)
-@given(st.data())
-def test_simulator_invariants_many(data):
-    model = data.draw(model_specs())
-    _simulate_case(data, model, kv_small=data.draw(st.booleans()))
+def test_simulator_invariants_many():
+    run_counted(st.data(), _simulate_case,
+                settings(CI, max_examples=SLOW_SIM_EXAMPLES, derandomize=False))
 
 
 @settings(CI, max_examples=SPEC_EXAMPLES)
@@ -177,6 +200,15 @@ def test_any_model_spec_is_a_cost_model_or_a_serveplan_error(fields, gpu, tp):
         return
     assert math.isfinite(t) and t > 0
     assert mem.kv_capacity_tokens >= 0
+
+
+def test_the_draw_count_fails_a_property_that_mostly_refuses():
+    with pytest.raises(AssertionError, match="only 0 of 20 draws ran to completion"):
+        run_counted(st.integers(0, 1000), lambda v: False, settings(CI, max_examples=20))
+    with pytest.raises(AssertionError, match="draws ran to completion"):
+        run_counted(st.integers(0, 99), lambda v: v < 30, settings(CI, max_examples=100))
+    done, drawn = run_counted(st.integers(0, 99), lambda v: v < 70, settings(CI, max_examples=100))
+    assert drawn == 100 and done >= 50
 
 
 # --- the planner -----------------------------------------------------------------------------
@@ -232,24 +264,22 @@ def check_plan(p) -> None:
     assert m.slo_attainment >= s["slo"]["attainment"]
 
 
-def _plan_case(kw) -> None:
+def _plan_case(kw) -> bool:
     from planner import plan
 
     try:
         p = plan(**kw)
     except ServePlanError:
-        return
+        return False
     check_plan(p)
+    return True
 
 
-@settings(CI, max_examples=PLAN_EXAMPLES)
-@given(plan_inputs())
-def test_planner_plans_fit_and_meet_their_own_prediction(kw):
-    _plan_case(kw)
+def test_planner_plans_fit_and_meet_their_own_prediction():
+    run_counted(plan_inputs(), _plan_case, settings(CI, max_examples=PLAN_EXAMPLES))
 
 
 @pytest.mark.slow
-@settings(CI, max_examples=SLOW_PLAN_EXAMPLES, derandomize=False)
-@given(plan_inputs())
-def test_planner_plans_fit_and_meet_their_own_prediction_many(kw):
-    _plan_case(kw)
+def test_planner_plans_fit_and_meet_their_own_prediction_many():
+    run_counted(plan_inputs(), _plan_case,
+                settings(CI, max_examples=SLOW_PLAN_EXAMPLES, derandomize=False))
