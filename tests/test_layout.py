@@ -5,7 +5,8 @@
   sim and never planner. Function-level (lazy) imports count too: a lazy import that points up
   is still a cycle, only a hidden one.
 - planning and simulation never import torch or triton, and the interfaces import validate
-  (which does) only inside the commands that need it, never at module level;
+  (which does) only inside the commands that need it, never at module level (checked at run
+  time too: `import planner.cli` loads neither torch nor numpy);
 - no import cycle between modules (lazy imports included), and no module `__getattr__` outside
   a package's `__init__.py` (a module that re-exports another's names lazily hides a cycle);
 - no module over 500 lines.
@@ -180,3 +181,17 @@ def test_no_module_over_500_lines():
 def test_the_layer_rule_itself(source, target, bad):
     """The rule the walk applies, on known pairs (so a broken `layer` cannot pass silently)."""
     assert points_wrong(source, target) is bad
+
+
+def test_the_cli_starts_without_loading_torch_or_numpy():
+    """At run time too: `serveplan` imports every command module at start, and none of them
+    may load torch (validate) or even numpy; planning and the service never load torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, planner.cli; a = {m for m in ('numpy', 'torch', 'triton', 'validate') "
+            "if m in sys.modules}; import planner.planning, planner.service; b = {m for m in "
+            "('torch', 'triton', 'validate') if m in sys.modules}; print(sorted(a), sorted(b))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[] []", out
