@@ -48,6 +48,7 @@ def run_counted(strategy: st.SearchStrategy, body, profile: settings) -> tuple[i
 
     prop()
     done, drawn = counts
+    print(f"{getattr(body, '__name__', body)}: {done} of {drawn} draws ran to completion")
     assert drawn > 0, "hypothesis drew nothing"
     assert done >= MIN_COMPLETED * drawn, (
         f"only {done} of {drawn} draws ran to completion (the rest were refused as bad input): "
