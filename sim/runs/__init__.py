@@ -15,6 +15,7 @@ TPOT, and percentiles where the file has them).
 
 from __future__ import annotations
 
-from sim.runs.types import RUN_FORMATS, MeasuredRun, load_runs
+from sim.runs.load import RUN_FORMATS, load_runs
+from sim.runs.types import MeasuredRun
 
 __all__ = ["RUN_FORMATS", "MeasuredRun", "load_runs"]

@@ -1,10 +1,9 @@
-"""`MeasuredRun`, and `load_runs` that dispatches on the results format."""
+"""`MeasuredRun`: one measured engine run (read by the format modules, see sim/runs/load.py)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from costmodel.errors import ServePlanError
 from sim.deployment import Deployment
@@ -52,18 +51,3 @@ class MeasuredRun:
             raise ServePlanError(f"run {self.run_id}: workload {self.workload!r} has no fixed lengths")
         isl, osl = (int(x) for x in body.split(","))
         return isl, osl
-
-
-RUN_FORMATS = ("aic-silicon",)
-
-
-def load_runs(path: str | Path, fmt: str) -> list[MeasuredRun]:
-    """Every run in the results file `path`, read as format `fmt` (one of RUN_FORMATS)."""
-    p = Path(path)
-    if fmt not in RUN_FORMATS:
-        raise ServePlanError(f"run format {fmt!r}; expected one of {', '.join(RUN_FORMATS)}")
-    if not p.is_file():
-        raise ServePlanError(f"{p}: no such results file")
-    from sim.runs.aic_silicon import read_aic_silicon
-
-    return read_aic_silicon(p)
