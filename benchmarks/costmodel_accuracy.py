@@ -47,11 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from costmodel.calibration import CalibrationProfile, GpuCalibration  # noqa: E402
+from costmodel.efficiencies import Efficiencies  # noqa: E402
 from costmodel.fit import fit_params, residual_report  # noqa: E402
 from costmodel.importers import load_measured  # noqa: E402
 from costmodel.measured import kv_fit_mask, predict_rows  # noqa: E402
 from costmodel.paths import profiles_dir  # noqa: E402
-from costmodel.roofline import Efficiencies  # noqa: E402
 from costmodel.tables import build_tables  # noqa: E402
 
 SEED = 0

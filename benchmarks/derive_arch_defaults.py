@@ -33,10 +33,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from costmodel_accuracy import COMM, VIDUR_FIT_MODELS, _cap, aic_allreduce_split, aic_split  # noqa: E402
 
+from costmodel.efficiencies import Efficiencies  # noqa: E402
 from costmodel.fit import fit_params  # noqa: E402
 from costmodel.importers import load_measured  # noqa: E402
 from costmodel.paths import profiles_dir  # noqa: E402
-from costmodel.roofline import Efficiencies  # noqa: E402
 
 
 def ampere_rows(prof: Path) -> pd.DataFrame:

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from costmodel.efficiencies import Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec, load_gpu
-from costmodel.roofline import Efficiencies
 
 # benchmarks/derive_arch_defaults.py, 2026-11-22 (4 significant digits); hopper comm_* 2026-12-04
 ARCH_DEFAULTS = {

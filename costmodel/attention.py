@@ -67,8 +67,8 @@ import math
 
 import numpy as np
 
+from costmodel.efficiencies import Efficiencies, _blend, _blend_v, clock_scale
 from costmodel.hardware import HardwareSpec
-from costmodel.roofline import Efficiencies, _blend, _blend_v, clock_scale
 
 ATTN_TILE_Q = 128
 ATTN_TILE_KV = 128

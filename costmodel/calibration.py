@@ -28,10 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from costmodel.arch_defaults import default_efficiencies
+from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import ARCHS, HardwareSpec, load_gpu, register_measured
 from costmodel.jsonio import read_json
-from costmodel.roofline import PARAM_BOUNDS, Efficiencies
 
 SCHEMA = "serveplan.calibration"
 VERSION = 2

@@ -22,9 +22,9 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from costmodel.arch_defaults import default_efficiencies
+from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.measured import informed_params, predict_rows, skipped_mask
-from costmodel.roofline import PARAM_BOUNDS, Efficiencies
 
 PRIOR = 0.002  # log-units of row error that moving one parameter by a factor e is worth
 

@@ -21,10 +21,10 @@ import pandas as pd
 from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.arch_defaults import default_efficiencies
+from costmodel.efficiencies import ELEM_EFF_PARAM, PARAM_BOUNDS, Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
 from costmodel.importers import ATTENTION_OPS, COMM_OPS, ELEMENTWISE_OPS, GEMM_OPS, STEP_OPS
-from costmodel.roofline import Efficiencies
 
 _W_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "int4": 0.5 + 2.0 / 128}
 _KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 64}
@@ -79,12 +79,12 @@ def informed_params(rows: pd.DataFrame) -> list[str]:
             if net.any():
                 names |= set(PARAMS_BY_FAMILY["comm_net_p2p" if op == "send_recv" else "comm_net"])
         elif fam == "elementwise":
-            names |= {rl.ELEM_EFF_PARAM.get(op, "elem_mem_eff"), "elem_overhead_s"}
+            names |= {ELEM_EFF_PARAM.get(op, "elem_mem_eff"), "elem_overhead_s"}
             if op in rl.NORM_OPS:
                 names.add("norm_row_elem_s")
         else:
             names |= set(PARAMS_BY_FAMILY[fam])
-    return [p for p in rl.PARAM_BOUNDS if p in names]
+    return [p for p in PARAM_BOUNDS if p in names]
 
 
 def _gpus_per_node(rows: pd.DataFrame) -> np.ndarray:

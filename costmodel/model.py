@@ -20,9 +20,9 @@ from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.batch import Batch
+from costmodel.efficiencies import Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec, load_gpu
-from costmodel.roofline import Efficiencies
 from costmodel.specs import ModelSpec, load_model
 
 PRECISIONS = ("bf16", "fp8", "int4")

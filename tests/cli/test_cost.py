@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from costmodel.calibration import CalibrationProfile, GpuCalibration
-from costmodel.roofline import Efficiencies
+from costmodel.efficiencies import Efficiencies
 from planner.cli import app
 
 

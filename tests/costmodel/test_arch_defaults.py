@@ -12,13 +12,13 @@ import pytest
 
 from costmodel.arch_defaults import ARCH_DEFAULTS, arch_efficiencies, default_efficiencies
 from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.fit import fit_params
 from costmodel.hardware import GPU_PRESETS, load_gpu
 from costmodel.importers import load_measured, tidy
 from costmodel.measured import predict_rows
 from costmodel.model import CostModel
-from costmodel.roofline import PARAM_BOUNDS, Efficiencies
 from validate.devices import arch_of_capability
 
 GENERIC = Efficiencies()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from costmodel import attention as at
+from costmodel.efficiencies import Efficiencies, clock_scale
 from costmodel.hardware import load_gpu
-from costmodel.roofline import Efficiencies, clock_scale
 
 H100 = load_gpu("h100")  # 132 SMs, 989.4 TFLOP/s BF16, 1978.9 TFLOP/s FP8
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from costmodel import attention as at
+from costmodel.efficiencies import Efficiencies
 from costmodel.hardware import load_gpu
-from costmodel.roofline import Efficiencies
 
 H100 = load_gpu("h100")  # 132 SMs, 3.35 TB/s, boost clock 1.98 GHz (clock_scale 1.41 / 1.98)
 

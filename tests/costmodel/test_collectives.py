@@ -11,11 +11,11 @@ import pytest
 
 import costmodel.roofline as rl
 from costmodel.batch import Batch
+from costmodel.efficiencies import Efficiencies
 from costmodel.hardware import load_gpu
 from costmodel.importers import COLUMNS, load_measured
 from costmodel.measured import _Fixed, informed_params, predict_rows
 from costmodel.model import CostModel
-from costmodel.roofline import Efficiencies
 
 EFF = replace(Efficiencies(), comm_base_s=20e-6, comm_latency_s=5e-6, comm_bw_eff=0.5,
               p2p_bw_eff=0.8, net_latency_s=40e-6, net_bw_eff=0.25)

@@ -6,10 +6,10 @@ import pytest
 
 from costmodel.batch import Batch
 from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.efficiencies import Efficiencies
 from costmodel.engine_defaults import engine_defaults
 from costmodel.memory import memory_plan
 from costmodel.model import CostModel
-from costmodel.roofline import Efficiencies
 from costmodel.step import cost_step
 
 

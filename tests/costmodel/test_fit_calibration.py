@@ -12,12 +12,12 @@ import pytest
 from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.efficiencies import Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.fit import fit_params
 from costmodel.hardware import load_gpu
 from costmodel.measured import predict_rows
 from costmodel.model import CostModel
-from costmodel.roofline import Efficiencies
 from costmodel.tables import build_tables
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from costmodel import roofline as rl
+from costmodel.efficiencies import Efficiencies
 from costmodel.hardware import load_gpu
-from costmodel.roofline import Efficiencies
 
 H100 = load_gpu("h100")
 

@@ -12,17 +12,17 @@ import pytest
 
 from costmodel import attention as at
 from costmodel import roofline as rl
+from costmodel.efficiencies import SM_CLOCK_HZ, Efficiencies, clock_scale
 from costmodel.fit import _robust, fit_params
 from costmodel.hardware import load_gpu
 from costmodel.importers import tidy
 from costmodel.measured import predict_rows
-from costmodel.roofline import Efficiencies
 
 
 def test_clock_scale_from_datasheet_boost_clocks():
-    assert rl.clock_scale(load_gpu("a100")) == 1.0  # the reference GPU
-    assert rl.clock_scale(load_gpu("h100")) == pytest.approx(1.41 / 1.98)
-    assert rl.clock_scale(load_gpu("l40s")) == pytest.approx(1.41 / 2.52)
+    assert clock_scale(load_gpu("a100")) == 1.0  # the reference GPU
+    assert clock_scale(load_gpu("h100")) == pytest.approx(1.41 / 1.98)
+    assert clock_scale(load_gpu("l40s")) == pytest.approx(1.41 / 2.52)
 
 
 @pytest.mark.parametrize("gpu", ["a100-80g", "h100-sxm", "l4"])
@@ -33,7 +33,7 @@ def test_gemm_fixed_time_is_counted_in_cycles(gpu):
     # 4096 output tiles: no split-K, one kernel; the fixed time is the only difference
     d = rl.gemm_time_s(8192, 8192, 4096, g, e1, g.bf16_flops, 2.0) - rl.gemm_time_s(
         8192, 8192, 4096, g, e0, g.bf16_flops, 2.0)
-    assert d == pytest.approx(4e-6 * 1.41e9 / rl.SM_CLOCK_HZ[g.name], rel=1e-9)
+    assert d == pytest.approx(4e-6 * 1.41e9 / SM_CLOCK_HZ[g.name], rel=1e-9)
 
 
 def test_decode_attention_fixed_time_scales_with_clock():

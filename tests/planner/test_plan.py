@@ -84,7 +84,7 @@ def test_an_unreachable_slo_returns_the_closest_plan_and_what_binds():
 
 def test_calibration_uncertainty_is_reported():
     from costmodel.calibration import CalibrationProfile, GpuCalibration
-    from costmodel.roofline import Efficiencies
+    from costmodel.efficiencies import Efficiencies
 
     cal = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(Efficiencies(), {}, 0.1)})
     p = plan(**{**SMALL, "gpus": "h100:1", "kv_dtype": "bf16"}, calibration=cal, workers=1,

@@ -11,9 +11,9 @@ import torch
 
 from costmodel import roofline as rl
 from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.efficiencies import Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
-from costmodel.roofline import Efficiencies
 from validate.devices import cuda_preset
 from validate.measure import ShapeMeasurement, combine_passes
 from validate.ops import TorchOps, budget_positions
