@@ -6,8 +6,9 @@ Public entry points:
   batch (per-operator breakdown), memory plan, KV capacity; `costmodel.step.cost_step(...)`:
   one iteration explained (`serveplan cost step`).
 
-Modules: specs and hardware (presets), batch, model (the operators of one iteration), roofline
-(efficiencies; GEMM, elementwise and collective times) and attention (built on it), memory,
+Modules: specs and hardware (presets), batch, model (the operators of one iteration),
+efficiencies (the free parameters and their bounds), roofline (GEMM, elementwise and collective
+times) and attention, memory,
 engine_defaults and arch_defaults (what an unset knob or an uncalibrated GPU gets), measured,
 importers, fit, tables and calibration (published measurements -> a CalibrationProfile), and
 the shared plumbing every layer uses: errors, paths (../shared), jsonio (JSON in and out).
