@@ -148,3 +148,29 @@ def defaults_note(gpu: HardwareSpec) -> str:
         what = _SOURCE[fam]
     return (f"cost model for {gpu.name}: no calibration, {what}; `serveplan validate` on that "
             "GPU fits its own")
+
+
+# parameters no kernel measurement can set, and where a profile's values of them come from
+_ENGINE_PARAMS = {
+    "host_overhead_s": "vLLM's per-iteration scheduler and host time",
+    "host_per_seq_s": "vLLM's per-sequence host time per iteration",
+}
+_COMM_PREFIXES = ("comm_", "p2p_", "net_")
+
+
+def default_source(gpu: HardwareSpec | str, name: str) -> str:
+    """Where an uncalibrated parameter's value comes from, as a calibration profile records it."""
+    if name in _ENGINE_PARAMS:
+        return (f"default: {_ENGINE_PARAMS[name]}, which a kernel run cannot measure (an engine "
+                "benchmark run sets it: serveplan calibrate --format vllm-bench)")
+    if name.startswith(_COMM_PREFIXES):
+        return "default: a collective parameter, which one GPU's kernel run cannot measure"
+    if not isinstance(gpu, HardwareSpec):
+        try:
+            gpu = load_gpu(gpu)
+        except ServePlanError:
+            return "default: generic (costmodel.roofline.Efficiencies)"
+    fam = ARCH_FAMILY.get(gpu.arch, "")
+    if fam and name in ARCH_DEFAULTS[fam]:
+        return f"default: {_SOURCE[fam]}" + (f" (borrowed for {gpu.arch})" if gpu.arch in _BORROWED else "")
+    return "default: generic (costmodel.roofline.Efficiencies)"
