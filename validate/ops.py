@@ -1,4 +1,5 @@
-"""The operators of one transformer iteration, twice: ServePlan's Triton kernels, and torch.
+"""The operators of one transformer iteration, twice: ServePlan's Triton kernels, and torch
+(a third set, the engine-class operators a plan's engine runs, is `validate.reference`).
 
 `TritonOps` calls `validate.kernels` (compiled on a GPU, interpreted on the CPU, where it is
 only fast enough to check correctness). `TorchOps` computes the same operators with torch
@@ -280,9 +281,18 @@ class TritonOps(TorchOps):
                                       k_scale=cache.k_scale, v_scale=cache.v_scale)
 
 
+BACKENDS = ("torch", "triton", "engine")
+
+
 def make_ops(backend: str, fp8: bool = False, kv_fp8: bool = False) -> TorchOps:
+    """torch (the CPU's timed operators and the check's reference), triton (ServePlan's
+    kernels) or engine (`validate.reference.EngineOps`: the engine-class operators)."""
     if backend == "torch":
         return TorchOps(fp8, kv_fp8)
     if backend == "triton":
         return TritonOps(fp8, kv_fp8)
-    raise ValueError(f"backend {backend!r}; expected torch or triton")
+    if backend == "engine":
+        from validate.reference import EngineOps
+
+        return EngineOps(fp8, kv_fp8)
+    raise ValueError(f"backend {backend!r}; expected one of {', '.join(BACKENDS)}")
