@@ -64,8 +64,9 @@ def _cause(name: str, upper: bool, hw: HardwareSpec | None) -> str:
                     "launch time (timed eagerly, not inside a CUDA graph as the engine runs them)")
         return "the rows need a longer fixed time per kernel than the bounds allow"
     if name.endswith("_eff") and upper:
-        return ("the rows are faster than the datasheet roofline allows: operands found in "
-                "cache (inputs not rotated between runs), or the GPU preset is not this GPU")
+        peaks = "the GPU preset is not this GPU" if gpu else "the device's measured peaks are low"
+        return ("the rows are faster than the roofline allows: operands found in cache (inputs "
+                f"not rotated between runs), or {peaks}")
     if name.endswith("_eff"):
         return ("the rows are far slower than the roofline: a kernel far from the engine's, "
                 "host time in the timings, or rows the model does not describe")

@@ -240,29 +240,35 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
 # --- calibration and comparison ---------------------------------------------------------------
 def calibrate(meas: Measurements, fit: Sequence[bool] | None = None, tables: bool = True):
     """A CalibrationProfile fitted to the op rows of the shapes where `fit` is true (all by
-    default), as `serveplan calibrate` fits: `costmodel.fit.fit_profile`, and with `tables` the
-    measured-table corrections of `--tables` (`costmodel.tables`: near the measured GEMM and
-    attention shapes the roofline is scaled by the measured residual; far from them it stands
-    alone). A measured device's HardwareSpec goes into the profile."""
-    from costmodel.fit import fit_profile
-    from costmodel.measured import predict_rows
-    from costmodel.tables import build_tables
-
+    default): `calibrate_rows`. A measured device's HardwareSpec goes into the profile."""
     fit = [True] * len(meas.results) if fit is None else list(fit)
     if len(fit) != len(meas.results) or not any(fit):
         raise ServePlanError(f"fit mask of {len(fit)} entries for {len(meas.results)} shapes; "
                              "expected one per shape, at least one true")
     rows = pd.concat([pd.DataFrame(r.rows) for r, f in zip(meas.results, fit, strict=True) if f],
                      ignore_index=True)
-    from costmodel.importers import tidy
-
-    prof = fit_profile(tidy(rows), source=f"serveplan validate on {meas.hardware_how}; "
-                                          f"{meas.model} shapes of a plan for {', '.join(meas.plan_gpus)}")
-    if tables:
-        fitted = tidy(rows)
-        prof.tables[meas.hardware.name] = build_tables(fitted, predict_rows(fitted, prof, use_tables=False))
+    prof = calibrate_rows(rows, tables, source=f"serveplan validate on {meas.hardware_how}; "
+                                               f"{meas.model} shapes of a plan for {', '.join(meas.plan_gpus)}")
     if meas.hardware.name not in GPU_PRESETS:
         prof.hardware[meas.hardware.name] = meas.hardware
+    return prof
+
+
+def calibrate_rows(rows: pd.DataFrame, tables: bool = True, source: str = ""):
+    """The profile of native rows as `serveplan calibrate` fits them (`costmodel.fit.fit_profile`)
+    and, with `tables`, the measured-table corrections of `--tables` (`costmodel.tables`: near
+    the measured GEMM and attention shapes the roofline is scaled by the measured residual; far
+    from them it stands alone)."""
+    from costmodel.fit import fit_profile
+    from costmodel.importers import tidy
+    from costmodel.measured import predict_rows
+    from costmodel.tables import build_tables
+
+    fitted = tidy(rows)
+    prof = fit_profile(fitted, source=source)
+    if tables:
+        for gpu, sub in fitted.groupby("gpu"):
+            prof.tables[gpu] = build_tables(sub, predict_rows(sub, prof, use_tables=False))
     return prof
 
 
@@ -333,6 +339,15 @@ def roofline_summary(meas: Measurements, rows: pd.DataFrame) -> dict:
             "by_kernel": summarise(roofline_fractions(rows, meas.hardware))}
 
 
+def load_shapes(path) -> list[IterationShape]:
+    """The shapes a validate run measured, from its shapes.json (in iterations.csv's order)."""
+    import json
+    from pathlib import Path
+
+    recs = json.loads(Path(path).read_text())
+    return [IterationShape(**{**r, "prefill": tuple(tuple(c) for c in r["prefill"])}) for r in recs]
+
+
 def iteration_uncertainty(df: pd.DataFrame) -> float:
     """RMS of log(predicted / measured) of the calibrated iteration times: a relative 1-sigma."""
     lr = np.log(df["predicted_calibrated_s"] / df["measured_s"])
@@ -343,9 +358,11 @@ def iteration_uncertainty(df: pd.DataFrame) -> float:
 def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(), *,
                  plot: bool = False, log: Callable[[str], None] = _stderr) -> dict:
     """Measure, calibrate, compare; write into `out_dir`:
-    measurements.csv (native rows), iterations.csv (per shape), calibration.json (the profile,
-    its uncertainty the RMS log error of the calibrated iteration times), report.json, and
-    report.html (plotly scatter) with `plot`. Returns the report."""
+    measurements.csv (native rows), iterations.csv (per shape), shapes.json (the shapes as
+    measured, `load_shapes` reads them back), kernels.csv (GPU: Triton and reference time per
+    operator and shape), calibration.json (the profile, its uncertainty the RMS log error of the
+    calibrated iteration times), report.json, and report.html (plotly scatter) with `plot`.
+    Returns the report."""
     from pathlib import Path
 
     from costmodel.importers.native import write_native
@@ -365,7 +382,11 @@ def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(),
     cal.uncertainty_rel = iteration_uncertainty(df)
     prof.save(out / "calibration.json")
     df.to_csv(out / "iterations.csv", index=False)
+    from dataclasses import asdict
+
+    write_json([asdict(r.shape) for r in meas.results], out / "shapes.json")
     files = {"measurements": str(out / "measurements.csv"), "iterations": str(out / "iterations.csv"),
+             "shapes": str(out / "shapes.json"),
              "calibration": str(out / "calibration.json"), "report": str(out / "report.json")}
     if plot:
         scatter_html(df, out / "report.html", title=f"{meas.model}: predicted vs measured on {meas.hardware.name}")
@@ -374,7 +395,6 @@ def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(),
     if not kern.empty:
         kern.to_csv(out / "kernels.csv", index=False)
         files["kernels"] = str(out / "kernels.csv")
-    from dataclasses import asdict
 
     report = {
         "schema": "serveplan.validate", "version": 1,

@@ -48,3 +48,28 @@ def test_each_kernels_prune_reads_its_launch_arguments():
     kept32 = fl(flash_attn._configs(), {"q_ptr": q}, BLOCK_D=128)
     kept16 = fl(flash_attn._configs(), {"q_ptr": q.to(bf)}, BLOCK_D=128)
     assert 0 < len(kept32) < len(kept16)
+
+
+def test_the_kernel_table_runs_its_families_at_toy_sizes():
+    """`validate.kernel_bench` (gpu_check's Triton-vs-reference table) at toy sizes: every family
+    has a case, each case's Triton and reference agree, and the verdicts follow the targets."""
+    from validate import kernel_bench as kb
+    from validate.kernels import interpreting
+    from validate.timing import Timer
+
+    dev = "cpu" if interpreting() else "cuda"
+    cs = kb.cases(dev, fp8=False, scale="tiny")
+    assert {c.family for c in cs} == set(kb.TARGETS)
+    for c in cs:
+        if c.reference is not None:
+            got, want = c.triton[0]().float(), c.reference[0]().float()
+            if want.shape != got.shape:  # SDPA's [B, H, N, D] against the packed [B N, H, D]
+                want = want.transpose(1, 2).reshape(got.shape)
+            assert float((got - want).abs().max()) <= 3e-2 * float(want.abs().max()), c.label
+    rows = kb.run(cs, Timer(dev, warmup=0, min_reps=1, reps=1), hbm_bw_bytes_s=1e12, log=lambda s: None)
+    assert all("error" not in r for r in rows)
+    for r in rows:
+        op, target = kb.TARGETS[r["family"]]
+        assert r["ok"] == (r["value"] >= target if op == ">=" else r["value"] <= target)
+    summary = kb.summarise(rows)
+    assert set(summary) == set(kb.TARGETS) and all(s["cases"] == 1 for s in summary.values())
