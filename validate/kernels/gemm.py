@@ -35,6 +35,7 @@ from ._device import (
     fp8_supported,
     interpreting,
 )
+from ._gemm_common import dot_k_range, scale_product
 from ._tuning import autotune, bucket, elem_bytes, smem_prune
 from .gemm_persistent import hopper, matmul_persistent, tma_ok
 from .gemm_splitk import matmul_splitk
@@ -77,24 +78,9 @@ def _gemm_kernel(
     a_ptrs = a_ptr + rows.to(tl.int64)[:, None] * stride_am + ks[None, :] * stride_ak
     b_ptrs = b_ptr + ks[:, None] * stride_bk + cols.to(tl.int64)[None, :] * stride_bn
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k_ok = (k0 + ks) < K
-        # Out-of-range rows, columns and the K tail load as 0, which adds nothing.
-        a = tl.load(a_ptrs, mask=(rows[:, None] < M) & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=k_ok[:, None] & (cols[None, :] < N), other=0.0)
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
-
-    mult = scale
-    if A_SCALE_PTR:
-        mult = mult * tl.load(a_scale_ptr)
-    if B_SCALE_PTR:
-        mult = mult * tl.load(b_scale_ptr)
+    acc = dot_k_range(a_ptrs, b_ptrs, rows, cols, ks, M, N, 0, K, stride_ak, stride_bk,
+                      BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, UPCAST)
+    mult = scale_product(scale, a_scale_ptr, b_scale_ptr, A_SCALE_PTR, B_SCALE_PTR)
     acc = acc * mult
     c_ptrs = c_ptr + rows.to(tl.int64)[:, None] * stride_cm + cols.to(tl.int64)[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (cols[None, :] < N))

@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from ._device import interpreting
+from ._gemm_common import scale_product
 from ._tuning import autotune, elem_bytes, smem_prune
 
 
@@ -39,11 +40,7 @@ def _gemm_tma_persistent_kernel(
     tiles_n = tl.cdiv(N, BLOCK_N)
     k_steps = tl.cdiv(K, BLOCK_K)
     band_size = GROUP_M * tiles_n
-    mult = scale
-    if A_SCALE_PTR:
-        mult = mult * tl.load(a_scale_ptr)
-    if B_SCALE_PTR:
-        mult = mult * tl.load(b_scale_ptr)
+    mult = scale_product(scale, a_scale_ptr, b_scale_ptr, A_SCALE_PTR, B_SCALE_PTR)
     for tile in range(first, tiles_m * tiles_n, NUM_SMS):
         band = tile // band_size
         band_first_m = band * GROUP_M

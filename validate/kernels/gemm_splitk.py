@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from ._device import interpreting
+from ._gemm_common import dot_k_range, scale_product
 from ._tuning import autotune, elem_bytes, smem_prune
 from .gemm_persistent import num_sms
 
@@ -52,22 +53,9 @@ def _gemm_splitk_kernel(
     k_hi = tl.minimum(K, k_lo + K_PER)
     a_ptrs = a_ptr + rows[:, None] * stride_am + (k_lo + ks)[None, :].to(tl.int64) * stride_ak
     b_ptrs = b_ptr + (k_lo + ks)[:, None].to(tl.int64) * stride_bk + cols[None, :].to(tl.int64) * stride_bn
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(k_lo, k_hi, BLOCK_K):
-        k_ok = (k0 + ks) < k_hi
-        a = tl.load(a_ptrs, mask=(rows[:, None] < M) & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=k_ok[:, None] & (cols[None, :] < N), other=0.0)
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
-    mult = scale
-    if A_SCALE_PTR:
-        mult = mult * tl.load(a_scale_ptr)
-    if B_SCALE_PTR:
-        mult = mult * tl.load(b_scale_ptr)
+    acc = dot_k_range(a_ptrs, b_ptrs, rows, cols, ks, M, N, k_lo, k_hi, stride_ak, stride_bk,
+                      BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, UPCAST)
+    mult = scale_product(scale, a_scale_ptr, b_scale_ptr, A_SCALE_PTR, B_SCALE_PTR)
     c_ok = (rows[:, None] < M) & (cols[None, :] < N)
     c_ptrs = c_ptr + rows[:, None] * stride_cm + cols[None, :].to(tl.int64) * stride_cn
     if SPLIT_K == 1:
