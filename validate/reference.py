@@ -15,7 +15,10 @@ A calibration must predict the engine the plan launches, not ServePlan's own ker
     paged decode (KV budget,
     fp8 KV), spec verify                                                         Triton
 
-Residual add and the embedding gather are torch in both sets. `kernel_of(op)` names what runs
+Residual add and the embedding gather are torch in both sets. Without vLLM, torch's
+`rms_norm` stands in for vLLM's fused kernel; it may be slower than that (4.4 us against the
+fused Triton kernel's 1.8 us in CUDA graphs on an H200 at 6 tokens, the first H200 run's
+micro.txt), about 2 x 2.6 us per layer of pessimism in a decode step: the report shows both. `kernel_of(op)` names what runs
 for a measured row, e.g. `torch:matmul` or `triton:paged_decode_attention`; a reference that
 fails on this machine (an fp8 GEMM cuBLASLt refuses, a vLLM op that disagrees with torch) is
 dropped with a message and its Triton kernel timed instead. EngineOps reads the Triton paged
@@ -108,8 +111,11 @@ class EngineOps(TritonOps):
             return super().gemm(a, w)
 
     def _cm(self, w: torch.Tensor) -> torch.Tensor:
-        """w [K, N] laid out column-major, as cuBLASLt's fp8 GEMM takes its second operand;
-        made once per weight (on the first, untimed call)."""
+        """w [K, N] laid out column-major, as cuBLASLt's fp8 GEMM takes its second operand (the
+        runner keeps fp8 weights so); otherwise a copy made once per weight, on the first,
+        untimed call."""
+        if w.stride(0) == 1:
+            return w
         t = self._col_major.get(w.data_ptr())
         if t is None:
             t = self._col_major[w.data_ptr()] = w.t().contiguous().t()

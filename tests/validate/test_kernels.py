@@ -193,14 +193,12 @@ def test_matmul(dtype, path, device, gen):
     skip_unless_path(path, device)
     m, n, k = PATH_SHAPES[path]
     a = rand(gen, (m, k), dtype, device)
-    if path == "persistent":
-        b = rand(gen, (k, n), dtype, device)  # the TMA reads unit-stride rows
-    else:
-        b = rand(gen, (n, k), dtype, device).T  # a transposed (column-major) weight
-    out = poisoned((m, n), dtype, device)
-    result = matmul(a, b, out=out, path=path)
-    assert result.data_ptr() == out.data_ptr()
-    assert_matches(out, a.cpu().double() @ b.cpu().double(), dtype)
+    # a row-major weight, and a transposed (column-major, K-major) one as cuBLASLt takes it
+    for b in (rand(gen, (k, n), dtype, device), rand(gen, (n, k), dtype, device).T):
+        out = poisoned((m, n), dtype, device)
+        result = matmul(a, b, out=out, path=path)
+        assert result.data_ptr() == out.data_ptr()
+        assert_matches(out, a.cpu().double() @ b.cpu().double(), dtype)
 
 
 def test_matmul_picks_split_k_for_decode_rows(device, gen):
@@ -221,6 +219,11 @@ def test_matmul_picks_split_k_for_decode_rows(device, gen):
         matmul(rand(gen, (65, 8), torch.float32, device), b[:8], path="splitk")
     with pytest.raises(ValueError, match="path='fast'"):
         matmul(a, b, path="fast")
+    if fp8_supported(torch.device(device)) and gemm_persistent.hopper(torch.device(device)):
+        a8 = rand(gen, (80, 64), torch.float8_e4m3fn, device)
+        b8 = rand(gen, (64, 48), torch.float8_e4m3fn, device)  # row-major: not for fp8 wgmma
+        with pytest.raises(ValueError, match="K-major"):
+            matmul(a8, b8, a_scale=1.0, b_scale=1.0, path="persistent")
 
 
 def test_matmul_fp32_output_from_bf16(device, gen):
@@ -240,7 +243,7 @@ def test_matmul_fp8_with_per_tensor_scales(path, device, gen):
     fp8 = torch.float8_e4m3fn
     m, n, k = PATH_SHAPES[path][0], 48, 64
     a = rand(gen, (m, k), fp8, device)
-    b = rand(gen, (k, n), fp8, device)
+    b = rand(gen, (n, k), fp8, device).T  # K-major, as fp8 weights are kept
     out = poisoned((m, n), torch.bfloat16, device)
     # one scale a float (a kernel argument), one a device tensor (read by the kernel)
     matmul(a, b, a_scale=0.5, b_scale=torch.tensor(3.0, device=device), out=out, path=path)

@@ -197,8 +197,9 @@ def matmul(
     m_bucket = bucket(M, 16, 8192)
     if path == "persistent":
         if not (hopper(device) and tma_ok(a, b, c)):
-            raise ValueError("path='persistent' needs compute capability 9.0+ and unit-stride, "
-                             "16-byte aligned rows of a, b and out")
+            raise ValueError("path='persistent' needs compute capability 9.0+, unit-stride "
+                             "16-byte aligned rows of a, b (or of b.T) and out, and for fp8 a "
+                             "K-major (column-major) b")
         matmul_persistent(a, b, c, scales[0], scales[1], scale, m_bucket, precision)
         return c
     args = (a, b, c, scales[0] if scales[0] is not None else c,

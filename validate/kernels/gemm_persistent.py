@@ -3,6 +3,9 @@
 C[M, N] = A[M, K] @ B[K, N], used by `gemm.matmul` when M > 64 on a GPU of compute capability
 9.0 or newer with 16-byte aligned rows (`tma_ok`), else its tiled kernel runs.
 
+B may be row-major ([K, N], N contiguous) or column-major (the K-major layout cuBLASLt and fp8
+wgmma take: read through a descriptor of B^T). fp8 inputs take only the K-major B.
+
 Persistent: the grid is min(SMs, tiles) programs, each walking the output tiles tile, tile +
 SMs, ... in the grouped order of the tiled kernel (a band of GROUP_M tile rows at a time, so a
 wave shares B columns in L2), so no program launches per tile and the last wave is at most one
@@ -34,6 +37,7 @@ def _gemm_tma_persistent_kernel(
     GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
     A_SCALE_PTR: tl.constexpr, B_SCALE_PTR: tl.constexpr,  # scales read from device memory
     OUT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    B_KMAJOR: tl.constexpr,  # b_desc reads B^T [N, K] (B column-major): fp8 wgmma's layout
 ):
     first = tl.program_id(0)
     tiles_m = tl.cdiv(M, BLOCK_M)
@@ -50,7 +54,10 @@ def _gemm_tma_persistent_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for ks in range(k_steps):
             a = a_desc.load([off_m, ks * BLOCK_K])
-            b = b_desc.load([ks * BLOCK_K, off_n])
+            if B_KMAJOR:
+                b = b_desc.load([off_n, ks * BLOCK_K]).T
+            else:
+                b = b_desc.load([ks * BLOCK_K, off_n])
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -62,7 +69,7 @@ def _set_boxes(nargs: dict) -> None:
     """Autotuner pre-hook: the descriptors' box shapes are the config's blocks."""
     bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
     nargs["a_desc"].block_shape = [bm, bk]
-    nargs["b_desc"].block_shape = [bk, bn]
+    nargs["b_desc"].block_shape = [bn, bk] if nargs["B_KMAJOR"] else [bk, bn]
     nargs["c_desc"].block_shape = [bm, bn]
 
 
@@ -93,7 +100,8 @@ def _smem(c: dict, args: dict) -> float:
             + c["BLOCK_M"] * c["BLOCK_N"] * elem_bytes(args["c_desc"]))
 
 
-_persistent_autotuned = autotune(_configs(), ["M_BUCKET", "N", "K", "DTYPE_KEY"], smem_prune(_smem))(
+_persistent_autotuned = autotune(_configs(), ["M_BUCKET", "N", "K", "DTYPE_KEY", "B_KMAJOR"],
+                                 smem_prune(_smem))(
     _gemm_tma_persistent_kernel)
 _INTERPRETER = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2}
 _NUM_SMS: dict[torch.device, int] = {}
@@ -111,10 +119,18 @@ def num_sms(device: torch.device) -> int:
     return _NUM_SMS[device]
 
 
-def tma_ok(*tensors: torch.Tensor) -> bool:
-    """Whether the copy engine can read (and write) these 2-D tensors: unit stride on the last
-    axis, 16-byte aligned base and row stride."""
-    for t in tensors:
+def k_major(b: torch.Tensor) -> bool:
+    """B [K, N] stored column-major (B^T row-major): how cuBLASLt and fp8 wgmma take it."""
+    return b.stride(0) == 1 and b.shape[1] > 1 and b.stride(1) != 1
+
+
+def tma_ok(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> bool:
+    """Whether the copy engine can read A, B (row-major, or column-major through B^T) and write
+    C: unit stride on the last axis, 16-byte aligned base and row stride; fp8 B must be
+    K-major (fp8 wgmma reads B along K)."""
+    if a.dtype == torch.float8_e4m3fn and not k_major(b):
+        return False
+    for t in (a, b.t() if k_major(b) else b, c):
         if t.stride(-1) != 1 or t.data_ptr() % 16 or (t.stride(0) * t.element_size()) % 16:
             return False
     return True
@@ -136,15 +152,18 @@ def matmul_persistent(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, a_scale
     M, K = a.shape
     N = b.shape[1]
     sms = num_sms(a.device)
-    # boxes are set per config (`_set_boxes`); these shapes only build the descriptors
-    box = [_INTERPRETER["BLOCK_M"], _INTERPRETER["BLOCK_K"]]
-    descs = (TensorDescriptor.from_tensor(a, box),
-             TensorDescriptor.from_tensor(b, [box[1], _INTERPRETER["BLOCK_N"]]),
-             TensorDescriptor.from_tensor(c, [box[0], _INTERPRETER["BLOCK_N"]]))
+    kmaj = k_major(b)
+    # boxes are set per config (`_set_boxes`); these are the interpreter's
+    bm, bn, bk = _INTERPRETER["BLOCK_M"], _INTERPRETER["BLOCK_N"], _INTERPRETER["BLOCK_K"]
+    descs = (TensorDescriptor.from_tensor(a, [bm, bk]),
+             TensorDescriptor.from_tensor(b.t(), [bn, bk]) if kmaj else
+             TensorDescriptor.from_tensor(b, [bk, bn]),
+             TensorDescriptor.from_tensor(c, [bm, bn]))
     args = (*descs, a_scale if a_scale is not None else c, b_scale if b_scale is not None else c,
             float(scale), M, N, K, m_bucket, _DTYPE_KEY[a.dtype] * 4 + _DTYPE_KEY[c.dtype])
     flags = {"NUM_SMS": sms, "A_SCALE_PTR": a_scale is not None, "B_SCALE_PTR": b_scale is not None,
-             "OUT_DTYPE": _TL_DTYPE[c.dtype], "PRECISION": precision, "UPCAST": interpreting() and a.dtype == torch.bfloat16}
+             "OUT_DTYPE": _TL_DTYPE[c.dtype], "PRECISION": precision,
+             "UPCAST": interpreting() and a.dtype == torch.bfloat16, "B_KMAJOR": kmaj}
 
     def grid(meta: dict) -> tuple[int]:
         return (min(sms, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)
