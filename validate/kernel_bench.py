@@ -63,18 +63,22 @@ def _gemm_cases(m_list, proj, dtype, family, device, gen, l2) -> list[Case]:
     from validate.kernels import matmul
 
     out = []
+    weights: dict[tuple[int, int], list[torch.Tensor]] = {}  # shared by the M of one projection
     for m in m_list:
         for n, k in proj:
-            a = torch.randn(m, k, generator=gen).to(device)
+            a = torch.randn(m, k, generator=gen, device=device)
             reps = _copies(k * n * (1 if dtype == FP8 else 2), l2, device)
-            ws = [torch.randn(n, k, generator=gen).to(device) / math.sqrt(k) for _ in range(reps)]
+            ws = weights.get((n, k))
+            if ws is None:
+                ws = weights[(n, k)] = [torch.randn(n, k, generator=gen, device=device) / math.sqrt(k)
+                                        for _ in range(reps)]
             label = f"{'fp8' if dtype == FP8 else 'bf16'} M={m} N={n} K={k}"
             if dtype == FP8:
                 a8 = a.to(FP8)
                 sa = torch.ones((), device=device)
-                cm = [w.to(FP8).t() for w in ws]  # [K, N] column-major, as cuBLASLt takes it
-                rm = [w.contiguous() for w in cm]  # [K, N] row-major, as the TMA reads it
-                tri = [partial(matmul, a8, b, a_scale=sa, b_scale=sa) for b in rm]
+                # [K, N] column-major (K-major), as cuBLASLt and fp8 wgmma take it, for both
+                cm = [w.to(FP8).t() for w in ws]
+                tri = [partial(matmul, a8, b, a_scale=sa, b_scale=sa) for b in cm]
                 ref = [partial(torch._scaled_mm, a8, b, scale_a=sa, scale_b=sa, out_dtype=torch.bfloat16)
                        for b in cm] if hasattr(torch, "_scaled_mm") else None
                 out.append(Case(family, label, tri, ref, "torch._scaled_mm"))
@@ -92,10 +96,10 @@ def _flash_cases(shapes, device, gen) -> list[Case]:
     out = []
     hq, hkv, d = (HQ, HKV, D) if device == "cuda" else (4, 2, 32)
     for b, n in shapes:
-        q = torch.randn(b * n, hq, d, generator=gen).to(torch.bfloat16).to(device)
-        k = torch.randn(b * n, hkv, d, generator=gen).to(torch.bfloat16).to(device)
-        v = torch.randn(b * n, hkv, d, generator=gen).to(torch.bfloat16).to(device)
-        cu = (torch.arange(b + 1, dtype=torch.int32) * n).to(device)
+        q = torch.randn(b * n, hq, d, generator=gen, device=device).to(torch.bfloat16)
+        k = torch.randn(b * n, hkv, d, generator=gen, device=device).to(torch.bfloat16)
+        v = torch.randn(b * n, hkv, d, generator=gen, device=device).to(torch.bfloat16)
+        cu = torch.arange(b + 1, dtype=torch.int32, device=device) * n
         sq, sk, sv = (t.view(b, n, t.shape[1], d).transpose(1, 2) for t in (q, k, v))
         out.append(Case("flash_prefill", f"{b} x {n} ({hq}/{hkv} heads of {d})",
                         [partial(flash_attn_prefill, q, k, v, cu, cu, n, check_offsets=False)],
@@ -116,13 +120,13 @@ def _decode_cases(shapes, family, device, gen, l2, fp8: bool) -> list[Case]:
         kv_bytes = b * ctx * 2 * hkv * d * (1 if kv8 else 2)
         calls = []
         for _ in range(_copies(kv_bytes, l2, device)):
-            kc = torch.randn(b * per_seq, 16, hkv, d, generator=gen).to(torch.bfloat16).to(device)
-            vc = torch.randn(b * per_seq, 16, hkv, d, generator=gen).to(torch.bfloat16).to(device)
+            kc = torch.randn(b * per_seq, 16, hkv, d, generator=gen, device=device).to(torch.bfloat16)
+            vc = torch.randn(b * per_seq, 16, hkv, d, generator=gen, device=device).to(torch.bfloat16)
             if kv8:
                 kc, vc = kc.to(FP8), vc.to(FP8)
-            tables = torch.randperm(b * per_seq, generator=gen).to(torch.int32).view(b, per_seq).to(device)
-            lens = torch.full((b,), ctx, dtype=torch.int32).to(device)
-            q = torch.randn(b, hq, d, generator=gen).to(torch.bfloat16).to(device)
+            tables = torch.randperm(b * per_seq, generator=gen, device=device).to(torch.int32).view(b, per_seq)
+            lens = torch.full((b,), ctx, dtype=torch.int32, device=device)
+            q = torch.randn(b, hq, d, generator=gen, device=device).to(torch.bfloat16)
             calls.append(partial(paged_decode_attention, q, kc, vc, tables, lens))
         out.append(Case(family, f"{b} x {ctx} {'fp8' if kv8 else 'bf16'} KV", calls, bytes_=kv_bytes,
                         judged=not kv8))
@@ -131,7 +135,7 @@ def _decode_cases(shapes, family, device, gen, l2, fp8: bool) -> list[Case]:
 
 def cases(device: str, *, fp8: bool, scale: str = "full", seed: int = 0) -> list[Case]:
     """The table's cases on `device` (`scale="tiny"`: the same families at toy sizes)."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)  # inputs drawn where they live
     l2 = _l2(device)
     if scale == "tiny":
         return (_gemm_cases([80], [(48, 64)], torch.bfloat16, "gemm_large", device, gen, l2)
