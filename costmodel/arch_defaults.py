@@ -154,6 +154,8 @@ def defaults_note(gpu: HardwareSpec) -> str:
 _ENGINE_PARAMS = {
     "host_overhead_s": "vLLM's per-iteration scheduler and host time",
     "host_per_seq_s": "vLLM's per-sequence host time per iteration",
+    "frontend_s": "the engine API server's time per request",
+    "frontend_per_token_s": "the engine API server's time per prompt token",
 }
 _COMM_PREFIXES = ("comm_", "p2p_", "net_")
 
@@ -163,14 +165,14 @@ def default_source(gpu: HardwareSpec | str, name: str) -> str:
     if name in _ENGINE_PARAMS:
         return (f"default: {_ENGINE_PARAMS[name]}, which a kernel run cannot measure (an engine "
                 "benchmark run sets it: serveplan calibrate --format vllm-bench)")
-    if name.startswith(_COMM_PREFIXES):
-        return "default: a collective parameter, which one GPU's kernel run cannot measure"
+    comm = " (a collective: one GPU's kernel run cannot measure it)" if name.startswith(_COMM_PREFIXES) else ""
     if not isinstance(gpu, HardwareSpec):
         try:
             gpu = load_gpu(gpu)
         except ServePlanError:
-            return "default: generic (costmodel.roofline.Efficiencies)"
+            return "default: generic (costmodel.roofline.Efficiencies)" + comm
     fam = ARCH_FAMILY.get(gpu.arch, "")
     if fam and name in ARCH_DEFAULTS[fam]:
-        return f"default: {_SOURCE[fam]}" + (f" (borrowed for {gpu.arch})" if gpu.arch in _BORROWED else "")
-    return "default: generic (costmodel.roofline.Efficiencies)"
+        borrowed = f" (borrowed for {gpu.arch})" if gpu.arch in _BORROWED else ""
+        return f"default: {_SOURCE[fam]}{borrowed}{comm}"
+    return "default: generic (costmodel.roofline.Efficiencies)" + comm
