@@ -117,6 +117,31 @@ class Timer:
             for c in calls:
                 c()
         torch.cuda.current_stream().wait_stream(side)
+        graph = self._capture(calls, inner)
+        # the eager estimate includes host time: a replay of small kernels may be far shorter
+        # than GRAPH_REPLAY_S, so capture more calls per replay once the GPU time is known
+        t = self._events(graph.replay)
+        more = max(1, min(MAX_CALLS_PER_GRAPH // n, math.ceil(inner * GRAPH_REPLAY_S / max(t, 1e-7))))
+        if t < GRAPH_REPLAY_S / 2 and more > inner:
+            del graph
+            inner = more
+            graph = self._capture(calls, inner)
+        samples: list[float] = []
+        spent = 0.0
+        while len(samples) < self.graph_samples or spent < self.graph_rep_ms * 1e-3:
+            t = self._events(graph.replay)
+            samples.append(t)
+            spent += t
+            if len(samples) >= 10 * self.graph_samples:
+                break
+        del graph
+        return statistics.median(samples) / (inner * n)
+
+    @staticmethod
+    def _capture(calls: Sequence[Callable[[], object]], inner: int):
+        """A CUDA graph of the calls, each `inner` times, replayed once."""
+        import torch
+
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
@@ -128,16 +153,7 @@ class Timer:
             raise CaptureError(f"cannot capture in a CUDA graph: {str(e).splitlines()[0]}") from e
         graph.replay()
         torch.cuda.synchronize()
-        samples: list[float] = []
-        spent = 0.0
-        while len(samples) < self.graph_samples or spent < self.graph_rep_ms * 1e-3:
-            t = self._events(graph.replay)
-            samples.append(t)
-            spent += t
-            if len(samples) >= 10 * self.graph_samples:
-                break
-        del graph
-        return statistics.median(samples) / (inner * n)
+        return graph
 
     def _cuda(self, calls: Sequence[Callable[[], object]]) -> float:
         import torch
