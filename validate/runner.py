@@ -29,7 +29,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -382,8 +382,6 @@ def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(),
     cal.uncertainty_rel = iteration_uncertainty(df)
     prof.save(out / "calibration.json")
     df.to_csv(out / "iterations.csv", index=False)
-    from dataclasses import asdict
-
     write_json([asdict(r.shape) for r in meas.results], out / "shapes.json")
     files = {"measurements": str(out / "measurements.csv"), "iterations": str(out / "iterations.csv"),
              "shapes": str(out / "shapes.json"),
