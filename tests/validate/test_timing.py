@@ -15,7 +15,6 @@ import torch
 from validate import timing
 from validate.timing import CaptureError, Timer
 
-
 HOST_S = 50e-6  # an eager launch keeps the GPU waiting this long (the host's launch path)
 
 
