@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
         "shapes": [r.shape.name for r in meas.results], "messages": meas.messages,
         "kernel_check": meas.kernel_check, "measure_wall_s": measure_s,
         "splits": results,
-        "roofline": {"timed": "Triton kernels" if gpu else "torch operators on the CPU",
+        "roofline": {"timed": {"engine": "engine-class operators (Triton where none), CUDA graphs",
+                               "triton": "Triton kernels, CUDA graphs"}.get(meas.kernels, "torch operators on the CPU"),
                      "by_kernel": summarise(fr)},
         "target_held_out_mape": TARGET,
     }
@@ -129,7 +130,8 @@ def _print(rep: dict) -> None:
               "measured here. For reference, the torch operators on this CPU reach (of its "
               "measured peaks), large shapes:")
     else:
-        print("Triton kernels, fraction of the GPU's datasheet roofline, large shapes (aim >= 70%):")
+        print(f"{rep['roofline']['timed']}: fraction of the GPU's datasheet roofline, large shapes "
+              "(aim >= 70%):")
     for k, v in rep["roofline"]["by_kernel"].items():
         print(f"  {k:24} {v['large_shapes']:6.0%} ({v['bound_large']}-bound; median of {v['rows']} rows "
               f"{v['median']:.0%})")

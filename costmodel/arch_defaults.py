@@ -148,3 +148,31 @@ def defaults_note(gpu: HardwareSpec) -> str:
         what = _SOURCE[fam]
     return (f"cost model for {gpu.name}: no calibration, {what}; `serveplan validate` on that "
             "GPU fits its own")
+
+
+# parameters no kernel measurement can set, and where a profile's values of them come from
+_ENGINE_PARAMS = {
+    "host_overhead_s": "vLLM's per-iteration scheduler and host time",
+    "host_per_seq_s": "vLLM's per-sequence host time per iteration",
+    "frontend_s": "the engine API server's time per request",
+    "frontend_per_token_s": "the engine API server's time per prompt token",
+}
+_COMM_PREFIXES = ("comm_", "p2p_", "net_")
+
+
+def default_source(gpu: HardwareSpec | str, name: str) -> str:
+    """Where an uncalibrated parameter's value comes from, as a calibration profile records it."""
+    if name in _ENGINE_PARAMS:
+        return (f"default: {_ENGINE_PARAMS[name]}, which a kernel run cannot measure (an engine "
+                "benchmark run sets it: serveplan calibrate --format vllm-bench)")
+    comm = " (a collective: one GPU's kernel run cannot measure it)" if name.startswith(_COMM_PREFIXES) else ""
+    if not isinstance(gpu, HardwareSpec):
+        try:
+            gpu = load_gpu(gpu)
+        except ServePlanError:
+            return "default: generic (costmodel.roofline.Efficiencies)" + comm
+    fam = ARCH_FAMILY.get(gpu.arch, "")
+    if fam and name in ARCH_DEFAULTS[fam]:
+        borrowed = f" (borrowed for {gpu.arch})" if gpu.arch in _BORROWED else ""
+        return f"default: {_SOURCE[fam]}{borrowed}{comm}"
+    return "default: generic (costmodel.roofline.Efficiencies)" + comm

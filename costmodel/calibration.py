@@ -6,17 +6,21 @@ Schema (version 2; version 1 files, which have no "tables", still load):
   "version": 2,
   "created": "2026-11-22T10:00:00Z",
   "source": "free text: what was measured, where",
+  "messages": ["h200-sxm: fitted kernel_overhead_s = ... sits at its physical ceiling ..."],
   "gpus": {
     "h100-sxm": {
       "params": {"gemm_compute_eff": 0.74, ...},     # costmodel.roofline.Efficiencies fields
       "residuals": {"n": 812, "mape": 0.061, "p90_abs_rel_err": 0.12, "by_op": {...}},
       "uncertainty_rel": 0.08,                        # relative 1-sigma of step-time predictions
+      "sources": {"gemm_compute_eff": "fit: rows of torch:matmul", ...},  # where each value came from
       "tables": {"gemm": {...}, "attn_decode": {...}}, # optional: costmodel.tables corrections
       "hardware": {"name": "cpu", "bf16_flops": ...}   # optional: a device measured at run time
     }
   }
 }
 Every later command accepts `--calibration FILE`; a GPU missing from the file keeps the defaults.
+`messages` (fitted parameters at a bound, costmodel.bounds) and `sources` are optional: files
+written before they existed load without them.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class GpuCalibration:
     params: Efficiencies
     residuals: dict = field(default_factory=dict)
     uncertainty_rel: float = 0.0
+    sources: dict[str, str] = field(default_factory=dict)  # parameter -> where its value came from
 
 
 @dataclass
@@ -52,6 +57,7 @@ class CalibrationProfile:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     tables: dict = field(default_factory=dict)  # GPU name -> costmodel.tables.MeasuredTables
     hardware: dict = field(default_factory=dict)  # name -> HardwareSpec of a measured device
+    messages: list[str] = field(default_factory=list)  # e.g. fitted parameters at a bound
 
     def efficiencies_for(self, gpu_name: str) -> Efficiencies:
         cal = self.gpus.get(gpu_name)
@@ -71,12 +77,15 @@ class CalibrationProfile:
             "version": VERSION,
             "created": self.created,
             "source": self.source,
+            "messages": list(self.messages),
             "gpus": {name: self._gpu_dict(name, c) for name, c in self.gpus.items()},
         }
 
     def _gpu_dict(self, name: str, c: GpuCalibration) -> dict:
         d = {"params": c.params.to_dict(), "residuals": c.residuals,
              "uncertainty_rel": c.uncertainty_rel}
+        if c.sources:
+            d["sources"] = dict(c.sources)
         if self.tables.get(name) is not None:
             d["tables"] = self.tables[name].to_dict()
         if self.hardware.get(name) is not None:
@@ -117,13 +126,19 @@ class CalibrationProfile:
                 raise ServePlanError(f"{where}: gpus.{name}.uncertainty_rel = {unc!r}; expected a number in [0, 10)")
             # parameters a profile leaves out take the GPU's architecture defaults
             eff = replace(default_efficiencies(load_gpu(name)), **{k: float(v) for k, v in params.items()})
-            gpus[gpu] = GpuCalibration(eff, dict(entry.get("residuals") or {}), float(unc))
+            sources = entry.get("sources") or {}
+            if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+                raise ServePlanError(f"{where}: gpus.{name}.sources must be an object of parameter -> text")
+            gpus[gpu] = GpuCalibration(eff, dict(entry.get("residuals") or {}), float(unc), dict(sources))
             if entry.get("tables") is not None:
                 from costmodel.tables import MeasuredTables
 
                 tables[gpu] = MeasuredTables.from_dict(entry["tables"], f"{where}: gpus.{name}.tables")
+        messages = d.get("messages") or []
+        if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+            raise ServePlanError(f"{where}: 'messages' must be a list of strings")
         return cls(gpus=gpus, source=str(d.get("source", "")), created=str(d.get("created", "")),
-                   tables=tables, hardware=hardware)
+                   tables=tables, hardware=hardware, messages=list(messages))
 
     @classmethod
     def load(cls, path: str | Path) -> CalibrationProfile:

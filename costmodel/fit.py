@@ -8,9 +8,15 @@ table says nothing about host overhead), each kept inside `PARAM_BOUNDS` and mov
 space so that microseconds and efficiencies are on one footing. Each op's rows weigh the same
 in total, so a table with 30k GEMMs does not drown 200 attention rows.
 
+On a GPU the fit is held inside physical bounds (`costmodel.bounds`: no efficiency above 1, no
+kernel fixed time of 10 us or more), values are clipped into their bounds (exp(log(hi)) can
+land an ulp above hi), and every fitted parameter that ends at a bound becomes a message.
+
 `residual_report(measured, predicted, ops)` gives n, MAPE, p90 |relative error| and the same
 per op; `fit_profile(rows, ...)` fits every GPU in the rows and returns a CalibrationProfile
-whose `uncertainty_rel` is the RMS of the log residuals (a relative 1-sigma).
+whose `uncertainty_rel` is the RMS of the log residuals (a relative 1-sigma), whose `messages`
+hold the bound messages, and whose `sources` say where each parameter came from
+(`param_sources`).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from costmodel.arch_defaults import default_efficiencies
+from costmodel.bounds import bound_messages, search_bounds
 from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import ServePlanError
+from costmodel.hardware import load_gpu
 from costmodel.measured import informed_params, predict_rows, skipped_mask
 
 PRIOR = 0.002  # log-units of row error that moving one parameter by a factor e is worth
@@ -38,6 +46,7 @@ class FitResult:
     uncertainty_rel: float
     nfev: int
     message: str
+    messages: tuple[str, ...] = ()  # fitted parameters at a bound (costmodel.bounds)
 
 
 def residual_report(measured: np.ndarray, predicted: np.ndarray, ops) -> dict:
@@ -58,9 +67,9 @@ def residual_report(measured: np.ndarray, predicted: np.ndarray, ops) -> dict:
             "p90_abs_rel_err": float(np.quantile(rel, 0.9)), "by_op": by_op}
 
 
-def _log_bounds(name: str) -> tuple[float, float]:
-    lo, hi = PARAM_BOUNDS[name]
-    return float(np.log(max(lo, hi * 1e-4))), float(np.log(hi))
+def _log_bounds(name: str, hw=None) -> tuple[float, float]:
+    lo, hi = search_bounds(name, hw)
+    return float(np.log(lo)), float(np.log(hi))
 
 
 _RHO = {  # robust losses of z = (r / f_scale)^2, as scipy's least_squares defines them
@@ -98,6 +107,10 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
     if rows.empty:
         raise ServePlanError("no rows to fit (every row was skipped: unknown model or no time)")
     gpu = str(gpus[0])
+    try:
+        hw = load_gpu(gpu)
+    except ServePlanError:  # an unregistered label: no physical bounds beyond PARAM_BOUNDS
+        hw = None
     start = start or default_efficiencies(gpu)
     names = list(params) if params is not None else informed_params(rows)
     unknown = [p for p in names if p not in PARAM_BOUNDS]
@@ -109,8 +122,12 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
     weight = 1.0 / np.sqrt(pd.Series(ops).map(counts).to_numpy(float))
     weight *= np.sqrt(len(rows) / weight.dot(weight) / 1.0)  # mean weight^2 = 1
 
+    box = {n: search_bounds(n, hw) for n in names}
+
     def eff_of(x: np.ndarray) -> Efficiencies:
-        return replace(start, **{n: float(np.exp(v)) for n, v in zip(names, x, strict=True)})
+        # clipped: exp(log(hi)) can land an ulp above hi, and a profile holding it fails to load
+        return replace(start, **{n: float(np.clip(np.exp(v), *box[n]))
+                                 for n, v in zip(names, x, strict=True)})
 
     prior_w = prior * np.sqrt(len(rows))
 
@@ -121,7 +138,7 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
         return np.concatenate([r, prior_w * (x - x0)])
 
     if names:
-        lb, ub = zip(*(_log_bounds(n) for n in names), strict=True)
+        lb, ub = zip(*(_log_bounds(n, hw) for n in names), strict=True)
         x0 = np.clip([np.log(max(getattr(start, n), 1e-30)) for n in names], lb, ub)
         x0 = np.minimum(np.maximum(x0, np.array(lb) + 1e-9), np.array(ub) - 1e-9)
         sol = least_squares(resid, x0, bounds=(lb, ub), loss="linear",
@@ -133,7 +150,8 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
     report = residual_report(rows["measured_s"].to_numpy(), pred, ops)
     lr = np.log(pred / rows["measured_s"].to_numpy())
     unc = float(np.sqrt(np.nanmean(lr**2)))
-    return FitResult(gpu, best, tuple(names), report, unc, nfev, msg)
+    notes = bound_messages(best.to_dict(), names, hw, gpu)
+    return FitResult(gpu, best, tuple(names), report, unc, nfev, msg, tuple(notes))
 
 
 def fit_profile(rows: pd.DataFrame, start=None, params: list[str] | None = None,
@@ -145,9 +163,50 @@ def fit_profile(rows: pd.DataFrame, start=None, params: list[str] | None = None,
     if start is not None:
         prof.gpus.update(start.gpus)
         prof.tables.update(start.tables)
+    refitted = {str(g) for g in rows["gpu"].unique()}
+    if start is not None:  # the start's messages about GPUs fitted again no longer hold
+        prof.messages = [m for m in start.messages if m.split(":", 1)[0] not in refitted]
     for gpu, g in rows.groupby("gpu"):
         s = start.efficiencies_for(gpu) if start is not None else None
         res = fit_params(g, start=s, params=params, **kw)
+        prev = start.gpus[gpu].sources if start is not None and gpu in start.gpus else None
         prof.gpus[gpu] = GpuCalibration(res.params, {**res.residuals, "fitted": list(res.fitted)},
-                                        res.uncertainty_rel)
+                                        res.uncertainty_rel,
+                                        sources=param_sources(g, res.fitted, str(gpu), prev))
+        prof.messages += list(res.messages)
     return prof
+
+
+def _kernels_informing(rows: pd.DataFrame, name: str) -> list[str]:
+    """The `kernel` labels (else `source`) of the rows whose operator family `name` describes."""
+    from costmodel import roofline as rl
+    from costmodel.measured import PARAMS_BY_FAMILY, family
+
+    fams = {f for f, ps in PARAMS_BY_FAMILY.items() if name in ps}
+    fams = {"comm" if f.startswith("comm") else "gemm" if f.startswith("gemm") else f for f in fams}
+    elem_ops = {op for op, p in rl.ELEM_EFF_PARAM.items() if p == name}
+    if name in ("elem_overhead_s", "norm_row_elem_s"):
+        elem_ops = set(rl.ELEM_EFF_PARAM)
+    ops = rows["op"].to_numpy()
+    sel = np.array([family(o) in fams or o in elem_ops for o in ops], dtype=bool)
+    col = rows["kernel"] if "kernel" in rows and rows["kernel"].astype(str).str.len().gt(0).any() \
+        else rows.get("source", pd.Series([""] * len(rows)))
+    return sorted({str(k) for k in col[sel] if str(k)})
+
+
+def param_sources(rows: pd.DataFrame, fitted, gpu: str, previous: dict | None = None) -> dict:
+    """Parameter -> where its value comes from: `fit: rows of <kernels>` for the fitted ones
+    (the kernels whose rows inform it), else the start profile's source, else the default it
+    keeps (`arch_defaults.default_source`)."""
+    from costmodel.arch_defaults import default_source
+
+    out = {}
+    for name in PARAM_BOUNDS:
+        if name in fitted:
+            ks = _kernels_informing(rows, name)
+            out[name] = "fit: rows of " + (", ".join(ks) if ks else "the measured rows")
+        elif previous and name in previous:
+            out[name] = previous[name]
+        else:
+            out[name] = default_source(gpu, name)
+    return out

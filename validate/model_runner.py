@@ -77,8 +77,9 @@ class ModelRunner:
     def _w(self, k: int, n: int, quantise: bool = True) -> torch.Tensor:
         w = self._randn(k, n, scale=k ** -0.5)
         if self.fp8 and quantise:
-            # per-tensor scale 1: N(0, 1/k) weights sit well inside e4m3's range
-            w = w.to(torch.float8_e4m3fn)
+            # per-tensor scale 1: N(0, 1/k) weights sit well inside e4m3's range; kept
+            # column-major (K-major), the layout fp8 tensor cores and cuBLASLt read
+            w = w.t().contiguous().t().to(torch.float8_e4m3fn)
         return w
 
     def _norm_w(self, h: int) -> torch.Tensor:

@@ -1,4 +1,6 @@
-"""The operators of one transformer iteration, twice: ServePlan's Triton kernels, and torch.
+"""The operators of one transformer iteration, twice: ServePlan's Triton kernels, and torch
+(a third set, the engine-class operators a plan's engine runs, is `validate.reference`, which
+also holds `make_ops`, the choice among the three).
 
 `TritonOps` calls `validate.kernels` (compiled on a GPU, interpreted on the CPU, where it is
 only fast enough to check correctness). `TorchOps` computes the same operators with torch
@@ -279,10 +281,3 @@ class TritonOps(TorchOps):
                                       selected_positions=cache.selected,
                                       k_scale=cache.k_scale, v_scale=cache.v_scale)
 
-
-def make_ops(backend: str, fp8: bool = False, kv_fp8: bool = False) -> TorchOps:
-    if backend == "torch":
-        return TorchOps(fp8, kv_fp8)
-    if backend == "triton":
-        return TritonOps(fp8, kv_fp8)
-    raise ValueError(f"backend {backend!r}; expected torch or triton")

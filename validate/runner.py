@@ -8,11 +8,16 @@
       -> costmodel.fit.fit_profile     the cost model's parameters for this device
       -> compare                       predicted vs measured per shape, before and after
 
-On a CUDA GPU the Triton kernels are timed (`Timer` on do_bench); on a CPU the torch versions
-of the same operators are (the kernels only run, interpreted, in the check). The profile is
-keyed by the measuring device: a GPU preset (`h100-sxm`), or "cpu", whose measured
-HardwareSpec travels inside the profile, so a CPU run calibrates the cost model to this CPU
-and says so.
+On a CUDA GPU every operator is timed inside CUDA graphs twice: with the Triton kernels and
+with the engine-class operators (cuBLAS, torch SDPA, torch / vLLM RMSNorm, vLLM's ops when
+installed: `validate.reference`); `--kernels engine` (the default) fits the profile to the
+latter, Triton standing in where no reference exists (paged decode with a KV budget, fp8-KV
+decode, spec verify, chunked prefill over a prefix), `--kernels triton` to the Triton kernels
+alone. The report shows both per operator, and the host time an eager iteration adds. On a
+CPU the torch versions of the operators are timed (the kernels only run, interpreted, in the
+check). The profile is keyed by the measuring device: a GPU preset (`h100-sxm`), or "cpu",
+whose measured HardwareSpec travels inside the profile, so a CPU run calibrates the cost
+model to this CPU and says so.
 
 The iteration comparison is of compute: the cost model's step minus its collectives, PP
 sends, host overhead and sampler, none of which one device running per-GPU shapes executes.
@@ -24,7 +29,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -36,6 +41,7 @@ from validate.measure import ShapeMeasurement
 from validate.shapes import IterationShape
 
 NOT_RUN = ("attn_allreduce", "mlp_allreduce", "logits_gather", "pp_send", "host_overhead", "sampler")
+KERNEL_SETS = ("engine", "triton")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class ValidateOptions:
     tables: bool = True  # add measured-table corrections (costmodel.tables) to the profile
     check: bool = True  # run the kernel check
     timer: object | None = None  # a validate.timing.Timer to use instead of the default
+    kernels: str = "engine"  # GPU: fit to the engine-class operators, or to the Triton kernels
 
 
 @dataclass
@@ -67,6 +74,11 @@ class Measurements:
     kernel_check: dict | None = None
     precision: dict[str, str] = field(default_factory=dict)  # plan precision -> what ran
     kv_dtype: dict[str, str] = field(default_factory=dict)  # plan KV dtype -> what ran
+    kernels: str = "torch"  # what the rows and iterations time: engine | triton | torch (CPU)
+
+    def compare_rows(self) -> pd.DataFrame:
+        """Per operator and shape: Triton and engine-class reference times (GPU runs)."""
+        return pd.DataFrame([c for res in self.results for c in res.compare])
 
     def rows(self) -> pd.DataFrame:
         from costmodel.importers import tidy
@@ -125,6 +137,8 @@ def measure_plan(plan: dict, opts: ValidateOptions = ValidateOptions(),
     from validate.kernels import pick_device
     from validate.shapes import derive_shapes, operating_point
 
+    if opts.kernels not in KERNEL_SETS:
+        raise ServePlanError(f"--kernels {opts.kernels!r}; expected one of {', '.join(KERNEL_SETS)}")
     dep = plan_deployment(plan)
     model = load_model(dep.model)
     try:
@@ -149,8 +163,12 @@ def measure_plan(plan: dict, opts: ValidateOptions = ValidateOptions(),
                         + (f"{opts.rate} req/s" if opts.rate is not None else f"concurrency {opts.concurrency}")
                         + ": running sequences (p50, p90) " + ", ".join(f"{k} {v}" for k, v in running.items()))
         shapes = derive_shapes(dep, lengths, rng=rng, running=running, max_shapes=opts.max_shapes)
+        if device != "cuda":
+            msgs.append("timed: the torch operators on this CPU (no CUDA graphs, no engine-class "
+                        f"references; --kernels {opts.kernels} changes nothing here)")
         meas = Measurements(device, hw, how, model.name, dep.model,
-                            sorted({p.gpu for p in dep.resolved().pools}), [], msgs)
+                            sorted({p.gpu for p in dep.resolved().pools}), [], msgs,
+                            kernels=opts.kernels if device == "cuda" else "torch")
         timer = opts.timer or Timer(device)
         _run_groups(meas, shapes, opts, timer, skip_check, log)
     return meas
@@ -162,7 +180,7 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
     from validate.check import check_kernels
     from validate.measure import combine_passes, measure_shape
     from validate.model_runner import ModelRunner
-    from validate.ops import make_ops
+    from validate.reference import make_ops
     from validate.shapes import per_gpu_dims
 
     model = load_model(meas.model_ref)
@@ -194,6 +212,8 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
             meas.kernel_check = {"ok": None, "skipped": skip_check}
         runner = ModelRunner(dims, layers, ops=make_ops(backend, fp8=ran == "fp8", kv_fp8=kv_ran == "fp8"),
                              device=meas.device, seed=opts.seed, fp8=ran == "fp8")
+        reference = (make_ops("engine", fp8=ran == "fp8", kv_fp8=kv_ran == "fp8")
+                     if meas.device == "cuda" else None)
         passes = opts.passes or (1 if meas.device == "cuda" else 5)
         by_shape: list[list[ShapeMeasurement]] = [[] for _ in scaled]
         for k in range(passes):  # interleaved: a burst of other load hits one pass of a shape
@@ -201,11 +221,17 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
                 t0 = time.perf_counter()
                 res = measure_shape(runner, s, timer, device_name=meas.hardware.name,
                                     model_name=model.name, full_layers=model.num_layers,
-                                    precision=ran, kv_dtype=kv_ran)
+                                    precision=ran, kv_dtype=kv_ran, reference=reference,
+                                    fit=meas.kernels)
                 by_shape[i].append(res)
+                more = "" if reference is None else (
+                    f"; the other set {res.other_iteration_s * 1e3:.2f} ms, host launch time "
+                    f"eagerly +{res.host_s * 1e3:.2f} ms")
                 log(f"  pass {k + 1}/{passes} {s.name}: iteration {res.iteration_s * 1e3:.2f} ms "
-                    f"({len(res.rows)} op rows, {time.perf_counter() - t0:.1f} s)")
+                    f"({meas.kernels}{more}; {len(res.rows)} op rows, {time.perf_counter() - t0:.1f} s)")
         meas.results += [combine_passes(r) for r in by_shape]
+        if reference is not None:
+            meas.messages += [m for m in reference.all_messages() if m not in meas.messages]
         if passes > 1:
             meas.messages.append(f"each shape measured in {passes} passes at different times; "
                                  "every time is the least disturbed pass's median")
@@ -215,29 +241,35 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
 # --- calibration and comparison ---------------------------------------------------------------
 def calibrate(meas: Measurements, fit: Sequence[bool] | None = None, tables: bool = True):
     """A CalibrationProfile fitted to the op rows of the shapes where `fit` is true (all by
-    default), as `serveplan calibrate` fits: `costmodel.fit.fit_profile`, and with `tables` the
-    measured-table corrections of `--tables` (`costmodel.tables`: near the measured GEMM and
-    attention shapes the roofline is scaled by the measured residual; far from them it stands
-    alone). A measured device's HardwareSpec goes into the profile."""
-    from costmodel.fit import fit_profile
-    from costmodel.measured import predict_rows
-    from costmodel.tables import build_tables
-
+    default): `calibrate_rows`. A measured device's HardwareSpec goes into the profile."""
     fit = [True] * len(meas.results) if fit is None else list(fit)
     if len(fit) != len(meas.results) or not any(fit):
         raise ServePlanError(f"fit mask of {len(fit)} entries for {len(meas.results)} shapes; "
                              "expected one per shape, at least one true")
     rows = pd.concat([pd.DataFrame(r.rows) for r, f in zip(meas.results, fit, strict=True) if f],
                      ignore_index=True)
-    from costmodel.importers import tidy
-
-    prof = fit_profile(tidy(rows), source=f"serveplan validate on {meas.hardware_how}; "
-                                          f"{meas.model} shapes of a plan for {', '.join(meas.plan_gpus)}")
-    if tables:
-        fitted = tidy(rows)
-        prof.tables[meas.hardware.name] = build_tables(fitted, predict_rows(fitted, prof, use_tables=False))
+    prof = calibrate_rows(rows, tables, source=f"serveplan validate on {meas.hardware_how}; "
+                                               f"{meas.model} shapes of a plan for {', '.join(meas.plan_gpus)}")
     if meas.hardware.name not in GPU_PRESETS:
         prof.hardware[meas.hardware.name] = meas.hardware
+    return prof
+
+
+def calibrate_rows(rows: pd.DataFrame, tables: bool = True, source: str = ""):
+    """The profile of native rows as `serveplan calibrate` fits them (`costmodel.fit.fit_profile`)
+    and, with `tables`, the measured-table corrections of `--tables` (`costmodel.tables`: near
+    the measured GEMM and attention shapes the roofline is scaled by the measured residual; far
+    from them it stands alone)."""
+    from costmodel.fit import fit_profile
+    from costmodel.importers import tidy
+    from costmodel.measured import predict_rows
+    from costmodel.tables import build_tables
+
+    fitted = tidy(rows)
+    prof = fit_profile(fitted, source=source)
+    if tables:
+        for gpu, sub in fitted.groupby("gpu"):
+            prof.tables[gpu] = build_tables(sub, predict_rows(sub, prof, use_tables=False))
     return prof
 
 
@@ -262,7 +294,8 @@ def compare(meas: Measurements, profile=None) -> pd.DataFrame:
         kv = meas.kv_dtype.get(s.kv_dtype, "bf16")
         rec = {"shape": s.name, "kind": s.kind, "role": s.role, "tp": s.tp, "tokens": s.num_tokens,
                "seqs": s.num_seqs, "layers_run": r.layers_run, "layer_s": r.layer_s,
-               "head_s": r.head_s, "measured_s": r.iteration_s,
+               "head_s": r.head_s, "measured_s": r.iteration_s, "kernels": r.kernels,
+               "other_measured_s": r.other_iteration_s, "host_s": r.host_s,
                "predicted_default_s": predicted_compute_s(s, meas.hardware, None, prec, kv),
                "note": s.note}
         if profile is not None:
@@ -299,10 +332,21 @@ def roofline_summary(meas: Measurements, rows: pd.DataFrame) -> dict:
     """Each kernel's achieved fraction of the device's roofline (`validate.efficiency`)."""
     from validate.efficiency import roofline_fractions, summarise
 
-    timed = "Triton kernels" if meas.device == "cuda" else "torch operators (no GPU: the Triton " \
-        "kernels only ran in the interpreter, for correctness)"
+    timed = {"engine": "engine-class operators (Triton where none), in CUDA graphs",
+             "triton": "Triton kernels, in CUDA graphs"}.get(
+        meas.kernels, "torch operators (no GPU: the Triton kernels only ran in the interpreter, "
+                      "for correctness)")
     return {"device": meas.hardware.name, "timed": timed,
             "by_kernel": summarise(roofline_fractions(rows, meas.hardware))}
+
+
+def load_shapes(path) -> list[IterationShape]:
+    """The shapes a validate run measured, from its shapes.json (in iterations.csv's order)."""
+    import json
+    from pathlib import Path
+
+    recs = json.loads(Path(path).read_text())
+    return [IterationShape(**{**r, "prefill": tuple(tuple(c) for c in r["prefill"])}) for r in recs]
 
 
 def iteration_uncertainty(df: pd.DataFrame) -> float:
@@ -315,14 +359,18 @@ def iteration_uncertainty(df: pd.DataFrame) -> float:
 def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(), *,
                  plot: bool = False, log: Callable[[str], None] = _stderr) -> dict:
     """Measure, calibrate, compare; write into `out_dir`:
-    measurements.csv (native rows), iterations.csv (per shape), calibration.json (the profile,
-    its uncertainty the RMS log error of the calibrated iteration times), report.json, and
-    report.html (plotly scatter) with `plot`. Returns the report."""
+    measurements.csv (native rows), iterations.csv (per shape), shapes.json (the shapes as
+    measured, `load_shapes` reads them back), kernels.csv (GPU: Triton and reference time per
+    operator and shape), calibration.json (the profile, its uncertainty the RMS log error of the
+    calibrated iteration times), report.json, and report.html (plotly scatter) with `plot`.
+    Returns the report."""
     from pathlib import Path
 
     from costmodel.importers.native import write_native
-    from validate.report import scatter_html, write_json
+    from validate.report import kernel_summary, require_plotly, scatter_html, write_json
 
+    if plot:
+        require_plotly()
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -335,12 +383,17 @@ def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(),
     cal.uncertainty_rel = iteration_uncertainty(df)
     prof.save(out / "calibration.json")
     df.to_csv(out / "iterations.csv", index=False)
+    write_json([asdict(r.shape) for r in meas.results], out / "shapes.json")
     files = {"measurements": str(out / "measurements.csv"), "iterations": str(out / "iterations.csv"),
+             "shapes": str(out / "shapes.json"),
              "calibration": str(out / "calibration.json"), "report": str(out / "report.json")}
     if plot:
         scatter_html(df, out / "report.html", title=f"{meas.model}: predicted vs measured on {meas.hardware.name}")
         files["plot"] = str(out / "report.html")
-    from dataclasses import asdict
+    kern = meas.compare_rows()
+    if not kern.empty:
+        kern.to_csv(out / "kernels.csv", index=False)
+        files["kernels"] = str(out / "kernels.csv")
 
     report = {
         "schema": "serveplan.validate", "version": 1,
@@ -348,14 +401,16 @@ def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(),
         "device": {"kind": meas.device, "name": meas.hardware.name, "how": meas.hardware_how},
         "hardware": asdict(meas.hardware),
         "calibration_key": meas.hardware.name,
-        "messages": meas.messages,
+        "messages": meas.messages + [m for m in prof.messages if m not in meas.messages],
         "kernel_check": meas.kernel_check,
+        "kernels": {"fitted": meas.kernels, "by_op": kernel_summary(kern)},
         "iteration_mape": {"default": mape(df["rel_err_default"]),
                            "calibrated": mape(df["rel_err_calibrated"])},
         "op_mape": op_summary(rows, prof),
         "fitted_params": {k: v for k, v in cal.params.to_dict().items()
                           if k in cal.residuals.get("fitted", [])},
         "uncertainty_rel": cal.uncertainty_rel,
+        "param_sources": dict(cal.sources),
         "roofline": roofline_summary(meas, rows),
         "shapes": df.to_dict(orient="records"),
         "plan_predicted": plan.get("predicted") if isinstance(plan, dict) else None,

@@ -136,7 +136,8 @@ def calibrate_cmd(
                                        if k in c.residuals.get("fitted", [])},
                             "fit": {k: c.residuals.get(k) for k in ("n", "mape", "p90_abs_rel_err")},
                             "uncertainty_rel": c.uncertainty_rel}
-                        for g, c in prof.gpus.items() if g in set(fit_rows["gpu"])}}
+                        for g, c in prof.gpus.items() if g in set(fit_rows["gpu"])},
+               "messages": list(prof.messages)}
     if fit_fraction < 1.0 and (~fit_mask).any():
         held = rows[~fit_mask].reset_index(drop=True)
         summary["held_out"] = _summary(held, predict_rows(held, prof))
@@ -149,6 +150,8 @@ def calibrate_cmd(
     for g, v in summary["gpus"].items():
         c.print(f"{g}: fitted {', '.join(f'{k}={x:.4g}' for k, x in v['params'].items())}; "
                 f"fit MAPE {v['fit']['mape']:.1%} on {v['fit']['n']} rows")
+    for msg in summary["messages"]:  # fitted parameters at a bound (costmodel.bounds)
+        c.print(f"warning: {msg}", markup=False, soft_wrap=True)
     if "held_out" in summary:
         _print_summary("held-out rows", summary["held_out"])
     c.print(f"wrote {out}")

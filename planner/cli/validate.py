@@ -1,12 +1,13 @@
 """`serveplan validate`: run a plan's iterations on this machine and calibrate the cost model.
 
-    serveplan validate --plan plan.json [--device auto|cuda|cpu] --out runs/x
-        [--max-shapes N] [--plot] [--workload W] [--rate RPS | --concurrency N] [--json]
+    serveplan validate --plan plan.json [--device auto|cuda|cpu] [--kernels engine|triton]
+        --out runs/x [--max-shapes N] [--plot] [--workload W] [--rate RPS | --concurrency N] [--json]
 
 Writes runs/x/measurements.csv (native measured rows), iterations.csv, calibration.json (use
 it with `--calibration` on any later command) and report.json (report.html with --plot).
-On a CUDA GPU the profile is keyed by its preset (`h100-sxm`); on a machine without one it is
-keyed "cpu" and calibrates the cost model to this CPU. `validate` (torch, triton) is imported
+On a CUDA GPU the profile is keyed by its preset (`h100-sxm`) and fitted to the engine-class
+operators timed in CUDA graphs (`--kernels triton`: to ServePlan's Triton kernels alone); on a
+machine without one it is keyed "cpu" and calibrates the cost model to this CPU. `validate` (torch, triton) is imported
 only inside the command, so planning never loads them.
 """
 
@@ -19,12 +20,16 @@ import typer
 from planner.cli.common import emit_json, user_errors
 
 DEVICES = ("auto", "cuda", "cpu")
+KERNELS = ("engine", "triton")
 
 
 @user_errors
 def validate_cmd(
     plan: Path = typer.Option(..., "--plan", help="Plan JSON (its 'deployment'), or a deployment object"),
     device: str = typer.Option("auto", "--device", help="auto | cuda | cpu"),
+    kernels: str = typer.Option("engine", "--kernels",
+                                help="GPU: fit to the engine-class operators (cuBLAS, SDPA, ...; "
+                                     "Triton where none) or to the Triton kernels alone"),
     out: Path = typer.Option(..., "--out", help="folder to write measurements, calibration and report"),
     max_shapes: int = typer.Option(None, "--max-shapes", help="measure at most N iteration shapes"),
     plot: bool = typer.Option(False, "--plot", help="also write report.html (plotly scatter)"),
@@ -41,6 +46,8 @@ def validate_cmd(
 
     if device not in DEVICES:
         raise ServePlanError(f"--device {device!r}; expected one of {', '.join(DEVICES)}")
+    if kernels not in KERNELS:
+        raise ServePlanError(f"--kernels {kernels!r}; expected one of {', '.join(KERNELS)}")
     for name, v in (("--max-shapes", max_shapes), ("--passes", passes), ("--threads", threads)):
         if v is not None and v < 1:
             raise ServePlanError(f"{name} {v}; expected an integer >= 1")
@@ -54,7 +61,7 @@ def validate_cmd(
         raise ServePlanError(f"serveplan validate needs torch and triton ({e}); install them with: "
                              "pip install serveplan[validate]") from None
     opts = ValidateOptions(device=device, workload=workload, rate=rate, concurrency=concurrency,
-                           max_shapes=max_shapes, passes=passes, threads=threads)
+                           max_shapes=max_shapes, passes=passes, threads=threads, kernels=kernels)
     report = run_validate(doc, out, opts, plot=plot)
     if as_json:
         emit_json(report)

@@ -23,6 +23,8 @@ import validate.kernels as kernels
 from validate.kernels import (
     apply_rope,
     flash_attn_prefill,
+    gemm_persistent,
+    gemm_splitk,
     matmul,
     paged_decode_attention,
     pick_device,
@@ -175,15 +177,53 @@ def test_missing_triton_gives_install_hint(monkeypatch):
 # --- GEMM ----------------------------------------------------------------------------------
 
 
+# (M, N, K) per path, no multiple of the 32-wide tiles: split-K over several K ranges, and the
+# persistent path with more tiles than the interpreter's 4 programs and 16-byte aligned rows
+PATH_SHAPES = {"tiled": (37, 45, 70), "splitk": (37, 45, 200), "persistent": (100, 72, 88)}
+
+
+def skip_unless_path(path: str, device: str) -> None:
+    if path == "persistent" and not gemm_persistent.hopper(torch.device(device)):
+        pytest.skip("the persistent TMA path needs compute capability 9.0")
+
+
+@pytest.mark.parametrize("path", list(PATH_SHAPES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-def test_matmul(dtype, device, gen):
-    m, n, k = 37, 45, 70  # no multiple of the 32-wide tiles
+def test_matmul(dtype, path, device, gen):
+    skip_unless_path(path, device)
+    m, n, k = PATH_SHAPES[path]
     a = rand(gen, (m, k), dtype, device)
-    b = rand(gen, (n, k), dtype, device).T  # a transposed (column-major) weight
-    out = poisoned((m, n), dtype, device)
-    result = matmul(a, b, out=out)
-    assert result.data_ptr() == out.data_ptr()
-    assert_matches(out, a.cpu().double() @ b.cpu().double(), dtype)
+    # a row-major weight, and a transposed (column-major, K-major) one as cuBLASLt takes it
+    for b in (rand(gen, (k, n), dtype, device), rand(gen, (n, k), dtype, device).T):
+        out = poisoned((m, n), dtype, device)
+        result = matmul(a, b, out=out, path=path)
+        assert result.data_ptr() == out.data_ptr()
+        assert_matches(out, a.cpu().double() @ b.cpu().double(), dtype)
+
+
+def test_matmul_picks_split_k_for_decode_rows(device, gen):
+    """M <= 64 takes the split-K path by itself; every split count gives the same C, and the
+    tile semaphores are back at 0 after each launch, so a repeated (or graph-replayed) launch
+    is right too."""
+    a = rand(gen, (6, 300), torch.float32, device)
+    b = rand(gen, (300, 40), torch.float32, device)
+    ref = a.cpu().double() @ b.cpu().double()
+    assert gemm_splitk.pick_split(40, 300, torch.device(device))[0] > 1
+    for split in (None, 1, 2, 5, 64):
+        for _ in range(2):
+            out = poisoned((6, 40), torch.float32, device)
+            matmul(a, b, out=out, path=None if split is None else "splitk", split=split)
+            assert_matches(out, ref, torch.float32)
+        assert int(gemm_splitk._SEMAPHORES[torch.device(device)].abs().sum()) == 0
+    with pytest.raises(ValueError, match="M <= 64"):
+        matmul(rand(gen, (65, 8), torch.float32, device), b[:8], path="splitk")
+    with pytest.raises(ValueError, match="path='fast'"):
+        matmul(a, b, path="fast")
+    if fp8_supported(torch.device(device)) and gemm_persistent.hopper(torch.device(device)):
+        a8 = rand(gen, (80, 64), torch.float8_e4m3fn, device)
+        b8 = rand(gen, (64, 48), torch.float8_e4m3fn, device)  # row-major: not for fp8 wgmma
+        with pytest.raises(ValueError, match="K-major"):
+            matmul(a8, b8, a_scale=1.0, b_scale=1.0, path="persistent")
 
 
 def test_matmul_fp32_output_from_bf16(device, gen):
@@ -195,14 +235,18 @@ def test_matmul_fp32_output_from_bf16(device, gen):
     assert_matches(out, a.cpu().double() @ b.cpu().double(), torch.float32)
 
 
-def test_matmul_fp8_with_per_tensor_scales(device, gen):
+@pytest.mark.parametrize("path", list(PATH_SHAPES))
+def test_matmul_fp8_with_per_tensor_scales(path, device, gen):
     if not fp8_supported(torch.device(device)):
         pytest.skip("fp8 needs CUDA compute capability >= 8.9")
+    skip_unless_path(path, device)
     fp8 = torch.float8_e4m3fn
-    a = rand(gen, (37, 64), fp8, device)
-    b = rand(gen, (64, 45), fp8, device)
-    out = poisoned((37, 45), torch.bfloat16, device)
-    matmul(a, b, a_scale=0.5, b_scale=torch.tensor(3.0, device=device), out=out)
+    m, n, k = PATH_SHAPES[path][0], 48, 64
+    a = rand(gen, (m, k), fp8, device)
+    b = rand(gen, (n, k), fp8, device).T  # K-major, as fp8 weights are kept
+    out = poisoned((m, n), torch.bfloat16, device)
+    # one scale a float (a kernel argument), one a device tensor (read by the kernel)
+    matmul(a, b, a_scale=0.5, b_scale=torch.tensor(3.0, device=device), out=out, path=path)
     assert_matches(out, 1.5 * (a.cpu().double() @ b.cpu().double()), torch.bfloat16)
 
 

@@ -9,6 +9,7 @@ never saw, and the CLI writes a profile that `serveplan cost step` then uses vis
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -94,11 +95,18 @@ def test_cli_validate_then_cost_step_uses_the_profile(tiny_plan, tmp_path):
     plan.write_text(json.dumps(tiny_plan))
     out = tmp_path / "runs" / "x"
     runner = CliRunner()
-    res = runner.invoke(app, ["validate", "--plan", str(plan), "--device", "auto", "--out", str(out),
-                              "--max-shapes", "4", "--passes", "1", "--plot", "--json"])
+    args = ["validate", "--plan", str(plan), "--device", "auto", "--out", str(out),
+            "--max-shapes", "4", "--passes", "1", "--json"]
+    # plotly is optional (a GPU machine's image may lack it): --plot then fails up front
+    has_plotly = importlib.util.find_spec("plotly") is not None
+    if not has_plotly:
+        res = runner.invoke(app, args + ["--plot"])
+        assert res.exit_code == 2 and "--plot needs plotly" in res.output
+    res = runner.invoke(app, args + (["--plot"] if has_plotly else []))
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
-    for f in ("measurements.csv", "iterations.csv", "calibration.json", "report.json", "report.html"):
+    files = ["measurements.csv", "iterations.csv", "calibration.json", "report.json"]
+    for f in files + (["report.html"] if has_plotly else []):
         assert (out / f).is_file(), f
     assert len(report["shapes"]) <= 4 and report["model"] == "tiny-llama"
     key = report["calibration_key"]
@@ -148,8 +156,10 @@ def test_fp8_kv_plan_runs_fp8_decode_caches(tiny_plan):
     torch on a CPU, on load by the paged kernel on a GPU), the kernel check compares both on the
     same fp8 caches, attention rows say fp8, and the prediction reads an fp8 cache too."""
     import copy
+    from dataclasses import replace
 
     from costmodel.model import CostModel
+    from costmodel.roofline import clock_scale
     from validate.runner import predicted_compute_s
 
     plan = copy.deepcopy(tiny_plan)
@@ -164,12 +174,25 @@ def test_fp8_kv_plan_runs_fp8_decode_caches(tiny_plan):
     assert len(attn) and (attn["kv_dtype"] == "fp8").all()
     assert (rows[~rows["op"].str.startswith("attn_")]["kv_dtype"] == "bf16").all()
     assert any("KV cache fp8" in m for m in meas.messages)
-    # the comparison predicts with the fp8 cache: decode attention reads half the KV bytes
+    # the comparison predicts with the fp8 cache: decode attention reads half the KV bytes ...
     dec = next(r.shape for r in meas.results if r.shape.decode_batch)
     hw = meas.hardware
+
+    def attn(shape, kv):
+        cm = CostModel(shape.model, hw, kv_dtype=kv)
+        return cm, next(o for o in cm.step(shape.batch()).ops if o.name == "attn_decode")
+
+    cm8, a8 = attn(dec, "fp8")
+    _, a16 = attn(dec, "bf16")
+    assert a8.time_s > 0 and a8.bytes < 0.75 * a16.bytes
+    # ... but at this tiny model's shapes (a few hundred KB of KV per layer) the bytes saved are
+    # worth less than the fp8 path's query-quantisation kernel: fp8 may be slower by at most that
+    # kernel's fixed time per layer (on an H200: 127 us against 121 us, which the test once
+    # wrongly required to be faster; benchmarks/RESULTS.md, 2026-12-04)
     t8 = predicted_compute_s(dec, hw, None, "bf16", "fp8")
     t16 = predicted_compute_s(dec, hw, None, "bf16", "bf16")
-    assert t8 < t16
-    a8 = sum(o.time_s for o in CostModel(dec.model, hw, kv_dtype="fp8").step(dec.batch()).ops
-             if o.name == "attn_decode")
-    assert a8 > 0
+    layers = CostModel(dec.model, hw).model.num_layers
+    assert t8 - t16 <= cm8.eff.attn_decode_fp8_s * clock_scale(hw) * layers * (1 + 1e-9)
+    # where the KV stream dominates, reading half the bytes is faster
+    long = replace(dec, decode_context=32768)
+    assert predicted_compute_s(long, hw, None, "bf16", "fp8") < predicted_compute_s(long, hw, None, "bf16", "bf16")

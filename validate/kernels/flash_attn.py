@@ -21,6 +21,9 @@ blocks left to right (the online softmax of FlashAttention):
 and writes acc / l. Exponentials are base 2 with log2(e) folded into the scale. Key blocks
 that every query of the block sees run without a mask; only the blocks on the diagonal
 pay for the causal mask. Matmuls accumulate in fp32; p is rounded to v's dtype for p v.
+On a GPU the tile shapes, warps and pipeline depth are autotuned per (longest chunk, total
+keys, head dim, GQA group), the sizes bucketed to powers of two; under the interpreter 16 x 16
+tiles keep the tests fast and cover several blocks and the tails.
 
 FLOP and byte counts are at the bottom (`flops`, `bytes_moved`).
 Benchmark on a CUDA GPU: `python -m validate.kernels.flash_attn`.
@@ -44,6 +47,7 @@ from ._device import (
     check_out,
     interpreting,
 )
+from ._tuning import autotune, bucket, elem_bytes, smem_prune
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 LOG2E = 1.4426950408889634
@@ -85,7 +89,7 @@ def _attend(
 @triton.jit
 def _flash_prefill_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, cu_q_ptr, cu_k_ptr,
-    qk_scale,
+    qk_scale, MAXQ_BUCKET, TOTAL_K_BUCKET,  # the buckets only key the autotuner
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     GROUP: tl.constexpr,  # query heads per KV head
     HEAD_DIM: tl.constexpr,
@@ -142,14 +146,25 @@ def _flash_prefill_kernel(
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < q_len)[:, None] & d_ok[None, :])
 
 
-def _block_sizes(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages): fixed per (head dim, dtype) rather than
-    autotuned, since the grid already depends on the batch's lengths."""
-    if interpreting():
-        return 16, 16, 1, 1  # small tiles: tests cover several blocks and the tails
-    if dtype == torch.float32 or head_dim > 128:
-        return 64, 32, 4, 2  # fp32 tiles and wide heads take twice the registers and smem
-    return 128, 64, 8, 3
+def _configs() -> list[triton.Config]:
+    """Query x key tiles for Hopper's wgmma (64-row warpgroup steps), 2-4 stages of K/V in
+    flight; fp32 and head dims above 128 only fit the smaller ones (the autotuner drops the
+    rest)."""
+    shapes = [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (128, 32, 4, 4),
+              (64, 64, 4, 4), (64, 128, 4, 3), (64, 32, 4, 2)]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st)
+            for m, n, w, st in shapes]
+
+
+def _smem(c: dict, args: dict) -> float:
+    """Shared memory of a config: its stages of K and V tiles and the query tile."""
+    e = elem_bytes(args["q_ptr"])
+    return (2 * c["num_stages"] * c["BLOCK_N"] + c["BLOCK_M"]) * args["BLOCK_D"] * e
+
+
+_flash_autotuned = autotune(_configs(), ["MAXQ_BUCKET", "TOTAL_K_BUCKET", "HEAD_DIM", "GROUP",
+                                         "PRECISION"], smem_prune(_smem))(_flash_prefill_kernel)
+_INTERPRETER = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 1, "num_stages": 1}
 
 
 def flash_attn_prefill(
@@ -213,17 +228,20 @@ def flash_attn_prefill(
     if max_seqlen_q == 0 or total_q == 0:
         return o
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
-    block_m, block_n, num_warps, num_stages = _block_sizes(head_dim, q.dtype)
-    grid = (triton.cdiv(max_seqlen_q, block_m), n_q_heads, batch)
-    _flash_prefill_kernel[grid](
+
+    def grid(meta: dict) -> tuple[int, int, int]:
+        return (triton.cdiv(max_seqlen_q, meta["BLOCK_M"]), n_q_heads, batch)
+
+    kernel = _flash_prefill_kernel if interpreting() else _flash_autotuned
+    kernel[grid](
         q, k, v, o, cu_seqlens_q, cu_seqlens_k,
-        scale * LOG2E,
+        scale * LOG2E, bucket(max_seqlen_q), bucket(total_k),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         v.stride(0), v.stride(1), o.stride(0), o.stride(1),
         GROUP=n_q_heads // n_kv_heads, HEAD_DIM=head_dim,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(triton.next_power_of_2(head_dim), 16),
+        BLOCK_D=max(triton.next_power_of_2(head_dim), 16),
         PRECISION="ieee", UPCAST=interpreting() and q.dtype == torch.bfloat16,
-        num_warps=num_warps, num_stages=num_stages,
+        **(_INTERPRETER if interpreting() else {}),
     )
     return o
 

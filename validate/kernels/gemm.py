@@ -1,12 +1,21 @@
-"""GEMM: C[M, N] = A[M, K] @ B[K, N], tiled, accumulated in fp32.
+"""GEMM: C[M, N] = A[M, K] @ B[K, N], accumulated in fp32, by one of three kernels.
 
 Inputs are bf16, fp16 or fp32 (fp32 uses exact IEEE products unless `allow_tf32=True`), or
 fp8 e4m3 with one fp32 scale per tensor, where C = (a_scale * A) @ (b_scale * B): the scales
-multiply the fp32 accumulator once at the end. fp8 needs CUDA compute capability >= 8.9.
+multiply the fp32 accumulator once at the end. A scale given as a Python float travels as a
+kernel argument, one given as a tensor is read on the device: no host copy either way, so a
+call can be captured in a CUDA graph. fp8 needs CUDA compute capability >= 8.9.
 
-Each program computes one BLOCK_M x BLOCK_N tile of C, walking K in BLOCK_K steps. On a GPU
-the tile shape is autotuned per (M, N, K, dtype); under Triton's interpreter one small config
-is used so tests stay fast. FLOP and byte counts are at the bottom (`flops`, `bytes_moved`).
+Paths (`path=None` picks one; tests force each):
+- "splitk" (M <= 64, decode): column tiles x K ranges, reduced in the same launch
+  (`gemm_splitk.py`);
+- "persistent" (Hopper, 16-bit or fp8 inputs with 16-byte aligned rows): one program per SM
+  looping over tiles read by the TMA (`gemm_persistent.py`);
+- "tiled": one program per BLOCK_M x BLOCK_N tile of C, walking K in BLOCK_K steps, any strides.
+On a GPU block shapes are autotuned per (M bucket, N, K, dtype), M rounded up to a power of two
+so that the many batch sizes of a serving run share their tuning; under Triton's interpreter
+one small config each keeps tests fast. FLOP and byte counts are at the bottom (`flops`,
+`bytes_moved`).
 
 Benchmark on a CUDA GPU: `python -m validate.kernels.gemm`.
 """
@@ -26,20 +35,26 @@ from ._device import (
     fp8_supported,
     interpreting,
 )
+from ._gemm_common import dot_k_range, scale_product
+from ._tuning import autotune, bucket, elem_bytes, smem_prune
+from .gemm_persistent import hopper, matmul_persistent, tma_ok
+from .gemm_splitk import matmul_splitk
 
 FP8 = torch.float8_e4m3fn
 INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32, FP8)
 OUTPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+PATHS = ("tiled", "persistent", "splitk")
+SPLITK_MAX_M = 64
 
 
 @triton.jit
 def _gemm_kernel(
-    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr,
-    M, N, K,
+    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, scale,
+    M, N, K, M_BUCKET,  # M_BUCKET only keys the autotuner
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,  # tile rows visited together, so their B tiles stay in L2
-    SCALED: tl.constexpr,  # fp8: multiply by a_scale * b_scale at the end
+    A_SCALE_PTR: tl.constexpr, B_SCALE_PTR: tl.constexpr,  # scales read from device memory
     PRECISION: tl.constexpr,  # "ieee" or "tf32"; only matters for fp32 inputs
     UPCAST: tl.constexpr,  # interpreter only: its tl.dot cannot multiply bf16
 ):
@@ -63,21 +78,10 @@ def _gemm_kernel(
     a_ptrs = a_ptr + rows.to(tl.int64)[:, None] * stride_am + ks[None, :] * stride_ak
     b_ptrs = b_ptr + ks[:, None] * stride_bk + cols.to(tl.int64)[None, :] * stride_bn
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k_ok = (k0 + ks) < K
-        # Out-of-range rows, columns and the K tail load as 0, which adds nothing.
-        a = tl.load(a_ptrs, mask=(rows[:, None] < M) & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=k_ok[:, None] & (cols[None, :] < N), other=0.0)
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
-
-    if SCALED:
-        acc = acc * (tl.load(a_scale_ptr) * tl.load(b_scale_ptr))
+    acc = dot_k_range(a_ptrs, b_ptrs, rows, cols, ks, M, N, 0, K, stride_ak, stride_bk,
+                      BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, UPCAST)
+    mult = scale_product(scale, a_scale_ptr, b_scale_ptr, A_SCALE_PTR, B_SCALE_PTR)
+    acc = acc * mult
     c_ptrs = c_ptr + rows.to(tl.int64)[:, None] * stride_cm + cols.to(tl.int64)[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (cols[None, :] < N))
 
@@ -104,7 +108,12 @@ def _gpu_configs() -> list[triton.Config]:
 
 # Built here, run only when called: the autotuner times each config on the first launch
 # of a new (M, N, K, dtypes) and reuses the winner afterwards.
-_gemm_autotuned = triton.autotune(configs=_gpu_configs(), key=["M", "N", "K"])(_gemm_kernel)
+def _smem(c: dict, args: dict) -> float:
+    """Shared memory of a config: its pipeline stages of A and B tiles."""
+    return c["num_stages"] * (c["BLOCK_M"] + c["BLOCK_N"]) * c["BLOCK_K"] * elem_bytes(args["a_ptr"])
+
+
+_gemm_autotuned = autotune(_gpu_configs(), ["M_BUCKET", "N", "K"], smem_prune(_smem))(_gemm_kernel)
 
 # One config for the interpreter: small enough that tests exercise several tiles and a
 # K loop with a tail, large enough that numpy does the work rather than Python.
@@ -120,15 +129,20 @@ def matmul(
     out_dtype: torch.dtype | None = None,
     allow_tf32: bool = False,
     out: torch.Tensor | None = None,
+    path: str | None = None,
+    split: int | None = None,
 ) -> torch.Tensor:
     """C = A @ B with fp32 accumulation.
 
     a: [M, K], b: [K, N], same dtype: bf16, fp16, fp32 or float8_e4m3fn. Any strides.
     a_scale, b_scale: per-tensor scales, required for fp8 and rejected otherwise (a Python
-        float or a one-element tensor; C = (a_scale * A) @ (b_scale * B)).
+        float, or a one-element fp32 tensor on the inputs' device; C = (a_scale * A) @
+        (b_scale * B)).
     out_dtype: bf16, fp16 or fp32; defaults to the input dtype (bf16 for fp8).
     allow_tf32: let fp32 inputs use TF32 tensor cores (about 1e-3 relative error).
     out: optional [M, N] buffer of out_dtype to write C into (any row stride).
+    path: "tiled", "persistent" or "splitk" (see the module doc); None picks one.
+    split: with the split-K path, the number of K ranges (None: from the GPU's size).
     Returns C: [M, N] in out_dtype, on the inputs' device.
     """
     check_ndim("a", a, 2, "[M, K]")
@@ -140,20 +154,25 @@ def matmul(
     N = b.shape[1]
     check_dim("b", b, 0, K, "a.shape[1] (K)")
     device = check_launchable({"a": a, "b": b})
+    if path is not None and path not in PATHS:
+        raise ValueError(f"path={path!r}; expected one of {', '.join(PATHS)} (or None)")
 
     is_fp8 = a.dtype == FP8
+    scales = [None, None]  # device tensors read by the kernel
+    scale = 1.0  # the product of the scales given as floats
     if is_fp8:
         if not fp8_supported(device):
             raise ValueError(f"a.dtype={a.dtype} needs a CUDA GPU with compute capability "
                              f">= 8.9 (Ada or Hopper); {device} has none")
         if a_scale is None or b_scale is None:
             raise ValueError("fp8 inputs need a_scale and b_scale (per-tensor, fp32)")
-        a_scale_t = _scale_tensor("a_scale", a_scale, device)
-        b_scale_t = _scale_tensor("b_scale", b_scale, device)
-    else:
-        if a_scale is not None or b_scale is not None:
-            raise ValueError(f"a_scale/b_scale apply to float8_e4m3fn inputs only, not {a.dtype}")
-        a_scale_t = b_scale_t = a  # never read: SCALED is False
+        for i, (name, s) in enumerate((("a_scale", a_scale), ("b_scale", b_scale))):
+            if isinstance(s, torch.Tensor):
+                scales[i] = _scale_tensor(name, s, device)
+            else:
+                scale *= float(s)
+    elif a_scale is not None or b_scale is not None:
+        raise ValueError(f"a_scale/b_scale apply to float8_e4m3fn inputs only, not {a.dtype}")
 
     if out_dtype is None:
         out_dtype = torch.bfloat16 if is_fp8 else a.dtype
@@ -170,11 +189,26 @@ def matmul(
     if K == 0:
         return c.zero_()
 
-    args = (a, b, c, a_scale_t, b_scale_t, M, N, K,
+    precision = "tf32" if allow_tf32 else "ieee"
+    path = path or _pick_path(a, b, c, device)
+    if path == "splitk":
+        matmul_splitk(a, b, c, scales[0], scales[1], scale, precision, split)
+        return c
+    m_bucket = bucket(M, 16, 8192)
+    if path == "persistent":
+        if not (hopper(device) and tma_ok(a, b, c)):
+            raise ValueError("path='persistent' needs compute capability 9.0+, unit-stride "
+                             "16-byte aligned rows of a, b (or of b.T) and out, and for fp8 a "
+                             "K-major (column-major) b")
+        matmul_persistent(a, b, c, scales[0], scales[1], scale, m_bucket, precision)
+        return c
+    args = (a, b, c, scales[0] if scales[0] is not None else c,
+            scales[1] if scales[1] is not None else c, scale, M, N, K, m_bucket,
             a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1))
     flags = {
-        "SCALED": is_fp8,
-        "PRECISION": "tf32" if allow_tf32 else "ieee",
+        "A_SCALE_PTR": scales[0] is not None,
+        "B_SCALE_PTR": scales[1] is not None,
+        "PRECISION": precision,
         "UPCAST": interpreting() and a.dtype == torch.bfloat16,
     }
 
@@ -188,13 +222,27 @@ def matmul(
     return c
 
 
-def _scale_tensor(name: str, scale: torch.Tensor | float, device: torch.device) -> torch.Tensor:
-    if isinstance(scale, torch.Tensor):
-        if scale.numel() != 1:
-            raise ValueError(f"{name} must hold one value (per-tensor scale), got shape "
-                             f"{tuple(scale.shape)}")
-        return scale.reshape(1).to(device=device, dtype=torch.float32)
-    return torch.tensor([float(scale)], dtype=torch.float32, device=device)
+def _pick_path(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, device: torch.device) -> str:
+    """split-K for decode rows; on Hopper the persistent TMA kernel for 16-bit and fp8 inputs
+    whose rows it can read; else the tiled kernel. Under the interpreter the persistent path is
+    only taken when asked for (the tests ask)."""
+    if a.shape[0] <= SPLITK_MAX_M:
+        return "splitk"
+    if (device.type == "cuda" and not interpreting() and a.dtype != torch.float32
+            and hopper(device) and tma_ok(a, b, c)):
+        return "persistent"
+    return "tiled"
+
+
+def _scale_tensor(name: str, scale: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if scale.numel() != 1:
+        raise ValueError(f"{name} must hold one value (per-tensor scale), got shape "
+                         f"{tuple(scale.shape)}")
+    if scale.device != device:
+        raise ValueError(f"{name} is on {scale.device} but the inputs are on {device}: a "
+                         "tensor scale is read on the device (pass a float to have it passed "
+                         "as a kernel argument)")
+    return scale.reshape(1).to(torch.float32)
 
 
 # --- cost formulas ---------------------------------------------------------------------------

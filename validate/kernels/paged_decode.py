@@ -24,7 +24,11 @@ block table (and the selection list), and runs the online softmax of flash atten
 a batch has too few (sequence, KV head) pairs to fill the GPU, the keys are split into
 `num_splits` ranges (flash-decoding): each split writes its partial output and log-sum-exp,
 and a second kernel merges them. A query row with no visible key (an empty selection)
-gets zeros.
+gets zeros. An fp8 cache is converted to q's dtype as it is loaded (exact: every e4m3 value is
+a bf16 value); its K scale is folded into the softmax scale and its V scale multiplies the
+output once, so the loop does no per-element scaling. On a GPU the keys gathered per step,
+warps and pipeline depth are autotuned per (batch, keys, query rows, fp8, split), the sizes
+bucketed to powers of two; a split's keys are a multiple of every candidate block.
 
 FLOP and byte counts are at the bottom (`flops`, `bytes_moved`).
 Benchmark on a CUDA GPU: `python -m validate.kernels.paged_decode`.
@@ -49,18 +53,20 @@ from ._device import (
     fp8_supported,
     interpreting,
 )
+from ._tuning import autotune, bucket
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 FP8 = torch.float8_e4m3fn
 LOG2E = 1.4426950408889634
 MIN_TOKENS_PER_SPLIT = 256  # below this a split's fixed cost outweighs the parallelism
+MAX_BLOCK_N = 128  # a split's keys are a multiple of every autotuned BLOCK_N
 
 
 @triton.jit
 def _paged_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_out_ptr, part_lse_ptr,
     block_tables_ptr, context_lens_ptr, selected_ptr, num_selected_ptr,
-    qk_scale, tokens_per_split, k_scale, v_scale,
+    qk_scale, tokens_per_split, v_scale, B_BUCKET, KEYS_BUCKET,  # buckets key the autotuner
     stride_qb, stride_qt, stride_qh,
     stride_kblk, stride_kslot, stride_kh,
     stride_vblk, stride_vslot, stride_vh,
@@ -73,7 +79,7 @@ def _paged_attention_kernel(
     COUNTED: tl.constexpr,  # num_selected is given
     SPLIT: tl.constexpr,  # write partial results for the merge kernel
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    KV_FP8: tl.constexpr,  # e4m3 caches: dequantise with k_scale / v_scale on load
+    KV_FP8: tl.constexpr,  # e4m3 caches: converted on load; k_scale is in qk_scale
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -121,9 +127,9 @@ def _paged_attention_kernel(
                     + kv_head * stride_kh + d[None, :], mask=kv_mask, other=0.0)
         v = tl.load(v_cache_ptr + page[:, None] * stride_vblk + slot[:, None] * stride_vslot
                     + kv_head * stride_vh + d[None, :], mask=kv_mask, other=0.0)
-        if KV_FP8:
-            k = (k.to(tl.float32) * k_scale).to(q.dtype)
-            v = (v.to(tl.float32) * v_scale).to(q.dtype)
+        if KV_FP8:  # e4m3 -> q's dtype is exact; the scales apply to q k^T and to o
+            k = k.to(q.dtype)
+            v = v.to(q.dtype)
         elif UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
@@ -140,7 +146,7 @@ def _paged_attention_kernel(
         m_i = m_new
 
     seen = l_i > 0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]  # rows that saw nothing stay 0
+    out = acc * (v_scale / tl.where(seen, l_i, 1.0))[:, None]  # rows that saw nothing stay 0
     if SPLIT:
         # Partial results laid out [B, Q_LEN, Hq, n_splits, D] and [B, Q_LEN, Hq, n_splits].
         part = ((seq * Q_LEN + tok) * n_q_heads + head) * n_splits + split
@@ -267,7 +273,7 @@ def paged_attention(
     group = n_q_heads // n_kv_heads
     max_keys = (selected_positions.shape[1] if selected_positions is not None
                 else block_tables.shape[1] * block_size)
-    block_n = 16 if interpreting() else 64
+    block_n = 16 if interpreting() else MAX_BLOCK_N
     if num_splits is None:
         num_splits = _pick_num_splits(batch * n_kv_heads, max_keys, device)
     if num_splits < 1:
@@ -286,10 +292,15 @@ def paged_attention(
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
     block_d = max(triton.next_power_of_2(head_dim), 16)
 
-    _paged_attention_kernel[(batch, n_kv_heads, num_splits)](
+    # an fp8 key is k_cache * k_scale: the scale joins the softmax scale of q k^T, and the value
+    # scale multiplies the output once, so the loop only converts e4m3 to q's dtype
+    kernel = _paged_attention_kernel if interpreting() else _paged_autotuned
+    tuned = {"BLOCK_N": block_n, "num_warps": 4} if interpreting() else {}
+    kernel[(batch, n_kv_heads, num_splits)](
         q, k_cache, v_cache, out, part_out, part_lse,
         block_tables, context_lens, selected, counts,
-        scale * LOG2E, tokens_per_split, float(k_scale), float(v_scale),
+        scale * LOG2E * float(k_scale), tokens_per_split, float(v_scale),
+        bucket(batch, 1, 4096), bucket(max_keys, 256, 1 << 20),
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
@@ -297,11 +308,11 @@ def paged_attention(
         block_tables.stride(0), selected.stride(0), selected.shape[1],
         n_q_heads, num_splits,
         Q_LEN=q_len, GROUP=group, PAGE=block_size, HEAD_DIM=head_dim,
-        BLOCK_ROWS=max(triton.next_power_of_2(q_len * group), 16), BLOCK_N=block_n,
+        BLOCK_ROWS=max(triton.next_power_of_2(q_len * group), 16),
         BLOCK_D=block_d,
         SELECTED=selected_positions is not None, COUNTED=num_selected is not None,
         SPLIT=split, PRECISION="ieee", UPCAST=interpreting() and q.dtype == torch.bfloat16,
-        KV_FP8=kv_fp8, num_warps=4,
+        KV_FP8=kv_fp8, **tuned,
     )
     if split:
         _merge_splits_kernel[(batch * q_len, n_q_heads)](
@@ -312,6 +323,18 @@ def paged_attention(
             BLOCK_D=block_d, num_warps=4,
         )
     return out
+
+
+def _decode_configs() -> list[triton.Config]:
+    """Key blocks of 32-128 gathered per step, 2-3 loads in flight: decode is a stream of the
+    KV cache, and what reaches HBM bandwidth depends on the batch x context shape."""
+    shapes = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 2), (32, 4, 3), (64, 8, 3)]
+    return [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=st) for n, w, st in shapes]
+
+
+_paged_autotuned = autotune(_decode_configs(), ["B_BUCKET", "KEYS_BUCKET", "Q_LEN", "GROUP",
+                                                "HEAD_DIM", "KV_FP8", "SPLIT", "SELECTED"])(
+    _paged_attention_kernel)
 
 
 def _pick_num_splits(programs: int, max_keys: int, device: torch.device) -> int:

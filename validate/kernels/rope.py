@@ -13,9 +13,11 @@ tensors unless output buffers are passed; passing q and k themselves rotates in 
 (each element is read before it is written, by the same program).
 
 One program handles one token: it computes the D/2 angles once and rotates all of that
-token's query and key heads with them. The inverse frequencies are computed in float64 on
-the host and passed in as fp32, as Hugging Face's Llama does; angles and the rotation are
-fp32. FLOP and byte counts are at the bottom (`flops`, `bytes_moved`).
+token's query and key heads with them. The inverse frequencies are computed in float64 and
+kept as fp32, as Hugging Face's Llama does, once per (head dim, theta, device), on the device
+itself (`_inv_freq`): a repeated call copies nothing from the host, so it can be captured in a
+CUDA graph. Angles and the rotation are fp32. FLOP and byte counts are at the bottom (`flops`,
+`bytes_moved`).
 
 Benchmark on a CUDA GPU: `python -m validate.kernels.rope`.
 """
@@ -38,6 +40,19 @@ from ._device import (
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 POSITION_DTYPES = (torch.int32, torch.int64)
+_INV_FREQ: dict[tuple[int, float, torch.device], torch.Tensor] = {}
+
+
+def _inv_freq(head_dim: int, theta: float, device: torch.device) -> torch.Tensor:
+    """fp32 [D/2] theta^(-2j/D), computed in float64 on `device` the first time it is asked
+    for, then reused."""
+    key = (head_dim, float(theta), device)
+    t = _INV_FREQ.get(key)
+    if t is None:
+        j = torch.arange(0, head_dim // 2, dtype=torch.float64, device=device)
+        t = (1.0 / theta ** (j * 2.0 / head_dim)).to(torch.float32)
+        _INV_FREQ[key] = t
+    return t
 
 
 @triton.jit
@@ -128,8 +143,7 @@ def apply_rope(
     if T == 0:
         return q_out, k_out
     half = D // 2
-    exponents = torch.arange(0, half, dtype=torch.float64) * 2.0 / D
-    inv_freq = (1.0 / theta**exponents).to(device=device, dtype=torch.float32)
+    inv_freq = _inv_freq(D, theta, device)
 
     block_half = triton.next_power_of_2(half)
     if interpreting():
