@@ -36,6 +36,7 @@ from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
 from costmodel.specs import MODEL_PRESETS, load_model
 from sim.deployment import Deployment, PoolConfig
+from sim.runs.deployments import require_fits
 from sim.runs.types import MeasuredRun
 
 # the aiperf harness's measured requests per client, and vLLM's aggregated token budget slack
@@ -145,6 +146,7 @@ def _run(row, source: str) -> MeasuredRun:
         raise ServePlanError(f"{where}: mode {mode!r}; expected agg or disagg")
     measured = {"ttft_mean_s": _num(row, "silicon_ttft_ms", where) / 1e3,
                 "tpot_mean_s": _num(row, "silicon_tpot_ms", where) / 1e3}
+    require_fits(dep, isl + osl, where)
     return MeasuredRun(source=source, run_id=rid, engine=engine,
                        engine_version=_text(row, "backend_version"), deployment=dep,
                        workload=f"fixed:{isl},{osl}", concurrency=conc,

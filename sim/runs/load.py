@@ -1,25 +1,67 @@
-"""`load_runs(path, fmt)`: the runs of a results file, read by the module of its format.
+"""`load_runs(path, fmt, ...)`: the runs of a results file, read by the module of its format.
 
-Apart from `MeasuredRun` (sim/runs/types.py), which every format module imports: this module
-imports them, so no format module and the type import each other.
+| format         | file                                                   | deployment       |
+|----------------|--------------------------------------------------------|------------------|
+| `vllm-bench`   | `vllm bench serve --save-result` JSON (or JSON lines)  | given            |
+| `sglang-bench` | SGLang `bench_serving` JSON lines                      | given            |
+| `aiperf`       | aiperf / GenAI-Perf `profile_export_*.json`, aiperf CSV | given            |
+| `aic-silicon`  | AIConfigurator's silicon CSV                           | in each row      |
+
+A client's file does not say which deployment ran it, and aiperf's not which engine: the
+caller gives them (`deployment`: a Deployment, a plan file, or a deployment object or
+shorthand as in `sim.runs.deployments`), with the engine version and, for a file that does not
+hold its load (aiperf's CSV), the concurrency or rate. `sim.runs.manifest.load_manifest` reads
+many files, each with its own.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from costmodel.errors import ServePlanError
 from sim.runs.aic_silicon import read_aic_silicon
+from sim.runs.aiperf import read_aiperf
+from sim.runs.deployments import deployment_from
+from sim.runs.fields import RunContext
+from sim.runs.sglang_bench import read_sglang_bench
 from sim.runs.types import MeasuredRun
+from sim.runs.vllm_bench import read_vllm_bench
 
-RUN_FORMATS = ("aic-silicon",)
+READERS = {"vllm-bench": read_vllm_bench, "sglang-bench": read_sglang_bench, "aiperf": read_aiperf}
+RUN_FORMATS = (*READERS, "aic-silicon")
 
 
-def load_runs(path: str | Path, fmt: str) -> list[MeasuredRun]:
-    """Every run in the results file `path`, read as format `fmt` (one of RUN_FORMATS)."""
+def load_runs(path: str | Path, fmt: str, *, deployment=None, engine: str | None = None,
+              engine_version: str | None = None, concurrency: int | None = None,
+              rate_rps: float | None = None) -> list[MeasuredRun]:
+    """Every run in the results file `path`, read as format `fmt` (one of RUN_FORMATS).
+
+    `deployment` (a Deployment, a plan file path, or a deployment object or shorthand dict)
+    and `engine` (vllm | sglang) say what served a client's runs; `engine_version`,
+    `concurrency` and `rate_rps` fill in what the file does not say (a value the file holds
+    must agree). An aic-silicon file carries all of these in its rows.
+    """
     p = Path(path)
     if fmt not in RUN_FORMATS:
         raise ServePlanError(f"run format {fmt!r}; expected one of {', '.join(RUN_FORMATS)}")
     if not p.is_file():
         raise ServePlanError(f"{p}: no such results file")
-    return read_aic_silicon(p)
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or concurrency < 1):
+        raise ServePlanError(f"{p}: concurrency {concurrency!r}; expected a whole number >= 1")
+    if rate_rps is not None and (isinstance(rate_rps, bool) or not isinstance(rate_rps, (int, float))
+                                 or not 0 < rate_rps < math.inf):
+        raise ServePlanError(f"{p}: rate_rps {rate_rps!r}; expected requests/s > 0")
+    given = {"deployment": deployment, "engine": engine, "engine_version": engine_version,
+             "concurrency": concurrency, "rate_rps": rate_rps}
+    if fmt == "aic-silicon":
+        extra = sorted(k for k, v in given.items() if v is not None)
+        if extra:
+            raise ServePlanError(f"{p}: an aic-silicon file names each run's deployment, engine and "
+                                 f"load in its rows; {', '.join(extra)} cannot be given")
+        return read_aic_silicon(p)
+    dep = deployment_from(deployment, where=f"{p.name}: deployment") if deployment is not None else None
+    ctx = RunContext(deployment=dep, engine=engine, engine_version=engine_version,
+                     concurrency=concurrency, rate_rps=rate_rps)
+    return READERS[fmt](p, ctx)

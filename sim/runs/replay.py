@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from sim.engine import simulate
 from sim.runs.types import MeasuredRun
-from sim.workload import parse_workload
 
 # a closed loop replays this many waves of its clients (at least MIN_REQUESTS requests); the
 # first and last 10% of requests by arrival are left out of the means, as `simulate` does
@@ -44,8 +43,7 @@ def replay(run: MeasuredRun, *, calibration=None, seed: int = 0,
     """Predicted means (and percentiles the run measured) of one run; every request counted
     unless warm-up / cool-down fractions say otherwise."""
     n = num_requests or replay_requests(run)
-    w = parse_workload(run.workload, concurrency=run.concurrency, rate=run.rate_rps)
-    res = simulate(run.deployment, w, num_requests=n, seed=seed, calibration=calibration,
+    res = simulate(run.deployment, run.to_workload(), num_requests=n, seed=seed, calibration=calibration,
                    warmup_fraction=warmup_fraction, cooldown_fraction=cooldown_fraction)
     m = res.metrics.to_dict()
     pred = {k: float(m[k]) for k in run.measured if k in m}

@@ -1,0 +1,177 @@
+"""aiperf and GenAI-Perf summary exports: one run per file.
+
+Layouts read (ai-dynamo/aiperf and triton-inference-server/perf_analyzer):
+- aiperf `profile_export_aiperf.json`, current layout (`aiperf/common/models/export_models.py`,
+  `JsonExportData`): one top-level object per metric (`time_to_first_token`,
+  `inter_token_latency`, `inter_chunk_latency`, `request_latency`, `input_sequence_length`,
+  `output_sequence_length`, `request_count`, `request_throughput`, ...), each a
+  `JsonMetricResult` with `unit` and the statistics `avg`, `p1` ... `p99`, `min`, `max`,
+  `std`; `input_config.loadgen` holds `concurrency` and `request_rate`, and
+  `input_config.endpoint.model_names` the model;
+- aiperf's early layout (`aiperf/exporters/json_exporter.py`): the same metrics under
+  `records`, keyed by the metric's tag (`ttft` for time to first token);
+- aiperf `profile_export_aiperf.csv` (`aiperf/exporters/csv_exporter.py`): a section of
+  `Metric,avg,min,max,p1,...,p99,std` rows and one of `Metric,Value` rows, each metric named
+  by its header with its unit in parentheses (`Time to First Token (ms)`, `Request Count`);
+  the CSV holds no load, so the caller gives the concurrency or rate;
+- GenAI-Perf `profile_export_genai_perf.json` (`genai-perf/genai_perf/export_data/
+  json_exporter.py`): the same metric objects, and its arguments under `input_config`
+  (`concurrency`, `request_rate`; newer versions `perf_analyzer.stimulus`).
+
+Times are converted to seconds by each metric's `unit` (ms, us, ns, s). aiperf's and
+GenAI-Perf's `inter_token_latency` is each request's (latency - TTFT) / (output tokens - 1),
+averaged over requests: vLLM's TPOT, so it is read as `tpot_*`; `inter_chunk_latency` (the
+gaps between streamed chunks) is read as `itl_*` and `request_latency` as `e2e_*`.
+
+Lengths: fixed at the input and output sequence lengths' `avg`; exact when they did not vary
+(`min` = `max`), else the means (the run's note says so).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+from costmodel.errors import ServePlanError
+from sim.runs.fields import RunContext, choose_load, finish_run, number, read_json_docs, seconds
+from sim.runs.types import MeasuredRun
+
+# metric (as the current layout names it) -> our measured metric
+TIMES = {"time_to_first_token": "ttft", "inter_token_latency": "tpot",
+         "inter_chunk_latency": "itl", "request_latency": "e2e"}
+STATS = {"avg": "mean", "p50": "p50", "p90": "p90", "p99": "p99"}
+TAG_ALIASES = {"ttft": "time_to_first_token"}  # early aiperf tags
+_CSV_NAME = re.compile(r"^\s*(.*?)\s*(?:\(([^)]*)\))?\s*$")
+
+
+def _metrics_of_json(doc: dict) -> dict[str, dict]:
+    """{metric: {unit, avg, p50, ...}} from either JSON layout, metric names as now."""
+    src = doc["records"] if isinstance(doc.get("records"), dict) else doc
+    return {TAG_ALIASES.get(k, k): v for k, v in src.items() if isinstance(v, dict) and "unit" in v}
+
+
+def _metrics_of_csv(path: Path) -> dict[str, dict]:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ServePlanError(f"{path}: not a readable CSV ({e})") from None
+    out: dict[str, dict] = {}
+    header = None
+    for row in rows:
+        if not row or not any(c.strip() for c in row):
+            continue
+        if row[0].strip() == "Metric":
+            header = [c.strip() for c in row]
+            continue
+        if header is None or row[0].lstrip().startswith("==="):
+            header = None  # GPU telemetry and other sections: not read
+            continue
+        name, unit = _CSV_NAME.match(row[0]).groups()
+        key = name.strip().lower().replace(" ", "_")
+        stats: dict = {"unit": (unit or "").strip() or None}
+        for col, cell in zip(header[1:], row[1:], strict=False):  # a short row leaves stats out
+            cell = cell.strip()
+            if not cell:
+                continue
+            try:
+                stats["avg" if col == "Value" else col] = float(cell)
+            except ValueError:
+                raise ServePlanError(f"{path}: {row[0]} {col}={cell!r}; expected a number") from None
+        out[TAG_ALIASES.get(key, key)] = stats
+    if not out:
+        raise ServePlanError(f"{path}: no metric rows; an aiperf CSV starts with "
+                             "Metric,avg,min,max,p1,...")
+    return out
+
+
+def _stat(metrics: dict, name: str, stat: str, where: str, required: bool = True) -> float | None:
+    m = metrics.get(name)
+    if m is None or m.get(stat) is None:
+        if required:
+            raise ServePlanError(f"{where}: missing {name}.{stat}")
+        return None
+    return number(m, stat, f"{where}: {name}")
+
+
+def _measured(metrics: dict, where: str) -> dict[str, float]:
+    out = {}
+    for name, ours in TIMES.items():
+        if name not in metrics:
+            if ours in ("ttft", "tpot"):
+                raise ServePlanError(f"{where}: missing metric {name!r} (a run without streaming "
+                                     "measures no TTFT or inter-token latency)")
+            continue
+        unit = metrics[name].get("unit")
+        for stat, s in STATS.items():
+            v = _stat(metrics, name, stat, where, required=stat == "avg")
+            if v is None:
+                continue
+            v = seconds(v, unit, where, name)
+            if v <= 0:
+                raise ServePlanError(f"{where}: {name}.{stat}={v!r}; expected a time > 0")
+            out[f"{ours}_{s}_s"] = v
+    return out
+
+
+def _lengths(metrics: dict, where: str) -> tuple[str, str]:
+    vals, varied = [], False
+    for name in ("input_sequence_length", "output_sequence_length"):
+        avg = _stat(metrics, name, "avg", where)
+        if avg < 1:
+            raise ServePlanError(f"{where}: {name}.avg={avg:g}; expected >= 1 token")
+        lo, hi = (_stat(metrics, name, s, where, required=False) for s in ("min", "max"))
+        varied = varied or lo is None or hi is None or lo != hi
+        vals.append(round(avg))
+    note = ("fixed lengths at the means of input_sequence_length and output_sequence_length "
+            "(they varied, or the file has no min and max)" if varied else
+            "fixed lengths (input and output sequence lengths did not vary)")
+    return f"fixed:{vals[0]},{vals[1]}", note
+
+
+def _load(doc: dict) -> tuple[dict, str | None]:
+    """The settings that hold the load, and the model the run named (aiperf or GenAI-Perf)."""
+    cfg = doc.get("input_config") if isinstance(doc.get("input_config"), dict) else {}
+    pa = cfg.get("perf_analyzer")
+    stimulus = pa.get("stimulus") if isinstance(pa, dict) else None
+    # aiperf: input_config.loadgen; GenAI-Perf: perf_analyzer.stimulus (newer) or its flat args
+    load = next((s for s in (cfg.get("loadgen"), stimulus) if isinstance(s, dict)), cfg)
+    endpoint = cfg.get("endpoint") if isinstance(cfg.get("endpoint"), dict) else {}
+    names = endpoint.get("model_names") or cfg.get("model_names") or cfg.get("model")
+    model = names[0] if isinstance(names, list) and names else names
+    return load, model if isinstance(model, str) else None
+
+
+def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
+    if path.suffix.lower() == ".csv":
+        metrics, doc = _metrics_of_csv(path), {}
+    else:
+        docs = read_json_docs(path)
+        if len(docs) != 1:
+            raise ServePlanError(f"{path}: {len(docs)} JSON objects; an aiperf or GenAI-Perf export "
+                                 "holds one run")
+        doc = docs[0]
+        metrics = _metrics_of_json(doc)
+    where = f"{path.name} run 1"
+    count = _stat(metrics, "request_count", "avg", where, required=False)
+    if count is not None and count < 1:
+        raise ServePlanError(f"{where}: request_count={count:g}: no request completed, so the run "
+                             "measured nothing")
+    measured = _measured(metrics, where)
+    workload, len_note = _lengths(metrics, where)
+    load, model = _load(doc)
+    conc = number(load, "concurrency", f"{where}: input_config", required=False)
+    if conc is not None and (not math.isfinite(conc) or conc != int(conc)):
+        raise ServePlanError(f"{where}: input_config concurrency={conc!r}; expected a whole number")
+    conc, rate, load_note = choose_load(
+        ctx, where, int(conc) if conc else None,
+        number(load, "request_rate", f"{where}: input_config", required=False),
+        _stat(metrics, "request_throughput", "avg", where, required=False),
+        "input_config concurrency, request_rate")
+    return [finish_run(ctx, "aiperf", path, "1", backend_engine=None, default_engine=None,
+                       version_in_file=None, model_in_file=model, workload=workload,
+                       concurrency=conc, rate_rps=rate,
+                       num_requests=int(count) if count is not None else None, measured=measured,
+                       notes=(load_note, len_note))]

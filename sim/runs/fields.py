@@ -1,0 +1,326 @@
+"""What the readers of benchmark-client result files share.
+
+- reading a file of one JSON document or of JSON lines;
+- numbers and times read with errors that name the file, the run and the field, and times
+  converted to seconds by their unit;
+- `RunContext`: what the caller knows that a file may not say (the deployment, the engine and
+  its version, the concurrency or rate);
+- the load of a run (closed loop at a concurrency, or open loop at a rate) and the lengths of
+  its requests (its own per-request lengths, fixed lengths, or the means of its totals);
+- `finish_run`: the last checks (engine, model, memory) and the MeasuredRun.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from costmodel.errors import ServePlanError
+from costmodel.specs import load_model
+from sim.deployment import Deployment
+from sim.runs.aic_silicon import model_preset
+from sim.runs.deployments import require_fits
+from sim.runs.types import ENGINES, PER_REQUEST, MeasuredRun
+
+# seconds per unit of a time as the tools write it
+UNIT_S = {"s": 1.0, "sec": 1.0, "secs": 1.0, "seconds": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
+          "μs": 1e-6, "ns": 1e-9}
+# a run with both a finite rate and a concurrency is open loop when it kept up with its rate
+RATE_BOUND_FRACTION = 0.9
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the caller gives for a results file: used where the file is silent; a value the
+    file also carries must agree with it."""
+
+    deployment: Deployment | None = None
+    engine: str | None = None  # vllm | sglang
+    engine_version: str | None = None
+    concurrency: int | None = None  # closed loop: clients
+    rate_rps: float | None = None  # open loop: requests/s
+
+
+def read_json_docs(path: Path) -> list[dict]:
+    """The JSON objects of a file: one document, or one per line (JSON lines)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ServePlanError(f"{path}: not a readable text file ({e})") from None
+    try:
+        docs = [json.loads(text)]
+    except json.JSONDecodeError as e:
+        if e.msg != "Extra data":
+            raise ServePlanError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON "
+                                 f"({e.msg})") from None
+        docs = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                docs.append(json.loads(line))
+            except json.JSONDecodeError as e2:
+                raise ServePlanError(f"{path} line {lineno}: not valid JSON ({e2.msg})") from None
+    bad = next((i for i, d in enumerate(docs) if not isinstance(d, dict)), None)
+    if bad is not None:
+        raise ServePlanError(f"{path}: run {bad + 1} is a JSON {type(docs[bad]).__name__}; expected "
+                             "an object of result fields")
+    if not docs:
+        raise ServePlanError(f"{path}: no runs in the file")
+    return docs
+
+
+def number(d: dict, key: str, where: str, required: bool = True) -> float | None:
+    """A finite number >= 0 (or float('inf') where the tools write "inf"); None when absent
+    and not required."""
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise ServePlanError(f"{where}: missing field {key!r}")
+        return None
+    if isinstance(v, str) and v.strip().lower() in ("inf", "infinity"):
+        return math.inf
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
+        raise ServePlanError(f"{where}: {key}={v!r}; expected a number >= 0")
+    return float(v)
+
+
+def whole(d: dict, key: str, where: str, required: bool = True) -> int | None:
+    v = number(d, key, where, required)
+    if v is None:
+        return None
+    if not math.isfinite(v) or v != int(v):
+        raise ServePlanError(f"{where}: {key}={d[key]!r}; expected a whole number")
+    return int(v)
+
+
+def seconds(value: float, unit, where: str, key: str) -> float:
+    factor = UNIT_S.get(str(unit).strip().lower()) if unit is not None else None
+    if factor is None:
+        raise ServePlanError(f"{where}: {key} has unit {unit!r}; expected one of ms, us, ns, s, sec")
+    return value * factor
+
+
+def completed_requests(d: dict, key: str, where: str) -> int:
+    n = whole(d, key, where)
+    if n == 0:
+        raise ServePlanError(f"{where}: {key}=0: no request completed, so the run measured nothing")
+    return n
+
+
+def engine_of(backend) -> str | None:
+    """The engine a benchmark client's backend name says (vllm-chat -> vllm), else None."""
+    b = str(backend or "").strip().lower()
+    return next((e for e in ENGINES if b.startswith(e)), None)
+
+
+# --- the load: a concurrency or a rate ------------------------------------------------------
+def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: float | None,
+                throughput_rps: float | None, fields_named: str) -> tuple[int | None, float | None, str]:
+    """(concurrency, rate_rps, note) of a run from what the file says (`concurrency`, `rate`,
+    inf = no rate) and what the caller gives.
+
+    A client with a finite rate and a concurrency cap ran open loop at its rate when the cap
+    never bound: its measured throughput kept up with the rate (at least RATE_BOUND_FRACTION of
+    it). Otherwise the cap bound, and the run was a closed loop of that many clients."""
+    for name, mine, given in (("concurrency", concurrency, ctx.concurrency),
+                              ("rate", rate, ctx.rate_rps)):
+        if mine is not None and given is not None and not math.isclose(mine, given):
+            raise ServePlanError(f"{where}: the file's {name} is {mine:g} but {given:g} was given")
+    conc = concurrency if concurrency is not None else ctx.concurrency
+    rate = rate if rate is not None else ctx.rate_rps
+    if rate is not None and not math.isfinite(rate):
+        rate = None
+    if conc is not None and (conc < 1 or conc != int(conc)):
+        raise ServePlanError(f"{where}: concurrency {conc!r}; expected a whole number >= 1")
+    if rate is not None and rate <= 0:
+        raise ServePlanError(f"{where}: request rate {rate!r}; expected requests/s > 0")
+    if conc is None and rate is None:
+        raise ServePlanError(f"{where}: no concurrency and no finite request rate ({fields_named}); "
+                             "a run is replayed at one of them: give the concurrency or the rate it ran at")
+    if conc is not None and rate is not None:
+        if throughput_rps is not None and throughput_rps >= RATE_BOUND_FRACTION * rate:
+            return None, rate, (f"open loop at {rate:g} requests/s: the concurrency cap {conc} never "
+                                f"bound (measured {throughput_rps:.3g} requests/s)")
+        why = (f"measured {throughput_rps:.3g} requests/s < {RATE_BOUND_FRACTION:g} x the rate"
+               if throughput_rps is not None else "the file has no throughput to tell")
+        return int(conc), None, f"closed loop of {conc} clients: the cap bound the rate {rate:g} ({why})"
+    return (int(conc) if conc is not None else None), rate, ""
+
+
+# --- lengths ---------------------------------------------------------------------------------
+def per_request_lengths(d: dict, where: str, completed: int) -> tuple[list[int], list[int]] | None:
+    """The successful requests' (input_lens, output_lens), as vLLM's `--save-detailed` and
+    SGLang's `--output-details` write them: one entry per request sent, a failed one with an
+    output length of 0 and a non-empty `errors` entry. None when the file has no such lists."""
+    if d.get("input_lens") is None and d.get("output_lens") is None:
+        return None
+    ins, outs, errs = d.get("input_lens"), d.get("output_lens"), d.get("errors")
+    for key, v in (("input_lens", ins), ("output_lens", outs)):
+        if not isinstance(v, list):
+            raise ServePlanError(f"{where}: {key} is {type(v).__name__}; expected a list of token counts")
+    if len(ins) != len(outs) or (isinstance(errs, list) and len(errs) != len(ins)):
+        raise ServePlanError(f"{where}: input_lens has {len(ins)} requests, output_lens {len(outs)}"
+                             + (f", errors {len(errs)}" if isinstance(errs, list) else "")
+                             + "; expected one entry per request in each")
+    keep_in, keep_out = [], []
+    for i, (a, b) in enumerate(zip(ins, outs, strict=True)):
+        for key, v in (("input_lens", a), ("output_lens", b)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ServePlanError(f"{where}: {key}[{i}]={v!r}; expected a whole number of tokens")
+        failed = (isinstance(errs, list) and bool(errs[i])) or b == 0
+        if not failed:
+            if a < 1:
+                raise ServePlanError(f"{where}: input_lens[{i}]={a}; a request has >= 1 prompt token")
+            keep_in.append(a)
+            keep_out.append(b)
+    if len(keep_in) != completed:
+        raise ServePlanError(f"{where}: input_lens and output_lens hold {len(keep_in)} successful "
+                             f"requests but completed={completed}; expected the same")
+    return keep_in, keep_out
+
+
+def lengths_workload(ins: list[int], outs: list[int]):
+    """(workload, input_lens, output_lens, note) of per-request lengths: fixed when every
+    request had the same lengths, else the run's own lengths."""
+    if len(set(ins)) == 1 and len(set(outs)) == 1:
+        return f"fixed:{ins[0]},{outs[0]}", None, None, "fixed lengths (every request the same)"
+    mean_in, mean_out = sum(ins) / len(ins), sum(outs) / len(outs)
+    return (f"{PER_REQUEST}:{mean_in:.0f},{mean_out:.0f}", tuple(ins), tuple(outs),
+            f"the file's per-request lengths ({len(ins)} requests)")
+
+
+def mean_lengths_workload(d: dict, where: str, completed: int, in_key: str, out_key: str):
+    """(workload, None, None, note): fixed lengths at the run's mean prompt and output tokens
+    (its totals over `completed` requests), for a file without per-request lengths."""
+    tot_in, tot_out = whole(d, in_key, where), whole(d, out_key, where)
+    isl, osl = round(tot_in / completed), round(tot_out / completed)
+    if isl < 1 or osl < 1:
+        raise ServePlanError(f"{where}: {in_key}={tot_in}, {out_key}={tot_out} over {completed} "
+                             "requests; expected >= 1 token per request in and out")
+    return (f"fixed:{isl},{osl}", None, None,
+            f"fixed lengths at the means of {in_key} and {out_key} over {completed} requests "
+            "(the file has no per-request lengths)")
+
+
+# --- latencies in ms (vLLM and SGLang summaries) ---------------------------------------------
+# a summary's statistics, as both clients name them, and the percentile each is
+MS_STATS = (("mean", "mean"), ("median", "p50"), ("p50", "p50"), ("p90", "p90"), ("p99", "p99"))
+
+
+def measured_ms(d: dict, where: str, metrics: dict[str, str]) -> dict[str, float]:
+    """MEASURED_KEYS in seconds from `{stat}_{metric}_ms` summary fields; `metrics` maps the
+    file's metric names to ours (ttft, tpot, itl, e2e). The mean TTFT and TPOT are required;
+    the others are read where present. A client writes 0 for a statistic of no samples (TTFT
+    without streaming, TPOT of one-token outputs): a required one that is 0 is an error, an
+    optional one is left out."""
+    out = {}
+    for name, key in metrics.items():
+        for stat, ours in MS_STATS:
+            field = f"{stat}_{name}_ms"
+            required = stat == "mean" and key in ("ttft", "tpot")
+            v = number(d, field, where, required)
+            if v is None or (v == 0 and not required):
+                continue
+            if v == 0 or not math.isfinite(v):
+                raise ServePlanError(f"{where}: {field}={d[field]!r}: the client measured no "
+                                     f"{key.upper()} (a run without streaming?); expected ms > 0")
+            out[f"{key}_{ours}_s"] = v / 1e3
+    return out
+
+
+@dataclass(frozen=True)
+class ClientSummary:
+    """What vLLM's and SGLang's summaries share (SGLang's client is adapted from vLLM's)."""
+
+    completed: int
+    measured: dict[str, float]
+    concurrency: int | None
+    rate_rps: float | None
+    load_note: str
+    # (workload, input_lens, output_lens, note): the successful requests' own lengths when
+    # listed, else the dataset's (the reader's `dataset_lengths`), else the totals' means
+    lengths: tuple
+
+
+def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str],
+                   dataset_lengths=None) -> ClientSummary:
+    """`completed`, the latencies of `metrics` (measured_ms), the load from `max_concurrency`,
+    `request_rate` and `request_throughput`, and the lengths of the run's requests."""
+    completed = completed_requests(d, "completed", where)
+    measured = measured_ms(d, where, metrics)
+    conc, rate, note = choose_load(
+        ctx, where, whole(d, "max_concurrency", where, required=False),
+        number(d, "request_rate", where, required=False),
+        number(d, "request_throughput", where, required=False), "max_concurrency, request_rate")
+    lists = per_request_lengths(d, where, completed)
+    if lists is not None:
+        lengths = lengths_workload(*lists)
+    else:
+        lengths = (dataset_lengths(d, where) if dataset_lengths else None) or mean_lengths_workload(
+            d, where, completed, "total_input_tokens", "total_output_tokens")
+    return ClientSummary(completed, measured, conc, rate, note, lengths)
+
+
+# --- the run ---------------------------------------------------------------------------------
+def _check_model(dep: Deployment, named: str | None, where: str) -> None:
+    """A file that names its model (an HF id) must name the deployment's; a served name that is
+    no known model (an alias) is not checked."""
+    if not named:
+        return
+    try:
+        mine = model_preset(named)
+    except ServePlanError:
+        return
+    theirs = load_model(dep.model).name
+    if mine != theirs:
+        raise ServePlanError(f"{where}: the file ran model {named!r} ({mine}) but the deployment "
+                             f"given is {theirs}")
+
+
+def finish_run(ctx: RunContext, fmt: str, path: Path, run_id: str, *, backend_engine: str | None,
+               default_engine: str | None, version_in_file: str | None, model_in_file: str | None,
+               workload: str, concurrency: int | None, rate_rps: float | None,
+               num_requests: int | None, measured: dict[str, float], burstiness_cv: float = 1.0,
+               input_lens=None, output_lens=None, notes: tuple[str, ...] = ()) -> MeasuredRun:
+    """The MeasuredRun of one run read from `path`, after its last checks: an engine (given,
+    named by the file's backend, or the format's own), the deployment given, the model the file
+    names (if any) being the deployment's, and the deployment holding the run's largest
+    request in GPU memory."""
+    where = f"{path.name} run {run_id}"
+    notes = list(notes)
+    engine = ctx.engine or backend_engine
+    if engine is None and default_engine is not None:
+        engine = default_engine
+        notes.append(f"engine {engine} (the file does not say which engine served it)")
+    if engine is None:
+        raise ServePlanError(f"{where}: {fmt} files do not say which engine served them; give the "
+                             f"engine (one of {', '.join(ENGINES)})")
+    dep = ctx.deployment
+    if dep is None:
+        raise ServePlanError(f"{where}: {fmt} files do not say which deployment served them; give "
+                             "the deployment (a plan file, --model/--gpu/--tp, or a manifest entry)")
+    _check_model(dep, model_in_file, where)
+    version = ctx.engine_version if ctx.engine_version is not None else (version_in_file or "")
+    try:
+        run = MeasuredRun(source=path.name, run_id=run_id, engine=engine,
+                          engine_version=str(version), deployment=dep, workload=workload,
+                          concurrency=concurrency, rate_rps=rate_rps, num_requests=num_requests,
+                          measured=measured,
+                          burstiness_cv=burstiness_cv if rate_rps is not None else 1.0,
+                          input_lens=input_lens, output_lens=output_lens,
+                          note="; ".join(n for n in notes if n))
+        w = run.to_workload()  # the simulator's own checks of the lengths and the load
+    except ServePlanError as e:
+        raise ServePlanError(str(e) if where in str(e) else f"{where}: {e}") from None
+    p = w.length_params
+    if w.lengths == "trace":
+        biggest = int((w.trace.input_len + w.trace.output_len).max())
+    elif w.lengths == "uniform":
+        biggest = int(p[1] + p[3])
+    else:
+        biggest = int(p[0] + p[1])
+    require_fits(dep, biggest, where)
+    return run

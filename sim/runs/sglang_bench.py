@@ -1,0 +1,73 @@
+"""SGLang `bench_serving` result files: JSON lines, one appended per run.
+
+Fields read (sgl-project/sglang, `python/sglang/bench_serving.py`: the `result` dict at the
+end of `benchmark`, and `calculate_metrics`):
+- the load: `max_concurrency` (null when unset), `request_rate` (requests/s; inf, written
+  `Infinity`, when every request is sent at once; "trace" when it replayed a trace's own
+  timestamps, which is refused). Its open loop draws exponential gaps (Poisson). Note that
+  `concurrency` in the file is the measured mean of requests in flight, not a setting: unread;
+- the requests: `completed`, `total_input_tokens`, `total_output_tokens`,
+  `request_throughput`; `dataset_name`, `random_input_len`, `random_output_len` and
+  `random_range_ratio` (the random dataset draws input lengths uniformly from
+  [max(1, int(L x ratio)), L], outputs likewise: ratio 1 is fixed lengths);
+- latencies in ms: `mean_`, `median_`, `p99_` (and `p90_`/`p95_` in some versions) of `ttft`,
+  `tpot`, `itl` and `e2e_latency`;
+- with `--output-details`: `input_lens`, `output_lens` (0 for a failed request), `errors`;
+  `ttfts` and `itls` (seconds, not read);
+- `backend` (sglang, sglang-oai, vllm, ...) for the engine; `server_info` (newer versions: the
+  server's /get_server_info) for the engine `version` and the `model_path`, when present.
+
+Lengths: per-request lists when present, else the random dataset's distribution, else fixed at
+the means of the totals (the run's note says which).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from costmodel.errors import ServePlanError
+from sim.runs import fields
+from sim.runs.fields import RunContext
+from sim.runs.types import MeasuredRun
+
+METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e_latency": "e2e"}
+
+
+def _random_lengths(d: dict, where: str):
+    """(workload, None, None, note) of the random dataset's lengths, or None when the run did
+    not use it (other datasets leave random_input_len at its default in the file)."""
+    if not str(d.get("dataset_name") or "").startswith("random"):
+        return None
+    isl = fields.whole(d, "random_input_len", where, required=False)
+    osl = fields.whole(d, "random_output_len", where, required=False)
+    ratio = fields.number(d, "random_range_ratio", where, required=False)
+    if not isl or not osl or ratio is None or ratio > 1:
+        return None
+    if ratio == 1:
+        return f"fixed:{isl},{osl}", None, None, "fixed lengths (random dataset, range ratio 1)"
+    lo_in, lo_out = max(1, int(isl * ratio)), max(1, int(osl * ratio))
+    return (f"uniform:{lo_in}-{isl},{lo_out}-{osl}", None, None,
+            f"uniform lengths (random dataset, range ratio {ratio:g})")
+
+
+def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
+    where = f"{path.name} run {run_id}"
+    rate_field = d.get("request_rate")
+    if isinstance(rate_field, str) and rate_field.strip().lower() == "trace":
+        raise ServePlanError(f"{where}: request_rate='trace': the run replayed a trace's own "
+                             "timestamps, which the file does not hold")
+    c = fields.client_summary(d, where, ctx, METRICS, dataset_lengths=_random_lengths)
+    workload, ins, outs, len_note = c.lengths
+    info = d.get("server_info") if isinstance(d.get("server_info"), dict) else {}
+    n = len(d["input_lens"]) if isinstance(d.get("input_lens"), list) else c.completed
+    return fields.finish_run(
+        ctx, "sglang-bench", path, run_id, backend_engine=fields.engine_of(d.get("backend")),
+        default_engine="sglang", version_in_file=info.get("version"),
+        model_in_file=info.get("model_path"), workload=workload, concurrency=c.concurrency,
+        rate_rps=c.rate_rps, num_requests=n, measured=c.measured, input_lens=ins,
+        output_lens=outs, notes=(c.load_note, len_note))
+
+
+def read_sglang_bench(path: Path, ctx: RunContext) -> list[MeasuredRun]:
+    docs = fields.read_json_docs(path)
+    return [_run(d, path, str(i + 1), ctx) for i, d in enumerate(docs)]

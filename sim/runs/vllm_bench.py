@@ -1,0 +1,58 @@
+"""`vllm bench serve --save-result` files: one JSON object per run (`--append-result` adds one
+line per run to the same file).
+
+Fields read (vllm-project/vllm, `vllm/benchmarks/serve.py`: `main_async` writes the settings,
+`benchmark` the results, `process_one_metric` the latency statistics):
+- the load: `max_concurrency` (null when unset), `request_rate` (a number, or "inf"),
+  `burstiness` (the gamma shape of the inter-arrival gaps: their CV is 1 / sqrt(burstiness));
+  a run with `ramp_up_strategy` changed its rate as it ran and is refused;
+- the requests: `num_prompts` (sent), `completed` (succeeded), `total_input_tokens`,
+  `total_output_tokens`, `request_throughput` (completed / duration, requests/s);
+- latencies in ms: `mean_`, `median_` and `p<P>_` (`--metric-percentiles`, 99 by default) of
+  `ttft`, `tpot`, `itl` and `e2el` (`--percentile-metrics`; ttft, tpot, itl by default);
+- with `--save-detailed`, per request sent: `input_lens`, `output_lens` (0 for a failed one),
+  `errors` ("" for a successful one); also `ttfts` and `itls` in seconds (not read);
+- `model_id` (checked against the deployment when it names a known model), `backend`.
+
+Lengths: the successful requests' own lengths with `--save-detailed` (fixed when all are the
+same); otherwise fixed at the means `total_input_tokens / completed` and
+`total_output_tokens / completed`: exact for vLLM's random dataset at its default range ratio
+0, an approximation of any other dataset (the run's note says which).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from costmodel.errors import ServePlanError
+from sim.runs import fields
+from sim.runs.fields import RunContext
+from sim.runs.types import MeasuredRun
+
+METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2el": "e2e"}
+
+
+def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
+    where = f"{path.name} run {run_id}"
+    if d.get("ramp_up_strategy"):
+        raise ServePlanError(f"{where}: ramp_up_strategy={d['ramp_up_strategy']!r}: the request "
+                             "rate changed during the run, which a replay at one rate cannot repeat")
+    c = fields.client_summary(d, where, ctx, METRICS)
+    burst = fields.number(d, "burstiness", where, required=False) or 1.0
+    if c.rate_rps is not None and not math.isfinite(burst):
+        raise ServePlanError(f"{where}: burstiness=inf (evenly spaced requests) is not simulated; "
+                             "expected a finite gamma shape > 0")
+    workload, ins, outs, len_note = c.lengths
+    return fields.finish_run(
+        ctx, "vllm-bench", path, run_id, backend_engine=fields.engine_of(d.get("backend")),
+        default_engine="vllm", version_in_file=None, model_in_file=d.get("model_id"),
+        workload=workload, concurrency=c.concurrency, rate_rps=c.rate_rps,
+        num_requests=fields.whole(d, "num_prompts", where, required=False) or c.completed,
+        measured=c.measured, burstiness_cv=1.0 / math.sqrt(burst) if burst > 0 else 1.0,
+        input_lens=ins, output_lens=outs, notes=(c.load_note, len_note))
+
+
+def read_vllm_bench(path: Path, ctx: RunContext) -> list[MeasuredRun]:
+    docs = fields.read_json_docs(path)
+    return [_run(d, path, str(i + 1), ctx) for i, d in enumerate(docs)]
