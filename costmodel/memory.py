@@ -69,7 +69,10 @@ def activation_bytes_per_gpu(cm: CostModel, max_num_batched_tokens: int, max_num
 
 def memory_plan(cm: CostModel, gpu_memory_utilization: float = 0.9,
                 max_num_batched_tokens: int = 8192, max_num_seqs: int = 256,
-                block_size: int = 16) -> MemoryPlan:
+                block_size: int = 16, static_fraction: bool = False) -> MemoryPlan:
+    """Weights, activations and the KV cache of one GPU. `gpu_memory_utilization` is vLLM's
+    (weights + activations + runtime + KV), or with `static_fraction` SGLang's
+    `mem_fraction_static` (weights + KV alone: its default already left the rest out)."""
     if not 0.05 <= gpu_memory_utilization <= 1.0:
         raise ServePlanError(
             f"gpu_memory_utilization={gpu_memory_utilization}; expected a fraction in [0.05, 1.0]"
@@ -80,12 +83,16 @@ def memory_plan(cm: CostModel, gpu_memory_utilization: float = 0.9,
     budget = gpu_memory_utilization * hbm
     w = weights_bytes_per_gpu(cm)
     act = activation_bytes_per_gpu(cm, max_num_batched_tokens, max_num_seqs)
-    kv = budget - w - act - RUNTIME_RESERVED_BYTES
+    if static_fraction:
+        act, reserved = 0.0, 0.0
+    else:
+        reserved = RUNTIME_RESERVED_BYTES
+    kv = budget - w - act - reserved
     per_tok = cm.kv_bytes_per_token()
     blocks = int(kv // (per_tok * block_size)) if kv > 0 else 0
     return MemoryPlan(
         hbm_bytes=hbm, budget_bytes=budget, weights_bytes=w, activation_bytes=act,
-        reserved_bytes=RUNTIME_RESERVED_BYTES, kv_bytes=max(kv, 0.0), kv_bytes_per_token=per_tok,
+        reserved_bytes=reserved, kv_bytes=max(kv, 0.0), kv_bytes_per_token=per_tok,
         kv_capacity_tokens=blocks * block_size, block_size=block_size, kv_blocks=blocks,
     )
 

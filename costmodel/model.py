@@ -88,9 +88,12 @@ class CostModel:
 
     def __init__(self, model: ModelSpec | str, gpu: HardwareSpec | str, tp: int = 1, pp: int = 1,
                  precision: str = "bf16", kv_dtype: str = "auto", calibration=None,
-                 expert_parallel: bool = False):
+                 expert_parallel: bool = False, host_overlap: bool = False):
         self.model = load_model(model)
         self.gpu = load_gpu(gpu)
+        # the engine prepares the next iteration while the GPU runs this one (SGLang's overlap
+        # scheduler, vLLM's --async-scheduling): an iteration takes the longer of the two
+        self.host_overlap = bool(host_overlap)
         check_parallelism(self.model, self.gpu, tp, pp)
         if precision not in PRECISIONS:
             raise ServePlanError(f"precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -286,7 +289,9 @@ class CostModel:
         per_layer, once = self._dense_time(T, len(prefill) + n_decode * decode_query_tokens)
         t_pre, t_dec = self._attention_time(prefill, n_decode, decode_ctx_sum, decode_query_tokens)
         L = self.model.num_layers
-        return per_layer + once + L * (t_pre + t_dec) + self._host(n_seqs)
+        gpu_s = per_layer + once + L * (t_pre + t_dec)
+        host = self._host(n_seqs)
+        return max(gpu_s, host) if self.host_overlap else gpu_s + host
 
     def stage_time_s(self, prefill: Sequence[tuple[int, int]] = (), n_decode: int = 0,
                      decode_ctx_sum: float = 0, decode_query_tokens: int = 1) -> float:
@@ -322,6 +327,8 @@ class CostModel:
             ops.append(OpCost("attn_decode", t_dec * L, 4 * qh * hd * ctx_sum * q * L,
                               ctx_sum * 2 * kvh * hd * self.kv_elem_bytes * L, 0, L))
         host = self._host(n_seqs)
+        if self.host_overlap:  # only the host time the GPU's work does not cover
+            host = max(0.0, host - sum(o.time_s for o in ops))
         ops.append(OpCost("host_overhead", host, 0, 0))
         total = sum(o.time_s for o in ops)
         if self.pp == 1:

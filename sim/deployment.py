@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from costmodel.engine_defaults import engine_defaults
+from costmodel.engine_defaults import ENGINES, engine_defaults
 from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
 from costmodel.jsonio import read_json
@@ -121,10 +121,10 @@ class PoolConfig:
         p = self.gpu_price_per_hour_usd
         return (p if p is not None else load_gpu(self.gpu).price_per_hour_usd) * self.num_gpus
 
-    def resolved(self) -> PoolConfig:
-        """Fill unset knobs with the engine defaults for this GPU."""
+    def resolved(self, engine: str = "vllm") -> PoolConfig:
+        """Fill unset knobs with `engine`'s defaults for this GPU."""
         gpu = load_gpu(self.gpu)
-        d = engine_defaults(gpu)
+        d = engine_defaults(gpu, engine, self.tp, self.pp)
         mbt = self.max_num_batched_tokens or d.max_num_batched_tokens
         return replace(
             self,
@@ -175,9 +175,12 @@ class Deployment:
     router: str = "least_tokens"  # round_robin | least_tokens | prefix_affinity
     kv_link_bw_bytes_s: float | None = None  # prefill -> decode KV transfer; None = GPU's NIC
     kv_link_latency_s: float = 20e-6
+    engine: str = "vllm"  # vllm | sglang: its scheduler policy and defaults (costmodel.engine_defaults)
 
     def __post_init__(self):
         load_model(self.model)
+        if self.engine not in ENGINES:
+            raise ServePlanError(f"engine {self.engine!r}; expected one of {', '.join(ENGINES)}")
         if self.mode not in MODES:
             raise ServePlanError(f"mode {self.mode!r}; expected one of {', '.join(MODES)}")
         if not self.pools:
@@ -197,25 +200,25 @@ class Deployment:
     @classmethod
     def colocated(cls, model: str, gpu: str, *, tp: int = 1, pp: int = 1, replicas: int = 1,
                   spec: SpecConfig | None = None, router: str = "least_tokens",
-                  **knobs) -> Deployment:
+                  engine: str = "vllm", **knobs) -> Deployment:
         """One pool of `replicas` colocated replicas; `knobs` are the other PoolConfig fields
         (precision, max_num_seqs, kv_dtype, ...), None leaving an engine default."""
         pool = PoolConfig("colocated", gpu, tp=tp, pp=pp, replicas=replicas,
                           spec=spec or SpecConfig(), **knobs)
-        return cls(model=model, pools=(pool,), router=router)
+        return cls(model=model, pools=(pool,), router=router, engine=engine)
 
     @classmethod
     def disaggregated(cls, model: str, gpu: str, *, prefill: tuple[int, int, int] = (1, 1, 1),
                       decode: tuple[int, int, int] = (1, 1, 1), spec: SpecConfig | None = None,
                       router: str = "least_tokens", kv_link_bw_bytes_s: float | None = None,
-                      **knobs) -> Deployment:
+                      engine: str = "vllm", **knobs) -> Deployment:
         """A prefill pool and a decode pool on `gpu`, each given as (tp, pp, replicas); the
         decode pool speculates (`spec`), the prefill pool does not; `knobs` as in colocated."""
         pools = tuple(PoolConfig(role, gpu, tp=tp, pp=pp, replicas=n, spec=s, **knobs)
                       for role, (tp, pp, n), s in (("prefill", prefill, SpecConfig()),
                                                    ("decode", decode, spec or SpecConfig())))
         return cls(model=model, pools=pools, mode="disaggregated", router=router,
-                   kv_link_bw_bytes_s=kv_link_bw_bytes_s)
+                   kv_link_bw_bytes_s=kv_link_bw_bytes_s, engine=engine)
 
     @property
     def num_gpus(self) -> int:
@@ -231,7 +234,7 @@ class Deployment:
         raise KeyError(role)
 
     def resolved(self) -> Deployment:
-        return replace(self, pools=tuple(p.resolved() for p in self.pools))
+        return replace(self, pools=tuple(p.resolved(self.engine) for p in self.pools))
 
     def to_dict(self) -> dict:
         return {
@@ -240,6 +243,7 @@ class Deployment:
             "router": self.router,
             "kv_link_bw_bytes_s": self.kv_link_bw_bytes_s,
             "kv_link_latency_s": self.kv_link_latency_s,
+            "engine": self.engine,
             "pools": [p.to_dict() for p in self.pools],
         }
 
@@ -259,6 +263,7 @@ class Deployment:
             router=d.get("router", "least_tokens"),
             kv_link_bw_bytes_s=d.get("kv_link_bw_bytes_s"),
             kv_link_latency_s=d.get("kv_link_latency_s", 20e-6),
+            engine=d.get("engine", "vllm"),
         )
 
 

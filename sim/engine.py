@@ -17,7 +17,7 @@ import simpy
 
 from costmodel.engine_defaults import engine_defaults
 from costmodel.errors import ServePlanError
-from costmodel.hardware import GiB
+from costmodel.hardware import GiB, load_gpu
 from costmodel.memory import memory_plan, require_fit
 from costmodel.model import CostModel
 from costmodel.specs import load_model
@@ -42,32 +42,35 @@ class SimResult:
     timeline: dict | None  # per replica: time, KV fraction in use, queue length, running; busy
 
 
-def cost_model_for(pool: PoolConfig, model, calibration=None) -> CostModel:
-    """A CostModel for one replica of `pool`, shared across simulations with the same inputs."""
+def cost_model_for(pool: PoolConfig, model, calibration=None, engine: str = "vllm") -> CostModel:
+    """A CostModel for one replica of `pool` under `engine`, shared across simulations with the
+    same inputs."""
+    overlap = engine_defaults(load_gpu(pool.gpu), engine, pool.tp, pool.pp).host_overlap
     key = (model, pool.gpu, pool.tp, pool.pp, pool.precision, pool.kv_dtype, pool.expert_parallel,
-           id(calibration))
+           overlap, id(calibration))
     hit = _CM_CACHE.get(key)
     if hit is not None and hit[1] is calibration:
         return hit[0]
     cm = CostModel(model, pool.gpu, tp=pool.tp, pp=pool.pp, precision=pool.precision,
                    kv_dtype=pool.kv_dtype, calibration=calibration,
-                   expert_parallel=pool.expert_parallel)
+                   expert_parallel=pool.expert_parallel, host_overlap=overlap)
     if len(_CM_CACHE) >= _CM_CACHE_MAX:
         _CM_CACHE.pop(next(iter(_CM_CACHE)))
     _CM_CACHE[key] = (cm, calibration)
     return cm
 
 
-def _replica_config(pool: PoolConfig, cm: CostModel, *, policy: str, watermark: float,
-                    kv_blocks: int | None, prefix_caching: bool, hash_block_tokens: int,
-                    host_cache_gib: float) -> ReplicaConfig:
-    d = engine_defaults(cm.gpu)
+def _replica_config(pool: PoolConfig, cm: CostModel, *, engine: str, policy: str | None,
+                    watermark: float, kv_blocks: int | None, prefix_caching: bool,
+                    hash_block_tokens: int, host_cache_gib: float) -> ReplicaConfig:
+    d = engine_defaults(cm.gpu, engine, pool.tp, pool.pp)
+    policy = policy or d.policy
     mns = pool.max_num_seqs or d.max_num_seqs
     mbt = pool.max_num_batched_tokens or d.max_num_batched_tokens
     bs = pool.block_size or d.block_size
     gmu = pool.gpu_memory_utilization or d.gpu_memory_utilization
     if kv_blocks is None:
-        mem = require_fit(memory_plan(cm, gmu, mbt, mns, bs), cm, bs)
+        mem = require_fit(memory_plan(cm, gmu, mbt, mns, bs, d.static_memory_fraction), cm, bs)
         kv_blocks = mem.kv_blocks
     if not 0 <= watermark < 0.5:
         raise ServePlanError(f"watermark {watermark!r}; expected a fraction of KV blocks in [0, 0.5)")
@@ -110,7 +113,7 @@ def _rejecter(cfgs: dict[str, ReplicaConfig], max_len: int, q_max: int):
 
 def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, seed: int,
              calibration=None, slo: SLO | None = None, keep_requests: bool = False,
-             policy: str = "decode_first", watermark: float = 0.01,
+             policy: str | None = None, watermark: float = 0.01,
              warmup_fraction: float = 0.1, cooldown_fraction: float = 0.1,
              host_cache_gib: float = 0.0, self_spec_layer_fraction: float = 0.25,
              timeline_interval_s: float | None = None, cost_models: dict | None = None,
@@ -118,7 +121,8 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
     """Simulate `num_requests` requests of `workload` on `deployment`.
 
     slo: targets for attainment and goodput; None uses TTFT 1 s and TPOT 0.1 s (said in notes).
-    policy: `decode_first` (vLLM V1) or `prefill_first`. watermark: fraction of KV blocks a new
+    policy: the scheduler, `decode_first` (vLLM V1), `prefill_first` or `prefill_only` (SGLang);
+    None: the deployment's engine's (costmodel.engine_defaults). watermark: fraction of KV blocks a new
     request may not take. host_cache_gib: host-memory prefix-cache tier per replica (0 = off).
     cost_models: {role: CostModel} to use instead of building them (tests, the planner's
     reuse); kv_blocks: KV blocks per replica instead of the memory plan's.
@@ -126,7 +130,7 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
     timeline_interval_s says otherwise).
     """
     wall0 = time.perf_counter()
-    if policy not in POLICIES:
+    if policy is not None and policy not in POLICIES:
         raise ServePlanError(f"scheduler policy {policy!r}; expected one of {', '.join(POLICIES)}")
     if isinstance(host_cache_gib, bool) or not isinstance(host_cache_gib, (int, float)) \
             or not 0 <= host_cache_gib < math.inf:
@@ -146,8 +150,10 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
                       closed_loop=workload.concurrency if workload.closed_loop else None)
     cfgs, pools, q_max = {}, {}, 1
     for pool in deployment.pools:
-        cm = (cost_models or {}).get(pool.role) or cost_model_for(pool, model, calibration)
-        cfg = _replica_config(pool, cm, policy=policy, watermark=watermark, kv_blocks=kv_blocks,
+        cm = (cost_models or {}).get(pool.role) or cost_model_for(pool, model, calibration,
+                                                                  deployment.engine)
+        cfg = _replica_config(pool, cm, engine=deployment.engine, policy=policy,
+                              watermark=watermark, kv_blocks=kv_blocks,
                               prefix_caching=arrays.hash_ids is not None,
                               hash_block_tokens=arrays.hash_block_tokens, host_cache_gib=host_cache_gib)
         cfgs[pool.role] = cfg

@@ -7,7 +7,12 @@ chunks:
   partially prefilled prompts), then waiting requests while the budget, `max_num_seqs` and the
   KV blocks (less a watermark) allow; no new request is admitted in a step that preempted.
 - `prefill_first`: prompts first (running chunks, then new admissions), decodes take what is
-  left of the budget.
+  left of the budget (SGLang with `--enable-mixed-chunk`).
+- `prefill_only` (SGLang's default): an iteration that can run prompt chunks (running ones,
+  then new admissions, within the budget) runs only those; the running decodes wait for an
+  iteration with no prompt to run, and then all decode together.
+- `prefill_mixed` (SGLang with `--enable-mixed-chunk`): prompt chunks within the budget, and
+  every running decode rides along (the budget bounds the prompt tokens only).
 A prompt advances by at most `chunk_size` tokens per iteration (Sarathi-Serve / SplitFuse).
 When a running request needs a KV block and none is free, the most recently admitted running
 request is preempted by recompute: its blocks are freed (its full prefix blocks stay in the
@@ -36,7 +41,7 @@ from costmodel.errors import ServePlanError
 # included), prefix-cache blocks it shares, admission order, in a micro-batch in flight
 RID, COMP, REM, ALLOC, HITB, ORDER, BUSY = range(7)
 NFIELD = 7
-POLICIES = ("decode_first", "prefill_first")
+POLICIES = ("decode_first", "prefill_first", "prefill_only", "prefill_mixed")
 
 
 # a run that preempts this many times per request (plus 1000) is livelocked, not busy: healthy
@@ -90,7 +95,11 @@ class Scheduler:
             budget, preempted = self._schedule_running_prefills(batch, budget)
             if not preempted:
                 budget = self._admit(batch, budget)
-            budget, _ = self._schedule_decodes(batch, budget)
+            if self.cfg.policy == "prefill_first":
+                budget, _ = self._schedule_decodes(batch, budget)
+            elif self.cfg.policy == "prefill_mixed" or not batch.prefills:
+                # every running sequence decodes (prefill_only: only when no prompt runs)
+                self._schedule_decodes(batch, self.cfg.max_num_seqs * 64)
         if not batch.prefills and not batch.n_dec:
             return None
         used = self.pool.in_use()

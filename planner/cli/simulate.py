@@ -33,7 +33,9 @@ def simulate_cmd(
     kv_budget: int = typer.Option(None, "--kv-budget", help="per-request KV token budget"),
     gpu_memory_utilization: float = typer.Option(None, "--gpu-memory-utilization"),
     router: str = typer.Option("least_tokens", "--router", help="round_robin | least_tokens | prefix_affinity"),
-    policy: str = typer.Option("decode_first", "--policy", help="decode_first (vLLM V1) | prefill_first"),
+    engine: str = typer.Option("vllm", "--engine", help="vllm | sglang: its scheduler and defaults"),
+    policy: str = typer.Option(None, "--policy", help="decode_first (vLLM V1) | prefill_first | "
+                               "prefill_only (SGLang); default: the engine's"),
     spec_method: str = typer.Option("none", "--spec-method", help="none | draft | self | ngram"),
     spec_k: int = typer.Option(0, "--spec-k", help="draft tokens per step; 0 with a method: adaptive, "
                                "k chosen per step up to 8"),
@@ -90,10 +92,11 @@ def simulate_cmd(
             dep = Deployment.disaggregated(
                 model, gpu, prefill=(prefill_tp or tp, prefill_pp, prefill_replicas),
                 decode=(decode_tp or tp, decode_pp, decode_replicas), spec=spec, router=router,
-                kv_link_bw_bytes_s=kv_link_gbs * 1e9 if kv_link_gbs else None, **knobs)
+                kv_link_bw_bytes_s=kv_link_gbs * 1e9 if kv_link_gbs else None, engine=engine,
+                **knobs)
         else:
             dep = Deployment.colocated(model, gpu, tp=tp, pp=pp, replicas=replicas, spec=spec,
-                                       router=router, **knobs)
+                                       router=router, engine=engine, **knobs)
     slo = requested_slo(ttft_slo, tpot_slo, slo_percentile, attainment)
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness)
     prog, _ = progress_callback(not as_json, f"simulating {requests} requests")

@@ -52,7 +52,7 @@ def plan_job(**kw) -> dict:
 
 def simulate_job(*, deployment: dict, workload: str, rate=None, concurrency=None,
                  burstiness_cv=1.0, num_requests: int, seed: int, ttft_slo_s=None,
-                 tpot_slo_s=None, slo_percentile=90.0, attainment=0.9, policy="decode_first",
+                 tpot_slo_s=None, slo_percentile=90.0, attainment=0.9, policy=None,
                  host_cache_gib=0.0, calibration=None) -> dict:
     """`serveplan simulate`: RunMetrics of one simulation."""
     from sim import Deployment, parse_workload, simulate

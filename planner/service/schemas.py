@@ -158,6 +158,7 @@ class DeploymentBlock(_Response):
     router: str = "least_tokens"
     kv_link_bw_bytes_s: float | None = None
     kv_link_latency_s: float = 20e-6
+    engine: Literal["vllm", "sglang"] = "vllm"
     pools: list[PoolBlock]
 
 
@@ -206,7 +207,8 @@ class SimulateRequest(_Request):
     tpot_slo_s: float | None = Field(None, gt=0, description=f"default {DEFAULT_TPOT_SLO_S:g} s")
     slo_percentile: float = Field(90.0, gt=0, lt=100)
     attainment: float = Field(0.9, gt=0, le=1)
-    policy: Literal["decode_first", "prefill_first"] = "decode_first"
+    policy: Literal["decode_first", "prefill_first", "prefill_only"] | None = Field(
+        None, description="the scheduler; default: the deployment's engine's")
     host_cache_gib: float = Field(0.0, ge=0, le=4096)
     calibration: Calibration = Field(None, description=CALIBRATION_HELP)
 

@@ -20,6 +20,12 @@ What a row does not say is taken from how AIConfigurator makes these runs (its p
 - vLLM's token budget: its aggregated rule sets `max_num_tokens` (vLLM's
   `--max-num-batched-tokens`) to the batch size + ISL + 1500, so a step prefills about one
   prompt (vLLM's own default, 8192 on an H100, is what `serveplan` assumes elsewhere);
+- SGLang's prefill batches: its rule sets `--max-prefill-tokens` to ISL + 1500, so a batch
+  takes min(that, the chunked-prefill size) prompt tokens; its aggregated rule asks for
+  `--enable-mixed-chunk`, which only the 0.5.6.post2 launch template prints (`cli_args.0.5.6.post2.j2`;
+  the 0.5.1.post1 and generic templates test a key, `enable-mix-chunk`, the rule never sets), so
+  0.5.6.post2 runs mix decodes into prefill batches (`prefill_mixed`) and the others run
+  prefill batches alone (SGLang's default, `prefill_only`);
 - fp8 runs: an fp8 KV cache beside the fp8 GEMMs, AIConfigurator's default fp8 quantisation on
   Hopper. The rows need it: with a bf16 cache their decode steps would read more bytes than
   HBM moves in the measured TPOT (`sim.runs.physics`).
@@ -32,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from costmodel.engine_defaults import engine_defaults
 from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
 from costmodel.specs import MODEL_PRESETS, load_model
@@ -42,6 +49,8 @@ from sim.runs.types import MeasuredRun
 # the aiperf harness's measured requests per client, and vLLM's aggregated token budget slack
 BENCH_REQUESTS_PER_CLIENT = 10
 VLLM_AGG_BUDGET_SLACK = 1500
+SGLANG_PREFILL_SLACK = 1500  # --max-prefill-tokens = ISL + this
+SGLANG_MIXED_CHUNK_VERSIONS = ("0.5.6.post2",)  # launch templates that print --enable-mixed-chunk
 REQUIRED = ("id", "backend", "model_path", "system", "mode", "isl", "osl", "tp_size",
             "silicon_ttft_ms", "silicon_tpot_ms")
 _PRECISION = {"": "bf16", "bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8_block": "fp8"}
@@ -123,14 +132,22 @@ def _run(row, source: str) -> MeasuredRun:
     prec = _precision(row, where)
     isl, osl = _whole(row, "isl", where), _whole(row, "osl", where)
     kv = "fp8" if prec == "fp8" else "auto"
+    policy = None
+    if engine == "sglang" and _text(row, "backend_version") in SGLANG_MIXED_CHUNK_VERSIONS:
+        policy = "prefill_mixed"
     mode = _text(row, "mode")
     if mode == "agg":
         conc = _whole(row, "batch_size", where)
-        mbt = conc + isl + VLLM_AGG_BUDGET_SLACK if engine == "vllm" else None
+        if engine == "vllm":
+            mbt = conc + isl + VLLM_AGG_BUDGET_SLACK
+        else:
+            tp = _whole(row, "tp_size", where)
+            chunk = engine_defaults(load_gpu(gpu), "sglang", tp).max_num_batched_tokens
+            mbt = min(chunk, isl + SGLANG_PREFILL_SLACK)
         pools = (PoolConfig("colocated", gpu, tp=_whole(row, "tp_size", where),
                             pp=_whole(row, "pp_size", where, 1.0), precision=prec, kv_dtype=kv,
                             max_num_batched_tokens=mbt),)
-        dep = Deployment(model, pools)
+        dep = Deployment(model, pools, engine=engine)
     elif mode == "disagg":
         pools = (PoolConfig("prefill", gpu, tp=_whole(row, "prefill_tp_size", where),
                             pp=_whole(row, "prefill_pp_size", where, 1.0),
@@ -141,7 +158,7 @@ def _run(row, source: str) -> MeasuredRun:
                             replicas=_whole(row, "decode_num_workers", where), precision=prec,
                             kv_dtype=kv))
         conc = _whole(row, "decode_batch_size", where) * pools[1].replicas
-        dep = Deployment(model, pools, mode="disaggregated")
+        dep = Deployment(model, pools, mode="disaggregated", engine=engine)
     else:
         raise ServePlanError(f"{where}: mode {mode!r}; expected agg or disagg")
     measured = {"ttft_mean_s": _num(row, "silicon_ttft_ms", where) / 1e3,
@@ -150,7 +167,8 @@ def _run(row, source: str) -> MeasuredRun:
     return MeasuredRun(source=source, run_id=rid, engine=engine,
                        engine_version=_text(row, "backend_version"), deployment=dep,
                        workload=f"fixed:{isl},{osl}", concurrency=conc,
-                       num_requests=BENCH_REQUESTS_PER_CLIENT * conc, measured=measured)
+                       num_requests=BENCH_REQUESTS_PER_CLIENT * conc, measured=measured,
+                       policy=policy)
 
 
 def read_aic_silicon(path: Path) -> list[MeasuredRun]:

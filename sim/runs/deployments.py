@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+from costmodel.engine_defaults import engine_defaults
 from costmodel.errors import ServePlanError
 from costmodel.memory import memory_plan, require_fit
 from sim.deployment import Deployment, PoolConfig, plan_deployment
@@ -86,9 +87,10 @@ def require_fits(dep: Deployment, request_tokens: int, where: str) -> None:
     """Every pool holds its weights, activations and the KV cache of one request of
     `request_tokens` (prompt + output) tokens; else a ServePlanError naming `where`."""
     for pool in dep.resolved().pools:
-        cm = cost_model_for(pool, dep.model)
+        cm = cost_model_for(pool, dep.model, engine=dep.engine)
+        static = engine_defaults(cm.gpu, dep.engine, pool.tp, pool.pp).static_memory_fraction
         plan = memory_plan(cm, pool.gpu_memory_utilization, pool.max_num_batched_tokens,
-                           pool.max_num_seqs, pool.block_size)
+                           pool.max_num_seqs, pool.block_size, static)
         try:
             require_fit(plan, cm, max(int(request_tokens), pool.block_size))
         except ServePlanError as e:

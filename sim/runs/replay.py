@@ -44,6 +44,7 @@ def replay(run: MeasuredRun, *, calibration=None, seed: int = 0,
     unless warm-up / cool-down fractions say otherwise."""
     n = num_requests or replay_requests(run)
     res = simulate(run.deployment, run.to_workload(), num_requests=n, seed=seed, calibration=calibration,
+                   policy=run.policy,
                    warmup_fraction=warmup_fraction, cooldown_fraction=cooldown_fraction)
     m = res.metrics.to_dict()
     pred = {k: float(m[k]) for k in run.measured if k in m}

@@ -40,6 +40,7 @@ class MeasuredRun:
     input_lens: tuple[int, ...] | None = None  # tokens, one per measured request, in file order
     output_lens: tuple[int, ...] | None = None
     note: str = ""  # what the reader assumed where the file is silent (how lengths were taken, ...)
+    policy: str | None = None  # the engine's scheduler as run (sim.scheduler); None: its default
 
     def __post_init__(self):
         where = f"{self.source} run {self.run_id}"

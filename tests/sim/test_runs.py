@@ -121,3 +121,21 @@ def test_replay_counts_every_request_of_the_measured_phase(tiny_model, toy_gpu):
     res = simulate(run.deployment, parse_workload(run.workload, concurrency=4), num_requests=12,
                    seed=0, keep_requests=True, warmup_fraction=0, cooldown_fraction=0)
     assert rep.predicted["ttft_mean_s"] == pytest.approx(res.requests.ttft_s.mean(), rel=1e-12)
+
+
+SGLANG_AGG_ROWS = (
+    "qwen_agg_1024x128_c16_tp2_1,sglang,0.5.1.post1,Qwen/Qwen3-32B,h100_sxm,,agg,1024,128,,,16.0,2.0,"
+    "1.0,1.0,1.0,,,,,,,,,,,,,,,840.8064807531249,16.538571871875",
+    "llama_agg_1000x100_c160_tp1,sglang,0.5.6.post2,meta-llama/Llama-3.1-8B-Instruct,h200_sxm,fp8,agg,"
+    "1000,100,fp8_block,,160.0,1.0,1.0,1.0,1.0,,,,,,,,,,,,,,,1612.27,26.98",
+)
+
+
+def test_sglang_rows_run_as_aiconfigurator_launches_them(csv):
+    old, new = load_runs(csv(SGLANG_HEADER, *SGLANG_AGG_ROWS), "aic-silicon")
+    assert old.deployment.engine == new.deployment.engine == "sglang"
+    # --max-prefill-tokens ISL + 1500 under the 8192-token chunk; only 0.5.6.post2's launch
+    # template prints --enable-mixed-chunk
+    assert old.deployment.pools[0].max_num_batched_tokens == 1024 + 1500
+    assert (old.policy, new.policy) == (None, "prefill_mixed")
+    assert new.deployment.pools[0].gpu == "h200-sxm" and new.deployment.model == "llama-3.1-8b"
