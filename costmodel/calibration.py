@@ -13,6 +13,7 @@ Schema (version 2; version 1 files, which have no "tables", still load):
       "residuals": {"n": 812, "mape": 0.061, "p90_abs_rel_err": 0.12, "by_op": {...}},
       "uncertainty_rel": 0.08,                        # relative 1-sigma of step-time predictions
       "sources": {"gemm_compute_eff": "fit: rows of torch:matmul", ...},  # where each value came from
+      "latency_interval": {"ttft": [-0.2, 0.15], "tpot": [-0.05, 0.06]},  # held-out engine runs
       "tables": {"gemm": {...}, "attn_decode": {...}}, # optional: costmodel.tables corrections
       "hardware": {"name": "cpu", "bf16_flops": ...}   # optional: a device measured at run time
     }
@@ -48,6 +49,9 @@ class GpuCalibration:
     residuals: dict = field(default_factory=dict)
     uncertainty_rel: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> where its value came from
+    # metric (ttft, tpot) -> [q10, q90] of log(measured / predicted) over engine runs a fit left
+    # out (sim.runs.fit): an 80% interval around a prediction
+    latency_interval: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,6 +90,8 @@ class CalibrationProfile:
              "uncertainty_rel": c.uncertainty_rel}
         if c.sources:
             d["sources"] = dict(c.sources)
+        if c.latency_interval:
+            d["latency_interval"] = {k: list(v) for k, v in c.latency_interval.items()}
         if self.tables.get(name) is not None:
             d["tables"] = self.tables[name].to_dict()
         if self.hardware.get(name) is not None:
@@ -129,7 +135,15 @@ class CalibrationProfile:
             sources = entry.get("sources") or {}
             if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
                 raise ServePlanError(f"{where}: gpus.{name}.sources must be an object of parameter -> text")
-            gpus[gpu] = GpuCalibration(eff, dict(entry.get("residuals") or {}), float(unc), dict(sources))
+            li = entry.get("latency_interval") or {}
+            if not isinstance(li, dict) or not all(
+                    k in ("ttft", "tpot") and isinstance(v, list) and len(v) == 2
+                    and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v) and v[0] <= v[1]
+                    for k, v in li.items()):
+                raise ServePlanError(f"{where}: gpus.{name}.latency_interval must map ttft/tpot to "
+                                     "[low, high] log ratios with low <= high")
+            gpus[gpu] = GpuCalibration(eff, dict(entry.get("residuals") or {}), float(unc), dict(sources),
+                                       {k: [float(x) for x in v] for k, v in li.items()})
             if entry.get("tables") is not None:
                 from costmodel.tables import MeasuredTables
 

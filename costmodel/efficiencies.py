@@ -135,6 +135,11 @@ class Efficiencies:
     # tokenisation, the hop to the engine process), one request at a time: sim/cluster.py
     frontend_s: float = 1e-3
     frontend_per_token_s: float = 0.0  # ... and per prompt token
+    # the engine's own kernel speed against this model, one factor each for the GPU time of
+    # prefill work and of decode work (1 = as modelled); set by calibrating from engine runs
+    # (sim/runs/fit.py), never by operator tables
+    prefill_time_scale: float = 1.0
+    decode_time_scale: float = 1.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -203,6 +208,8 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "host_per_seq_s": (0.0, 1e-3),
     "frontend_s": (0.0, 50e-3),
     "frontend_per_token_s": (0.0, 50e-6),
+    "prefill_time_scale": (0.2, 5.0),
+    "decode_time_scale": (0.2, 5.0),
 }
 
 # elementwise op -> its bandwidth-efficiency parameter

@@ -16,8 +16,9 @@ SGLang follows 0.5.x `ServerArgs._handle_gpu_memory_settings`: the chunked-prefi
 16384 above (B200, MI300X); decode CUDA graphs up to 256 sequences at TP < 4 (512 at TP >= 4,
 160 on GPUs under 60 GB); `mem_fraction_static` = (memory - reserved) / memory, reserved =
 512 MiB + 1.5 x chunk MiB + 2 x graph batch MiB + TP x PP / 8 GiB, at least 10 GiB on GPUs
-over 60 GB. It serves new prompts in prefill batches of at most one chunk, ahead of the
-running decodes and never mixed with them (`--enable-mixed-chunk` is off): the scheduler
+over 60 GB. It serves new prompts in prefill batches ahead of the running decodes: a batch
+admits whole prompts while its `--max-prefill-tokens` (16384) is not used up, the last one
+overrunning it, and never takes more than one chunk in all (the chunk cuts the last prompt), and never mixed with them (`--enable-mixed-chunk` is off): the scheduler
 policy `prefill_only`. Its overlap scheduler prepares the next batch while the GPU runs this
 one, so host time hides under GPU time (`host_overlap`). `max_running_requests` has no fixed
 default in SGLang (the KV pool bounds it); 4096 stands for "the KV cache decides".
@@ -47,6 +48,9 @@ class EngineDefaults:
     policy: str = "decode_first"  # sim.scheduler.POLICIES
     host_overlap: bool = False  # host work runs beside the GPU's (async / overlap scheduling)
     static_memory_fraction: bool = False  # gpu_memory_utilization holds weights + KV only (SGLang)
+    # SGLang: --chunked-prefill-size, a hard cap on a prefill batch's prompt tokens, beside the
+    # soft max_num_batched_tokens (--max-prefill-tokens, default 16384); None: vLLM's one budget
+    chunk_size: int | None = None
 
 
 def _sglang(gpu: HardwareSpec, tp: int, pp: int) -> EngineDefaults:
@@ -63,7 +67,7 @@ def _sglang(gpu: HardwareSpec, tp: int, pp: int) -> EngineDefaults:
     if mib > 60 * 1024:
         reserved = max(reserved, 10 * 1024)
     frac = round((mib - reserved) / mib, 3)
-    return EngineDefaults(max_num_seqs=4096, max_num_batched_tokens=chunk,
+    return EngineDefaults(max_num_seqs=4096, max_num_batched_tokens=16384, chunk_size=chunk,
                           gpu_memory_utilization=frac, max_cudagraph_batch=graph_bs,
                           policy="prefill_only", host_overlap=True, static_memory_fraction=True)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from costmodel import attention as at
 from costmodel import roofline as rl
@@ -122,6 +122,7 @@ class CostModel:
         self._layer_cache: dict[int, float] = {}  # T -> all-layer time of per-layer ops
         self._tok_cache: dict[int, float] = {}  # T -> embedding, final norm, PP sends
         self._logit_cache: dict[int, float] = {}  # n_logits -> LM head, gather, sampler
+        self._comm_cache: dict[tuple[int, int], float] = {}  # (T, n_logits) -> collectives
 
     # --- sizes -------------------------------------------------------------------------------
     @property
@@ -278,6 +279,35 @@ class CostModel:
                                                self.q_heads, self.kv_heads, m.head_dim)
         return t_pre, t_dec
 
+    def _comm_time(self, T: int, n_logits: int) -> float:
+        """Collectives of one iteration (all layers): the part the kernel-speed scales leave."""
+        key = (T, n_logits)
+        hit = self._comm_cache.get(key)
+        if hit is None:
+            hit = sum(o.time_s for o in self._dense_ops(T, n_logits) if o.comm_bytes > 0)
+            if len(self._comm_cache) > 200_000:
+                self._comm_cache.clear()
+            self._comm_cache[key] = hit
+        return hit
+
+    def step_parts(self, prefill: Sequence[tuple[int, int]] = (), n_decode: int = 0,
+                   decode_ctx_sum: float = 0, decode_query_tokens: int = 1
+                   ) -> tuple[float, float, float]:
+        """(prefill GPU time, decode GPU time, collectives) of one iteration at kernel-speed
+        scales 1, without host time: the dense operators split between prefill and decode by
+        their tokens, attention by its kind. Their sum is `step_time_s` less host time."""
+        T = sum(c for c, _ in prefill) + n_decode * decode_query_tokens
+        if T == 0:
+            return 0.0, 0.0, 0.0
+        n_logits = len(prefill) + n_decode * decode_query_tokens
+        per_layer, once = self._dense_time(T, n_logits)
+        comm = self._comm_time(T, n_logits)
+        t_pre, t_dec = self._attention_time(prefill, n_decode, decode_ctx_sum, decode_query_tokens)
+        L = self.model.num_layers
+        dense = per_layer + once - comm
+        share = (T - n_decode * decode_query_tokens) / T
+        return dense * share + L * t_pre, dense * (1 - share) + L * t_dec, comm
+
     # --- public ------------------------------------------------------------------------------
     def step_time_s(self, prefill: Sequence[tuple[int, int]] = (), n_decode: int = 0,
                     decode_ctx_sum: float = 0, decode_query_tokens: int = 1) -> float:
@@ -286,10 +316,14 @@ class CostModel:
         n_seqs = len(prefill) + n_decode
         if T == 0:
             return 0.0
-        per_layer, once = self._dense_time(T, len(prefill) + n_decode * decode_query_tokens)
-        t_pre, t_dec = self._attention_time(prefill, n_decode, decode_ctx_sum, decode_query_tokens)
-        L = self.model.num_layers
-        gpu_s = per_layer + once + L * (t_pre + t_dec)
+        e = self.eff
+        if e.prefill_time_scale != 1.0 or e.decode_time_scale != 1.0:
+            p, d, c = self.step_parts(prefill, n_decode, decode_ctx_sum, decode_query_tokens)
+            gpu_s = p * e.prefill_time_scale + d * e.decode_time_scale + c
+        else:
+            per_layer, once = self._dense_time(T, len(prefill) + n_decode * decode_query_tokens)
+            t_pre, t_dec = self._attention_time(prefill, n_decode, decode_ctx_sum, decode_query_tokens)
+            gpu_s = per_layer + once + self.model.num_layers * (t_pre + t_dec)
         host = self._host(n_seqs)
         return max(gpu_s, host) if self.host_overlap else gpu_s + host
 
@@ -326,6 +360,13 @@ class CostModel:
         if n_dec:
             ops.append(OpCost("attn_decode", t_dec * L, 4 * qh * hd * ctx_sum * q * L,
                               ctx_sum * 2 * kvh * hd * self.kv_elem_bytes * L, 0, L))
+        e = self.eff
+        if e.prefill_time_scale != 1.0 or e.decode_time_scale != 1.0:
+            share = (T - n_dec * q) / T
+            ops = [o if o.comm_bytes > 0 else replace(o, time_s=o.time_s * (
+                e.prefill_time_scale if o.name == "attn_prefill" else e.decode_time_scale
+                if o.name == "attn_decode" else share * e.prefill_time_scale
+                + (1 - share) * e.decode_time_scale)) for o in ops]
         host = self._host(n_seqs)
         if self.host_overlap:  # only the host time the GPU's work does not cover
             host = max(0.0, host - sum(o.time_s for o in ops))

@@ -25,7 +25,8 @@ from sim.workload import RequestArrays
 
 
 class Cluster:
-    def __init__(self, env, arrays: RequestArrays, *, timeline_dt: float | None, closed_loop: int | None):
+    def __init__(self, env, arrays: RequestArrays, *, timeline_dt: float | None, closed_loop: int | None,
+                 record_steps: bool = False):
         self.env = env
         self.arrays = arrays
         n = len(arrays)
@@ -41,6 +42,8 @@ class Cluster:
         self.hit_tokens = np.zeros(n, np.int32)
         self.rejected = np.zeros(n, bool)
         self.timeline_dt = timeline_dt
+        self.record_steps = record_steps
+        self.finish_replica = np.full(n, -1, np.int32)
         self.closed_loop = closed_loop
         self.next_rid = 0
         self.tokens_out = 0
@@ -79,6 +82,7 @@ class Cluster:
 
     def on_finish(self, rid: int, now: float, replica) -> None:
         self.finish_s[rid] = now
+        self.finish_replica[rid] = replica.idx
         self._leave(now)
 
     def _leave(self, now: float) -> None:

@@ -131,7 +131,7 @@ class PoolConfig:
             gpu=gpu.name,
             max_num_seqs=self.max_num_seqs or d.max_num_seqs,
             max_num_batched_tokens=mbt,
-            chunk_size=self.chunk_size or mbt,
+            chunk_size=self.chunk_size or d.chunk_size or mbt,
             gpu_memory_utilization=self.gpu_memory_utilization or d.gpu_memory_utilization,
             block_size=self.block_size or d.block_size,
         )

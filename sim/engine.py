@@ -40,6 +40,7 @@ class SimResult:
     metrics: RunMetrics
     requests: pd.DataFrame | None  # one row per request (keep_requests=True)
     timeline: dict | None  # per replica: time, KV fraction in use, queue length, running; busy
+    steps: dict | None = None  # record_steps: replica index -> its iterations (Replica.step_log)
 
 
 def cost_model_for(pool: PoolConfig, model, calibration=None, engine: str = "vllm") -> CostModel:
@@ -81,7 +82,9 @@ def _replica_config(pool: PoolConfig, cm: CostModel, *, engine: str, policy: str
     pcie = cm.gpu.pcie_bw_bytes_s * cm.num_gpus
     return ReplicaConfig(
         role=pool.role, max_num_seqs=mns, max_num_batched_tokens=mbt,
-        chunk_size=min(pool.chunk_size or mbt, mbt), enable_chunked_prefill=pool.enable_chunked_prefill,
+        chunk_size=min(pool.chunk_size or d.chunk_size or mbt, mbt) if d.chunk_size is None
+        else pool.chunk_size or d.chunk_size, enable_chunked_prefill=pool.enable_chunked_prefill,
+        batch_tokens_hard=0 if d.chunk_size is None else pool.chunk_size or d.chunk_size,
         block_size=bs, kv_blocks=int(kv_blocks), watermark_blocks=int(watermark * kv_blocks),
         kv_budget_tokens=pool.kv_budget_tokens, policy=policy, pp=pool.pp, prefix_caching=caching,
         hash_block_tokens=hash_block_tokens, host_cache_entries=host_entries,
@@ -117,7 +120,7 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
              warmup_fraction: float = 0.1, cooldown_fraction: float = 0.1,
              host_cache_gib: float = 0.0, self_spec_layer_fraction: float = 0.25,
              timeline_interval_s: float | None = None, cost_models: dict | None = None,
-             kv_blocks: int | None = None) -> SimResult:
+             kv_blocks: int | None = None, record_steps: bool = False) -> SimResult:
     """Simulate `num_requests` requests of `workload` on `deployment`.
 
     slo: targets for attainment and goodput; None uses TTFT 1 s and TPOT 0.1 s (said in notes).
@@ -127,7 +130,8 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
     cost_models: {role: CostModel} to use instead of building them (tests, the planner's
     reuse); kv_blocks: KV blocks per replica instead of the memory plan's.
     keep_requests: also return the per-request frame and the timeline (every 0.25 s unless
-    timeline_interval_s says otherwise).
+    timeline_interval_s says otherwise). record_steps: also return every iteration of every
+    replica (sim.runs.fit re-times them; implies the per-request frame).
     """
     wall0 = time.perf_counter()
     if policy is not None and policy not in POLICIES:
@@ -146,7 +150,8 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
     tl_dt = timeline_interval_s or (0.25 if keep_requests else None)
 
     env = simpy.Environment()
-    cluster = Cluster(env, arrays, timeline_dt=tl_dt,
+    keep_requests = keep_requests or record_steps
+    cluster = Cluster(env, arrays, timeline_dt=tl_dt, record_steps=record_steps,
                       closed_loop=workload.concurrency if workload.closed_loop else None)
     cfgs, pools, q_max = {}, {}, 1
     for pool in deployment.pools:
@@ -222,7 +227,7 @@ def _result(cl: Cluster, replicas, arrays, slo, notes, wall0, keep, warm, cool) 
             "first_scheduled_s": cl.first_sched_s, "first_token_s": cl.first_token_s,
             "kv_ready_s": cl.kv_ready_s, "finish_s": cl.finish_s, "replica": cl.replica_idx,
             "preemptions": cl.preempt_count, "prefix_hit_tokens": cl.hit_tokens,
-            "rejected": cl.rejected,
+            "rejected": cl.rejected, "finish_replica": cl.finish_replica,
         })
         frame["ttft_s"] = frame.first_token_s - frame.arrival_s
         frame["e2e_s"] = frame.finish_s - frame.arrival_s
@@ -240,4 +245,5 @@ def _result(cl: Cluster, replicas, arrays, slo, notes, wall0, keep, warm, cool) 
             ],
             "busy_fraction": counters["utilisation"],
         }
-    return SimResult(m, frame, timeline)
+    steps = {r.idx: r.step_log for r in replicas} if cl.record_steps else None
+    return SimResult(m, frame, timeline, steps)

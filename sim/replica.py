@@ -53,6 +53,10 @@ class ReplicaConfig:
     hash_block_tokens: int = 512
     host_cache_entries: int = 0
     host_load_s_per_entry: float = 0.0  # PCIe time to bring one prefix entry back
+    # SGLang: max_num_batched_tokens is a soft budget (--max-prefill-tokens) that the last
+    # prompt admitted may overrun, and this a hard cap on a batch's prompt tokens
+    # (--chunked-prefill-size); 0 = the budget is hard (vLLM)
+    batch_tokens_hard: int = 0
 
 
 class Replica(Scheduler):
@@ -82,6 +86,9 @@ class Replica(Scheduler):
         self.peak_blocks = 0
         self._idle = None
         self.timeline = [] if cluster.timeline_dt else None
+        # every iteration (start, duration, prompt chunks ((tokens, cached), ...), decodes,
+        # their context, query tokens each) when the cluster records steps (sim.runs.fit)
+        self.step_log = [] if cluster.record_steps else None
         self._next_sample = 0.0
 
     # --- intake ------------------------------------------------------------------------------
@@ -116,6 +123,8 @@ class Replica(Scheduler):
                 # pure decode iteration (the common case under load): inlined
                 dt = self._fast_decode()
                 if dt is not None:
+                    if self.step_log is not None:
+                        self.step_log.append((env.now, dt, (), self.n, self.comp_sum, 1))
                     self.busy_s += dt
                     self.iterations += 1
                     yield timeout(dt)
@@ -129,6 +138,10 @@ class Replica(Scheduler):
                 continue
             dt = self._step_time(batch) if batch.prefills or batch.k or self.timeline is not None else \
                 step_time_s((), batch.n_dec, batch.ctx_sum, 1)
+            if self.step_log is not None:
+                self.step_log.append((env.now, dt, tuple((c, p.computed) for p, c in
+                                                         zip(batch.prefills, batch.chunks, strict=True)),
+                                      batch.n_dec, batch.ctx_sum, batch.q))
             self.busy_s += dt
             self.iterations += 1
             yield timeout(dt)

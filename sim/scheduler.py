@@ -178,12 +178,12 @@ class Scheduler:
         preempted = False
         bs, cap, chunk_max = self.cfg.block_size, self.cap, self.cfg.chunk_size
         i = 0
-        while i < len(self.prefilling) and budget > 0:
+        while i < len(self.prefilling) and budget > 0 and self._room(batch, budget) > 0:
             p = self.prefilling[i]
             if p.busy:
                 i += 1
                 continue
-            chunk = min(p.target - p.computed, chunk_max, budget)
+            chunk = min(p.target - p.computed, chunk_max, self._room(batch, budget))
             kvt = p.computed + chunk if cap is None else min(p.computed + chunk, cap)
             need = max(0, -(-kvt // bs) - p.hitb - p.held)
             stalled = False
@@ -214,7 +214,8 @@ class Scheduler:
             return budget
         cfg, cl = self.cfg, self.cl
         bs, cap = cfg.block_size, self.cap
-        while self.waiting and budget > 0 and self.num_running() < cfg.max_num_seqs:
+        while self.waiting and budget > 0 and self.num_running() < cfg.max_num_seqs \
+                and self._room(batch, budget) > 0:
             rid = self.waiting[0]
             gen = self.resume.get(rid, 0)
             prompt = cl.input_len[rid]
@@ -229,7 +230,7 @@ class Scheduler:
                     h = min(h, lim - g)
             hit = (g + h) * cfg.hash_block_tokens
             left = target - hit
-            chunk = min(left, cfg.chunk_size, budget)
+            chunk = min(left, cfg.chunk_size, self._room(batch, budget))
             if chunk < left and not cfg.enable_chunked_prefill and budget < cfg.max_num_batched_tokens:
                 break
             hitb = g * self.cache.bpe if g else 0
@@ -268,6 +269,13 @@ class Scheduler:
             batch.extra_s += host_s
             budget -= chunk
         return budget
+
+    def _room(self, batch: StepBatch, budget: int) -> int:
+        """Prompt tokens the iteration may still take: the token budget (vLLM), or under a soft
+        budget (SGLang's --max-prefill-tokens, which the last prompt admitted may overrun) what
+        the hard per-batch chunk (--chunked-prefill-size) leaves."""
+        hard = self.cfg.batch_tokens_hard
+        return budget if not hard else hard - sum(batch.chunks)
 
     def _stall_for(self, victim) -> bool:
         """With pipeline micro-batches in flight, a request is never preempted to make room

@@ -20,8 +20,8 @@ What a row does not say is taken from how AIConfigurator makes these runs (its p
 - vLLM's token budget: its aggregated rule sets `max_num_tokens` (vLLM's
   `--max-num-batched-tokens`) to the batch size + ISL + 1500, so a step prefills about one
   prompt (vLLM's own default, 8192 on an H100, is what `serveplan` assumes elsewhere);
-- SGLang's prefill batches: its rule sets `--max-prefill-tokens` to ISL + 1500, so a batch
-  takes min(that, the chunked-prefill size) prompt tokens; its aggregated rule asks for
+- SGLang's prefill batches: its rule sets `--max-prefill-tokens` to ISL + 1500 (whole prompts
+  while that is not used up, the chunked-prefill size capping the batch); its aggregated rule asks for
   `--enable-mixed-chunk`, which only the 0.5.6.post2 launch template prints (`cli_args.0.5.6.post2.j2`;
   the 0.5.1.post1 and generic templates test a key, `enable-mix-chunk`, the rule never sets), so
   0.5.6.post2 runs mix decodes into prefill batches (`prefill_mixed`) and the others run
@@ -38,7 +38,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from costmodel.engine_defaults import engine_defaults
 from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
 from costmodel.specs import MODEL_PRESETS, load_model
@@ -140,10 +139,8 @@ def _run(row, source: str) -> MeasuredRun:
         conc = _whole(row, "batch_size", where)
         if engine == "vllm":
             mbt = conc + isl + VLLM_AGG_BUDGET_SLACK
-        else:
-            tp = _whole(row, "tp_size", where)
-            chunk = engine_defaults(load_gpu(gpu), "sglang", tp).max_num_batched_tokens
-            mbt = min(chunk, isl + SGLANG_PREFILL_SLACK)
+        else:  # --max-prefill-tokens; the chunked-prefill size keeps SGLang's default
+            mbt = isl + SGLANG_PREFILL_SLACK
         pools = (PoolConfig("colocated", gpu, tp=_whole(row, "tp_size", where),
                             pp=_whole(row, "pp_size", where, 1.0), precision=prec, kv_dtype=kv,
                             max_num_batched_tokens=mbt),)

@@ -19,12 +19,13 @@ def test_sglang_defaults_follow_its_memory_heuristics():
     d = engine_defaults(h100, "sglang", tp=2)
     # 80 GiB = 81920 MiB: chunk 8192, graphs to 256 sequences; reserved 512 + 1.5 x 8192 +
     # 2 x 256 + 2/8 x 1024 = 13568 MiB (over the 10 GiB floor)
-    assert (d.max_num_batched_tokens, d.max_cudagraph_batch, d.policy) == (8192, 256, "prefill_only")
+    assert (d.chunk_size, d.max_num_batched_tokens, d.max_cudagraph_batch, d.policy) == (
+        8192, 16384, 256, "prefill_only")
     assert d.gpu_memory_utilization == pytest.approx(round((81920 - 13568) / 81920, 3))
     assert d.host_overlap and d.static_memory_fraction
     assert engine_defaults(h100, "sglang", tp=8).max_cudagraph_batch == 512
-    assert engine_defaults(load_gpu("b200"), "sglang").max_num_batched_tokens == 16384
-    assert engine_defaults(load_gpu("l4"), "sglang").max_num_batched_tokens == 2048
+    assert engine_defaults(load_gpu("b200"), "sglang").chunk_size == 16384
+    assert engine_defaults(load_gpu("l4"), "sglang").chunk_size == 2048
     v = engine_defaults(h100)
     assert (v.policy, v.host_overlap, v.static_memory_fraction) == ("decode_first", False, False)
     with pytest.raises(ServePlanError, match="engine 'trt'"):
@@ -53,13 +54,14 @@ def test_deployment_engine_round_trips_and_is_checked(tiny_model, toy_gpu):
     dep = Deployment.colocated("llama-3.1-8b", "h100", engine="sglang")
     assert Deployment.from_dict(dep.to_dict()).engine == "sglang"
     assert Deployment.from_dict({k: v for k, v in dep.to_dict().items() if k != "engine"}).engine == "vllm"
-    assert dep.resolved().pools[0].max_num_batched_tokens == 8192
+    pool = dep.resolved().pools[0]
+    assert (pool.max_num_batched_tokens, pool.chunk_size) == (16384, 8192)
     with pytest.raises(ServePlanError, match="engine 'tgi'"):
         Deployment.colocated("llama-3.1-8b", "h100", engine="tgi")
 
 
-def _run(toy_deployment, toy_cm, trace_file, policy, rows, **kw):
-    dep = toy_deployment(**kw)
+def _run(toy_deployment, toy_cm, trace_file, policy, rows, engine="vllm", **kw):
+    dep = replace(toy_deployment(**kw), engine=engine)
     wl = parse_workload(f"trace:{trace_file(rows)}")
     return simulate(dep, wl, num_requests=len(rows), seed=0, keep_requests=True, policy=policy,
                     cost_models={"colocated": toy_cm}, warmup_fraction=0,
@@ -99,3 +101,22 @@ def test_sglang_deployment_runs_its_own_policy_by_default():
     c = simulate(replace(dep, engine="vllm"), wl, num_requests=40, seed=0).metrics
     assert a.ttft_mean_s == b.ttft_mean_s and a.tpot_mean_s == b.tpot_mean_s
     assert a.tpot_mean_s != c.tpot_mean_s
+
+
+def test_sglang_prefill_budget_is_soft_and_the_chunk_hard(toy_deployment, toy_cm, trace_file):
+    # soft budget 50 (--max-prefill-tokens), hard chunk 70 (--chunked-prefill-size): three
+    # 30-token prompts arrive together; the first two (60 tokens) overrun the soft budget, so
+    # the third waits; with a hard budget of 50 (vLLM) the second would be cut at 20 tokens
+    cm = toy_cm
+    rows = [(30, 1, 0.0), (30, 1, 0.0), (30, 1, 0.0)]
+    f = _run(toy_deployment, cm, trace_file, "prefill_only", rows, max_num_batched_tokens=50,
+             chunk_size=70, engine="sglang")
+    t1 = cm.step_time_s([(30, 0), (30, 0)])
+    t2 = t1 + cm.step_time_s([(30, 0)])
+    assert f.first_token_s.tolist() == pytest.approx([t1, t1, t2], rel=1e-12)
+    # the hard cap cuts: chunk 40 takes one prompt and 10 tokens of the next
+    g = _run(toy_deployment, cm, trace_file, "prefill_only", rows, max_num_batched_tokens=50,
+             chunk_size=40, engine="sglang")
+    s1 = cm.step_time_s([(30, 0), (10, 0)])
+    assert g.first_token_s[0] == pytest.approx(s1, rel=1e-12)
+    assert g.first_token_s[1] > s1

@@ -1,0 +1,266 @@
+"""Calibrate the engine-level parameters from measured benchmark runs, with error bars that come
+from runs the fit did not see.
+
+Parameters (`ENGINE_PARAMS`, per GPU): host time per iteration and per sequence, the TP
+collectives' latency and bandwidth efficiency inside a node (and across nodes when a run
+spans them), and one kernel-speed scale each for prefill and decode GPU work. Operator tables
+and `serveplan validate` set the kernel parameters; these say how the engine runs them.
+
+The fit minimises the log error of each run's measured means (and percentiles when the file
+has them) with a weak pull towards the starting values (moving a parameter by a factor e costs
+as much as every metric being off by `PRIOR`). It alternates full replays and a surrogate
+(`sim.runs.surrogate`): replay every run at the current estimate recording its iterations,
+fit on the re-timed recordings, repeat until the estimate stops moving (at most `OUTER`
+rounds). The errors it reports come from full replays, before and after. A parameter that no
+run's prediction responds to (all runs at TP 1 say nothing of the collectives) is not fitted:
+it keeps its starting value, and the result says so.
+
+Error bars: each run is predicted by a fit that left it out (leave-one-out up to `LOO_MAX`
+runs, k-fold beyond), on the surrogates of the final round; the 10% and 90% quantiles of
+log(measured / predicted) over those held-out predictions give an 80% interval per metric
+(`GpuCalibration.latency_interval`), which plans report around their predicted TTFT and TPOT.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from costmodel.arch_defaults import default_efficiencies
+from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
+from costmodel.errors import ServePlanError
+from costmodel.specs import load_model
+from sim.engine import cost_model_for, simulate
+from sim.runs.surrogate import RunSurrogate
+from sim.runs.types import MeasuredRun
+
+ENGINE_PARAMS = ("host_overhead_s", "host_per_seq_s", "prefill_time_scale", "decode_time_scale",
+                 "comm_latency_s", "comm_bw_eff")
+INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
+PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor e is worth
+OUTER = 3  # most replay-and-fit rounds
+SENSITIVITY = 0.01  # d log(prediction) / d log(parameter) below which a parameter is not informed
+LOO_MAX = 40  # leave-one-out up to this many runs; 10-fold beyond
+INTERVAL = (0.10, 0.90)  # the reported interval: 80%
+
+
+@dataclass
+class RunRow:
+    run: MeasuredRun
+    before: dict[str, float]
+    after: dict[str, float]
+    held_out: dict[str, float] = field(default_factory=dict)  # predicted by a fit without it
+
+
+@dataclass
+class RunsFit:
+    gpu: str
+    params: Efficiencies
+    start: Efficiencies
+    fitted: tuple[str, ...]
+    not_informed: tuple[str, ...]
+    rows: list[RunRow]
+    interval: dict[str, list[float]]  # metric -> [q10, q90] of log(measured / predicted), held out
+    rounds: int
+    wall_s: float
+
+    def summary(self) -> dict:
+        def mape(which):
+            out = {}
+            for m in ("ttft", "tpot"):
+                k = f"{m}_mean_s"
+                e = [abs(getattr(r, which)[k] / r.run.measured[k] - 1) for r in self.rows
+                     if k in r.run.measured and k in getattr(r, which)]
+                out[m] = float(np.mean(e)) if e else None
+            return out
+        return {"gpu": self.gpu, "runs": len(self.rows), "before": mape("before"),
+                "after": mape("after"), "held_out": mape("held_out"),
+                "fitted": {k: getattr(self.params, k) for k in self.fitted},
+                "not_informed": list(self.not_informed), "interval_log": self.interval,
+                "rounds": self.rounds, "wall_s": self.wall_s}
+
+
+def _cost_models(run: MeasuredRun, calibration) -> dict:
+    model = load_model(run.deployment.model)
+    out, idx = {}, 0
+    for pool in run.deployment.pools:
+        cm = cost_model_for(pool, model, calibration, run.deployment.engine)
+        for _ in range(pool.replicas):
+            out[idx] = cm
+            idx += 1
+    return out
+
+
+def _profile(gpu: str, eff: Efficiencies, base: CalibrationProfile | None) -> CalibrationProfile:
+    prof = CalibrationProfile(source="engine runs")
+    if base is not None:
+        prof.gpus.update(base.gpus)
+        prof.tables.update(base.tables)
+        prof.hardware.update(base.hardware)
+    old = prof.gpus.get(gpu)
+    prof.gpus[gpu] = GpuCalibration(eff, {}, old.uncertainty_rel if old else 0.0,
+                                    dict(old.sources) if old else {})
+    return prof
+
+
+def _replay(run: MeasuredRun, calibration, record: bool):
+    res = simulate(run.deployment, run.to_workload(), num_requests=run.num_requests or
+                   10 * (run.concurrency or 20), seed=0, calibration=calibration, policy=run.policy,
+                   warmup_fraction=0.0, cooldown_fraction=0.0, record_steps=record)
+    m = res.metrics.to_dict()
+    return res, {k: float(m[k]) for k in run.measured if k in m}
+
+
+def _residuals(preds: list[dict], runs: list[MeasuredRun]) -> np.ndarray:
+    out = []
+    for p, r in zip(preds, runs, strict=True):
+        for k, v in r.measured.items():
+            if k in p and p[k] > 0:
+                out.append(np.log(p[k] / v))
+    return np.asarray(out)
+
+
+def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], centre: Efficiencies):
+    """Least squares on the surrogates over `names` (log space, bounded, weak prior)."""
+    if not names:
+        return start
+    lo = np.array([np.log(max(PARAM_BOUNDS[n][0], PARAM_BOUNDS[n][1] * 1e-4)) for n in names])
+    hi = np.array([np.log(PARAM_BOUNDS[n][1]) for n in names])
+    x0 = np.clip([np.log(max(getattr(start, n), 1e-12)) for n in names], lo + 1e-9, hi - 1e-9)
+    xc = np.clip([np.log(max(getattr(centre, n), 1e-12)) for n in names], lo, hi)
+    runs = [s.run for s in surr]
+
+    def eff(x):
+        return replace(start, **{n: float(np.exp(v)) for n, v in zip(names, x, strict=True)})
+
+    def f(x):
+        r = _residuals([s.predict(eff(x)) for s in surr], runs)
+        return np.concatenate([r, PRIOR * (x - xc)])
+
+    sol = least_squares(f, x0, bounds=(lo, hi), diff_step=1e-3, max_nfev=200)
+    return eff(sol.x)
+
+
+def _informed(surr: list[RunSurrogate], at: Efficiencies, names: list[str]) -> list[str]:
+    base = [s.predict(at) for s in surr]
+    keep = []
+    for n in names:
+        v = getattr(at, n)
+        bumped = replace(at, **{n: float(min(v * np.e ** 0.1, PARAM_BOUNDS[n][1]) if v > 0 else
+                                          PARAM_BOUNDS[n][1] * 1e-3)})
+        moved = [abs(np.log(p2[k] / p1[k])) / 0.1 for p1, p2 in
+                 zip(base, (s.predict(bumped) for s in surr), strict=True) for k in p1 if p1[k] > 0]
+        if moved and max(moved) >= SENSITIVITY:
+            keep.append(n)
+    return keep
+
+
+def fit_runs(runs: list[MeasuredRun], *, calibration: CalibrationProfile | None = None,
+             params: list[str] | None = None, rounds: int = OUTER, held_out: bool = True,
+             log=None) -> list[RunsFit]:
+    """Fit the engine parameters of every GPU in `runs` (one fit per GPU). `calibration` gives
+    the kernel parameters and the starting point (default: each GPU's architecture defaults)."""
+    if not runs:
+        raise ServePlanError("no runs to calibrate from")
+    by_gpu: dict[str, list[MeasuredRun]] = {}
+    for r in runs:
+        gpus = {p.gpu for p in r.deployment.pools}
+        if len(gpus) != 1:
+            raise ServePlanError(f"{r.source} run {r.run_id}: pools on {sorted(gpus)}; a run to "
+                                 "calibrate from runs on one GPU type")
+        if any(p.pp > 1 or p.spec.enabled for p in r.deployment.pools):
+            raise ServePlanError(f"{r.source} run {r.run_id}: pipeline parallelism and speculative "
+                                 "decoding are not calibrated from runs yet")
+        by_gpu.setdefault(gpus.pop(), []).append(r)
+    return [_fit_gpu(g, rs, calibration, params, rounds, held_out, log) for g, rs in by_gpu.items()]
+
+
+def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
+    t0 = time.perf_counter()
+    say = log or (lambda msg: None)
+    start = calibration.efficiencies_for(gpu) if calibration is not None else default_efficiencies(gpu)
+    names = list(params) if params is not None else list(ENGINE_PARAMS)
+    if params is None and any(p.tp * p.pp > 8 for r in runs for p in r.deployment.pools):
+        names += list(INTERNODE_PARAMS)
+    unknown = [n for n in names if n not in PARAM_BOUNDS]
+    if unknown:
+        raise ServePlanError(f"parameters {unknown}; known: {', '.join(PARAM_BOUNDS)}")
+    est, before, informed = start, None, None
+    surr: list[RunSurrogate] = []
+    done = 0
+    for k in range(max(1, rounds)):
+        prof = _profile(gpu, est, calibration)
+        surr, preds = [], []
+        for r in runs:
+            res, p = _replay(r, prof, record=True)
+            surr.append(RunSurrogate(r, res, _cost_models(r, prof), est))
+            preds.append(p)
+        if before is None:
+            before = preds
+            informed = _informed(surr, est, names)
+            say(f"{gpu}: {len(runs)} runs replayed; fitting {', '.join(informed) or 'nothing'}")
+        new = _solve(surr, est, informed, start)
+        done = k + 1
+        step = max((abs(np.log(getattr(new, n) / getattr(est, n))) for n in informed), default=0.0)
+        est = new
+        say(f"{gpu}: round {done}, largest parameter change {step:.3f} (log)")
+        if step < 0.02:
+            break
+    prof = _profile(gpu, est, calibration)
+    after = [_replay(r, prof, record=False)[1] for r in runs]
+    rows = [RunRow(r, b, a) for r, b, a in zip(runs, before, after, strict=True)]
+    interval = {}
+    if held_out and len(runs) >= 3:
+        _held_out(rows, surr, est, informed, start)
+        for m in ("ttft", "tpot"):
+            e = [np.log(r.run.measured[f"{m}_mean_s"] / r.held_out[f"{m}_mean_s"]) for r in rows
+                 if f"{m}_mean_s" in r.held_out and f"{m}_mean_s" in r.run.measured]
+            if e:
+                interval[m] = [float(np.quantile(e, INTERVAL[0])), float(np.quantile(e, INTERVAL[1]))]
+    return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in names if n not in informed),
+                   rows, interval, done, time.perf_counter() - t0)
+
+
+def _held_out(rows: list[RunRow], surr: list[RunSurrogate], est, names, start) -> None:
+    n = len(rows)
+    folds = [[i] for i in range(n)] if n <= LOO_MAX else \
+        [list(range(i, n, 10)) for i in range(10)]
+    for fold in folds:
+        keep = [s for i, s in enumerate(surr) if i not in fold]
+        e = _solve(keep, est, names, start)
+        for i in fold:
+            rows[i].held_out = surr[i].predict(e)
+
+
+def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
+               source: str = "") -> CalibrationProfile:
+    """One profile: `base`'s kernel parameters and tables, the runs' engine parameters, the
+    source of each, and the held-out latency intervals."""
+    prof = CalibrationProfile(source=source or "engine benchmark runs")
+    if base is not None:
+        prof.gpus.update(base.gpus)
+        prof.tables.update(base.tables)
+        prof.hardware.update(base.hardware)
+        prof.messages.extend(base.messages)
+        prof.source = f"{base.source}; {prof.source}" if base.source else prof.source
+    for f in fits:
+        old = prof.gpus.get(f.gpu)
+        sources = dict(old.sources) if old else {}
+        files = sorted({r.run.source for r in f.rows})
+        engines = sorted({r.run.engine for r in f.rows})
+        for n in f.fitted:
+            sources[n] = f"fit: {len(f.rows)} {'/'.join(engines)} runs ({', '.join(files)})"
+        for n in f.not_informed:
+            sources.setdefault(n, "not informed by the runs: kept its starting value")
+        s = f.summary()
+        resid = {"runs": len(f.rows), "mape_after": s["after"], "mape_held_out": s["held_out"]}
+        prof.gpus[f.gpu] = GpuCalibration(f.params, resid, old.uncertainty_rel if old else 0.0,
+                                          sources, dict(f.interval))
+        if f.not_informed:
+            prof.messages.append(f"{f.gpu}: the runs do not inform {', '.join(f.not_informed)}; "
+                                 "kept at their starting values")
+    return prof

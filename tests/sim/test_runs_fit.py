@@ -1,0 +1,81 @@
+"""Calibrating engine parameters from runs: the surrogate, and a fit that recovers known values."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from costmodel.arch_defaults import default_efficiencies
+from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.errors import ServePlanError
+from sim.deployment import Deployment
+from sim.runs import MeasuredRun
+from sim.runs.fit import _cost_models, _replay, fit_runs, profile_of
+from sim.runs.surrogate import RunSurrogate
+
+GPU = "h100-sxm"
+
+
+def _run(tp: int, isl: int, osl: int, conc: int, measured=None) -> MeasuredRun:
+    dep = Deployment.colocated("llama-3.2-1b", GPU, tp=tp)
+    return MeasuredRun("synthetic.csv", f"tp{tp}_{isl}x{osl}_c{conc}", "vllm", "0.12", dep,
+                       f"fixed:{isl},{osl}", concurrency=conc, num_requests=4 * conc,
+                       measured=measured or {"ttft_mean_s": 0.1, "tpot_mean_s": 0.01})
+
+
+def _profile(eff) -> CalibrationProfile:
+    return CalibrationProfile(gpus={GPU: GpuCalibration(eff)})
+
+
+def test_surrogate_reproduces_the_replay_it_recorded_and_follows_a_change():
+    run = _run(2, 512, 32, 8)
+    base = default_efficiencies(GPU)
+    res, pred = _replay(run, _profile(base), record=True)
+    s = RunSurrogate(run, res, _cost_models(run, _profile(base)), base)
+    assert s.predict(base) == pytest.approx(pred, rel=1e-9)
+    # slower decode work: TPOT follows the replay of that change within a few percent
+    slow = replace(base, decode_time_scale=1.3)
+    _, truth = _replay(run, _profile(slow), record=False)
+    got = s.predict(slow)
+    assert got["tpot_mean_s"] == pytest.approx(truth["tpot_mean_s"], rel=0.05)
+    assert got["tpot_mean_s"] > pred["tpot_mean_s"] * 1.05  # a 1B model: host time is half of it
+
+
+def test_fit_recovers_engine_parameters_from_runs_made_with_them():
+    truth = replace(default_efficiencies(GPU), host_per_seq_s=80e-6, decode_time_scale=0.8,
+                    prefill_time_scale=1.25)
+    shapes = [(1, 512, 32, 4), (1, 512, 32, 32), (2, 2048, 16, 8), (2, 256, 64, 64), (1, 1024, 48, 16)]
+    runs = []
+    for tp, isl, osl, c in shapes:
+        r = _run(tp, isl, osl, c)
+        _, m = _replay(r, _profile(truth), record=False)
+        runs.append(replace(r, measured=m))
+    (f,) = fit_runs(runs, params=["host_per_seq_s", "decode_time_scale", "prefill_time_scale"],
+                    held_out=True)
+    assert f.params.decode_time_scale == pytest.approx(0.8, rel=0.1)
+    assert f.params.prefill_time_scale == pytest.approx(1.25, rel=0.1)
+    assert f.params.host_per_seq_s == pytest.approx(80e-6, rel=0.3)
+    s = f.summary()
+    assert s["after"]["tpot"] < 0.02 and s["after"]["tpot"] < s["before"]["tpot"]
+    assert set(f.interval) == {"ttft", "tpot"}
+    prof = profile_of([f])
+    g = prof.gpus[GPU]
+    assert "fit: 5 vllm runs (synthetic.csv)" == g.sources["decode_time_scale"]
+    assert g.latency_interval["tpot"][0] <= g.latency_interval["tpot"][1]
+    back = CalibrationProfile.from_dict(prof.to_dict())
+    assert back.gpus[GPU].latency_interval == g.latency_interval
+
+
+def test_parameters_the_runs_do_not_inform_stay_put():
+    runs = [_run(1, 512, 16, 4)]  # TP 1: no collectives
+    (f,) = fit_runs(runs, held_out=False, rounds=1)
+    assert "comm_bw_eff" in f.not_informed and "comm_latency_s" in f.not_informed
+    assert f.params.comm_bw_eff == default_efficiencies(GPU).comm_bw_eff
+
+
+def test_bad_fit_inputs_are_named():
+    with pytest.raises(ServePlanError, match="no runs"):
+        fit_runs([])
+    with pytest.raises(ServePlanError, match="parameters \\['gpu_magic'\\]"):
+        fit_runs([_run(1, 128, 8, 2)], params=["gpu_magic"], held_out=False)
