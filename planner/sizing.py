@@ -4,8 +4,9 @@ A unit (`planner.options.Option`) is one colocated replica, or a prefill:decode 
 whose goodput the simulator verified. Here it becomes the deployment the plan launches:
 - `size(opt, load, fleet)`: whole replicas for the target load, pool by pool from each pool's
   capacity (`pool_capacities`), within the fleet; with no target, as many units as the fleet
-  holds (`max_units`) and the GPUs whole units leave over (`fill`); `scale_of` says how many
-  units a sized deployment holds;
+  holds (`max_units`) and the GPUs whole units leave over (`fill`, to the pool that binds);
+  `scale_of` says how many units a sized deployment holds, `carried` what load it carries
+  (pool by pool, so a replica `fill` added to the binding pool counts);
 - `cheapest(...)`: the cheapest sized deployment the simulator says carries the target (the
   best few options sized, and each with one replica fewer in one pool);
 - `operate(...)`: every option simulated at its operating load in one round; then the winner
@@ -35,6 +36,19 @@ def scale_of(opt: Option, pools) -> float:
     """How many units a sized deployment holds (its goodput over the unit's, roughly): the
     ratio of the binding pool, i.e. the smaller ratio."""
     return min(k / n for (_, n), (_, k) in zip(opt.unit, pools, strict=True))
+
+
+def carried(opt: Option, pools, goodput: float | None = None) -> float:
+    """The load a sized deployment of `opt` carries, at the unit's verified goodput (or
+    `goodput`): the smallest pool's replicas x its per-replica capacity (`pool_capacities`).
+    For a colocated unit, or a deployment of whole units, this is goodput x `scale_of`; a
+    prefill or decode replica that `fill` added beyond whole units adds what its pool carries
+    while that pool still binds."""
+    g = opt.goodput if goodput is None else goodput
+    if g <= 0:
+        return 0.0
+    caps = pool_capacities(opt, g)
+    return min(k * c for (_, k), c in zip(pools, caps, strict=True))
 
 
 def max_units(opt: Option, fleet: Fleet) -> int:
@@ -89,14 +103,17 @@ def pool_capacities(opt: Option, goodput: float) -> list[float]:
 
 
 def fill(opt: Option, counts: list[int], fleet: Fleet) -> tuple[tuple[PoolConfig, int], ...]:
-    """Spend the GPUs whole units leave over: one replica at a time to the pool furthest behind
-    the unit's ratio (the one that binds), while it fits."""
+    """Spend the GPUs whole units leave over: one replica at a time to the pool that binds (the
+    smallest replicas x per-replica capacity, `pool_capacities`; with no verified goodput, the
+    pool furthest behind the unit's ratio), while it fits."""
     counts = list(counts)
+    caps = (pool_capacities(opt, opt.goodput) if opt.goodput > 0
+            else [1.0 / n for _, n in opt.unit])
     while True:
         used: dict[str, int] = {}
         for (p, _), k in zip(opt.unit, counts, strict=True):
             used[p.gpu] = used.get(p.gpu, 0) + p.tp * p.pp * k
-        order = sorted(range(len(counts)), key=lambda i: counts[i] / opt.unit[i][1])
+        order = sorted(range(len(counts)), key=lambda i: counts[i] * caps[i])
         for i in order:
             p = opt.unit[i][0]
             if used[p.gpu] + p.tp * p.pp <= fleet.get(p.gpu).count:
@@ -127,9 +144,8 @@ def _sizing(req: PlanInputs, opt: Option, feasible: bool):
     load = req.load if feasible else None
     pools = size(opt, load, req.fleet)
     op_load = load
-    if op_load is None:  # as much as the deployed units carry
-        units = scale_of(opt, pools)
-        op_load = max(opt.goodput * units, 0.05 if not req.closed_loop else 1.0)
+    if op_load is None:  # as much as the deployed pools carry
+        op_load = max(carried(opt, pools), 0.05 if not req.closed_loop else 1.0)
         if req.closed_loop:
             op_load = float(max(1, int(op_load)))
         elif req.load is not None:
@@ -263,9 +279,8 @@ def failure_reason_from(m: dict, req: PlanInputs) -> str:
 
 def capacity(opt: Option, pools, req: PlanInputs) -> dict:
     """The Plan's capacity block of `opt` deployed as `pools`: the unit's verified goodput and
-    its probes, and what the deployment carries (units x the unit's goodput)."""
-    units = scale_of(opt, pools)
-    dep_goodput = opt.goodput * units
+    its probes, and what the deployment carries (`carried`: pool by pool)."""
+    dep_goodput = carried(opt, pools)
     out = {
         "load_unit": req.load_unit,
         "unit": opt.label(),

@@ -7,7 +7,7 @@ import pytest
 from planner.fleet import parse_fleet
 from planner.options import Option, dominated
 from planner.search import DISAGG_RATIOS, nearest_ratio
-from planner.sizing import fill, scale_of, size
+from planner.sizing import carried, fill, scale_of, size
 from planner.verify import Bisection
 from sim.deployment import PoolConfig
 from sim.slo import SLO
@@ -62,6 +62,31 @@ def test_fill_spends_leftover_gpus_on_the_binding_pool():
     # 8 GPUs: one 3:2 unit (5 GPUs), then prefill 4, decode 3, prefill 5: 1.5 units' worth
     pools = fill(o, [3, 2], parse_fleet("h100:8"))
     assert [k for _, k in pools] == [5, 3] and scale_of(o, pools) == pytest.approx(1.5)
+
+
+def test_leftover_gpus_go_to_the_pool_that_binds_and_count():
+    """A 4:1 unit whose prefill pool ran out first (TTFT) on a fleet two units do not fit: the
+    leftover GPUs go to prefill while the decode pool (the screen says 3x the unit's load per
+    replica) has room, and the deployment carries prefill replicas x the prefill capacity."""
+    P2 = PoolConfig("prefill", "h100", tp=2).resolved()
+    D4 = PoolConfig("decode", "h100", tp=4).resolved()
+    b = Bisection(8.0)
+    b.record(8.0, metrics(True), SLO_)
+    b.record(9.0, {"slo_met": False, "slo_attainment": 0.5, "ttft_p90_s": 3.0,
+                   "tpot_p90_s": 0.01}, SLO_)
+    o = Option("disaggregated", ((P2, 4), (D4, 1)), b, 8.0, "ttft", "lp",
+               screen_caps=(2.0, 24.0), slo=SLO_)
+    pools = fill(o, [4, 1], parse_fleet("h100:16"))
+    assert [k for _, k in pools] == [6, 1]  # 12 + 4 GPUs
+    assert scale_of(o, pools) == pytest.approx(1.0)  # whole units: one
+    assert carried(o, pools) == pytest.approx(6 * 8.0 / 4)  # what six prefill replicas carry
+    # with the decode pool binding instead (TPOT failed), extra prefill replicas count for nothing
+    b2 = Bisection(8.0)
+    b2.record(8.0, metrics(True), SLO_)
+    b2.record(9.0, metrics(False), SLO_)
+    o2 = Option("disaggregated", ((P2, 4), (D4, 1)), b2, 8.0, "tpot", "lp",
+                screen_caps=(20.0, 8.0), slo=SLO_)
+    assert carried(o2, ((P2, 6), (D4, 1))) == pytest.approx(8.0)
 
 
 def test_size_for_a_target_and_for_the_whole_fleet():
