@@ -137,7 +137,9 @@ def _print(doc: dict) -> None:
         for m, (lo, hi) in g["interval_log"].items():
             c.print(f"  80% interval of {m.upper()}: measured / predicted in "
                     f"[{_ratio(lo)}, {_ratio(hi)}] (held-out runs)")
-        if g["not_informed"]:
+        if g.get("rejected"):
+            c.print(f"  {g['rejected']}", soft_wrap=True)
+        elif g["not_informed"]:
             c.print(f"  not informed by these runs (kept at their starting values): "
                     f"{', '.join(g['not_informed'])}", soft_wrap=True)
     if doc.get("out"):
