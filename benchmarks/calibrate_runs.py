@@ -97,6 +97,28 @@ def score(held, prof) -> tuple[list[dict], dict]:
     return rows, by
 
 
+def breakdown(rows: list[dict]) -> dict:
+    """Held-out TTFT and TPOT MAPE after calibration by group and TP, concurrency, output length:
+    where the error that is left lives."""
+    out: dict = {}
+    for key in ("tp", "concurrency", "osl"):
+        for g in sorted({r["group"] for r in rows}):
+            cell = {}
+            for r in rows:
+                if r["group"] != g:
+                    continue
+                v = int(r["workload"].split(",")[1]) if key == "osl" else r[key]
+                cell.setdefault(v, []).append(r)
+            out.setdefault(key, {})[g] = {
+                str(v): {"runs": len(rs), **{m: _mape([x[f"{m}_after_s"] for x in rs],
+                                                       [x[f"{m}_meas_s"] for x in rs])
+                                              for m in ("ttft", "tpot")},
+                         "ttft_median_ratio": float(np.median([x["ttft_after_s"] / x["ttft_meas_s"]
+                                                               for x in rs]))}
+                for v, rs in sorted(cell.items())}
+    return out
+
+
 def speed(fit: list, n: int = 20) -> dict:
     runs = [r for r in fit if "qwen3" in r.deployment.model][:n]
     if len(runs) < n:
@@ -124,7 +146,7 @@ def main(argv=None) -> int:
     rows, by = score(held, prof)
     doc = {"csv": CSV, "colocated_runs": len(runs), "fitted_runs": len(fit), "held_out_runs": len(held),
            "fraction": a.fraction, "seed": a.seed, "targets": TARGETS, "by_group": by,
-           "fits": [f.summary() for f in fits], "held_out": rows}
+           "fits": [f.summary() for f in fits], "breakdown": breakdown(rows), "held_out": rows}
     if not a.no_speed:
         doc["speed_20_runs"] = speed(fit)
     doc["wall_s"] = time.perf_counter() - t0
@@ -138,7 +160,14 @@ def main(argv=None) -> int:
         print(f"{g:28} {n:4d} {s['held_out_runs']:4d}  {s['ttft']['before']:11.1%} "
               f"{s['ttft']['after']:6.1%} {s['ttft']['coverage_80']:6.0%}  {s['tpot']['before']:11.1%} "
               f"{s['tpot']['after']:6.1%} {s['tpot']['coverage_80']:6.0%}")
+    for key, groups in doc["breakdown"].items():
+        for g, cells in groups.items():
+            print(f"{g} by {key}: " + "; ".join(
+                f"{v}: {c['runs']} runs TTFT {c['ttft']:.0%} (x{c['ttft_median_ratio']:.2f}) TPOT {c['tpot']:.0%}"
+                for v, c in cells.items()))
     for f in fits:
+        if f.rejected:
+            print(f.rejected)
         print(f"{f.gpu}: fitted {', '.join(f'{k}={v:.4g}' for k, v in f.summary()['fitted'].items())}; "
               f"80% interval (log) {f.interval}")
     if "speed_20_runs" in doc:
