@@ -249,7 +249,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         simulation=_simulation_block(req, op_load, m["num_requests_simulated"], cal),
         capacity=capacity(win, win_pools, req), inputs={**req.to_dict(), "backend": backend,
                                                            "exhaustive": exhaustive},
-        feasible=feasible, binding=binding, uncertainty=_uncertainty(cal, dep, win),
+        feasible=feasible, binding=binding, uncertainty=_uncertainty(cal, dep, win, m),
         notes=tuple(notes),
     )
 
@@ -327,14 +327,36 @@ def _simulation_block(req: PlanInputs, op_load: float, n: int, cal) -> dict:
     }
 
 
-def _uncertainty(cal, dep, win: Option) -> dict | None:
+def _uncertainty(cal, dep, win: Option, m: dict | None = None) -> dict | None:
+    """The calibration's error bars around the plan: goodput at one sigma of its step-time
+    residuals, and 80% intervals of the predicted TTFT and TPOT from engine runs the fit left
+    out (`GpuCalibration.latency_interval`: log(measured / predicted) quantiles; the widest of
+    the deployment's GPUs)."""
     if cal is None:
         return None
+    out: dict = {}
     u = max(cal.uncertainty_for(p.gpu) for p in dep.pools)
-    if u <= 0:
-        return None
-    g = win.goodput
-    return {"step_time_rel_1sigma": u,
-            "unit_goodput_range": [g / (1 + u), g / (1 - u) if u < 1 else None],
-            "note": "goodput scales about inversely with step time; range at one sigma of the "
-                    "calibration's step-time residuals"}
+    if u > 0:
+        g = win.goodput
+        out = {"step_time_rel_1sigma": u,
+               "unit_goodput_range": [g / (1 + u), g / (1 - u) if u < 1 else None],
+               "note": "goodput scales about inversely with step time; range at one sigma of the "
+                       "calibration's step-time residuals"}
+    latency = {}
+    for metric in ("ttft", "tpot"):
+        iv = [cal.gpus[p.gpu].latency_interval[metric] for p in dep.pools
+              if p.gpu in cal.gpus and metric in cal.gpus[p.gpu].latency_interval]
+        if not iv or m is None:
+            continue
+        lo, hi = min(x[0] for x in iv), max(x[1] for x in iv)
+        latency[f"{metric}_s"] = {
+            stat: [float(m[k]) * math.exp(lo), float(m[k]) * math.exp(hi)]
+            for stat in ("mean", "p50", "p90") if (k := f"{metric}_{stat}_s") in m
+            and m[k] is not None and math.isfinite(float(m[k]))}
+        latency[f"{metric}_log_ratio"] = [lo, hi]
+    if latency:
+        out["latency_interval_80"] = {
+            **latency,
+            "note": "80% of held-out benchmark runs had their measured value within this range of "
+                    "the prediction (the calibration's latency_interval, from runs the fit left out)"}
+    return out or None

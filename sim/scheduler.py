@@ -12,7 +12,8 @@ chunks:
   then new admissions, within the budget) runs only those; the running decodes wait for an
   iteration with no prompt to run, and then all decode together.
 - `prefill_mixed` (SGLang with `--enable-mixed-chunk`): prompt chunks within the budget, and
-  every running decode rides along (the budget bounds the prompt tokens only).
+  every running decode rides along; as SGLang's PrefillAdder does, the decodes riding along
+  count against both the prompt budget and the hard chunk (`mixed_with_decode_tokens`).
 A prompt advances by at most `chunk_size` tokens per iteration (Sarathi-Serve / SplitFuse).
 When a running request needs a KV block and none is free, the most recently admitted running
 request is preempted by recompute: its blocks are freed (its full prefix blocks stay in the
@@ -67,7 +68,7 @@ class StepBatch:
     (k + 1 with k draft tokens) over `ctx_sum` context tokens, and prompt chunks (`prefills`
     and their `chunks` of tokens)."""
 
-    __slots__ = ("dec", "n_dec", "q", "k", "ctx_sum", "prefills", "chunks", "extra_s")
+    __slots__ = ("dec", "n_dec", "q", "k", "ctx_sum", "prefills", "chunks", "extra_s", "mixed")
 
     def __init__(self):
         self.dec = None  # positions (pp == 1: None = rows [:n_dec]) or request ids (pp > 1)
@@ -75,6 +76,7 @@ class StepBatch:
         self.prefills: list[Prefill] = []
         self.chunks: list[int] = []
         self.extra_s = 0.0  # host-tier loads
+        self.mixed = 0  # prefill_mixed: decodes counted against the prompt budget and chunk
 
 
 class Scheduler:
@@ -92,6 +94,11 @@ class Scheduler:
             if not (preempted or p2):
                 self._admit(batch, budget)
         else:
+            if self.cfg.policy == "prefill_mixed" and self.n:
+                # SGLang's PrefillAdder takes the decodes that will ride along out of both the
+                # prefill budget and the chunk (mixed_with_decode_tokens)
+                budget -= self.n
+                batch.mixed = self.n
             budget, preempted = self._schedule_running_prefills(batch, budget)
             if not preempted:
                 budget = self._admit(batch, budget)
@@ -275,7 +282,7 @@ class Scheduler:
         budget (SGLang's --max-prefill-tokens, which the last prompt admitted may overrun) what
         the hard per-batch chunk (--chunked-prefill-size) leaves."""
         hard = self.cfg.batch_tokens_hard
-        return budget if not hard else hard - sum(batch.chunks)
+        return budget if not hard else hard - batch.mixed - sum(batch.chunks)
 
     def _stall_for(self, victim) -> bool:
         """With pipeline micro-batches in flight, a request is never preempted to make room

@@ -7,6 +7,9 @@
   inform (robust least squares, `costmodel.fit`) and writes a CalibrationProfile;
   `--fit-fraction 0.2 --seed 0` fits on a random 20% and reports on the other rows;
   `--tables` adds measured-table corrections (`costmodel.tables`) built from the fitted rows.
+- `calibrate --measured RUNS --format vllm-bench|sglang-bench|aiperf|aic-silicon` (or
+  `--manifest FILE`): the engine parameters fitted to benchmark runs, with the deployment from
+  the file, `--plan`, or `--model/--gpu/--tp/...` (planner/cli/calibrate_runs.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import typer
 from planner.cli.common import emit_json, load_calibration_opt, user_errors
 
 FORMAT_HELP = "vidur | aiconfigurator | splitwise | native"
+CALIBRATE_FORMAT_HELP = ("operator tables: vidur | aiconfigurator | splitwise | native; benchmark runs: "
+                         "vllm-bench | sglang-bench | aiperf | aic-silicon")
 
 
 def _summary(rows, predicted, fits=None) -> dict:
@@ -89,19 +94,42 @@ def eval_cmd(
 
 @user_errors
 def calibrate_cmd(
-    measured: Path = typer.Option(..., "--measured", help="file or folder of measurements"),
-    fmt: str = typer.Option(..., "--format", help=FORMAT_HELP),
-    gpu: str = typer.Option(None, "--gpu", help="GPU of rows whose data does not name one"),
-    model: str = typer.Option(None, "--model", help="keep only this model's rows"),
-    out: Path = typer.Option(..., "--out", help="calibration profile JSON to write"),
-    calibration: Path = typer.Option(None, "--calibration", help="profile to start from"),
+    measured: Path = typer.Option(None, "--measured", help="file or folder of measurements, or a "
+                                  "benchmark run file"),
+    fmt: str = typer.Option(None, "--format", help=CALIBRATE_FORMAT_HELP),
+    gpu: str = typer.Option(None, "--gpu", help="tables: GPU of rows whose data does not name one; "
+                            "runs: the deployment's GPU"),
+    model: str = typer.Option(None, "--model", help="tables: keep only this model's rows; runs: the "
+                              "deployment's model"),
+    out: Path = typer.Option(None, "--out", help="calibration profile JSON to write"),
+    calibration: Path = typer.Option(None, "--calibration", help="profile to start from (runs: its "
+                                     "kernel parameters kept, the engine parameters added)"),
     fit_fraction: float = typer.Option(1.0, "--fit-fraction", help="fit on this random share of rows"),
     seed: int = typer.Option(0, "--seed", help="seed of the --fit-fraction draw"),
     params: str = typer.Option(None, "--params", help="comma-separated parameters to fit"),
     tables: bool = typer.Option(False, "--tables/--no-tables", help="add measured-table corrections"),
+    manifest: Path = typer.Option(None, "--manifest", help="runs: a YAML/JSON manifest of run files, "
+                                  "each with its deployment"),
+    plan: Path = typer.Option(None, "--plan", help="runs: Plan JSON or deployment JSON that served them"),
+    tp: int = typer.Option(None, "--tp", help="runs: tensor-parallel degree"),
+    pp: int = typer.Option(None, "--pp", help="runs: pipeline-parallel degree"),
+    replicas: int = typer.Option(None, "--replicas", help="runs: replicas behind the client"),
+    precision: str = typer.Option(None, "--precision", help="runs: weights bf16 | fp8 | int4"),
+    kv_dtype: str = typer.Option(None, "--kv-dtype", help="runs: auto | bf16 | fp8 | int4"),
+    max_num_seqs: int = typer.Option(None, "--max-num-seqs", help="runs: as the engine ran"),
+    max_num_batched_tokens: int = typer.Option(None, "--max-num-batched-tokens",
+                                               help="runs: as the engine ran"),
+    engine: str = typer.Option(None, "--engine", help="runs: vllm | sglang (when the file does not say)"),
+    engine_version: str = typer.Option(None, "--engine-version", help="runs: the engine's version"),
+    concurrency: int = typer.Option(None, "--concurrency", help="runs: clients, when the file does not say"),
+    rate: float = typer.Option(None, "--rate", help="runs: requests/s, when the file does not say"),
+    held_out: bool = typer.Option(True, "--held-out/--no-held-out", help="runs: error bars from fits "
+                                  "that leave runs out (leave-one-out, 10-fold past 40 runs)"),
+    plot: Path = typer.Option(None, "--plot", help="runs: write an HTML report (plotly)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON summary"),
 ):
-    """Fit the cost model's parameters to measured rows and write a calibration profile."""
+    """Fit the cost model to measured operator rows, or its engine parameters to benchmark runs
+    (--format vllm-bench, sglang-bench, aiperf, aic-silicon, or --manifest), and write a profile."""
     import numpy as np
 
     from costmodel.calibration import CalibrationProfile
@@ -110,7 +138,14 @@ def calibrate_cmd(
     from costmodel.importers import load_measured
     from costmodel.measured import predict_rows
     from costmodel.tables import build_tables
+    from sim.runs import RUN_FORMATS
 
+    if manifest is not None or fmt in RUN_FORMATS:
+        _calibrate_from_runs(locals())
+        return
+    if measured is None or fmt is None or out is None:
+        raise ServePlanError("give --measured PATH, --format F and --out FILE (--format: "
+                             f"{CALIBRATE_FORMAT_HELP})")
     if not 0.0 < fit_fraction <= 1.0:
         raise ServePlanError(f"--fit-fraction {fit_fraction}; expected a fraction in (0, 1]")
     start = load_calibration_opt(calibration)
@@ -155,6 +190,28 @@ def calibrate_cmd(
     if "held_out" in summary:
         _print_summary("held-out rows", summary["held_out"])
     c.print(f"wrote {out}")
+
+
+def _calibrate_from_runs(a: dict) -> None:
+    """`calibrate` on benchmark runs (planner.cli.calibrate_runs)."""
+    from costmodel.errors import ServePlanError
+    from planner.cli.calibrate_runs import calibrate_runs, deployment_arg, load_measured_runs
+
+    table_only = [f"--{k.replace('_', '-')}" for k in ("fit_fraction", "tables")
+                  if a[k] != {"fit_fraction": 1.0, "tables": False}[k]]
+    if table_only:
+        raise ServePlanError(f"{', '.join(table_only)} apply to operator tables, not to benchmark runs")
+    pool = {k: a[k] for k in ("tp", "pp", "replicas", "precision", "kv_dtype", "max_num_seqs",
+                              "max_num_batched_tokens")}
+    dep = deployment_arg(a["plan"], a["model"], a["gpu"], pool)
+    runs = load_measured_runs(a["measured"], a["fmt"], a["manifest"], dep, a["engine"],
+                              a["engine_version"], a["concurrency"], a["rate"])
+    what = f"--manifest {a['manifest']}" if a["manifest"] else f"--format {a['fmt']} {a['measured']}"
+    doc = calibrate_runs(runs, start_path=a["calibration"], out=a["out"], params=a["params"],
+                         held_out=a["held_out"], as_json=a["as_json"], plot=a["plot"],
+                         source=f"serveplan calibrate {what}")
+    if a["as_json"]:
+        emit_json(doc)
 
 
 def register(app: typer.Typer) -> None:

@@ -56,6 +56,11 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
             f"{cap['unit_goodput']:.3g} {cap['load_unit']} ({cap['goodput_per_gpu']:.3g} per GPU); "
             f"screen estimate "
             f"{cap['screen_estimate'] if cap['screen_estimate'] is None else format(cap['screen_estimate'], '.3g')}")
+    li = (d.get("uncertainty") or {}).get("latency_interval_80")
+    if li:
+        parts = [f"{m.upper()} {lo * 1e3:.3g}-{hi * 1e3:.3g} ms" for m in ("ttft", "tpot")
+                 if (iv := li.get(f"{m}_s", {}).get("p90")) for lo, hi in [iv]]
+        c.print(f"80% interval of the predicted p90 (from held-out calibration runs): {', '.join(parts)}")
     if explain:
         r = Table(title="verified options, best first")
         for col in ("mode", "unit", "goodput", "per GPU"):

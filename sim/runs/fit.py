@@ -42,6 +42,11 @@ ENGINE_PARAMS = ("host_overhead_s", "host_per_seq_s", "prefill_time_scale", "dec
                  "comm_latency_s", "comm_bw_eff")
 INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
 PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor e is worth
+# robust loss: log errors past ~10% weigh less than squared, so a few runs whose error comes from
+# something the engine parameters do not describe (a scheduler, a KV admission rule) do not drag
+# every parameter towards them
+LOSS, F_SCALE = "soft_l1", 0.1
+WORSE_TOL = 0.005  # a metric whose mean |log error| grows more than this rejects the fit
 OUTER = 3  # most replay-and-fit rounds
 SENSITIVITY = 0.01  # d log(prediction) / d log(parameter) below which a parameter is not informed
 LOO_MAX = 40  # leave-one-out up to this many runs; 10-fold beyond
@@ -67,6 +72,9 @@ class RunsFit:
     interval: dict[str, list[float]]  # metric -> [q10, q90] of log(measured / predicted), held out
     rounds: int
     wall_s: float
+    # why the fitted values were set aside (empty: kept): the full replays of the runs at them
+    # were further from what was measured than at the starting values
+    rejected: str = ""
 
     def summary(self) -> dict:
         def mape(which):
@@ -81,7 +89,7 @@ class RunsFit:
                 "after": mape("after"), "held_out": mape("held_out"),
                 "fitted": {k: getattr(self.params, k) for k in self.fitted},
                 "not_informed": list(self.not_informed), "interval_log": self.interval,
-                "rounds": self.rounds, "wall_s": self.wall_s}
+                "rounds": self.rounds, "wall_s": self.wall_s, "rejected": self.rejected}
 
 
 def _cost_models(run: MeasuredRun, calibration) -> dict:
@@ -115,11 +123,11 @@ def _replay(run: MeasuredRun, calibration, record: bool):
     return res, {k: float(m[k]) for k in run.measured if k in m}
 
 
-def _residuals(preds: list[dict], runs: list[MeasuredRun]) -> np.ndarray:
+def _residuals(preds: list[dict], runs: list[MeasuredRun], metrics=None) -> np.ndarray:
     out = []
     for p, r in zip(preds, runs, strict=True):
         for k, v in r.measured.items():
-            if k in p and p[k] > 0:
+            if k in p and p[k] > 0 and (metrics is None or k.split("_")[0] in metrics):
                 out.append(np.log(p[k] / v))
     return np.asarray(out)
 
@@ -141,7 +149,8 @@ def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], cent
         r = _residuals([s.predict(eff(x)) for s in surr], runs)
         return np.concatenate([r, PRIOR * (x - xc)])
 
-    sol = least_squares(f, x0, bounds=(lo, hi), diff_step=1e-3, max_nfev=200)
+    sol = least_squares(f, x0, bounds=(lo, hi), diff_step=1e-3, max_nfev=200, loss=LOSS,
+                        f_scale=F_SCALE)
     return eff(sol.x)
 
 
@@ -212,17 +221,44 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
             break
     prof = _profile(gpu, est, calibration)
     after = [_replay(r, prof, record=False)[1] for r in runs]
+    rejected = ""
+    j0, j1 = _objective(before, runs), _objective(after, runs)
+    worse = [m for m in j0 if j1.get(m, 0.0) > j0[m] + WORSE_TOL]
+    if informed and worse:
+        # a metric the fit made worse in full replays: the surrogate's optimum is not one of the
+        # simulator (a schedule the new values change, as decodes riding in prefill batches do),
+        # or the runs' errors come from what these parameters do not describe; trading one
+        # metric's error for another's would be a fudge, so the starting values stay
+        rejected = (f"{gpu}: the fitted values replay the runs worse in "
+                    + ", ".join(f"{m.upper()} (mean |log error| {j0[m]:.3f} -> {j1[m]:.3f})" for m in worse)
+                    + "; kept the starting values")
+        say(rejected)
+        est, after, informed = start, before, []
     rows = [RunRow(r, b, a) for r, b, a in zip(runs, before, after, strict=True)]
     interval = {}
     if held_out and len(runs) >= 3:
-        _held_out(rows, surr, est, informed, start)
+        if rejected:  # nothing fitted: every run's prediction is already out of sample
+            for row in rows:
+                row.held_out = dict(row.before)
+        else:
+            _held_out(rows, surr, est, informed, start)
         for m in ("ttft", "tpot"):
             e = [np.log(r.run.measured[f"{m}_mean_s"] / r.held_out[f"{m}_mean_s"]) for r in rows
                  if f"{m}_mean_s" in r.held_out and f"{m}_mean_s" in r.run.measured]
             if e:
                 interval[m] = [float(np.quantile(e, INTERVAL[0])), float(np.quantile(e, INTERVAL[1]))]
     return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in names if n not in informed),
-                   rows, interval, done, time.perf_counter() - t0)
+                   rows, interval, done, time.perf_counter() - t0, rejected)
+
+
+def _objective(preds: list[dict], runs: list[MeasuredRun]) -> dict[str, float]:
+    """Metric (ttft, tpot, ...) -> mean |log(predicted / measured)| over its measured keys."""
+    out = {}
+    for m in sorted({k.split("_")[0] for r in runs for k in r.measured}):
+        r = _residuals(preds, runs, (m,))
+        if len(r):
+            out[m] = float(np.mean(np.abs(r)))
+    return out
 
 
 def _held_out(rows: list[RunRow], surr: list[RunSurrogate], est, names, start) -> None:
@@ -255,12 +291,16 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         for n in f.fitted:
             sources[n] = f"fit: {len(f.rows)} {'/'.join(engines)} runs ({', '.join(files)})"
         for n in f.not_informed:
-            sources.setdefault(n, "not informed by the runs: kept its starting value")
+            sources.setdefault(n, "fitted values set aside (they replay the runs worse): kept its "
+                                  "starting value" if f.rejected else
+                               "not informed by the runs: kept its starting value")
         s = f.summary()
         resid = {"runs": len(f.rows), "mape_after": s["after"], "mape_held_out": s["held_out"]}
         prof.gpus[f.gpu] = GpuCalibration(f.params, resid, old.uncertainty_rel if old else 0.0,
                                           sources, dict(f.interval))
-        if f.not_informed:
+        if f.rejected:
+            prof.messages.append(f.rejected)
+        elif f.not_informed:
             prof.messages.append(f"{f.gpu}: the runs do not inform {', '.join(f.not_informed)}; "
                                  "kept at their starting values")
     return prof

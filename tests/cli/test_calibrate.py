@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
+from costmodel.arch_defaults import default_efficiencies
+from costmodel.calibration import CalibrationProfile, GpuCalibration
 from planner.cli import app
 
 
@@ -52,3 +57,114 @@ def test_cost_eval_reports_overflow_rows(shared, tmp_path):
     bad = df[~df["fits_kv"]]
     assert set(zip(bad["tp"], bad["batch_size"], strict=True)) == {(2, 64)}
     assert s["n"] == len(df) - 10
+
+
+# --- benchmark runs (planner/cli/calibrate_runs.py) ------------------------------------------
+
+RUNS = Path(__file__).resolve().parents[1] / "sim" / "fixtures" / "runs"
+L8B_FLAGS = ["--model", "llama-3.1-8b", "--gpu", "h200-sxm", "--precision", "fp8", "--kv-dtype", "fp8"]
+# small runs of the silicon CSV: Qwen3-32B on H100, 1024x128 and 2048x128 at 16 clients, TP 2/4/8
+SMALL_RUNS = ("1024x128_c16_tp2_", "1024x128_c16_tp4_", "1024x128_c16_tp8_", "2048x128_c16_tp2_",
+              "2048x128_c16_tp8_")
+
+
+def _small_csv(shared, tmp_path) -> Path:
+    df = pd.read_csv(shared / "data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv")
+    keep = df[df["id"].str.contains("|".join(SMALL_RUNS)) & df["id"].str.contains("qwen3_32b")
+              & (df["mode"] == "agg") & (df["backend_version"] == "0.5.1.post1")]
+    assert len(keep) == len(SMALL_RUNS)
+    p = tmp_path / "silicon.csv"
+    keep.to_csv(p, index=False)
+    return p
+
+
+def test_calibrate_from_runs_reports_before_after_sources_and_intervals(shared, tmp_path):
+    csv = _small_csv(shared, tmp_path)
+    out, plot = tmp_path / "calib.json", tmp_path / "calib.html"
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(csv), "--format", "aic-silicon",
+                                   "--out", str(out), "--plot", str(plot), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert len(doc["runs"]) == len(SMALL_RUNS)
+    (g,) = doc["gpus"]
+    assert g["gpu"] == "h100-sxm" and g["after"]["ttft"] < g["before"]["ttft"]
+    # SGLang overlaps host time with GPU time: these busy runs say nothing of it
+    assert {"host_overhead_s", "host_per_seq_s"} <= set(g["not_informed"])
+    params = {p["param"]: p for p in doc["parameters"]}
+    assert params["prefill_time_scale"]["fitted"] and "5 sglang runs" in params["prefill_time_scale"]["source"]
+    assert not params["host_overhead_s"]["fitted"] and "not informed" in params["host_overhead_s"]["source"]
+    for r in doc["runs"]:
+        assert r["ttft_measured_s"] > 0 and r["ttft_before_s"] > 0 and r["ttft_held_out_s"] > 0
+    prof = CalibrationProfile.load(out)
+    cal = prof.gpus["h100-sxm"]
+    assert cal.params.prefill_time_scale == pytest.approx(params["prefill_time_scale"]["value"])
+    lo, hi = cal.latency_interval["ttft"]
+    assert lo < 0 < hi or lo < hi  # an interval, from held-out runs
+    assert "plotly" in plot.read_text()
+
+
+def test_calibrate_from_runs_keeps_a_kernel_profile_and_its_sources(shared, tmp_path):
+    kernel = CalibrationProfile(source="serveplan validate on h100", gpus={"h100-sxm": GpuCalibration(
+        replace(default_efficiencies("h100-sxm"), gemm_compute_eff=0.61), {}, 0.05,
+        {"gemm_compute_eff": "fit: rows of torch:matmul"})})
+    kin, out = tmp_path / "kernel.json", tmp_path / "both.json"
+    kernel.save(kin)
+    csv = _small_csv(shared, tmp_path)
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(csv), "--format", "aic-silicon",
+                                   "--calibration", str(kin), "--out", str(out), "--no-held-out",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    cal = CalibrationProfile.load(out).gpus["h100-sxm"]
+    assert cal.params.gemm_compute_eff == 0.61 and cal.uncertainty_rel == 0.05
+    assert cal.sources["gemm_compute_eff"] == "fit: rows of torch:matmul"
+    assert cal.sources["decode_time_scale"].startswith("fit: 5 sglang runs")
+    assert "not informed" in cal.sources["host_overhead_s"]
+    assert json.loads(res.stdout)["calibration_in"] == str(kin)
+
+
+def test_calibrate_a_client_file_with_deployment_flags_or_plan(tmp_path):
+    f = RUNS / "vllm_bench_llama8b_detailed.json"
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(f), "--format", "vllm-bench",
+                                   *L8B_FLAGS, "--params", "decode_time_scale", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    (r,) = doc["runs"]
+    assert r["engine"] == "vllm" and r["concurrency"] == 4 and r["workload"].startswith("per-request:")
+    assert [p["param"] for p in doc["parameters"] if p["fitted"]] == ["decode_time_scale"]
+    assert doc["out"] is None and doc["gpus"][0]["interval_log"] == {}  # one run: no held-out
+    # the text report: one table row per run, the parameters and their sources
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(f), "--format", "vllm-bench",
+                                   *L8B_FLAGS, "--params", "decode_time_scale"])
+    assert res.exit_code == 0, res.output
+    assert "decode_time_scale" in res.output and "fit: 1 vllm runs" in res.output
+
+
+@pytest.mark.parametrize("edit, args, message", [
+    (lambda d: d.pop("mean_ttft_ms"), L8B_FLAGS, "r.json run 1: missing field 'mean_ttft_ms'"),
+    (lambda d: d.update(completed=0), L8B_FLAGS, "r.json run 1: completed=0: no request completed"),
+    (lambda d: d.update(model_id="meta-llama/Llama-3.1-70B-Instruct"),
+     ["--model", "llama-3.1-70b", "--gpu", "l4"], "r.json run 1: deployment (colocated pool)"),
+    (None, [], "does not say which deployment served it; give --plan FILE"),
+    (None, ["--model", "llama-3.1-8b"], "needs both --model and --gpu"),
+    (None, ["--tp", "2"], "--tp given without --model and --gpu"),
+])
+def test_bad_run_input_is_one_line_naming_file_and_field(tmp_path, edit, args, message):
+    d = json.loads((RUNS / "vllm_bench_llama8b_detailed.json").read_text())
+    if edit is not None:
+        edit(d)
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(d))
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(f), "--format", "vllm-bench", *args])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.output
+    assert "Traceback" not in res.output
+
+
+def test_manifest_excludes_per_file_flags(tmp_path):
+    res = CliRunner().invoke(app, ["calibrate", "--manifest", str(RUNS / "manifest.yaml"),
+                                   "--measured", str(RUNS / "vllm_bench_llama8b_c160.json")])
+    assert res.exit_code == 2 and "--measured cannot be given with it" in res.output
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(RUNS / "manifest.yaml"),
+                                   "--format", "aic-silicon", "--fit-fraction", "0.5"])
+    assert res.exit_code == 2 and "--fit-fraction apply to operator tables" in res.output

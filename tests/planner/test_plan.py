@@ -101,3 +101,31 @@ def test_calibration_uncertainty_is_reported():
 def test_an_uncalibrated_plan_says_where_its_parameters_come_from(small_plan):
     assert any(n.startswith("cost model for h100-sxm: no calibration, Hopper defaults")
                for n in small_plan.notes)
+
+
+def test_held_out_latency_intervals_bound_the_plans_ttft_and_tpot():
+    import math
+
+    from costmodel.arch_defaults import default_efficiencies
+    from costmodel.calibration import CalibrationProfile, GpuCalibration
+
+    # engine-run calibration: measured / predicted within [e^-0.2, e^0.1] (TTFT), [e^-0.05, e^0.08]
+    cal = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(
+        default_efficiencies("h100-sxm"), {}, 0.0, {}, {"ttft": [-0.2, 0.1], "tpot": [-0.05, 0.08]})})
+    cal = CalibrationProfile.from_dict(cal.to_dict())  # as a profile file holds it
+    p = plan(**{**SMALL, "gpus": "h100:1", "kv_dtype": "bf16"}, calibration=cal, workers=1,
+             space=SearchSpace(modes=("colocated",), max_num_seqs=(None,),
+                               max_num_batched_tokens=(8192,)))
+    li = p.uncertainty["latency_interval_80"]
+    assert "step_time_rel_1sigma" not in p.uncertainty  # no step-time residuals in this profile
+    pr = p.predicted
+    assert li["ttft_s"]["p90"] == pytest.approx([pr.ttft_p90_s * math.exp(-0.2), pr.ttft_p90_s * math.exp(0.1)])
+    assert li["tpot_s"]["p50"] == pytest.approx([pr.tpot_p50_s * math.exp(-0.05), pr.tpot_p50_s * math.exp(0.08)])
+    assert li["ttft_log_ratio"] == [-0.2, 0.1]
+    assert Plan.from_dict(json.loads(json.dumps(p.to_dict()))).uncertainty == p.uncertainty
+    # without engine-run intervals there is no latency block
+    bare = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(default_efficiencies("h100-sxm"), {}, 0.1)})
+    q = plan(**{**SMALL, "gpus": "h100:1", "kv_dtype": "bf16"}, calibration=bare, workers=1,
+             space=SearchSpace(modes=("colocated",), max_num_seqs=(None,),
+                               max_num_batched_tokens=(8192,)))
+    assert "latency_interval_80" not in q.uncertainty

@@ -82,15 +82,30 @@ def test_prefill_only_pauses_decodes_for_a_prompt(toy_deployment, toy_cm, trace_
 
 
 def test_prefill_mixed_adds_every_decode_past_the_budget(toy_deployment, toy_cm, trace_file):
-    # budget 30: r1's 30-token prompt fills it, and r0's decode rides along anyway
+    # soft budget 30 (SGLang's --max-prefill-tokens), hard chunk 70: r0's decode takes one token
+    # of each (mixed_with_decode_tokens), r1's 30-token prompt still goes whole (the last prompt
+    # overruns the soft budget), and the decode rides along anyway
     cm = toy_cm
     t1 = cm.step_time_s([(30, 0)])
     f = _run(toy_deployment, cm, trace_file, "prefill_mixed", [(30, 3, 0.0), (30, 1, t1 / 2)],
-             max_num_batched_tokens=30)
+             max_num_batched_tokens=30, chunk_size=70, engine="sglang")
     t2 = t1 + cm.step_time_s([(30, 0)], 1, 30)
     t3 = t2 + cm.step_time_s((), 1, 31)
     assert f.first_token_s.tolist() == pytest.approx([t1, t2], rel=1e-12)
     assert f.finish_s.tolist() == pytest.approx([t3, t2], rel=1e-12)
+
+
+def test_prefill_mixed_decodes_count_against_the_hard_chunk(toy_deployment, toy_cm, trace_file):
+    # hard chunk 30 (--chunked-prefill-size): with r0's decode riding along, r1's 30-token
+    # prompt gets 29 tokens, its last token the step after
+    cm = toy_cm
+    t1 = cm.step_time_s([(30, 0)])
+    f = _run(toy_deployment, cm, trace_file, "prefill_mixed", [(30, 3, 0.0), (30, 1, t1 / 2)],
+             max_num_batched_tokens=50, chunk_size=30, engine="sglang")
+    t2 = t1 + cm.step_time_s([(29, 0)], 1, 30)
+    t3 = t2 + cm.step_time_s([(1, 29)], 1, 31)
+    assert f.first_token_s.tolist() == pytest.approx([t1, t3], rel=1e-12)
+    assert f.finish_s.tolist() == pytest.approx([t3, t3], rel=1e-12)
 
 
 def test_sglang_deployment_runs_its_own_policy_by_default():

@@ -79,3 +79,21 @@ def test_bad_fit_inputs_are_named():
         fit_runs([])
     with pytest.raises(ServePlanError, match="parameters \\['gpu_magic'\\]"):
         fit_runs([_run(1, 128, 8, 2)], params=["gpu_magic"], held_out=False)
+
+
+def test_a_fit_that_replays_a_metric_worse_is_set_aside(monkeypatch):
+    import sim.runs.fit as fit_mod
+
+    base = default_efficiencies(GPU)
+    runs = []
+    for tp, isl, osl, c in [(1, 512, 32, 4), (1, 1024, 16, 8), (2, 256, 48, 8)]:
+        r = _run(tp, isl, osl, c)
+        _, m = _replay(r, _profile(base), record=False)
+        runs.append(replace(r, measured=m))  # the defaults replay these runs exactly
+    # a surrogate optimum the simulator disagrees with: decodes 3x slower
+    monkeypatch.setattr(fit_mod, "_solve", lambda surr, est, names, start: replace(est, decode_time_scale=3.0))
+    (f,) = fit_runs(runs, params=["decode_time_scale"], held_out=True, rounds=1)
+    assert f.rejected and "TPOT" in f.rejected and f.fitted == ()
+    assert f.params == base and all(r.after == r.before == r.held_out for r in f.rows)
+    g = profile_of([f]).gpus[GPU]
+    assert "set aside" in g.sources["decode_time_scale"]

@@ -1,0 +1,184 @@
+"""Calibrating from benchmark runs: held-out accuracy, the coverage of its error bars, and speed.
+
+Data: `../shared/data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv` (AIConfigurator's silicon
+runs, Apache-2.0): SGLang 0.5.x serving Qwen3-32B on H100 and Llama-3.1-8B-Instruct on H200.
+Its 130 colocated runs are split per (model, GPU) group: a seed-0 random 30% of each group is
+fitted (`sim.runs.fit.fit_runs`, the engine parameters), the other 70% are predicted by full
+replays (`sim.runs.replay`) and scored; nothing reported as held out was fitted.
+
+Reported per group and over all held-out runs:
+- mean TTFT and TPOT MAPE before (defaults, no calibration) and after (the fitted profile);
+- coverage: the share of held-out runs whose measured mean falls inside the profile's 80%
+  interval around the prediction (`latency_interval`, itself from leave-one-out / k-fold fits
+  over the fitted runs, never from the held-out ones);
+- the wall time of one calibration from 20 runs (the first 20 fitted Qwen3-32B runs) on one
+  core (the process pinned to one CPU, BLAS threads 1).
+
+Writes benchmarks/out/calibrate_runs.json. Run:
+`.venv/bin/python benchmarks/calibrate_runs.py [--fraction 0.3] [--seed 0] [--no-speed]`
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from costmodel.paths import shared_dir  # noqa: E402
+from sim.runs import load_runs  # noqa: E402
+from sim.runs.fit import fit_runs, profile_of  # noqa: E402
+from sim.runs.replay import replay  # noqa: E402
+
+CSV = "data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv"
+TARGETS = {"tpot": 0.08, "ttft": 0.15, "coverage": (0.70, 0.90), "wall_20_s": 60.0}
+
+
+def group_of(run) -> str:
+    return f"{run.deployment.model} {run.deployment.pools[0].gpu}"
+
+
+def split(runs, fraction: float, seed: int) -> tuple[list, list]:
+    """A seed-fixed random `fraction` of each (model, GPU) group to fit, the rest held out."""
+    rng = np.random.default_rng(seed)
+    fit, held = [], []
+    groups: dict[str, list] = {}
+    for r in runs:
+        groups.setdefault(group_of(r), []).append(r)
+    for g in sorted(groups):
+        rs = groups[g]
+        k = max(3, int(round(fraction * len(rs))))
+        pick = set(rng.choice(len(rs), size=k, replace=False).tolist())
+        fit += [r for i, r in enumerate(rs) if i in pick]
+        held += [r for i, r in enumerate(rs) if i not in pick]
+    return fit, held
+
+
+def _mape(pred, meas) -> float:
+    return float(np.mean(np.abs(np.asarray(pred) / np.asarray(meas) - 1)))
+
+
+def score(held, prof) -> tuple[list[dict], dict]:
+    rows = []
+    for r in held:
+        b = replay(r).predicted
+        a = replay(r, calibration=prof).predicted
+        iv = prof.gpus[r.deployment.pools[0].gpu].latency_interval
+        row = {"run_id": r.run_id, "group": group_of(r), "tp": r.deployment.pools[0].tp,
+               "workload": r.workload, "concurrency": r.concurrency}
+        for m in ("ttft", "tpot"):
+            k = f"{m}_mean_s"
+            meas = r.measured[k]
+            lo, hi = iv.get(m, [0.0, 0.0])
+            row.update({f"{m}_meas_s": meas, f"{m}_before_s": b[k], f"{m}_after_s": a[k],
+                        f"{m}_in_80": bool(a[k] * np.exp(lo) <= meas <= a[k] * np.exp(hi))})
+        rows.append(row)
+    by = {}
+    for g in sorted({r["group"] for r in rows}) + ["all"]:
+        sub = [r for r in rows if g in ("all", r["group"])]
+        s = {"held_out_runs": len(sub)}
+        for m in ("ttft", "tpot"):
+            meas = [r[f"{m}_meas_s"] for r in sub]
+            s[m] = {"before": _mape([r[f"{m}_before_s"] for r in sub], meas),
+                    "after": _mape([r[f"{m}_after_s"] for r in sub], meas),
+                    "coverage_80": float(np.mean([r[f"{m}_in_80"] for r in sub]))}
+        by[g] = s
+    return rows, by
+
+
+def breakdown(rows: list[dict]) -> dict:
+    """Held-out TTFT and TPOT MAPE after calibration by group and TP, concurrency, output length:
+    where the error that is left lives."""
+    out: dict = {}
+    for key in ("tp", "concurrency", "osl"):
+        for g in sorted({r["group"] for r in rows}):
+            cell = {}
+            for r in rows:
+                if r["group"] != g:
+                    continue
+                v = int(r["workload"].split(",")[1]) if key == "osl" else r[key]
+                cell.setdefault(v, []).append(r)
+            out.setdefault(key, {})[g] = {
+                str(v): {"runs": len(rs), **{m: _mape([x[f"{m}_after_s"] for x in rs],
+                                                       [x[f"{m}_meas_s"] for x in rs])
+                                              for m in ("ttft", "tpot")},
+                         "ttft_median_ratio": float(np.median([x["ttft_after_s"] / x["ttft_meas_s"]
+                                                               for x in rs]))}
+                for v, rs in sorted(cell.items())}
+    return out
+
+
+def speed(fit: list, n: int = 20) -> dict:
+    runs = [r for r in fit if "qwen3" in r.deployment.model][:n]
+    if len(runs) < n:
+        runs = fit[:n]
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    t0 = time.perf_counter()
+    (f,) = fit_runs(runs, held_out=True)
+    return {"runs": len(runs), "wall_s": time.perf_counter() - t0, "rounds": f.rounds,
+            "one_core": hasattr(os, "sched_setaffinity")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fraction", type=float, default=0.3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-speed", action="store_true", help="skip the 20-run timing")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    runs = [r for r in load_runs(shared_dir() / CSV, "aic-silicon") if r.deployment.mode == "colocated"]
+    fit, held = split(runs, a.fraction, a.seed)
+    fits = fit_runs(fit, held_out=True, log=lambda m: print(m, flush=True))
+    prof = profile_of(fits, source=f"benchmarks/calibrate_runs.py: seed {a.seed} {a.fraction:.0%} of {CSV}")
+    rows, by = score(held, prof)
+    doc = {"csv": CSV, "colocated_runs": len(runs), "fitted_runs": len(fit), "held_out_runs": len(held),
+           "fraction": a.fraction, "seed": a.seed, "targets": TARGETS, "by_group": by,
+           "fits": [f.summary() for f in fits], "breakdown": breakdown(rows), "held_out": rows}
+    if not a.no_speed:
+        doc["speed_20_runs"] = speed(fit)
+    doc["wall_s"] = time.perf_counter() - t0
+    print(f"\n{'group':28} {'fit':>4} {'held':>4}  {'TTFT before':>11} {'after':>6} {'cov80':>6}  "
+          f"{'TPOT before':>11} {'after':>6} {'cov80':>6}")
+    nfit = {}
+    for r in fit:
+        nfit[group_of(r)] = nfit.get(group_of(r), 0) + 1
+    for g, s in by.items():
+        n = sum(nfit.values()) if g == "all" else nfit.get(g, 0)
+        print(f"{g:28} {n:4d} {s['held_out_runs']:4d}  {s['ttft']['before']:11.1%} "
+              f"{s['ttft']['after']:6.1%} {s['ttft']['coverage_80']:6.0%}  {s['tpot']['before']:11.1%} "
+              f"{s['tpot']['after']:6.1%} {s['tpot']['coverage_80']:6.0%}")
+    for key, groups in doc["breakdown"].items():
+        for g, cells in groups.items():
+            print(f"{g} by {key}: " + "; ".join(
+                f"{v}: {c['runs']} runs TTFT {c['ttft']:.0%} (x{c['ttft_median_ratio']:.2f}) TPOT {c['tpot']:.0%}"
+                for v, c in cells.items()))
+    for f in fits:
+        if f.rejected:
+            print(f.rejected)
+        print(f"{f.gpu}: fitted {', '.join(f'{k}={v:.4g}' for k, v in f.summary()['fitted'].items())}; "
+              f"80% interval (log) {f.interval}")
+    if "speed_20_runs" in doc:
+        s = doc["speed_20_runs"]
+        print(f"calibration from {s['runs']} runs: {s['wall_s']:.1f} s on one core ({s['rounds']} rounds)")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibrate_runs.json").write_text(json.dumps(doc, indent=1))
+    print(f"wrote {out / 'calibrate_runs.json'} ({doc['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
