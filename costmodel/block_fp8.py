@@ -52,7 +52,8 @@ def block_fp8_gemm_time_s(*, m, n, k, gpu: HardwareSpec, eff: Efficiencies, grap
     m, n, k = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (m, n, k))
     m, n, k = np.broadcast_arrays(m, n, k)
     fp8 = gpu.has_fp8
-    e8 = replace(eff, fp8_compute_eff=eff.fp8b_compute_eff)
+    # the group quantisation is its own kernel, without the per-token W8A8 path's per-row time
+    e8 = replace(eff, fp8_compute_eff=eff.fp8b_compute_eff, fp8_quant_row_s=0.0)
     peak = gpu.fp8_flops if fp8 else gpu.bf16_flops
     w = 1.0 + 4.0 / (GROUP * GROUP)
     g = rl.gemm_time_s_v(m, n, k, gpu, e8, peak, w, 1.0 if fp8 else 2.0, fp8)

@@ -12,7 +12,7 @@ Public functions (keyword shape arguments; scalars give a float, arrays an array
                           precision="bf16", graph=True) -> seconds
     ep_alltoall_time_s(*, num_tokens, hidden, topk, ep, gpu, eff, precision="bf16") -> seconds
         (one dispatch plus one combine)
-    moe_kernel_family(precision, kernel="") -> "triton" | "triton_fp8" | "cutlass" | "marlin" | "oai"
+    moe_kernel_family(precision, kernel="") -> one of FAMILIES
 
 The fused-MoE layer (vLLM's `fused_experts` and its kernel variants) on one GPU of a layer split
 `tp` ways along each expert's FFN width and `ep` ways across experts: the GPU holds
@@ -27,23 +27,27 @@ rank waits for):
   experts and M-tile padding of the busiest rank.
 - compute: both GEMMs (gate/up: hidden -> 2 x inter; down: inter -> hidden) over each active
   expert's rows padded to the kernel's M tile (`_block_m`: 16 to 128 rows by the mean rows per
-  active expert), at `moe_<family>_compute_eff` of the tensor-core peak of the compute dtype
+  active expert), the down projection's K lengthened by `moe_<family>_k0` (a short K loop pays
+  its prologue and epilogue: narrow experts under MoE TP are slower per FLOP), at
+  `moe_<family>_compute_eff` of the tensor-core peak of the compute dtype
   (FP8 for fp8 / fp8_block on FP8 tensor cores; BF16 for the weight-only int4 / MXFP4 kernels,
   which dequantise in the loop).
 - memory: every active expert's weights once (bytes per element by dtype, block scales
-  included) plus the routed rows' activations, at `moe_<family>_mem_eff` of HBM bandwidth;
-  compute and memory blend as a p-norm (`moe_blend`).
+  included) plus the routed rows' activations, at `moe_<family>_mem_eff` of HBM bandwidth,
+  and `moe_<family>_expert_s` per active expert; compute and memory blend as a p-norm
+  (`moe_blend`).
 - rows: work over every one of the `num_tokens x topk` routed rows, local or not (the
   align/permute, the activation, the top-k sum, and in the Triton kernel the blocks of rows
-  routed to other ranks' experts, which write zeros): `moe_<family>_row_frac` x their
-  bytes ((2 x inter / tp + hidden) x 2 per row) at HBM bandwidth. This is why EP 128 of
+  routed to other ranks' experts, which write zeros): (`moe_<family>_row_h` x hidden +
+  `moe_<family>_row_i` x inter / tp) x 2 bytes per row at HBM bandwidth. This is why EP 128 of
   Qwen3-235B at 16k tokens costs 1.7 ms when its one local expert computes 0.05 ms of work.
 - fixed: `moe_<family>_overhead_s` per layer (the kernels' launches and prologues; clock-scaled).
 
 Kernel families (`moe_kernel_family`, from the dtype and the kernel name vLLM reports): `triton`
 (vLLM's Triton fused MoE, bf16), `triton_fp8` (the same with fp8 / block-fp8 weights and
-per-token-group activation quantisation), `cutlass` (FlashInfer's CUTLASS grouped GEMM, fp8 and
-block fp8), `marlin` (Marlin W4A16: int4 and MXFP4 weights), `oai` (the OpenAI Triton MXFP4
+per-token-group activation quantisation), `cutlass` (FlashInfer's CUTLASS grouped GEMM, block
+fp8), `cutlass_fp8` (the same kernel family with per-tensor fp8, ModelOpt checkpoints: on
+Hopper it streams each active expert's weights at ~1/7 of HBM bandwidth), `marlin` (Marlin W4A16: int4 and MXFP4 weights), `oai` (the OpenAI Triton MXFP4
 kernel gpt-oss runs). Parameters in costmodel/efficiencies.py (`MOE_FAMILIES`), fitted on
 AIConfigurator's H100 tables (costmodel/arch_defaults.py).
 
@@ -71,8 +75,8 @@ PRECISIONS = ("bf16", "fp8", "fp8_block", "int4", "mxfp4")
 # scale per 128, MXFP4 an 8-bit scale per 32
 W_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0 + 4.0 / (128 * 128), "int4": 0.5 + 2.0 / 128,
            "mxfp4": 0.5 + 1.0 / 32}
-FAMILIES = ("triton", "triton_fp8", "cutlass", "marlin", "oai")
-_DEFAULT_FAMILY = {"bf16": "triton", "fp8": "cutlass", "fp8_block": "triton_fp8", "int4": "marlin",
+FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "oai")
+_DEFAULT_FAMILY = {"bf16": "triton", "fp8": "cutlass_fp8", "fp8_block": "triton_fp8", "int4": "marlin",
                    "mxfp4": "oai"}
 _DRAWS = 16  # seeded draws averaged for power-law routing
 _BLOCK_M = (16, 32, 64, 128)
@@ -89,7 +93,7 @@ def moe_kernel_family(precision: str, kernel: str = "") -> str:
     if "oaitriton" in k or "mxfp4experts" in k:
         return "oai"
     if "cutlass" in k or "flashinfer" in k:
-        return "cutlass"
+        return "cutlass_fp8" if precision == "fp8" else "cutlass"
     if "triton" in k:
         return "triton" if precision == "bf16" else "triton_fp8"
     return _DEFAULT_FAMILY[precision]
@@ -134,24 +138,58 @@ def _balanced_counts(t: int, e: int, k: int) -> np.ndarray:
     return np.bincount(per_tok[~dup], minlength=e)
 
 
+def _fill(vals: np.ndarray, units: int, cap: int) -> np.ndarray:
+    """Add `units` one at a time to the smallest of `vals` below `cap` (water-filling), or take
+    -`units` from the largest: the collector's per-rank adjustment, in closed form."""
+    v = vals.astype(np.int64)
+    if units == 0 or v.size == 0:
+        return v
+    if units < 0:  # drain from the top: the negative of filling -v up from below
+        return -_fill(-v, -units, 0)
+    room = np.maximum(cap - v, 0)
+    units = min(units, int(room.sum()))
+    lo, hi = int(v.min()), cap
+    while lo < hi:  # the highest level L with sum(min(max(L - v, 0), room)) <= units
+        mid = (lo + hi + 1) // 2
+        if int(np.minimum(np.maximum(mid - v, 0), room).sum()) <= units:
+            lo = mid
+        else:
+            hi = mid - 1
+    out = np.maximum(v, np.minimum(lo, cap))
+    left = units - int((out - v).sum())
+    if left > 0:  # the rest one each to the lowest still below the cap
+        idx = np.flatnonzero(out < cap)
+        out[idx[np.argsort(out[idx], kind="stable")[:left]]] += 1
+    return out
+
+
+def _round_robin(n: np.ndarray, units: int, ep: int, cap: int) -> np.ndarray:
+    """Spread `units` (negative: remove) over the `ep` ranks in turn, each rank adding to its
+    least loaded expert (removing from its most loaded), as the collector adjusts its draws."""
+    groups = n.reshape(ep, -1).copy()
+    q, r = divmod(abs(units), ep)
+    sign = 1 if units > 0 else -1
+    for g in range(ep):
+        groups[g] = _fill(groups[g], sign * (q + (1 if g < r else 0)), cap)
+    return groups.ravel()
+
+
 def _power_law_counts(t: int, e: int, k: int, ep: int, alpha: float,
                       rng: np.random.Generator) -> np.ndarray:
-    """One draw of the collector's power-law loads (sorted per rank is not needed: only the
-    multiset of the heaviest rank's loads matters)."""
+    """One draw of the collector's power-law loads on its busiest rank: per-expert loads from
+    a power law (between 1 and 0.8 x tokens; 0.01 and 2 when there are fewer routed rows than
+    experts), scaled to tokens x top-k, capped at one per token, the excess and the rounding
+    spread over the ranks in turn; the heaviest rank is the one measured."""
     lo, hi = (1.0, t * 0.8) if t * k > e else (0.01, 2.0)
     u = rng.random(e)
     x = ((hi ** (1 - alpha) - lo ** (1 - alpha)) * u + lo ** (1 - alpha)) ** (1 / (1 - alpha))
     n = np.round(x / x.sum() * t * k).astype(np.int64)
+    over = int(np.maximum(n - t, 0).sum())
     n = np.minimum(n, t)  # an expert takes a token at most once
-    short = t * k - int(n.sum())
-    while short != 0:  # spread the remainder (or excess) one at a time, smallest (largest) first
-        order = np.argsort(n) if short > 0 else np.argsort(-n)
-        ok = n[order] < t if short > 0 else n[order] > 0
-        cand = order[ok][:abs(short)]
-        if cand.size == 0:
-            break
-        n[cand] += 1 if short > 0 else -1
-        short -= cand.size if short > 0 else -cand.size
+    if over:
+        n = _round_robin(n, over, ep, t)
+    if (d := t * k - int(n.sum())) != 0:
+        n = _round_robin(n, d, ep, t)
     groups = n.reshape(ep, e // ep)
     return groups[int(np.argmax(groups.sum(axis=1)))]
 
@@ -237,11 +275,15 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     peak = np.where(fp8, gpu.fp8_flops, gpu.bf16_flops)
     wb = np.array([W_BYTES[p] for p in prec])
     ab = np.where(fp8, 1.0, 2.0)
-    t_c = 2.0 * padded * h * 3.0 * il / (peak * _fam_params(eff, fam, "compute_eff"))
+    t_c = 2.0 * padded * h * (3.0 * il + _fam_params(eff, fam, "k0")) \
+        / (peak * _fam_params(eff, fam, "compute_eff"))
     nbytes = active * 3.0 * h * il * wb + rows * (h * ab + 2 * il * 2.0 + il * (2.0 + ab) + h * 2.0)
-    t_m = nbytes / (gpu.hbm_bw_bytes_s * _fam_params(eff, fam, "mem_eff"))
-    t_rows = _fam_params(eff, fam, "row_frac") * t * k * (2.0 * il + h) * 2.0 / gpu.hbm_bw_bytes_s
-    fixed = _fam_params(eff, fam, "overhead_s") * clock_scale(gpu)
+    cs = clock_scale(gpu)
+    t_m = nbytes / (gpu.hbm_bw_bytes_s * _fam_params(eff, fam, "mem_eff")) \
+        + active * _fam_params(eff, fam, "expert_s") * cs
+    t_rows = t * k * 2.0 * (h * _fam_params(eff, fam, "row_h") + il * _fam_params(eff, fam, "row_i")) \
+        / gpu.hbm_bw_bytes_s
+    fixed = _fam_params(eff, fam, "overhead_s") * cs
     out = np.where(t > 0, _blend_v(t_c, t_m, eff.moe_blend) + t_rows + fixed, 0.0)
     return float(out[0]) if scalar else out
 
