@@ -281,7 +281,7 @@ def _roofline_family(kind: str, r: pd.DataFrame, gpu, eff: Efficiencies, tables)
             inter=r["inter"].to_numpy(), topk=r["topk"].to_numpy(),
             num_experts=r["num_experts"].to_numpy(), gpu=gpu, eff=eff,
             precision=r["precision"].to_numpy(), tp=r["moe_tp"].to_numpy(),
-            ep=r["moe_ep"].to_numpy(), routing=r["routing"].replace("", "balanced").to_numpy(),
+            ep=r["moe_ep"].to_numpy(), gated=r["moe_gated"].to_numpy() != 0, routing=r["routing"].replace("", "balanced").to_numpy(),
             kernel=r["kernel"].to_numpy())
     if kind in MLA_OPS:
         return _mla(kind, r, gpu, eff)

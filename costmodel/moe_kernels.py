@@ -6,7 +6,7 @@ Public functions (keyword shape arguments; scalars give a float, arrays an array
     moe_routing_stats(*, num_tokens, num_experts, topk, ep=1, routing="balanced")
         -> RoutingStats(rows, active, padded): what the busiest EP rank computes
     fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu, eff, precision="bf16",
-                     tp=1, ep=1, routing="balanced", kernel="") -> seconds
+                     tp=1, ep=1, routing="balanced", kernel="", gated=True) -> seconds
     router_time_s(*, num_tokens, hidden, num_experts, gpu, eff) -> seconds
     shared_experts_time_s(*, num_tokens, hidden, inter, gpu, eff, num_shared=1, tp=1,
                           precision="bf16", graph=True) -> seconds
@@ -242,9 +242,11 @@ def _fam_params(eff: Efficiencies, fam: np.ndarray, name: str) -> np.ndarray:
 
 def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: HardwareSpec,
                      eff: Efficiencies, precision="bf16", tp=1, ep=1, routing="balanced",
-                     kernel=""):
+                     kernel="", gated=True):
     """Seconds of one fused-MoE layer on one GPU of a `tp` x `ep` split (module docstring).
-    Shape arguments and `precision` / `routing` / `kernel` may be arrays of one length."""
+    Shape arguments and `precision` / `routing` / `kernel` / `gated` may be arrays of one
+    length. `gated`: gate and up projections (SiLU-and-mul); False: an up projection alone
+    (squared-ReLU experts, Nemotron-3)."""
     scalar = np.ndim(num_tokens) == 0
     t, h, i, k, e, tp_, ep_ = (np.atleast_1d(np.asarray(x, dtype=np.int64))
                                for x in (num_tokens, hidden, inter, topk, num_experts, tp, ep))
@@ -271,13 +273,14 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     bm = _block_m(rows / np.maximum(active, 1.0))
     padded = padded_all[np.arange(len(t)), bm]
     il = i / tp_
+    mats = np.where(np.broadcast_to(np.atleast_1d(np.asarray(gated, dtype=bool)), t.shape), 3.0, 2.0)
     fp8 = np.isin(prec, ("fp8", "fp8_block")) & np.isin(fam, ("triton_fp8", "cutlass")) & gpu.has_fp8
     peak = np.where(fp8, gpu.fp8_flops, gpu.bf16_flops)
     wb = np.array([W_BYTES[p] for p in prec])
     ab = np.where(fp8, 1.0, 2.0)
-    t_c = 2.0 * padded * h * (3.0 * il + _fam_params(eff, fam, "k0")) \
+    t_c = 2.0 * padded * h * (mats * il + _fam_params(eff, fam, "k0")) \
         / (peak * _fam_params(eff, fam, "compute_eff"))
-    nbytes = active * 3.0 * h * il * wb + rows * (h * ab + 2 * il * 2.0 + il * (2.0 + ab) + h * 2.0)
+    nbytes = active * mats * h * il * wb + rows * (h * ab + (mats - 1) * il * 2.0 + il * (2.0 + ab) + h * 2.0)
     cs = clock_scale(gpu)
     t_m = nbytes / (gpu.hbm_bw_bytes_s * _fam_params(eff, fam, "mem_eff")) \
         + active * _fam_params(eff, fam, "expert_s") * cs

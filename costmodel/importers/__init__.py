@@ -27,6 +27,7 @@ seconds, sizes in elements or bytes as named). Columns (`COLUMNS`, in this order
 | `routing` | str | MoE rows: how tokens were routed to experts, `balanced` or `power_law_<alpha>` |
 | `hidden`, `inter` | int | MoE rows: hidden size and one expert's FFN width (whole model, before `moe_tp`); MLA rows: `hidden` |
 | `topk`, `num_experts` | int | MoE rows: experts per token, routed experts in the model |
+| `moe_gated` | int | MoE rows: 1 for gated experts (gate and up projections, SiLU-and-mul), 0 for an up projection alone (squared ReLU) |
 | `moe_tp`, `moe_ep` | int | MoE rows: tensor- and expert-parallel sizes of the MoE layer (the row is one GPU's share) |
 | `q_lora_rank`, `kv_lora_rank`, `qk_nope_dim`, `qk_rope_dim`, `v_head_dim` | int | MLA rows: DeepSeek-style attention dimensions |
 | `measured_s` | float | the measured time, seconds |
@@ -77,12 +78,12 @@ STR_COLUMNS = ("source", "row_id", "gpu", "model", "op", "kernel", "precision", 
                "routing")
 INT_COLUMNS = ("tp", "pp", "m", "n", "k", "num_tokens", "batch_size", "prefill_len",
                "context_len", "gen_len", "num_heads", "num_kv_heads", "head_dim", "window", "num_gpus",
-               "hidden", "inter", "topk", "num_experts", "moe_tp", "moe_ep", "q_lora_rank",
+               "hidden", "inter", "topk", "num_experts", "moe_tp", "moe_ep", "moe_gated", "q_lora_rank",
                "kv_lora_rank", "qk_nope_dim", "qk_rope_dim", "v_head_dim")
 FLOAT_COLUMNS = ("msg_bytes", "measured_s")
 COLUMNS = STR_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
 _DEFAULTS = {"precision": "bf16", "kv_dtype": "bf16", "tp": 1, "pp": 1, "num_gpus": 1,
-             "moe_tp": 1, "moe_ep": 1}
+             "moe_tp": 1, "moe_ep": 1, "moe_gated": 1}
 
 
 def require_columns(df: pd.DataFrame, needed: Iterable[str], file: str | Path) -> None:

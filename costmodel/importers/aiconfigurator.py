@@ -47,6 +47,10 @@ _DTYPE = {"bfloat16": "bf16", "float16": "bf16", "half": "bf16", "fp8": "fp8",
           "fp8_block": "fp8_block", "float8_e4m3fn": "fp8", "int8": "fp8"}
 _MOE_DTYPE = {"bfloat16": "bf16", "float16": "bf16", "fp8": "fp8", "fp8_block": "fp8_block",
               "int4_wo": "int4", "w4a16_mxfp4": "mxfp4"}
+# MoE shapes (hidden, inter, experts, top-k) of models whose experts are not gated (an up
+# projection and squared ReLU, no gate): NVIDIA's Nemotron-3 Nano and Super. The tables do not
+# say; these rows are a third cheaper than a gated expert of the same width.
+NON_GATED_MOE = {(2688, 1856, 128, 6), (2048, 5120, 512, 22), (1024, 2688, 512, 22)}
 # MLA dimensions per architecture (the `config.json` of each): hidden, q LoRA rank, KV LoRA rank,
 # qk nope and rope head dims, v head dim
 MLA_DIMS = {
@@ -186,12 +190,15 @@ def read_moe(path: Path, root: Path, gpu: str | None, notes: list[str] | None = 
                      + f" (the cost model prices {', '.join(sorted(_MOE_DTYPE))})")
     df = df[ok].reset_index(drop=True)
     routing = df["distribution"].astype(str) if "distribution" in df else "balanced"
+    shape = zip(df["hidden_size"], df["inter_size"], df["num_experts"], df["topk"], strict=True)
+    gated = [0 if s in NON_GATED_MOE else 1 for s in shape]
     return concat([pd.DataFrame({**_base(df, path, root, gpu, "moe", notes),
                                  "precision": df["moe_dtype"].map(_MOE_DTYPE),
                                  "num_tokens": df["num_tokens"], "hidden": df["hidden_size"],
                                  "inter": df["inter_size"], "topk": df["topk"],
                                  "num_experts": df["num_experts"], "moe_tp": df["moe_tp_size"],
-                                 "moe_ep": df["moe_ep_size"], "routing": routing})])
+                                 "moe_ep": df["moe_ep_size"], "moe_gated": gated,
+                                 "routing": routing})])
 
 
 def read_mla(path: Path, root: Path, gpu: str | None, notes: list[str] | None = None) -> pd.DataFrame:
