@@ -183,7 +183,8 @@ def _kernels_informing(rows: pd.DataFrame, name: str) -> list[str]:
     from costmodel.measured import PARAMS_BY_FAMILY, family
 
     fams = {f for f, ps in PARAMS_BY_FAMILY.items() if name in ps}
-    fams = {"comm" if f.startswith("comm") else "gemm" if f.startswith("gemm") else f for f in fams}
+    fams = {"comm" if f.startswith("comm") else "gemm" if f.startswith("gemm")
+            else "moe" if f.startswith("moe_") else f for f in fams}
     elem_ops = {op for op, p in rl.ELEM_EFF_PARAM.items() if p == name}
     if name in ("elem_overhead_s", "norm_row_elem_s"):
         elem_ops = set(rl.ELEM_EFF_PARAM)

@@ -4,7 +4,11 @@
 row, computed from the same roofline functions `CostModel` uses, vectorised over rows:
 - GEMM rows -> `roofline.gemm_time_s_v` at the row's (m, n, k) and precision;
 - elementwise rows -> `roofline.elementwise_time_s_v` of m (k + n) x 2 bytes;
+- GEMM rows of `fp8_block` precision -> `block_fp8.block_fp8_gemm_time_s` (timed eagerly);
 - attention rows -> prefill / decode attention of the row's batch, heads and lengths;
+- `moe` rows -> `moe_kernels.fused_moe_time_s` (the row's kernel family);
+- `mla_prefill` / `mla_decode` rows -> `mla.mla_prefill_time_s` / `mla_decode_time_s` (the
+  path from the row's kernel: FLASH_ATTN prefills, the MLA kernels run the absorbed path);
 - collective rows -> all-reduce / all-gather / ... over NVLink (or the NIC across nodes);
 - `prefill_step` / `decode_step` rows -> `CostModel.step_time_s` for the model, GPU and TP.
 Rows whose model has no preset predict NaN; `skipped_mask` tells which rows no prediction is
@@ -21,10 +25,18 @@ import pandas as pd
 from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.arch_defaults import default_efficiencies
-from costmodel.efficiencies import ELEM_EFF_PARAM, PARAM_BOUNDS, Efficiencies
+from costmodel.efficiencies import ELEM_EFF_PARAM, MOE_FAMILIES, PARAM_BOUNDS, Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
-from costmodel.importers import ATTENTION_OPS, COMM_OPS, ELEMENTWISE_OPS, GEMM_OPS, STEP_OPS
+from costmodel.importers import (
+    ATTENTION_OPS,
+    COMM_OPS,
+    ELEMENTWISE_OPS,
+    GEMM_OPS,
+    MLA_OPS,
+    MOE_OPS,
+    STEP_OPS,
+)
 
 _W_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "int4": 0.5 + 2.0 / 128}
 _KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 64}
@@ -46,6 +58,14 @@ PARAMS_BY_FAMILY = {
     "comm_net": ("net_latency_s", "net_bw_eff", "comm_base_s"),
     "comm_net_p2p": ("net_latency_s", "net_bw_eff"),
     "step": ("host_overhead_s", "host_per_seq_s"),
+    "gemm_fp8_block": ("fp8b_compute_eff", "fp8b_flashinfer_host_s", "fp8b_deepgemm_host_s",
+                       "fp8b_cutlass_host_s", "fp8b_host_blend"),
+    "mla_prefill": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff",
+                    "mla_prefill_compute_eff"),
+    "mla_decode": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff"),
+    **{f"moe_{f}": ("moe_blend",) + tuple(f"moe_{f}_{n}" for n in (
+        "compute_eff", "mem_eff", "k0", "expert_s", "row_h", "row_i", "overhead_s"))
+       for f in MOE_FAMILIES},
 }
 
 
@@ -60,18 +80,28 @@ def family(op: str) -> str:
         return "comm"
     if op in STEP_OPS:
         return "step"
-    raise ServePlanError(f"op {op!r}; expected one of {', '.join(GEMM_OPS + ELEMENTWISE_OPS + ATTENTION_OPS + COMM_OPS + STEP_OPS)}")
+    if op in MOE_OPS + MLA_OPS:
+        return op
+    raise ServePlanError(f"op {op!r}; expected one of {', '.join(GEMM_OPS + ELEMENTWISE_OPS + ATTENTION_OPS + COMM_OPS + STEP_OPS + MOE_OPS + MLA_OPS)}")
 
 
 def informed_params(rows: pd.DataFrame) -> list[str]:
     """Parameters that the rows' ops depend on, in Efficiencies field order."""
     names: set[str] = set()
-    if "precision" in rows and rows["precision"].isin(("fp8", "fp8_block")).any() \
-            and rows["op"].isin(GEMM_OPS).any():
+    gemm = rows["op"].isin(GEMM_OPS)
+    if "precision" in rows and (gemm & rows["precision"].isin(("fp8", "fp8_block"))).any():
         names |= set(PARAMS_BY_FAMILY["gemm_fp8"])
+    if "precision" in rows and (gemm & (rows["precision"] == "fp8_block")).any():
+        names |= set(PARAMS_BY_FAMILY["gemm_fp8_block"])
     for op in rows["op"].unique():
         fam = family(op)
-        if fam == "comm":
+        if fam == "moe":
+            from costmodel.moe_kernels import moe_kernel_family
+
+            sel = rows[rows["op"] == op]
+            for prec, kern in sel[["precision", "kernel"]].drop_duplicates().itertuples(index=False):
+                names |= set(PARAMS_BY_FAMILY["moe_" + moe_kernel_family(prec, kern)])
+        elif fam == "comm":
             sel = rows[rows["op"] == op]
             net = _internode(sel, _gpus_per_node(sel))
             if (~net).any():
@@ -243,7 +273,38 @@ def _roofline_family(kind: str, r: pd.DataFrame, gpu, eff: Efficiencies, tables)
                                        l2_warm=True)  # a kernel timed in a loop
     if kind == "comm":
         return _comm(r, gpu, eff)
+    if kind == "moe":
+        from costmodel.moe_kernels import fused_moe_time_s
+
+        return fused_moe_time_s(
+            num_tokens=r["num_tokens"].to_numpy(), hidden=r["hidden"].to_numpy(),
+            inter=r["inter"].to_numpy(), topk=r["topk"].to_numpy(),
+            num_experts=r["num_experts"].to_numpy(), gpu=gpu, eff=eff,
+            precision=r["precision"].to_numpy(), tp=r["moe_tp"].to_numpy(),
+            ep=r["moe_ep"].to_numpy(), gated=r["moe_gated"].to_numpy() != 0, routing=r["routing"].replace("", "balanced").to_numpy(),
+            kernel=r["kernel"].to_numpy())
+    if kind in MLA_OPS:
+        return _mla(kind, r, gpu, eff)
     return _steps(r, gpu, eff, tables)
+
+
+def _mla(kind: str, r: pd.DataFrame, gpu, eff: Efficiencies) -> np.ndarray:
+    from costmodel import mla
+
+    dims = {c: r[c].to_numpy() for c in ("hidden", "q_lora_rank", "kv_lora_rank", "qk_nope_dim",
+                                         "qk_rope_dim", "v_head_dim")}
+    common = dict(num_heads=r["num_heads"].to_numpy(), gpu=gpu, eff=eff,
+                  precision=r["precision"].to_numpy(), kv_dtype=r["kv_dtype"].to_numpy(), **dims)
+    if kind == "mla_decode":
+        return mla.mla_decode_time_s(batch=r["batch_size"].to_numpy(),
+                                     context_len=r["context_len"].to_numpy(),
+                                     q_tokens=np.maximum(r["prefill_len"].to_numpy(), 1), **common)
+    # the kernel the table names says which path ran (FLASH_ATTN: prefill; the MLA kernels: absorbed)
+    kern = r["kernel"].to_numpy()
+    absorbed = np.where(kern == "", r["prefill_len"].to_numpy() <= mla.ABSORB_MAX_CHUNK,
+                        kern != "FLASH_ATTN")
+    return mla.mla_prefill_time_s(batch=r["batch_size"].to_numpy(),
+                                  prompt_len=r["prefill_len"].to_numpy(), absorbed=absorbed, **common)
 
 
 def _gemm(r: pd.DataFrame, gpu, eff: Efficiencies) -> np.ndarray:
@@ -253,7 +314,18 @@ def _gemm(r: pd.DataFrame, gpu, eff: Efficiencies) -> np.ndarray:
     w = r["precision"].map(_W_BYTES).fillna(2.0).to_numpy()
     act = np.where(fp8, 1.0, 2.0)
     m, n, k = (r[c].to_numpy(np.int64) for c in ("m", "n", "k"))
-    return rl.gemm_time_s_v(m, n, k, gpu, eff, peak, w, act, fp8)
+    t = rl.gemm_time_s_v(m, n, k, gpu, eff, peak, w, act, fp8)
+    block = prec == "fp8_block"
+    if block.any():  # block-scaled fp8, timed eagerly as the tables are (costmodel/block_fp8.py)
+        from costmodel.block_fp8 import block_fp8_gemm_time_s, block_fp8_kernel
+
+        kern = r["kernel"].str.lower().to_numpy()
+        kern = np.select([np.char.find(kern.astype(str), x) >= 0 for x in ("flashinfer", "deepgemm", "cutlass")],
+                         ["flashinfer", "deepgemm", "cutlass"], "")
+        kern = np.where(kern == "", block_fp8_kernel(m, n, k), kern)
+        t = np.where(block, block_fp8_gemm_time_s(m=m, n=n, k=k, gpu=gpu, eff=eff, graph=False,
+                                                  kernel=kern), t)
+    return t
 
 
 def _internode(r: pd.DataFrame, gpus_per_node) -> np.ndarray:

@@ -11,7 +11,7 @@ seconds, sizes in elements or bytes as named). Columns (`COLUMNS`, in this order
 | `model` | str | model preset, or "" when the row is a bare kernel shape |
 | `op` | str | what was timed; one of `OPS` (below) |
 | `kernel` | str | kernel / backend named by the source ("" if none) |
-| `precision` | str | GEMM compute precision: `bf16`, `fp8`, `fp8_block` |
+| `precision` | str | GEMM compute precision: `bf16`, `fp8` (per-tensor scales), `fp8_block` (128 x 128 block scales); MoE expert weights also `int4`, `mxfp4` |
 | `kv_dtype` | str | KV-cache dtype for attention rows: `bf16`, `fp8` |
 | `tp`, `pp` | int | parallelism of the model the row belongs to (1 for bare kernels) |
 | `m`, `n`, `k` | int | GEMM `C[m,n] = A[m,k] @ W[k,n]`; elementwise ops: `m` tokens, `k` input and `n` output elements per token (bytes moved = m (k + n) x 2) |
@@ -24,11 +24,23 @@ seconds, sizes in elements or bytes as named). Columns (`COLUMNS`, in this order
 | `window` | int | sliding-window length in tokens, 0 = full attention |
 | `num_gpus` | int | GPUs taking part in a collective |
 | `msg_bytes` | float | collective message size in bytes (per GPU input) |
+| `routing` | str | MoE rows: how tokens were routed to experts, `balanced` or `power_law_<alpha>` |
+| `hidden`, `inter` | int | MoE rows: hidden size and one expert's FFN width (whole model, before `moe_tp`); MLA rows: `hidden` |
+| `topk`, `num_experts` | int | MoE rows: experts per token, routed experts in the model |
+| `moe_gated` | int | MoE rows: 1 for gated experts (gate and up projections, SiLU-and-mul), 0 for an up projection alone (squared ReLU) |
+| `moe_tp`, `moe_ep` | int | MoE rows: tensor- and expert-parallel sizes of the MoE layer (the row is one GPU's share) |
+| `q_lora_rank`, `kv_lora_rank`, `qk_nope_dim`, `qk_rope_dim`, `v_head_dim` | int | MLA rows: DeepSeek-style attention dimensions |
 | `measured_s` | float | the measured time, seconds |
 
 Ops: GEMMs `gemm`, `qkv_proj`, `o_proj`, `mlp_up_proj`, `mlp_down_proj`, `lm_head`;
 elementwise `embedding`, `input_layernorm`, `post_attention_layernorm`, `rope`, `mlp_act`,
-`residual_add`; attention `attn_prefill` (a batch of `batch_size` prompts, `prefill_len` new
+`residual_add`; mixture of experts `moe` (one fused-MoE layer on one GPU: `num_tokens` tokens
+routed top-`topk` over `num_experts` experts of width `inter`, the GPU's `1/moe_ep` of the
+experts and `1/moe_tp` of each expert's width; `precision` the expert weights: `bf16`, `fp8`,
+`fp8_block`, `int4`, `mxfp4`); MLA attention modules (projections, norms, RoPE, attention and
+output projection of one DeepSeek-style layer) `mla_prefill` (`batch_size` prompts of
+`prefill_len` tokens) and `mla_decode` (`batch_size` sequences of `context_len` cached tokens),
+`num_heads` per GPU, `precision` the projections' GEMMs; attention `attn_prefill` (a batch of `batch_size` prompts, `prefill_len` new
 tokens each over `context_len` cached ones) and `attn_decode` (`batch_size` sequences of
 `context_len` cached tokens, one query each); collectives `all_reduce`, `all_gather`,
 `reduce_scatter`, `alltoall`, `send_recv`; whole iterations `prefill_step` (prefill of
@@ -55,17 +67,23 @@ GEMM_OPS = ("gemm", "qkv_proj", "o_proj", "mlp_up_proj", "mlp_down_proj", "lm_he
 ELEMENTWISE_OPS = ("embedding", "input_layernorm", "post_attention_layernorm", "rope", "mlp_act",
                    "residual_add")
 ATTENTION_OPS = ("attn_prefill", "attn_decode")
+MOE_OPS = ("moe",)
+MLA_OPS = ("mla_prefill", "mla_decode")
 COMM_OPS = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "send_recv")
 STEP_OPS = ("prefill_step", "decode_step")
-OPS = GEMM_OPS + ELEMENTWISE_OPS + ATTENTION_OPS + COMM_OPS + STEP_OPS
+OPS = GEMM_OPS + ELEMENTWISE_OPS + ATTENTION_OPS + COMM_OPS + STEP_OPS + MOE_OPS + MLA_OPS
 FORMATS = ("vidur", "aiconfigurator", "splitwise", "native")
 
-STR_COLUMNS = ("source", "row_id", "gpu", "model", "op", "kernel", "precision", "kv_dtype")
+STR_COLUMNS = ("source", "row_id", "gpu", "model", "op", "kernel", "precision", "kv_dtype",
+               "routing")
 INT_COLUMNS = ("tp", "pp", "m", "n", "k", "num_tokens", "batch_size", "prefill_len",
-               "context_len", "gen_len", "num_heads", "num_kv_heads", "head_dim", "window", "num_gpus")
+               "context_len", "gen_len", "num_heads", "num_kv_heads", "head_dim", "window", "num_gpus",
+               "hidden", "inter", "topk", "num_experts", "moe_tp", "moe_ep", "moe_gated", "q_lora_rank",
+               "kv_lora_rank", "qk_nope_dim", "qk_rope_dim", "v_head_dim")
 FLOAT_COLUMNS = ("msg_bytes", "measured_s")
 COLUMNS = STR_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
-_DEFAULTS = {"precision": "bf16", "kv_dtype": "bf16", "tp": 1, "pp": 1, "num_gpus": 1}
+_DEFAULTS = {"precision": "bf16", "kv_dtype": "bf16", "tp": 1, "pp": 1, "num_gpus": 1,
+             "moe_tp": 1, "moe_ep": 1, "moe_gated": 1}
 
 
 def require_columns(df: pd.DataFrame, needed: Iterable[str], file: str | Path) -> None:

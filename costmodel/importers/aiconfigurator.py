@@ -7,6 +7,16 @@ Layout (ai-dynamo/aiconfigurator's `systems/data/<gpu>/...`; a folder or any one
   tokens; `generation_attention_perf.parquet`: one decode step of `batch_size` sequences whose
   cache holds `isl + step` tokens. Both give `num_heads`, `num_key_value_heads` (per GPU),
   `head_dim`, `kv_cache_dtype`, `window_size`, `latency` (ms).
+- `moe/<framework>/<version>/moe_perf.parquet`: one fused-MoE layer on one GPU, `num_tokens`,
+  `hidden_size`, `inter_size` (the whole expert's FFN width), `topk`, `num_experts`,
+  `moe_tp_size`, `moe_ep_size` (the GPU holds `1/moe_ep` of the experts and `1/moe_tp` of each
+  one's width), `distribution` (`balanced`, `power_law_<alpha>`), `moe_dtype` (`bfloat16`,
+  `fp8`, `fp8_block`, `int4_wo`, `w4a16_mxfp4`), `kernel_source`, `latency` (ms) -> op `moe`.
+- `mla/<framework>/<version>/mla_{context,generation}_module_perf.parquet`: one DeepSeek-style
+  MLA attention module (projections + attention + output), `num_heads` per GPU, `batch_size`,
+  `isl` (context: prompt tokens) and `step` (generation: cached tokens), `kv_cache_dtype`,
+  `gemm_type` (the projections: `bfloat16`, `fp8_block`), `architecture` (the MLA dimensions
+  come from it: `MLA_DIMS`) -> ops `mla_prefill`, `mla_decode`.
 - `comm/nccl/.../nccl_perf.{parquet,csv}` and `comm/vllm/.../custom_allreduce_perf.*`:
   `op_name`, `num_gpus`, `message_size` (elements of `nccl_dtype` / `allreduce_dtype`),
   `latency` (ms).
@@ -31,9 +41,23 @@ from costmodel.importers import concat, read_table, relname, require_columns, re
 
 MS = 1e-3
 TABLES = ("gemm_perf", "context_attention_perf", "generation_attention_perf", "nccl_perf",
-          "custom_allreduce_perf")
+          "custom_allreduce_perf", "moe_perf", "mla_context_module_perf",
+          "mla_generation_module_perf")
 _DTYPE = {"bfloat16": "bf16", "float16": "bf16", "half": "bf16", "fp8": "fp8",
           "fp8_block": "fp8_block", "float8_e4m3fn": "fp8", "int8": "fp8"}
+_MOE_DTYPE = {"bfloat16": "bf16", "float16": "bf16", "fp8": "fp8", "fp8_block": "fp8_block",
+              "int4_wo": "int4", "w4a16_mxfp4": "mxfp4"}
+# MoE shapes (hidden, inter, experts, top-k) of models whose experts are not gated (an up
+# projection and squared ReLU, no gate): NVIDIA's Nemotron-3 Nano and Super. The tables do not
+# say; these rows are a third cheaper than a gated expert of the same width.
+NON_GATED_MOE = {(2688, 1856, 128, 6), (2048, 5120, 512, 22), (1024, 2688, 512, 22)}
+# MLA dimensions per architecture (the `config.json` of each): hidden, q LoRA rank, KV LoRA rank,
+# qk nope and rope head dims, v head dim
+MLA_DIMS = {
+    "DeepseekV3ForCausalLM": (7168, 1536, 512, 128, 64, 128),
+    "DeepseekV2ForCausalLM": (5120, 1536, 512, 128, 64, 128),
+    "KimiK2ForCausalLM": (7168, 1536, 512, 128, 64, 128),
+}
 _ELEM_BYTES = {"half": 2, "bfloat16": 2, "float16": 2, "float": 4, "float32": 4, "int8": 1,
                "fp8": 1}
 # substrings of CUDA device names -> presets, most specific first; None: a GPU with no preset
@@ -151,6 +175,62 @@ def read_comm(path: Path, root: Path, gpu: str | None,
                                  "msg_bytes": df["message_size"].astype(float) * elem})])
 
 
+def read_moe(path: Path, root: Path, gpu: str | None, notes: list[str] | None = None) -> pd.DataFrame:
+    df = read_table(path)
+    require_columns(df, ("moe_dtype", "num_tokens", "hidden_size", "inter_size", "topk",
+                         "num_experts", "moe_tp_size", "moe_ep_size", "latency"), path)
+    vals = df["moe_dtype"].astype(str)
+    ok = vals.isin(list(_MOE_DTYPE))
+    if not ok.any():
+        raise ServePlanError(f"{path}: moe_dtype {sorted(set(vals))}; expected one of {sorted(_MOE_DTYPE)}")
+    if not ok.all() and notes is not None:
+        left = vals[~ok].value_counts()
+        notes.append(f"{path.name}: left out {int((~ok).sum())} rows of moe_dtype "
+                     + ", ".join(f"{k} ({v})" for k, v in left.items())
+                     + f" (the cost model prices {', '.join(sorted(_MOE_DTYPE))})")
+    df = df[ok].reset_index(drop=True)
+    routing = df["distribution"].astype(str) if "distribution" in df else "balanced"
+    shape = zip(df["hidden_size"], df["inter_size"], df["num_experts"], df["topk"], strict=True)
+    gated = [0 if s in NON_GATED_MOE else 1 for s in shape]
+    return concat([pd.DataFrame({**_base(df, path, root, gpu, "moe", notes),
+                                 "precision": df["moe_dtype"].map(_MOE_DTYPE),
+                                 "num_tokens": df["num_tokens"], "hidden": df["hidden_size"],
+                                 "inter": df["inter_size"], "topk": df["topk"],
+                                 "num_experts": df["num_experts"], "moe_tp": df["moe_tp_size"],
+                                 "moe_ep": df["moe_ep_size"], "moe_gated": gated,
+                                 "routing": routing})])
+
+
+def read_mla(path: Path, root: Path, gpu: str | None, notes: list[str] | None = None) -> pd.DataFrame:
+    df = read_table(path)
+    prefill = "context" in path.stem
+    require_columns(df, ("num_heads", "batch_size", "isl", "architecture", "latency")
+                    + (() if prefill else ("step",)), path)
+    arch = df["architecture"].astype(str)
+    unknown = sorted(set(arch) - set(MLA_DIMS))
+    if unknown:
+        raise ServePlanError(f"{path}: architecture {unknown}; MLA dimensions known for "
+                             f"{', '.join(sorted(MLA_DIMS))}")
+    if "kv_cache_dtype" in df:
+        df = _known(df, "kv_cache_dtype", path, notes if notes is not None else [])
+    if "gemm_type" in df:
+        df = _known(df, "gemm_type", path, notes if notes is not None else [])
+        arch = df["architecture"].astype(str)
+    dims = np.array([MLA_DIMS[a] for a in arch], dtype=np.int64).reshape(-1, 6)
+    cols = {**_base(df, path, root, gpu, "mla_prefill" if prefill else "mla_decode", notes),
+            "precision": df["gemm_type"].map(_DTYPE) if "gemm_type" in df else "bf16",
+            "kv_dtype": df["kv_cache_dtype"].map(_DTYPE) if "kv_cache_dtype" in df else "bf16",
+            "batch_size": df["batch_size"], "num_heads": df["num_heads"],
+            "num_kv_heads": 1, "hidden": dims[:, 0], "q_lora_rank": dims[:, 1],
+            "kv_lora_rank": dims[:, 2], "qk_nope_dim": dims[:, 3], "qk_rope_dim": dims[:, 4],
+            "v_head_dim": dims[:, 5]}
+    if prefill:
+        cols.update(prefill_len=df["isl"], context_len=0)
+    else:  # one new token per sequence over `step` cached ones
+        cols.update(prefill_len=df["isl"], context_len=df["step"])
+    return concat([pd.DataFrame(cols)])
+
+
 def _table_files(root: Path) -> list[Path]:
     if root.is_file():
         if root.stem not in TABLES:
@@ -175,6 +255,10 @@ def load_aiconfigurator(root: Path, gpu: str | None) -> pd.DataFrame:
     for f in files:
         if f.stem == "gemm_perf":
             frames.append(read_gemm(f, root, gpu, notes))
+        elif f.stem == "moe_perf":
+            frames.append(read_moe(f, root, gpu, notes))
+        elif f.stem.startswith("mla_"):
+            frames.append(read_mla(f, root, gpu, notes))
         elif "attention" in f.stem:
             frames.append(read_attention(f, root, gpu, notes))
         else:

@@ -1,0 +1,342 @@
+"""Mixture-of-experts kernel times on one GPU: the fused-MoE grouped GEMM, the router, shared
+experts, and expert-parallel dispatch / combine.
+
+Public functions (keyword shape arguments; scalars give a float, arrays an array):
+
+    moe_routing_stats(*, num_tokens, num_experts, topk, ep=1, routing="balanced")
+        -> RoutingStats(rows, active, padded): what the busiest EP rank computes
+    fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu, eff, precision="bf16",
+                     tp=1, ep=1, routing="balanced", kernel="", gated=True) -> seconds
+    router_time_s(*, num_tokens, hidden, num_experts, gpu, eff) -> seconds
+    shared_experts_time_s(*, num_tokens, hidden, inter, gpu, eff, num_shared=1, tp=1,
+                          precision="bf16", graph=True) -> seconds
+    ep_alltoall_time_s(*, num_tokens, hidden, topk, ep, gpu, eff, precision="bf16") -> seconds
+        (one dispatch plus one combine)
+    moe_kernel_family(precision, kernel="") -> one of FAMILIES
+
+The fused-MoE layer (vLLM's `fused_experts` and its kernel variants) on one GPU of a layer split
+`tp` ways along each expert's FFN width and `ep` ways across experts: the GPU holds
+`num_experts / ep` experts of width `inter / tp`. `num_tokens` tokens each pick `topk` experts;
+the GPU computes the rows routed to its own experts, as the busiest EP rank does (the one every
+rank waits for):
+
+- routing (`moe_routing_stats`): `balanced` is the deterministic spread AIConfigurator's
+  collector uses (token i picks experts i + j * ceil(E / k)); `power_law_<alpha>` is its skewed
+  routing (per-expert loads drawn from a power law, capped at one per token, the heaviest EP
+  group on the measured rank), averaged over `_DRAWS` seeded draws: the expected rows, active
+  experts and M-tile padding of the busiest rank.
+- compute: both GEMMs (gate/up: hidden -> 2 x inter; down: inter -> hidden) over each active
+  expert's rows padded to the kernel's M tile (`_block_m`: 16 to 128 rows by the mean rows per
+  active expert), the down projection's K lengthened by `moe_<family>_k0` (a short K loop pays
+  its prologue and epilogue: narrow experts under MoE TP are slower per FLOP), at
+  `moe_<family>_compute_eff` of the tensor-core peak of the compute dtype
+  (FP8 for fp8 / fp8_block on FP8 tensor cores; BF16 for the weight-only int4 / MXFP4 kernels,
+  which dequantise in the loop).
+- memory: every active expert's weights once (bytes per element by dtype, block scales
+  included) plus the routed rows' activations, at `moe_<family>_mem_eff` of HBM bandwidth,
+  and `moe_<family>_expert_s` per active expert; compute and memory blend as a p-norm
+  (`moe_blend`).
+- rows: work over every one of the `num_tokens x topk` routed rows, local or not (the
+  align/permute, the activation, the top-k sum, and in the Triton kernel the blocks of rows
+  routed to other ranks' experts, which write zeros): (`moe_<family>_row_h` x hidden +
+  `moe_<family>_row_i` x inter / tp) x 2 bytes per row at HBM bandwidth. This is why EP 128 of
+  Qwen3-235B at 16k tokens costs 1.7 ms when its one local expert computes 0.05 ms of work.
+- fixed: `moe_<family>_overhead_s` per layer (the kernels' launches and prologues; clock-scaled).
+
+Kernel families (`moe_kernel_family`, from the dtype and the kernel name vLLM reports): `triton`
+(vLLM's Triton fused MoE, bf16), `triton_fp8` (the same with fp8 / block-fp8 weights and
+per-token-group activation quantisation), `cutlass` (FlashInfer's CUTLASS grouped GEMM, block
+fp8), `cutlass_fp8` (the same kernel family with per-tensor fp8, ModelOpt checkpoints: on
+Hopper it streams each active expert's weights at ~1/7 of HBM bandwidth), `marlin` (Marlin W4A16: int4 and MXFP4 weights), `oai` (the OpenAI Triton MXFP4
+kernel gpt-oss runs). Parameters in costmodel/efficiencies.py (`MOE_FAMILIES`), fitted on
+AIConfigurator's H100 tables (costmodel/arch_defaults.py).
+
+Router: a bf16 GEMM (tokens x hidden -> experts) and a top-k softmax kernel. Shared experts: a
+dense gated MLP per token (costmodel/roofline.py GEMMs; block-fp8 in costmodel/block_fp8.py).
+Dispatch / combine: each token's hidden state goes to every other EP rank that holds one of its
+experts (expected distinct ranks among `topk` picks), over NVLink inside a node and over the
+NIC across nodes (`HardwareSpec` link bandwidths, `comm_*` / `net_*` efficiencies).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+
+from costmodel import roofline as rl
+from costmodel.efficiencies import Efficiencies, _blend_v, clock_scale
+from costmodel.errors import ServePlanError
+from costmodel.hardware import HardwareSpec
+
+PRECISIONS = ("bf16", "fp8", "fp8_block", "int4", "mxfp4")
+# weight bytes per element, scales included: fp8 block 128 x 128 fp32 scales, int4 a bf16
+# scale per 128, MXFP4 an 8-bit scale per 32
+W_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0 + 4.0 / (128 * 128), "int4": 0.5 + 2.0 / 128,
+           "mxfp4": 0.5 + 1.0 / 32}
+FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "oai")
+_DEFAULT_FAMILY = {"bf16": "triton", "fp8": "cutlass_fp8", "fp8_block": "triton_fp8", "int4": "marlin",
+                   "mxfp4": "oai"}
+_DRAWS = 16  # seeded draws averaged for power-law routing
+_BLOCK_M = (16, 32, 64, 128)
+
+
+def moe_kernel_family(precision: str, kernel: str = "") -> str:
+    """The kernel family that runs a fused-MoE layer of `precision` weights; `kernel` is the
+    name vLLM (or AIConfigurator's `kernel_source`) reports, "" for vLLM's default on Hopper."""
+    if precision not in W_BYTES:
+        raise ServePlanError(f"MoE precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    k = kernel.lower()
+    if "marlin" in k:
+        return "marlin"
+    if "oaitriton" in k or "mxfp4experts" in k:
+        return "oai"
+    if "cutlass" in k or "flashinfer" in k:
+        return "cutlass_fp8" if precision == "fp8" else "cutlass"
+    if "triton" in k:
+        return "triton" if precision == "bf16" else "triton_fp8"
+    return _DEFAULT_FAMILY[precision]
+
+
+class RoutingStats(NamedTuple):
+    rows: float  # routed rows the busiest EP rank computes
+    active: float  # its experts with at least one row
+    padded: tuple[float, ...]  # its rows padded to each M tile of _BLOCK_M
+
+
+def _alpha(routing: str) -> float:
+    if routing == "balanced":
+        return 0.0
+    if routing.startswith("power_law_"):
+        try:
+            a = float(routing[len("power_law_"):])
+        except ValueError:
+            a = -1.0
+        if a > 0 and a != 1.0:
+            return a
+    raise ServePlanError(f"MoE routing {routing!r}; expected 'balanced' or 'power_law_<alpha>' "
+                         "(alpha > 0, not 1, e.g. power_law_1.2)")
+
+
+def _stats(counts: np.ndarray) -> tuple[float, float, tuple[float, ...]]:
+    c = counts[counts > 0].astype(float)
+    return float(c.sum()), float(c.size), tuple(float((np.ceil(c / b) * b).sum()) for b in _BLOCK_M)
+
+
+def _balanced_counts(t: int, e: int, k: int) -> np.ndarray:
+    """Tokens per expert of AIConfigurator's balanced pattern (expert i + j * ceil(E / k) for
+    token i; spread evenly over the first stride of experts when there are fewer tokens)."""
+    stride = -(-e // k)
+    i = np.arange(t, dtype=np.float64)[:, None]
+    j = np.arange(k, dtype=np.float64)[None, :]
+    base = i if t >= stride else np.floor(i * stride / t)
+    ids = ((base + j * stride) % e).astype(np.int64)
+    # a token counts once per expert (the collector one-hot-sums its picks)
+    per_tok = np.sort(ids, axis=1)
+    dup = np.concatenate([np.zeros((t, 1), bool), per_tok[:, 1:] == per_tok[:, :-1]], axis=1)
+    return np.bincount(per_tok[~dup], minlength=e)
+
+
+def _fill(vals: np.ndarray, units: int, cap: int) -> np.ndarray:
+    """Add `units` one at a time to the smallest of `vals` below `cap` (water-filling), or take
+    -`units` from the largest: the collector's per-rank adjustment, in closed form."""
+    v = vals.astype(np.int64)
+    if units == 0 or v.size == 0:
+        return v
+    if units < 0:  # drain from the top: the negative of filling -v up from below
+        return -_fill(-v, -units, 0)
+    room = np.maximum(cap - v, 0)
+    units = min(units, int(room.sum()))
+    lo, hi = int(v.min()), cap
+    while lo < hi:  # the highest level L with sum(min(max(L - v, 0), room)) <= units
+        mid = (lo + hi + 1) // 2
+        if int(np.minimum(np.maximum(mid - v, 0), room).sum()) <= units:
+            lo = mid
+        else:
+            hi = mid - 1
+    out = np.maximum(v, np.minimum(lo, cap))
+    left = units - int((out - v).sum())
+    if left > 0:  # the rest one each to the lowest still below the cap
+        idx = np.flatnonzero(out < cap)
+        out[idx[np.argsort(out[idx], kind="stable")[:left]]] += 1
+    return out
+
+
+def _round_robin(n: np.ndarray, units: int, ep: int, cap: int) -> np.ndarray:
+    """Spread `units` (negative: remove) over the `ep` ranks in turn, each rank adding to its
+    least loaded expert (removing from its most loaded), as the collector adjusts its draws."""
+    groups = n.reshape(ep, -1).copy()
+    q, r = divmod(abs(units), ep)
+    sign = 1 if units > 0 else -1
+    for g in range(ep):
+        groups[g] = _fill(groups[g], sign * (q + (1 if g < r else 0)), cap)
+    return groups.ravel()
+
+
+def _power_law_counts(t: int, e: int, k: int, ep: int, alpha: float,
+                      rng: np.random.Generator) -> np.ndarray:
+    """One draw of the collector's power-law loads on its busiest rank: per-expert loads from
+    a power law (between 1 and 0.8 x tokens; 0.01 and 2 when there are fewer routed rows than
+    experts), scaled to tokens x top-k, capped at one per token, the excess and the rounding
+    spread over the ranks in turn; the heaviest rank is the one measured."""
+    lo, hi = (1.0, t * 0.8) if t * k > e else (0.01, 2.0)
+    u = rng.random(e)
+    x = ((hi ** (1 - alpha) - lo ** (1 - alpha)) * u + lo ** (1 - alpha)) ** (1 / (1 - alpha))
+    n = np.round(x / x.sum() * t * k).astype(np.int64)
+    over = int(np.maximum(n - t, 0).sum())
+    n = np.minimum(n, t)  # an expert takes a token at most once
+    if over:
+        n = _round_robin(n, over, ep, t)
+    if (d := t * k - int(n.sum())) != 0:
+        n = _round_robin(n, d, ep, t)
+    groups = n.reshape(ep, e // ep)
+    return groups[int(np.argmax(groups.sum(axis=1)))]
+
+
+@lru_cache(maxsize=65536)
+def _routing_stats(t: int, e: int, k: int, ep: int, routing: str) -> RoutingStats:
+    if t <= 0:
+        return RoutingStats(0.0, 0.0, (0.0,) * len(_BLOCK_M))
+    alpha = _alpha(routing)
+    local = e // ep
+    if alpha == 0.0:
+        rows, active, padded = _stats(_balanced_counts(t, e, k)[:local])
+        return RoutingStats(rows, active, padded)
+    rng = np.random.default_rng(hash((t, e, k, ep, routing)) % (2**32))
+    acc = np.zeros(2 + len(_BLOCK_M))
+    for _ in range(_DRAWS):
+        rows, active, padded = _stats(_power_law_counts(t, e, k, ep, alpha, rng))
+        acc += (rows, active, *padded)
+    acc /= _DRAWS
+    return RoutingStats(float(acc[0]), float(acc[1]), tuple(float(x) for x in acc[2:]))
+
+
+def _check(num_experts, topk, ep, tp, inter) -> None:
+    if np.any(np.asarray(topk) > np.asarray(num_experts)) or np.any(np.asarray(topk) < 1):
+        raise ServePlanError(f"MoE top-k {topk} with {num_experts} experts; expected 1 <= top-k <= experts")
+    if np.any(np.asarray(num_experts) % np.asarray(ep) != 0):
+        raise ServePlanError(f"expert-parallel size {ep} does not divide {num_experts} experts; "
+                             "expected a divisor of the expert count")
+    if np.any(np.asarray(inter) % np.asarray(tp) != 0):
+        raise ServePlanError(f"MoE tensor-parallel size {tp} does not divide the expert FFN width "
+                             f"{inter}; expected a divisor")
+
+
+def moe_routing_stats(*, num_tokens: int, num_experts: int, topk: int, ep: int = 1,
+                      routing: str = "balanced") -> RoutingStats:
+    """Rows, active experts and padded rows of the busiest of `ep` expert-parallel ranks."""
+    _check(num_experts, topk, ep, 1, 1)
+    return _routing_stats(int(num_tokens), int(num_experts), int(topk), int(ep), str(routing))
+
+
+def _block_m(mean_rows):
+    """The M tile the kernel picks for a mean of `mean_rows` rows per active expert."""
+    return np.select([mean_rows <= 16, mean_rows <= 32, mean_rows <= 64], [0, 1, 2], 3)
+
+
+def _fam_params(eff: Efficiencies, fam: np.ndarray, name: str) -> np.ndarray:
+    vals = {f: getattr(eff, f"moe_{f}_{name}") for f in FAMILIES}
+    return np.select([fam == f for f in FAMILIES], [vals[f] for f in FAMILIES], np.nan)
+
+
+def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: HardwareSpec,
+                     eff: Efficiencies, precision="bf16", tp=1, ep=1, routing="balanced",
+                     kernel="", gated=True):
+    """Seconds of one fused-MoE layer on one GPU of a `tp` x `ep` split (module docstring).
+    Shape arguments and `precision` / `routing` / `kernel` / `gated` may be arrays of one
+    length. `gated`: gate and up projections (SiLU-and-mul); False: an up projection alone
+    (squared-ReLU experts, Nemotron-3)."""
+    scalar = np.ndim(num_tokens) == 0
+    t, h, i, k, e, tp_, ep_ = (np.atleast_1d(np.asarray(x, dtype=np.int64))
+                               for x in (num_tokens, hidden, inter, topk, num_experts, tp, ep))
+    t, h, i, k, e, tp_, ep_ = np.broadcast_arrays(t, h, i, k, e, tp_, ep_)
+    prec = np.broadcast_to(np.atleast_1d(np.asarray(precision, dtype=object)), t.shape)
+    rout = np.broadcast_to(np.atleast_1d(np.asarray(routing, dtype=object)), t.shape)
+    kern = np.broadcast_to(np.atleast_1d(np.asarray(kernel, dtype=object)), t.shape)
+    _check(e, k, ep_, tp_, i)
+    pairs, inv = np.unique(np.char.add(np.char.add(prec.astype(str), "|"), kern.astype(str)),
+                           return_inverse=True)
+    fam = np.array([moe_kernel_family(*pk.split("|", 1)) for pk in pairs])[inv.ravel()]
+    keys = np.stack([t, e, k, ep_], axis=1)
+    rs = rout.astype(str)
+    rows, active = np.empty(len(t)), np.empty(len(t))
+    padded_all = np.empty((len(t), len(_BLOCK_M)))
+    for r in np.unique(rs):
+        sel = np.flatnonzero(rs == r)
+        uk, ui = np.unique(keys[sel], axis=0, return_inverse=True)
+        st = [_routing_stats(*map(int, key), r) for key in uk]
+        ui = ui.ravel()
+        rows[sel] = np.array([s.rows for s in st])[ui]
+        active[sel] = np.array([s.active for s in st])[ui]
+        padded_all[sel] = np.array([s.padded for s in st]).reshape(len(st), len(_BLOCK_M))[ui]
+    bm = _block_m(rows / np.maximum(active, 1.0))
+    padded = padded_all[np.arange(len(t)), bm]
+    il = i / tp_
+    mats = np.where(np.broadcast_to(np.atleast_1d(np.asarray(gated, dtype=bool)), t.shape), 3.0, 2.0)
+    fp8 = np.isin(prec, ("fp8", "fp8_block")) & np.isin(fam, ("triton_fp8", "cutlass")) & gpu.has_fp8
+    peak = np.where(fp8, gpu.fp8_flops, gpu.bf16_flops)
+    wb = np.array([W_BYTES[p] for p in prec])
+    ab = np.where(fp8, 1.0, 2.0)
+    t_c = 2.0 * padded * h * (mats * il + _fam_params(eff, fam, "k0")) \
+        / (peak * _fam_params(eff, fam, "compute_eff"))
+    nbytes = active * mats * h * il * wb + rows * (h * ab + (mats - 1) * il * 2.0 + il * (2.0 + ab) + h * 2.0)
+    cs = clock_scale(gpu)
+    t_m = nbytes / (gpu.hbm_bw_bytes_s * _fam_params(eff, fam, "mem_eff")) \
+        + active * _fam_params(eff, fam, "expert_s") * cs
+    t_rows = t * k * 2.0 * (h * _fam_params(eff, fam, "row_h") + il * _fam_params(eff, fam, "row_i")) \
+        / gpu.hbm_bw_bytes_s
+    fixed = _fam_params(eff, fam, "overhead_s") * cs
+    out = np.where(t > 0, _blend_v(t_c, t_m, eff.moe_blend) + t_rows + fixed, 0.0)
+    return float(out[0]) if scalar else out
+
+
+def router_time_s(*, num_tokens, hidden, num_experts, gpu: HardwareSpec, eff: Efficiencies):
+    """The router: a bf16 GEMM (tokens x hidden -> expert logits) and a top-k softmax kernel
+    reading the logits (fp32) and writing ids and weights."""
+    if num_tokens <= 0:
+        return 0.0
+    g = rl.gemm_time_s(int(num_tokens), int(num_experts), int(hidden), gpu, eff, gpu.bf16_flops, 2.0)
+    return g + rl.elementwise_time_s(num_tokens * num_experts * 4.0, gpu, eff)
+
+
+def shared_experts_time_s(*, num_tokens, hidden, inter, gpu: HardwareSpec, eff: Efficiencies,
+                          num_shared=1, tp=1, precision="bf16", graph=True):
+    """Shared experts: one dense gated MLP of width `num_shared x inter / tp` on every token
+    (gate/up GEMM, SiLU-and-mul, down GEMM). `graph`: inside a CUDA graph (block-fp8 only:
+    outside one the op's host launch path shows, costmodel/block_fp8.py)."""
+    if num_tokens <= 0 or num_shared <= 0:
+        return 0.0
+    width = int(num_shared * inter // tp)
+    m = int(num_tokens)
+    if precision == "fp8_block":
+        from costmodel.block_fp8 import block_fp8_gemm_time_s as bg
+
+        up = bg(m=m, n=2 * width, k=int(hidden), gpu=gpu, eff=eff, graph=graph)
+        down = bg(m=m, n=int(hidden), k=width, gpu=gpu, eff=eff, graph=graph)
+    else:
+        fp8 = precision == "fp8" and gpu.has_fp8
+        peak, wb, ab = (gpu.fp8_flops, 1.0, 1.0) if fp8 else (gpu.bf16_flops, W_BYTES.get(precision, 2.0), 2.0)
+        up = rl.gemm_time_s(m, 2 * width, int(hidden), gpu, eff, peak, wb, ab, fp8)
+        down = rl.gemm_time_s(m, int(hidden), width, gpu, eff, peak, wb, ab, fp8)
+    act = rl.elementwise_time_s(m * width * 3 * 2.0, gpu, eff, "mlp_act")
+    return up + act + down
+
+
+def ep_alltoall_time_s(*, num_tokens, hidden, topk, ep, gpu: HardwareSpec, eff: Efficiencies,
+                       precision="bf16"):
+    """Dispatch (hidden states, fp8 for fp8 / fp8_block experts) plus combine (bf16 outputs) of
+    `num_tokens` tokens on one EP rank to the ranks holding their `topk` experts: a token goes
+    once to each distinct rank among its picks, ep (1 - (1 - 1/ep)^topk) expected, of which
+    (ep - 1) / ep are remote. NVLink inside a node, the NIC across nodes."""
+    if ep <= 1 or num_tokens <= 0:
+        return 0.0
+    ranks = ep * (1.0 - (1.0 - 1.0 / ep) ** topk)
+    remote = ranks * (ep - 1) / ep
+    internode = ep > gpu.gpus_per_node
+    bw = gpu.network_bw_bytes_s if internode else gpu.intra_node_bw_bytes_s()
+    lat, bw_eff = (eff.net_latency_s, eff.net_bw_eff) if internode else (eff.comm_latency_s, eff.comm_bw_eff)
+    out = 0.0
+    for elem in ((1.0 if precision in ("fp8", "fp8_block") else 2.0), 2.0):
+        out += eff.comm_base_s + lat + num_tokens * remote * hidden * elem / (bw * bw_eff)
+    return out
