@@ -23,14 +23,20 @@ from costmodel.batch import Batch
 from costmodel.efficiencies import Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec, load_gpu
+from costmodel.model_spec import WEIGHT_DTYPE_BYTES, WEIGHT_PARTS
+from costmodel.moe_layer import MoELayers
 from costmodel.specs import ModelSpec, load_model
 
-PRECISIONS = ("bf16", "fp8", "int4")
+# weight precision of every part, or "auto": each part as the checkpoint publishes it
+# (ModelSpec.weight_dtypes: block-fp8 DeepSeek, MXFP4 gpt-oss experts)
+PRECISIONS = ("bf16", "fp8", "int4", "fp8_block", "auto")
 KV_DTYPES = ("auto", "bf16", "fp8", "int4")
 # bytes per weight element; int4 weight-only carries one bf16 scale per group of 128
-WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 128}
+WEIGHT_BYTES = {k: WEIGHT_DTYPE_BYTES[k] for k in ("bf16", "fp8", "int4", "fp8_block")}
 KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5 + 2.0 / 64}
 _LOGIT_OPS = ("lm_head", "logits_gather", "sampler")  # ops whose cost depends on n_logits only
+_ONCE_OPS = ("embedding", "final_norm", *_LOGIT_OPS, "pp_send", "host_overhead")
+MOE_OPS = ("moe_router", "moe_dispatch", "moe_experts", "moe_combine", "shared_experts")
 
 
 @dataclass(frozen=True)
@@ -65,9 +71,22 @@ class StepBreakdown:
         }
 
 
-def check_parallelism(model: ModelSpec, gpu: HardwareSpec, tp: int, pp: int) -> None:
+def check_parallelism(model: ModelSpec, gpu: HardwareSpec, tp: int, pp: int, ep: int = 1,
+                      dp: int = 1) -> None:
     if not isinstance(tp, int) or tp < 1 or tp & (tp - 1):
         raise ServePlanError(f"tp={tp!r}; expected a power of two >= 1")
+    for key, v in (("ep", ep), ("dp", dp)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024:
+            raise ServePlanError(f"{key}={v!r}; expected an integer in [1, 1024] (1 = none)")
+    if (ep > 1 or dp > 1) and not model.is_moe:
+        raise ServePlanError(f"ep={ep}, dp={dp}: expert and attention data parallelism are for "
+                             f"mixture-of-experts models; {model.name} is dense (use replicas)")
+    if ep > 1 and model.num_experts % ep:
+        raise ServePlanError(f"ep={ep} does not divide {model.name}'s {model.num_experts} experts; "
+                             f"expected a divisor of {model.num_experts}")
+    if (tp * dp) % ep:
+        raise ServePlanError(f"ep={ep} does not divide tp x dp = {tp * dp} GPUs; the expert group "
+                             "spans whole GPUs of the replica")
     if not isinstance(pp, int) or pp < 1:
         raise ServePlanError(f"pp={pp!r}; expected an integer >= 1")
     if model.num_heads % tp:
@@ -83,18 +102,22 @@ def check_parallelism(model: ModelSpec, gpu: HardwareSpec, tp: int, pp: int) -> 
         )
 
 
-class CostModel:
-    """Step time and memory for one replica (tp x pp GPUs of one type)."""
+class CostModel(MoELayers):
+    """Step time and memory for one replica (tp x pp GPUs of one type; MoE: dp attention ranks
+    of tp GPUs each, experts over ep groups of those tp x dp GPUs, costmodel/moe_layer.py)."""
 
     def __init__(self, model: ModelSpec | str, gpu: HardwareSpec | str, tp: int = 1, pp: int = 1,
                  precision: str = "bf16", kv_dtype: str = "auto", calibration=None,
-                 expert_parallel: bool = False, host_overlap: bool = False):
+                 expert_parallel: bool = False, host_overlap: bool = False, ep: int = 1,
+                 dp: int = 1):
         self.model = load_model(model)
         self.gpu = load_gpu(gpu)
         # the engine prepares the next iteration while the GPU runs this one (SGLang's overlap
         # scheduler, vLLM's --async-scheduling): an iteration takes the longer of the two
         self.host_overlap = bool(host_overlap)
-        check_parallelism(self.model, self.gpu, tp, pp)
+        if expert_parallel and ep == 1 and self.model.is_moe:  # the older flag: EP over the TP group
+            ep = tp * dp
+        check_parallelism(self.model, self.gpu, tp, pp, ep, dp)
         if precision not in PRECISIONS:
             raise ServePlanError(f"precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if kv_dtype not in KV_DTYPES:
@@ -102,7 +125,11 @@ class CostModel:
         self.tp, self.pp = tp, pp
         self.precision = precision
         self.kv_dtype = "bf16" if kv_dtype == "auto" else kv_dtype
-        self.expert_parallel = expert_parallel and self.model.is_moe
+        self.ep, self.dp = ep, dp
+        self.moe_tp = tp * dp // ep  # each expert's FFN is split this many ways
+        self.expert_parallel = ep > 1
+        self.part_dtype = {p: (self.model.dtype_of(p) if precision == "auto" else precision)
+                           for p in WEIGHT_PARTS}
         self.calibration = calibration
         self.eff: Efficiencies = (
             calibration.efficiencies_for(self.gpu.name) if calibration is not None
@@ -112,7 +139,7 @@ class CostModel:
         m = self.model
         self.q_heads = m.num_heads // tp
         self.kv_heads = max(1, m.num_kv_heads // tp)  # KV heads are replicated when tp > kv heads
-        self.w_bytes = WEIGHT_BYTES[precision]
+        self.w_bytes = WEIGHT_DTYPE_BYTES[self.part_dtype["attn"]]
         self.kv_elem_bytes = KV_BYTES[self.kv_dtype]
         self.peak = self.gpu.peak_flops(precision)
         self.fp8 = precision == "fp8" and self.gpu.has_fp8  # W8A8 on FP8 tensor cores
@@ -123,15 +150,23 @@ class CostModel:
         self._tok_cache: dict[int, float] = {}  # T -> embedding, final norm, PP sends
         self._logit_cache: dict[int, float] = {}  # n_logits -> LM head, gather, sampler
         self._comm_cache: dict[tuple[int, int], float] = {}  # (T, n_logits) -> collectives
+        self._mla_proj_cache: dict[int, float] = {}  # T -> MLA projections of one layer
+        self._moe_cache: dict[tuple[int, int], float] = {}  # (T rank, T all) -> MoE ops, all layers
 
     # --- sizes -------------------------------------------------------------------------------
     @property
     def num_gpus(self) -> int:
-        return self.tp * self.pp
+        return self.tp * self.pp * self.dp
 
     def kv_bytes_per_token(self) -> float:
-        """KV bytes one token occupies on one GPU (its stage's layers, its TP share of heads)."""
-        return 2 * self.layers_per_stage * self.kv_heads * self.model.head_dim * self.kv_elem_bytes
+        """KV bytes one token occupies on one GPU (its stage's layers, its TP share of heads;
+        MLA's latent is whole on every GPU of the TP group; sliding-window layers hold at most
+        the window per sequence and are not counted)."""
+        m = self.model
+        if m.is_mla:
+            return math.ceil(m.num_kv_layers / self.pp) * m.kv_elems_per_layer() * self.kv_elem_bytes
+        layers = self.layers_per_stage if not m.num_sliding_layers else math.ceil(m.num_kv_layers / self.pp)
+        return 2 * layers * self.kv_heads * m.head_dim * self.kv_elem_bytes
 
     # --- operator timing ---------------------------------------------------------------------
     def _gemm(self, name: str, m: int, n: int, k: int) -> float:
@@ -159,18 +194,19 @@ class CostModel:
         qkv_n = (self.q_heads + 2 * self.kv_heads) * hd
         ops: list[OpCost] = []
 
-        def layer_op(name, t, flops=0.0, bytes_=0.0, comm=0.0):
-            ops.append(OpCost(name, t * L, flops * L, bytes_ * L, comm * L, L))
+        def layer_op(name, t, flops=0.0, bytes_=0.0, comm=0.0, n=L):
+            ops.append(OpCost(name, t * n, flops * n, bytes_ * n, comm * n, n))
 
         norm_bytes = T * h * 2 * 2 + h * 2
         layer_op("input_layernorm", rl.elementwise_time_s(norm_bytes, self.gpu, e, "input_layernorm", h), 0, norm_bytes)
-        layer_op("qkv_proj", self._gemm("qkv_proj", T, qkv_n, h), 2 * T * qkv_n * h,
-                 qkv_n * h * self.w_bytes + T * (h + qkv_n) * 2)
-        rope_bytes = T * (self.q_heads + self.kv_heads) * hd * 2 * 2
-        layer_op("rope", rl.elementwise_time_s(rope_bytes, self.gpu, e, "rope"), 0, rope_bytes)
-        o_k = self.q_heads * hd
-        layer_op("o_proj", self._gemm("o_proj", T, h, o_k), 2 * T * h * o_k,
-                 o_k * h * self.w_bytes + T * (h + o_k) * 2)
+        if not m.is_mla:  # MLA's projections belong to its attention module (_mla_time)
+            layer_op("qkv_proj", self._part_gemm("qkv_proj", T, qkv_n, h, "attn"), 2 * T * qkv_n * h,
+                     qkv_n * h * self.w_bytes + T * (h + qkv_n) * 2)
+            rope_bytes = T * (self.q_heads + self.kv_heads) * hd * 2 * 2
+            layer_op("rope", rl.elementwise_time_s(rope_bytes, self.gpu, e, "rope"), 0, rope_bytes)
+            o_k = self.q_heads * hd
+            layer_op("o_proj", self._part_gemm("o_proj", T, h, o_k, "attn"), 2 * T * h * o_k,
+                     o_k * h * self.w_bytes + T * (h + o_k) * 2)
         ar_bytes = T * h * 2
         if tp > 1:
             layer_op("attn_allreduce", self._allreduce(ar_bytes), 0, 0, ar_bytes)
@@ -178,35 +214,18 @@ class CostModel:
                  rl.elementwise_time_s(norm_bytes, self.gpu, e, "post_attention_layernorm", h), 0,
                  norm_bytes)
         up = 2 if m.gated_mlp else 1
-        if m.is_moe:
-            E, k_top = m.num_experts, m.experts_per_token
-            router_t = self._gemm("router", T, E, h)
-            layer_op("moe_router", router_t, 2 * T * E * h, E * h * 2)
-            if self.expert_parallel:
-                experts_here, inter = max(1, E // tp), m.intermediate_size
-                tok_assign = T * k_top / tp
-            else:
-                experts_here, inter = E, m.intermediate_size // tp
-                tok_assign = T * k_top
-            # experts that receive at least one token (uniform routing), tokens each
-            active = experts_here * (1 - (1 - k_top / E) ** T) if T else 0
-            active = max(1.0, active)
-            m_e = max(1, math.ceil(tok_assign / active))
-            ko = e.kernel_overhead_s * rl.clock_scale(self.gpu)  # one grouped kernel, not E
-            t_up = active * (self._gemm("mlp_up", m_e, up * inter, h) - ko) + ko
-            t_dn = active * (self._gemm("mlp_down", m_e, h, inter) - ko) + ko
-            layer_op("mlp_up_proj", t_up, 2 * tok_assign * up * inter * h, active * up * inter * h * self.w_bytes)
-            act_bytes = tok_assign * inter * (up + 1) * 2
-            layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e, "mlp_act"), 0, act_bytes)
-            layer_op("mlp_down_proj", t_dn, 2 * tok_assign * inter * h, active * inter * h * self.w_bytes)
-        else:
+        if m.num_dense_layers:
+            nd = m.num_dense_layers
             inter = m.intermediate_size // tp
-            layer_op("mlp_up_proj", self._gemm("mlp_up", T, up * inter, h), 2 * T * up * inter * h,
-                     up * inter * h * self.w_bytes + T * (h + up * inter) * 2)
+            wb = WEIGHT_DTYPE_BYTES[self.part_dtype["mlp"]]
+            layer_op("mlp_up_proj", self._part_gemm("mlp_up", T, up * inter, h, "mlp"), 2 * T * up * inter * h,
+                     up * inter * h * wb + T * (h + up * inter) * 2, n=nd)
             act_bytes = T * inter * (up + 1) * 2
-            layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e, "mlp_act"), 0, act_bytes)
-            layer_op("mlp_down_proj", self._gemm("mlp_down", T, h, inter), 2 * T * inter * h,
-                     inter * h * self.w_bytes + T * (h + inter) * 2)
+            layer_op("mlp_act", rl.elementwise_time_s(act_bytes, self.gpu, e, "mlp_act"), 0, act_bytes, n=nd)
+            layer_op("mlp_down_proj", self._part_gemm("mlp_down", T, h, inter, "mlp"), 2 * T * inter * h,
+                     inter * h * wb + T * (h + inter) * 2, n=nd)
+        if m.is_moe:
+            self._moe_layer_ops(T, T * self.dp, lambda *a: layer_op(*a, n=m.num_moe_layers))
         if tp > 1:
             layer_op("mlp_allreduce", self._allreduce(ar_bytes), 0, 0, ar_bytes)
         add_bytes = T * h * 2 * 3
@@ -260,8 +279,13 @@ class CostModel:
 
     def _attention_time(self, prefill: Sequence[tuple[int, int]], n_decode: int,
                         decode_ctx_sum: float, q: int) -> tuple[float, float]:
-        """(prefill, decode) attention time for one layer."""
+        """(prefill, decode) attention time for one layer (the mean over the layers' kinds:
+        MLA modules, or full and sliding-window attention)."""
         m, e = self.model, self.eff
+        if m.is_mla:
+            return self._mla_time(prefill, n_decode, decode_ctx_sum, q)
+        if m.num_sliding_layers:
+            return self._sliding_mix_time(prefill, n_decode, decode_ctx_sum, q)
         # one varlen flash-attention kernel for all prefill chunks of the batch
         t_pre = at.prefill_attn_batch_time_s(prefill, self.q_heads, self.kv_heads, m.head_dim,
                                              self.gpu, e, self.kv_elem_bytes)
@@ -278,6 +302,21 @@ class CostModel:
                 t_dec *= tb.decode_attn_factor(self.kv_dtype, 0, n_decode, decode_ctx_sum / n_decode,
                                                self.q_heads, self.kv_heads, m.head_dim)
         return t_pre, t_dec
+
+    def _sliding_mix_time(self, prefill, n_decode: int, ctx_sum: float, q: int) -> tuple[float, float]:
+        """Per-layer mean of full-context and sliding-window attention (gpt-oss alternates
+        them); a sliding layer's query sees at most `sliding_window` keys. Decode contexts
+        are known only as their sum here: a sliding layer reads min(sum, n x window)."""
+        m, g, e, kb = self.model, self.gpu, self.eff, self.kv_elem_bytes
+        W, ns = m.sliding_window, m.num_sliding_layers
+        nf = m.num_layers - ns
+        qh, kvh, hd = self.q_heads, self.kv_heads, m.head_dim
+        full_p = at.prefill_attn_batch_time_s(prefill, qh, kvh, hd, g, e, kb)
+        win_p = at.prefill_attn_batch_time_s(self._windowed(prefill, W), qh, kvh, hd, g, e, kb)
+        full_d = at.decode_attn_time_s(n_decode, ctx_sum, q, qh, kvh, hd, g, e, kb)
+        win_d = at.decode_attn_time_s(n_decode, min(ctx_sum, n_decode * W), q, qh, kvh, hd, g, e, kb)
+        L = m.num_layers
+        return (nf * full_p + ns * win_p) / L, (nf * full_d + ns * win_d) / L
 
     def _comm_time(self, T: int, n_logits: int) -> float:
         """Collectives of one iteration (all layers): the part the kernel-speed scales leave."""
@@ -327,6 +366,43 @@ class CostModel:
         host = self._host(n_seqs)
         return max(gpu_s, host) if self.host_overlap else gpu_s + host
 
+    def _moe_time(self, T: int, T_all: int) -> float:
+        """MoE-layer operators over all MoE layers for a rank of T tokens, T_all over the
+        expert group."""
+        key = (T, T_all)
+        hit = self._moe_cache.get(key)
+        if hit is None:
+            parts: list[float] = []
+            self._moe_layer_ops(T, T_all, lambda name, t, *_: parts.append(t))
+            hit = sum(parts) * self.model.num_moe_layers
+            if len(self._moe_cache) > 200_000:
+                self._moe_cache.clear()
+            self._moe_cache[key] = hit
+        return hit
+
+    def dp_step_time_s(self, ranks: Sequence[tuple[Sequence[tuple[int, int]], int, float, int]]) -> float:
+        """Latency of one iteration of a data-parallel replica: `ranks` holds each attention
+        rank's (prefill chunks, decodes, their context sum, query tokens each). Every rank runs
+        its own attention and dense operators; each MoE layer waits for the slowest rank, then
+        runs the experts on every rank's tokens, so the iteration takes the slowest rank's own
+        work plus the MoE layers at its token count and the group's total. Ranks with no work
+        join with a dummy batch (as vLLM's do) that costs less than the busiest rank's."""
+        toks = [sum(c for c, _ in p) + n * q for p, n, _, q in ranks]
+        T_all = sum(toks)
+        if T_all == 0:
+            return 0.0
+        slowest, host = 0.0, 0.0
+        for (pre, n_dec, ctx, q), T in zip(ranks, toks, strict=True):
+            if T == 0:
+                continue
+            per_layer, once = self._dense_time(T, len(pre) + n_dec * q)
+            t_pre, t_dec = self._attention_time(pre, n_dec, ctx, q)
+            own = per_layer + once - self._moe_time(T, T * self.dp) + self.model.num_layers * (t_pre + t_dec)
+            slowest = max(slowest, own)
+            host = max(host, self._host(len(pre) + n_dec))
+        gpu_s = slowest + self._moe_time(max(toks), T_all)
+        return max(gpu_s, host) if self.host_overlap else gpu_s + host
+
     def stage_time_s(self, prefill: Sequence[tuple[int, int]] = (), n_decode: int = 0,
                      decode_ctx_sum: float = 0, decode_query_tokens: int = 1) -> float:
         """Time the slowest PP stage is busy with this batch (= step time when pp == 1)."""
@@ -353,6 +429,8 @@ class CostModel:
         m, L = self.model, self.model.num_layers
         t_pre, t_dec = self._attention_time(batch.prefill, n_dec, ctx_sum, q)
         hd, qh, kvh = m.head_dim, self.q_heads, self.kv_heads
+        if m.is_mla:  # the MLA module's latent: 576 of every cached token, for all heads
+            hd, kvh = (m.kv_lora_rank + m.qk_rope_head_dim) / 2, 1
         if batch.prefill:
             pairs = sum(c * (p + (c + 1) / 2) for c, p in batch.prefill)
             kv_read = sum(p + c for c, p in batch.prefill) * 2 * kvh * hd * self.kv_elem_bytes
@@ -375,8 +453,8 @@ class CostModel:
         if self.pp == 1:
             stage = total
         else:
-            layer_t = sum(o.time_s for o in ops if o.count == L) / L
-            once = sum(o.time_s for o in ops if o.count != L and o.name not in ("pp_send", "host_overhead"))
+            layer_t = sum(o.time_s for o in ops if o.name not in _ONCE_OPS) / L
+            once = sum(o.time_s for o in ops if o.name in _ONCE_OPS and o.name not in ("pp_send", "host_overhead"))
             send = next((o.time_s / o.count for o in ops if o.name == "pp_send"), 0.0)
             stage = self.layers_per_stage * layer_t + once + send + host / self.pp
         return StepBreakdown(total, stage, tuple(ops), T, n_seqs)

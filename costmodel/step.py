@@ -20,15 +20,17 @@ from costmodel.memory import memory_plan
 from costmodel.model import CostModel
 
 
-def cost_step(model, gpu, *, tp: int = 1, pp: int = 1, precision: str = "bf16",
+def cost_step(model, gpu, *, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1, precision: str = "bf16",
               kv_dtype: str = "auto", prefill: Sequence[str] | None = (),
               decode: Sequence[str] | None = (), spec_k: int = 0,
               gpu_memory_utilization: float = 0.9, calibration=None) -> dict:
     """Time one iteration of the batch per operator, and the memory plan of one GPU.
     `calibration`: a CalibrationProfile or None; the result says `calibrated` only when the
-    profile has parameters for this GPU (others keep their defaults)."""
+    profile has parameters for this GPU (others keep their defaults). With `dp` > 1 (attention
+    data parallelism, MoE) every rank runs the batch given: the MoE layers see dp times its
+    tokens."""
     cm = CostModel(model, gpu, tp=tp, pp=pp, precision=precision, kv_dtype=kv_dtype,
-                   calibration=calibration)
+                   calibration=calibration, ep=ep, dp=dp)
     batch = Batch.parse(list(prefill or ()) or None, list(decode or ()) or None)
     if spec_k:
         batch = replace(batch, decode_query_tokens=spec_k + 1)
@@ -41,6 +43,8 @@ def cost_step(model, gpu, *, tp: int = 1, pp: int = 1, precision: str = "bf16",
         "gpu": cm.gpu.name,
         "tp": tp,
         "pp": pp,
+        "ep": ep,
+        "dp": dp,
         "precision": precision,
         "kv_dtype": cm.kv_dtype,
         "calibrated": calibration is not None and cm.gpu.name in calibration.gpus,

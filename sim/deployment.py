@@ -85,7 +85,8 @@ class PoolConfig:
     kv_budget_tokens: int | None = None  # per-request KV cap (eviction); None = unlimited
     block_size: int | None = None
     enable_prefix_caching: bool = True
-    expert_parallel: bool = False
+    ep: int = 1  # MoE: expert-parallel size (experts over ep GPUs of the replica's tp x dp); 1 = none
+    dp: int = 1  # MoE: attention data-parallel ranks of tp GPUs each, one scheduler each; 1 = none
     gpu_price_per_hour_usd: float | None = None  # None = the GPU preset's price
     spec: SpecConfig = field(default_factory=SpecConfig)
 
@@ -93,12 +94,14 @@ class PoolConfig:
         if self.role not in ROLES:
             raise ServePlanError(f"pool role {self.role!r}; expected one of {', '.join(ROLES)}")
         load_gpu(self.gpu)
-        for name in ("tp", "pp", "replicas"):
+        for name in ("tp", "pp", "replicas", "ep", "dp"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ServePlanError(f"{name}={v!r}; expected an integer >= 1")
         if self.replicas > MAX_REPLICAS:
             raise ServePlanError(f"replicas={self.replicas}; expected an integer in [1, {MAX_REPLICAS}]")
+        if self.ep > 1024 or self.dp > 1024:
+            raise ServePlanError(f"ep={self.ep}, dp={self.dp}; expected integers in [1, 1024]")
         if self.precision not in PRECISIONS:
             raise ServePlanError(f"precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.kv_dtype not in KV_DTYPES:
@@ -115,7 +118,7 @@ class PoolConfig:
 
     @property
     def num_gpus(self) -> int:
-        return self.tp * self.pp * self.replicas
+        return self.tp * self.pp * self.dp * self.replicas
 
     def price_per_hour_usd(self) -> float:
         p = self.gpu_price_per_hour_usd
@@ -151,11 +154,13 @@ class PoolConfig:
     def from_dict(cls, d: dict) -> PoolConfig:
         if not isinstance(d, dict):
             raise ServePlanError(f"a pool must be an object, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"expert_parallel"}
         unknown = set(d) - known
         if unknown:
             raise ServePlanError(f"unknown pool keys {sorted(unknown)}; known: {sorted(known)}")
         kw = dict(d)
+        if kw.pop("expert_parallel", False) and kw.get("ep", 1) == 1:  # plans written before `ep`
+            kw["ep"] = kw.get("tp", 1) * kw.get("dp", 1)
         spec = kw.pop("spec", None) or {}
         if not isinstance(spec, dict):
             raise ServePlanError("pool 'spec' must be an object")

@@ -23,6 +23,7 @@ from costmodel.model import CostModel
 from costmodel.specs import load_model
 from sim.cluster import Cluster
 from sim.deployment import Deployment, PoolConfig
+from sim.dp_group import DPGroup
 from sim.metrics import RunMetrics, summarise
 from sim.replica import Replica, ReplicaConfig
 from sim.router import Router
@@ -47,14 +48,14 @@ def cost_model_for(pool: PoolConfig, model, calibration=None, engine: str = "vll
     """A CostModel for one replica of `pool` under `engine`, shared across simulations with the
     same inputs."""
     overlap = engine_defaults(load_gpu(pool.gpu), engine, pool.tp, pool.pp).host_overlap
-    key = (model, pool.gpu, pool.tp, pool.pp, pool.precision, pool.kv_dtype, pool.expert_parallel,
+    key = (model, pool.gpu, pool.tp, pool.pp, pool.precision, pool.kv_dtype, pool.ep, pool.dp,
            overlap, id(calibration))
     hit = _CM_CACHE.get(key)
     if hit is not None and hit[1] is calibration:
         return hit[0]
     cm = CostModel(model, pool.gpu, tp=pool.tp, pp=pool.pp, precision=pool.precision,
                    kv_dtype=pool.kv_dtype, calibration=calibration,
-                   expert_parallel=pool.expert_parallel, host_overlap=overlap)
+                   ep=pool.ep, dp=pool.dp, host_overlap=overlap)
     if len(_CM_CACHE) >= _CM_CACHE_MAX:
         _CM_CACHE.pop(next(iter(_CM_CACHE)))
     _CM_CACHE[key] = (cm, calibration)
@@ -153,7 +154,7 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
     keep_requests = keep_requests or record_steps
     cluster = Cluster(env, arrays, timeline_dt=tl_dt, record_steps=record_steps,
                       closed_loop=workload.concurrency if workload.closed_loop else None)
-    cfgs, pools, q_max = {}, {}, 1
+    cfgs, pools, q_max, groups = {}, {}, 1, []
     for pool in deployment.pools:
         cm = (cost_models or {}).get(pool.role) or cost_model_for(pool, model, calibration,
                                                                   deployment.engine)
@@ -162,17 +163,25 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
                               prefix_caching=arrays.hash_ids is not None,
                               hash_block_tokens=arrays.hash_block_tokens, host_cache_gib=host_cache_gib)
         cfgs[pool.role] = cfg
+        if pool.dp > 1 and (pool.pp > 1 or (pool.spec.enabled and pool.role != "prefill")):
+            raise ServePlanError(f"{pool.role} pool: attention data parallelism (dp={pool.dp}) is "
+                                 "simulated with pp=1 and without speculative decoding")
         reps = []
         for _ in range(pool.replicas):
             spec = None
             if pool.spec.enabled and pool.role != "prefill":
                 spec = SpecDecoder(pool.spec, cm, rng, self_spec_layer_fraction)
                 q_max = max(q_max, spec.k_max + 1)
-            reps.append(Replica(sum(len(v) for v in pools.values()) + len(reps), cfg, cm, cluster, spec))
+            # a DP replica is dp ranks, each scheduling its own requests (sim/dp_group.py)
+            ranks = [Replica(sum(len(v) for v in pools.values()) + len(reps) + i, cfg, cm, cluster, spec)
+                     for i in range(pool.dp)]
+            if pool.dp > 1:
+                groups.append(DPGroup(ranks, cm))
+            reps.extend(ranks)
         pools[pool.role] = reps
         if pool.role == "prefill":
             cluster.kv_bytes_per_token = model.kv_elems_per_token() * cm.kv_elem_bytes
-            bw = deployment.kv_link_bw_bytes_s or cm.gpu.network_bw_bytes_s * cm.num_gpus
+            bw = deployment.kv_link_bw_bytes_s or cm.gpu.network_bw_bytes_s * cm.num_gpus / cm.dp
             for r in reps:
                 cluster.links[r.idx] = {"free_at": 0.0, "latency_s": deployment.kv_link_latency_s,
                                         "bw_bytes_s": bw}
@@ -182,8 +191,12 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
         cluster.decode_router = Router("least_tokens" if deployment.router == "prefix_affinity"
                                        else deployment.router, pools["decode"])
     replicas = [r for role in ("prefill", "colocated", "decode") for r in pools.get(role, [])]
+    grouped = {id(r) for g in groups for r in g.ranks}
     for r in replicas:
-        env.process(r.run())
+        if id(r) not in grouped:
+            env.process(r.run())
+    for g in groups:
+        env.process(g.run())
     if workload.closed_loop:
         cluster.start_closed_loop()
     else:

@@ -19,7 +19,10 @@ def step(
     gpu: str = typer.Option(..., "--gpu", help="GPU preset (h100, a100-80g, ...)"),
     tp: int = typer.Option(1, "--tp", help="tensor-parallel degree"),
     pp: int = typer.Option(1, "--pp", help="pipeline-parallel degree"),
-    precision: str = typer.Option("bf16", "--precision", help="weights: bf16 | fp8 | int4"),
+    ep: int = typer.Option(1, "--ep", help="MoE: expert-parallel size (1 = none)"),
+    dp: int = typer.Option(1, "--dp", help="MoE: attention data-parallel ranks, each running the batch (1 = none)"),
+    precision: str = typer.Option("bf16", "--precision",
+                                  help="weights: bf16 | fp8 | int4 | fp8_block | auto (the checkpoint's own)"),
     kv_dtype: str = typer.Option("auto", "--kv-dtype", help="auto | bf16 | fp8 | int4"),
     prefill: list[str] = typer.Option(None, "--prefill", help="LEN[xN][+CACHED_PREFIX], repeatable"),
     decode: list[str] = typer.Option(None, "--decode", help="BATCHxCONTEXT, repeatable"),
@@ -31,7 +34,7 @@ def step(
     """Time one engine iteration of a batch, per operator, and the memory plan of one GPU."""
     from costmodel.step import cost_step
 
-    out = cost_step(model, gpu, tp=tp, pp=pp, precision=precision, kv_dtype=kv_dtype,
+    out = cost_step(model, gpu, tp=tp, pp=pp, ep=ep, dp=dp, precision=precision, kv_dtype=kv_dtype,
                     prefill=prefill, decode=decode, spec_k=spec_tokens,
                     gpu_memory_utilization=gpu_memory_utilization,
                     calibration=load_calibration_opt(calibration))
@@ -46,8 +49,9 @@ def _print_step(out: dict) -> None:
     from rich.table import Table
 
     c = Console()
-    t = Table(title=f"{out['model']} on {out['tp'] * out['pp']} x {out['gpu']} "
-                    f"(tp={out['tp']}, pp={out['pp']}, {out['precision']}): "
+    moe = f", ep={out['ep']}, dp={out['dp']}" if out["ep"] > 1 or out["dp"] > 1 else ""
+    t = Table(title=f"{out['model']} on {out['tp'] * out['pp'] * out['dp']} x {out['gpu']} "
+                    f"(tp={out['tp']}, pp={out['pp']}{moe}, {out['precision']}): "
                     f"{out['num_tokens']} tokens, {out['num_seqs']} sequences")
     for col in ("operator", "time (ms)", "share", "GFLOP", "GB moved", "comm MB"):
         t.add_column(col, justify="right" if col != "operator" else "left")

@@ -24,8 +24,11 @@ def simulate_cmd(
     gpu: str = typer.Option(None, "--gpu", help="GPU preset (h100, a100-80g, ...)"),
     tp: int = typer.Option(1, "--tp", help="tensor-parallel degree"),
     pp: int = typer.Option(1, "--pp", help="pipeline-parallel degree"),
+    ep: int = typer.Option(1, "--ep", help="MoE: expert-parallel size (1 = none)"),
+    dp: int = typer.Option(1, "--dp", help="MoE: attention data-parallel ranks per replica (1 = none)"),
     replicas: int = typer.Option(1, "--replicas", help="replicas of the colocated pool"),
-    precision: str = typer.Option("bf16", "--precision", help="weights: bf16 | fp8 | int4"),
+    precision: str = typer.Option("bf16", "--precision",
+                                  help="weights: bf16 | fp8 | int4 | fp8_block | auto (the checkpoint's own)"),
     max_num_seqs: int = typer.Option(None, "--max-num-seqs", help="default: vLLM's for the GPU"),
     max_num_batched_tokens: int = typer.Option(None, "--max-num-batched-tokens"),
     chunk_size: int = typer.Option(None, "--chunk-size", help="most prompt tokens per request per step"),
@@ -87,7 +90,7 @@ def simulate_cmd(
         knobs = {"precision": precision, "max_num_seqs": max_num_seqs,
                  "max_num_batched_tokens": max_num_batched_tokens, "chunk_size": chunk_size,
                  "kv_dtype": kv_dtype, "kv_budget_tokens": kv_budget,
-                 "gpu_memory_utilization": gpu_memory_utilization}
+                 "gpu_memory_utilization": gpu_memory_utilization, "ep": ep, "dp": dp}
         if disaggregated:
             dep = Deployment.disaggregated(
                 model, gpu, prefill=(prefill_tp or tp, prefill_pp, prefill_replicas),
@@ -128,7 +131,8 @@ def _print_metrics(m, dep, wl) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    pools = ", ".join(f"{p.role}: {p.replicas} x {p.tp * p.pp} {p.gpu} (tp={p.tp}, pp={p.pp})" for p in dep.pools)
+    pools = ", ".join(f"{p.role}: {p.replicas} x {p.tp * p.pp * p.dp} {p.gpu} (tp={p.tp}, pp={p.pp}"
+                      + (f", ep={p.ep}, dp={p.dp}" if p.ep > 1 or p.dp > 1 else "") + ")" for p in dep.pools)
     load = f"{wl.concurrency} clients" if wl.closed_loop else (
         f"{wl.rate_rps} req/s" if wl.rate_rps else "trace rate")
     t = Table(title=f"{dep.model} | {pools} | {wl.name} at {load}")

@@ -1,0 +1,224 @@
+"""Mixture-of-experts and MLA operators of one iteration, under TP x EP x attention DP.
+
+A replica spans `dp` attention data-parallel ranks of `tp` GPUs each (x `pp` stages). Attention,
+dense MLPs, shared experts and the router run per rank, tensor-parallel over its `tp` GPUs, on
+that rank's own tokens. Routed experts are spread over all `tp x dp` GPUs: `ep` expert groups
+(E / ep experts each), each expert's FFN split `moe_tp = tp x dp / ep` ways. With dp > 1 the
+ranks' tokens differ, so an MoE layer gathers them (dispatch) and sends results back
+(combine): an all-to-all over the `ep` GPUs of the expert group (DeepEP / pplx style; fp8
+dispatch when the experts are fp8), or with ep = 1 an all-gather and a reduce-scatter over all
+`tp x dp` GPUs. With dp = 1 every GPU of the TP group holds every token, experts (EP inside the
+TP group, vLLM's `--enable-expert-parallel` without DP) need no dispatch, and the MLP's
+all-reduce sums their outputs as for a dense MLP.
+
+Each kind of operator has ONE timing method here, a roofline with the cost model's
+Efficiencies, so that a kernel-table fit can replace it in one line:
+- `_moe_experts_time(num_tokens)`: the fused grouped GEMM (gate/up, activation, down) of the
+  routed experts on one GPU, given the tokens entering the layer over the whole expert group;
+  balanced routing: each expert receives T x k / E tokens, `1 - (1 - k/E)^T` of them get any.
+- `_router_time(tokens)`: the router GEMM (bf16) and its top-k.
+- `_a2a_time(msg_bytes, n_gpus)`: one dispatch or combine (NVLink inside a node, the NIC for
+  the share of peers on other nodes).
+- `_mla_time(prefill, n_decode, ctx_sum, q)`: DeepSeek's MLA attention module of one layer
+  (projections, the latent up-projection for prefill, absorbed weights for decode, attention).
+- `_block_fp8_gemm_time(m, n, k)`: a GEMM with 128 x 128 block-scaled fp8 weights (W8A8 on FP8
+  tensor cores with per-token-group activation scales; weight-only where there is no FP8).
+"""
+
+from __future__ import annotations
+
+import math
+
+from costmodel import attention as at
+from costmodel import roofline as rl
+from costmodel.efficiencies import _blend, clock_scale
+from costmodel.model_spec import WEIGHT_DTYPE_BYTES
+
+WEIGHT_ONLY = ("int4", "mxfp4")  # dequantised in the GEMM's main loop, bf16 tensor cores
+
+
+class MoELayers:
+    """Mixed into CostModel: needs model, gpu, eff, tp, dp, ep, moe_tp, part_dtype, _gemm."""
+
+    # --- GEMMs by weight dtype ---------------------------------------------------------------
+    def _part_gemm(self, name: str, m: int, n: int, k: int, part: str) -> float:
+        """GEMM of a layer part (attn, mlp, experts) in that part's weight dtype."""
+        dt = self.part_dtype[part]
+        if dt == self.precision and dt in ("bf16", "fp8", "int4"):  # the dense model's own path
+            return self._gemm(name, m, n, k)
+        return self._dtype_gemm(m, n, k, dt)
+
+    def _dtype_gemm(self, m: int, n: int, k: int, dt: str) -> float:
+        g, e = self.gpu, self.eff
+        if dt == "fp8_block":
+            return self._block_fp8_gemm_time(m, n, k)
+        if dt == "fp8":
+            fp8 = g.has_fp8
+            return rl.gemm_time_s(m, n, k, g, e, g.peak_flops("fp8"), 1.0, 1.0 if fp8 else 2.0, fp8)
+        return rl.gemm_time_s(m, n, k, g, e, g.bf16_flops, WEIGHT_DTYPE_BYTES[dt], 2.0)
+
+    def _block_fp8_gemm_time(self, m: int, n: int, k: int) -> float:
+        g = self.gpu
+        wb = WEIGHT_DTYPE_BYTES["fp8_block"]
+        if not g.has_fp8:  # weight-only dequantisation (Marlin-style) on bf16 tensor cores
+            return rl.gemm_time_s(m, n, k, g, self.eff, g.bf16_flops, wb, 2.0)
+        return rl.gemm_time_s(m, n, k, g, self.eff, g.fp8_flops, wb, 1.0, True)
+
+    # --- MoE ---------------------------------------------------------------------------------
+    def _router_time(self, tokens: int) -> float:
+        m = self.model
+        return self._dtype_gemm(tokens, m.num_experts, m.hidden_size, "bf16")
+
+    def _moe_experts_time(self, num_tokens: int) -> float:
+        """Routed experts of one MoE layer on one GPU: `num_tokens` enter the layer over the
+        expert group (all DP ranks), each picks top-k of E experts (balanced routing); this
+        GPU holds E / ep experts, each `expert_ffn / moe_tp` wide. A grouped GEMM for gate/up
+        and one for down (Triton fused-MoE: each active expert's rows padded to its M block),
+        each a roofline of its FLOPs and of the active experts' weights, plus the activation."""
+        m = self.model
+        if num_tokens <= 0:
+            return 0.0
+        E, k = m.num_experts, m.experts_per_token
+        local = max(1, E // self.ep)
+        inter = max(1, m.expert_ffn // self.moe_tp)
+        assign = num_tokens * k / self.ep
+        active = local if k >= E else max(1.0, local * -math.expm1(num_tokens * math.log1p(-k / E)))
+        m_e = max(1, math.ceil(assign / active))
+        up = 2 if m.gated_mlp else 1
+        h = m.hidden_size
+        t = (self._grouped_gemm(m_e, up * inter, h, active) + self._grouped_gemm(m_e, h, inter, active))
+        act_bytes = assign * inter * (up + 1) * 2
+        return t + rl.elementwise_time_s(act_bytes, self.gpu, self.eff, "mlp_act")
+
+    def _grouped_gemm(self, m_e: int, n: int, k: int, active: float) -> float:
+        """`active` GEMMs of m_e x n x k in one kernel, weights in the experts' dtype: fp8 ones
+        on FP8 tensor cores (with fp8 activations), MXFP4 / int4 dequantised to bf16."""
+        g, e = self.gpu, self.eff
+        dt = self.part_dtype["experts"]
+        fp8 = dt in ("fp8", "fp8_block") and g.has_fp8
+        peak, act = (g.fp8_flops, 1.0) if fp8 else (g.bf16_flops, 2.0)
+        block = 16 if m_e <= 16 else 64
+        rows = active * -(-m_e // block) * block
+        t_c = 2.0 * rows * n * k / (peak * (e.fp8_compute_eff if fp8 else e.gemm_compute_eff))
+        bytes_ = active * (n * k * WEIGHT_DTYPE_BYTES[dt] + m_e * (k * act + n * 2.0))
+        t_m = bytes_ / (g.hbm_bw_bytes_s * e.gemm_mem_eff)
+        return _blend(t_c, t_m, e.gemm_blend) + e.kernel_overhead_s * clock_scale(g)
+
+    def _a2a_time(self, msg_bytes: float, n_gpus: int) -> float:
+        """One all-to-all (or all-gather) in which each GPU exchanges `msg_bytes` with the
+        other n - 1: NVLink to peers on its node, the NIC to those on other nodes."""
+        if n_gpus <= 1 or msg_bytes <= 0:
+            return 0.0
+        g, e = self.gpu, self.eff
+        per_node = min(n_gpus, g.gpus_per_node)
+        on = msg_bytes * (per_node - 1) / n_gpus
+        off = msg_bytes * (n_gpus - per_node) / n_gpus
+        t = on / (g.intra_node_bw_bytes_s() * e.comm_bw_eff)
+        lat = e.comm_latency_s
+        if off > 0:
+            t = max(t, off / (g.network_bw_bytes_s * e.net_bw_eff))
+            lat = e.net_latency_s
+        return e.comm_base_s + lat + t
+
+    def _moe_layer_ops(self, T: int, T_all: int, layer_op) -> None:
+        """The MLP of one MoE layer for a rank of T tokens, T_all over the expert group's ranks;
+        `layer_op(name, time, flops, bytes, comm)` records each over the MoE layers."""
+        m = self.model
+        h, E, k = m.hidden_size, m.num_experts, m.experts_per_token
+        layer_op("moe_router", self._router_time(T), 2 * T * E * h, E * h * 2)
+        if self.dp > 1:
+            n = self.ep if self.ep > 1 else self.tp * self.dp
+            if self.ep > 1:  # this GPU's share of the rank's tokens, k copies each
+                send = T / self.tp * k * h * (1 if self.part_dtype["experts"] in ("fp8", "fp8_block") else 2)
+                back = T / self.tp * k * h * 2
+            else:  # all-gather the group's tokens, reduce-scatter the outputs
+                send = back = T_all * h * 2
+            layer_op("moe_dispatch", self._a2a_time(send, n), 0, 0, send)
+        inter = m.expert_ffn // self.moe_tp
+        up = 2 if m.gated_mlp else 1
+        assign = T_all * k / self.ep
+        w = E // self.ep * (up + 1) * inter * h * WEIGHT_DTYPE_BYTES[self.part_dtype["experts"]]
+        layer_op("moe_experts", self._moe_experts_time(T_all), 2 * assign * (up + 1) * inter * h, w)
+        if self.dp > 1:
+            layer_op("moe_combine", self._a2a_time(back, n), 0, 0, back)
+        if m.shared_ffn:
+            s = m.shared_ffn // self.tp
+            t = (self._part_gemm("mlp_up", T, up * s, h, "mlp") + self._part_gemm("mlp_down", T, h, s, "mlp")
+                 + rl.elementwise_time_s(T * s * (up + 1) * 2, self.gpu, self.eff, "mlp_act"))
+            layer_op("shared_experts", t, 2 * T * (up + 1) * s * h,
+                     (up + 1) * s * h * WEIGHT_DTYPE_BYTES[self.part_dtype["mlp"]])
+
+    # --- MLA ---------------------------------------------------------------------------------
+    def _mla_proj_time(self, T: int) -> float:
+        """MLA projections of T tokens on one GPU: q down/up (heads / tp), the replicated KV
+        down-projection with its rope key, their norms, and the output projection."""
+        hit = self._mla_proj_cache.get(T)
+        if hit is not None:
+            return hit
+        m, h = self.model, self.model.hidden_size
+        nh = m.num_heads // self.tp
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        g = self._part_gemm
+        t = 0.0
+        if T > 0:
+            if m.q_lora_rank:
+                t += g("qkv_proj", T, m.q_lora_rank, h, "attn") + g("qkv_proj", T, nh * qk, m.q_lora_rank, "attn")
+            else:
+                t += g("qkv_proj", T, nh * qk, h, "attn")
+            t += g("qkv_proj", T, m.kv_lora_rank + m.qk_rope_head_dim, h, "attn")
+            t += g("o_proj", T, h, nh * m.v_head_dim, "attn")
+            norm = T * (m.q_lora_rank + m.kv_lora_rank) * 2 * 2
+            t += rl.elementwise_time_s(norm, self.gpu, self.eff, "input_layernorm", m.kv_lora_rank)
+            t += rl.elementwise_time_s(T * (nh + 1) * m.qk_rope_head_dim * 4, self.gpu, self.eff, "rope")
+        self._mla_proj_cache[T] = t
+        return t
+
+    def _mla_time(self, prefill, n_decode: int, ctx_sum: float, q: int) -> tuple[float, float]:
+        """(prefill, decode) time of one layer's MLA module on one GPU.
+
+        Prefill: the cached latent of each chunk's whole context is up-projected to per-head
+        keys and values (kv_b_proj), then causal attention with 192-wide query/key heads (the
+        128-wide values padded to them, as FlashAttention runs MLA prefill). Decode: the
+        key up-projection is absorbed into the queries and the value one into the output, so
+        attention reads the 576-element latent of each cached token once for all heads (MQA
+        with 576-wide keys, 512-wide values)."""
+        m, g, e = self.model, self.gpu, self.eff
+        nh = m.num_heads // self.tp
+        r, rope = m.kv_lora_rank, m.qk_rope_head_dim
+        T_pre = sum(c for c, _ in prefill)
+        T_dec = n_decode * q
+        proj = self._mla_proj_time(T_pre + T_dec)
+        share = T_pre / (T_pre + T_dec) if T_pre + T_dec else 0.0
+        t_pre = t_dec = 0.0
+        if prefill:
+            ctx = sum(c + p for c, p in prefill)
+            t_pre = proj * share + self._part_gemm(
+                "kv_b_proj", ctx, nh * (m.qk_nope_head_dim + m.v_head_dim), r, "attn")
+            t_pre += at.prefill_attn_batch_time_s(prefill, nh, nh, m.qk_nope_head_dim + rope, g, e, 2.0)
+        if n_decode:
+            absorb = (self._dtype_gemm(T_dec, nh * r, m.qk_nope_head_dim, "bf16")
+                      + self._dtype_gemm(T_dec, nh * m.v_head_dim, r, "bf16"))
+            flops = 2.0 * nh * (2 * r + rope) * ctx_sum * q
+            kv = ctx_sum * (r + rope) * self.kv_elem_bytes
+            t_m = kv / (g.hbm_bw_bytes_s * e.attn_mem_eff)
+            t_c = flops / (g.bf16_flops * e.attn_compute_eff)
+            fixed = (e.attn_overhead_s + n_decode * e.attn_decode_cta_s) * clock_scale(g)
+            t_dec = proj * (1 - share) + absorb + _blend(t_m, t_c, e.attn_decode_blend) + fixed
+        return t_pre, t_dec
+
+    # --- sliding-window attention ------------------------------------------------------------
+    @staticmethod
+    def _windowed(prefill, window: int):
+        """Prefill chunks as a sliding-window layer sees them: each query attends at most
+        `window` keys, so a chunk is pieces of at most `window` queries over at most
+        `window` earlier keys."""
+        out = []
+        for c, p in prefill:
+            first = min(c, window)
+            out.append((first, min(p, window)))
+            rest = c - first
+            while rest > 0:
+                piece = min(rest, window)
+                out.append((piece, window))
+                rest -= piece
+        return out

@@ -1,0 +1,60 @@
+"""A data-parallel MoE replica: `dp` attention ranks stepping together through the MoE layers.
+
+vLLM's `--data-parallel-size N --enable-expert-parallel` and SGLang's `--enable-dp-attention`
+run one scheduler per attention rank: each rank admits, batches and caches its own requests
+(its own KV pool, its own `max_num_seqs` and token budget), and the router spreads requests
+over the ranks as over replicas. Their forward passes are not independent: every MoE layer
+exchanges tokens between all ranks (dispatch and combine), so each layer waits for the slowest
+rank, and a rank with nothing to do still runs a dummy batch to take part. `DPGroup` is the
+one simpy process that drives the ranks (each a `Replica`, whose scheduling and completion it
+reuses): each iteration every rank schedules its batch, the group takes
+`CostModel.dp_step_time_s` of all of them, and every rank's batch completes at that time.
+"""
+
+from __future__ import annotations
+
+from sim.replica import Replica
+
+
+class DPGroup:
+    def __init__(self, ranks: list[Replica], cm):
+        self.ranks, self.cm = ranks, cm
+        self.env = ranks[0].env
+
+    def run(self):
+        env, ranks = self.env, self.ranks
+        while True:
+            batches = [r._schedule() for r in ranks]
+            if all(b is None for b in batches):
+                idle = env.event()
+                for r in ranks:  # a request reaching any rank wakes the group
+                    r._idle = idle
+                yield idle
+                for r in ranks:
+                    r._idle = None
+                continue
+            args, extra = [], 0.0
+            for r, b in zip(ranks, batches, strict=True):
+                if b is None:
+                    args.append(((), 0, 0.0, 1))
+                    continue
+                pre = [(c, min(p.computed, r.cap) if r.cap else p.computed)
+                       for p, c in zip(b.prefills, b.chunks, strict=True)]
+                args.append((pre, b.n_dec, b.ctx_sum, b.q))
+                extra = max(extra, b.extra_s)
+                if r.timeline is not None and env.now >= r._next_sample:
+                    r._sample()
+            dt = self.cm.dp_step_time_s(args) + extra
+            for r, b, (_pre, n_dec, ctx, q) in zip(ranks, batches, args, strict=True):
+                if b is None:
+                    continue
+                if r.step_log is not None:
+                    r.step_log.append((env.now, dt, tuple((c, p.computed) for p, c in
+                                                          zip(b.prefills, b.chunks, strict=True)),
+                                       n_dec, ctx, q))
+                r.busy_s += dt
+                r.iterations += 1
+            yield env.timeout(dt)
+            for r, b in zip(ranks, batches, strict=True):
+                if b is not None:
+                    r._complete(b)
