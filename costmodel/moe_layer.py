@@ -11,28 +11,33 @@ dispatch when the experts are fp8), or with ep = 1 an all-gather and a reduce-sc
 TP group, vLLM's `--enable-expert-parallel` without DP) need no dispatch, and the MLP's
 all-reduce sums their outputs as for a dense MLP.
 
-Each kind of operator has ONE timing method here, a roofline with the cost model's
-Efficiencies, so that a kernel-table fit can replace it in one line:
+Each kind of operator has ONE timing method here; the kernel formulas fitted on vLLM's
+measured tables (AIConfigurator's H100 MoE, MLA and GEMM tables) live in their own modules:
 - `_moe_experts_time(num_tokens)`: the fused grouped GEMM (gate/up, activation, down) of the
-  routed experts on one GPU, given the tokens entering the layer over the whole expert group;
-  balanced routing: each expert receives T x k / E tokens, `1 - (1 - k/E)^T` of them get any.
-- `_router_time(tokens)`: the router GEMM (bf16) and its top-k.
+  routed experts on the busiest GPU of the expert group, given the tokens entering the layer
+  over the whole group (balanced routing): costmodel/moe_kernels.py `fused_moe_time_s`, the
+  kernel family from the experts' dtype (Triton bf16 / fp8, block-fp8, Marlin int4, MXFP4).
+- `_router_time(tokens)`: the router GEMM (bf16) and its top-k: `router_time_s`.
 - `_a2a_time(msg_bytes, n_gpus)`: one dispatch or combine (NVLink inside a node, the NIC for
-  the share of peers on other nodes).
-- `_mla_time(prefill, n_decode, ctx_sum, q)`: DeepSeek's MLA attention module of one layer
-  (projections, the latent up-projection for prefill, absorbed weights for decode, attention).
-- `_block_fp8_gemm_time(m, n, k)`: a GEMM with 128 x 128 block-scaled fp8 weights (W8A8 on FP8
-  tensor cores with per-token-group activation scales; weight-only where there is no FP8).
+  the share of peers on other nodes), a roofline of the link bandwidths.
+- `_mla_time(prefill, n_decode, ctx_sum, q)`: DeepSeek's MLA attention module of one layer.
+  Decode runs the absorbed module of costmodel/mla.py (`mla_decode_time_s`: projections,
+  W_UK / W_UV folded into query and output, attention over the latent cache); prefill chunks,
+  which may sit on a cached prefix, keep the roofline below (latent up-projection, then
+  FlashAttention over 192-wide heads).
+- `_block_fp8_gemm_time(m, n, k)`: a GEMM with 128 x 128 block-scaled fp8 weights:
+  costmodel/block_fp8.py (vLLM's kernel choice on Hopper, per-token-group activation
+  quantisation), inside a CUDA graph.
 """
 
 from __future__ import annotations
 
-import math
-
 from costmodel import attention as at
 from costmodel import roofline as rl
-from costmodel.efficiencies import _blend, clock_scale
+from costmodel.block_fp8 import block_fp8_gemm_time_s
+from costmodel.mla import mla_decode_time_s
 from costmodel.model_spec import WEIGHT_DTYPE_BYTES
+from costmodel.moe_kernels import fused_moe_time_s, router_time_s
 
 WEIGHT_ONLY = ("int4", "mxfp4")  # dequantised in the GEMM's main loop, bf16 tensor cores
 
@@ -58,51 +63,30 @@ class MoELayers:
         return rl.gemm_time_s(m, n, k, g, e, g.bf16_flops, WEIGHT_DTYPE_BYTES[dt], 2.0)
 
     def _block_fp8_gemm_time(self, m: int, n: int, k: int) -> float:
-        g = self.gpu
-        wb = WEIGHT_DTYPE_BYTES["fp8_block"]
-        if not g.has_fp8:  # weight-only dequantisation (Marlin-style) on bf16 tensor cores
-            return rl.gemm_time_s(m, n, k, g, self.eff, g.bf16_flops, wb, 2.0)
-        return rl.gemm_time_s(m, n, k, g, self.eff, g.fp8_flops, wb, 1.0, True)
+        if m <= 0:
+            return 0.0
+        return block_fp8_gemm_time_s(m=m, n=n, k=k, gpu=self.gpu, eff=self.eff, graph=True)
 
     # --- MoE ---------------------------------------------------------------------------------
     def _router_time(self, tokens: int) -> float:
         m = self.model
-        return self._dtype_gemm(tokens, m.num_experts, m.hidden_size, "bf16")
+        if tokens <= 0:
+            return 0.0
+        return router_time_s(num_tokens=tokens, hidden=m.hidden_size, num_experts=m.num_experts,
+                             gpu=self.gpu, eff=self.eff)
 
     def _moe_experts_time(self, num_tokens: int) -> float:
-        """Routed experts of one MoE layer on one GPU: `num_tokens` enter the layer over the
-        expert group (all DP ranks), each picks top-k of E experts (balanced routing); this
-        GPU holds E / ep experts, each `expert_ffn / moe_tp` wide. A grouped GEMM for gate/up
-        and one for down (Triton fused-MoE: each active expert's rows padded to its M block),
-        each a roofline of its FLOPs and of the active experts' weights, plus the activation."""
+        """Routed experts of one MoE layer on the busiest GPU: `num_tokens` enter the layer over
+        the expert group (all DP ranks), each picks top-k of E experts (balanced routing); a GPU
+        holds E / ep experts, each `expert_ffn / moe_tp` wide (costmodel/moe_kernels.py)."""
         m = self.model
         if num_tokens <= 0:
             return 0.0
-        E, k = m.num_experts, m.experts_per_token
-        local = max(1, E // self.ep)
-        inter = max(1, m.expert_ffn // self.moe_tp)
-        assign = num_tokens * k / self.ep
-        active = local if k >= E else max(1.0, local * -math.expm1(num_tokens * math.log1p(-k / E)))
-        m_e = max(1, math.ceil(assign / active))
-        up = 2 if m.gated_mlp else 1
-        h = m.hidden_size
-        t = (self._grouped_gemm(m_e, up * inter, h, active) + self._grouped_gemm(m_e, h, inter, active))
-        act_bytes = assign * inter * (up + 1) * 2
-        return t + rl.elementwise_time_s(act_bytes, self.gpu, self.eff, "mlp_act")
-
-    def _grouped_gemm(self, m_e: int, n: int, k: int, active: float) -> float:
-        """`active` GEMMs of m_e x n x k in one kernel, weights in the experts' dtype: fp8 ones
-        on FP8 tensor cores (with fp8 activations), MXFP4 / int4 dequantised to bf16."""
-        g, e = self.gpu, self.eff
-        dt = self.part_dtype["experts"]
-        fp8 = dt in ("fp8", "fp8_block") and g.has_fp8
-        peak, act = (g.fp8_flops, 1.0) if fp8 else (g.bf16_flops, 2.0)
-        block = 16 if m_e <= 16 else 64
-        rows = active * -(-m_e // block) * block
-        t_c = 2.0 * rows * n * k / (peak * (e.fp8_compute_eff if fp8 else e.gemm_compute_eff))
-        bytes_ = active * (n * k * WEIGHT_DTYPE_BYTES[dt] + m_e * (k * act + n * 2.0))
-        t_m = bytes_ / (g.hbm_bw_bytes_s * e.gemm_mem_eff)
-        return _blend(t_c, t_m, e.gemm_blend) + e.kernel_overhead_s * clock_scale(g)
+        inter = m.expert_ffn // self.moe_tp * self.moe_tp  # each GPU's slice is whole columns
+        return fused_moe_time_s(num_tokens=num_tokens, hidden=m.hidden_size, inter=inter,
+                                topk=m.experts_per_token, num_experts=m.num_experts, gpu=self.gpu,
+                                eff=self.eff, precision=self.part_dtype["experts"], tp=self.moe_tp,
+                                ep=self.ep, routing="balanced", gated=m.gated_mlp)
 
     def _a2a_time(self, msg_bytes: float, n_gpus: int) -> float:
         """One all-to-all (or all-gather) in which each GPU exchanges `msg_bytes` with the
@@ -196,14 +180,13 @@ class MoELayers:
                 "kv_b_proj", ctx, nh * (m.qk_nope_head_dim + m.v_head_dim), r, "attn")
             t_pre += at.prefill_attn_batch_time_s(prefill, nh, nh, m.qk_nope_head_dim + rope, g, e, 2.0)
         if n_decode:
-            absorb = (self._dtype_gemm(T_dec, nh * r, m.qk_nope_head_dim, "bf16")
-                      + self._dtype_gemm(T_dec, nh * m.v_head_dim, r, "bf16"))
-            flops = 2.0 * nh * (2 * r + rope) * ctx_sum * q
-            kv = ctx_sum * (r + rope) * self.kv_elem_bytes
-            t_m = kv / (g.hbm_bw_bytes_s * e.attn_mem_eff)
-            t_c = flops / (g.bf16_flops * e.attn_compute_eff)
-            fixed = (e.attn_overhead_s + n_decode * e.attn_decode_cta_s) * clock_scale(g)
-            t_dec = proj * (1 - share) + absorb + _blend(t_m, t_c, e.attn_decode_blend) + fixed
+            dt = self.part_dtype["attn"]
+            t_dec = mla_decode_time_s(
+                batch=n_decode, context_len=max(1, round(ctx_sum / n_decode) - q), num_heads=nh,
+                gpu=g, eff=e, hidden=m.hidden_size, q_lora_rank=m.q_lora_rank,
+                kv_lora_rank=r, qk_nope_dim=m.qk_nope_head_dim, qk_rope_dim=rope,
+                v_head_dim=m.v_head_dim, precision="fp8_block" if dt == "fp8_block" else "bf16",
+                kv_dtype=self.kv_dtype, q_tokens=q)
         return t_pre, t_dec
 
     # --- sliding-window attention ------------------------------------------------------------
