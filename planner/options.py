@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.fleet import Fleet
-from planner.sizing import carried, deployment_cost, size
+from planner.sizing import deployment_cost, scale_of, size
 from planner.verify import Bisection, failure_reason
 from sim.deployment import PoolConfig
 
@@ -74,7 +74,9 @@ def score(o: Option, goodput: float, objective: str, load: float | None, feasibl
     per_gpu = goodput / o.unit_gpus
     if load is None or not feasible:
         pools = size(o, None, fleet, goodput)
-        return (0, -carried(o, pools, goodput), deployment_cost(pools, prices))
+        # whole verified units only: what `fill` adds beyond them rests on the screen's estimate of
+        # the pool that does not bind, which ranks options on an unverified number
+        return (0, -goodput * scale_of(o, pools), deployment_cost(pools, prices))
     pools = size(o, load, fleet, goodput)
     if objective == "cost":
         return (0, deployment_cost(pools, prices), -per_gpu)
