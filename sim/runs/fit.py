@@ -319,6 +319,13 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         resid = {"runs": len(f.rows), "mape_after": s["after"], "mape_held_out": s["held_out"]}
         prof.gpus[f.gpu] = GpuCalibration(f.params, resid, old.uncertainty_rel if old else 0.0,
                                           sources, dict(f.interval))
+        for n in f.fitted:
+            lo, hi = PARAM_BOUNDS[n]
+            v = getattr(f.params, n)
+            if v >= hi * (1 - 1e-3) or v <= max(lo, hi * 1e-4) * (1 + 1e-3):
+                prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at its bound [{lo:g}, {hi:g}]: the "
+                                     "runs ask for more than it can give, so part of their error "
+                                     "lies in something else")
         if f.rejected:
             prof.messages.append(f.rejected)
         elif f.not_informed:
