@@ -67,7 +67,7 @@ def deployment_arg(plan: Path | None, model: str | None, gpu: str | None, pool: 
 
 
 def _ms(x) -> str:
-    return "-" if x is None else f"{x * 1e3:.1f}"
+    return "-" if x is None else f"{x * 1e3:.0f}" if x >= 0.1 else f"{x * 1e3:.1f}"
 
 
 def run_table(fits) -> list[dict]:
@@ -106,8 +106,10 @@ def _print(doc: dict) -> None:
     from rich.table import Table
 
     c = Console(stderr=True)
-    t = Table(title="runs: mean TTFT and TPOT (ms), predicted before / after calibration and measured")
-    cols = ("run", "tp", "workload", "conc.", "TTFT meas.", "before", "after", "TPOT meas.",
+    if not c.is_terminal:  # a file or a pipe: wide enough for the table, not folded at 80
+        c = Console(stderr=True, width=130)
+    t = Table(title="runs: mean TTFT and TPOT (ms), measured and predicted before / after calibration")
+    cols = ("run", "tp", "in x out", "conc.", "TTFT meas.", "before", "after", "TPOT meas.",
             "before", "after")
     for col in cols:
         t.add_column(col, justify="left" if col in ("run", "workload") else "right")
@@ -142,6 +144,9 @@ def _print(doc: dict) -> None:
         elif g["not_informed"]:
             c.print(f"  not informed by these runs (kept at their starting values): "
                     f"{', '.join(g['not_informed'])}", soft_wrap=True)
+    for msg in doc["messages"]:
+        if not any(msg == g.get("rejected") for g in doc["gpus"]):
+            c.print(f"note: {msg}", markup=False, soft_wrap=True)
     if doc.get("out"):
         c.print(f"wrote {doc['out']}")
     if doc.get("plot"):

@@ -13,12 +13,19 @@ as much as every metric being off by `PRIOR`). It alternates full replays and a 
 fit on the re-timed recordings, repeat until the estimate stops moving (at most `OUTER`
 rounds). The errors it reports come from full replays, before and after. A parameter that no
 run's prediction responds to (all runs at TP 1 say nothing of the collectives) is not fitted:
-it keeps its starting value, and the result says so.
+it keeps its starting value, and the result says so. The loss is robust (soft L1 on the log
+errors): a few runs that the engine parameters cannot describe do not drag every parameter.
+Last, the full replays at the fitted values are checked against those at the start: when any
+metric's MAPE over the runs is worse, the surrogate's optimum was not the simulator's (or the
+runs' error lies in what these parameters do not describe, such as a scheduler) and the fit is
+set aside: the starting values stay, and the result says why (`RunsFit.rejected`).
 
 Error bars: each run is predicted by a fit that left it out (leave-one-out up to `LOO_MAX`
-runs, k-fold beyond), on the surrogates of the final round; the 10% and 90% quantiles of
-log(measured / predicted) over those held-out predictions give an 80% interval per metric
-(`GpuCalibration.latency_interval`), which plans report around their predicted TTFT and TPOT.
+runs, k-fold beyond), on the surrogates of the final round; the 10% and 90% points of
+log(measured / predicted) over those held-out predictions, taken at split-conformal ranks
+(`held_out_interval`), give an 80% interval per metric (`GpuCalibration.latency_interval`),
+which plans report around their predicted TTFT and TPOT. A fit set aside fitted nothing: the
+starting values' errors on every run are the held-out ones.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor 
 # something the engine parameters do not describe (a scheduler, a KV admission rule) do not drag
 # every parameter towards them
 LOSS, F_SCALE = "soft_l1", 0.1
-WORSE_TOL = 0.005  # a metric whose mean |log error| grows more than this rejects the fit
+WORSE_TOL = 0.005  # a metric whose MAPE over the runs grows more than this rejects the fit
 OUTER = 3  # most replay-and-fit rounds
 SENSITIVITY = 0.01  # d log(prediction) / d log(parameter) below which a parameter is not informed
 LOO_MAX = 40  # leave-one-out up to this many runs; 10-fold beyond
@@ -230,7 +237,7 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         # or the runs' errors come from what these parameters do not describe; trading one
         # metric's error for another's would be a fudge, so the starting values stay
         rejected = (f"{gpu}: the fitted values replay the runs worse in "
-                    + ", ".join(f"{m.upper()} (mean |log error| {j0[m]:.3f} -> {j1[m]:.3f})" for m in worse)
+                    + ", ".join(f"{m.upper()} (MAPE {j0[m]:.1%} -> {j1[m]:.1%})" for m in worse)
                     + "; kept the starting values")
         say(rejected)
         est, after, informed = start, before, []
@@ -246,18 +253,32 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
             e = [np.log(r.run.measured[f"{m}_mean_s"] / r.held_out[f"{m}_mean_s"]) for r in rows
                  if f"{m}_mean_s" in r.held_out and f"{m}_mean_s" in r.run.measured]
             if e:
-                interval[m] = [float(np.quantile(e, INTERVAL[0])), float(np.quantile(e, INTERVAL[1]))]
+                interval[m] = held_out_interval(e)
     return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in names if n not in informed),
                    rows, interval, done, time.perf_counter() - t0, rejected)
 
 
+def held_out_interval(errors, q=INTERVAL) -> list[float]:
+    """The interval of the next run's log(measured / predicted) from `errors` of held-out runs:
+    the order statistics of split-conformal prediction, ranks floor((n + 1) q_lo) and
+    ceil((n + 1) q_hi) (the smallest and largest when n is too small for them). A plain
+    sample quantile of a few dozen errors is narrower than the interval it estimates: it covers
+    less than its level on runs not yet seen."""
+    e = np.sort(np.asarray(errors, float))
+    n = len(e)
+    lo = max(1, int(np.floor((n + 1) * q[0])))
+    hi = min(n, int(np.ceil((n + 1) * q[1])))
+    return [float(e[lo - 1]), float(e[hi - 1])]
+
+
 def _objective(preds: list[dict], runs: list[MeasuredRun]) -> dict[str, float]:
-    """Metric (ttft, tpot, ...) -> mean |log(predicted / measured)| over its measured keys."""
+    """Metric (ttft, tpot, ...) -> mean |predicted / measured - 1| over its measured keys: the
+    error the report gives."""
     out = {}
     for m in sorted({k.split("_")[0] for r in runs for k in r.measured}):
         r = _residuals(preds, runs, (m,))
         if len(r):
-            out[m] = float(np.mean(np.abs(r)))
+            out[m] = float(np.mean(np.abs(np.expm1(r))))
     return out
 
 
@@ -298,6 +319,13 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         resid = {"runs": len(f.rows), "mape_after": s["after"], "mape_held_out": s["held_out"]}
         prof.gpus[f.gpu] = GpuCalibration(f.params, resid, old.uncertainty_rel if old else 0.0,
                                           sources, dict(f.interval))
+        for n in f.fitted:
+            lo, hi = PARAM_BOUNDS[n]
+            v = getattr(f.params, n)
+            if v >= hi * (1 - 1e-3) or v <= max(lo, hi * 1e-4) * (1 + 1e-3):
+                prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at its bound [{lo:g}, {hi:g}]: the "
+                                     "runs ask for more than it can give, so part of their error "
+                                     "lies in something else")
         if f.rejected:
             prof.messages.append(f.rejected)
         elif f.not_informed:

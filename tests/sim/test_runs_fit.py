@@ -97,3 +97,14 @@ def test_a_fit_that_replays_a_metric_worse_is_set_aside(monkeypatch):
     assert f.params == base and all(r.after == r.before == r.held_out for r in f.rows)
     g = profile_of([f]).gpus[GPU]
     assert "set aside" in g.sources["decode_time_scale"]
+
+
+def test_held_out_interval_takes_conformal_ranks():
+    from sim.runs.fit import held_out_interval
+
+    e = list(range(1, 26))  # 25 held-out errors: ranks floor(26 x 0.1) = 2 and ceil(26 x 0.9) = 24
+    assert held_out_interval(e) == [2.0, 24.0]
+    assert held_out_interval([0.3, -0.1, 0.2]) == [-0.1, 0.3]  # too few: the extremes
+    # wider than the plain sample quantiles, which under-cover unseen runs
+    import numpy as np
+    assert held_out_interval(e)[1] > np.quantile(e, 0.9)
