@@ -63,8 +63,8 @@ PARAMS_BY_FAMILY = {
     "mla_prefill": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff",
                     "mla_prefill_compute_eff"),
     "mla_decode": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff"),
-    **{f"moe_{f}": ("moe_blend",) + tuple(f"moe_{f}_{n}" for n in (
-        "compute_eff", "mem_eff", "k0", "expert_s", "row_h", "row_i", "overhead_s"))
+    **{f"moe_{f}": tuple(f"moe_{f}_{n}" for n in (
+        "compute_eff", "mem_eff", "k0", "expert_s", "row_h", "row_i", "overhead_s", "blend"))
        for f in MOE_FAMILIES},
 }
 
