@@ -64,7 +64,8 @@ PARAMS_BY_FAMILY = {
                     "mla_prefill_compute_eff"),
     "mla_decode": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff"),
     **{f"moe_{f}": tuple(f"moe_{f}_{n}" for n in (
-        "compute_eff", "mem_eff", "k0", "expert_s", "row_h", "row_i", "overhead_s", "blend"))
+        "compute_eff", "mem_eff", "k0", "expert_s", "block_s", "ep_s", "row_h", "row_i",
+        "overhead_s", "blend"))
        for f in MOE_FAMILIES},
 }
 

@@ -34,8 +34,9 @@ rank waits for):
   which dequantise in the loop).
 - memory: every active expert's weights once (bytes per element by dtype, block scales
   included) plus the routed rows' activations, at `moe_<family>_mem_eff` of HBM bandwidth,
-  and `moe_<family>_expert_s` per M tile of every expert's rows on all ranks (the align step
-  pads each expert's rows to whole tiles and the grid walks them all, returning early on other
+  `moe_<family>_expert_s` per active expert on the GPU (a grouped GEMM's per-problem setup), and
+  `moe_<family>_block_s` per M tile of every expert's rows on all ranks (the align step pads
+  each expert's rows to whole tiles and the grid walks them all, returning early on other
   ranks' experts: mid-sized batches under wide EP pay it); compute and memory blend as a
   p-norm (`moe_<family>_blend`).
 - rows: work over every one of the `num_tokens x topk` routed rows, local or not (the
@@ -43,7 +44,8 @@ rank waits for):
   routed to other ranks' experts, which write zeros): (`moe_<family>_row_h` x hidden +
   `moe_<family>_row_i` x inter / tp) x 2 bytes per row at HBM bandwidth. This is why EP 128 of
   Qwen3-235B at 16k tokens costs 1.7 ms when its one local expert computes 0.05 ms of work.
-- fixed: `moe_<family>_overhead_s` per layer (the kernels' launches and prologues; clock-scaled).
+- fixed: `moe_<family>_overhead_s` per layer (the kernels' launches and prologues), and
+  `moe_<family>_ep_s` more under expert parallelism (the expert map's remapping); clock-scaled.
 
 Kernel families (`moe_kernel_family`, from the dtype and the kernel name vLLM reports): `triton`
 (vLLM's Triton fused MoE, bf16), `triton_fp8` (the same with fp8 / block-fp8 weights and
@@ -295,10 +297,10 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     nbytes = active * mats * h * il * wb + rows * (h * ab + (mats - 1) * il * 2.0 + il * (2.0 + ab) + h * 2.0)
     cs = clock_scale(gpu)
     t_m = nbytes / (gpu.hbm_bw_bytes_s * _fam_params(eff, fam, "mem_eff")) \
-        + blocks * _fam_params(eff, fam, "expert_s") * cs
+        + (active * _fam_params(eff, fam, "expert_s") + blocks * _fam_params(eff, fam, "block_s")) * cs
     t_rows = t * k * 2.0 * (h * _fam_params(eff, fam, "row_h") + il * _fam_params(eff, fam, "row_i")) \
         / gpu.hbm_bw_bytes_s
-    fixed = _fam_params(eff, fam, "overhead_s") * cs
+    fixed = (_fam_params(eff, fam, "overhead_s") + np.where(ep_ > 1, _fam_params(eff, fam, "ep_s"), 0.0)) * cs
     out = np.where(t > 0, _blend_pv(t_c, t_m, _fam_params(eff, fam, "blend")) + t_rows + fixed, 0.0)
     return float(out[0]) if scalar else out
 
