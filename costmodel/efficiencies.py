@@ -219,12 +219,19 @@ class Efficiencies:
     fp8b_cutlass_host_s: float = 170e-6
     fp8b_host_blend: float = 4.0
     # MLA attention modules (costmodel/mla.py): fixed time of one module's ~15 kernels
-    # (clock-scaled), the absorbed latent attention's HBM and tensor-core fractions, and the
-    # prefill attention's tensor-core fraction (head dims 192 / 128)
+    # (clock-scaled), the absorbed latent attention's HBM and tensor-core fractions and time per
+    # sequence (clock-scaled) over a bf16 cache (FlashAttention's MLA kernel) and an fp8 one
+    # (FlashMLA, with its own fixed time), and the prefill attention's tensor-core fraction
     mla_overhead_s: float = 40e-6
     mla_attn_mem_eff: float = 0.8
     mla_attn_compute_eff: float = 0.5
+    mla_attn_per_seq_s: float = 0.1e-6
+    mla_fp8_attn_mem_eff: float = 0.8
+    mla_fp8_attn_compute_eff: float = 0.5
+    mla_fp8_attn_per_seq_s: float = 0.1e-6
+    mla_fp8_overhead_s: float = 5e-6
     mla_prefill_compute_eff: float = 0.6
+    mla_token_head_s: float = 0.1e-9  # per (token x head): the per-head copies and batched GEMMs
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -309,6 +316,12 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "mla_overhead_s": (0.0, 300e-6),
     "mla_attn_mem_eff": (0.05, 1.0),
     "mla_attn_compute_eff": (0.02, 1.0),
+    "mla_attn_per_seq_s": (0.0, 20e-6),
+    "mla_fp8_attn_mem_eff": (0.05, 1.0),
+    "mla_fp8_attn_compute_eff": (0.02, 1.0),
+    "mla_fp8_attn_per_seq_s": (0.0, 20e-6),
+    "mla_fp8_overhead_s": (0.0, 100e-6),
+    "mla_token_head_s": (0.0, 20e-9),
     "mla_prefill_compute_eff": (0.02, 1.0),
 }
 MOE_FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "oai")
