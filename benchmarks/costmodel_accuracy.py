@@ -29,8 +29,14 @@ Experiments (every number is a MAPE on rows the fit never saw):
    and 6 only) predict the rows experiments 1-3 report; the generic set every GPU had before is shown
    beside the H100 row (no target in the issue; reported).
 
-Run: `.venv/bin/python benchmarks/costmodel_accuracy.py` (about 2 minutes on 2 cores). Prints a
-table, writes benchmarks/out/costmodel_accuracy.json.
+8-10. moe, mla, block_fp8: fused-MoE layers per weight dtype, MLA attention modules and
+   block-FP8 GEMMs on AIConfigurator's tables of every GPU present (benchmarks/moe_accuracy.py:
+   fit on a seed-0 20% sample, predict the other 80%, target <= 10% each; other GPUs' folders
+   are also predicted zero-shot).
+
+Run: `.venv/bin/python benchmarks/costmodel_accuracy.py` (about 4 minutes on 2 cores; `--moe`
+runs experiments 8-10 alone). Prints a table, writes benchmarks/out/costmodel_accuracy.json
+(`costmodel_accuracy_moe.json` with `--moe`).
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from moe_accuracy import experiments as moe_experiments  # noqa: E402
 
 from costmodel.calibration import CalibrationProfile, GpuCalibration  # noqa: E402
 from costmodel.efficiencies import Efficiencies  # noqa: E402
@@ -230,15 +239,18 @@ def main() -> None:
     t0 = time.perf_counter()
     prof_dir = profiles_dir()
     results: list[dict] = []
-    reps, _ = vidur_ops(prof_dir)
-    results += reps
-    results += aic_h100(prof_dir)
-    reps, a100 = splitwise(prof_dir)
-    results += reps
-    results += zero_shot(prof_dir, a100)
-    results += vidur_network(prof_dir)
-    results += aic_allreduce(prof_dir)
-    results += uncalibrated(prof_dir)
+    moe_only = "--moe" in sys.argv[1:]
+    if not moe_only:
+        reps, _ = vidur_ops(prof_dir)
+        results += reps
+        results += aic_h100(prof_dir)
+        reps, a100 = splitwise(prof_dir)
+        results += reps
+        results += zero_shot(prof_dir, a100)
+        results += vidur_network(prof_dir)
+        results += aic_allreduce(prof_dir)
+        results += uncalibrated(prof_dir)
+    results += moe_experiments(prof_dir)
     wall = time.perf_counter() - t0
     print(f"{'experiment':<92} {'rows':>7} {'MAPE':>7} {'target':>7} {'met':>4}  {'median':>7}")
     for r in results:
@@ -249,7 +261,7 @@ def main() -> None:
         for op, v in {**r.get("by_phase", {}), **r["by_op"]}.items():
             print(f"    {op:<88} {v['n']:>7} {v['mape']:>7.1%}")
     print(f"wall {wall:.0f} s")
-    out = REPO / "benchmarks" / "out" / "costmodel_accuracy.json"
+    out = REPO / "benchmarks" / "out" / ("costmodel_accuracy_moe.json" if moe_only else "costmodel_accuracy.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"results": results, "wall_s": wall, "seed": SEED}, indent=2) + "\n")
 

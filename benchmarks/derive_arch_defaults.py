@@ -8,7 +8,10 @@ unseen:
   the same sample the aic_h100 experiment fits on; and its collective parameters
   (`comm_base_s`, `comm_latency_s`, `comm_bw_eff`) from the seed-0 20% sample of vLLM's custom
   all-reduce captured in CUDA graphs, the sample the aic_allreduce experiment fits on (how a
-  vLLM decode iteration all-reduces; prefill's larger messages follow the same curve).
+  vLLM decode iteration all-reduces; prefill's larger messages follow the same curve); and its
+  fused-MoE, MLA-module and block-FP8 GEMM parameters from the seed-0 20% samples of the H100
+  MoE, MLA and `fp8_block` GEMM tables (benchmarks/moe_accuracy.py's splits: one fit per MoE
+  kernel family, each starting from the Hopper dense parameters just derived, which they use).
 
 Each fit starts from the generic defaults (`Efficiencies()`), so the result does not depend on
 the values it replaces. Only the parameters those rows inform are kept; the rest of an
@@ -32,6 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from costmodel_accuracy import COMM, VIDUR_FIT_MODELS, _cap, aic_allreduce_split, aic_split  # noqa: E402
+from moe_accuracy import block_split, fit_block, fit_mla, fit_moe, mla_split, moe_split  # noqa: E402
 
 from costmodel.efficiencies import Efficiencies  # noqa: E402
 from costmodel.fit import fit_params  # noqa: E402
@@ -70,6 +74,20 @@ def main() -> dict:
     comm, fit = aic_allreduce_split(prof)
     res = fit_params(comm[fit].reset_index(drop=True), start=Efficiencies(), params=COMM)
     out["hopper"]["params"].update({k: _sig(getattr(res.params, k)) for k in COMM})
+    # MoE, MLA and block-FP8: their own parameters only, on the Hopper dense ones just derived
+    from dataclasses import replace
+
+    base = replace(Efficiencies(), **out["hopper"]["params"])
+    h100 = prof / "aiconfigurator" / "h100_sxm"
+    for kind, split, fitter in (("moe", moe_split, fit_moe), ("mla", mla_split, fit_mla),
+                                ("block_fp8", block_split, fit_block)):
+        rows, mask = split(h100)
+        fitted = fitter(rows[mask].reset_index(drop=True), base)
+        moved = {k: _sig(getattr(fitted, k)) for k in Efficiencies.__dataclass_fields__
+                 if getattr(fitted, k) != getattr(base, k)}
+        out["hopper"]["params"].update(moved)
+        out["hopper"][f"{kind}_rows"] = int(mask.sum())
+        print(f"hopper {kind}: {int(mask.sum())} fitting rows, {len(moved)} parameters", flush=True)
     out["hopper"]["params"] = dict(sorted(out["hopper"]["params"].items()))
     out["hopper"]["comm_rows"], out["hopper"]["comm_fit_mape"] = int(fit.sum()), res.residuals["mape"]
     print(f"hopper collectives: {int(fit.sum())} fitting rows, fit MAPE {res.residuals['mape']:.4f}")

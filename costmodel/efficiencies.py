@@ -143,12 +143,14 @@ class Efficiencies:
     # fused MoE (costmodel/moe_kernels.py), per kernel family (MOE_FAMILIES): fraction of the
     # compute dtype's tensor-core peak and of HBM bandwidth; `_k0`: elements of extra K per
     # down-projection row (a short K loop's prologue and epilogue, felt when `inter / tp` is
-    # small); `_expert_s`: per active expert (its weights' first tiles, the grouped GEMM's
-    # problem setup; clock-scaled); `_row_h` / `_row_i`: bytes over every routed row, local or
+    # small); `_expert_s`: per active expert on the GPU (a grouped GEMM's problem setup,
+    # its weights' first tiles); `_block_s`: per M tile of every expert's rows on every rank
+    # (the grid walks them all); `_ep_s`: once per layer under expert parallelism (the expert
+    # map's remapping kernels); the three clock-scaled; `_row_h` / `_row_i`: bytes over every routed row, local or
     # not (align, permute, activation, top-k sum, zero blocks), as multiples of hidden x 2 and
-    # inter / tp x 2 at HBM bandwidth; `_overhead_s`: per layer (clock-scaled). Generic values
+    # inter / tp x 2 at HBM bandwidth; `_overhead_s`: per layer (clock-scaled); `_blend`: the
+    # p-norm of compute and memory time. Generic values
     # hand-set, Hopper's fitted (costmodel/arch_defaults.py).
-    moe_blend: float = 2.0
     moe_triton_compute_eff: float = 0.5
     moe_triton_mem_eff: float = 0.7
     moe_triton_k0: float = 64.0
@@ -156,6 +158,9 @@ class Efficiencies:
     moe_triton_row_h: float = 2.0
     moe_triton_row_i: float = 2.0
     moe_triton_overhead_s: float = 25e-6
+    moe_triton_blend: float = 2.0
+    moe_triton_block_s: float = 0.1e-6
+    moe_triton_ep_s: float = 5e-6
     moe_triton_fp8_compute_eff: float = 0.5
     moe_triton_fp8_mem_eff: float = 0.7
     moe_triton_fp8_k0: float = 64.0
@@ -163,6 +168,9 @@ class Efficiencies:
     moe_triton_fp8_row_h: float = 2.0
     moe_triton_fp8_row_i: float = 2.0
     moe_triton_fp8_overhead_s: float = 25e-6
+    moe_triton_fp8_blend: float = 2.0
+    moe_triton_fp8_block_s: float = 0.1e-6
+    moe_triton_fp8_ep_s: float = 5e-6
     moe_cutlass_compute_eff: float = 0.5
     moe_cutlass_mem_eff: float = 0.7
     moe_cutlass_k0: float = 64.0
@@ -170,6 +178,9 @@ class Efficiencies:
     moe_cutlass_row_h: float = 2.0
     moe_cutlass_row_i: float = 2.0
     moe_cutlass_overhead_s: float = 25e-6
+    moe_cutlass_blend: float = 2.0
+    moe_cutlass_block_s: float = 0.1e-6
+    moe_cutlass_ep_s: float = 5e-6
     moe_cutlass_fp8_compute_eff: float = 0.5
     moe_cutlass_fp8_mem_eff: float = 0.7
     moe_cutlass_fp8_k0: float = 64.0
@@ -177,6 +188,9 @@ class Efficiencies:
     moe_cutlass_fp8_row_h: float = 2.0
     moe_cutlass_fp8_row_i: float = 2.0
     moe_cutlass_fp8_overhead_s: float = 25e-6
+    moe_cutlass_fp8_blend: float = 2.0
+    moe_cutlass_fp8_block_s: float = 0.1e-6
+    moe_cutlass_fp8_ep_s: float = 5e-6
     moe_marlin_compute_eff: float = 0.5
     moe_marlin_mem_eff: float = 0.7
     moe_marlin_k0: float = 64.0
@@ -184,6 +198,9 @@ class Efficiencies:
     moe_marlin_row_h: float = 2.0
     moe_marlin_row_i: float = 2.0
     moe_marlin_overhead_s: float = 25e-6
+    moe_marlin_blend: float = 2.0
+    moe_marlin_block_s: float = 0.1e-6
+    moe_marlin_ep_s: float = 5e-6
     moe_oai_compute_eff: float = 0.5
     moe_oai_mem_eff: float = 0.7
     moe_oai_k0: float = 64.0
@@ -191,6 +208,9 @@ class Efficiencies:
     moe_oai_row_h: float = 2.0
     moe_oai_row_i: float = 2.0
     moe_oai_overhead_s: float = 25e-6
+    moe_oai_blend: float = 2.0
+    moe_oai_block_s: float = 0.1e-6
+    moe_oai_ep_s: float = 5e-6
     # block-scaled fp8 dense GEMMs (costmodel/block_fp8.py): FP8 tensor-core fraction, and the
     # host floor of one eager call per kernel (host seconds, not clock-scaled), blended by p
     fp8b_compute_eff: float = 0.7
@@ -199,12 +219,19 @@ class Efficiencies:
     fp8b_cutlass_host_s: float = 170e-6
     fp8b_host_blend: float = 4.0
     # MLA attention modules (costmodel/mla.py): fixed time of one module's ~15 kernels
-    # (clock-scaled), the absorbed latent attention's HBM and tensor-core fractions, and the
-    # prefill attention's tensor-core fraction (head dims 192 / 128)
+    # (clock-scaled), the absorbed latent attention's HBM and tensor-core fractions and time per
+    # sequence (clock-scaled) over a bf16 cache (FlashAttention's MLA kernel) and an fp8 one
+    # (FlashMLA, with its own fixed time), and the prefill attention's tensor-core fraction
     mla_overhead_s: float = 40e-6
     mla_attn_mem_eff: float = 0.8
     mla_attn_compute_eff: float = 0.5
+    mla_attn_per_seq_s: float = 0.1e-6
+    mla_fp8_attn_mem_eff: float = 0.8
+    mla_fp8_attn_compute_eff: float = 0.5
+    mla_fp8_attn_per_seq_s: float = 0.1e-6
+    mla_fp8_overhead_s: float = 5e-6
     mla_prefill_compute_eff: float = 0.6
+    mla_token_head_s: float = 0.1e-9  # per (token x head): the per-head copies and batched GEMMs
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -275,11 +302,11 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "frontend_per_token_s": (0.0, 50e-6),
     "prefill_time_scale": (0.2, 5.0),
     "decode_time_scale": (0.2, 5.0),
-    "moe_blend": (1.0, 12.0),
     **{f"moe_{f}_{n}": b for f in ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "oai")
        for n, b in (("compute_eff", (0.02, 1.0)), ("mem_eff", (0.02, 1.0)), ("k0", (0.0, 8192.0)),
                     ("expert_s", (0.0, 50e-6)), ("row_h", (0.0, 50.0)), ("row_i", (0.0, 50.0)),
-                    ("overhead_s", (0.0, 300e-6)))},
+                    ("overhead_s", (0.0, 300e-6)), ("blend", (1.0, 12.0)),
+                    ("block_s", (0.0, 20e-6)), ("ep_s", (0.0, 200e-6)))},
     "fp8b_compute_eff": (0.05, 1.0),
     # host time of one eager call: a Python op of a few launches, 10 us to 1 ms
     "fp8b_flashinfer_host_s": (0.0, 1e-3),
@@ -289,6 +316,12 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "mla_overhead_s": (0.0, 300e-6),
     "mla_attn_mem_eff": (0.05, 1.0),
     "mla_attn_compute_eff": (0.02, 1.0),
+    "mla_attn_per_seq_s": (0.0, 20e-6),
+    "mla_fp8_attn_mem_eff": (0.05, 1.0),
+    "mla_fp8_attn_compute_eff": (0.02, 1.0),
+    "mla_fp8_attn_per_seq_s": (0.0, 20e-6),
+    "mla_fp8_overhead_s": (0.0, 100e-6),
+    "mla_token_head_s": (0.0, 20e-9),
     "mla_prefill_compute_eff": (0.02, 1.0),
 }
 MOE_FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "oai")

@@ -61,10 +61,15 @@ PARAMS_BY_FAMILY = {
     "gemm_fp8_block": ("fp8b_compute_eff", "fp8b_flashinfer_host_s", "fp8b_deepgemm_host_s",
                        "fp8b_cutlass_host_s", "fp8b_host_blend"),
     "mla_prefill": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff",
-                    "mla_prefill_compute_eff"),
-    "mla_decode": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff"),
-    **{f"moe_{f}": ("moe_blend",) + tuple(f"moe_{f}_{n}" for n in (
-        "compute_eff", "mem_eff", "k0", "expert_s", "row_h", "row_i", "overhead_s"))
+                    "mla_attn_per_seq_s", "mla_fp8_attn_mem_eff", "mla_fp8_attn_compute_eff",
+                    "mla_fp8_attn_per_seq_s", "mla_fp8_overhead_s", "mla_prefill_compute_eff",
+                    "mla_token_head_s"),
+    "mla_decode": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff",
+                   "mla_attn_per_seq_s", "mla_fp8_attn_mem_eff", "mla_fp8_attn_compute_eff",
+                   "mla_fp8_attn_per_seq_s", "mla_fp8_overhead_s", "mla_token_head_s"),
+    **{f"moe_{f}": tuple(f"moe_{f}_{n}" for n in (
+        "compute_eff", "mem_eff", "k0", "expert_s", "block_s", "ep_s", "row_h", "row_i",
+        "overhead_s", "blend"))
        for f in MOE_FAMILIES},
 }
 

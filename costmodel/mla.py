@@ -18,15 +18,19 @@ may be numpy arrays (the fit prices thousands of rows at once). The module, as v
   (heads x v -> hidden);
 - prefill (`absorbed=False`): kv_b decompresses the prompt's latents to per-head keys and values
   (kv_lora -> heads x (nope + v)), then FlashAttention over heads x head dim 192 (values 128),
-  costmodel/attention.py's prefill formula at `mla_prefill_compute_eff` of the BF16 peak;
+  costmodel/attention.py's prefill formula at `mla_prefill_compute_eff` of the BF16 peak (at
+  the mean of the two products' head dims), and the copy that assembles K from its parts;
 - decode and short prefills (`absorbed=True`, vLLM's choice up to 128-token chunks, and the
   kernels AIConfigurator reports: FlashMLA, FLASH_ATTN_MLA): W_UK and W_UV are folded into the
   query and output (two batched GEMMs per head: nope x kv_lora, kv_lora x v) and attention runs
   over the latent cache itself: keys of kv_lora + rope, values of kv_lora, the query rows of a
   sequence (tokens x heads) in 64-row tiles; cache bytes at `mla_attn_mem_eff` of HBM
-  bandwidth, FLOPs at `mla_attn_compute_eff` of the BF16 peak, blended like decode attention.
+  bandwidth, FLOPs at `mla_attn_compute_eff` of the BF16 peak, blended like decode attention,
+  `mla_attn_per_seq_s` per sequence (FlashAttention's MLA kernel, bf16 cache); an fp8 cache runs
+  FlashMLA, with its own `mla_fp8_*` fractions, time per sequence and fixed time.
 - `mla_overhead_s` once per module (its ~15 small kernels' fixed time beyond the GEMMs' and
-  norms' own; clock-scaled).
+  norms' own) and `mla_token_head_s` per token and head (the per-head reshapes, copies and
+  batched GEMMs the GEMM formulas price as one); clock-scaled.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def _common(t, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb):
     out = out + rl.elementwise_time_s_v(t * (h + 1) * rope * 4.0, gpu, eff, "rope")
     out = out + rl.elementwise_time_s_v(t * (kl + rope) * (2.0 + kvb), gpu, eff)
     out = out + _gemm(t, hidden, h * v, gpu, eff, block)
-    return out + eff.mla_overhead_s * clock_scale(gpu)
+    return out + (eff.mla_overhead_s + t * h * eff.mla_token_head_s) * clock_scale(gpu)
 
 
 def _latent_attn(b, q_tokens, ctx, h, kl, rope, gpu, eff, kvb):
@@ -91,9 +95,12 @@ def _latent_attn(b, q_tokens, ctx, h, kl, rope, gpu, eff, kvb):
     rows = -(-(q_tokens * h) // Q_TILE) * Q_TILE
     flops = 2.0 * b * rows * ctx * (2 * kl + rope)
     nbytes = b * ctx * (kl + rope) * kvb + b * q_tokens * h * (2 * kl + rope) * 2.0
-    t_m = nbytes / (gpu.hbm_bw_bytes_s * eff.mla_attn_mem_eff)
-    t_c = flops / (gpu.bf16_flops * eff.mla_attn_compute_eff)
-    return _blend_v(t_m, t_c, eff.attn_decode_blend) + eff.attn_overhead_s * clock_scale(gpu)
+    fp8 = kvb < 2.0  # FlashMLA over an fp8 cache; FlashAttention's MLA kernel over bf16
+    t_m = nbytes / (gpu.hbm_bw_bytes_s * np.where(fp8, eff.mla_fp8_attn_mem_eff, eff.mla_attn_mem_eff))
+    t_c = flops / (gpu.bf16_flops * np.where(fp8, eff.mla_fp8_attn_compute_eff, eff.mla_attn_compute_eff))
+    fixed = eff.attn_overhead_s + b * np.where(fp8, eff.mla_fp8_attn_per_seq_s, eff.mla_attn_per_seq_s) \
+        + np.where(fp8, eff.mla_fp8_overhead_s, 0.0)
+    return _blend_v(t_m, t_c, eff.attn_decode_blend) + fixed * clock_scale(gpu)
 
 
 def _absorbed(b, q_tokens, ctx, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb):
@@ -132,7 +139,10 @@ def mla_prefill_time_s(*, batch, prompt_len, num_heads, gpu: HardwareSpec, eff: 
     out = _common(t, h, hid, ql, kl, nope, rope, v, gpu, eff, block, kvb)
     out = out + _gemm(t, h * (nope + v), kl, gpu, eff, block)  # kv_b: latents -> K, V
     e2 = replace(eff, attn_compute_eff=eff.mla_prefill_compute_eff)
-    out = out + at.prefill_attn_time_s_v(b, s, 0, h, h, nope + rope, 0, gpu, e2, 2.0)
+    # QK^T over nope + rope (192), PV over v (128): the formula's one head dim, at their mean
+    out = out + at.prefill_attn_time_s_v(b, s, 0, h, h, (nope + rope + v) // 2, 0, gpu, e2, 2.0)
+    # K assembled from its nope and rope parts: written once, read once
+    out = out + rl.elementwise_time_s_v(t * h * (nope + rope) * 4.0, gpu, eff)
     if np.any(absorb):
         out = np.where(absorb, _absorbed(b, s, s, h, hid, ql, kl, nope, rope, v, gpu, eff, block, kvb), out)
     out = np.where(t > 0, out, 0.0)

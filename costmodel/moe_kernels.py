@@ -34,14 +34,18 @@ rank waits for):
   which dequantise in the loop).
 - memory: every active expert's weights once (bytes per element by dtype, block scales
   included) plus the routed rows' activations, at `moe_<family>_mem_eff` of HBM bandwidth,
-  and `moe_<family>_expert_s` per active expert; compute and memory blend as a p-norm
-  (`moe_blend`).
+  `moe_<family>_expert_s` per active expert on the GPU (a grouped GEMM's per-problem setup), and
+  `moe_<family>_block_s` per M tile of every expert's rows on all ranks (the align step pads
+  each expert's rows to whole tiles and the grid walks them all, returning early on other
+  ranks' experts: mid-sized batches under wide EP pay it); compute and memory blend as a
+  p-norm (`moe_<family>_blend`).
 - rows: work over every one of the `num_tokens x topk` routed rows, local or not (the
   align/permute, the activation, the top-k sum, and in the Triton kernel the blocks of rows
   routed to other ranks' experts, which write zeros): (`moe_<family>_row_h` x hidden +
   `moe_<family>_row_i` x inter / tp) x 2 bytes per row at HBM bandwidth. This is why EP 128 of
   Qwen3-235B at 16k tokens costs 1.7 ms when its one local expert computes 0.05 ms of work.
-- fixed: `moe_<family>_overhead_s` per layer (the kernels' launches and prologues; clock-scaled).
+- fixed: `moe_<family>_overhead_s` per layer (the kernels' launches and prologues), and
+  `moe_<family>_ep_s` more under expert parallelism (the expert map's remapping); clock-scaled.
 
 Kernel families (`moe_kernel_family`, from the dtype and the kernel name vLLM reports): `triton`
 (vLLM's Triton fused MoE, bf16), `triton_fp8` (the same with fp8 / block-fp8 weights and
@@ -66,7 +70,7 @@ from typing import NamedTuple
 import numpy as np
 
 from costmodel import roofline as rl
-from costmodel.efficiencies import Efficiencies, _blend_v, clock_scale
+from costmodel.efficiencies import Efficiencies, _blend_pv, clock_scale
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec
 
@@ -103,6 +107,7 @@ class RoutingStats(NamedTuple):
     rows: float  # routed rows the busiest EP rank computes
     active: float  # its experts with at least one row
     padded: tuple[float, ...]  # its rows padded to each M tile of _BLOCK_M
+    blocks: tuple[float, ...]  # M tiles of every expert's rows, all ranks (each M tile of _BLOCK_M)
 
 
 def _alpha(routing: str) -> float:
@@ -119,9 +124,11 @@ def _alpha(routing: str) -> float:
                          "(alpha > 0, not 1, e.g. power_law_1.2)")
 
 
-def _stats(counts: np.ndarray) -> tuple[float, float, tuple[float, ...]]:
+def _stats(counts: np.ndarray, everyone: np.ndarray) -> tuple:
     c = counts[counts > 0].astype(float)
-    return float(c.sum()), float(c.size), tuple(float((np.ceil(c / b) * b).sum()) for b in _BLOCK_M)
+    g = everyone[everyone > 0].astype(float)
+    return (float(c.sum()), float(c.size), tuple(float((np.ceil(c / b) * b).sum()) for b in _BLOCK_M),
+            tuple(float(np.ceil(g / b).sum()) for b in _BLOCK_M))
 
 
 def _balanced_counts(t: int, e: int, k: int) -> np.ndarray:
@@ -191,25 +198,29 @@ def _power_law_counts(t: int, e: int, k: int, ep: int, alpha: float,
     if (d := t * k - int(n.sum())) != 0:
         n = _round_robin(n, d, ep, t)
     groups = n.reshape(ep, e // ep)
-    return groups[int(np.argmax(groups.sum(axis=1)))]
+    return groups[int(np.argmax(groups.sum(axis=1)))], n
 
 
 @lru_cache(maxsize=65536)
 def _routing_stats(t: int, e: int, k: int, ep: int, routing: str) -> RoutingStats:
+    nb = len(_BLOCK_M)
     if t <= 0:
-        return RoutingStats(0.0, 0.0, (0.0,) * len(_BLOCK_M))
+        return RoutingStats(0.0, 0.0, (0.0,) * nb, (0.0,) * nb)
     alpha = _alpha(routing)
     local = e // ep
     if alpha == 0.0:
-        rows, active, padded = _stats(_balanced_counts(t, e, k)[:local])
-        return RoutingStats(rows, active, padded)
-    rng = np.random.default_rng(hash((t, e, k, ep, routing)) % (2**32))
-    acc = np.zeros(2 + len(_BLOCK_M))
+        n = _balanced_counts(t, e, k)
+        rows, active, padded, blocks = _stats(n[:local], n)
+        return RoutingStats(rows, active, padded, blocks)
+    # a fixed seed per shape: the same prediction every call (str hashes vary between runs)
+    rng = np.random.default_rng([t, e, k, ep, int(alpha * 1000)])
+    acc = np.zeros(2 + 2 * nb)
     for _ in range(_DRAWS):
-        rows, active, padded = _stats(_power_law_counts(t, e, k, ep, alpha, rng))
-        acc += (rows, active, *padded)
+        rows, active, padded, blocks = _stats(*_power_law_counts(t, e, k, ep, alpha, rng))
+        acc += (rows, active, *padded, *blocks)
     acc /= _DRAWS
-    return RoutingStats(float(acc[0]), float(acc[1]), tuple(float(x) for x in acc[2:]))
+    return RoutingStats(float(acc[0]), float(acc[1]), tuple(float(x) for x in acc[2:2 + nb]),
+                        tuple(float(x) for x in acc[2 + nb:]))
 
 
 def _check(num_experts, topk, ep, tp, inter) -> None:
@@ -262,6 +273,7 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     rs = rout.astype(str)
     rows, active = np.empty(len(t)), np.empty(len(t))
     padded_all = np.empty((len(t), len(_BLOCK_M)))
+    blocks_all = np.empty((len(t), len(_BLOCK_M)))
     for r in np.unique(rs):
         sel = np.flatnonzero(rs == r)
         uk, ui = np.unique(keys[sel], axis=0, return_inverse=True)
@@ -270,8 +282,10 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
         rows[sel] = np.array([s.rows for s in st])[ui]
         active[sel] = np.array([s.active for s in st])[ui]
         padded_all[sel] = np.array([s.padded for s in st]).reshape(len(st), len(_BLOCK_M))[ui]
+        blocks_all[sel] = np.array([s.blocks for s in st]).reshape(len(st), len(_BLOCK_M))[ui]
     bm = _block_m(rows / np.maximum(active, 1.0))
     padded = padded_all[np.arange(len(t)), bm]
+    blocks = blocks_all[np.arange(len(t)), bm]
     il = i / tp_
     mats = np.where(np.broadcast_to(np.atleast_1d(np.asarray(gated, dtype=bool)), t.shape), 3.0, 2.0)
     fp8 = np.isin(prec, ("fp8", "fp8_block")) & np.isin(fam, ("triton_fp8", "cutlass")) & gpu.has_fp8
@@ -283,11 +297,11 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     nbytes = active * mats * h * il * wb + rows * (h * ab + (mats - 1) * il * 2.0 + il * (2.0 + ab) + h * 2.0)
     cs = clock_scale(gpu)
     t_m = nbytes / (gpu.hbm_bw_bytes_s * _fam_params(eff, fam, "mem_eff")) \
-        + active * _fam_params(eff, fam, "expert_s") * cs
+        + (active * _fam_params(eff, fam, "expert_s") + blocks * _fam_params(eff, fam, "block_s")) * cs
     t_rows = t * k * 2.0 * (h * _fam_params(eff, fam, "row_h") + il * _fam_params(eff, fam, "row_i")) \
         / gpu.hbm_bw_bytes_s
-    fixed = _fam_params(eff, fam, "overhead_s") * cs
-    out = np.where(t > 0, _blend_v(t_c, t_m, eff.moe_blend) + t_rows + fixed, 0.0)
+    fixed = (_fam_params(eff, fam, "overhead_s") + np.where(ep_ > 1, _fam_params(eff, fam, "ep_s"), 0.0)) * cs
+    out = np.where(t > 0, _blend_pv(t_c, t_m, _fam_params(eff, fam, "blend")) + t_rows + fixed, 0.0)
     return float(out[0]) if scalar else out
 
 
