@@ -52,7 +52,7 @@ def _calibration(cal):
 def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None, tpot_slo_s=None,
          slo_percentile=90.0, attainment=0.9, objective="goodput", spec_method="none",
          draft_model=None, spec_acceptance=None, kv_dtype="auto", min_kv_budget=None,
-         precision="bf16", calibration=None, backend="local", exhaustive=False,
+         precision=None, calibration=None, backend="local", exhaustive=False,
          max_gpus_per_replica=None, space=None, num_requests=None, seed=0, burstiness_cv=1.0,
          top_k=None, workers=None, progress: Callable[[str], None] | None = None,
          time_limit_s: float | None = None) -> Plan:
