@@ -95,8 +95,16 @@ def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
             raise ServePlanError(f"time limit {time_limit_s:g} s reached before any configuration "
                                  f"was verified to meet the SLO ({verifier.stopped_early}); give "
                                  f"--time-limit more seconds")
-        return _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustive,
+        plan = _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustive,
                        backend, progress)
+        if req.model.is_moe:  # why expert / attention-data parallelism won or lost
+            from planner.moe_explain import moe_why
+            from sim.deployment import plan_deployment
+
+            unit = tuple((p, p.replicas) for p in plan_deployment(plan.to_dict()).pools)
+            ctx = int(shape.input_mean + shape.output_mean / 2)  # a decode's mean context
+            plan.why["moe"] = moe_why(req.model, cands, options, unit, cal, max(16, ctx))
+        return plan
     finally:
         verifier.close()
 

@@ -71,6 +71,8 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
         s = d["search"]
         c.print(f"search: {s['candidates']} configurations, {s['screened']} screened, "
                 f"{s['verified']} verified with {s['simulated']} simulations, {s['wall_s']:.1f} s")
+        for line in (d["why"].get("moe") or {}).get("summary", []):
+            c.print(f"expert / data parallelism, {line}", markup=False)
         ex = d["why"].get("pruned_examples") or []
         for e in ex:
             c.print(f"  pruned for memory, e.g. {e}", markup=False)
