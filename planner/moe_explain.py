@@ -91,7 +91,7 @@ def moe_why(model, cands, options, win_unit, calibration=None, ctx_tokens: int =
             b = 64
             t_w, ops_w = _decode_ms(pool, model, calibration, b, ctx_tokens)
             t_r, ops_r = _decode_ms(rival.pool, model, calibration, b, ctx_tokens)
-            names = set(ops_w) | set(ops_r)
+            names = (set(ops_w) | set(ops_r)) - {"host_overhead"}  # the GPU's work
             op = max(names, key=lambda n: abs(ops_w.get(n, 0.0) - ops_r.get(n, 0.0)))
             line += (f". A decode step of {b} sequences per replica at {ctx_tokens} tokens of context takes "
                      f"{t_w:.1f} ms under {_layout(pool)} ({pool.replica_gpus} GPUs) vs {t_r:.1f} ms under "
