@@ -150,7 +150,8 @@ class CostModel(MoELayers):
         self._tok_cache: dict[int, float] = {}  # T -> embedding, final norm, PP sends
         self._logit_cache: dict[int, float] = {}  # n_logits -> LM head, gather, sampler
         self._comm_cache: dict[tuple[int, int], float] = {}  # (T, n_logits) -> collectives
-        self._mla_proj_cache: dict[int, float] = {}  # T -> MLA projections of one layer
+        self._mla_proj_cache: dict = {}  # T (and kv_b / absorb keys) -> MLA GEMM times of one layer
+        self._gemm_memo: dict[tuple[int, int, int, str], float] = {}  # _dtype_gemm results
         self._moe_cache: dict[tuple[int, int], float] = {}  # (T rank, T all) -> MoE ops, all layers
 
     # --- sizes -------------------------------------------------------------------------------

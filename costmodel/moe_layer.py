@@ -54,13 +54,23 @@ class MoELayers:
         return self._dtype_gemm(m, n, k, dt)
 
     def _dtype_gemm(self, m: int, n: int, k: int, dt: str) -> float:
+        key = (m, n, k, dt)
+        memo = self._gemm_memo
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
         g, e = self.gpu, self.eff
         if dt == "fp8_block":
-            return self._block_fp8_gemm_time(m, n, k)
-        if dt == "fp8":
+            t = self._block_fp8_gemm_time(m, n, k)
+        elif dt == "fp8":
             fp8 = g.has_fp8
-            return rl.gemm_time_s(m, n, k, g, e, g.peak_flops("fp8"), 1.0, 1.0 if fp8 else 2.0, fp8)
-        return rl.gemm_time_s(m, n, k, g, e, g.bf16_flops, WEIGHT_DTYPE_BYTES[dt], 2.0)
+            t = rl.gemm_time_s(m, n, k, g, e, g.peak_flops("fp8"), 1.0, 1.0 if fp8 else 2.0, fp8)
+        else:
+            t = rl.gemm_time_s(m, n, k, g, e, g.bf16_flops, WEIGHT_DTYPE_BYTES[dt], 2.0)
+        if len(memo) > 200_000:
+            memo.clear()
+        memo[key] = t
+        return t
 
     def _block_fp8_gemm_time(self, m: int, n: int, k: int) -> float:
         if m <= 0:
@@ -136,6 +146,8 @@ class MoELayers:
     def _mla_proj_time(self, T: int) -> float:
         """MLA projections of T tokens on one GPU: q down/up (heads / tp), the replicated KV
         down-projection with its rope key, their norms, and the output projection."""
+        if len(self._mla_proj_cache) > 200_000:
+            self._mla_proj_cache.clear()
         hit = self._mla_proj_cache.get(T)
         if hit is not None:
             return hit
@@ -174,19 +186,27 @@ class MoELayers:
         proj = self._mla_proj_time(T_pre + T_dec)
         share = T_pre / (T_pre + T_dec) if T_pre + T_dec else 0.0
         t_pre = t_dec = 0.0
+        cache = self._mla_proj_cache
         if prefill:
             ctx = sum(c + p for c, p in prefill)
-            t_pre = proj * share + self._part_gemm(
-                "kv_b_proj", ctx, nh * (m.qk_nope_head_dim + m.v_head_dim), r, "attn")
+            up = cache.get(("kv_b", ctx))
+            if up is None:
+                up = cache[("kv_b", ctx)] = self._part_gemm(
+                    "kv_b_proj", ctx, nh * (m.qk_nope_head_dim + m.v_head_dim), r, "attn")
+            t_pre = proj * share + up
             t_pre += at.prefill_attn_batch_time_s(prefill, nh, nh, m.qk_nope_head_dim + rope, g, e, 2.0)
         if n_decode:
             dt = self.part_dtype["attn"]
-            t_dec = mla_decode_time_s(
-                batch=n_decode, context_len=max(1, round(ctx_sum / n_decode) - q), num_heads=nh,
-                gpu=g, eff=e, hidden=m.hidden_size, q_lora_rank=m.q_lora_rank,
-                kv_lora_rank=r, qk_nope_dim=m.qk_nope_head_dim, qk_rope_dim=rope,
-                v_head_dim=m.v_head_dim, precision="fp8_block" if dt == "fp8_block" else "bf16",
-                kv_dtype=self.kv_dtype, q_tokens=q)
+            c_mean = max(1, round(ctx_sum / n_decode) - q)
+            key = ("decode", n_decode, c_mean, q)
+            t_dec = cache.get(key)
+            if t_dec is None:
+                t_dec = cache[key] = mla_decode_time_s(
+                    batch=n_decode, context_len=c_mean, num_heads=nh, gpu=g, eff=e,
+                    hidden=m.hidden_size, q_lora_rank=m.q_lora_rank, kv_lora_rank=r,
+                    qk_nope_dim=m.qk_nope_head_dim, qk_rope_dim=rope, v_head_dim=m.v_head_dim,
+                    precision="fp8_block" if dt == "fp8_block" else "bf16",
+                    kv_dtype=self.kv_dtype, q_tokens=q)
         return t_pre, t_dec
 
     # --- sliding-window attention ------------------------------------------------------------

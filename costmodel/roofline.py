@@ -132,10 +132,12 @@ def gemm_time_s(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies,
     if fp8:
         # fixed tiles by M, no split-K, a persistent kernel that pays its whole last wave
         tm, tn = _fp8_tile(m)
-        ctas = int(_fp8_ctas(m, n, tm, tn))
+        # _fp8_ctas / _fp8_partial on Python ints (the numpy forms cost more than the rest)
+        mt, nt = -(-m // tm), -(-n // tn)
+        ctas = (mt + mt % 2) * nt if m > 64 else mt * (-(-nt // 8) * 8)
         waves = -(-ctas // sms)
         t_c = 2.0 * waves * sms * tm * tn * k / (peak_flops * eff.fp8_compute_eff)
-        t_c *= 1.0 + eff.fp8_partial_slow * float(_fp8_partial(m, tm))
+        t_c *= 1.0 + eff.fp8_partial_slow * ((-m % tm) / tm if m > 64 else 0.0)
         t_c *= 1.0 + eff.fp8_power_slow * -math.expm1(-t_c / eff.fp8_power_tau_s)
         reach = min(1.0, ctas / (eff.gemm_ctas_per_sm * sms))
         t_m = bytes_ / (gpu.hbm_bw_bytes_s * eff.gemm_mem_eff * reach)

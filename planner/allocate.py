@@ -58,12 +58,15 @@ class Allocation:
         return frozenset(shape_key(c) for c, _ in self.pools)
 
     def describe(self) -> str:
-        return " + ".join(f"{n} x {c.role} {c.pool.gpu} tp={c.pool.tp} pp={c.pool.pp}" for c, n in self.pools)
+        return " + ".join(f"{n} x {c.role} {c.pool.gpu} tp={c.pool.tp} pp={c.pool.pp}"
+                          + (f" ep={c.pool.ep} dp={c.pool.dp}" if c.pool.ep > 1 or c.pool.dp > 1 else "")
+                          for c, n in self.pools)
 
 
 def shape_key(c: Candidate) -> str:
     p = c.pool
-    return f"{p.role}/{p.gpu}/tp{p.tp}pp{p.pp}/{p.precision}/kv-{p.kv_dtype}"
+    moe = f"ep{p.ep}dp{p.dp}" if p.ep > 1 or p.dp > 1 else ""
+    return f"{p.role}/{p.gpu}/tp{p.tp}pp{p.pp}{moe}/{p.precision}/kv-{p.kv_dtype}"
 
 
 def _solver():

@@ -54,14 +54,15 @@ class Candidate:
 
     @property
     def gpus(self) -> int:
-        return self.pool.tp * self.pool.pp
+        return self.pool.replica_gpus
 
     @property
     def key(self) -> str:
         p, s = self.pool, self.pool.spec
         spec = "off" if not s.enabled else (f"{s.method}:adaptive" if s.adaptive or not s.num_speculative_tokens
                                             else f"{s.method}:k{s.num_speculative_tokens}")
-        return (f"{p.role}/{p.gpu}/tp{p.tp}pp{p.pp}/{p.precision}/kv-{p.kv_dtype}/mbt{p.max_num_batched_tokens}"
+        moe = f"ep{p.ep}dp{p.dp}" if p.ep > 1 or p.dp > 1 else ""
+        return (f"{p.role}/{p.gpu}/tp{p.tp}pp{p.pp}{moe}/{p.precision}/kv-{p.kv_dtype}/mbt{p.max_num_batched_tokens}"
                 f"/seqs{p.max_num_seqs}/budget{p.kv_budget_tokens or 'none'}/mem{p.gpu_memory_utilization}"
                 f"/spec-{spec}")
 
@@ -98,7 +99,8 @@ def screen_pool(pool: PoolConfig, ctx: ScreenContext, pruned: Pruned | None = No
     need = kv_tokens_needed(ctx.shape.max_total_tokens, pool.kv_budget_tokens, ctx.model)
     if mem.kv_capacity_tokens < need:
         if pruned is not None:
-            pruned.add("memory", f"{pool.role} {pool.gpu} tp={pool.tp} pp={pool.pp} {pool.precision} "
+            moe = f" ep={pool.ep} dp={pool.dp}" if pool.ep > 1 or pool.dp > 1 else ""
+            pruned.add("memory", f"{pool.role} {pool.gpu} tp={pool.tp} pp={pool.pp}{moe} {pool.precision} "
                                  f"weights, kv {pool.kv_dtype}: KV for {mem.kv_capacity_tokens} "
                                  f"tokens < {need} needed", mem.kv_capacity_tokens)
         return None
@@ -108,14 +110,16 @@ def screen_pool(pool: PoolConfig, ctx: ScreenContext, pruned: Pruned | None = No
     scr = ReplicaScreen(timing, ctx.shape, ctx.slo, xfer, KV_LINK_LATENCY_S if xfer else 0.0,
                         horizon_requests=ctx.horizon_requests)
     cap: Capacity = scr.capacity()
-    load = cap.rate_rps
+    # a DP replica is dp ranks, each screened as a replica whose MoE layers see every rank's
+    # tokens (CostModel.step_time_s with dp > 1): dp times one rank's load
+    load = rate = cap.rate_rps * pool.dp
     if ctx.closed_loop and pool.role != "prefill" and cap.rate_rps > 0:
         # clients a replica serves: Little's law over a request's whole life (no think time)
         e = cap.at
         life = e.ttft_mean_s + float(scr.out_m1_mean) * e.tpot_mean_s
-        load = cap.rate_rps * life
-    price = ctx.prices[pool.gpu] * pool.tp * pool.pp
-    return Candidate(pool, load, cap.rate_rps, cap.binding, mem.kv_capacity_tokens, price,
+        load = rate * life
+    price = ctx.prices[pool.gpu] * pool.replica_gpus
+    return Candidate(pool, load, rate, cap.binding, mem.kv_capacity_tokens, price,
                      cap.at.attainment)
 
 

@@ -16,12 +16,22 @@ Flags follow vLLM 0.11 / SGLang 0.5 as documented:
   `--speculative-num-steps` / `--speculative-eagle-topk` / `--speculative-num-draft-tokens`, and
   `--disaggregation-mode prefill|decode --disaggregation-transfer-backend nixl` joined by
   `python -m sglang_router.launch_router --pd-disaggregation`.
+MoE replicas (`ep`, `dp` of the pool):
+- vLLM: `--data-parallel-size dp` (attention ranks of `--tensor-parallel-size` GPUs each; the
+  experts form a dp x tp group) and `--enable-expert-parallel` (experts split over that group
+  rather than each sliced); a replica over more GPUs than a node runs one `vllm serve` per
+  node: the head with `--data-parallel-size-local --data-parallel-address
+  --data-parallel-rpc-port`, the others `--headless` with `--data-parallel-start-rank`.
+- SGLang: `--tp` counts all tp x dp GPUs of the replica, `--dp dp --enable-dp-attention` splits
+  attention into ranks, `--ep-size ep` (with `--moe-a2a-backend deepep` under DP attention);
+  across nodes `--nnodes --node-rank --dist-init-addr`, one line per node.
 """
 
 from __future__ import annotations
 
 import json
 
+from costmodel.hardware import load_gpu
 from costmodel.specs import load_model
 from sim.deployment import Deployment, PoolConfig
 
@@ -57,10 +67,29 @@ def vllm_spec_config(pool: PoolConfig) -> dict | None:
     return {"method": "mtp", "num_speculative_tokens": k}
 
 
+def _nodes(pool: PoolConfig) -> tuple[int, int]:
+    """(nodes one replica spans, GPUs per node) for the pool's GPU."""
+    per_node = load_gpu(pool.gpu).gpus_per_node
+    return -(-pool.replica_gpus // per_node), per_node
+
+
+def _vllm_moe(p: PoolConfig) -> list[str]:
+    parts = []
+    if p.dp > 1:
+        parts.append(f"--data-parallel-size {p.dp}")
+        nodes, per_node = _nodes(p)
+        if nodes > 1:
+            parts.append(f"--data-parallel-size-local {max(1, per_node // (p.tp * p.pp))} "
+                         f"--data-parallel-address HEAD_IP --data-parallel-rpc-port 13345")
+    if p.ep > 1:
+        parts.append("--enable-expert-parallel")
+    return parts
+
+
 def vllm_line(model: str, pool: PoolConfig, port: int = 8000) -> str:
     p = pool
     parts = [f"vllm serve {model_id(model)}",
-             f"--tensor-parallel-size {p.tp}", f"--pipeline-parallel-size {p.pp}",
+             f"--tensor-parallel-size {p.tp}", f"--pipeline-parallel-size {p.pp}", *_vllm_moe(p),
              f"--max-num-seqs {p.max_num_seqs}", f"--max-num-batched-tokens {p.max_num_batched_tokens}"]
     if p.enable_chunked_prefill:
         parts.append("--enable-chunked-prefill")
@@ -82,9 +111,16 @@ def vllm_line(model: str, pool: PoolConfig, port: int = 8000) -> str:
 
 def sglang_line(model: str, pool: PoolConfig, port: int = 30000) -> str:
     p = pool
-    parts = [f"python -m sglang.launch_server --model-path {model_id(model)}", f"--tp {p.tp}"]
+    parts = [f"python -m sglang.launch_server --model-path {model_id(model)}", f"--tp {p.tp * p.dp}"]
     if p.pp > 1:
         parts.append(f"--pp-size {p.pp}")
+    if p.dp > 1:
+        parts.append(f"--dp {p.dp} --enable-dp-attention")
+    if p.ep > 1:
+        parts.append(f"--ep-size {p.ep}" + (" --moe-a2a-backend deepep" if p.dp > 1 else ""))
+    nodes, _ = _nodes(p)
+    if nodes > 1 and (p.dp > 1 or p.ep > 1):  # MoE replicas over nodes (dense multi-node lines as before)
+        parts.append(f"--nnodes {nodes} --node-rank 0 --dist-init-addr HEAD_IP:5000")
     parts += [f"--max-running-requests {p.max_num_seqs}",
               f"--chunked-prefill-size {p.chunk_size or p.max_num_batched_tokens}",
               f"--max-prefill-tokens {p.max_num_batched_tokens}",
@@ -112,8 +148,27 @@ def sglang_line(model: str, pool: PoolConfig, port: int = 30000) -> str:
 
 
 def _comment(pool: PoolConfig) -> str:
-    return (f"# {pool.role} pool: {pool.replicas} replica(s), each on {pool.tp * pool.pp} x "
-            f"{pool.gpu} (tp={pool.tp}, pp={pool.pp}); run this line once per replica")
+    moe = f", ep={pool.ep}, dp={pool.dp}" if pool.ep > 1 or pool.dp > 1 else ""
+    return (f"# {pool.role} pool: {pool.replicas} replica(s), each on {pool.replica_gpus} x "
+            f"{pool.gpu} (tp={pool.tp}, pp={pool.pp}{moe}); run this line once per replica")
+
+
+def _other_nodes(pool: PoolConfig, vllm: str, sgl: str) -> tuple[list[str], list[str]]:
+    """The lines for the other nodes of a replica that spans several."""
+    nodes, per_node = _nodes(pool)
+    if nodes < 2 or (pool.dp == 1 and pool.ep == 1):
+        return [], []
+    v, s = [], []
+    local = max(1, per_node // (pool.tp * pool.pp))
+    for n in range(1, nodes):
+        if pool.dp > 1:
+            v.append(f"# node {n} of the replica (HEAD_IP: node 0's address):")
+            v.append(vllm.replace(f"vllm serve {vllm.split()[2]}", f"vllm serve {vllm.split()[2]} --headless", 1)
+                     .replace("--data-parallel-rpc-port 13345", f"--data-parallel-rpc-port 13345 "
+                              f"--data-parallel-start-rank {n * local}", 1))
+        s.append(f"# node {n} of the replica (HEAD_IP: node 0's address):")
+        s.append(sgl.replace("--node-rank 0", f"--node-rank {n}", 1))
+    return v, s
 
 
 def launch_lines(dep: Deployment) -> dict[str, list[str]]:
@@ -124,8 +179,10 @@ def launch_lines(dep: Deployment) -> dict[str, list[str]]:
     ports_v = {"colocated": 8000, "prefill": 8100, "decode": 8200}
     ports_s = {"colocated": 30000, "prefill": 30000, "decode": 30001}
     for pool in dep.pools:
-        vllm += [_comment(pool), vllm_line(dep.model, pool, ports_v[pool.role])]
-        sgl += [_comment(pool), sglang_line(dep.model, pool, ports_s[pool.role])]
+        v_line, s_line = vllm_line(dep.model, pool, ports_v[pool.role]), sglang_line(dep.model, pool, ports_s[pool.role])
+        v_more, s_more = _other_nodes(pool, v_line, s_line)
+        vllm += [_comment(pool), v_line, *v_more]
+        sgl += [_comment(pool), s_line, *s_more]
         s = pool.spec
         if s.enabled and pool.role != "prefill":
             if s.adaptive or not s.num_speculative_tokens:

@@ -37,10 +37,10 @@ class Option:
 
     @property
     def unit_gpus(self) -> int:
-        return sum(p.tp * p.pp * n for p, n in self.unit)
+        return sum(p.replica_gpus * n for p, n in self.unit)
 
     def unit_price(self, prices: dict[str, float]) -> float:
-        return sum(prices[p.gpu] * p.tp * p.pp * n for p, n in self.unit)
+        return sum(prices[p.gpu] * p.replica_gpus * n for p, n in self.unit)
 
     @property
     def per_gpu(self) -> float:
@@ -54,7 +54,8 @@ class Option:
             if s.enabled:
                 spec = f", {s.method} " + ("adaptive" if s.adaptive or not s.num_speculative_tokens
                                             else f"k={s.num_speculative_tokens}")
-            parts.append(f"{n} x {p.role} {p.gpu} tp={p.tp} pp={p.pp} (mbt {p.max_num_batched_tokens}, "
+            moe = f" ep={p.ep} dp={p.dp}" if p.ep > 1 or p.dp > 1 else ""
+            parts.append(f"{n} x {p.role} {p.gpu} tp={p.tp} pp={p.pp}{moe} (mbt {p.max_num_batched_tokens}, "
                          f"seqs {p.max_num_seqs}, kv {p.kv_dtype}{spec})")
         return " + ".join(parts)
 
@@ -80,7 +81,7 @@ def score(o: Option, goodput: float, objective: str, load: float | None, feasibl
     pools = size(o, load, fleet, goodput)
     if objective == "cost":
         return (0, deployment_cost(pools, prices), -per_gpu)
-    return (0, sum(p.tp * p.pp * n for p, n in pools), -per_gpu)
+    return (0, sum(p.replica_gpus * n for p, n in pools), -per_gpu)
 
 
 def rank(options: list[Option], objective: str, load: float | None, feasible: bool, fleet: Fleet,

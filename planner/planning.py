@@ -52,7 +52,7 @@ def _calibration(cal):
 def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None, tpot_slo_s=None,
          slo_percentile=90.0, attainment=0.9, objective="goodput", spec_method="none",
          draft_model=None, spec_acceptance=None, kv_dtype="auto", min_kv_budget=None,
-         precision="bf16", calibration=None, backend="local", exhaustive=False,
+         precision=None, calibration=None, backend="local", exhaustive=False,
          max_gpus_per_replica=None, space=None, num_requests=None, seed=0, burstiness_cv=1.0,
          top_k=None, workers=None, progress: Callable[[str], None] | None = None,
          time_limit_s: float | None = None) -> Plan:
@@ -95,8 +95,16 @@ def plan(*, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
             raise ServePlanError(f"time limit {time_limit_s:g} s reached before any configuration "
                                  f"was verified to meet the SLO ({verifier.stopped_early}); give "
                                  f"--time-limit more seconds")
-        return _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustive,
+        plan = _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustive,
                        backend, progress)
+        if req.model.is_moe:  # why expert / attention-data parallelism won or lost
+            from planner.moe_explain import moe_why
+            from sim.deployment import plan_deployment
+
+            unit = tuple((p, p.replicas) for p in plan_deployment(plan.to_dict()).pools)
+            ctx = int(shape.input_mean + shape.output_mean / 2)  # a decode's mean context
+            plan.why["moe"] = moe_why(req.model, cands, options, unit, cal, max(16, ctx))
+        return plan
     finally:
         verifier.close()
 

@@ -162,7 +162,7 @@ class PlanInputs:
     def build(cls, *, model, gpus, workload, rate=None, concurrency=None, ttft_slo_s=None,
               tpot_slo_s=None, slo_percentile=90.0, attainment=0.9, objective="goodput",
               spec_method="none", draft_model=None, spec_acceptance=None, kv_dtype="auto",
-              min_kv_budget=None, precision="bf16", max_gpus_per_replica=None, space=None,
+              min_kv_budget=None, precision=None, max_gpus_per_replica=None, space=None,
               num_requests=None, seed=0, burstiness_cv=1.0) -> PlanInputs:
         if ttft_slo_s is None or tpot_slo_s is None:
             raise ServePlanError("both SLOs are required: ttft_slo_s (--ttft-slo) and tpot_slo_s (--tpot-slo), in seconds")
@@ -194,7 +194,10 @@ class PlanInputs:
         wl = parse_workload(workload, rate=rate if rate is not None else (None if concurrency else 1.0),
                             concurrency=concurrency, burstiness_cv=burstiness_cv)
         slo = SLO(ttft, tpot, float(slo_percentile), float(attainment))
-        precisions = _split(precision, "precision", ("bf16", "fp8", "int4"), ("bf16",))
+        # unset: the checkpoint as published ("auto": DeepSeek's block fp8, gpt-oss's MXFP4
+        # experts), which is bf16 for a bf16 checkpoint
+        precisions = _split(precision, "precision", ("bf16", "fp8", "int4", "fp8_block", "auto"),
+                            ("auto",) if spec.weight_dtypes else ("bf16",))
         kv_dtypes = _split(kv_dtype, "KV dtype", ("bf16", "fp8", "int4"), ("bf16", "fp8"))
         method = (spec_method or "none").lower()
         source = "no speculative decoding"

@@ -208,6 +208,11 @@ class ReplicaScreen:
             # pipeline parallel: prompts that arrive while the decode micro-batch is in flight
             # ride in their own micro-batch and delay it by one stage, not by the whole pipeline
             T_p = T_d + (T_p - T_d) / t.pp
+        dp = t.pool.dp
+        if dp > 1:
+            # attention DP: every rank's MoE layers wait for a rank that prefills, so a rank's
+            # iteration is a prefill one when any of the dp ranks has a prompt waiting
+            p_pre = -math.expm1(-dp * lam * tau * self.chunks_mean)
         return p_pre * T_p + (1.0 - p_pre) * T_d, g, T_d, T_p, p_pre, tok_iter
 
     def _steady(self, lam: float) -> _State | None:

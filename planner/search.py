@@ -125,8 +125,8 @@ def kv_twin(unit, cands: list[Candidate]):
     twin = []
     for c, n in unit:
         alike = [r for r in cands if r.role == c.role and r.pool.kv_dtype != c.pool.kv_dtype
-                 and (r.pool.gpu, r.pool.tp, r.pool.pp, r.pool.precision)
-                 == (c.pool.gpu, c.pool.tp, c.pool.pp, c.pool.precision)]
+                 and (r.pool.gpu, r.pool.tp, r.pool.pp, r.pool.ep, r.pool.dp, r.pool.precision)
+                 == (c.pool.gpu, c.pool.tp, c.pool.pp, c.pool.ep, c.pool.dp, c.pool.precision)]
         if not alike:
             return None
         twin.append((max(alike, key=lambda x: x.capacity), n))
@@ -224,7 +224,7 @@ def space_size(req: PlanInputs) -> int:
 def _fits(fleet: Fleet, unit) -> bool:
     need: dict[str, int] = {}
     for p, n in unit:
-        need[p.gpu] = need.get(p.gpu, 0) + p.tp * p.pp * n
+        need[p.gpu] = need.get(p.gpu, 0) + p.replica_gpus * n
     return all(fleet.get(g).count >= k for g, k in need.items())
 
 

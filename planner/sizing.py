@@ -55,7 +55,7 @@ def max_units(opt: Option, fleet: Fleet) -> int:
     """How many copies of the unit the fleet holds."""
     need: dict[str, int] = {}
     for p, n in opt.unit:
-        need[p.gpu] = need.get(p.gpu, 0) + p.tp * p.pp * n
+        need[p.gpu] = need.get(p.gpu, 0) + p.replica_gpus * n
     return min(fleet.get(g).count // k for g, k in need.items())
 
 
@@ -75,9 +75,9 @@ def size(opt: Option, load: float | None, fleet: Fleet,
     out = []
     for (p, _), c in zip(opt.unit, caps, strict=True):
         want = max(1, math.ceil(load / c - 1e-9))
-        room = (cap[p.gpu] - counts[p.gpu]) // (p.tp * p.pp)
+        room = (cap[p.gpu] - counts[p.gpu]) // (p.replica_gpus)
         k = max(1, min(want, room))
-        counts[p.gpu] += k * p.tp * p.pp
+        counts[p.gpu] += k * p.replica_gpus
         out.append((p, k))
     return tuple(out)
 
@@ -112,11 +112,11 @@ def fill(opt: Option, counts: list[int], fleet: Fleet) -> tuple[tuple[PoolConfig
     while True:
         used: dict[str, int] = {}
         for (p, _), k in zip(opt.unit, counts, strict=True):
-            used[p.gpu] = used.get(p.gpu, 0) + p.tp * p.pp * k
+            used[p.gpu] = used.get(p.gpu, 0) + p.replica_gpus * k
         order = sorted(range(len(counts)), key=lambda i: counts[i] * caps[i])
         for i in order:
             p = opt.unit[i][0]
-            if used[p.gpu] + p.tp * p.pp <= fleet.get(p.gpu).count:
+            if used[p.gpu] + p.replica_gpus <= fleet.get(p.gpu).count:
                 counts[i] += 1
                 break
         else:
@@ -136,7 +136,7 @@ def deployment_of(model: str, mode: str, pools: tuple[tuple[PoolConfig, int], ..
 
 
 def deployment_cost(pools, prices: dict[str, float]) -> float:
-    return sum(prices[p.gpu] * p.tp * p.pp * n for p, n in pools)
+    return sum(prices[p.gpu] * p.replica_gpus * n for p, n in pools)
 
 
 def _sizing(req: PlanInputs, opt: Option, feasible: bool):
@@ -232,7 +232,7 @@ def cheapest(req: PlanInputs, ranked: list[Option], verifier: Verifier, prices, 
 
     def cost(t):
         pools = t[1]
-        gpus = sum(p.tp * p.pp * n for p, n in pools)
+        gpus = sum(p.replica_gpus * n for p, n in pools)
         dollars = deployment_cost(pools, prices)
         return (dollars, gpus) if req.objective == "cost" else (gpus, dollars)
 
@@ -259,13 +259,13 @@ def _grow(opt: Option, pools, m: dict, req: PlanInputs, prices):
     """One more replica where the SLO failed (the prefill pool for TTFT, else decode)."""
     used = {}
     for p, n in pools:
-        used[p.gpu] = used.get(p.gpu, 0) + p.tp * p.pp * n
+        used[p.gpu] = used.get(p.gpu, 0) + p.replica_gpus * n
     reason = failure_reason_from(m, req)
     idx = 0
     if opt.mode == "disaggregated":
         idx = 0 if reason == "ttft" else 1
     p, n = pools[idx]
-    if used[p.gpu] + p.tp * p.pp > req.fleet.get(p.gpu).count:
+    if used[p.gpu] + p.replica_gpus > req.fleet.get(p.gpu).count:
         return None
     out = list(pools)
     out[idx] = (p, n + 1)

@@ -13,6 +13,14 @@ pipeline parallelism is searched only when TP inside one node cannot hold the mo
 advice: TP within a node, PP across nodes) unless `SearchSpace.force_pp`; speculative decoding
 is not combined with PP (vLLM does not support it); and the memory plan must leave KV cache
 for the longest request of the workload (`costmodel.memory`).
+
+Mixture-of-experts models add attention data parallelism and expert parallelism: `dp` ranks
+of `tp` GPUs each (`SearchSpace.dps`; tp x dp within the GPUs a replica may use), the experts
+either tensor-parallel over the TP group (ep = 1, dp = 1), expert-parallel over it (ep = tp),
+or, with dp > 1, expert-parallel over all tp x dp GPUs (vLLM's `--data-parallel-size N
+--enable-expert-parallel`, SGLang's DP attention with `--ep-size`). The memory plan knows the
+experts are sharded over all tp x dp GPUs while attention is per rank. DP ranks run without
+PP and without speculative decoding (what the simulator models).
 """
 
 from __future__ import annotations
@@ -43,12 +51,13 @@ class SearchSpace:
     spec_adaptive: bool = True
     gpu_memory_utilizations: tuple[float, ...] = (0.9,)
     force_pp: bool = False
+    dps: tuple[int, ...] = (1, 2, 4, 8, 16)  # attention data-parallel ranks (MoE models only)
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ServePlanError(f"modes {self.modes!r}; expected a subset of {', '.join(MODES)}")
-        for name in ("tps", "pps", "max_num_batched_tokens", "prefill_batched_tokens"):
+        for name in ("tps", "pps", "max_num_batched_tokens", "prefill_batched_tokens", "dps"):
             vals = getattr(self, name)
             if not vals or any(not isinstance(v, int) or v < 1 for v in vals):
                 raise ServePlanError(f"search space {name}={vals!r}; expected integers >= 1")
@@ -120,10 +129,12 @@ class Shape:
     pp: int
     precision: str
     kv_dtype: str
+    ep: int = 1
+    dp: int = 1
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp
+        return self.tp * self.pp * self.dp
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,23 @@ def _fits_one_node(model: ModelSpec, fleet: Fleet, cons: Constraints) -> dict[st
     return out
 
 
+def moe_layouts(model: ModelSpec, tp: int, pp: int, dps: tuple[int, ...], cap: int) -> list[tuple[int, int]]:
+    """(ep, dp) pairs a replica of tp x pp GPUs may use: (1, 1) for a dense model; for an MoE
+    model also EP over the TP group, and with pp = 1 DP attention over dp ranks with EP over
+    all tp x dp GPUs, within `cap` GPUs and where ep divides the experts."""
+    if not model.is_moe:
+        return [(1, 1)]
+    out = [(1, 1)]
+    if tp > 1 and model.num_experts % tp == 0:
+        out.append((tp, 1))
+    if pp == 1:
+        for dp in sorted(set(dps)):
+            ep = tp * dp
+            if dp > 1 and ep <= cap and model.num_experts % ep == 0:
+                out.append((ep, dp))
+    return out
+
+
 def enumerate_shapes(model: ModelSpec, fleet: Fleet, space: SearchSpace, cons: Constraints,
                      pruned: Pruned) -> list[Shape]:
     """Every (role, GPU, tp, pp, precision, KV dtype) the rules allow (memory checked later)."""
@@ -204,10 +232,11 @@ def enumerate_shapes(model: ModelSpec, fleet: Fleet, space: SearchSpace, cons: C
                 if pp > model.num_layers:
                     pruned.add("parallelism")
                     continue
-                for prec in cons.precisions:
-                    for kv in cons.kv_dtypes:
-                        for role in roles:
-                            shapes.append(Shape(role, g.name, tp, pp, prec, kv))
+                for ep, dp in moe_layouts(model, tp, pp, space.dps, cap):
+                    for prec in cons.precisions:
+                        for kv in cons.kv_dtypes:
+                            for role in roles:
+                                shapes.append(Shape(role, g.name, tp, pp, prec, kv, ep, dp))
     return shapes
 
 
@@ -215,7 +244,7 @@ def knobs_for(shape: Shape, space: SearchSpace, cons: Constraints) -> Knobs:
     budgets: tuple[int | None, ...] = (None,)
     if cons.min_kv_budget_tokens:
         budgets = (None, cons.min_kv_budget_tokens)
-    specs = spec_options(cons, space) if shape.pp == 1 else (SpecConfig(),)
+    specs = spec_options(cons, space) if shape.pp == 1 and shape.dp == 1 else (SpecConfig(),)
     if shape.role == "prefill":
         return Knobs(space.prefill_batched_tokens, (None,), (SpecConfig(),), (None,),
                      space.gpu_memory_utilizations)
@@ -229,7 +258,7 @@ def make_pool(shape: Shape, mbt: int | None, mns: int | None, spec: SpecConfig,
               budget: int | None, util: float, price: float | None = None) -> PoolConfig:
     """A resolved one-replica PoolConfig (chunk size = the token budget)."""
     return PoolConfig(
-        role=shape.role, gpu=shape.gpu, tp=shape.tp, pp=shape.pp, replicas=1,
+        role=shape.role, gpu=shape.gpu, tp=shape.tp, pp=shape.pp, ep=shape.ep, dp=shape.dp, replicas=1,
         precision=shape.precision, max_num_seqs=mns, max_num_batched_tokens=mbt,
         chunk_size=mbt, kv_dtype=shape.kv_dtype, gpu_memory_utilization=util,
         kv_budget_tokens=budget, gpu_price_per_hour_usd=price, spec=spec,

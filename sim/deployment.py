@@ -117,8 +117,13 @@ class PoolConfig:
             raise ServePlanError(f"kv_budget_tokens={self.kv_budget_tokens}; expected >= 16 tokens")
 
     @property
+    def replica_gpus(self) -> int:
+        """GPUs of one replica: tp x pp, times the attention DP ranks."""
+        return self.tp * self.pp * self.dp
+
+    @property
     def num_gpus(self) -> int:
-        return self.tp * self.pp * self.dp * self.replicas
+        return self.replica_gpus * self.replicas
 
     def price_per_hour_usd(self) -> float:
         p = self.gpu_price_per_hour_usd

@@ -34,6 +34,9 @@ from sim.workload import Workload, generate_requests
 
 _CM_CACHE: dict = {}
 _CM_CACHE_MAX = 64
+# CostModel caches that do not depend on the KV dtype (dense operators, MLA projections, MoE)
+_SHARED_CACHES = ("_dense_cache", "_layer_cache", "_tok_cache", "_logit_cache", "_comm_cache",
+                  "_mla_proj_cache", "_gemm_memo", "_moe_cache")
 
 
 @dataclass
@@ -56,6 +59,14 @@ def cost_model_for(pool: PoolConfig, model, calibration=None, engine: str = "vll
     cm = CostModel(model, pool.gpu, tp=pool.tp, pp=pool.pp, precision=pool.precision,
                    kv_dtype=pool.kv_dtype, calibration=calibration,
                    ep=pool.ep, dp=pool.dp, host_overlap=overlap)
+    # the same replica with another KV dtype times every non-attention operator alike: share
+    # those caches (the planner screens both KV dtypes of every shape)
+    for (m2, g2, tp2, pp2, prec2, _kv, ep2, dp2, ov2, cal2), (sib, _) in _CM_CACHE.items():
+        if (m2, g2, tp2, pp2, prec2, ep2, dp2, ov2, cal2) == (key[0], key[1], key[2], key[3], key[4],
+                                                               key[6], key[7], key[8], key[9]):
+            for name in _SHARED_CACHES:
+                setattr(cm, name, getattr(sib, name))
+            break
     if len(_CM_CACHE) >= _CM_CACHE_MAX:
         _CM_CACHE.pop(next(iter(_CM_CACHE)))
     _CM_CACHE[key] = (cm, calibration)

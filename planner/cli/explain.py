@@ -14,8 +14,10 @@ def _pools(dep: dict) -> str:
             k = "adaptive" if spec["adaptive"] or not spec["num_speculative_tokens"] else f"k={spec['num_speculative_tokens']}"
             s = f", spec {spec['method']} {k}"
         budget = f", KV budget {p['kv_budget_tokens']}" if p.get("kv_budget_tokens") else ""
-        out.append(f"{p['replicas']} x {p['role']} on {p['tp'] * p['pp']} {p['gpu']} (tp={p['tp']}, "
-                   f"pp={p['pp']}, seqs {p['max_num_seqs']}, tokens {p['max_num_batched_tokens']}, "
+        dp, ep = p.get("dp", 1), p.get("ep", 1)
+        moe = f", ep={ep}, dp={dp}" if ep > 1 or dp > 1 else ""
+        out.append(f"{p['replicas']} x {p['role']} on {p['tp'] * p['pp'] * dp} {p['gpu']} (tp={p['tp']}, "
+                   f"pp={p['pp']}{moe}, seqs {p['max_num_seqs']}, tokens {p['max_num_batched_tokens']}, "
                    f"kv {p['kv_dtype']}, mem {p['gpu_memory_utilization']}{budget}{s})")
     return "\n".join(out)
 
@@ -74,6 +76,8 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
         s = d["search"]
         c.print(f"search: {s['candidates']} configurations, {s['screened']} screened, "
                 f"{s['verified']} verified with {s['simulated']} simulations, {s['wall_s']:.1f} s")
+        for line in (d["why"].get("moe") or {}).get("summary", []):
+            c.print(f"expert / data parallelism, {line}", markup=False)
         ex = d["why"].get("pruned_examples") or []
         for e in ex:
             c.print(f"  pruned for memory, e.g. {e}", markup=False)

@@ -50,7 +50,9 @@ def plan_cmd(
     spec_acceptance: float = typer.Option(None, "--spec-acceptance", help="per-token acceptance (default: looked up)"),
     kv_dtype: str = typer.Option("auto", "--kv-dtype", help="auto (bf16 or fp8) | bf16 | fp8, or a list bf16,fp8"),
     min_kv_budget: int = typer.Option(None, "--min-kv-budget", help="smallest per-request KV budget allowed, tokens"),
-    precision: str = typer.Option("bf16", "--precision", help="weights: bf16 | fp8 (or bf16,fp8)"),
+    precision: str = typer.Option(None, "--precision",
+                                  help="weights: bf16 | fp8 | fp8_block | int4 | auto (or a list, bf16,fp8); "
+                                  "default: the checkpoint's own (bf16; DeepSeek/Kimi block fp8, gpt-oss MXFP4 experts)"),
     max_gpus_per_replica: int = typer.Option(None, "--max-gpus-per-replica", help="default: two nodes"),
     calibration: Path = typer.Option(None, "--calibration", help="calibration profile JSON"),
     backend: str = typer.Option("local", "--backend", help="where simulations run: local | ray"),

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from sim.deployment import ROLES, PoolConfig, SpecConfig
 from sim.slo import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
-WEIGHT_PRECISIONS = ("bf16", "fp8", "int4")
+WEIGHT_PRECISIONS = ("bf16", "fp8", "int4", "fp8_block", "auto")
 KV_DTYPES = ("auto", "bf16", "fp8", "int4")
 MAX_SIM_REQUESTS = 200_000
 
