@@ -3,7 +3,7 @@ MoE when `import vllm` works, and the routing a measurement uses.
 
 - `torch_fused_moe(...)`: one MoE layer as a loop over the local experts, each a gather of its
   routed tokens and two torch matmuls (block-fp8 weights dequantised first). It is the
-  correctness reference of `validate.kernels.fused_moe` and what a CPU run times; the gather
+  correctness reference of `validate.kernels.fused_experts` and what a CPU run times; the gather
   sizes depend on the routing, so it reads counts on the host and cannot be captured in a
   CUDA graph (on a GPU the engine-class reference is vLLM's kernel, else the Triton one).
 - `vllm_fused_experts()`: vLLM's `fused_experts` (its Triton fused MoE, what the engine runs),
@@ -42,7 +42,7 @@ def torch_fused_moe(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, topk_we
                     topk_ids: torch.Tensor, *, w1_scale: torch.Tensor | None = None,
                     w2_scale: torch.Tensor | None = None, gated: bool = True,
                     expert_offset: int = 0, num_experts: int | None = None) -> torch.Tensor:
-    """The arguments and result of `validate.kernels.fused_moe`, computed expert by expert
+    """The arguments and result of `validate.kernels.fused_experts`, computed expert by expert
     (fp32 accumulation, the intermediate rounded to x's dtype as the kernel stores it)."""
     del num_experts  # accepted for the same call as the kernel
     fp8 = w1.dtype == FP8

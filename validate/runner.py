@@ -75,6 +75,7 @@ class Measurements:
     precision: dict[str, str] = field(default_factory=dict)  # plan precision -> what ran
     kv_dtype: dict[str, str] = field(default_factory=dict)  # plan KV dtype -> what ran
     kernels: str = "torch"  # what the rows and iterations time: engine | triton | torch (CPU)
+    operators: dict[str, dict] = field(default_factory=dict)  # MoE plans: what ran per operator
 
     def compare_rows(self) -> pd.DataFrame:
         """Per operator and shape: Triton and engine-class reference times (GPU runs)."""
@@ -184,6 +185,10 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
     from validate.shapes import per_gpu_dims
 
     model = load_model(meas.model_ref)
+    if model.is_moe:  # MoE layers, shared experts, MLA modules: validate.moe_measure
+        from validate.moe_measure import run_moe_groups
+
+        return run_moe_groups(meas, shapes, opts, timer, skip_check, log)
     budget = device_budget(meas.device, opts.layer_time_s)
     backend = "triton" if meas.device == "cuda" else "torch"
     groups: dict[tuple[int, str, str], list[IterationShape]] = {}
@@ -280,7 +285,7 @@ def predicted_compute_s(shape: IterationShape, hw: HardwareSpec, calibration=Non
     from costmodel.model import CostModel
 
     cm = CostModel(shape.model, hw, tp=shape.tp, pp=1, precision=precision, kv_dtype=kv_dtype,
-                   calibration=calibration)
+                   calibration=calibration, ep=shape.ep, dp=shape.dp)
     return sum(o.time_s for o in cm.step(shape.batch()).ops if o.name not in NOT_RUN)
 
 
@@ -403,6 +408,7 @@ def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(),
         "calibration_key": meas.hardware.name,
         "messages": meas.messages + [m for m in prof.messages if m not in meas.messages],
         "kernel_check": meas.kernel_check,
+        "operators": meas.operators,
         "kernels": {"fitted": meas.kernels, "by_op": kernel_summary(kern)},
         "iteration_mape": {"default": mape(df["rel_err_default"]),
                            "calibrated": mape(df["rel_err_calibrated"])},

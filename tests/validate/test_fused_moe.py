@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from validate.capture import assert_capture_safe
-from validate.kernels import fused_moe
+from validate.kernels import fused_experts
 from validate.kernels._device import fp8_supported
 from validate.kernels.fused_moe import moe_align, quantise_block_weights
 from validate.moe_reference import balanced_topk, dequantise_blocks, torch_fused_moe
@@ -49,7 +49,7 @@ def test_fused_moe_matches_the_torch_loop_over_experts(dtype, rel, device, gen):
     x = torch.randn(T, H, generator=gen).to(dtype).to(device)
     w1, w2 = _weights(gen, dtype, device)
     tw, ids = _routing(gen, device=device)
-    out = fused_moe(x, w1, w2, tw, ids)
+    out = fused_experts(x, w1, w2, tw, ids)
     assert out.shape == (T, H) and out.dtype == dtype
     _close(out, torch_fused_moe(x, w1, w2, tw, ids), rel)
 
@@ -60,8 +60,8 @@ def test_expert_parallel_share_sums_to_the_whole_layer(device, gen):
     x = torch.randn(T, H, generator=gen).to(device)
     w1, w2 = _weights(gen, torch.float32, device)
     tw, ids = _routing(gen, device=device)
-    whole = fused_moe(x, w1, w2, tw, ids)
-    parts = [fused_moe(x, w1[r * 4:(r + 1) * 4], w2[r * 4:(r + 1) * 4], tw, ids, num_experts=E,
+    whole = fused_experts(x, w1, w2, tw, ids)
+    parts = [fused_experts(x, w1[r * 4:(r + 1) * 4], w2[r * 4:(r + 1) * 4], tw, ids, num_experts=E,
                        expert_offset=r * 4) for r in range(2)]
     _close(parts[0] + parts[1], whole, 1e-4)
     ref0 = torch_fused_moe(x, w1[:4], w2[:4], tw, ids, expert_offset=0)
@@ -76,7 +76,7 @@ def test_block_fp8_experts(device, gen):
     (q1, s1), (q2, s2) = quantise_block_weights(w1), quantise_block_weights(w2)
     assert s1.shape == (E, 1, 1) and q1.dtype == torch.float8_e4m3fn
     tw, ids = _routing(gen, device=device)
-    out = fused_moe(x, q1, q2, tw, ids, w1_scale=s1, w2_scale=s2)
+    out = fused_experts(x, q1, q2, tw, ids, w1_scale=s1, w2_scale=s2)
     ref = torch_fused_moe(x, q1, q2, tw, ids, w1_scale=s1, w2_scale=s2)
     _close(out, ref, 2e-2)
     # the dequantised weights are the fp32 ones to fp8's precision
@@ -108,7 +108,7 @@ def test_fused_moe_is_capture_safe(device, gen):
     x = torch.randn(T, H, generator=gen).to(torch.bfloat16).to(device)
     w1, w2 = _weights(gen, torch.bfloat16, device)
     tw, ids = _routing(gen, device=device)
-    assert_capture_safe(lambda: fused_moe(x, w1, w2, tw, ids, num_experts=16, expert_offset=8),
+    assert_capture_safe(lambda: fused_experts(x, w1, w2, tw, ids, num_experts=16, expert_offset=8),
                         "fused_moe (expert parallel)")
 
 
@@ -140,5 +140,5 @@ def test_bad_inputs_are_one_clear_error(change, match, device, gen):
             pytest.skip("fp8 needs compute capability >= 8.9 or the interpreter")
         w1, w2 = w1.to(torch.float8_e4m3fn), w2.to(torch.float8_e4m3fn)
     with pytest.raises(ValueError, match=match) as err:
-        fused_moe(x, w1, w2, tw, ids, **kw)
+        fused_experts(x, w1, w2, tw, ids, **kw)
     assert "\n" not in str(err.value)

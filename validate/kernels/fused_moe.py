@@ -242,7 +242,7 @@ def _check(x, w1, w2, topk_weights, topk_ids, w1_scale, w2_scale, gated, num_exp
     return T, H, E, k
 
 
-def fused_moe(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+def fused_experts(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor, *, w1_scale: torch.Tensor | None = None,
               w2_scale: torch.Tensor | None = None, gated: bool = True,
               num_experts: int | None = None, expert_offset: int = 0) -> torch.Tensor:
