@@ -41,7 +41,7 @@ from validate.shapes import IterationShape
 
 ROTATIONS = 2  # weight sets the timed calls rotate over
 CHECK_TOL = {"float32": 1e-3, "bfloat16": 5e-2}
-MLA_KERNEL = "torch:mla (absorbed ≤128-token chunks, up-projected prefill)"
+MLA_KERNEL = "torch:mla (absorbed for chunks up to 128 tokens and decodes, up-projected prefill)"
 
 
 @dataclass(frozen=True)
@@ -327,8 +327,8 @@ def run_moe_groups(meas, shapes: list[IterationShape], opts, timer, skip_check: 
         meas.messages.append(f"{model.name}: attention, norms and the router of an MoE model are not "
                              "measured by this run (only its MoE layers and shared experts); their "
                              "parameters come from a dense plan's calibration or the defaults")
-    meas.messages.append("MoE plan: no whole iteration is timed (measured iteration columns are "
-                         "empty); the op rows (moe, shared experts, MLA) are what the fit uses")
+    meas.messages.append("MoE plan: no whole iteration is timed; each shape's row in the table is "
+                         "the sum of its op rows (moe, shared experts, MLA), measured and predicted")
     for (tp, ep, dp, _), group in groups.items():
         m = moe_dims(model, tp, ep, dp)
         part = model.dtype_of("experts")
@@ -386,6 +386,25 @@ def run_moe_groups(meas, shapes: list[IterationShape], opts, timer, skip_check: 
                     f"{row['op']} {row['measured_s'] * 1e3:.3f} ms" for row in r.rows)
                     + f" ({time.perf_counter() - t0:.1f} s)")
         meas.results += [combine_passes(r) for r in by_shape]
+
+
+def op_sums(res: ShapeMeasurement, profile=None) -> dict:
+    """A shape of an MoE plan in the per-shape table: its op rows' measured times summed, and
+    the cost model's predictions of the same rows with default parameters and with `profile`
+    (the shape's MoE layer, shared experts and MLA module, not a whole iteration)."""
+    import pandas as pd
+
+    from costmodel.importers import tidy
+    from costmodel.measured import predict_rows
+
+    rows = tidy(pd.DataFrame(res.rows))
+    out = {"measured_s": float(rows["measured_s"].sum()),
+           "predicted_default_s": float(predict_rows(rows).sum()),
+           "note": (res.shape.note + "; " if res.shape.note else "")
+           + "sum of the shape's op rows (" + ", ".join(rows["op"]) + "), no iteration timed"}
+    if profile is not None:
+        out["predicted_calibrated_s"] = float(predict_rows(rows, profile).sum())
+    return out
 
 
 def _fp8_ok() -> bool:

@@ -300,9 +300,14 @@ def compare(meas: Measurements, profile=None) -> pd.DataFrame:
         rec = {"shape": s.name, "kind": s.kind, "role": s.role, "tp": s.tp, "tokens": s.num_tokens,
                "seqs": s.num_seqs, "layers_run": r.layers_run, "layer_s": r.layer_s,
                "head_s": r.head_s, "measured_s": r.iteration_s, "kernels": r.kernels,
-               "other_measured_s": r.other_iteration_s, "host_s": r.host_s,
-               "predicted_default_s": predicted_compute_s(s, meas.hardware, None, prec, kv),
-               "note": s.note}
+               "other_measured_s": r.other_iteration_s, "host_s": r.host_s, "note": s.note}
+        if r.layers_run == 0:  # an MoE plan: no iteration ran; the sum of the shape's op rows
+            from validate.moe_measure import op_sums
+
+            rec.update(op_sums(r, profile))
+            recs.append(rec)
+            continue
+        rec["predicted_default_s"] = predicted_compute_s(s, meas.hardware, None, prec, kv)
         if profile is not None:
             rec["predicted_calibrated_s"] = predicted_compute_s(s, meas.hardware, profile, prec, kv)
         recs.append(rec)

@@ -105,3 +105,16 @@ def test_mla_plan_report(tmp_path_factory, tmp_path):
     assert rep["op_mape"]["calibrated"]["mape"] < rep["op_mape"]["default"]["mape"]
     for op in ("moe", "mla_decode"):
         assert op in rep["op_mape"]["calibrated"]["by_op"]
+
+
+def test_fit_on_half_the_shapes_improves_the_other_half(qwen_meas):
+    """Fit on the even-numbered shapes' rows; judge the odd-numbered shapes' rows, never fitted."""
+    from validate.moe_measure import op_sums
+    from validate.runner import calibrate, mape
+
+    fit = [i % 2 == 0 for i in range(len(qwen_meas.results))]
+    prof = calibrate(qwen_meas, fit=fit, tables=False)
+    held = [op_sums(r, prof) for r, f in zip(qwen_meas.results, fit, strict=True) if not f]
+    default = mape([h["predicted_default_s"] / h["measured_s"] - 1 for h in held])
+    calibrated = mape([h["predicted_calibrated_s"] / h["measured_s"] - 1 for h in held])
+    assert calibrated < default, (calibrated, default)
