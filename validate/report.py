@@ -100,6 +100,8 @@ def print_table(report: dict) -> None:
             k.add_row(op, v["triton_kernel"], f"{v['triton_s'] * 1e6:.1f}", v["reference_kernel"],
                       f"{v['reference_s'] * 1e6:.1f}", f"{v['ratio']:.2f}")
         c.print(k)
+    for op, v in (report.get("operators") or {}).items():
+        c.print(f"{op}: timed {v['timed']}; Triton kernel {v['triton'] or 'none'} ({v['how']})")
     ops = report["op_mape"]
     c.print(f"op rows: MAPE {ops['default']['mape']:.1%} with default parameters, "
             f"{ops['calibrated']['mape']:.1%} calibrated (in-sample)")

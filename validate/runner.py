@@ -75,6 +75,7 @@ class Measurements:
     precision: dict[str, str] = field(default_factory=dict)  # plan precision -> what ran
     kv_dtype: dict[str, str] = field(default_factory=dict)  # plan KV dtype -> what ran
     kernels: str = "torch"  # what the rows and iterations time: engine | triton | torch (CPU)
+    operators: dict[str, dict] = field(default_factory=dict)  # MoE plans: what ran per operator
 
     def compare_rows(self) -> pd.DataFrame:
         """Per operator and shape: Triton and engine-class reference times (GPU runs)."""
@@ -184,6 +185,10 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
     from validate.shapes import per_gpu_dims
 
     model = load_model(meas.model_ref)
+    if model.is_moe:  # MoE layers, shared experts, MLA modules: validate.moe_measure
+        from validate.moe_measure import run_moe_groups
+
+        return run_moe_groups(meas, shapes, opts, timer, skip_check, log)
     budget = device_budget(meas.device, opts.layer_time_s)
     backend = "triton" if meas.device == "cuda" else "torch"
     groups: dict[tuple[int, str, str], list[IterationShape]] = {}
@@ -280,7 +285,7 @@ def predicted_compute_s(shape: IterationShape, hw: HardwareSpec, calibration=Non
     from costmodel.model import CostModel
 
     cm = CostModel(shape.model, hw, tp=shape.tp, pp=1, precision=precision, kv_dtype=kv_dtype,
-                   calibration=calibration)
+                   calibration=calibration, ep=shape.ep, dp=shape.dp)
     return sum(o.time_s for o in cm.step(shape.batch()).ops if o.name not in NOT_RUN)
 
 
@@ -295,9 +300,14 @@ def compare(meas: Measurements, profile=None) -> pd.DataFrame:
         rec = {"shape": s.name, "kind": s.kind, "role": s.role, "tp": s.tp, "tokens": s.num_tokens,
                "seqs": s.num_seqs, "layers_run": r.layers_run, "layer_s": r.layer_s,
                "head_s": r.head_s, "measured_s": r.iteration_s, "kernels": r.kernels,
-               "other_measured_s": r.other_iteration_s, "host_s": r.host_s,
-               "predicted_default_s": predicted_compute_s(s, meas.hardware, None, prec, kv),
-               "note": s.note}
+               "other_measured_s": r.other_iteration_s, "host_s": r.host_s, "note": s.note}
+        if r.layers_run == 0:  # an MoE plan: no iteration ran; the sum of the shape's op rows
+            from validate.moe_measure import op_sums
+
+            rec.update(op_sums(r, profile))
+            recs.append(rec)
+            continue
+        rec["predicted_default_s"] = predicted_compute_s(s, meas.hardware, None, prec, kv)
         if profile is not None:
             rec["predicted_calibrated_s"] = predicted_compute_s(s, meas.hardware, profile, prec, kv)
         recs.append(rec)
@@ -403,6 +413,7 @@ def run_validate(plan: dict, out_dir, opts: ValidateOptions = ValidateOptions(),
         "calibration_key": meas.hardware.name,
         "messages": meas.messages + [m for m in prof.messages if m not in meas.messages],
         "kernel_check": meas.kernel_check,
+        "operators": meas.operators,
         "kernels": {"fitted": meas.kernels, "by_op": kernel_summary(kern)},
         "iteration_mape": {"default": mape(df["rel_err_default"]),
                            "calibrated": mape(df["rel_err_calibrated"])},

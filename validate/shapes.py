@@ -66,8 +66,8 @@ class GpuDims:
 
 def per_gpu_dims(model: ModelSpec, tp: int) -> GpuDims:
     if model.is_moe:
-        raise ServePlanError(f"{model.name} is a mixture of experts; validate runs dense models "
-                             "only (expert routing kernels are not written yet)")
+        raise ServePlanError(f"{model.name} is a mixture of experts: its layers are measured by "
+                             "validate.moe_measure, not as dense layers")
     if model.num_heads % tp:
         raise ServePlanError(f"tp={tp} does not divide {model.name}'s {model.num_heads} heads")
     return GpuDims(hidden=model.hidden_size, q_heads=model.num_heads // tp,
@@ -88,6 +88,8 @@ class IterationShape:
     gpu: str  # the GPU the plan targets (not necessarily the device that measures)
     tp: int
     pp: int = 1
+    ep: int = 1  # MoE: expert-parallel size of the pool
+    dp: int = 1  # MoE: attention data-parallel ranks (each runs this shape)
     precision: str = "bf16"
     kv_dtype: str = "bf16"
     prefill: tuple[tuple[int, int], ...] = ()  # (chunk tokens, cached prefix tokens)
@@ -167,7 +169,7 @@ def _kv_capacity_tokens(pool: PoolConfig, model: ModelSpec) -> int:
     from costmodel.model import CostModel
 
     cm = CostModel(model, pool.gpu, tp=pool.tp, pp=pool.pp, precision=pool.precision,
-                   kv_dtype=pool.kv_dtype)
+                   kv_dtype=pool.kv_dtype, ep=pool.ep, dp=pool.dp)
     mem = memory_plan(cm, pool.gpu_memory_utilization, pool.max_num_batched_tokens,
                       pool.max_num_seqs, pool.block_size)
     return mem.kv_capacity_tokens
@@ -185,7 +187,7 @@ def _pool_shapes(pool: PoolConfig, model: ModelSpec, model_ref: str, stats: Leng
                  running: tuple[int, int] | None) -> list[IterationShape]:
     kv = "bf16" if pool.kv_dtype == "auto" else pool.kv_dtype
     base = dict(role=pool.role, model=model_ref, gpu=pool.gpu, tp=pool.tp, pp=pool.pp,
-                precision=pool.precision, kv_dtype=kv)
+                ep=pool.ep, dp=pool.dp, precision=pool.precision, kv_dtype=kv)
     C = min(pool.chunk_size, pool.max_num_batched_tokens)
     B, S = pool.max_num_batched_tokens, pool.max_num_seqs
     out: list[IterationShape] = []

@@ -15,6 +15,7 @@ from validate.capture import CaptureSafetyError, assert_capture_safe, host_traff
 from validate.kernels import (
     apply_rope,
     flash_attn_prefill,
+    fused_experts,
     matmul,
     paged_decode_attention,
     rms_norm,
@@ -85,7 +86,13 @@ def wrapper_calls(gen, device):
     qd = _rand(gen, 3, 4, 32, device=device)
     qv = _rand(gen, 3, 3, 4, 32, device=device)
     sel = torch.stack([torch.randperm(40, generator=gen)[:24].sort().values for _ in range(3)]).to(torch.int32).to(device)
+    xm = _rand(gen, 13, 64, device=device)
+    w1m, w2m = _rand(gen, 4, 64, 64, device=device), _rand(gen, 4, 64, 32, device=device)
+    ids = torch.randint(0, 8, (13, 2), generator=gen, dtype=torch.int32).to(device)
+    tw = torch.rand(13, 2, generator=gen).to(device)
     calls = {
+        "fused_moe (4 of 8 experts)": lambda: fused_experts(xm, w1m, w2m, tw, ids, num_experts=8,
+                                                         expert_offset=4),
         "matmul (split-K, decode rows)": lambda: matmul(a, w),
         "matmul (tiled)": lambda: matmul(big, w, path="tiled"),
         "rms_norm": lambda: rms_norm(x, nw),
@@ -107,6 +114,10 @@ def wrapper_calls(gen, device):
         f8 = torch.float8_e4m3fn
         a8, w8 = a.to(f8), w.to(f8)
         s = a.abs().amax().float() / 448.0  # a device scale, as the runner's W8A8 GEMM passes
+        from validate.kernels.fused_moe import quantise_block_weights
+
+        (q1, s1), (q2, s2) = quantise_block_weights(w1m), quantise_block_weights(w2m)
+        calls["fused_moe (block fp8)"] = lambda: fused_experts(xm, q1, q2, tw, ids, w1_scale=s1, w2_scale=s2)
         calls["matmul fp8 (scale on the device and a float)"] = lambda: matmul(a8, w8, a_scale=s, b_scale=1.0)
         kc8, vc8, t8, l8 = _paged(gen, device, fp8=True)
         calls["paged_decode_attention (fp8 KV)"] = lambda: paged_decode_attention(

@@ -1,0 +1,120 @@
+"""`serveplan validate` on mixture-of-experts plans, on this machine (the CPU under Triton's
+interpreter unless a GPU is here): a tiny Qwen3-MoE (8 experts, top-2, expert FFN 32, hidden 64)
+deployed tp 2 x ep 2, and a tiny DeepSeek-V3 (MLA: q LoRA 24, KV LoRA 32, nope 16, rope 8,
+v 16; one shared expert; a leading dense layer) at tp 2.
+
+The checks: every shape gives a `moe` row (and MLA rows for the MLA model) with the columns
+the AIConfigurator importer writes, so the cost model prices it; the kernel check ran the Triton
+fused MoE against torch; the report names what was timed and that MLA has no Triton kernel; the
+fit moves MoE parameters and the calibrated rows are predicted closer than the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from costmodel.importers import COLUMNS
+from costmodel.measured import predict_rows
+from sim.deployment import Deployment, PoolConfig
+from validate.runner import ValidateOptions, measure_plan, run_validate
+from validate.timing import Timer
+
+QWEN = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "num_hidden_layers": 2,
+        "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+        "intermediate_size": 128, "moe_intermediate_size": 32, "num_experts": 8,
+        "num_experts_per_tok": 2, "vocab_size": 512, "max_position_embeddings": 4096,
+        "_name_or_path": "tiny-qwen3-moe"}
+DEEPSEEK = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+            "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+            "num_key_value_heads": 4, "intermediate_size": 128, "moe_intermediate_size": 32,
+            "n_routed_experts": 8, "num_experts_per_tok": 2, "n_shared_experts": 1,
+            "first_k_dense_replace": 1, "kv_lora_rank": 32, "q_lora_rank": 24,
+            "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 16, "vocab_size": 512,
+            "scoring_func": "sigmoid", "max_position_embeddings": 4096,
+            "_name_or_path": "tiny-deepseek-v3"}
+FAST = Timer("cpu", reps=3, budget_s=0.02)
+
+
+def _plan(tmp_path_factory, cfg: dict, **pool) -> dict:
+    d = tmp_path_factory.mktemp(cfg["_name_or_path"])
+    (d / "config.json").write_text(json.dumps(cfg))
+    p = PoolConfig("colocated", "h100", max_num_seqs=16, max_num_batched_tokens=256, **pool)
+    return {"deployment": Deployment(str(d / "config.json"), (p,)).to_dict()}
+
+
+@pytest.fixture(scope="module")
+def qwen_meas(tmp_path_factory):
+    plan = _plan(tmp_path_factory, QWEN, tp=2, ep=2)
+    return measure_plan(plan, ValidateOptions(workload="fixed:200,50", passes=1, timer=FAST),
+                        log=lambda m: None)
+
+
+def test_moe_rows_at_the_plans_shapes(qwen_meas):
+    rows = qwen_meas.rows()
+    assert list(rows.columns) == list(COLUMNS)
+    moe = rows[rows["op"] == "moe"]
+    assert len(moe) == len(qwen_meas.results) >= 3  # one per shape: prefill, decode, mixed
+    kinds = {r.shape.kind for r in qwen_meas.results}
+    assert {"prefill", "decode"} <= kinds
+    # the GPU holds 4 of 8 experts (ep 2), each whole (moe_tp = tp x dp / ep = 1)
+    assert (moe[["hidden", "inter", "topk", "num_experts", "moe_tp", "moe_ep", "moe_gated"]]
+            .drop_duplicates().values.tolist() == [[64, 32, 2, 8, 1, 2, 1]])
+    assert set(moe["routing"]) == {"balanced"} and (moe["measured_s"] > 0).all()
+    tokens = sorted(r.shape.num_tokens for r in qwen_meas.results)
+    assert sorted(moe["num_tokens"]) == tokens
+    # the cost model prices every row (the fit can consume them)
+    assert np.isfinite(predict_rows(rows)).all()
+    # no attention rows, and the report says why
+    assert not rows["op"].str.startswith("attn").any()
+    assert any("not measured by this run" in m for m in qwen_meas.messages)
+
+
+def test_kernel_check_ran_the_triton_fused_moe(qwen_meas):
+    kc = qwen_meas.kernel_check
+    assert kc["ok"] is True, kc
+    assert "fused MoE" in kc["probe"] and "4 local" in kc["probe"]
+    assert qwen_meas.operators["moe"]["triton"] == "triton:fused_moe"
+
+
+def test_mla_plan_report(tmp_path_factory, tmp_path):
+    plan = _plan(tmp_path_factory, DEEPSEEK, tp=2)
+    rep = run_validate(plan, tmp_path / "out", ValidateOptions(workload="fixed:200,50", passes=1,
+                                                               timer=FAST), log=lambda m: None)
+    from costmodel.importers import load_measured
+
+    rows = load_measured(tmp_path / "out" / "measurements.csv", "native")
+    ops = set(rows["op"])
+    assert {"moe", "mla_prefill", "mla_decode", "mlp_up_proj", "mlp_down_proj"} <= ops
+    mla = rows[rows["op"].str.startswith("mla_")]
+    assert (mla[["num_heads", "hidden", "q_lora_rank", "kv_lora_rank", "qk_nope_dim", "qk_rope_dim",
+                 "v_head_dim"]].drop_duplicates().values.tolist() == [[2, 64, 24, 32, 16, 8, 16]])
+    dec = rows[rows["op"] == "mla_decode"]
+    assert (dec["prefill_len"] == 1).all() and (dec["context_len"] > 100).all()
+    # shared expert: one of width 32, gated: up n = 2 x 32 / tp 2
+    up = rows[rows["op"] == "mlp_up_proj"]
+    assert set(up["n"]) == {32} and set(up["k"]) == {64}
+    assert rep["operators"]["mla"]["triton"] is None
+    assert "MLA: torch reference, no Triton kernel" in rep["operators"]["mla"]["how"]
+    assert rep["operators"]["moe"]["triton"] == "triton:fused_moe"
+    # the fit moved parameters that MoE and MLA rows inform, and fits its rows better
+    fitted = rep["fitted_params"]
+    assert any(k.startswith("moe_") for k in fitted) and any(k.startswith("mla_") for k in fitted)
+    assert rep["op_mape"]["calibrated"]["mape"] < rep["op_mape"]["default"]["mape"]
+    for op in ("moe", "mla_decode"):
+        assert op in rep["op_mape"]["calibrated"]["by_op"]
+
+
+def test_fit_on_half_the_shapes_improves_the_other_half(qwen_meas):
+    """Fit on the even-numbered shapes' rows; judge the odd-numbered shapes' rows, never fitted."""
+    from validate.moe_measure import op_sums
+    from validate.runner import calibrate, mape
+
+    fit = [i % 2 == 0 for i in range(len(qwen_meas.results))]
+    prof = calibrate(qwen_meas, fit=fit, tables=False)
+    held = [op_sums(r, prof) for r, f in zip(qwen_meas.results, fit, strict=True) if not f]
+    default = mape([h["predicted_default_s"] / h["measured_s"] - 1 for h in held])
+    calibrated = mape([h["predicted_calibrated_s"] / h["measured_s"] - 1 for h in held])
+    assert calibrated < default, (calibrated, default)
