@@ -55,14 +55,19 @@ def test_all_to_all_crossing_nodes_is_slower():
     assert cm._a2a_time(1e7, 1) == 0.0
 
 
-def test_expert_parallel_beats_moe_tp_on_prefill_but_not_by_magic():
+def test_expert_parallel_and_moe_tp_cost_about_the_same_on_prefill():
+    """The same FLOPs either way: EP 8 runs 16 whole experts, MoE TP 8 all 128 in slivers of
+    192, and pays for every routed row it does not own. vLLM 0.24's H100 table
+    (moe_perf.parquet, Qwen3-235B's shape, 4096 tokens, bf16, balanced) measures 0.653 ms at
+    TP 8 and 0.734 ms at EP 8: neither wins by much, TP a little."""
     tp8 = CostModel("qwen3-235b-a22b", "h100", tp=8)
     ep8 = CostModel("qwen3-235b-a22b", "h100", tp=8, ep=8)
     b = Batch(((4096, 0),))
-    t_tp = next(o.time_s for o in tp8.step(b).ops if o.name == "moe_experts")
-    t_ep = next(o.time_s for o in ep8.step(b).ops if o.name == "moe_experts")
-    # the same FLOPs either way; EP runs 16 whole experts instead of 128 slivers of 192
-    assert t_ep < t_tp < 3 * t_ep
+    n = tp8.model.num_moe_layers
+    t_tp = next(o.time_s for o in tp8.step(b).ops if o.name == "moe_experts") / n
+    t_ep = next(o.time_s for o in ep8.step(b).ops if o.name == "moe_experts") / n
+    assert t_tp == pytest.approx(0.653e-3, rel=0.2) and t_ep == pytest.approx(0.734e-3, rel=0.2)
+    assert 0.8 < t_ep / t_tp < 1.4
 
 
 def test_more_tokens_wake_more_experts():
