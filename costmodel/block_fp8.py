@@ -24,6 +24,7 @@ AIConfigurator times) there is no host path, and only the GPU time remains.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -33,6 +34,13 @@ from costmodel.hardware import HardwareSpec
 
 KERNELS = ("flashinfer", "deepgemm", "cutlass")
 GROUP = 128  # activation quantisation group (elements of K) and weight block
+
+
+@lru_cache(maxsize=64)
+def _group_quant_eff(eff: Efficiencies) -> Efficiencies:
+    """`eff` with the block-fp8 GEMM's compute efficiency and no per-row quantisation time
+    (a dataclass replace of ~200 fields: cached, the simulator prices a GEMM per step)."""
+    return replace(eff, fp8_compute_eff=eff.fp8b_compute_eff, fp8_quant_row_s=0.0)
 
 
 def block_fp8_kernel(m, n, k):
@@ -49,11 +57,19 @@ def block_fp8_gemm_time_s(*, m, n, k, gpu: HardwareSpec, eff: Efficiencies, grap
     docstring). `graph=False`: timed eagerly, the host launch path of the chosen kernel (or
     `kernel`, one of KERNELS) is the floor. Scalars or arrays."""
     scalar = np.ndim(m) == 0
+    if scalar and graph and np.ndim(n) == 0 and np.ndim(k) == 0:  # the simulator's path: no arrays
+        if m <= 0:
+            return 0.0
+        fp8 = gpu.has_fp8
+        g = rl.gemm_time_s(int(m), int(n), int(k), gpu, _group_quant_eff(eff),
+                           gpu.fp8_flops if fp8 else gpu.bf16_flops, 1.0 + 4.0 / (GROUP * GROUP),
+                           1.0 if fp8 else 2.0, fp8)
+        return g + m * k * 4.0 / GROUP / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff)
     m, n, k = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (m, n, k))
     m, n, k = np.broadcast_arrays(m, n, k)
     fp8 = gpu.has_fp8
     # the group quantisation is its own kernel, without the per-token W8A8 path's per-row time
-    e8 = replace(eff, fp8_compute_eff=eff.fp8b_compute_eff, fp8_quant_row_s=0.0)
+    e8 = _group_quant_eff(eff)
     peak = gpu.fp8_flops if fp8 else gpu.bf16_flops
     w = 1.0 + 4.0 / (GROUP * GROUP)
     g = rl.gemm_time_s_v(m, n, k, gpu, e8, peak, w, 1.0 if fp8 else 2.0, fp8)

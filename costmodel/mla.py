@@ -5,6 +5,8 @@
                        precision="bf16", kv_dtype="bf16", absorbed=None) -> seconds
     mla_decode_time_s(*, batch, context_len, num_heads, gpu, eff, hidden=7168, ...,
                       precision="bf16", kv_dtype="bf16", q_tokens=1) -> seconds
+    mla_decode_proj_time_s(*, tokens, num_heads, gpu, eff, ...) -> seconds   (its token-only part)
+    mla_decode_attn_time_s(*, batch, context_len, q_tokens, num_heads, gpu, eff, ...) -> seconds
     mla_kv_bytes_per_token(*, kv_lora_rank=512, qk_rope_dim=64, kv_dtype="bf16") -> bytes per layer
 
 `num_heads` are the GPU's heads (after TP); `precision` the projections' GEMMs (`bf16`,
@@ -154,13 +156,44 @@ def mla_decode_time_s(*, batch, context_len, num_heads, gpu: HardwareSpec, eff: 
                       qk_rope_dim=64, v_head_dim=128, precision="bf16", kv_dtype="bf16",
                       q_tokens=1):
     """Seconds of one MLA module for `batch` sequences of `context_len` cached tokens, each
-    adding `q_tokens` (1; more for a speculative verify)."""
+    adding `q_tokens` (1; more for a speculative verify): `mla_decode_proj_time_s` of the
+    batch's tokens plus `mla_decode_attn_time_s`."""
     scalar = np.ndim(batch) == 0 and np.ndim(context_len) == 0
-    b, c, q, h, hid, ql, kl, nope, rope, v = _arrays(batch, context_len, q_tokens, num_heads, hidden,
-                                                     q_lora_rank, kv_lora_rank, qk_nope_dim,
-                                                     qk_rope_dim, v_head_dim)
-    block = _block(precision, b.shape)
-    kvb = np.broadcast_to(_kv_bytes(kv_dtype), b.shape)
-    out = _absorbed(b, q, c + q, h, hid, ql, kl, nope, rope, v, gpu, eff, block, kvb)
+    b, c, q = _arrays(batch, context_len, q_tokens)
+    dims = dict(num_heads=num_heads, gpu=gpu, eff=eff, kv_lora_rank=kv_lora_rank,
+                qk_rope_dim=qk_rope_dim, kv_dtype=kv_dtype)
+    out = mla_decode_proj_time_s(tokens=b * q, hidden=hidden, q_lora_rank=q_lora_rank,
+                                 qk_nope_dim=qk_nope_dim, v_head_dim=v_head_dim,
+                                 precision=precision, **dims)
+    out = out + mla_decode_attn_time_s(batch=b, context_len=c, q_tokens=q, **dims)
     out = np.where(b > 0, out, 0.0)
     return float(out[0]) if scalar else out
+
+
+def mla_decode_proj_time_s(*, tokens, num_heads, gpu: HardwareSpec, eff: Efficiencies, hidden=7168,
+                           q_lora_rank=1536, kv_lora_rank=512, qk_nope_dim=128, qk_rope_dim=64,
+                           v_head_dim=128, precision="bf16", kv_dtype="bf16"):
+    """The absorbed module's work that depends only on its `tokens` (batch x q_tokens): the
+    projections, norms, RoPE, cache write and the W_UK / W_UV batched GEMMs, with the module's
+    fixed time. Arrays of `tokens` give an array."""
+    t, h, hid, ql, kl, nope, rope, v = _arrays(tokens, num_heads, hidden, q_lora_rank, kv_lora_rank,
+                                               qk_nope_dim, qk_rope_dim, v_head_dim)
+    block = _block(precision, t.shape)
+    kvb = np.broadcast_to(_kv_bytes(kv_dtype), t.shape)
+    out = _common(t, h, hid, ql, kl, nope, rope, v, gpu, eff, block, kvb)
+    out = out + rl.gemm_time_s_v(t, h * kl, nope, gpu, eff, gpu.bf16_flops, 2.0)  # q_nope W_UK
+    out = out + rl.gemm_time_s_v(t, h * v, kl, gpu, eff, gpu.bf16_flops, 2.0)  # W_UV
+    return np.where(t > 0, out, 0.0)
+
+
+def mla_decode_attn_time_s(*, batch, context_len, q_tokens, num_heads, gpu: HardwareSpec,
+                           eff: Efficiencies, kv_lora_rank=512, qk_rope_dim=64, kv_dtype="bf16"):
+    """Attention over the latent cache: `batch` sequences, `q_tokens` queries each over
+    `context_len` cached tokens plus their own. Scalars give a float (the simulator's path:
+    no arrays), arrays an array."""
+    if all(np.ndim(x) == 0 for x in (batch, context_len, q_tokens)):
+        return float(_latent_attn(batch, q_tokens, context_len + q_tokens, num_heads, kv_lora_rank,
+                                  qk_rope_dim, gpu, eff, _kv_bytes(kv_dtype)))
+    b, c, q, h, kl, rope = _arrays(batch, context_len, q_tokens, num_heads, kv_lora_rank, qk_rope_dim)
+    kvb = np.broadcast_to(_kv_bytes(kv_dtype), b.shape)
+    return _latent_attn(b, q, c + q, h, kl, rope, gpu, eff, kvb)

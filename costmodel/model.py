@@ -24,7 +24,7 @@ from costmodel.efficiencies import Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec, load_gpu
 from costmodel.model_spec import WEIGHT_DTYPE_BYTES, WEIGHT_PARTS
-from costmodel.moe_layer import MoELayers
+from costmodel.moe_layer import MoELayers, grid_memo
 from costmodel.specs import ModelSpec, load_model
 
 # weight precision of every part, or "auto": each part as the checkpoint publishes it
@@ -152,6 +152,7 @@ class CostModel(MoELayers):
         self._comm_cache: dict[tuple[int, int], float] = {}  # (T, n_logits) -> collectives
         self._mla_proj_cache: dict = {}  # T (and kv_b / absorb keys) -> MLA GEMM times of one layer
         self._gemm_memo: dict[tuple[int, int, int, str], float] = {}  # _dtype_gemm results
+        self._grid_memo = grid_memo(self.gpu, self.eff)  # shared: costmodel/moe_layer.py
         self._moe_cache: dict[tuple[int, int], float] = {}  # (T rank, T all) -> MoE ops, all layers
 
     # --- sizes -------------------------------------------------------------------------------

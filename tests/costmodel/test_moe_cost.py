@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from costmodel.batch import Batch
@@ -123,3 +124,36 @@ def test_dense_models_keep_their_operator_list():
                    "post_attention_layernorm", "mlp_up_proj", "mlp_act", "mlp_down_proj",
                    "mlp_allreduce", "residual_add", "embedding", "final_norm", "lm_head",
                    "logits_gather", "sampler", "attn_prefill", "attn_decode", "host_overhead"]
+
+
+def test_grid_prices_like_the_formula():
+    """The simulator's path against the vectorised formulas: block-fp8 GEMMs exact (a scalar
+    path), the fused MoE exact up to GRID_EXACT tokens and on grid points and within its tile
+    steps between them, and the MLA decode split (token part on the grid, attention per call)
+    equal to the whole module."""
+    from costmodel.block_fp8 import block_fp8_gemm_time_s
+    from costmodel.mla import mla_decode_time_s
+    from costmodel.moe_kernels import fused_moe_time_s
+    from costmodel.moe_layer import GRID, GRID_EXACT
+
+    cm = CostModel("deepseek-v3", "h200", tp=8, precision="auto")
+    for m in (1, 7, 333, 4097, 20000):
+        exact = block_fp8_gemm_time_s(m=np.array([m]), n=7168, k=2048, gpu=cm.gpu, eff=cm.eff)[0]
+        assert cm._block_fp8_gemm_time(m, 7168, 2048) == pytest.approx(exact, rel=1e-12)
+    md = cm.model
+    ep = CostModel(md, "h200", tp=8, dp=2, ep=16, precision="auto")
+    for t in (1, 100, GRID_EXACT, int(GRID[GRID_EXACT + 40]), 5000, 12345):
+        exact = fused_moe_time_s(num_tokens=t, hidden=md.hidden_size, inter=md.expert_ffn,
+                                 topk=md.experts_per_token, num_experts=md.num_experts,
+                                 gpu=ep.gpu, eff=ep.eff, precision=ep.part_dtype["experts"],
+                                 tp=ep.moe_tp, ep=ep.ep, gated=md.gated_mlp)
+        tol = 1e-12 if t <= GRID_EXACT or t in GRID else 0.06
+        assert ep._moe_experts_time(t) == pytest.approx(exact, rel=tol)
+    nh = md.num_heads // cm.tp
+    _, t_dec = cm._mla_time((), 48, 48 * 3001.0, 1)
+    whole = mla_decode_time_s(batch=48, context_len=3000, num_heads=nh, gpu=cm.gpu, eff=cm.eff,
+                              hidden=md.hidden_size, q_lora_rank=md.q_lora_rank,
+                              kv_lora_rank=md.kv_lora_rank, qk_nope_dim=md.qk_nope_head_dim,
+                              qk_rope_dim=md.qk_rope_head_dim, v_head_dim=md.v_head_dim,
+                              precision="fp8_block", kv_dtype=cm.kv_dtype)
+    assert t_dec == pytest.approx(whole, rel=1e-9)
