@@ -215,7 +215,7 @@ def _calibrate_from_runs(a: dict) -> None:
     if a["max_rows"] != SAMPLE_PER_GROUP:
         table_only.append("--max-rows-per-group")
     if table_only:
-        raise ServePlanError(f"{', '.join(table_only)} apply to operator tables, not to benchmark runs")
+        raise ServePlanError(f"{', '.join(table_only)}: options of operator-table calibration, not of benchmark runs")
     pool = {k: a[k] for k in ("tp", "pp", "replicas", "precision", "kv_dtype", "max_num_seqs",
                               "max_num_batched_tokens")}
     dep = deployment_arg(a["plan"], a["model"], a["gpu"], pool)

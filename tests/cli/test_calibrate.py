@@ -167,7 +167,7 @@ def test_manifest_excludes_per_file_flags(tmp_path):
     assert res.exit_code == 2 and "--measured cannot be given with it" in res.output
     res = CliRunner().invoke(app, ["calibrate", "--measured", str(RUNS / "manifest.yaml"),
                                    "--format", "aic-silicon", "--fit-fraction", "0.5"])
-    assert res.exit_code == 2 and "--fit-fraction apply to operator tables" in res.output
+    assert res.exit_code == 2 and "--fit-fraction: options of operator-table calibration" in res.output
 
 
 def test_calibrate_from_a_manifest_of_client_files(tmp_path):
