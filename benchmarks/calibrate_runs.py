@@ -14,8 +14,15 @@ Reported per group and over all held-out runs:
 - the wall time of one calibration from 20 runs (the first 20 fitted Qwen3-32B runs) on one
   core (the process pinned to one CPU, BLAS threads 1).
 
+Operator tables (`--tables`, the same process on one core): `serveplan calibrate`'s fit of
+AIConfigurator's H100 folder (`../shared/data/profiles/aiconfigurator/h100_sxm`, 220k rows):
+its held-out MAPE with a seed-0 20% fitted and 80% scored, and the wall time of a calibration
+on the whole folder, as the CLI runs it (a sample of at most 4000 rows per GPU, op, precision
+and KV dtype, fitted in stages); `--tables-joint` adds the fit as it was (every fitting row,
+all parameters at once) on the 20% split, for comparison (about 2 minutes).
+
 Writes benchmarks/out/calibrate_runs.json. Run:
-`.venv/bin/python benchmarks/calibrate_runs.py [--fraction 0.3] [--seed 0] [--no-speed]`
+`.venv/bin/python benchmarks/calibrate_runs.py [--fraction 0.3] [--seed 0] [--no-speed] [--tables [--tables-joint]]`
 """
 
 from __future__ import annotations
@@ -131,11 +138,51 @@ def speed(fit: list, n: int = 20) -> dict:
             "one_core": hasattr(os, "sched_setaffinity")}
 
 
+def tables(joint: bool) -> dict:
+    """Operator-table calibration of the AIConfigurator H100 folder: held-out accuracy on a seed-0
+    20% split and the whole folder's wall time (module doc)."""
+    from costmodel.fit import fit_profile, residual_report, sample_rows
+    from costmodel.importers import load_measured
+    from costmodel.measured import kv_fit_mask, predict_rows
+    from planner.cli.calibrate import SAMPLE_PER_GROUP
+
+    folder = shared_dir() / "data/profiles/aiconfigurator/h100_sxm"
+    t0 = time.perf_counter()
+    rows = load_measured(folder, "aiconfigurator")
+    load_s = time.perf_counter() - t0
+    fit_mask = np.random.default_rng(0).random(len(rows)) < 0.2  # as --fit-fraction 0.2 --seed 0
+    fit, held = rows[fit_mask].reset_index(drop=True), rows[~fit_mask].reset_index(drop=True)
+
+    def score(prof) -> dict:
+        pred = predict_rows(held, prof)
+        ok = kv_fit_mask(held)
+        rep = residual_report(held["measured_s"].to_numpy(), np.where(ok, pred, np.nan), held["op"].to_numpy())
+        return {"held_out_rows": rep["n"], "mape": rep["mape"], "p90_abs_rel_err": rep["p90_abs_rel_err"],
+                "by_op": {k: v["mape"] for k, v in rep["by_op"].items()}}
+
+    out = {"folder": str(folder), "rows": len(rows), "load_s": load_s, "fit_rows_20pct": len(fit)}
+    variants = [("sampled, staged (the CLI)", SAMPLE_PER_GROUP, True)]
+    if joint:
+        variants.append(("every row, joint (before 2026-12-05)", 0, False))
+    for name, cap, staged in variants:
+        t = time.perf_counter()
+        sample = sample_rows(fit, cap, 0)
+        prof = fit_profile(sample, staged=staged)
+        out[name] = {"fit_rows": len(sample), "fit_s": time.perf_counter() - t, **score(prof)}
+    t = time.perf_counter()
+    whole = sample_rows(rows, SAMPLE_PER_GROUP, 0)
+    fit_profile(whole, staged=True)
+    out["whole_folder"] = {"fit_rows": len(whole), "wall_s": load_s + time.perf_counter() - t}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fraction", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-speed", action="store_true", help="skip the 20-run timing")
+    ap.add_argument("--tables", action="store_true", help="also the operator-table calibration")
+    ap.add_argument("--tables-joint", action="store_true", help="with --tables: the joint fit too")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -147,8 +194,13 @@ def main(argv=None) -> int:
     doc = {"csv": CSV, "colocated_runs": len(runs), "fitted_runs": len(fit), "held_out_runs": len(held),
            "fraction": a.fraction, "seed": a.seed, "targets": TARGETS, "by_group": by,
            "fits": [f.summary() for f in fits], "breakdown": breakdown(rows), "held_out": rows}
+    if not a.no_speed or a.tables:
+        if hasattr(os, "sched_setaffinity"):  # one core, for the timings
+            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     if not a.no_speed:
         doc["speed_20_runs"] = speed(fit)
+    if a.tables:
+        doc["tables"] = tables(a.tables_joint)
     doc["wall_s"] = time.perf_counter() - t0
     print(f"\n{'group':28} {'fit':>4} {'held':>4}  {'TTFT before':>11} {'after':>6} {'cov80':>6}  "
           f"{'TPOT before':>11} {'after':>6} {'cov80':>6}")
@@ -173,6 +225,14 @@ def main(argv=None) -> int:
     if "speed_20_runs" in doc:
         s = doc["speed_20_runs"]
         print(f"calibration from {s['runs']} runs: {s['wall_s']:.1f} s on one core ({s['rounds']} rounds)")
+    if "tables" in doc:
+        tb = doc["tables"]
+        for k, v in tb.items():
+            if isinstance(v, dict) and "mape" in v:
+                print(f"tables, {k}: fit on {v['fit_rows']} of {tb['fit_rows_20pct']} rows in {v['fit_s']:.0f} s; "
+                      f"held-out MAPE {v['mape']:.2%} on {v['held_out_rows']} rows")
+        w = tb["whole_folder"]
+        print(f"tables, whole folder ({tb['rows']} rows, fit on {w['fit_rows']}): {w['wall_s']:.0f} s on one core")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibrate_runs.json").write_text(json.dumps(doc, indent=1))

@@ -87,7 +87,8 @@ def _robust(r: np.ndarray, loss: str, f_scale: float) -> np.ndarray:
 
 def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
                params: list[str] | None = None, loss: str = "cauchy", f_scale: float = 0.1,
-               max_nfev: int = 300, calibration=None, prior: float = PRIOR) -> FitResult:
+               max_nfev: int = 300, calibration=None, prior: float = PRIOR,
+               staged: bool = False) -> FitResult:
     """Fit the parameters `params` (default: those the rows inform) for the one GPU in `rows`.
 
     `start` holds the values of the parameters that are not fitted (default: the GPU's
@@ -96,7 +97,11 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
     much as every row being off by `prior` (log units), so a parameter the rows do not pin
     down (Vidur's A100 GEMMs say nothing about how many CTAs saturate HBM) keeps its
     physically derived default instead of wandering with the optimiser's path.
-    `calibration` only supplies measured tables for GEMM rows (rarely wanted while fitting)."""
+    `calibration` only supplies measured tables for GEMM rows (rarely wanted while fitting).
+    `staged`: fit each group of ops that shares no parameter with the others on its own rows
+    (`_stages`: GEMMs, attention, collectives). The objective is a sum over rows plus a prior
+    per parameter, so with disjoint parameters its minimum is the joint fit's; each stage's
+    residuals and finite differences cost only its own rows and parameters."""
     if loss not in _RHO:
         raise ServePlanError(f"loss {loss!r}; expected one of {', '.join(_RHO)}")
     gpus = rows["gpu"].unique()
@@ -137,7 +142,16 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
         r = _robust(np.where(np.isfinite(r), r, 10.0) * weight, loss, f_scale)
         return np.concatenate([r, prior_w * (x - x0)])
 
-    if names:
+    if names and staged:
+        best, nfev, msgs = start, 0, []
+        for sub_idx, sub_names in _stages(rows, names):
+            sub = rows.iloc[sub_idx].reset_index(drop=True)
+            res = _least_squares(sub, sub_names, best, box, hw, log_meas[sub_idx], weight[sub_idx],
+                                 prior_w, loss, f_scale, max_nfev, calibration, gpu)
+            best, nfev = res[0], nfev + res[1]
+            msgs.append(f"{'+'.join(sorted(set(sub['op'])))}: {res[2]}")
+        msg = "; ".join(msgs) or "nothing to fit"
+    elif names:
         lb, ub = zip(*(_log_bounds(n, hw) for n in names), strict=True)
         x0 = np.clip([np.log(max(getattr(start, n), 1e-30)) for n in names], lb, ub)
         x0 = np.minimum(np.maximum(x0, np.array(lb) + 1e-9), np.array(ub) - 1e-9)
@@ -152,6 +166,66 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
     unc = float(np.sqrt(np.nanmean(lr**2)))
     notes = bound_messages(best.to_dict(), names, hw, gpu)
     return FitResult(gpu, best, tuple(names), report, unc, nfev, msg, tuple(notes))
+
+
+def _stages(rows: pd.DataFrame, names: list[str]) -> list[tuple[np.ndarray, list[str]]]:
+    """Groups of ops linked by a shared parameter among `names`: (row positions, parameters)."""
+    ops = list(pd.unique(rows["op"]))
+    uses = {op: set(informed_params(rows[rows["op"] == op])) & set(names) for op in ops}
+    groups: list[tuple[set, set]] = []
+    for op in ops:
+        g_ops, g_par = {op}, set(uses[op])
+        for other in [g for g in groups if g[1] & g_par]:
+            groups.remove(other)
+            g_ops |= other[0]
+            g_par |= other[1]
+        groups.append((g_ops, g_par))
+    out = []
+    for g_ops, g_par in groups:
+        if g_par:
+            idx = np.flatnonzero(rows["op"].isin(g_ops).to_numpy())
+            out.append((idx, [n for n in names if n in g_par]))
+    return out
+
+
+def _least_squares(rows, names, start, box, hw, log_meas, weight, prior_w, loss, f_scale, max_nfev,
+                   calibration, gpu):
+    """One stage of a staged fit: `names` on `rows`, the rest held at `start`."""
+    def eff_of(x):
+        return replace(start, **{n: float(np.clip(np.exp(v), *box[n])) for n, v in zip(names, x, strict=True)})
+
+    lb, ub = zip(*(_log_bounds(n, hw) for n in names), strict=True)
+    x0 = np.clip([np.log(max(getattr(start, n), 1e-30)) for n in names], lb, ub)
+    x0 = np.minimum(np.maximum(x0, np.array(lb) + 1e-9), np.array(ub) - 1e-9)
+
+    def resid(x):
+        pred = predict_rows(rows, calibration, params={gpu: eff_of(x)}, use_tables=calibration is not None)
+        r = np.log(np.maximum(pred, 1e-12)) - log_meas
+        r = _robust(np.where(np.isfinite(r), r, 10.0) * weight, loss, f_scale)
+        return np.concatenate([r, prior_w * (x - x0)])
+
+    sol = least_squares(resid, x0, bounds=(lb, ub), loss="linear", max_nfev=max_nfev, diff_step=1e-4,
+                        x_scale=1.0)
+    return eff_of(sol.x), int(sol.nfev), str(sol.message)
+
+
+SAMPLE_KEYS = ("gpu", "op", "precision", "kv_dtype")  # strata of `sample_rows`
+
+
+def sample_rows(rows: pd.DataFrame, max_per_group: int, seed: int = 0) -> pd.DataFrame:
+    """At most `max_per_group` rows of each (GPU, op, precision, KV dtype), drawn at random
+    (seed-fixed); smaller groups whole. Each op weighs the same in the fit whatever its row
+    count, so a sample changes the fit's noise, not what it balances; a residual evaluation
+    costs in proportion to the rows (AIConfigurator's H100 folder: 220k rows, 37 parameters)."""
+    if max_per_group <= 0 or len(rows) <= max_per_group:
+        return rows
+    keys = [k for k in SAMPLE_KEYS if k in rows.columns]
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(rows), bool)
+    for idx in rows.groupby(keys, dropna=False, sort=True).indices.values():
+        pick = idx if len(idx) <= max_per_group else rng.choice(idx, max_per_group, replace=False)
+        keep[pick] = True
+    return rows[keep].reset_index(drop=True)
 
 
 def fit_profile(rows: pd.DataFrame, start=None, params: list[str] | None = None,

@@ -7,6 +7,8 @@
   inform (robust least squares, `costmodel.fit`) and writes a CalibrationProfile;
   `--fit-fraction 0.2 --seed 0` fits on a random 20% and reports on the other rows;
   `--tables` adds measured-table corrections (`costmodel.tables`) built from the fitted rows.
+  The fit itself runs on a seed-fixed sample of at most `--max-rows-per-group` (4000) rows of
+  each GPU, op, precision and KV dtype (`costmodel.fit.sample_rows`; 0: every row).
 - `calibrate --measured RUNS --format vllm-bench|sglang-bench|aiperf|aic-silicon` (or
   `--manifest FILE`): the engine parameters fitted to benchmark runs, with the deployment from
   the file, `--plan`, or `--model/--gpu/--tp/...` (planner/cli/calibrate_runs.py).
@@ -21,6 +23,7 @@ import typer
 from planner.cli.common import emit_json, load_calibration_opt, user_errors
 
 FORMAT_HELP = "vidur | aiconfigurator | splitwise | native"
+SAMPLE_PER_GROUP = 4000  # rows per (GPU, op, precision, KV dtype) the table fit samples by default
 CALIBRATE_FORMAT_HELP = ("operator tables: vidur | aiconfigurator | splitwise | native; benchmark runs: "
                          "vllm-bench | sglang-bench | aiperf | aic-silicon")
 
@@ -108,6 +111,9 @@ def calibrate_cmd(
     seed: int = typer.Option(0, "--seed", help="seed of the --fit-fraction draw"),
     params: str = typer.Option(None, "--params", help="comma-separated parameters to fit"),
     tables: bool = typer.Option(False, "--tables/--no-tables", help="add measured-table corrections"),
+    max_rows: int = typer.Option(SAMPLE_PER_GROUP, "--max-rows-per-group", help="tables: fit on at most "
+                                 "this many rows of each GPU, op, precision and KV dtype (a seed-fixed "
+                                 "sample; 0: every row)"),
     manifest: Path = typer.Option(None, "--manifest", help="runs: a YAML/JSON manifest of run files, "
                                   "each with its deployment"),
     plan: Path = typer.Option(None, "--plan", help="runs: Plan JSON or deployment JSON that served them"),
@@ -134,7 +140,7 @@ def calibrate_cmd(
 
     from costmodel.calibration import CalibrationProfile
     from costmodel.errors import ServePlanError
-    from costmodel.fit import fit_profile
+    from costmodel.fit import fit_profile, sample_rows
     from costmodel.importers import load_measured
     from costmodel.measured import predict_rows
     from costmodel.tables import build_tables
@@ -158,15 +164,19 @@ def calibrate_cmd(
     rng = np.random.default_rng(seed)
     fit_mask = rng.random(len(rows)) < fit_fraction if fit_fraction < 1.0 else np.ones(len(rows), bool)
     fit_rows = rows[fit_mask].reset_index(drop=True)
+    if max_rows < 0:
+        raise ServePlanError(f"--max-rows-per-group {max_rows}; expected a whole number >= 0 (0: every row)")
+    sample = sample_rows(fit_rows, max_rows, seed)
     names = [p.strip() for p in params.split(",") if p.strip()] if params else None
-    prof: CalibrationProfile = fit_profile(fit_rows, start=start, params=names,
+    prof: CalibrationProfile = fit_profile(sample, start=start, params=names, staged=True,
                                            source=f"serveplan calibrate --format {fmt} {measured}")
     if tables:
         for g, sub in fit_rows.groupby("gpu"):
             base = predict_rows(sub, prof, use_tables=False)
             prof.tables[g] = build_tables(sub, base)
     prof.save(out)
-    summary = {"out": str(out), "fit_rows": int(fit_mask.sum()), "rows": int(len(rows)),
+    summary = {"out": str(out), "fit_rows": int(fit_mask.sum()), "fit_sample_rows": int(len(sample)),
+               "rows": int(len(rows)),
                "gpus": {g: {"params": {k: v for k, v in c.params.to_dict().items()
                                        if k in c.residuals.get("fitted", [])},
                             "fit": {k: c.residuals.get(k) for k in ("n", "mape", "p90_abs_rel_err")},
@@ -182,6 +192,9 @@ def calibrate_cmd(
     from rich.console import Console
 
     c = Console(stderr=True)
+    if summary["fit_sample_rows"] < summary["fit_rows"]:
+        c.print(f"fitted on a seed-{seed} sample of {summary['fit_sample_rows']} of the {summary['fit_rows']} "
+                f"fitting rows (at most {max_rows} per GPU, op, precision and KV dtype)")
     for g, v in summary["gpus"].items():
         c.print(f"{g}: fitted {', '.join(f'{k}={x:.4g}' for k, x in v['params'].items())}; "
                 f"fit MAPE {v['fit']['mape']:.1%} on {v['fit']['n']} rows")
@@ -199,8 +212,10 @@ def _calibrate_from_runs(a: dict) -> None:
 
     table_only = [f"--{k.replace('_', '-')}" for k in ("fit_fraction", "tables")
                   if a[k] != {"fit_fraction": 1.0, "tables": False}[k]]
+    if a["max_rows"] != SAMPLE_PER_GROUP:
+        table_only.append("--max-rows-per-group")
     if table_only:
-        raise ServePlanError(f"{', '.join(table_only)} apply to operator tables, not to benchmark runs")
+        raise ServePlanError(f"{', '.join(table_only)}: options of operator-table calibration, not of benchmark runs")
     pool = {k: a[k] for k in ("tp", "pp", "replicas", "precision", "kv_dtype", "max_num_seqs",
                               "max_num_batched_tokens")}
     dep = deployment_arg(a["plan"], a["model"], a["gpu"], pool)

@@ -167,4 +167,19 @@ def test_manifest_excludes_per_file_flags(tmp_path):
     assert res.exit_code == 2 and "--measured cannot be given with it" in res.output
     res = CliRunner().invoke(app, ["calibrate", "--measured", str(RUNS / "manifest.yaml"),
                                    "--format", "aic-silicon", "--fit-fraction", "0.5"])
-    assert res.exit_code == 2 and "--fit-fraction apply to operator tables" in res.output
+    assert res.exit_code == 2 and "--fit-fraction: options of operator-table calibration" in res.output
+
+
+def test_calibrate_from_a_manifest_of_client_files(tmp_path):
+    out = tmp_path / "calib.json"
+    res = CliRunner().invoke(app, ["calibrate", "--manifest", str(RUNS / "manifest.yaml"), "--no-held-out",
+                                   "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert len(doc["runs"]) == 5 and {r["engine"] for r in doc["runs"]} == {"vllm", "sglang"}
+    assert {r["source"] for r in doc["runs"]} == {"vllm_bench_llama8b_c160.json", "sglang_bench_llama8b.jsonl",
+                                                  "profile_export_aiperf.csv", "profile_export_genai_perf.json"}
+    (g,) = doc["gpus"]
+    # every parameter has a source, fitted or not, and the profile loads back
+    assert all(p["source"] for p in doc["parameters"]) and g["gpu"] == "h200-sxm"
+    assert CalibrationProfile.load(out).gpus["h200-sxm"].sources.keys() >= {"decode_time_scale"}

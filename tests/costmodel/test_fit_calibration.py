@@ -102,3 +102,36 @@ def test_scalar_and_array_formulas_agree():
         v = rl.collective_time_s_v("all_reduce", msg, g, bw, eff)
         s = [rl.allreduce_time_s(float(x), g, gpu, eff) for x in msg]
         np.testing.assert_allclose(v, s, rtol=1e-12)
+
+
+def test_sample_rows_caps_each_op_and_precision_and_keeps_small_groups():
+    import pandas as pd
+
+    from costmodel.fit import sample_rows
+
+    rows = pd.DataFrame({"gpu": "h100-sxm", "op": ["gemm"] * 900 + ["attn_decode"] * 50 + ["all_reduce"] * 7,
+                         "precision": ["bf16"] * 450 + ["fp8"] * 450 + ["bf16"] * 57,
+                         "kv_dtype": None, "measured_s": [float(i + 1) for i in range(957)]})
+    s = sample_rows(rows, 100, seed=3)
+    counts = s.groupby(["op", "precision"]).size().to_dict()
+    assert counts == {("gemm", "bf16"): 100, ("gemm", "fp8"): 100, ("attn_decode", "bf16"): 50,
+                      ("all_reduce", "bf16"): 7}
+    assert s.equals(sample_rows(rows, 100, seed=3)) and not s.equals(sample_rows(rows, 100, seed=4))
+    assert sample_rows(rows, 0) is rows  # 0: every row
+
+
+def test_staged_fit_is_the_joint_fit_when_ops_share_no_parameter(synthetic_rows, fit_truth):
+    from costmodel.fit import _stages
+
+    rows = synthetic_rows(np.random.default_rng(1))
+    names = ["gemm_compute_eff", "gemm_mem_eff", "kernel_overhead_s", "attn_mem_eff", "attn_decode_cta_s"]
+    stages = _stages(rows, names)
+    assert sorted(sorted(p) for _, p in stages) == [["attn_decode_cta_s", "attn_mem_eff"],
+                                                    ["gemm_compute_eff", "gemm_mem_eff", "kernel_overhead_s"]]
+    assert sum(len(i) for i, _ in stages) == len(rows)
+    joint = fit_params(rows, params=names)
+    staged = fit_params(rows, params=names, staged=True)
+    for name in names:
+        assert getattr(staged.params, name) == pytest.approx(getattr(joint.params, name), rel=1e-3), name
+        assert getattr(staged.params, name) == pytest.approx(getattr(fit_truth, name), rel=0.01), name
+    assert staged.residuals["mape"] < 1e-3
