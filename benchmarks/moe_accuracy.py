@@ -108,7 +108,7 @@ def _report(name, rows, pred, group, target, fit_rows, fitted) -> dict:
 
 def _dtype_reports(name, test, pred, fit_rows, fitted, target) -> list[dict]:
     """One report over every test row, then one per dtype (each with the target)."""
-    out = [_report(name, test, pred, test["precision"], None, fit_rows, fitted)]
+    out = [_report(name, test, pred, test["op"], None, fit_rows, fitted)]
     for d in MOE_DTYPES:
         sel = (test["precision"] == d).to_numpy()
         if sel.any():

@@ -51,7 +51,9 @@ Kernel families (`moe_kernel_family`, from the dtype and the kernel name vLLM re
 (vLLM's Triton fused MoE, bf16), `triton_fp8` (the same with fp8 / block-fp8 weights and
 per-token-group activation quantisation), `cutlass` (FlashInfer's CUTLASS grouped GEMM, block
 fp8), `cutlass_fp8` (the same kernel family with per-tensor fp8, ModelOpt checkpoints: on
-Hopper it streams each active expert's weights at ~1/7 of HBM bandwidth), `marlin` (Marlin W4A16: int4 and MXFP4 weights), `oai` (the OpenAI Triton MXFP4
+Hopper it computes whole 128-row tiles per expert at a small fraction of the FP8 peak),
+`marlin` (Marlin W4A16, int4 weights), `marlin_mxfp4` (Marlin over MXFP4 weights, as vLLM's
+compressed-tensors path runs them, with its own expert-parallel shim), `oai` (the OpenAI Triton MXFP4
 kernel gpt-oss runs). Parameters in costmodel/efficiencies.py (`MOE_FAMILIES`), fitted on
 AIConfigurator's H100 tables (costmodel/arch_defaults.py).
 
@@ -79,7 +81,7 @@ PRECISIONS = ("bf16", "fp8", "fp8_block", "int4", "mxfp4")
 # scale per 128, MXFP4 an 8-bit scale per 32
 W_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0 + 4.0 / (128 * 128), "int4": 0.5 + 2.0 / 128,
            "mxfp4": 0.5 + 1.0 / 32}
-FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "oai")
+FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "marlin_mxfp4", "oai")
 _DEFAULT_FAMILY = {"bf16": "triton", "fp8": "cutlass_fp8", "fp8_block": "triton_fp8", "int4": "marlin",
                    "mxfp4": "oai"}
 _DRAWS = 16  # seeded draws averaged for power-law routing
@@ -93,7 +95,7 @@ def moe_kernel_family(precision: str, kernel: str = "") -> str:
         raise ServePlanError(f"MoE precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     k = kernel.lower()
     if "marlin" in k:
-        return "marlin"
+        return "marlin_mxfp4" if precision == "mxfp4" else "marlin"
     if "oaitriton" in k or "mxfp4experts" in k:
         return "oai"
     if "cutlass" in k or "flashinfer" in k:
@@ -284,6 +286,10 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
         padded_all[sel] = np.array([s.padded for s in st]).reshape(len(st), len(_BLOCK_M))[ui]
         blocks_all[sel] = np.array([s.blocks for s in st]).reshape(len(st), len(_BLOCK_M))[ui]
     bm = _block_m(rows / np.maximum(active, 1.0))
+    # FlashInfer's per-tensor fp8 CUTLASS grouped GEMM keeps 128-row tiles whatever the rows
+    # per expert: its H100 rows under balanced routing step up as experts pass 128, 256, ...
+    # rows (and are flat below); its block-fp8 sibling does not
+    bm = np.where(fam == "cutlass_fp8", len(_BLOCK_M) - 1, bm)
     padded = padded_all[np.arange(len(t)), bm]
     blocks = blocks_all[np.arange(len(t)), bm]
     il = i / tp_
