@@ -122,7 +122,7 @@ def _alpha(routing: str) -> float:
             a = -1.0
         if a > 0 and a != 1.0:
             return a
-    raise ServePlanError(f"MoE routing {routing!r}; expected 'balanced' or 'power_law_<alpha>' "
+    raise ServePlanError(f"MoE routing {str(routing)!r}; expected 'balanced' or 'power_law_<alpha>' "
                          "(alpha > 0, not 1, e.g. power_law_1.2)")
 
 
@@ -226,14 +226,17 @@ def _routing_stats(t: int, e: int, k: int, ep: int, routing: str) -> RoutingStat
 
 
 def _check(num_experts, topk, ep, tp, inter) -> None:
-    if np.any(np.asarray(topk) > np.asarray(num_experts)) or np.any(np.asarray(topk) < 1):
-        raise ServePlanError(f"MoE top-k {topk} with {num_experts} experts; expected 1 <= top-k <= experts")
-    if np.any(np.asarray(num_experts) % np.asarray(ep) != 0):
-        raise ServePlanError(f"expert-parallel size {ep} does not divide {num_experts} experts; "
+    """One clear error naming the first bad value (shapes may be arrays)."""
+    e, k, ep_, tp_, i = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x)) for x in
+                                              (num_experts, topk, ep, tp, inter)))
+    for j in np.flatnonzero((k > e) | (k < 1)):
+        raise ServePlanError(f"MoE top-k {k[j]} with {e[j]} experts; expected 1 <= top-k <= experts")
+    for j in np.flatnonzero((ep_ < 1) | (e % np.maximum(ep_, 1) != 0)):
+        raise ServePlanError(f"expert-parallel size {ep_[j]} does not divide {e[j]} experts; "
                              "expected a divisor of the expert count")
-    if np.any(np.asarray(inter) % np.asarray(tp) != 0):
-        raise ServePlanError(f"MoE tensor-parallel size {tp} does not divide the expert FFN width "
-                             f"{inter}; expected a divisor")
+    for j in np.flatnonzero((tp_ < 1) | (i % np.maximum(tp_, 1) != 0)):
+        raise ServePlanError(f"MoE tensor-parallel size {tp_[j]} does not divide the expert FFN "
+                             f"width {i[j]}; expected a divisor")
 
 
 def moe_routing_stats(*, num_tokens: int, num_experts: int, topk: int, ep: int = 1,
@@ -279,7 +282,7 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     for r in np.unique(rs):
         sel = np.flatnonzero(rs == r)
         uk, ui = np.unique(keys[sel], axis=0, return_inverse=True)
-        st = [_routing_stats(*map(int, key), r) for key in uk]
+        st = [_routing_stats(*map(int, key), str(r)) for key in uk]
         ui = ui.ravel()
         rows[sel] = np.array([s.rows for s in st])[ui]
         active[sel] = np.array([s.active for s in st])[ui]
