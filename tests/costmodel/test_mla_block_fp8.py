@@ -102,3 +102,28 @@ def test_hopper_defaults_on_rows_outside_their_fitting_sample(h100_tables, sub, 
     pred = predict_rows(test)
     mape = float(np.mean(np.abs(pred / test["measured_s"].to_numpy() - 1)))
     assert mape < limit
+
+
+def test_calibrate_and_eval_take_the_mla_folder(h100_tables, tmp_path):
+    """`serveplan calibrate` fits the MLA parameters from the MLA tables as published, and
+    `cost eval` with that profile scores the rows it did not fit; the predictions CSV keeps the
+    MLA columns, and reads back as native rows."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    run, cal, out = CliRunner(), tmp_path / "mla.json", tmp_path / "pred.csv"
+    res = run.invoke(app, ["calibrate", "--measured", str(h100_tables / "mla"), "--format",
+                           "aiconfigurator", "--out", str(cal), "--fit-fraction", "0.2", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert set(doc["gpus"]["h100-sxm"]["params"]) >= {"mla_overhead_s", "mla_attn_mem_eff"}
+    assert doc["held_out"]["mape"] < 0.10
+    res = run.invoke(app, ["cost", "eval", "--measured", str(h100_tables / "mla"), "--format",
+                           "aiconfigurator", "--calibration", str(cal), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.stdout)["by_op"]) == {"mla_prefill", "mla_decode"}
+    back = load_measured(out, "native")
+    assert len(back) == 9_726 and set(back["kv_lora_rank"]) == {512}
