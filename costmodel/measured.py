@@ -94,7 +94,7 @@ def informed_params(rows: pd.DataFrame) -> list[str]:
     """Parameters that the rows' ops depend on, in Efficiencies field order."""
     names: set[str] = set()
     gemm = rows["op"].isin(GEMM_OPS)
-    if "precision" in rows and (gemm & rows["precision"].isin(("fp8", "fp8_block"))).any():
+    if "precision" in rows and rows["precision"].isin(("fp8", "fp8_block")).any() and gemm.any():
         names |= set(PARAMS_BY_FAMILY["gemm_fp8"])
     if "precision" in rows and (gemm & (rows["precision"] == "fp8_block")).any():
         names |= set(PARAMS_BY_FAMILY["gemm_fp8_block"])
