@@ -10,6 +10,7 @@ wrapper and FLOP/byte formulas, used by `serveplan validate` to time a plan's sh
     paged_decode  paged_decode_attention  decode over a paged KV cache, GQA, optional KV budget
     paged_decode  paged_attention         the same for Lq new tokens per sequence
     spec_verify   spec_verify_attention   k + 1 verify tokens per sequence over a paged cache
+    fused_moe     fused_moe               top-k routed experts, a grouped GEMM (bf16; block fp8)
 
 The wrappers are named apart from their modules on purpose: `validate.kernels.gemm` is always
 the module (importing a submodule binds its name on the package), `validate.kernels.matmul`
@@ -31,6 +32,7 @@ from ._device import interpreting, pick_device
 
 if TYPE_CHECKING:
     from .flash_attn import flash_attn_prefill
+    from .fused_moe import fused_moe
     from .gemm import matmul
     from .paged_decode import paged_attention, paged_decode_attention
     from .rmsnorm import rms_norm
@@ -47,11 +49,13 @@ _KERNELS = {  # public name -> module that defines it
     "paged_attention": "paged_decode",
     "paged_decode_attention": "paged_decode",
     "spec_verify_attention": "spec_verify",
+    "fused_moe": "fused_moe",
 }
 
 __all__ = [
     "apply_rope",
     "flash_attn_prefill",
+    "fused_moe",
     "interpreting",
     "matmul",
     "paged_attention",
