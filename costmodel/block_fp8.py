@@ -28,7 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from costmodel import roofline as rl
-from costmodel.efficiencies import Efficiencies, _blend_v
+from costmodel.efficiencies import Efficiencies, _blend, _blend_v
 from costmodel.hardware import HardwareSpec
 
 KERNELS = ("flashinfer", "deepgemm", "cutlass")
@@ -43,11 +43,31 @@ def block_fp8_kernel(m, n, k):
     return str(out) if out.ndim == 0 else out
 
 
+def _block_fp8_scalar(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies, graph: bool,
+                      kernel: str) -> float:
+    """`block_fp8_gemm_time_s` on Python scalars (the simulator's path; a test keeps it equal)."""
+    if m <= 0:
+        return 0.0
+    fp8 = gpu.has_fp8
+    e8 = replace(eff, fp8_compute_eff=eff.fp8b_compute_eff, fp8_quant_row_s=0.0)
+    g = rl.gemm_time_s(m, n, k, gpu, e8, gpu.fp8_flops if fp8 else gpu.bf16_flops,
+                       1.0 + 4.0 / (GROUP * GROUP), 1.0 if fp8 else 2.0, fp8)
+    g += m * k * 4.0 / GROUP / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff)
+    if graph:
+        return g
+    kern = kernel or block_fp8_kernel(m, n, k)
+    host = {"flashinfer": eff.fp8b_flashinfer_host_s, "cutlass": eff.fp8b_cutlass_host_s}.get(
+        kern, eff.fp8b_deepgemm_host_s)
+    return _blend(g, host, eff.fp8b_host_blend)
+
+
 def block_fp8_gemm_time_s(*, m, n, k, gpu: HardwareSpec, eff: Efficiencies, graph: bool = True,
                           kernel=""):
     """Seconds of C[m, n] = A[m, k] @ W[k, n] with 128 x 128 block-scaled fp8 W (module
     docstring). `graph=False`: timed eagerly, the host launch path of the chosen kernel (or
     `kernel`, one of KERNELS) is the floor. Scalars or arrays."""
+    if np.ndim(m) == 0 and np.ndim(n) == 0 and np.ndim(k) == 0 and isinstance(kernel, str):
+        return _block_fp8_scalar(int(m), int(n), int(k), gpu, eff, graph, kernel)
     scalar = np.ndim(m) == 0
     m, n, k = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (m, n, k))
     m, n, k = np.broadcast_arrays(m, n, k)

@@ -72,7 +72,7 @@ from typing import NamedTuple
 import numpy as np
 
 from costmodel import roofline as rl
-from costmodel.efficiencies import Efficiencies, _blend_pv, clock_scale
+from costmodel.efficiencies import Efficiencies, _blend, _blend_pv, clock_scale
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec
 
@@ -84,6 +84,7 @@ W_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0 + 4.0 / (128 * 128), "int4"
 FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "marlin_mxfp4", "oai")
 _DEFAULT_FAMILY = {"bf16": "triton", "fp8": "cutlass_fp8", "fp8_block": "triton_fp8", "int4": "marlin",
                    "mxfp4": "oai"}
+_FP8_FAMILIES = ("triton_fp8", "cutlass", "cutlass_fp8")  # W8A8 on FP8 tensor cores
 _DRAWS = 16  # seeded draws averaged for power-law routing
 _BLOCK_M = (16, 32, 64, 128)
 
@@ -256,6 +257,39 @@ def _fam_params(eff: Efficiencies, fam: np.ndarray, name: str) -> np.ndarray:
     return np.select([fam == f for f in FAMILIES], [vals[f] for f in FAMILIES], np.nan)
 
 
+@lru_cache(maxsize=256)
+def _family(precision: str, kernel: str) -> str:
+    return moe_kernel_family(precision, kernel)
+
+
+def _fused_moe_scalar(t: int, h: int, i: int, k: int, e: int, tp: int, ep: int, gpu: HardwareSpec,
+                      eff: Efficiencies, precision: str, routing: str, kernel: str,
+                      gated: bool) -> float:
+    """`fused_moe_time_s` on Python scalars (the simulator's path; a test keeps it equal)."""
+    _check(e, k, ep, tp, i)
+    f = _family(precision, kernel)
+    if t <= 0:
+        return 0.0
+    st = _routing_stats(t, e, k, ep, routing)
+    bm = 3 if f == "cutlass_fp8" else int(_block_m(st.rows / max(st.active, 1.0)))
+    il = i / tp
+    mats = 3.0 if gated else 2.0
+    fp8 = precision in ("fp8", "fp8_block") and f in _FP8_FAMILIES and gpu.has_fp8
+    peak, ab = (gpu.fp8_flops, 1.0) if fp8 else (gpu.bf16_flops, 2.0)
+    par = {n: getattr(eff, f"moe_{f}_{n}") for n in ("compute_eff", "mem_eff", "k0", "expert_s",
+                                                     "block_s", "row_h", "row_i", "overhead_s",
+                                                     "blend", "ep_s")}
+    cs = clock_scale(gpu)
+    t_c = 2.0 * st.padded[bm] * h * (mats * il + par["k0"]) / (peak * par["compute_eff"])
+    nbytes = st.active * mats * h * il * W_BYTES[precision] \
+        + st.rows * (h * ab + (mats - 1) * il * 2.0 + il * (2.0 + ab) + h * 2.0)
+    t_m = nbytes / (gpu.hbm_bw_bytes_s * par["mem_eff"]) \
+        + (st.active * par["expert_s"] + st.blocks[bm] * par["block_s"]) * cs
+    t_rows = t * k * 2.0 * (h * par["row_h"] + il * par["row_i"]) / gpu.hbm_bw_bytes_s
+    fixed = (par["overhead_s"] + (par["ep_s"] if ep > 1 else 0.0)) * cs
+    return _blend(t_c, t_m, par["blend"]) + t_rows + fixed
+
+
 def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: HardwareSpec,
                      eff: Efficiencies, precision="bf16", tp=1, ep=1, routing="balanced",
                      kernel="", gated=True):
@@ -263,6 +297,10 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     Shape arguments and `precision` / `routing` / `kernel` / `gated` may be arrays of one
     length. `gated`: gate and up projections (SiLU-and-mul); False: an up projection alone
     (squared-ReLU experts, Nemotron-3)."""
+    args = (num_tokens, hidden, inter, topk, num_experts, tp, ep)
+    if all(np.ndim(x) == 0 for x in args + (precision, routing, kernel, gated)):
+        return _fused_moe_scalar(*map(int, args), gpu, eff, str(precision), str(routing),
+                                 str(kernel), bool(gated))
     scalar = np.ndim(num_tokens) == 0
     t, h, i, k, e, tp_, ep_ = (np.atleast_1d(np.asarray(x, dtype=np.int64))
                                for x in (num_tokens, hidden, inter, topk, num_experts, tp, ep))
@@ -297,7 +335,7 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     blocks = blocks_all[np.arange(len(t)), bm]
     il = i / tp_
     mats = np.where(np.broadcast_to(np.atleast_1d(np.asarray(gated, dtype=bool)), t.shape), 3.0, 2.0)
-    fp8 = np.isin(prec, ("fp8", "fp8_block")) & np.isin(fam, ("triton_fp8", "cutlass")) & gpu.has_fp8
+    fp8 = np.isin(prec, ("fp8", "fp8_block")) & np.isin(fam, _FP8_FAMILIES) & gpu.has_fp8
     peak = np.where(fp8, gpu.fp8_flops, gpu.bf16_flops)
     wb = np.array([W_BYTES[p] for p in prec])
     ab = np.where(fp8, 1.0, 2.0)

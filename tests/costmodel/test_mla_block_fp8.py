@@ -127,3 +127,29 @@ def test_calibrate_and_eval_take_the_mla_folder(h100_tables, tmp_path):
     assert set(json.loads(res.stdout)["by_op"]) == {"mla_prefill", "mla_decode"}
     back = load_measured(out, "native")
     assert len(back) == 9_726 and set(back["kv_lora_rank"]) == {512}
+
+
+def test_scalar_and_array_forms_agree():
+    """The simulator's scalar path and the fit's array path are one formula."""
+    from costmodel.moe_kernels import fused_moe_time_s
+
+    cases = [(1, 64, 16, "bf16", "bf16"), (8, 4096, 128, "fp8_block", "fp8"),
+             (256, 100, 32, "fp8_block", "bf16")]
+    b, c, h, prec, kv = (np.array(x) for x in zip(*cases, strict=True))
+    arr = mla_decode_time_s(batch=b, context_len=c, num_heads=h, precision=prec, kv_dtype=kv,
+                            gpu=H100, eff=EFF)
+    one = [mla_decode_time_s(batch=int(x), context_len=int(y), num_heads=int(z), precision=str(p),
+                             kv_dtype=str(k), gpu=H100, eff=EFF) for x, y, z, p, k in cases]
+    assert np.allclose(arr, one, rtol=1e-9)
+    m = np.array([1, 17, 300, 5000])
+    for graph in (True, False):
+        arr = block_fp8_gemm_time_s(m=m, n=7168, k=2048, gpu=H100, eff=EFF, graph=graph)
+        one = [block_fp8_gemm_time_s(m=int(x), n=7168, k=2048, gpu=H100, eff=EFF, graph=graph) for x in m]
+        assert np.allclose(arr, one, rtol=1e-9)
+    for prec, kern in (("fp8", ""), ("fp8_block", "flashinfer_cutlass"), ("mxfp4", "marlin"),
+                       ("bf16", ""), ("int4", "")):
+        kw = dict(hidden=7168, inter=2048, topk=8, num_experts=256, ep=8, gpu=H100, eff=EFF,
+                  precision=prec, kernel=kern, routing="power_law_1.2")
+        arr = fused_moe_time_s(num_tokens=m, **kw)
+        one = [fused_moe_time_s(num_tokens=int(x), **kw) for x in m]
+        assert np.allclose(arr, one, rtol=1e-9), prec
