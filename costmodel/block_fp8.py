@@ -43,14 +43,27 @@ def block_fp8_kernel(m, n, k):
     return str(out) if out.ndim == 0 else out
 
 
+_E8: dict[int, tuple[Efficiencies, Efficiencies]] = {}
+
+
+def _e8(eff: Efficiencies) -> Efficiencies:
+    """The W8A8 parameters as the block-scaled GEMM uses them: its own FP8 fraction, and a group
+    quantisation with no per-token path (cached per parameter set: `replace` is slow)."""
+    hit = _E8.get(id(eff))
+    if hit is None or hit[0] is not eff:
+        if len(_E8) > 64:
+            _E8.clear()
+        hit = _E8[id(eff)] = (eff, replace(eff, fp8_compute_eff=eff.fp8b_compute_eff, fp8_quant_row_s=0.0))
+    return hit[1]
+
+
 def _block_fp8_scalar(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies, graph: bool,
                       kernel: str) -> float:
     """`block_fp8_gemm_time_s` on Python scalars (the simulator's path; a test keeps it equal)."""
     if m <= 0:
         return 0.0
     fp8 = gpu.has_fp8
-    e8 = replace(eff, fp8_compute_eff=eff.fp8b_compute_eff, fp8_quant_row_s=0.0)
-    g = rl.gemm_time_s(m, n, k, gpu, e8, gpu.fp8_flops if fp8 else gpu.bf16_flops,
+    g = rl.gemm_time_s(m, n, k, gpu, _e8(eff), gpu.fp8_flops if fp8 else gpu.bf16_flops,
                        1.0 + 4.0 / (GROUP * GROUP), 1.0 if fp8 else 2.0, fp8)
     g += m * k * 4.0 / GROUP / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff)
     if graph:
@@ -73,7 +86,7 @@ def block_fp8_gemm_time_s(*, m, n, k, gpu: HardwareSpec, eff: Efficiencies, grap
     m, n, k = np.broadcast_arrays(m, n, k)
     fp8 = gpu.has_fp8
     # the group quantisation is its own kernel, without the per-token W8A8 path's per-row time
-    e8 = replace(eff, fp8_compute_eff=eff.fp8b_compute_eff, fp8_quant_row_s=0.0)
+    e8 = _e8(eff)
     peak = gpu.fp8_flops if fp8 else gpu.bf16_flops
     w = 1.0 + 4.0 / (GROUP * GROUP)
     g = rl.gemm_time_s_v(m, n, k, gpu, e8, peak, w, 1.0 if fp8 else 2.0, fp8)

@@ -136,11 +136,25 @@ def _absorbed(b, q_tokens, ctx, h, hidden, ql, kl, nope, rope, v, gpu, eff, bloc
     return out + _latent_attn(b, q_tokens, ctx, h, kl, rope, gpu, eff, kvb)
 
 
+_E2: dict[int, tuple[Efficiencies, Efficiencies]] = {}
+
+
+def _prefill_eff(eff: Efficiencies) -> Efficiencies:
+    """The attention parameters with MLA prefill's own tensor-core fraction (cached: `replace`
+    is slow on the simulator's path)."""
+    hit = _E2.get(id(eff))
+    if hit is None or hit[0] is not eff:
+        if len(_E2) > 64:
+            _E2.clear()
+        hit = _E2[id(eff)] = (eff, replace(eff, attn_compute_eff=eff.mla_prefill_compute_eff))
+    return hit[1]
+
+
 def _prefill(b, s, h, hid, ql, kl, nope, rope, v, gpu, eff, block, kvb, absorb):
     t = b * s
     out = _common(t, h, hid, ql, kl, nope, rope, v, gpu, eff, block, kvb)
     out = out + _gemm(t, h * (nope + v), kl, gpu, eff, block)  # kv_b: latents -> K, V
-    e2 = replace(eff, attn_compute_eff=eff.mla_prefill_compute_eff)
+    e2 = _prefill_eff(eff)
     # QK^T over nope + rope (192), PV over v (128): the formula's one head dim, at their mean
     hd = (nope + rope + v) // 2
     if np.ndim(t) == 0:

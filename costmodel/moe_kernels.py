@@ -257,6 +257,20 @@ def _fam_params(eff: Efficiencies, fam: np.ndarray, name: str) -> np.ndarray:
     return np.select([fam == f for f in FAMILIES], [vals[f] for f in FAMILIES], np.nan)
 
 
+_PARAMS: dict[tuple[int, str], tuple[Efficiencies, dict[str, float]]] = {}
+
+
+def _family_params(eff: Efficiencies, fam: str) -> dict[str, float]:
+    hit = _PARAMS.get((id(eff), fam))
+    if hit is None or hit[0] is not eff:
+        if len(_PARAMS) > 256:
+            _PARAMS.clear()
+        names = ("compute_eff", "mem_eff", "k0", "expert_s", "block_s", "row_h", "row_i",
+                 "overhead_s", "blend", "ep_s")
+        hit = _PARAMS[(id(eff), fam)] = (eff, {n: getattr(eff, f"moe_{fam}_{n}") for n in names})
+    return hit[1]
+
+
 @lru_cache(maxsize=256)
 def _family(precision: str, kernel: str) -> str:
     return moe_kernel_family(precision, kernel)
@@ -266,19 +280,19 @@ def _fused_moe_scalar(t: int, h: int, i: int, k: int, e: int, tp: int, ep: int, 
                       eff: Efficiencies, precision: str, routing: str, kernel: str,
                       gated: bool) -> float:
     """`fused_moe_time_s` on Python scalars (the simulator's path; a test keeps it equal)."""
-    _check(e, k, ep, tp, i)
+    if not (1 <= k <= e and ep >= 1 and e % ep == 0 and tp >= 1 and i % tp == 0):
+        _check(e, k, ep, tp, i)  # raises, naming the bad value
     f = _family(precision, kernel)
     if t <= 0:
         return 0.0
     st = _routing_stats(t, e, k, ep, routing)
-    bm = 3 if f == "cutlass_fp8" else int(_block_m(st.rows / max(st.active, 1.0)))
+    mean = st.rows / max(st.active, 1.0)
+    bm = 3 if f == "cutlass_fp8" else (0 if mean <= 16 else 1 if mean <= 32 else 2 if mean <= 64 else 3)
     il = i / tp
     mats = 3.0 if gated else 2.0
     fp8 = precision in ("fp8", "fp8_block") and f in _FP8_FAMILIES and gpu.has_fp8
     peak, ab = (gpu.fp8_flops, 1.0) if fp8 else (gpu.bf16_flops, 2.0)
-    par = {n: getattr(eff, f"moe_{f}_{n}") for n in ("compute_eff", "mem_eff", "k0", "expert_s",
-                                                     "block_s", "row_h", "row_i", "overhead_s",
-                                                     "blend", "ep_s")}
+    par = _family_params(eff, f)
     cs = clock_scale(gpu)
     t_c = 2.0 * st.padded[bm] * h * (mats * il + par["k0"]) / (peak * par["compute_eff"])
     nbytes = st.active * mats * h * il * W_BYTES[precision] \
@@ -298,7 +312,8 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     length. `gated`: gate and up projections (SiLU-and-mul); False: an up projection alone
     (squared-ReLU experts, Nemotron-3)."""
     args = (num_tokens, hidden, inter, topk, num_experts, tp, ep)
-    if all(np.ndim(x) == 0 for x in args + (precision, routing, kernel, gated)):
+    if all(isinstance(x, (int, np.integer)) for x in args) \
+            and all(isinstance(x, str) for x in (precision, routing, kernel)):
         return _fused_moe_scalar(*map(int, args), gpu, eff, str(precision), str(routing),
                                  str(kernel), bool(gated))
     scalar = np.ndim(num_tokens) == 0
