@@ -241,7 +241,8 @@ class Efficiencies:
     mla_fp8_attn_per_seq_s: float = 0.1e-6
     mla_fp8_overhead_s: float = 5e-6
     mla_prefill_compute_eff: float = 0.6
-    mla_token_head_s: float = 0.1e-9  # per (token x head): the per-head copies and batched GEMMs
+    mla_token_head_s: float = 0.1e-9  # absorbed path, per (token x head): the per-head BMMs' copies
+    mla_token_s: float = 1e-9  # per token: the module's small per-token kernels
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -332,6 +333,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "mla_fp8_attn_per_seq_s": (0.0, 20e-6),
     "mla_fp8_overhead_s": (0.0, 100e-6),
     "mla_token_head_s": (0.0, 20e-9),
+    "mla_token_s": (0.0, 1e-6),
     "mla_prefill_compute_eff": (0.02, 1.0),
 }
 MOE_FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "marlin_mxfp4", "oai")

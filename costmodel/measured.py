@@ -63,10 +63,11 @@ PARAMS_BY_FAMILY = {
     "mla_prefill": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff",
                     "mla_attn_per_seq_s", "mla_fp8_attn_mem_eff", "mla_fp8_attn_compute_eff",
                     "mla_fp8_attn_per_seq_s", "mla_fp8_overhead_s", "mla_prefill_compute_eff",
-                    "mla_token_head_s"),
+                    "mla_token_head_s", "mla_token_s"),
     "mla_decode": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff",
                    "mla_attn_per_seq_s", "mla_fp8_attn_mem_eff", "mla_fp8_attn_compute_eff",
-                   "mla_fp8_attn_per_seq_s", "mla_fp8_overhead_s", "mla_token_head_s"),
+                   "mla_fp8_attn_per_seq_s", "mla_fp8_overhead_s", "mla_token_head_s",
+                   "mla_token_s"),
     **{f"moe_{f}": tuple(f"moe_{f}_{n}" for n in (
         "compute_eff", "mem_eff", "k0", "expert_s", "block_s", "ep_s", "row_h", "row_i",
         "overhead_s", "blend"))

@@ -29,8 +29,9 @@ may be numpy arrays (the fit prices thousands of rows at once). The module, as v
   `mla_attn_per_seq_s` per sequence (FlashAttention's MLA kernel, bf16 cache); an fp8 cache runs
   FlashMLA, with its own `mla_fp8_*` fractions, time per sequence and fixed time.
 - `mla_overhead_s` once per module (its ~15 small kernels' fixed time beyond the GEMMs' and
-  norms' own) and `mla_token_head_s` per token and head (the per-head reshapes, copies and
-  batched GEMMs the GEMM formulas price as one); clock-scaled.
+  norms' own), `mla_token_s` per token, and on the absorbed path `mla_token_head_s` per token
+  and head (the per-head reshapes and copies around the batched GEMMs the GEMM formulas price
+  as one); clock-scaled.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _common(t, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb):
     out = out + _elem(t * (h + 1) * rope * 4.0, gpu, eff, "rope")
     out = out + _elem(t * (kl + rope) * (2.0 + kvb), gpu, eff)
     out = out + _gemm(t, hidden, h * v, gpu, eff, block)
-    return out + (eff.mla_overhead_s + t * h * eff.mla_token_head_s) * clock_scale(gpu)
+    return out + (eff.mla_overhead_s + t * eff.mla_token_s) * clock_scale(gpu)
 
 
 def _latent_attn(b, q_tokens, ctx, h, kl, rope, gpu, eff, kvb):
@@ -133,6 +134,7 @@ def _absorbed(b, q_tokens, ctx, h, hidden, ql, kl, nope, rope, v, gpu, eff, bloc
     out = _common(t, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb)
     out = out + _bf16_gemm(t, h * kl, nope, gpu, eff)  # q_nope W_UK
     out = out + _bf16_gemm(t, h * v, kl, gpu, eff)  # W_UV
+    out = out + t * h * eff.mla_token_head_s * clock_scale(gpu)  # the per-head BMMs' copies
     return out + _latent_attn(b, q_tokens, ctx, h, kl, rope, gpu, eff, kvb)
 
 
