@@ -153,3 +153,18 @@ def test_scalar_and_array_forms_agree():
         arr = fused_moe_time_s(num_tokens=m, **kw)
         one = [fused_moe_time_s(num_tokens=int(x), **kw) for x in m]
         assert np.allclose(arr, one, rtol=1e-9), prec
+
+
+def test_mla_rows_of_an_unknown_architecture_are_left_out_with_a_note(h100_tables, tmp_path):
+    import pandas as pd
+
+    raw = pd.read_parquet(h100_tables / "mla/vllm/0.24.0/mla_generation_module_perf.parquet")
+    other = raw.head(10).assign(architecture="SomeDsaForCausalLM")
+    f = tmp_path / "mla_generation_module_perf.parquet"
+    pd.concat([raw.head(20), other]).to_parquet(f)
+    rows = load_measured(f, "aiconfigurator")
+    assert len(rows) == 20
+    assert any("left out 10 rows of architecture SomeDsaForCausalLM" in n for n in rows.attrs["notes"])
+    other.to_parquet(f)
+    with pytest.raises(ServePlanError, match="architecture \\['SomeDsaForCausalLM'\\]"):
+        load_measured(f, "aiconfigurator")
