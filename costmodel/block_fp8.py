@@ -1,7 +1,7 @@
 """Block-scaled FP8 dense GEMMs (128 x 128 weight blocks, 1 x 128 activation groups), as vLLM's
 `W8A8BlockFp8LinearOp` runs them on Hopper.
 
-    block_fp8_gemm_time_s(*, m, n, k, gpu, eff, graph=True, kernel="") -> seconds
+    block_fp8_gemm_time_s(*, m, n, k, gpu, eff, graph=True, kernel="") -> seconds (scalars or arrays)
     block_fp8_kernel(m, n, k) -> "flashinfer" | "deepgemm" | "cutlass"
 
 GPU time: a per-token-group quantisation of A (bf16 in; fp8 and one fp32 scale per 128

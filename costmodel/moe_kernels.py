@@ -4,7 +4,7 @@ experts, and expert-parallel dispatch / combine.
 Public functions (keyword shape arguments; scalars give a float, arrays an array):
 
     moe_routing_stats(*, num_tokens, num_experts, topk, ep=1, routing="balanced")
-        -> RoutingStats(rows, active, padded): what the busiest EP rank computes
+        -> RoutingStats(rows, active, padded, blocks): what the busiest EP rank computes
     fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu, eff, precision="bf16",
                      tp=1, ep=1, routing="balanced", kernel="", gated=True) -> seconds
     router_time_s(*, num_tokens, hidden, num_experts, gpu, eff) -> seconds
