@@ -8,7 +8,8 @@ Public entry points:
 
 Modules: specs and hardware (presets), batch, model (the operators of one iteration),
 efficiencies (the free parameters and their bounds), roofline (GEMM, elementwise and collective
-times) and attention, memory,
+times) and attention; moe_kernels (fused MoE, router, shared experts, EP all-to-all), mla
+(DeepSeek-style attention modules) and block_fp8 (block-scaled FP8 GEMMs); memory,
 engine_defaults and arch_defaults (what an unset knob or an uncalibrated GPU gets), measured,
 importers, fit, tables and calibration (published measurements -> a CalibrationProfile), and
 the shared plumbing every layer uses: errors, paths (../shared), jsonio (JSON in and out).

@@ -1,7 +1,7 @@
 """Block-scaled FP8 dense GEMMs (128 x 128 weight blocks, 1 x 128 activation groups), as vLLM's
 `W8A8BlockFp8LinearOp` runs them on Hopper.
 
-    block_fp8_gemm_time_s(*, m, n, k, gpu, eff, graph=True, kernel="") -> seconds
+    block_fp8_gemm_time_s(*, m, n, k, gpu, eff, graph=True, kernel="") -> seconds (scalars or arrays)
     block_fp8_kernel(m, n, k) -> "flashinfer" | "deepgemm" | "cutlass"
 
 GPU time: a per-token-group quantisation of A (bf16 in; fp8 and one fp32 scale per 128
@@ -24,23 +24,15 @@ AIConfigurator times) there is no host path, and only the GPU time remains.
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import lru_cache
 
 import numpy as np
 
 from costmodel import roofline as rl
-from costmodel.efficiencies import Efficiencies, _blend_v
+from costmodel.efficiencies import Efficiencies, _blend, _blend_v
 from costmodel.hardware import HardwareSpec
 
 KERNELS = ("flashinfer", "deepgemm", "cutlass")
 GROUP = 128  # activation quantisation group (elements of K) and weight block
-
-
-@lru_cache(maxsize=64)
-def _group_quant_eff(eff: Efficiencies) -> Efficiencies:
-    """`eff` with the block-fp8 GEMM's compute efficiency and no per-row quantisation time
-    (a dataclass replace of ~200 fields: cached, the simulator prices a GEMM per step)."""
-    return replace(eff, fp8_compute_eff=eff.fp8b_compute_eff, fp8_quant_row_s=0.0)
 
 
 def block_fp8_kernel(m, n, k):
@@ -51,25 +43,50 @@ def block_fp8_kernel(m, n, k):
     return str(out) if out.ndim == 0 else out
 
 
+_E8: dict[int, tuple[Efficiencies, Efficiencies]] = {}
+
+
+def _e8(eff: Efficiencies) -> Efficiencies:
+    """The W8A8 parameters as the block-scaled GEMM uses them: its own FP8 fraction, and a group
+    quantisation with no per-token path (cached per parameter set: `replace` is slow)."""
+    hit = _E8.get(id(eff))
+    if hit is None or hit[0] is not eff:
+        if len(_E8) > 64:
+            _E8.clear()
+        hit = _E8[id(eff)] = (eff, replace(eff, fp8_compute_eff=eff.fp8b_compute_eff, fp8_quant_row_s=0.0))
+    return hit[1]
+
+
+def _block_fp8_scalar(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies, graph: bool,
+                      kernel: str) -> float:
+    """`block_fp8_gemm_time_s` on Python scalars (the simulator's path; a test keeps it equal)."""
+    if m <= 0:
+        return 0.0
+    fp8 = gpu.has_fp8
+    g = rl.gemm_time_s(m, n, k, gpu, _e8(eff), gpu.fp8_flops if fp8 else gpu.bf16_flops,
+                       1.0 + 4.0 / (GROUP * GROUP), 1.0 if fp8 else 2.0, fp8)
+    g += m * k * 4.0 / GROUP / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff)
+    if graph:
+        return g
+    kern = kernel or block_fp8_kernel(m, n, k)
+    host = {"flashinfer": eff.fp8b_flashinfer_host_s, "cutlass": eff.fp8b_cutlass_host_s}.get(
+        kern, eff.fp8b_deepgemm_host_s)
+    return _blend(g, host, eff.fp8b_host_blend)
+
+
 def block_fp8_gemm_time_s(*, m, n, k, gpu: HardwareSpec, eff: Efficiencies, graph: bool = True,
                           kernel=""):
     """Seconds of C[m, n] = A[m, k] @ W[k, n] with 128 x 128 block-scaled fp8 W (module
     docstring). `graph=False`: timed eagerly, the host launch path of the chosen kernel (or
     `kernel`, one of KERNELS) is the floor. Scalars or arrays."""
+    if np.ndim(m) == 0 and np.ndim(n) == 0 and np.ndim(k) == 0 and isinstance(kernel, str):
+        return _block_fp8_scalar(int(m), int(n), int(k), gpu, eff, graph, kernel)
     scalar = np.ndim(m) == 0
-    if scalar and graph and np.ndim(n) == 0 and np.ndim(k) == 0:  # the simulator's path: no arrays
-        if m <= 0:
-            return 0.0
-        fp8 = gpu.has_fp8
-        g = rl.gemm_time_s(int(m), int(n), int(k), gpu, _group_quant_eff(eff),
-                           gpu.fp8_flops if fp8 else gpu.bf16_flops, 1.0 + 4.0 / (GROUP * GROUP),
-                           1.0 if fp8 else 2.0, fp8)
-        return g + m * k * 4.0 / GROUP / (gpu.hbm_bw_bytes_s * eff.fp8_quant_mem_eff)
     m, n, k = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (m, n, k))
     m, n, k = np.broadcast_arrays(m, n, k)
     fp8 = gpu.has_fp8
     # the group quantisation is its own kernel, without the per-token W8A8 path's per-row time
-    e8 = _group_quant_eff(eff)
+    e8 = _e8(eff)
     peak = gpu.fp8_flops if fp8 else gpu.bf16_flops
     w = 1.0 + 4.0 / (GROUP * GROUP)
     g = rl.gemm_time_s_v(m, n, k, gpu, e8, peak, w, 1.0 if fp8 else 2.0, fp8)

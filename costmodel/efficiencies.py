@@ -201,6 +201,16 @@ class Efficiencies:
     moe_marlin_blend: float = 2.0
     moe_marlin_block_s: float = 0.1e-6
     moe_marlin_ep_s: float = 5e-6
+    moe_marlin_mxfp4_compute_eff: float = 0.5
+    moe_marlin_mxfp4_mem_eff: float = 0.7
+    moe_marlin_mxfp4_k0: float = 64.0
+    moe_marlin_mxfp4_expert_s: float = 1e-6
+    moe_marlin_mxfp4_row_h: float = 2.0
+    moe_marlin_mxfp4_row_i: float = 2.0
+    moe_marlin_mxfp4_overhead_s: float = 25e-6
+    moe_marlin_mxfp4_blend: float = 2.0
+    moe_marlin_mxfp4_block_s: float = 0.1e-6
+    moe_marlin_mxfp4_ep_s: float = 5e-6
     moe_oai_compute_eff: float = 0.5
     moe_oai_mem_eff: float = 0.7
     moe_oai_k0: float = 64.0
@@ -231,7 +241,8 @@ class Efficiencies:
     mla_fp8_attn_per_seq_s: float = 0.1e-6
     mla_fp8_overhead_s: float = 5e-6
     mla_prefill_compute_eff: float = 0.6
-    mla_token_head_s: float = 0.1e-9  # per (token x head): the per-head copies and batched GEMMs
+    mla_token_head_s: float = 0.1e-9  # absorbed path, per (token x head): the per-head BMMs' copies
+    mla_token_s: float = 1e-9  # per token: the module's small per-token kernels
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -302,7 +313,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "frontend_per_token_s": (0.0, 50e-6),
     "prefill_time_scale": (0.2, 5.0),
     "decode_time_scale": (0.2, 5.0),
-    **{f"moe_{f}_{n}": b for f in ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "oai")
+    **{f"moe_{f}_{n}": b for f in ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "marlin_mxfp4", "oai")
        for n, b in (("compute_eff", (0.02, 1.0)), ("mem_eff", (0.02, 1.0)), ("k0", (0.0, 8192.0)),
                     ("expert_s", (0.0, 50e-6)), ("row_h", (0.0, 50.0)), ("row_i", (0.0, 50.0)),
                     ("overhead_s", (0.0, 300e-6)), ("blend", (1.0, 12.0)),
@@ -322,9 +333,10 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "mla_fp8_attn_per_seq_s": (0.0, 20e-6),
     "mla_fp8_overhead_s": (0.0, 100e-6),
     "mla_token_head_s": (0.0, 20e-9),
+    "mla_token_s": (0.0, 1e-6),
     "mla_prefill_compute_eff": (0.02, 1.0),
 }
-MOE_FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "oai")
+MOE_FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "marlin_mxfp4", "oai")
 
 # elementwise op -> its bandwidth-efficiency parameter
 ELEM_EFF_PARAM = {

@@ -63,10 +63,11 @@ PARAMS_BY_FAMILY = {
     "mla_prefill": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff",
                     "mla_attn_per_seq_s", "mla_fp8_attn_mem_eff", "mla_fp8_attn_compute_eff",
                     "mla_fp8_attn_per_seq_s", "mla_fp8_overhead_s", "mla_prefill_compute_eff",
-                    "mla_token_head_s"),
+                    "mla_token_head_s", "mla_token_s"),
     "mla_decode": ("mla_overhead_s", "mla_attn_mem_eff", "mla_attn_compute_eff",
                    "mla_attn_per_seq_s", "mla_fp8_attn_mem_eff", "mla_fp8_attn_compute_eff",
-                   "mla_fp8_attn_per_seq_s", "mla_fp8_overhead_s", "mla_token_head_s"),
+                   "mla_fp8_attn_per_seq_s", "mla_fp8_overhead_s", "mla_token_head_s",
+                   "mla_token_s"),
     **{f"moe_{f}": tuple(f"moe_{f}_{n}" for n in (
         "compute_eff", "mem_eff", "k0", "expert_s", "block_s", "ep_s", "row_h", "row_i",
         "overhead_s", "blend"))
@@ -94,7 +95,7 @@ def informed_params(rows: pd.DataFrame) -> list[str]:
     """Parameters that the rows' ops depend on, in Efficiencies field order."""
     names: set[str] = set()
     gemm = rows["op"].isin(GEMM_OPS)
-    if "precision" in rows and (gemm & rows["precision"].isin(("fp8", "fp8_block"))).any():
+    if "precision" in rows and rows["precision"].isin(("fp8", "fp8_block")).any() and gemm.any():
         names |= set(PARAMS_BY_FAMILY["gemm_fp8"])
     if "precision" in rows and (gemm & (rows["precision"] == "fp8_block")).any():
         names |= set(PARAMS_BY_FAMILY["gemm_fp8_block"])

@@ -4,7 +4,7 @@ experts, and expert-parallel dispatch / combine.
 Public functions (keyword shape arguments; scalars give a float, arrays an array):
 
     moe_routing_stats(*, num_tokens, num_experts, topk, ep=1, routing="balanced")
-        -> RoutingStats(rows, active, padded): what the busiest EP rank computes
+        -> RoutingStats(rows, active, padded, blocks): what the busiest EP rank computes
     fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu, eff, precision="bf16",
                      tp=1, ep=1, routing="balanced", kernel="", gated=True) -> seconds
     router_time_s(*, num_tokens, hidden, num_experts, gpu, eff) -> seconds
@@ -51,7 +51,9 @@ Kernel families (`moe_kernel_family`, from the dtype and the kernel name vLLM re
 (vLLM's Triton fused MoE, bf16), `triton_fp8` (the same with fp8 / block-fp8 weights and
 per-token-group activation quantisation), `cutlass` (FlashInfer's CUTLASS grouped GEMM, block
 fp8), `cutlass_fp8` (the same kernel family with per-tensor fp8, ModelOpt checkpoints: on
-Hopper it streams each active expert's weights at ~1/7 of HBM bandwidth), `marlin` (Marlin W4A16: int4 and MXFP4 weights), `oai` (the OpenAI Triton MXFP4
+Hopper it computes whole 128-row tiles per expert at a small fraction of the FP8 peak),
+`marlin` (Marlin W4A16, int4 weights), `marlin_mxfp4` (Marlin over MXFP4 weights, as vLLM's
+compressed-tensors path runs them, with its own expert-parallel shim), `oai` (the OpenAI Triton MXFP4
 kernel gpt-oss runs). Parameters in costmodel/efficiencies.py (`MOE_FAMILIES`), fitted on
 AIConfigurator's H100 tables (costmodel/arch_defaults.py).
 
@@ -70,7 +72,7 @@ from typing import NamedTuple
 import numpy as np
 
 from costmodel import roofline as rl
-from costmodel.efficiencies import Efficiencies, _blend_pv, clock_scale
+from costmodel.efficiencies import Efficiencies, _blend, _blend_pv, clock_scale
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec
 
@@ -79,9 +81,10 @@ PRECISIONS = ("bf16", "fp8", "fp8_block", "int4", "mxfp4")
 # scale per 128, MXFP4 an 8-bit scale per 32
 W_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0 + 4.0 / (128 * 128), "int4": 0.5 + 2.0 / 128,
            "mxfp4": 0.5 + 1.0 / 32}
-FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "oai")
+FAMILIES = ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "marlin_mxfp4", "oai")
 _DEFAULT_FAMILY = {"bf16": "triton", "fp8": "cutlass_fp8", "fp8_block": "triton_fp8", "int4": "marlin",
                    "mxfp4": "oai"}
+_FP8_FAMILIES = ("triton_fp8", "cutlass", "cutlass_fp8")  # W8A8 on FP8 tensor cores
 _DRAWS = 16  # seeded draws averaged for power-law routing
 _BLOCK_M = (16, 32, 64, 128)
 
@@ -93,7 +96,7 @@ def moe_kernel_family(precision: str, kernel: str = "") -> str:
         raise ServePlanError(f"MoE precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     k = kernel.lower()
     if "marlin" in k:
-        return "marlin"
+        return "marlin_mxfp4" if precision == "mxfp4" else "marlin"
     if "oaitriton" in k or "mxfp4experts" in k:
         return "oai"
     if "cutlass" in k or "flashinfer" in k:
@@ -120,7 +123,7 @@ def _alpha(routing: str) -> float:
             a = -1.0
         if a > 0 and a != 1.0:
             return a
-    raise ServePlanError(f"MoE routing {routing!r}; expected 'balanced' or 'power_law_<alpha>' "
+    raise ServePlanError(f"MoE routing {str(routing)!r}; expected 'balanced' or 'power_law_<alpha>' "
                          "(alpha > 0, not 1, e.g. power_law_1.2)")
 
 
@@ -224,14 +227,17 @@ def _routing_stats(t: int, e: int, k: int, ep: int, routing: str) -> RoutingStat
 
 
 def _check(num_experts, topk, ep, tp, inter) -> None:
-    if np.any(np.asarray(topk) > np.asarray(num_experts)) or np.any(np.asarray(topk) < 1):
-        raise ServePlanError(f"MoE top-k {topk} with {num_experts} experts; expected 1 <= top-k <= experts")
-    if np.any(np.asarray(num_experts) % np.asarray(ep) != 0):
-        raise ServePlanError(f"expert-parallel size {ep} does not divide {num_experts} experts; "
+    """One clear error naming the first bad value (shapes may be arrays)."""
+    e, k, ep_, tp_, i = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x)) for x in
+                                              (num_experts, topk, ep, tp, inter)))
+    for j in np.flatnonzero((k > e) | (k < 1)):
+        raise ServePlanError(f"MoE top-k {k[j]} with {e[j]} experts; expected 1 <= top-k <= experts")
+    for j in np.flatnonzero((ep_ < 1) | (e % np.maximum(ep_, 1) != 0)):
+        raise ServePlanError(f"expert-parallel size {ep_[j]} does not divide {e[j]} experts; "
                              "expected a divisor of the expert count")
-    if np.any(np.asarray(inter) % np.asarray(tp) != 0):
-        raise ServePlanError(f"MoE tensor-parallel size {tp} does not divide the expert FFN width "
-                             f"{inter}; expected a divisor")
+    for j in np.flatnonzero((tp_ < 1) | (i % np.maximum(tp_, 1) != 0)):
+        raise ServePlanError(f"MoE tensor-parallel size {tp_[j]} does not divide the expert FFN "
+                             f"width {i[j]}; expected a divisor")
 
 
 def moe_routing_stats(*, num_tokens: int, num_experts: int, topk: int, ep: int = 1,
@@ -251,6 +257,53 @@ def _fam_params(eff: Efficiencies, fam: np.ndarray, name: str) -> np.ndarray:
     return np.select([fam == f for f in FAMILIES], [vals[f] for f in FAMILIES], np.nan)
 
 
+_PARAMS: dict[tuple[int, str], tuple[Efficiencies, dict[str, float]]] = {}
+
+
+def _family_params(eff: Efficiencies, fam: str) -> dict[str, float]:
+    hit = _PARAMS.get((id(eff), fam))
+    if hit is None or hit[0] is not eff:
+        if len(_PARAMS) > 256:
+            _PARAMS.clear()
+        names = ("compute_eff", "mem_eff", "k0", "expert_s", "block_s", "row_h", "row_i",
+                 "overhead_s", "blend", "ep_s")
+        hit = _PARAMS[(id(eff), fam)] = (eff, {n: getattr(eff, f"moe_{fam}_{n}") for n in names})
+    return hit[1]
+
+
+@lru_cache(maxsize=256)
+def _family(precision: str, kernel: str) -> str:
+    return moe_kernel_family(precision, kernel)
+
+
+def _fused_moe_scalar(t: int, h: int, i: int, k: int, e: int, tp: int, ep: int, gpu: HardwareSpec,
+                      eff: Efficiencies, precision: str, routing: str, kernel: str,
+                      gated: bool) -> float:
+    """`fused_moe_time_s` on Python scalars (the simulator's path; a test keeps it equal)."""
+    if not (1 <= k <= e and ep >= 1 and e % ep == 0 and tp >= 1 and i % tp == 0):
+        _check(e, k, ep, tp, i)  # raises, naming the bad value
+    f = _family(precision, kernel)
+    if t <= 0:
+        return 0.0
+    st = _routing_stats(t, e, k, ep, routing)
+    mean = st.rows / max(st.active, 1.0)
+    bm = 3 if f == "cutlass_fp8" else (0 if mean <= 16 else 1 if mean <= 32 else 2 if mean <= 64 else 3)
+    il = i / tp
+    mats = 3.0 if gated else 2.0
+    fp8 = precision in ("fp8", "fp8_block") and f in _FP8_FAMILIES and gpu.has_fp8
+    peak, ab = (gpu.fp8_flops, 1.0) if fp8 else (gpu.bf16_flops, 2.0)
+    par = _family_params(eff, f)
+    cs = clock_scale(gpu)
+    t_c = 2.0 * st.padded[bm] * h * (mats * il + par["k0"]) / (peak * par["compute_eff"])
+    nbytes = st.active * mats * h * il * W_BYTES[precision] \
+        + st.rows * (h * ab + (mats - 1) * il * 2.0 + il * (2.0 + ab) + h * 2.0)
+    t_m = nbytes / (gpu.hbm_bw_bytes_s * par["mem_eff"]) \
+        + (st.active * par["expert_s"] + st.blocks[bm] * par["block_s"]) * cs
+    t_rows = t * k * 2.0 * (h * par["row_h"] + il * par["row_i"]) / gpu.hbm_bw_bytes_s
+    fixed = (par["overhead_s"] + (par["ep_s"] if ep > 1 else 0.0)) * cs
+    return _blend(t_c, t_m, par["blend"]) + t_rows + fixed
+
+
 def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: HardwareSpec,
                      eff: Efficiencies, precision="bf16", tp=1, ep=1, routing="balanced",
                      kernel="", gated=True):
@@ -258,6 +311,11 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     Shape arguments and `precision` / `routing` / `kernel` / `gated` may be arrays of one
     length. `gated`: gate and up projections (SiLU-and-mul); False: an up projection alone
     (squared-ReLU experts, Nemotron-3)."""
+    args = (num_tokens, hidden, inter, topk, num_experts, tp, ep)
+    if all(isinstance(x, (int, np.integer)) for x in args) \
+            and all(isinstance(x, str) for x in (precision, routing, kernel)):
+        return _fused_moe_scalar(*map(int, args), gpu, eff, str(precision), str(routing),
+                                 str(kernel), bool(gated))
     scalar = np.ndim(num_tokens) == 0
     t, h, i, k, e, tp_, ep_ = (np.atleast_1d(np.asarray(x, dtype=np.int64))
                                for x in (num_tokens, hidden, inter, topk, num_experts, tp, ep))
@@ -277,18 +335,22 @@ def fused_moe_time_s(*, num_tokens, hidden, inter, topk, num_experts, gpu: Hardw
     for r in np.unique(rs):
         sel = np.flatnonzero(rs == r)
         uk, ui = np.unique(keys[sel], axis=0, return_inverse=True)
-        st = [_routing_stats(*map(int, key), r) for key in uk]
+        st = [_routing_stats(*map(int, key), str(r)) for key in uk]
         ui = ui.ravel()
         rows[sel] = np.array([s.rows for s in st])[ui]
         active[sel] = np.array([s.active for s in st])[ui]
         padded_all[sel] = np.array([s.padded for s in st]).reshape(len(st), len(_BLOCK_M))[ui]
         blocks_all[sel] = np.array([s.blocks for s in st]).reshape(len(st), len(_BLOCK_M))[ui]
     bm = _block_m(rows / np.maximum(active, 1.0))
+    # FlashInfer's per-tensor fp8 CUTLASS grouped GEMM keeps 128-row tiles whatever the rows
+    # per expert: its H100 rows under balanced routing step up as experts pass 128, 256, ...
+    # rows (and are flat below); its block-fp8 sibling does not
+    bm = np.where(fam == "cutlass_fp8", len(_BLOCK_M) - 1, bm)
     padded = padded_all[np.arange(len(t)), bm]
     blocks = blocks_all[np.arange(len(t)), bm]
     il = i / tp_
     mats = np.where(np.broadcast_to(np.atleast_1d(np.asarray(gated, dtype=bool)), t.shape), 3.0, 2.0)
-    fp8 = np.isin(prec, ("fp8", "fp8_block")) & np.isin(fam, ("triton_fp8", "cutlass")) & gpu.has_fp8
+    fp8 = np.isin(prec, ("fp8", "fp8_block")) & np.isin(fam, _FP8_FAMILIES) & gpu.has_fp8
     peak = np.where(fp8, gpu.fp8_flops, gpu.bf16_flops)
     wb = np.array([W_BYTES[p] for p in prec])
     ab = np.where(fp8, 1.0, 2.0)

@@ -37,19 +37,18 @@ import numpy as np
 from costmodel import attention as at
 from costmodel import roofline as rl
 from costmodel.block_fp8 import block_fp8_gemm_time_s
-from costmodel.mla import mla_decode_attn_time_s, mla_decode_proj_time_s
+from costmodel.mla import mla_decode_time_s
 from costmodel.model_spec import WEIGHT_DTYPE_BYTES
 from costmodel.moe_kernels import fused_moe_time_s, router_time_s
 
 WEIGHT_ONLY = ("int4", "mxfp4")  # dequantised in the GEMM's main loop, bf16 tensor cores
-# The fused-MoE and MLA formulas are vectorised numpy (the fit prices thousands of rows at
-# once), so one scalar call costs about a millisecond, and a simulation asks for thousands of
-# token counts. Counts up to GRID_EXACT (every decode batch in practice) are priced exactly,
+# The fused-MoE formula is vectorised numpy (the fit prices thousands of rows at once), so one
+# scalar call costs about a millisecond, and a simulation asks for thousands of token counts. Counts up to GRID_EXACT (every decode batch in practice) are priced exactly,
 # larger ones linearly between points of a geometric grid GRID_STEP apart. The formulas step
 # where a tile's padding or a wave changes; across such a step the line is off by up to the
 # step (fused MoE, DeepSeek-V3 EP 16, every 37th count from 1025 to 30000: at most 5.7%).
-# GEMMs, whose wave steps are larger (up to 20% between two points), are priced exactly
-# (block_fp8 has a scalar path). Points are priced CHUNK at a time in one vectorised call, and
+# GEMMs, whose wave steps are larger (up to 20% between two points), and the MLA module are
+# priced exactly (block_fp8 and mla have scalar paths). Points are priced CHUNK at a time in one vectorised call, and
 # the memo is shared by every cost model of the same GPU and parameters (the planner builds one
 # per configuration).
 GRID_EXACT = 1024
@@ -254,16 +253,12 @@ class MoELayers:
             t_pre += at.prefill_attn_batch_time_s(prefill, nh, nh, m.qk_nope_head_dim + rope, g, e, 2.0)
         if n_decode:
             dt = self.part_dtype["attn"]
-            c_mean = max(1, round(ctx_sum / n_decode) - q)
-            prec = "fp8_block" if dt == "fp8_block" else "bf16"
-            dims = dict(num_heads=nh, gpu=g, eff=e, kv_lora_rank=r, qk_rope_dim=rope,
-                        kv_dtype=self.kv_dtype)
-            key = ("mla_decode_proj", nh, m.hidden_size, m.q_lora_rank, r, m.qk_nope_head_dim, rope,
-                   m.v_head_dim, prec, self.kv_dtype)
-            t_dec = self._on_grid(key, n_decode * q, lambda t: mla_decode_proj_time_s(
-                tokens=t, hidden=m.hidden_size, q_lora_rank=m.q_lora_rank,
-                qk_nope_dim=m.qk_nope_head_dim, v_head_dim=m.v_head_dim, precision=prec, **dims))
-            t_dec += mla_decode_attn_time_s(batch=n_decode, context_len=c_mean, q_tokens=q, **dims)
+            t_dec = mla_decode_time_s(
+                batch=n_decode, context_len=max(1, round(ctx_sum / n_decode) - q), num_heads=nh,
+                gpu=g, eff=e, hidden=m.hidden_size, q_lora_rank=m.q_lora_rank, kv_lora_rank=r,
+                qk_nope_dim=m.qk_nope_head_dim, qk_rope_dim=rope, v_head_dim=m.v_head_dim,
+                precision="fp8_block" if dt == "fp8_block" else "bf16", kv_dtype=self.kv_dtype,
+                q_tokens=q)
         return t_pre, t_dec
 
     # --- sliding-window attention ------------------------------------------------------------

@@ -207,10 +207,16 @@ def read_mla(path: Path, root: Path, gpu: str | None, notes: list[str] | None = 
     require_columns(df, ("num_heads", "batch_size", "isl", "architecture", "latency")
                     + (() if prefill else ("step",)), path)
     arch = df["architecture"].astype(str)
-    unknown = sorted(set(arch) - set(MLA_DIMS))
-    if unknown:
-        raise ServePlanError(f"{path}: architecture {unknown}; MLA dimensions known for "
+    known = arch.isin(list(MLA_DIMS))
+    if not known.any():
+        raise ServePlanError(f"{path}: architecture {sorted(set(arch))}; MLA dimensions known for "
                              f"{', '.join(sorted(MLA_DIMS))}")
+    if not known.all() and notes is not None:
+        left = arch[~known].value_counts()
+        notes.append(f"{path.name}: left out {int((~known).sum())} rows of architecture "
+                     + ", ".join(f"{k} ({v})" for k, v in left.items())
+                     + f" (MLA dimensions known for {', '.join(sorted(MLA_DIMS))})")
+    df = df[known].reset_index(drop=True)
     if "kv_cache_dtype" in df:
         df = _known(df, "kv_cache_dtype", path, notes if notes is not None else [])
     if "gemm_type" in df:

@@ -129,10 +129,8 @@ def test_dense_models_keep_their_operator_list():
 def test_grid_prices_like_the_formula():
     """The simulator's path against the vectorised formulas: block-fp8 GEMMs exact (a scalar
     path), the fused MoE exact up to GRID_EXACT tokens and on grid points and within its tile
-    steps between them, and the MLA decode split (token part on the grid, attention per call)
-    equal to the whole module."""
+    steps between them."""
     from costmodel.block_fp8 import block_fp8_gemm_time_s
-    from costmodel.mla import mla_decode_time_s
     from costmodel.moe_kernels import fused_moe_time_s
     from costmodel.moe_layer import GRID, GRID_EXACT
 
@@ -149,11 +147,3 @@ def test_grid_prices_like_the_formula():
                                  tp=ep.moe_tp, ep=ep.ep, gated=md.gated_mlp)
         tol = 1e-12 if t <= GRID_EXACT or t in GRID else 0.06
         assert ep._moe_experts_time(t) == pytest.approx(exact, rel=tol)
-    nh = md.num_heads // cm.tp
-    _, t_dec = cm._mla_time((), 48, 48 * 3001.0, 1)
-    whole = mla_decode_time_s(batch=48, context_len=3000, num_heads=nh, gpu=cm.gpu, eff=cm.eff,
-                              hidden=md.hidden_size, q_lora_rank=md.q_lora_rank,
-                              kv_lora_rank=md.kv_lora_rank, qk_nope_dim=md.qk_nope_head_dim,
-                              qk_rope_dim=md.qk_rope_head_dim, v_head_dim=md.v_head_dim,
-                              precision="fp8_block", kv_dtype=cm.kv_dtype)
-    assert t_dec == pytest.approx(whole, rel=1e-9)
