@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from sim.replica import Replica
 
+_FAST = object()  # a rank's batch is "every running sequence decodes once" (Replica's fast path)
+
 
 class DPGroup:
     def __init__(self, ranks: list[Replica], cm):
@@ -23,8 +25,11 @@ class DPGroup:
 
     def run(self):
         env, ranks = self.env, self.ranks
+        fast_ok = all(r.spec is None and r.cap is None and r.timeline is None for r in ranks)
         while True:
-            batches = [r._schedule() for r in ranks]
+            # a rank whose running sequences all just decode takes Replica's fast path
+            batches = [_FAST if (fast_ok and r.n and not (r.waiting or r.prefilling or r.pending)
+                                 and r._fast_alloc()) else r._schedule() for r in ranks]
             if all(b is None for b in batches):
                 idle = env.event()
                 for r in ranks:  # a request reaching any rank wakes the group
@@ -38,6 +43,9 @@ class DPGroup:
                 if b is None:
                     args.append(((), 0, 0.0, 1))
                     continue
+                if b is _FAST:
+                    args.append(((), r.n, r.comp_sum, 1))
+                    continue
                 pre = [(c, min(p.computed, r.cap) if r.cap else p.computed)
                        for p, c in zip(b.prefills, b.chunks, strict=True)]
                 args.append((pre, b.n_dec, b.ctx_sum, b.q))
@@ -49,12 +57,14 @@ class DPGroup:
                 if b is None:
                     continue
                 if r.step_log is not None:
-                    r.step_log.append((env.now, dt, tuple((c, p.computed) for p, c in
-                                                          zip(b.prefills, b.chunks, strict=True)),
-                                       n_dec, ctx, q))
+                    pre = () if b is _FAST else tuple((c, p.computed) for p, c in
+                                                      zip(b.prefills, b.chunks, strict=True))
+                    r.step_log.append((env.now, dt, pre, n_dec, ctx, q))
                 r.busy_s += dt
                 r.iterations += 1
             yield env.timeout(dt)
             for r, b in zip(ranks, batches, strict=True):
-                if b is not None:
+                if b is _FAST:
+                    r._fast_complete()
+                elif b is not None:
                     r._complete(b)

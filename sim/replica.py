@@ -150,21 +150,28 @@ class Replica(Scheduler):
     def _fast_decode(self) -> float | None:
         """Every running sequence decodes one token; None when the step needs the full
         scheduler (token budget or KV blocks short)."""
+        if not self._fast_alloc():
+            return None
+        return self.cm.step_time_s((), self.n, self.comp_sum, 1)
+
+    def _fast_alloc(self) -> bool:
+        """The KV blocks for every running sequence's next token (False when the step needs the
+        full scheduler: token budget or KV blocks short)."""
         n, D = self.n, self.D
         if n > self.cfg.max_num_batched_tokens:
-            return None
+            return False
         comp, alloc = D[COMP, :n], D[ALLOC, :n]
         mask = comp >= alloc
         total = int(np.count_nonzero(mask))
         if total:
             if not self.pool.allocate(total):
-                return None
+                return False
             np.add(alloc, self.cfg.block_size, out=alloc, where=mask)
             used = self.pool.in_use()
             if used > self.peak_blocks:
                 self.peak_blocks = used
         self._fast_n = n
-        return self.cm.step_time_s((), n, self.comp_sum, 1)
+        return True
 
     def _fast_complete(self) -> None:
         n, D, cl = self._fast_n, self.D, self.cl

@@ -81,8 +81,9 @@ class PlanRequest(_Request):
                                       "comma-separated: the dtypes the search may use)")
     min_kv_budget: int | None = Field(None, ge=16, description="smallest per-request KV budget "
                                       "(tokens) allowed; unset = no eviction")
-    precision: str | list[str] = Field("bf16", description="weights: bf16 | fp8 | int4 (list or "
-                                       "comma-separated)")
+    precision: str | list[str] = Field("auto", description="weights: bf16 | fp8 | fp8_block | int4 | "
+                                       "auto, the checkpoint's own (bf16; block fp8 or MXFP4 experts "
+                                       "for DeepSeek, Kimi-K2, gpt-oss) (list or comma-separated)")
     calibration: Calibration = Field(None, description=CALIBRATION_HELP)
     exhaustive: bool = Field(False, description="simulate every configuration (slow)")
     max_gpus_per_replica: int | None = Field(None, ge=1)
@@ -257,7 +258,9 @@ class CostStepRequest(_Request):
     gpu: str = Field(examples=["h100"])
     tp: int = Field(1, ge=1, le=64)
     pp: int = Field(1, ge=1, le=256)
-    precision: Literal["bf16", "fp8", "int4"] = "bf16"
+    ep: int = Field(1, ge=1, le=1024, description="MoE: expert-parallel size (1 = none)")
+    dp: int = Field(1, ge=1, le=1024, description="MoE: attention data-parallel ranks, each running the batch")
+    precision: Literal["bf16", "fp8", "int4", "fp8_block", "auto"] = "bf16"
     kv_dtype: Literal["auto", "bf16", "fp8", "int4"] = "auto"
     prefill: list[str] = Field(default_factory=list, description="LEN[xN][+CACHED_PREFIX] each",
                                examples=[["2048"]])
@@ -282,6 +285,8 @@ class CostStepResponse(_Response):
     gpu: str
     tp: int
     pp: int
+    ep: int = 1
+    dp: int = 1
     precision: str
     kv_dtype: str
     calibrated: bool

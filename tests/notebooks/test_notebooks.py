@@ -1,7 +1,7 @@
 """The what-if notebooks: stored without outputs, question first and answer last, and each one
 executes (nbclient, a fresh kernel) in under a minute and prints a computed answer.
 
-The six notebooks run two at a time (each kernel is its own process) in one session fixture;
+The notebooks run two at a time (each kernel is its own process) in one session fixture;
 each test then reads its notebook's result. Figures render as plotly JSON (PLOTLY_RENDERER=json)
 so no browser or notebook frontend is needed.
 """
@@ -19,7 +19,7 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 EXPECTED = ["01_quickstart", "02_colocated_vs_disaggregated", "03_speculative_decoding",
-            "04_kv_budgets", "05_which_gpu", "06_calibration"]
+            "04_kv_budgets", "05_which_gpu", "06_calibration", "07_moe"]
 LIMIT_S = 60.0
 
 
@@ -27,7 +27,7 @@ def _path(name: str) -> Path:
     return NOTEBOOKS / f"{name}.ipynb"
 
 
-def test_the_six_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
 
 
