@@ -1,7 +1,7 @@
 """`serveplan validate` on mixture-of-experts plans, on this machine (the CPU under Triton's
 interpreter unless a GPU is here): a tiny Qwen3-MoE (8 experts, top-2, expert FFN 32, hidden 64)
 deployed tp 2 x ep 2, and a tiny DeepSeek-V3 (MLA: q LoRA 24, KV LoRA 32, nope 16, rope 8,
-v 16; one shared expert; a leading dense layer) at tp 2.
+v 16; a leading dense layer; and a variant with one shared expert) at tp 2.
 
 The checks: every shape gives a `moe` row (and MLA rows for the MLA model) with the columns
 the AIConfigurator importer writes, so the cost model prices it; the kernel check ran the Triton
@@ -30,7 +30,7 @@ QWEN = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "nu
 DEEPSEEK = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
             "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
             "num_key_value_heads": 4, "intermediate_size": 128, "moe_intermediate_size": 32,
-            "n_routed_experts": 8, "num_experts_per_tok": 2, "n_shared_experts": 1,
+            "n_routed_experts": 8, "num_experts_per_tok": 2, "n_shared_experts": 0,
             "first_k_dense_replace": 1, "kv_lora_rank": 32, "q_lora_rank": 24,
             "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 16, "vocab_size": 512,
             "scoring_func": "sigmoid", "max_position_embeddings": 4096,
@@ -87,18 +87,17 @@ def test_mla_plan_report(tmp_path_factory, tmp_path):
 
     rows = load_measured(tmp_path / "out" / "measurements.csv", "native")
     ops = set(rows["op"])
-    assert {"moe", "mla_prefill", "mla_decode", "mlp_up_proj", "mlp_down_proj"} <= ops
+    assert {"moe", "mla_prefill", "mla_decode"} <= ops
     mla = rows[rows["op"].str.startswith("mla_")]
     assert (mla[["num_heads", "hidden", "q_lora_rank", "kv_lora_rank", "qk_nope_dim", "qk_rope_dim",
                  "v_head_dim"]].drop_duplicates().values.tolist() == [[2, 64, 24, 32, 16, 8, 16]])
     dec = rows[rows["op"] == "mla_decode"]
     assert (dec["prefill_len"] == 1).all() and (dec["context_len"] > 100).all()
-    # shared expert: one of width 32, gated: up n = 2 x 32 / tp 2
-    up = rows[rows["op"] == "mlp_up_proj"]
-    assert set(up["n"]) == {32} and set(up["k"]) == {64}
     assert rep["operators"]["mla"]["triton"] is None
     assert "MLA: torch reference, no Triton kernel" in rep["operators"]["mla"]["how"]
     assert rep["operators"]["moe"]["triton"] == "triton:fused_moe"
+    roof = rep["roofline"]["by_kernel"]
+    assert {"fused_moe", "mla (torch)"} <= set(roof) and all(0 < v["median"] < 1 for v in roof.values())
     # the fit moved parameters that MoE and MLA rows inform, and fits its rows better
     fitted = rep["fitted_params"]
     assert any(k.startswith("moe_") for k in fitted) and any(k.startswith("mla_") for k in fitted)
@@ -118,3 +117,18 @@ def test_fit_on_half_the_shapes_improves_the_other_half(qwen_meas):
     default = mape([h["predicted_default_s"] / h["measured_s"] - 1 for h in held])
     calibrated = mape([h["predicted_calibrated_s"] / h["measured_s"] - 1 for h in held])
     assert calibrated < default, (calibrated, default)
+
+
+def test_shared_experts_are_gemm_rows(tmp_path_factory):
+    plan = _plan(tmp_path_factory, {**DEEPSEEK, "n_shared_experts": 1,
+                                    "_name_or_path": "tiny-deepseek-shared"}, tp=2)
+    meas = measure_plan(plan, ValidateOptions(workload="fixed:200,50", passes=1, timer=FAST,
+                                              max_shapes=2, check=False), log=lambda m: None)
+    rows = meas.rows()
+    up, down = rows[rows["op"] == "mlp_up_proj"], rows[rows["op"] == "mlp_down_proj"]
+    # one shared expert of width 32 over tp 2, gated: up [T, 64] x [64, 2 x 16], down back
+    assert len(up) == len(down) == len(meas.results) == 2
+    assert set(zip(up["n"], up["k"], strict=True)) == {(32, 64)}
+    assert set(zip(down["n"], down["k"], strict=True)) == {(64, 16)}
+    assert (up["m"] == up["num_tokens"]).all() and np.isfinite(predict_rows(rows)).all()
+    assert "shared_experts" in meas.operators
