@@ -344,7 +344,8 @@ def run_moe_groups(meas, shapes: list[IterationShape], opts, timer, skip_check: 
     meas.messages.append(f"{model.name}: the router and expert dispatch/combine are not measured "
                          "(no row kind for the router; one GPU has no dispatch); they keep their defaults")
     meas.messages.append("MoE plan: no whole iteration is timed; each shape's row in the table is "
-                         "the sum of its op rows (moe, shared experts, MLA), measured and predicted")
+                         "the sum of its op rows (moe, and shared experts, MLA or the attention "
+                         "side where the model has them), measured and predicted")
     for (tp, ep, dp, _), group in groups.items():
         m = moe_dims(model, tp, ep, dp)
         part = model.dtype_of("experts")
