@@ -434,15 +434,15 @@ def op_sums(res: ShapeMeasurement, profile=None) -> dict:
 def _attention_runner(meas, model, tp: int, kv_dtype: str, seed: int):
     """(ModelRunner, engine ops or None, KV dtype that ran) for the attention side of a non-MLA
     MoE model's layers: the dense runner with the model's heads, its MLP narrow (unused)."""
+    from validate.devices import ran_kv_dtype
     from validate.model_runner import ModelRunner
     from validate.reference import make_ops
-    from validate.runner import _ran_kv_dtype
     from validate.shapes import GpuDims
 
     if model.num_heads % tp:
         raise ServePlanError(f"tp={tp} does not divide {model.name}'s {model.num_heads} heads")
     if kv_dtype not in meas.kv_dtype:
-        meas.kv_dtype[kv_dtype] = _ran_kv_dtype(kv_dtype, meas.device, meas.messages)
+        meas.kv_dtype[kv_dtype] = ran_kv_dtype(kv_dtype, meas.device, meas.messages)
     kv = meas.kv_dtype[kv_dtype]
     if model.dtype_of("attn") != "bf16" and not any("attention projections" in x for x in meas.messages):
         meas.messages.append(f"attention projections {model.dtype_of('attn')}: timed in bf16")

@@ -24,7 +24,8 @@ nothing to the output. Every wrapper is capture-safe: shapes come from tensor sh
 stays on the device, and the launch grid is sized by the worst-case padding
 (T k + E (BLOCK_M - 1) rows), programs past the real padded length returning at once.
 
-FLOP and byte counts are at the bottom (`flops`, `bytes_moved`).
+FLOP and byte counts are at the bottom (`flops`, `bytes_moved`). The benchmark against vLLM's
+kernel sits with the references: `python -m validate.moe_reference` on a CUDA GPU.
 """
 
 from __future__ import annotations
@@ -295,51 +296,3 @@ def bytes_moved(tokens: int, rows: int, active: int, hidden: int, inter: int, ga
     act = rows * (up * a_bytes + 2 * inter * a_bytes + hidden * 4 * 2) + tokens * hidden * a_bytes * 2
     return w + act
 
-
-# --- benchmark ----------------------------------------------------------------------------------
-
-
-def _bench() -> None:
-    """Triton fused MoE against vLLM's `fused_experts` (when it imports), in CUDA graphs, on one
-    GPU's share of Qwen3-30B-A3B (128 experts, top-8, hidden 2048, FFN 768, bf16) and of
-    DeepSeek-V3 at EP 8 (32 of 256 experts, top-8, hidden 7168, FFN 2048, block fp8)."""
-    if not torch.cuda.is_available() or interpreting():
-        print("fused_moe: no CUDA GPU (or TRITON_INTERPRET is set); nothing to benchmark")
-        return
-    from functools import partial
-
-    from validate.moe_reference import balanced_topk, vllm_fused_experts
-    from validate.timing import Timer
-
-    dev = "cuda"
-    timer = Timer("cuda")
-    vllm = vllm_fused_experts()
-    print(f"{'layer':>22} {'T':>6} {'triton us':>10} {'vllm us':>10} {'TFLOP/s':>8}")
-    for name, e_all, ep, k, h, i, fp8 in (("qwen3-30b-a3b bf16", 128, 1, 8, 2048, 768, False),
-                                          ("deepseek-v3 ep8 fp8", 256, 8, 8, 7168, 2048, True)):
-        if fp8 and not fp8_supported(torch.device(dev)):
-            continue
-        e = e_all // ep
-        w1 = torch.randn(e, 2 * i, h, device=dev) * h ** -0.5
-        w2 = torch.randn(e, h, i, device=dev) * i ** -0.5
-        kw: dict = {}
-        if fp8:
-            (w1, s1), (w2, s2) = quantise_block_weights(w1), quantise_block_weights(w2)
-            kw = {"w1_scale": s1, "w2_scale": s2}
-        else:
-            w1, w2 = w1.to(torch.bfloat16), w2.to(torch.bfloat16)
-        for t in (1, 16, 256, 4096):
-            x = torch.randn(t, h, device=dev, dtype=torch.bfloat16)
-            ids = balanced_topk(t, e_all, k, dev)
-            tw = torch.full((t, k), 1.0 / k, device=dev)
-            args = (x, w1, w2, tw, ids)
-            us = timer.median_s([partial(fused_experts, *args, num_experts=e_all, **kw)]) * 1e6
-            ref = float("nan")
-            if vllm is not None and ep == 1:
-                ref = timer.median_s([partial(vllm, *args, **kw)]) * 1e6
-            rows = t * k / ep
-            print(f"{name:>22} {t:6d} {us:10.1f} {ref:10.1f} {flops(int(rows), h, i) / us * 1e-6:8.1f}")
-
-
-if __name__ == "__main__":
-    _bench()
