@@ -222,7 +222,8 @@ def measure_moe_shape(shape: IterationShape, m: MoEDims, experts: list, base: Mo
                    "topk": m.topk, "num_experts": m.num_experts, "moe_tp": m.moe_tp,
                    "moe_ep": m.ep, "moe_gated": int(m.gated), "routing": "balanced",
                    "num_tokens": T_all},
-           lambda impl: moe_calls(impl), base.kernel, None if ref is None else ref.kernel)
+           lambda impl: moe_calls(impl), base.kernel,
+           ref.kernel if ref is not None and ref.reference else None)  # no vLLM: Triton timed once
     if m.shared:
         a = [torch.randn(T, m.hidden, generator=gen, device=dev).to(dtype) for _ in range(2)]
         up = (2 if m.gated else 1) * m.shared
