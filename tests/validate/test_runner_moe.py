@@ -139,3 +139,38 @@ def test_shared_experts_are_gemm_rows(tmp_path_factory):
     assert set(zip(down["n"], down["k"], strict=True)) == {(64, 16)}
     assert (up["m"] == up["num_tokens"]).all() and np.isfinite(predict_rows(rows)).all()
     assert "shared_experts" in meas.operators
+
+
+def test_the_gpu_sets_compare_triton_and_reference_per_operator(tmp_path):
+    """The two-set path a GPU takes (Triton kernels and the engine-class set, one compare row
+    per operator), run here with the kernels interpreted: what each operator is compared with."""
+    from costmodel.hf_config import from_config
+    from validate.mla_reference import MLAModule, mla_dims
+    from validate.moe_measure import MoEImpl, _expert_weights, _w, measure_moe_shape, moe_dims
+    from validate.reference import make_ops
+    from validate.shapes import IterationShape
+
+    (tmp_path / "config.json").write_text(json.dumps({**DEEPSEEK, "n_shared_experts": 1}))
+    model = from_config(tmp_path / "config.json")
+    m = moe_dims(model, 2)
+    shape = IterationShape("probe", "mixed", "colocated", "x", "h100", 2, prefill=((9, 0),),
+                           decode_batch=2, decode_context=20)
+    msgs: list[str] = []
+    base, ref = MoEImpl("triton", msgs), MoEImpl("engine", msgs)
+    res = measure_moe_shape(shape, m, _expert_weights(m, "cpu", False, 0, None), base, ref,
+                            (make_ops("triton"), make_ops("engine")),
+                            [(_w(64, 32, "cpu", i), _w(16, 64, "cpu", i + 1)) for i in range(2)],
+                            MLAModule(mla_dims(model, 2)), Timer("cpu", warmup=0, min_reps=1, reps=1),
+                            device="cpu", device_name="cpu", model_name=model.name,
+                            precision="bf16", fit="engine", seed=0)
+    comp = {c["op"]: c for c in res.compare}
+    assert set(comp) == {"moe", "mlp_up_proj", "mlp_down_proj", "mla_prefill", "mla_decode"}
+    vllm = ref.reference
+    assert comp["moe"]["triton_kernel"] == "triton:fused_moe"
+    assert comp["moe"]["reference_kernel"] == ("vllm:fused_experts" if vllm else "(none: Triton)")
+    assert comp["mlp_up_proj"]["reference_kernel"] == "torch:matmul"
+    assert comp["mla_decode"]["triton_kernel"] == "(none: torch reference)"
+    kernels = {r["op"]: r["kernel"] for r in res.rows}  # the fitted (engine) set's
+    assert kernels["moe"] == ("vllm:fused_experts" if vllm else "triton:fused_moe")
+    assert kernels["mlp_down_proj"] == "torch:matmul" and kernels["mla_prefill"] == ""
+    assert all(c["triton_s"] > 0 and c["reference_s"] > 0 for c in res.compare)
