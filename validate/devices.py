@@ -145,3 +145,27 @@ def device_spec(device: str, threads: int = 1) -> tuple[HardwareSpec, str]:
     spec = register_measured(cpu_spec(threads))
     return spec, (f"CPU, {threads} thread(s): measured {spec.bf16_flops / 1e9:.0f} GFLOP/s bf16, "
                   f"{spec.hbm_bw_bytes_s / 1e9:.1f} GB/s copy bandwidth")
+
+
+def ran_kv_dtype(kv_dtype: str, device: str, messages: list[str]) -> str:
+    """fp8 KV caches run where the device reads fp8 (any CPU through torch; CUDA 8.9+), else
+    bf16 with a message. int4 and other KV dtypes run as bf16."""
+    if kv_dtype == "bf16":
+        return "bf16"
+    if kv_dtype == "fp8":
+        if device != "cuda":
+            messages.append("KV cache fp8: decode caches are stored in fp8 (e4m3, one scale each "
+                            "for K and V) and dequantised by torch before attention; prefill "
+                            "attention reads its K/V in bf16 as computed")
+            return "fp8"
+        import torch
+
+        from validate.kernels._device import fp8_supported
+
+        if fp8_supported(torch.device("cuda")):
+            messages.append("KV cache fp8: the paged decode kernel reads e4m3 caches and "
+                            "dequantises on load; prefill attention reads its K/V in bf16 as computed")
+            return "fp8"
+    messages.append(f"KV cache {kv_dtype}: no {kv_dtype} attention kernel on this device; attention is "
+                    "measured (and predicted) with a bf16 KV cache")
+    return "bf16"

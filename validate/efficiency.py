@@ -7,7 +7,10 @@ peaks are the device's HardwareSpec (datasheet for a GPU preset, measured for th
 GPU the rows time the Triton kernels; on a CPU they time the torch operators, so a CPU's
 fractions say how far torch gets on it, not how good the Triton kernels are.
 
-Rows with no Triton kernel behind them (`residual_add`, `embedding`) are left out.
+MoE rows count the rows that land on the GPU's experts under balanced routing (T x top-k / ep)
+and each active expert's weights once (`kernels.fused_moe`); MLA rows the module's projections
+and its attention (`mla_reference.mla_counts`, the torch module: no Triton kernel). Rows with
+no kernel formula behind them (`residual_add`, `embedding`) are left out.
 """
 
 from __future__ import annotations
@@ -24,6 +27,19 @@ def _counts(r) -> tuple[str, float, float] | None:
     from validate.kernels import flash_attn, gemm, paged_decode, rmsnorm, rope, spec_verify, swiglu
 
     op = r["op"]
+    if op == "moe":
+        from validate.kernels import fused_moe
+
+        t, e, ep, topk = int(r["num_tokens"]), int(r["num_experts"]), int(r["moe_ep"]), int(r["topk"])
+        rows, inter, gated = t * topk / ep, int(r["inter"]) // int(r["moe_tp"]), bool(r["moe_gated"])
+        wb = 1.0 if r["precision"] in ("fp8", "fp8_block") else 2.0
+        active = min(e // ep, rows)
+        return ("fused_moe", fused_moe.flops(rows, int(r["hidden"]), inter, gated),
+                fused_moe.bytes_moved(t, rows, active, int(r["hidden"]), inter, gated, w_bytes=wb))
+    if op in ("mla_prefill", "mla_decode"):
+        from validate.mla_reference import mla_counts
+
+        return ("mla (torch)",) + mla_counts(r)
     if op in GEMMS:
         ib = 1 if r["precision"] in ("fp8", "fp8_block") else 2
         m, n, k = int(r["m"]), int(r["n"]), int(r["k"])
@@ -74,6 +90,8 @@ def summarise(fr: pd.DataFrame, top: int = 3) -> dict:
     """Per kernel: the median fraction over all its rows, and over its `top` largest (by ideal
     time) rows, where launch and tail effects matter least."""
     res = {}
+    if fr.empty:
+        return res
     for kernel, g in fr.groupby("kernel"):
         big = g.nlargest(top, "ideal_s")
         res[kernel] = {"rows": int(len(g)), "median": float(g["fraction"].median()),

@@ -168,15 +168,12 @@ def _op_specs(runner: ModelRunner, st, shape: IterationShape) -> list[tuple]:
     return specs
 
 
-def measure_shape(runner: ModelRunner, shape: IterationShape, timer: Timer, *, device_name: str,
-                  model_name: str, full_layers: int, precision: str, kv_dtype: str = "bf16",
-                  reference=None, fit: str = "engine") -> ShapeMeasurement:
-    """Time the operators and the iteration of `shape` on `runner` (see module docstring);
-    `reference` (an EngineOps) is timed beside `runner.ops` when given."""
-    st = runner.state(shape)
+def measure_ops(runner: ModelRunner, st, shape: IterationShape, timer: Timer, res: ShapeMeasurement,
+                *, device_name: str, model_name: str, precision: str, kv_dtype: str = "bf16",
+                reference=None, fit: str = "engine", skip: tuple[str, ...] = ()) -> None:
+    """Time each operator row of `shape` (but those in `skip`) into `res.rows` (and
+    `res.compare` with a `reference`)."""
     base = runner.ops
-    kinds = "torch" if reference is None else fit
-    res = ShapeMeasurement(shape, layers_run=runner.num_layers, full_layers=full_layers, kernels=kinds)
 
     def row(op: str, kernel: str, t: float, cols: dict) -> dict:
         return {"source": SOURCE, "row_id": f"{shape.name}:{op}", "gpu": device_name,
@@ -186,6 +183,8 @@ def measure_shape(runner: ModelRunner, shape: IterationShape, timer: Timer, *, d
                 "pp": shape.pp, "num_tokens": shape.num_tokens, **cols, "measured_s": t}
 
     for op, kname, calls, cols, kw in _op_specs(runner, st, shape):
+        if op in skip:
+            continue
         t_base = timer.median_s(calls(base))
         base_kernel = f"{base.name}:{kname}" if op not in SHARED_OPS else f"torch:{kname}"
         if reference is None:
@@ -202,6 +201,19 @@ def measure_shape(runner: ModelRunner, shape: IterationShape, timer: Timer, *, d
                             "triton_s": t_base, "reference_s": t_ref, "ratio": t_ref / t_base})
         fitted = (ref_kernel, t_ref) if fit == "engine" else (base_kernel, t_base)
         res.rows.append(row(op, *fitted, cols))
+
+
+def measure_shape(runner: ModelRunner, shape: IterationShape, timer: Timer, *, device_name: str,
+                  model_name: str, full_layers: int, precision: str, kv_dtype: str = "bf16",
+                  reference=None, fit: str = "engine") -> ShapeMeasurement:
+    """Time the operators and the iteration of `shape` on `runner` (see module docstring);
+    `reference` (an EngineOps) is timed beside `runner.ops` when given."""
+    st = runner.state(shape)
+    base = runner.ops
+    kinds = "torch" if reference is None else fit
+    res = ShapeMeasurement(shape, layers_run=runner.num_layers, full_layers=full_layers, kernels=kinds)
+    measure_ops(runner, st, shape, timer, res, device_name=device_name, model_name=model_name,
+                precision=precision, kv_dtype=kv_dtype, reference=reference, fit=fit)
     # the iteration: layers (graph; eagerly too on a GPU), then the head apart
     x = [runner.hidden_input(st) for _ in range(2)]
 

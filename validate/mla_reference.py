@@ -61,6 +61,24 @@ class MLADims:
         return q + h * self.latent + kl * n * (self.qk_nope_dim + self.v_head_dim) + n * self.v_head_dim * h
 
 
+def mla_counts(r) -> tuple[float, float]:
+    """(FLOPs, bytes) of an `mla_prefill` / `mla_decode` native row: the projections of its
+    tokens, attention over its (query, key) pairs (absorbed: latent-wide; prefill over 128
+    tokens: per-head), the weights and (decode) the latent cache read once, bf16."""
+    d = MLADims(int(r["hidden"]), int(r["num_heads"]), int(r["q_lora_rank"]), int(r["kv_lora_rank"]),
+                int(r["qk_nope_dim"]), int(r["qk_rope_dim"]), int(r["v_head_dim"]))
+    b, q, ctx = int(r["batch_size"]), int(r["prefill_len"]), int(r["context_len"])
+    T = b * q
+    if r["op"] == "mla_decode":
+        pairs, absorbed = b * q * (ctx + q), True
+    else:
+        pairs, absorbed = b * q * (q + 1) / 2, q <= ABSORB_MAX_CHUNK
+    attn = (2.0 * pairs * d.num_heads * (2 * d.kv_lora_rank + d.qk_rope_dim) if absorbed
+            else 4.0 * pairs * d.num_heads * d.qk_dim)
+    nbytes = 2.0 * (d.weight_elems() + b * (ctx + q) * d.latent + 2 * T * d.hidden)
+    return 2.0 * T * d.weight_elems() + attn, nbytes
+
+
 def mla_dims(model, tp: int) -> MLADims:
     """One GPU's MLA module of `model` (a ModelSpec with kv_lora_rank > 0) under TP `tp`."""
     from costmodel.errors import ServePlanError

@@ -11,6 +11,9 @@ Per iteration shape, on one GPU of the pool (tp x dp GPUs per replica, experts o
   expert, `topk`, `num_experts`, `moe_tp`, `moe_ep`, `moe_gated`, `routing`);
 - `mlp_up_proj` / `mlp_down_proj`: the shared experts' GEMMs (T x hidden -> 2 x width / tp and
   back), when the model has shared experts;
+- for models with ordinary (GQA) attention (Qwen3-MoE, Mixtral, gpt-oss): the attention side
+  of the layer as the dense runner times it (`measure.measure_ops`: qkv / o projections, norm,
+  RoPE, prefill / decode attention, residual, embedding, LM head), its MLP rows left out;
 - `mla_prefill` (prompts with no cached prefix: `batch_size` prompts of `prefill_len`) and
   `mla_decode` (`batch_size` sequences over `context_len` cached tokens, `prefill_len` new
   tokens each: 1, or k + 1 in a verify step): the MLA module of `validate.mla_reference`, in
@@ -40,6 +43,7 @@ from validate.measure import SOURCE, ShapeMeasurement, combine_passes
 from validate.shapes import IterationShape
 
 ROTATIONS = 2  # weight sets the timed calls rotate over
+MLP_OPS = ("mlp_up_proj", "mlp_down_proj", "mlp_act")  # a dense runner's MLP: the moe row instead
 CHECK_TOL = {"float32": 1e-3, "bfloat16": 5e-2}
 MLA_KERNEL = "torch:mla (absorbed for chunks up to 128 tokens and decodes, up-projected prefill)"
 
@@ -172,7 +176,9 @@ def _mla_calls(shape: IterationShape, mla, dev: str, gen) -> list[tuple[str, dic
 def measure_moe_shape(shape: IterationShape, m: MoEDims, experts: list, base: MoEImpl,
                       ref: MoEImpl | None, gemm_sets: tuple, shared_w: list, mla, timer, *,
                       device: str, device_name: str, model_name: str, precision: str,
-                      fit: str, seed: int) -> ShapeMeasurement:
+                      fit: str, seed: int, attn=None) -> ShapeMeasurement:
+    """The rows of one shape (module doc); `attn` = (ModelRunner, engine ops or None, KV dtype
+    that ran) times the attention side of a non-MLA model's layer (`measure.measure_ops`)."""
     from validate.moe_reference import balanced_topk, routing_weights
 
     dev = "cuda" if device == "cuda" else "cpu"
@@ -216,7 +222,8 @@ def measure_moe_shape(shape: IterationShape, m: MoEDims, experts: list, base: Mo
                    "topk": m.topk, "num_experts": m.num_experts, "moe_tp": m.moe_tp,
                    "moe_ep": m.ep, "moe_gated": int(m.gated), "routing": "balanced",
                    "num_tokens": T_all},
-           lambda impl: moe_calls(impl), base.kernel, None if ref is None else ref.kernel)
+           lambda impl: moe_calls(impl), base.kernel,
+           ref.kernel if ref is not None and ref.reference else None)  # no vLLM: Triton timed once
     if m.shared:
         a = [torch.randn(T, m.hidden, generator=gen, device=dev).to(dtype) for _ in range(2)]
         up = (2 if m.gated else 1) * m.shared
@@ -241,6 +248,13 @@ def measure_moe_shape(shape: IterationShape, m: MoEDims, experts: list, base: Mo
             res.rows[-1]["kernel"] = ""  # the cost model picks the MLA path from the chunk length
             if res.compare:
                 res.compare[-1].update(triton_kernel="(none: torch reference)", reference_kernel=MLA_KERNEL)
+    if attn is not None:
+        from validate.measure import measure_ops
+
+        runner, engine, kv = attn
+        measure_ops(runner, runner.state(shape), shape, timer, res, device_name=device_name,
+                    model_name=model_name, precision="bf16", kv_dtype=kv, reference=engine,
+                    fit=fit, skip=MLP_OPS)
     if device == "cuda":
         torch.cuda.empty_cache()
     return res
@@ -261,18 +275,23 @@ def _estimate_s(shape: IterationShape, m: MoEDims, mla, hw) -> float:
     return flops / (0.5 * hw.bf16_flops) + nbytes / (0.5 * hw.hbm_bw_bytes_s)
 
 
-def _fit_shapes(shapes, m, mla, hw, budget) -> tuple[list[IterationShape], list[str]]:
-    from validate.budget import _shrink, describe
+def _fit_shapes(shapes, m, mla, hw, budget, dims=None) -> tuple[list[IterationShape], list[str]]:
+    """Shapes shrunk (decode batches, prompts, chunks: `budget._shrink`) until one layer is
+    estimated within the CPU's time budget; on a GPU unchanged."""
+    from validate.budget import _shrink, describe, estimate_layer_s
+
+    def est(s):
+        return _estimate_s(s, m, mla, hw) + (0.0 if dims is None else estimate_layer_s(dims, s, hw))
 
     out, msgs = [], []
     for s in shapes:
         cur = s
         if budget.layer_time_s is not None:
-            while _estimate_s(cur, m, mla, hw) > budget.layer_time_s and (nxt := _shrink(cur)) is not None:
+            while est(cur) > budget.layer_time_s and (nxt := _shrink(cur)) is not None:
                 cur = nxt
         if cur is not s:
             cur = replace(cur, name=describe(cur),
-                          note=f"scaled down from {s.name} (~{_estimate_s(s, m, mla, hw):.2f} s > "
+                          note=f"scaled down from {s.name} (~{est(s):.2f} s > "
                                f"{budget.layer_time_s} s time budget)")
             msgs.append(f"{cur.note}: runs {cur.name}")
         out.append(cur)
@@ -323,12 +342,11 @@ def run_moe_groups(meas, shapes: list[IterationShape], opts, timer, skip_check: 
     groups: dict[tuple, list[IterationShape]] = {}
     for s in shapes:
         groups.setdefault((s.tp, s.ep, s.dp, s.precision), []).append(s)
-    if not model.is_mla:
-        meas.messages.append(f"{model.name}: attention, norms and the router of an MoE model are not "
-                             "measured by this run (only its MoE layers and shared experts); their "
-                             "parameters come from a dense plan's calibration or the defaults")
+    meas.messages.append(f"{model.name}: the router and expert dispatch/combine are not measured "
+                         "(no row kind for the router; one GPU has no dispatch); they keep their defaults")
     meas.messages.append("MoE plan: no whole iteration is timed; each shape's row in the table is "
-                         "the sum of its op rows (moe, shared experts, MLA), measured and predicted")
+                         "the sum of its op rows (moe, and shared experts, MLA or the attention "
+                         "side where the model has them), measured and predicted")
     for (tp, ep, dp, _), group in groups.items():
         m = moe_dims(model, tp, ep, dp)
         part = model.dtype_of("experts")
@@ -361,6 +379,7 @@ def run_moe_groups(meas, shapes: list[IterationShape], opts, timer, skip_check: 
                     f"({'ok' if meas.kernel_check['ok'] else 'FAILED'})")
             else:
                 meas.kernel_check = {"ok": None, "skipped": skip_check}
+        attn = None if model.is_mla else _attention_runner(meas, model, tp, group[0].kv_dtype, opts.seed)
         experts = _expert_weights(m, dev, fp8, opts.seed, quantise_block_weights)
         shared_w = ([(_w(m.hidden, (2 if m.gated else 1) * m.shared, dev, opts.seed + 7 + i),
                       _w(m.shared, m.hidden, dev, opts.seed + 9 + i)) for i in range(ROTATIONS)]
@@ -370,7 +389,13 @@ def run_moe_groups(meas, shapes: list[IterationShape], opts, timer, skip_check: 
         ref = MoEImpl("engine", meas.messages) if cuda else None
         gemm_sets = (make_ops("triton" if cuda else "torch"), make_ops("engine") if cuda else None)
         meas.operators = operators(meas.device, ref if cuda else base, mla is not None, bool(m.shared))
-        scaled, notes = _fit_shapes(group, m, mla, meas.hardware, budget)
+        if attn is not None:
+            meas.operators["attention"] = {
+                "triton": "triton:flash_attn_prefill, triton:paged_decode_attention",
+                "timed": "torch (CPU)" if not cuda else f"--kernels {meas.kernels} as for dense models",
+                "how": "the dense runner's attention-side rows (projections, norm, RoPE, attention)"}
+        scaled, notes = _fit_shapes(group, m, mla, meas.hardware, budget,
+                                    None if attn is None else attn[0].dims)
         meas.messages += notes
         passes = opts.passes or (1 if cuda else 5)
         by_shape: list[list[ShapeMeasurement]] = [[] for _ in scaled]
@@ -380,7 +405,7 @@ def run_moe_groups(meas, shapes: list[IterationShape], opts, timer, skip_check: 
                 r = measure_moe_shape(s, m, experts, base, ref, gemm_sets, shared_w, mla, timer,
                                       device=meas.device, device_name=meas.hardware.name,
                                       model_name=model.name, precision=prec, fit=meas.kernels,
-                                      seed=opts.seed + i)
+                                      seed=opts.seed + i, attn=attn)
                 by_shape[i].append(r)
                 log(f"  pass {k + 1}/{passes} {s.name}: " + ", ".join(
                     f"{row['op']} {row['measured_s'] * 1e3:.3f} ms" for row in r.rows)
@@ -405,6 +430,30 @@ def op_sums(res: ShapeMeasurement, profile=None) -> dict:
     if profile is not None:
         out["predicted_calibrated_s"] = float(predict_rows(rows, profile).sum())
     return out
+
+
+def _attention_runner(meas, model, tp: int, kv_dtype: str, seed: int):
+    """(ModelRunner, engine ops or None, KV dtype that ran) for the attention side of a non-MLA
+    MoE model's layers: the dense runner with the model's heads, its MLP narrow (unused)."""
+    from validate.devices import ran_kv_dtype
+    from validate.model_runner import ModelRunner
+    from validate.reference import make_ops
+    from validate.shapes import GpuDims
+
+    if model.num_heads % tp:
+        raise ServePlanError(f"tp={tp} does not divide {model.name}'s {model.num_heads} heads")
+    if kv_dtype not in meas.kv_dtype:
+        meas.kv_dtype[kv_dtype] = ran_kv_dtype(kv_dtype, meas.device, meas.messages)
+    kv = meas.kv_dtype[kv_dtype]
+    if model.dtype_of("attn") != "bf16" and not any("attention projections" in x for x in meas.messages):
+        meas.messages.append(f"attention projections {model.dtype_of('attn')}: timed in bf16")
+    dims = GpuDims(hidden=model.hidden_size, q_heads=model.num_heads // tp,
+                   kv_heads=max(1, model.num_kv_heads // tp), head_dim=model.head_dim, inter=16,
+                   vocab=-(-model.vocab_size // tp), gated=model.gated_mlp)
+    cuda = meas.device == "cuda"
+    ops = make_ops("triton" if cuda else "torch", kv_fp8=kv == "fp8")
+    runner = ModelRunner(dims, ROTATIONS, ops=ops, device=meas.device, seed=seed)
+    return runner, (make_ops("engine", kv_fp8=kv == "fp8") if cuda else None), kv
 
 
 def _fp8_ok() -> bool:

@@ -8,6 +8,8 @@ MoE when `import vllm` works, and the routing a measurement uses.
   CUDA graph (on a GPU the engine-class reference is vLLM's kernel, else the Triton one).
 - `vllm_fused_experts()`: vLLM's `fused_experts` (its Triton fused MoE, what the engine runs),
   or None without vLLM; checked against torch on its first call by the caller.
+- `python -m validate.moe_reference` on a CUDA GPU: the Triton fused MoE against vLLM's, in
+  CUDA graphs (`_bench`).
 - `balanced_topk(T, E, k)`: AIConfigurator's balanced routing (token i picks experts
   i + j * ceil(E / k)), the pattern of the measured MoE tables and of the cost model's
   `moe_routing_stats(routing="balanced")`, so a validate row and the tables mean one thing.
@@ -128,3 +130,54 @@ def vllm_fused_experts() -> VllmMoE | None:
         if fn is not None:
             return VllmMoE(fn)
     return None
+
+
+# --- benchmark ----------------------------------------------------------------------------------
+
+
+def _bench() -> None:
+    """Triton fused MoE against vLLM's `fused_experts` (when it imports), in CUDA graphs, on one
+    GPU's share of Qwen3-30B-A3B (128 experts, top-8, hidden 2048, FFN 768, bf16) and of
+    DeepSeek-V3 at EP 8 (32 of 256 experts, top-8, hidden 7168, FFN 2048, block fp8)."""
+    from functools import partial
+
+    from validate.kernels._device import fp8_supported, interpreting
+
+    if not torch.cuda.is_available() or interpreting():
+        print("fused_moe: no CUDA GPU (or TRITON_INTERPRET is set); nothing to benchmark")
+        return
+    from validate.kernels.fused_moe import flops, fused_experts, quantise_block_weights
+    from validate.timing import Timer
+
+    dev = "cuda"
+    timer = Timer("cuda")
+    vllm = vllm_fused_experts()
+    print(f"{'layer':>22} {'T':>6} {'triton us':>10} {'vllm us':>10} {'TFLOP/s':>8}")
+    for name, e_all, ep, k, h, i, fp8 in (("qwen3-30b-a3b bf16", 128, 1, 8, 2048, 768, False),
+                                          ("deepseek-v3 ep8 fp8", 256, 8, 8, 7168, 2048, True)):
+        if fp8 and not fp8_supported(torch.device(dev)):
+            continue
+        e = e_all // ep
+        w1 = torch.randn(e, 2 * i, h, device=dev) * h ** -0.5
+        w2 = torch.randn(e, h, i, device=dev) * i ** -0.5
+        kw: dict = {}
+        if fp8:
+            (w1, s1), (w2, s2) = quantise_block_weights(w1), quantise_block_weights(w2)
+            kw = {"w1_scale": s1, "w2_scale": s2}
+        else:
+            w1, w2 = w1.to(torch.bfloat16), w2.to(torch.bfloat16)
+        for t in (1, 16, 256, 4096):
+            x = torch.randn(t, h, device=dev, dtype=torch.bfloat16)
+            ids = balanced_topk(t, e_all, k, dev)
+            tw = torch.full((t, k), 1.0 / k, device=dev)
+            args = (x, w1, w2, tw, ids)
+            us = timer.median_s([partial(fused_experts, *args, num_experts=e_all, **kw)]) * 1e6
+            ref = float("nan")
+            if vllm is not None and ep == 1:
+                ref = timer.median_s([partial(vllm, *args, **kw)]) * 1e6
+            rows = t * k / ep
+            print(f"{name:>22} {t:6d} {us:10.1f} {ref:10.1f} {flops(int(rows), h, i) / us * 1e-6:8.1f}")
+
+
+if __name__ == "__main__":
+    _bench()

@@ -37,6 +37,7 @@ import pandas as pd
 from costmodel.errors import ServePlanError
 from costmodel.hardware import GPU_PRESETS, HardwareSpec
 from costmodel.specs import load_model
+from validate.devices import ran_kv_dtype
 from validate.measure import ShapeMeasurement
 from validate.shapes import IterationShape
 
@@ -89,30 +90,6 @@ class Measurements:
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _ran_kv_dtype(kv_dtype: str, device: str, messages: list[str]) -> str:
-    """fp8 KV caches run where the device reads fp8 (any CPU through torch; CUDA 8.9+), else
-    bf16 with a message. int4 and other KV dtypes run as bf16."""
-    if kv_dtype == "bf16":
-        return "bf16"
-    if kv_dtype == "fp8":
-        if device != "cuda":
-            messages.append("KV cache fp8: decode caches are stored in fp8 (e4m3, one scale each "
-                            "for K and V) and dequantised by torch before attention; prefill "
-                            "attention reads its K/V in bf16 as computed")
-            return "fp8"
-        import torch
-
-        from validate.kernels._device import fp8_supported
-
-        if fp8_supported(torch.device("cuda")):
-            messages.append("KV cache fp8: the paged decode kernel reads e4m3 caches and "
-                            "dequantises on load; prefill attention reads its K/V in bf16 as computed")
-            return "fp8"
-    messages.append(f"KV cache {kv_dtype}: no {kv_dtype} attention kernel on this device; attention is "
-                    "measured (and predicted) with a bf16 KV cache")
-    return "bf16"
 
 
 def _ran_precision(precision: str, device: str, messages: list[str]) -> str:
@@ -199,7 +176,7 @@ def _run_groups(meas: Measurements, shapes: list[IterationShape], opts: Validate
         ran = _ran_precision(precision, meas.device, meas.messages)
         meas.precision[precision] = ran
         if kv_dtype not in meas.kv_dtype:
-            meas.kv_dtype[kv_dtype] = _ran_kv_dtype(kv_dtype, meas.device, meas.messages)
+            meas.kv_dtype[kv_dtype] = ran_kv_dtype(kv_dtype, meas.device, meas.messages)
         kv_ran = meas.kv_dtype[kv_dtype]
         layers, scaled, notes = fit_to_device(dims, group, model.num_layers, meas.hardware, budget)
         meas.messages += notes

@@ -24,7 +24,8 @@ nothing to the output. Every wrapper is capture-safe: shapes come from tensor sh
 stays on the device, and the launch grid is sized by the worst-case padding
 (T k + E (BLOCK_M - 1) rows), programs past the real padded length returning at once.
 
-FLOP and byte counts are at the bottom (`flops`, `bytes_moved`).
+FLOP and byte counts are at the bottom (`flops`, `bytes_moved`). The benchmark against vLLM's
+kernel sits with the references: `python -m validate.moe_reference` on a CUDA GPU.
 """
 
 from __future__ import annotations
@@ -294,3 +295,4 @@ def bytes_moved(tokens: int, rows: int, active: int, hidden: int, inter: int, ga
     w = active * (up * hidden + hidden * inter) * w_bytes
     act = rows * (up * a_bytes + 2 * inter * a_bytes + hidden * 4 * 2) + tokens * hidden * a_bytes * 2
     return w + act
+
