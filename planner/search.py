@@ -184,10 +184,32 @@ def fast_options(req: PlanInputs, ctx: ScreenContext, verifier: Verifier, pruned
             if best.screen_load > 0:
                 bias[mode] = best.goodput / best.screen_load
 
+    stage2 += _each_moe_layout(req, options, cands, weight) if "colocated" in per_mode else []
     verify(stage2, bias)
     counters = {"screened": ctx.evaluated, "shortlisted": len(cands), "allocations": len(allocs),
                 "lp_feasible": feasible}
     return options, counters, cands
+
+
+def _each_moe_layout(req: PlanInputs, options: list[Option], cands: list[Candidate],
+                     weight: str) -> list:
+    """For an MoE model, the best screened colocated replica of each expert layout (experts
+    tensor-parallel, EP inside TP, DP attention + EP) that no verified colocated unit has yet:
+    the screen cannot rank layouts whose decode steps it prices within a few percent of each
+    other, and `--explain` compares the layouts by what the simulator verified."""
+    if not getattr(req.model, "is_moe", False):
+        return []
+    from planner.moe_explain import kind_of
+
+    have = {kind_of(p) for o in options if o.mode == "colocated" for p, _ in o.unit}
+    best: dict[str, Candidate] = {}
+    for c in cands:
+        if c.role != "colocated" or c.capacity <= 0:
+            continue
+        k = kind_of(c.pool)
+        if k not in have and (k not in best or _efficiency(c, weight) > _efficiency(best[k], weight)):
+            best[k] = c
+    return [("colocated", ((c, 1),)) for _, c in sorted(best.items())]
 
 
 def _deployment(req: PlanInputs, opt: Option):

@@ -193,3 +193,26 @@ def test_variants_include_the_kv_twin_of_the_best_and_of_the_other_hardware():
     # the other hardware (tp2 prefill, 4 replicas for the same capacity) and its fp8 twin
     assert ((p2b, 4), (d8b, 1)) in out and ((p2f, 4), (d8f, 1)) in out
     assert ((p4f, 2), (d8f, 1)) in out
+
+
+def test_each_moe_layout_gets_a_verification():
+    """An MoE model whose verified colocated units are all experts-TP: the best screened EP and
+    DP+EP replicas are verified too (one each), a dense model gets none."""
+    from types import SimpleNamespace
+
+    from planner.candidates import Candidate
+    from planner.search import _each_moe_layout
+
+    def cand(tp, ep=1, dp=1, cap=1.0):
+        pool = PoolConfig("colocated", "h200", tp=tp, ep=ep, dp=dp).resolved()
+        return Candidate(pool, cap, cap, "tpot", 10_000, 1.0)
+
+    tp8, ep8, ep8b, dp2 = cand(8, cap=9.0), cand(8, 8, cap=10.0), cand(8, 8, cap=8.0), cand(4, 8, 2, cap=8.5)
+    verified = [option(((tp8.pool, 1),), "colocated")]
+    moe = SimpleNamespace(model=SimpleNamespace(is_moe=True))
+    extra = _each_moe_layout(moe, verified, [tp8, ep8, ep8b, dp2], "gpus")
+    assert [(m, [c.pool.ep for c, _ in u], [c.pool.dp for c, _ in u]) for m, u in extra] == [
+        ("colocated", [8], [2]), ("colocated", [8], [1])]
+    assert extra[1][1][0][0] is ep8  # the better EP replica
+    dense = SimpleNamespace(model=SimpleNamespace(is_moe=False))
+    assert _each_moe_layout(dense, verified, [tp8, ep8, dp2], "gpus") == []
