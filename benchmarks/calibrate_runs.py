@@ -1,9 +1,17 @@
 """Calibrating from benchmark runs: held-out accuracy, the coverage of its error bars, and speed.
 
-Data: `../shared/data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv` (AIConfigurator's silicon
-runs, Apache-2.0): SGLang 0.5.x serving Qwen3-32B on H100 and Llama-3.1-8B-Instruct on H200.
-Its 130 colocated runs are split per (model, GPU) group: a seed-0 random 30% of each group is
-fitted (`sim.runs.fit.fit_runs`, the engine parameters), the other 70% are predicted by full
+Data (AIConfigurator's silicon runs, Apache-2.0), each file calibrated and scored on its own
+(an engine's parameters are its own):
+- `sglang`: `../shared/data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv`, SGLang 0.5.x serving
+  Qwen3-32B on H100 and Llama-3.1-8B-Instruct on H200; the issue's targets are on its 130
+  colocated runs;
+- `vllm`: `../shared/data/e2e_runs/aic_silicon_vllm_qwen3-32b_h100.csv`, vLLM 0.12 serving
+  Qwen3-32B on H100 (93 colocated runs), an engine the fit was not developed on. Three of its
+  rows (4000 x 1000 tokens, fp8) have ids that name no concurrency (`..._c_tp8_0_...`), unlike
+  the other 90; their held-out scores are also printed without them.
+
+Each file's colocated runs are split per (model, GPU) group: a seed-0 random 30% of each group
+is fitted (`sim.runs.fit.fit_runs`, the engine parameters), the other 70% are predicted by full
 replays (`sim.runs.replay`) and scored; nothing reported as held out was fitted.
 
 Reported per group and over all held-out runs:
@@ -21,8 +29,9 @@ on the whole folder, as the CLI runs it (a sample of at most 4000 rows per GPU, 
 and KV dtype, fitted in stages); `--tables-joint` adds the fit as it was (every fitting row,
 all parameters at once) on the 20% split, for comparison (about 2 minutes).
 
-Writes benchmarks/out/calibrate_runs.json. Run:
-`.venv/bin/python benchmarks/calibrate_runs.py [--fraction 0.3] [--seed 0] [--no-speed] [--tables [--tables-joint]]`
+Writes benchmarks/out/calibrate_runs.json (the `sglang` file's results at the top level, as
+before; the others under `datasets`). Run:
+`.venv/bin/python benchmarks/calibrate_runs.py [--data sglang,vllm] [--fraction 0.3] [--seed 0] [--no-speed] [--tables [--tables-joint]]`
 """
 
 from __future__ import annotations
@@ -48,7 +57,9 @@ from sim.runs import load_runs  # noqa: E402
 from sim.runs.fit import fit_runs, profile_of  # noqa: E402
 from sim.runs.replay import replay  # noqa: E402
 
-CSV = "data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv"
+CSVS = {"sglang": "data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv",
+        "vllm": "data/e2e_runs/aic_silicon_vllm_qwen3-32b_h100.csv"}
+CSV = CSVS["sglang"]
 TARGETS = {"tpot": 0.08, "ttft": 0.15, "coverage": (0.70, 0.90), "wall_20_s": 60.0}
 
 
@@ -76,6 +87,12 @@ def _mape(pred, meas) -> float:
     return float(np.mean(np.abs(np.asarray(pred) / np.asarray(meas) - 1)))
 
 
+def no_concurrency_in_id(run_id: str) -> bool:
+    """AIConfigurator's ids name the concurrency (`..._1024x128_c16_tp2_...`); a few rows' do not
+    (`..._4000x1000_c_tp8_0_...`)."""
+    return "_c_" in run_id
+
+
 def score(held, prof) -> tuple[list[dict], dict]:
     rows = []
     for r in held:
@@ -92,8 +109,10 @@ def score(held, prof) -> tuple[list[dict], dict]:
                         f"{m}_in_80": bool(a[k] * np.exp(lo) <= meas <= a[k] * np.exp(hi))})
         rows.append(row)
     by = {}
-    for g in sorted({r["group"] for r in rows}) + ["all"]:
-        sub = [r for r in rows if g in ("all", r["group"])]
+    odd = any(no_concurrency_in_id(r["run_id"]) for r in rows)
+    for g in sorted({r["group"] for r in rows}) + ["all"] + (["all, ids naming a concurrency"] if odd else []):
+        sub = [r for r in rows if g in ("all", r["group"])
+               or (g.startswith("all,") and not no_concurrency_in_id(r["run_id"]))]
         s = {"held_out_runs": len(sub)}
         for m in ("ttft", "tpot"):
             meas = [r[f"{m}_meas_s"] for r in sub]
@@ -176,40 +195,32 @@ def tables(joint: bool) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--fraction", type=float, default=0.3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-speed", action="store_true", help="skip the 20-run timing")
-    ap.add_argument("--tables", action="store_true", help="also the operator-table calibration")
-    ap.add_argument("--tables-joint", action="store_true", help="with --tables: the joint fit too")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
-    a = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    runs = [r for r in load_runs(shared_dir() / CSV, "aic-silicon") if r.deployment.mode == "colocated"]
-    fit, held = split(runs, a.fraction, a.seed)
-    fits = fit_runs(fit, held_out=True, log=lambda m: print(m, flush=True))
-    prof = profile_of(fits, source=f"benchmarks/calibrate_runs.py: seed {a.seed} {a.fraction:.0%} of {CSV}")
+def calibrate_file(name: str, fraction: float, seed: int) -> tuple[dict, list, list]:
+    """Fit a seed-fixed `fraction` of one file's colocated runs and score the rest (module doc)."""
+    csv = CSVS[name]
+    runs = [r for r in load_runs(shared_dir() / csv, "aic-silicon") if r.deployment.mode == "colocated"]
+    fit, held = split(runs, fraction, seed)
+    fits = fit_runs(fit, held_out=True, log=lambda m: print(f"[{name}] {m}", flush=True))
+    prof = profile_of(fits, source=f"benchmarks/calibrate_runs.py: seed {seed} {fraction:.0%} of {csv}")
     rows, by = score(held, prof)
-    doc = {"csv": CSV, "colocated_runs": len(runs), "fitted_runs": len(fit), "held_out_runs": len(held),
-           "fraction": a.fraction, "seed": a.seed, "targets": TARGETS, "by_group": by,
-           "fits": [f.summary() for f in fits], "breakdown": breakdown(rows), "held_out": rows}
-    if not a.no_speed or a.tables:
-        if hasattr(os, "sched_setaffinity"):  # one core, for the timings
-            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    if not a.no_speed:
-        doc["speed_20_runs"] = speed(fit)
-    if a.tables:
-        doc["tables"] = tables(a.tables_joint)
-    doc["wall_s"] = time.perf_counter() - t0
-    print(f"\n{'group':28} {'fit':>4} {'held':>4}  {'TTFT before':>11} {'after':>6} {'cov80':>6}  "
-          f"{'TPOT before':>11} {'after':>6} {'cov80':>6}")
-    nfit = {}
+    nfit: dict[str, int] = {}
     for r in fit:
         nfit[group_of(r)] = nfit.get(group_of(r), 0) + 1
-    for g, s in by.items():
-        n = sum(nfit.values()) if g == "all" else nfit.get(g, 0)
-        print(f"{g:28} {n:4d} {s['held_out_runs']:4d}  {s['ttft']['before']:11.1%} "
+    doc = {"csv": csv, "colocated_runs": len(runs), "fitted_runs": len(fit), "held_out_runs": len(held),
+           "fitted_per_group": nfit, "fraction": fraction, "seed": seed, "targets": TARGETS,
+           "by_group": by, "fits": [f.summary() for f in fits], "breakdown": breakdown(rows),
+           "held_out": rows}
+    return doc, fit, fits
+
+
+def report(name: str, doc: dict, fits: list) -> None:
+    print(f"\n{name}: {doc['csv']}")
+    print(f"{'group':34} {'fit':>4} {'held':>4}  {'TTFT before':>11} {'after':>6} {'cov80':>6}  "
+          f"{'TPOT before':>11} {'after':>6} {'cov80':>6}")
+    nfit = doc["fitted_per_group"]
+    for g, s in doc["by_group"].items():
+        n = sum(nfit.values()) if g.startswith("all") else nfit.get(g, 0)
+        print(f"{g:34} {n:4d} {s['held_out_runs']:4d}  {s['ttft']['before']:11.1%} "
               f"{s['ttft']['after']:6.1%} {s['ttft']['coverage_80']:6.0%}  {s['tpot']['before']:11.1%} "
               f"{s['tpot']['after']:6.1%} {s['tpot']['coverage_80']:6.0%}")
     for key, groups in doc["breakdown"].items():
@@ -222,6 +233,38 @@ def main(argv=None) -> int:
             print(f.rejected)
         print(f"{f.gpu}: fitted {', '.join(f'{k}={v:.4g}' for k, v in f.summary()['fitted'].items())}; "
               f"80% interval (log) {f.interval}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=",".join(CSVS), help=f"comma-separated, of {', '.join(CSVS)}")
+    ap.add_argument("--fraction", type=float, default=0.3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-speed", action="store_true", help="skip the 20-run timing")
+    ap.add_argument("--tables", action="store_true", help="also the operator-table calibration")
+    ap.add_argument("--tables-joint", action="store_true", help="with --tables: the joint fit too")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    a = ap.parse_args(argv)
+    names = [n.strip() for n in a.data.split(",") if n.strip()]
+    bad = [n for n in names if n not in CSVS]
+    if bad or not names:
+        ap.error(f"--data {a.data!r}; expected a comma-separated list of {', '.join(CSVS)}")
+    t0 = time.perf_counter()
+    docs, fitted, fits = {}, {}, {}
+    for n in names:
+        docs[n], fitted[n], fits[n] = calibrate_file(n, a.fraction, a.seed)
+    head = "sglang" if "sglang" in docs else names[0]
+    doc = {**docs[head], "datasets": {n: d for n, d in docs.items() if n != head}}
+    if not a.no_speed or a.tables:
+        if hasattr(os, "sched_setaffinity"):  # one core, for the timings
+            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    if not a.no_speed:
+        doc["speed_20_runs"] = speed(fitted[head])
+    if a.tables:
+        doc["tables"] = tables(a.tables_joint)
+    doc["wall_s"] = time.perf_counter() - t0
+    for n in names:
+        report(n, docs[n], fits[n])
     if "speed_20_runs" in doc:
         s = doc["speed_20_runs"]
         print(f"calibration from {s['runs']} runs: {s['wall_s']:.1f} s on one core ({s['rounds']} rounds)")
