@@ -151,6 +151,7 @@ class CostModel(MoELayers):
         self._logit_cache: dict[int, float] = {}  # n_logits -> LM head, gather, sampler
         self._comm_cache: dict[tuple[int, int], float] = {}  # (T, n_logits) -> collectives
         self._mla_proj_cache: dict = {}  # T (and kv_b / absorb keys) -> MLA GEMM times of one layer
+        self._mla_dec_cache: dict = {}  # (decodes, context, query tokens) -> MLA decode time
         self._gemm_memo: dict[tuple[int, int, int, str], float] = {}  # _dtype_gemm results
         self._grid_memo = grid_memo(self.gpu, self.eff)  # shared: costmodel/moe_layer.py
         self._moe_cache: dict[tuple[int, int], float] = {}  # (T rank, T all) -> MoE ops, all layers

@@ -136,16 +136,21 @@ def _stats(counts: np.ndarray, everyone: np.ndarray) -> tuple:
 
 def _balanced_counts(t: int, e: int, k: int) -> np.ndarray:
     """Tokens per expert of AIConfigurator's balanced pattern (expert i + j * ceil(E / k) for
-    token i; spread evenly over the first stride of experts when there are fewer tokens)."""
+    token i; spread evenly over the first stride of experts when there are fewer tokens).
+
+    In closed form: token i picks base_i + d (mod E) for each distinct offset d = j * stride
+    mod E (a token counts once per expert: the collector one-hot-sums its picks, so offsets
+    that coincide mod E count once). With t >= stride the bases are 0..t-1, which put
+    t // E + (x < t % E) tokens on residue x; each offset shifts that by d."""
     stride = -(-e // k)
-    i = np.arange(t, dtype=np.float64)[:, None]
-    j = np.arange(k, dtype=np.float64)[None, :]
-    base = i if t >= stride else np.floor(i * stride / t)
-    ids = ((base + j * stride) % e).astype(np.int64)
-    # a token counts once per expert (the collector one-hot-sums its picks)
-    per_tok = np.sort(ids, axis=1)
-    dup = np.concatenate([np.zeros((t, 1), bool), per_tok[:, 1:] == per_tok[:, :-1]], axis=1)
-    return np.bincount(per_tok[~dup], minlength=e)
+    offsets = sorted({(j * stride) % e for j in range(k)})
+    if t >= stride:
+        q, r = divmod(t, e)
+        base = np.full(e, q, dtype=np.int64)
+        base[:r] += 1
+    else:
+        base = np.bincount((np.arange(t) * stride) // t, minlength=e).astype(np.int64)
+    return sum(np.roll(base, d) for d in offsets)
 
 
 def _fill(vals: np.ndarray, units: int, cap: int) -> np.ndarray:

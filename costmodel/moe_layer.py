@@ -252,13 +252,20 @@ class MoELayers:
             t_pre = proj * share + up
             t_pre += at.prefill_attn_batch_time_s(prefill, nh, nh, m.qk_nope_head_dim + rope, g, e, 2.0)
         if n_decode:
-            dt = self.part_dtype["attn"]
-            t_dec = mla_decode_time_s(
-                batch=n_decode, context_len=max(1, round(ctx_sum / n_decode) - q), num_heads=nh,
-                gpu=g, eff=e, hidden=m.hidden_size, q_lora_rank=m.q_lora_rank, kv_lora_rank=r,
-                qk_nope_dim=m.qk_nope_head_dim, qk_rope_dim=rope, v_head_dim=m.v_head_dim,
-                precision="fp8_block" if dt == "fp8_block" else "bf16", kv_dtype=self.kv_dtype,
-                q_tokens=q)
+            ctx_len = max(1, round(ctx_sum / n_decode) - q)
+            dec = self._mla_dec_cache  # its own: the KV dtype changes it (sim/engine.py shares
+            key = (n_decode, ctx_len, q)  # the projection cache across KV dtypes)
+            if len(dec) > 200_000:
+                dec.clear()
+            t_dec = dec.get(key)
+            if t_dec is None:
+                dt = self.part_dtype["attn"]
+                t_dec = dec[key] = mla_decode_time_s(
+                    batch=n_decode, context_len=ctx_len, num_heads=nh,
+                    gpu=g, eff=e, hidden=m.hidden_size, q_lora_rank=m.q_lora_rank, kv_lora_rank=r,
+                    qk_nope_dim=m.qk_nope_head_dim, qk_rope_dim=rope, v_head_dim=m.v_head_dim,
+                    precision="fp8_block" if dt == "fp8_block" else "bf16", kv_dtype=self.kv_dtype,
+                    q_tokens=q)
         return t_pre, t_dec
 
     # --- sliding-window attention ------------------------------------------------------------

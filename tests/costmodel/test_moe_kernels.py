@@ -38,6 +38,28 @@ def test_balanced_routing_by_hand():
     assert moe_routing_stats(num_tokens=8, num_experts=8, topk=2).rows == 16.0
 
 
+def _balanced_counts_by_token(t, e, k):
+    """The pattern token by token: ids (base_i + j * stride) % E, each expert once per token."""
+    stride = -(-e // k)
+    counts = np.zeros(e, dtype=np.int64)
+    for i in range(t):
+        base = i if t >= stride else (i * stride) // t
+        for x in {(base + j * stride) % e for j in range(k)}:
+            counts[x] += 1
+    return counts
+
+
+def test_balanced_counts_closed_form_matches_token_by_token():
+    from costmodel.moe_kernels import _balanced_counts
+
+    shapes = [(t, e, k) for e, k in ((8, 2), (6, 4), (10, 4), (128, 8), (256, 8), (60, 7), (32, 32))
+              for t in (1, 2, 3, 5, 7, 31, 32, 33, 64, 100, 257, 1000)]
+    for t, e, k in shapes:
+        got, want = _balanced_counts(t, e, k), _balanced_counts_by_token(t, e, k)
+        assert np.array_equal(got, want), (t, e, k, got, want)
+    assert len(shapes) == 84
+
+
 def _fill_slow(v, units, cap):
     v = v.copy()
     for _ in range(abs(units)):
