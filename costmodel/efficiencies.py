@@ -79,6 +79,13 @@ class Efficiencies:
       after the step it would have joined has started; benchmarks/e2e_accuracy.py gives the
       same TTFT error (within 0.1 points) for any value from 0.5 to 5 ms, and a very different
       one at 0 (benchmarks/RESULTS.md, 2026-12-04).
+    - `frontend_stream_s`: the API server's time per streamed chunk (one per request that
+      produced tokens in a step: detokenise, frame, send), one chunk after another
+      (`sim/replica.py` `delivered`). 0 (off) until runs inform it: `sim/runs/fit.py` fits it by
+      full replays. It matters where a step's chunks take longer than the step: AIConfigurator's
+      SGLang runs of Llama-3.1-8B on H200 stop gaining output tokens/s past ~20k at TP 4 and 8
+      while their GPUs idle; the fit puts 60 us per chunk there (benchmarks/RESULTS.md,
+      2026-12-05 afternoon).
     """
 
     gemm_compute_eff: float = 0.74
@@ -135,6 +142,9 @@ class Efficiencies:
     # tokenisation, the hop to the engine process), one request at a time: sim/cluster.py
     frontend_s: float = 1e-3
     frontend_per_token_s: float = 0.0  # ... and per prompt token
+    # ... and per streamed chunk on the way out (one per running request per step, the
+    # detokenised tokens it sends the client), one at a time: 0 = not modelled
+    frontend_stream_s: float = 0.0
     # the engine's own kernel speed against this model, one factor each for the GPU time of
     # prefill work and of decode work (1 = as modelled); set by calibrating from engine runs
     # (sim/runs/fit.py), never by operator tables
@@ -311,6 +321,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "host_per_seq_s": (0.0, 1e-3),
     "frontend_s": (0.0, 50e-3),
     "frontend_per_token_s": (0.0, 50e-6),
+    "frontend_stream_s": (0.0, 1e-3),
     "prefill_time_scale": (0.2, 5.0),
     "decode_time_scale": (0.2, 5.0),
     **{f"moe_{f}_{n}": b for f in ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "marlin_mxfp4", "oai")

@@ -81,8 +81,15 @@ class Cluster:
         self.preempt_count[rid] += 1
 
     def on_finish(self, rid: int, now: float, replica) -> None:
+        """`now`: when the client sees the last token (after the engine's step when the API
+        server is behind with its streamed chunks; the engine has already freed the request)."""
         self.finish_s[rid] = now
         self.finish_replica[rid] = replica.idx
+        late = now - self.env.now
+        if late > 0.0:
+            ev = self.env.timeout(late)
+            ev.callbacks.append(lambda _ev, now=now: self._leave(now))
+            return
         self._leave(now)
 
     def _leave(self, now: float) -> None:

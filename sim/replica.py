@@ -80,6 +80,7 @@ class Replica(Scheduler):
         self.order = 0
         self.outstanding = 0  # router's load: prompt + output tokens not yet processed
         self.frontend_free_at = 0.0  # when the API server is done with the requests it holds
+        self.stream_free_at = 0.0  # when the API server has sent every chunk handed to it
         self.busy_s = 0.0
         self.iterations = 0
         self.preemptions = 0
@@ -96,6 +97,16 @@ class Replica(Scheduler):
         """API-server time of one request of `prompt` tokens before the engine sees it."""
         e = self.cm.eff
         return e.frontend_s + e.frontend_per_token_s * prompt
+
+    def delivered(self, now: float, chunks: int) -> float:
+        """When the client sees a step's output: the API server sends one chunk per request
+        that produced tokens, one after another, after the chunks it already holds."""
+        s = self.cm.eff.frontend_stream_s
+        if s <= 0.0 or chunks <= 0:
+            return now
+        t = max(now, self.stream_free_at) + chunks * s
+        self.stream_free_at = t
+        return t
 
     def submit(self, rid: int) -> None:
         self.waiting.append(rid)
@@ -175,6 +186,7 @@ class Replica(Scheduler):
 
     def _fast_complete(self) -> None:
         n, D, cl = self._fast_n, self.D, self.cl
+        seen = self.delivered(self.env.now, n)
         cl.spec_seq_steps += n
         cl.spec_tokens += n
         cl.tokens_out += n
@@ -186,12 +198,11 @@ class Replica(Scheduler):
         if rem.min() > 0:
             return
         rows = np.flatnonzero(rem <= 0)
-        now = self.env.now
         for r in rows.tolist():
             rid = int(D[RID, r])
             pinned, keys = self.keys.pop(rid, ((), None))
             self._release(self._held(r), pinned, keys, rid, int(D[COMP, r]))
-            cl.on_finish(rid, now, self)
+            cl.on_finish(rid, seen, self)
         self._remove_rows(rows)
 
     def _run_pipelined(self):
@@ -262,8 +273,10 @@ class Replica(Scheduler):
             self._mark_busy(batch, False)
         for p in batch.prefills:
             p.busy = False
+        firsts = sum(1 for p, c in zip(batch.prefills, batch.chunks, strict=True) if p.computed + c >= p.target)
+        seen = self.delivered(now, batch.n_dec + firsts)
         if batch.n_dec:
-            self._complete_decodes(batch, now)
+            self._complete_decodes(batch, seen)
         for p, c in zip(batch.prefills, batch.chunks, strict=True):
             p.computed += c
             if not p.recompute:
@@ -273,12 +286,12 @@ class Replica(Scheduler):
             self.prefilling.remove(p)
             p.gen += 1
             self.outstanding -= 1
-            cl.on_first_token(p.rid, now)
+            cl.on_first_token(p.rid, seen)
             if p.keys is not None and self.cache is not None:
                 self._publish(p)
             if p.gen >= p.out:
                 self._release(p.held, p.pinned, p.keys, p.rid, p.computed)
-                cl.on_finish(p.rid, now, self)
+                cl.on_finish(p.rid, seen, self)
             elif self.cfg.role == "prefill":
                 cl.handoff(self, p)
             else:

@@ -3,15 +3,21 @@ from runs the fit did not see.
 
 Parameters (`ENGINE_PARAMS`, per GPU): host time per iteration and per sequence, the TP
 collectives' latency and bandwidth efficiency inside a node (and across nodes when a run
-spans them), and one kernel-speed scale each for prefill and decode GPU work. Operator tables
-and `serveplan validate` set the kernel parameters; these say how the engine runs them.
+spans them), one kernel-speed scale each for prefill and decode GPU work, and the API
+server's time per streamed chunk (`frontend_stream_s`). Operator tables and `serveplan
+validate` set the kernel parameters; these say how the engine runs them.
 
 The fit minimises the log error of each run's measured means (and percentiles when the file
 has them) with a weak pull towards the starting values (moving a parameter by a factor e costs
 as much as every metric being off by `PRIOR`). It alternates full replays and a surrogate
 (`sim.runs.surrogate`): replay every run at the current estimate recording its iterations,
 fit on the re-timed recordings, repeat until the estimate stops moving (at most `OUTER`
-rounds). The errors it reports come from full replays, before and after. A parameter that no
+rounds). The API server's chunk time moves when clients see tokens, not the engine's
+iterations, so the surrogate cannot re-time it: it is fitted by full replays over a grid
+(`STREAM_GRID_S`), once after the surrogate rounds (then one more round when it moved) and
+once before them; the chunk time and the kernel scales can trade for each other (both lengthen
+TTFT), so of the two orders the one whose full replays fit the runs better is kept. The errors
+it reports come from full replays, before and after. A parameter that no
 run's prediction responds to (all runs at TP 1 say nothing of the collectives) is not fitted:
 it keeps its starting value, and the result says so. The loss is robust (soft L1 on the log
 errors): a few runs that the engine parameters cannot describe do not drag every parameter.
@@ -46,7 +52,11 @@ from sim.runs.surrogate import RunSurrogate
 from sim.runs.types import MeasuredRun
 
 ENGINE_PARAMS = ("host_overhead_s", "host_per_seq_s", "prefill_time_scale", "decode_time_scale",
-                 "comm_latency_s", "comm_bw_eff")
+                 "comm_latency_s", "comm_bw_eff", "frontend_stream_s")
+# parameters the surrogate cannot re-time (they move events outside the engine's iterations):
+# fitted by full replays over a grid, before the surrogate rounds
+REPLAY_PARAMS = ("frontend_stream_s",)
+STREAM_GRID_S = (0.0, 10e-6, 20e-6, 30e-6, 40e-6, 50e-6, 60e-6, 80e-6, 120e-6, 200e-6)
 INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
 PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor e is worth
 # robust loss: log errors past ~10% weigh less than squared, so a few runs whose error comes from
@@ -205,29 +215,21 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
     unknown = [n for n in names if n not in PARAM_BOUNDS]
     if unknown:
         raise ServePlanError(f"parameters {unknown}; known: {', '.join(PARAM_BOUNDS)}")
-    est, before, informed = start, None, None
-    surr: list[RunSurrogate] = []
-    done = 0
-    for k in range(max(1, rounds)):
-        prof = _profile(gpu, est, calibration)
-        surr, preds = [], []
-        for r in runs:
-            res, p = _replay(r, prof, record=True)
-            surr.append(RunSurrogate(r, res, _cost_models(r, prof), est))
-            preds.append(p)
-        if before is None:
-            before = preds
-            informed = _informed(surr, est, names)
-            say(f"{gpu}: {len(runs)} runs replayed; fitting {', '.join(informed) or 'nothing'}")
-        new = _solve(surr, est, informed, start)
-        done = k + 1
-        step = max((abs(np.log(getattr(new, n) / getattr(est, n))) for n in informed), default=0.0)
-        est = new
-        say(f"{gpu}: round {done}, largest parameter change {step:.3f} (log)")
-        if step < 0.02:
-            break
-    prof = _profile(gpu, est, calibration)
-    after = [_replay(r, prof, record=False)[1] for r in runs]
+    stream = "frontend_stream_s" in names
+    names = [n for n in names if n not in REPLAY_PARAMS]
+    est, informed, surr, done, before = _search(gpu, runs, calibration, start, names, rounds, stream,
+                                                False, None, say)
+    after = _replays(gpu, runs, est, calibration)
+    if "frontend_stream_s" in informed:
+        # the chunk time and the kernel scales can trade for each other (both lengthen TTFT):
+        # the order in which they are fitted picks the optimum, so try both and keep the one
+        # whose full replays fit the runs better (the fitted runs only)
+        alt = _search(gpu, runs, calibration, start, names, rounds, True, True, before, say)
+        alt_after = _replays(gpu, runs, alt[0], calibration)
+        la, lb = _robust_loss(after, runs), _robust_loss(alt_after, runs)
+        say(f"{gpu}: chunk time fitted after the scales: loss {la:.3g}; before them: {lb:.3g}")
+        if lb < la:
+            (est, informed, surr, done, _), after = alt, alt_after
     rejected = ""
     j0, j1 = _objective(before, runs), _objective(after, runs)
     worse = [m for m in j0 if j1.get(m, 0.0) > j0[m] + WORSE_TOL]
@@ -248,14 +250,95 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
             for row in rows:
                 row.held_out = dict(row.before)
         else:
-            _held_out(rows, surr, est, informed, start)
+            _held_out(rows, surr, est, [n for n in informed if n not in REPLAY_PARAMS], start)
         for m in ("ttft", "tpot"):
             e = [np.log(r.run.measured[f"{m}_mean_s"] / r.held_out[f"{m}_mean_s"]) for r in rows
                  if f"{m}_mean_s" in r.held_out and f"{m}_mean_s" in r.run.measured]
             if e:
                 interval[m] = held_out_interval(e)
-    return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in names if n not in informed),
+    every = names + [n for n in REPLAY_PARAMS if n in (params or ENGINE_PARAMS)]
+    return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in every if n not in informed),
                    rows, interval, done, time.perf_counter() - t0, rejected)
+
+
+def _replays(gpu, runs, est: Efficiencies, calibration) -> list[dict]:
+    prof = _profile(gpu, est, calibration)
+    return [_replay(r, prof, record=False)[1] for r in runs]
+
+
+def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], rounds: int,
+            stream: bool, stream_first: bool, before, say):
+    """Replay-and-fit rounds from `start` over `names` on the surrogates; with `stream`, the
+    API server's chunk time by full replays too, before the rounds or after them (then one
+    more round when it moved). Returns (estimate, informed names, last surrogates, rounds,
+    the replays at `start`)."""
+    est, informed, surr, done = start, [], [], 0
+    head: list[str] = []
+    if stream and stream_first:
+        stream = False
+        est, inf = _fit_stream(gpu, runs, est, calibration, say)
+        head = ["frontend_stream_s"] if inf else []
+    k = 0
+    while k < max(1, rounds):
+        prof = _profile(gpu, est, calibration)
+        surr, preds = [], []
+        for r in runs:
+            res, p = _replay(r, prof, record=True)
+            surr.append(RunSurrogate(r, res, _cost_models(r, prof), est))
+            preds.append(p)
+        if k == 0:
+            before = preds if before is None else before
+            informed = head + _informed(surr, est, names)
+            say(f"{gpu}: {len(runs)} runs replayed; fitting {', '.join(informed) or 'nothing'}")
+        new = _solve(surr, est, [n for n in informed if n not in REPLAY_PARAMS], start)
+        k = done = k + 1
+        step = max((abs(np.log(getattr(new, n) / getattr(est, n))) for n in informed
+                    if n not in REPLAY_PARAMS), default=0.0)
+        est = new
+        say(f"{gpu}: round {done}, largest parameter change {step:.3f} (log)")
+        if step >= 0.02 and k < rounds:
+            continue
+        if stream:  # then the API server's chunk time at those values, and one more round
+            stream = False
+            was = est.frontend_stream_s
+            est, inf = _fit_stream(gpu, runs, est, calibration, say)
+            informed = (["frontend_stream_s"] if inf else []) + informed
+            if est.frontend_stream_s != was:
+                rounds = max(rounds, k + 1)
+                continue
+        break
+    return est, informed, surr, done, before
+
+
+def _robust_loss(preds: list[dict], runs: list[MeasuredRun]) -> float:
+    """The surrogate fit's loss (soft L1 on the log errors, scale F_SCALE) over full replays."""
+    r = _residuals(preds, runs) / F_SCALE
+    return float(np.sum(2.0 * (np.sqrt(1.0 + r * r) - 1.0)))
+
+
+def _fit_stream(gpu, runs, est: Efficiencies, calibration, say) -> tuple[Efficiencies, bool]:
+    """`frontend_stream_s` by full replays over STREAM_GRID_S, the other parameters held at
+    `est` (the API server's queue of streamed chunks moves when clients see tokens, which
+    re-timing recorded iterations cannot follow). Informed when its largest value moves some
+    run's prediction by 1% or more (the flag returned)."""
+    def preds_at(v):
+        prof = _profile(gpu, replace(est, frontend_stream_s=v), calibration)
+        return [_replay(r, prof, record=False)[1] for r in runs]
+
+    base = preds_at(est.frontend_stream_s)
+    top = preds_at(STREAM_GRID_S[-1])
+    moved = max((abs(np.log(b[k] / t[k])) for b, t in zip(base, top, strict=True) for k in b
+                 if b[k] > 0 and t.get(k, 0) > 0), default=0.0)
+    if moved < 0.01:
+        say(f"{gpu}: frontend_stream_s not informed (the runs' API servers never back up)")
+        return est, False
+    losses = {est.frontend_stream_s: _robust_loss(base, runs), STREAM_GRID_S[-1]: _robust_loss(top, runs)}
+    for v in STREAM_GRID_S[:-1]:
+        if v not in losses:
+            losses[v] = _robust_loss(preds_at(v), runs)
+    best = min(losses, key=lambda v: (losses[v], v))
+    say(f"{gpu}: frontend_stream_s {best * 1e6:.0f} us per streamed chunk (grid of {len(losses)} replays)")
+    return replace(est, frontend_stream_s=float(best)), True
 
 
 def held_out_interval(errors, q=INTERVAL) -> list[float]:

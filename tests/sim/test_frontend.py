@@ -70,3 +70,44 @@ def test_reissued_request_waits_for_the_step_already_started(toy_deployment, tin
     s3 = cm.step_time_s((), 1, 20)  # r1's first decode, started at t_fin without r2
     assert f.first_scheduled_s[2] == pytest.approx(t_fin + s3, rel=1e-12)
     assert f.ttft_s[2] > s3  # the step it missed is part of its TTFT
+
+
+def test_streamed_chunks_queue_at_the_api_server(toy_deployment, tiny_model, toy_gpu, trace_file):
+    # two 40-token prompts, 3 output tokens each, sent together; the API server sends one chunk
+    # per request that produced tokens in a step, `sc` each, one after another. sc is longer
+    # than a decode step, so the chunks back up: the client sees step k's tokens at
+    # d_k = max(engine end of step k, d_{k-1}) + 2 sc
+    probe = cm_with(tiny_model, toy_gpu, 0.0)
+    s1 = probe.step_time_s([(40, 0), (40, 0)])  # both prompts in one step
+    s2 = probe.step_time_s((), 2, 80)  # both decode at 40 cached tokens each
+    s3 = probe.step_time_s((), 2, 82)
+    sc = 2 * s2
+    cm = cm_with(tiny_model, toy_gpu, 0.0)
+    cm.eff = replace(cm.eff, frontend_stream_s=sc)
+    f = run(toy_deployment(), parse_workload(f"trace:{trace_file([(40, 3, 0.0), (40, 3, 0.0)])}"), cm, 2)
+    t1, t2, t3 = s1, s1 + s2, s1 + s2 + s3  # the engine's steps: chunks do not slow it
+    d1 = t1 + 2 * sc
+    d2 = max(t2, d1) + 2 * sc
+    d3 = max(t3, d2) + 2 * sc
+    assert f.first_token_s.tolist() == pytest.approx([d1, d1], rel=1e-12)
+    assert f.finish_s.tolist() == pytest.approx([d3, d3], rel=1e-12)
+    assert f.tpot_s.tolist() == pytest.approx([(d3 - d1) / 2] * 2, rel=1e-12)
+    assert d3 > t3 + sc  # the backlog, not the engine, sets the last token
+
+
+def test_closed_loop_client_sends_when_it_sees_the_last_chunk(toy_deployment, tiny_model, toy_gpu,
+                                                              trace_file):
+    # one client: r1 is sent when r0's last chunk reaches it, after the engine finished r0
+    rows = [(20, 2, 0.0), (20, 2, 0.0)]
+    wl = parse_workload(f"trace:{trace_file(rows)}", concurrency=1)
+    probe = cm_with(tiny_model, toy_gpu, 0.0)
+    s1, s2 = probe.step_time_s([(20, 0)]), probe.step_time_s((), 1, 20)
+    sc = 3 * s2
+    cm = cm_with(tiny_model, toy_gpu, 0.0)
+    cm.eff = replace(cm.eff, frontend_stream_s=sc)
+    f = run(toy_deployment(), wl, cm, 2)
+    d1 = s1 + sc
+    d2 = max(s1 + s2, d1) + sc
+    assert f.finish_s[0] == pytest.approx(d2, rel=1e-12)
+    assert f.arrival_s[1] == pytest.approx(d2, rel=1e-12)
+    assert f.first_token_s[1] == pytest.approx(d2 + s1 + sc, rel=1e-12)  # idle API server again

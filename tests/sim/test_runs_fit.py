@@ -108,3 +108,23 @@ def test_held_out_interval_takes_conformal_ranks():
     # wider than the plain sample quantiles, which under-cover unseen runs
     import numpy as np
     assert held_out_interval(e)[1] > np.quantile(e, 0.9)
+
+
+def test_fit_finds_the_api_servers_chunk_time_from_runs_that_back_it_up():
+    # a 1B model's decode step at 128 clients takes ~10 ms (mostly host time); 128 chunks of 120 us
+    # take 15 ms, so the API server, not the engine, paces what the clients see there; at 4
+    # clients it never backs up. Runs replayed with a known chunk time give it back (a grid
+    # point), and the decode scale stays where the runs put it.
+    truth = replace(default_efficiencies(GPU), frontend_stream_s=120e-6)
+    runs = []
+    for tp, isl, osl, c in [(1, 256, 32, 128), (1, 512, 32, 4), (1, 128, 24, 48)]:
+        r = _run(tp, isl, osl, c)
+        _, m = _replay(r, _profile(truth), record=False)
+        runs.append(replace(r, measured=m))
+    _, m0 = _replay(runs[0], _profile(default_efficiencies(GPU)), record=False)
+    assert runs[0].measured["tpot_mean_s"] > 1.2 * m0["tpot_mean_s"]  # it does back up
+    (f,) = fit_runs(runs, params=["frontend_stream_s", "decode_time_scale"], held_out=False, rounds=2)
+    assert "frontend_stream_s" in f.fitted and not f.rejected
+    assert f.params.frontend_stream_s == pytest.approx(120e-6, rel=1e-9)
+    assert f.params.decode_time_scale == pytest.approx(1.0, rel=0.05)
+    assert f.summary()["after"]["tpot"] < 0.01
