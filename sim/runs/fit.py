@@ -16,7 +16,9 @@ rounds). The API server's chunk time moves when clients see tokens, not the engi
 iterations, so the surrogate cannot re-time it: it is fitted by full replays over a grid
 (`STREAM_GRID_S`), once after the surrogate rounds (then one more round when it moved) and
 once before them; the chunk time and the kernel scales can trade for each other (both lengthen
-TTFT), so of the two orders the one whose full replays fit the runs better is kept. The errors
+TTFT), so of the two orders the one whose full replays fit the runs better is kept (a longer
+chunk time only when its loss is `STREAM_TOL` lower: every planned deployment's clients would
+wait on it). The errors
 it reports come from full replays, before and after. A parameter that no
 run's prediction responds to (all runs at TP 1 say nothing of the collectives) is not fitted:
 it keeps its starting value, and the result says so. The loss is robust (soft L1 on the log
@@ -56,6 +58,7 @@ ENGINE_PARAMS = ("host_overhead_s", "host_per_seq_s", "prefill_time_scale", "dec
 # parameters the surrogate cannot re-time (they move events outside the engine's iterations):
 # fitted by full replays over a grid, before the surrogate rounds
 REPLAY_PARAMS = ("frontend_stream_s",)
+STREAM_TOL = 0.01  # relative loss a longer chunk time must gain over a shorter one
 STREAM_GRID_S = (0.0, 10e-6, 20e-6, 30e-6, 40e-6, 50e-6, 60e-6, 80e-6, 120e-6, 200e-6)
 INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
 PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor e is worth
@@ -228,7 +231,8 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         alt_after = _replays(gpu, runs, alt[0], calibration)
         la, lb = _robust_loss(after, runs), _robust_loss(alt_after, runs)
         say(f"{gpu}: chunk time fitted after the scales: loss {la:.3g}; before them: {lb:.3g}")
-        if lb < la:
+        longer = alt[0].frontend_stream_s > est.frontend_stream_s
+        if lb < la * (1 - STREAM_TOL) if longer else lb < la:  # a longer chunk time must earn it
             (est, informed, surr, done, _), after = alt, alt_after
     rejected = ""
     j0, j1 = _objective(before, runs), _objective(after, runs)
@@ -336,7 +340,10 @@ def _fit_stream(gpu, runs, est: Efficiencies, calibration, say) -> tuple[Efficie
     for v in STREAM_GRID_S[:-1]:
         if v not in losses:
             losses[v] = _robust_loss(preds_at(v), runs)
-    best = min(losses, key=lambda v: (losses[v], v))
+    # the shortest chunk time within STREAM_TOL of the best loss: a value the runs barely
+    # prefer would still slow every planned deployment's clients
+    low = min(losses.values())
+    best = min(v for v, loss in losses.items() if loss <= low * (1 + STREAM_TOL) + 1e-12)
     say(f"{gpu}: frontend_stream_s {best * 1e6:.0f} us per streamed chunk (grid of {len(losses)} replays)")
     return replace(est, frontend_stream_s=float(best)), True
 
@@ -405,6 +412,8 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         for n in f.fitted:
             lo, hi = PARAM_BOUNDS[n]
             v = getattr(f.params, n)
+            if n in REPLAY_PARAMS and v == 0.0:  # off: the runs' API servers never backed up
+                continue
             if v >= hi * (1 - 1e-3) or v <= max(lo, hi * 1e-4) * (1 + 1e-3):
                 prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at its bound [{lo:g}, {hi:g}]: the "
                                      "runs ask for more than it can give, so part of their error "
