@@ -179,6 +179,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
     ranked = rank(options, req.objective, req.load, feasible, req.fleet, prices)
     slo_ok = ranked[0].goodput > 0
     found = None
+    promoted_note = ""
     # past the time limit only the winner's own operating point is simulated: no trials of the
     # cheapest sizing, no runners-up
     late = verifier.expired
@@ -200,6 +201,21 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         runs = operate(req, [win] + alt_opts, verifier, prices,
                        [feasible and slo_ok] + [feasible and o.goodput > 0 for o in alt_opts],
                        progress)
+        if req.load is None and slo_ok and not runs[0][3] and not verifier.expired:
+            promoted = _carried_instead(req, alt_opts, runs[0], verifier, prices, progress)
+            if promoted is not None:
+                lost_dep, _, lost_load, _ = runs[0]
+                promoted_note = (
+                    f"; the {win.mode} unit {win.label()} verified more per GPU alone, but its "
+                    f"deployment on {lost_dep.num_gpus} GPU(s) missed the SLO down to "
+                    f"{lost_load / lost_dep.num_gpus:.3g} {req.load_unit} per GPU, which this one meets")
+                win, first = promoted
+                ranked.remove(win)
+                ranked.insert(0, win)
+                alt_opts = _alternatives(ranked)
+                runs = [first] + operate(req, alt_opts, verifier, prices,
+                                         [o.goodput > 0 for o in alt_opts], progress,
+                                         repair_first=False)
     dep, m, op_load, met = runs[0]
     binding = None
     if not slo_ok:
@@ -223,7 +239,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
     why = {
         "objective": _objective_text(req, feasible),
         "winner": {"mode": win.mode, "unit": win.label(), "bound_by": win.bound_by(req.slo),
-                   "summary": _why_won(win, req, dep, op_load, met)},
+                   "summary": _why_won(win, req, dep, op_load, met) + promoted_note},
         "alternatives": [{"mode": a.mode, "unit": a.capacity["unit"], "why": a.why} for a in alts],
         "pruned": dict(pruned.counts),
         "pruned_examples": pruned.memory_examples,
@@ -260,6 +276,25 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         feasible=feasible, binding=binding, uncertainty=_uncertainty(cal, dep, win, m),
         notes=tuple(notes),
     )
+
+
+def _carried_instead(req: PlanInputs, alts: list[Option], failed: tuple, verifier: Verifier,
+                     prices, progress=None):
+    """With no target, the winner's fleet-sized deployment missed the SLO at every load it was
+    backed off to (its units do not add up: uneven routing, a pool that binds as it grows).
+    A runner-up whose own fleet-sized deployment meets the SLO at a load per GPU at least the
+    last one the winner failed at carries more than the winner can: it wins instead. Returns
+    (option, its operate() row) or None."""
+    dep, _, load, _ = failed
+    floor = load / max(dep.num_gpus, 1)
+    for o in alts:
+        if o.goodput <= 0 or verifier.expired:
+            continue
+        row = operate(req, [o], verifier, prices, [True], progress)[0]
+        adep, _, aload, amet = row
+        if amet and aload / max(adep.num_gpus, 1) >= floor:
+            return o, row
+    return None
 
 
 def _alternatives(ranked: list[Option]) -> list[Option]:
