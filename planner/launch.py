@@ -25,6 +25,10 @@ MoE replicas (`ep`, `dp` of the pool):
 - SGLang: `--tp` counts all tp x dp GPUs of the replica, `--dp dp --enable-dp-attention` splits
   attention into ranks, `--ep-size ep` (with `--moe-a2a-backend deepep` under DP attention);
   across nodes `--nnodes --node-rank --dist-init-addr`, one line per node.
+- A pool's `max_num_seqs` and token budget are per attention rank (what each rank's scheduler
+  gets, as the simulator runs it): vLLM's flags are per DP engine and are passed as they are;
+  SGLang divides `--max-running-requests` and `--chunked-prefill-size` by `--dp`, so its line
+  carries dp times the per-rank values.
 """
 
 from __future__ import annotations
@@ -121,8 +125,11 @@ def sglang_line(model: str, pool: PoolConfig, port: int = 30000) -> str:
     nodes, _ = _nodes(p)
     if nodes > 1 and (p.dp > 1 or p.ep > 1):  # MoE replicas over nodes (dense multi-node lines as before)
         parts.append(f"--nnodes {nodes} --node-rank 0 --dist-init-addr HEAD_IP:5000")
-    parts += [f"--max-running-requests {p.max_num_seqs}",
-              f"--chunked-prefill-size {p.chunk_size or p.max_num_batched_tokens}",
+    # a pool's seat and chunk limits are per attention rank; SGLang takes both for the whole
+    # DP group and divides them by --dp itself (each rank's scheduler gets
+    # max-running-requests // dp and chunked-prefill-size // dp; max-prefill-tokens is not divided)
+    parts += [f"--max-running-requests {p.max_num_seqs * p.dp}",
+              f"--chunked-prefill-size {(p.chunk_size or p.max_num_batched_tokens) * p.dp}",
               f"--max-prefill-tokens {p.max_num_batched_tokens}",
               f"--mem-fraction-static {p.gpu_memory_utilization:g}"]
     if p.kv_dtype == "fp8":

@@ -25,7 +25,7 @@ PP and without speculative decoding (what the simulator models).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from costmodel.errors import ServePlanError
 from costmodel.memory import memory_plan
@@ -113,6 +113,15 @@ class Pruned:
         if (reason == "memory" and example and len(self.memory_examples) < 3
                 and example not in self.memory_examples):
             self.memory_examples.append(example)
+
+    def merge(self, other: Pruned) -> None:
+        """Add what `other` pruned after what this one did (as if added one after another)."""
+        for reason, n in other.counts.items():
+            self.counts[reason] = self.counts.get(reason, 0) + n
+        self.largest_kv_tokens = max(self.largest_kv_tokens, other.largest_kv_tokens)
+        for ex in other.memory_examples:
+            if len(self.memory_examples) < 3 and ex not in self.memory_examples:
+                self.memory_examples.append(ex)
 
     @property
     def total(self) -> int:
@@ -250,19 +259,40 @@ def knobs_for(shape: Shape, space: SearchSpace, cons: Constraints) -> Knobs:
                      space.gpu_memory_utilizations)
     if shape.role == "decode":
         return Knobs((None,), space.max_num_seqs, specs, budgets, space.gpu_memory_utilizations)
-    return Knobs(space.max_num_batched_tokens, space.max_num_seqs, specs, budgets,
-                 space.gpu_memory_utilizations)
+    return Knobs(rank_token_budgets(space.max_num_batched_tokens, shape.dp), space.max_num_seqs,
+                 specs, budgets, space.gpu_memory_utilizations)
+
+
+MIN_RANK_TOKENS = 256  # the smallest per-rank token budget searched under attention DP
+
+
+def rank_token_budgets(budgets: tuple[int, ...], dp: int) -> tuple[int, ...]:
+    """Per-rank token budgets of a colocated replica with `dp` attention ranks: each of the
+    space's budgets split over the ranks (at least MIN_RANK_TOKENS), so that a step's MoE
+    layers see about as many tokens in all as one rank of a replica without DP. Each rank
+    schedules its own chunk (vLLM's `--max-num-batched-tokens` is per DP engine; SGLang divides
+    `--chunked-prefill-size` by `--dp` itself), and every MoE layer runs all ranks' tokens
+    together, so a rank prefilling the whole budget makes every rank's decodes wait for
+    dp x budget tokens of experts."""
+    if dp <= 1:
+        return budgets
+    return tuple(sorted({max(MIN_RANK_TOKENS, b // dp) for b in budgets}))
 
 
 def make_pool(shape: Shape, mbt: int | None, mns: int | None, spec: SpecConfig,
               budget: int | None, util: float, price: float | None = None) -> PoolConfig:
-    """A resolved one-replica PoolConfig (chunk size = the token budget)."""
-    return PoolConfig(
+    """A resolved one-replica PoolConfig (chunk size = the token budget). vLLM refuses a token
+    budget below `max_num_seqs`, so the sequence cap comes down to the budget where it is
+    above it (only small per-rank budgets under attention DP reach this)."""
+    pool = PoolConfig(
         role=shape.role, gpu=shape.gpu, tp=shape.tp, pp=shape.pp, ep=shape.ep, dp=shape.dp, replicas=1,
         precision=shape.precision, max_num_seqs=mns, max_num_batched_tokens=mbt,
         chunk_size=mbt, kv_dtype=shape.kv_dtype, gpu_memory_utilization=util,
         kv_budget_tokens=budget, gpu_price_per_hour_usd=price, spec=spec,
     ).resolved()
+    if pool.max_num_seqs > pool.max_num_batched_tokens:
+        pool = replace(pool, max_num_seqs=pool.max_num_batched_tokens)
+    return pool
 
 
 def all_pools(shape: Shape, knobs: Knobs, price: float | None = None) -> list[PoolConfig]:

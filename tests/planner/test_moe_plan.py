@@ -10,7 +10,7 @@ from planner import plan
 from planner.launch import launch_lines
 from planner.space import moe_layouts
 from sim import SLO, Deployment, parse_workload, simulate
-from sim.deployment import PoolConfig
+from sim.deployment import PoolConfig, SpecConfig
 
 
 def test_layouts_searched():
@@ -21,6 +21,24 @@ def test_layouts_searched():
     assert moe_layouts(ds, 4, 2, (1, 2, 4, 8), 16) == [(1, 1), (4, 1)]  # no DP with PP
     # Mixtral's 8 experts: EP over 16 GPUs would leave GPUs without an expert
     assert moe_layouts(MODEL_PRESETS["mixtral-8x7b"], 4, 1, (1, 2, 4), 16) == [(1, 1), (4, 1), (8, 2)]
+
+
+def test_dp_ranks_search_split_token_budgets():
+    from planner.space import Constraints, SearchSpace, Shape, knobs_for, make_pool, rank_token_budgets
+
+    assert rank_token_budgets((2048, 4096, 8192), 1) == (2048, 4096, 8192)
+    assert rank_token_budgets((2048, 4096, 8192), 4) == (512, 1024, 2048)
+    assert rank_token_budgets((2048, 4096, 8192), 16) == (256, 512)  # floor 256, deduplicated
+    space, cons = SearchSpace(), Constraints(precisions=("auto",))
+    dp4 = Shape("colocated", "h200-sxm", 2, 1, "auto", "bf16", ep=8, dp=4)
+    assert knobs_for(dp4, space, cons).max_num_batched_tokens == (512, 1024, 2048)
+    # prefill and decode pools keep their own budgets
+    assert knobs_for(Shape("prefill", "h200-sxm", 2, 1, "auto", "bf16", ep=8, dp=4), space,
+                     cons).max_num_batched_tokens == space.prefill_batched_tokens
+    # vLLM refuses a token budget below max_num_seqs: the seat cap comes down to the budget
+    pool = make_pool(dp4, 512, None, SpecConfig(), None, 0.9)
+    assert pool.max_num_batched_tokens == 512 and pool.max_num_seqs == 512
+    assert make_pool(dp4, 512, 128, SpecConfig(), None, 0.9).max_num_seqs == 128
 
 
 def _pool(role="colocated", **kw):
@@ -35,6 +53,10 @@ def test_launch_lines_single_node_dp_ep():
     assert "--tensor-parallel-size 4 --pipeline-parallel-size 1 --data-parallel-size 2 --enable-expert-parallel" in v[1]
     assert "--data-parallel-address" not in v[1] and len(v) == 2
     assert "--tp 8 --dp 2 --enable-dp-attention --ep-size 8 --moe-a2a-backend deepep" in s[1]
+    # the pool's limits are per rank: vLLM's flags are per DP engine, SGLang divides by --dp
+    assert "--max-num-seqs 256 --max-num-batched-tokens 8192" in v[1]
+    assert ("--max-running-requests 512 --chunked-prefill-size 16384 --max-prefill-tokens 8192"
+            in s[1])
     # EP inside TP, no DP: vLLM's flag alone, SGLang's --ep-size
     dep = Deployment(model="qwen3-235b-a22b", pools=(_pool(gpu="h100", tp=8, ep=8),))
     lines = launch_lines(dep)
