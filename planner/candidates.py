@@ -12,7 +12,8 @@ The best two settings per shape go to the allocation LP.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import groupby
 
 from costmodel.memory import memory_plan
 from costmodel.specs import ModelSpec
@@ -188,12 +189,45 @@ def screen_shape(shape: Shape, knobs: Knobs, ctx: ScreenContext, pruned: Pruned,
     return live[:keep]
 
 
+def _screen_task(args) -> tuple[list[Candidate], Pruned, int]:
+    """Some shapes' screens in a worker process: their candidates, what they pruned, and how
+    many settings they evaluated (the caller merges them in shape order)."""
+    shapes, space, cons, ctx, keep = args
+    local = Pruned()
+    ctx = replace(ctx, evaluated=0)
+    out: list[Candidate] = []
+    for shape in shapes:
+        out += screen_shape(shape, knobs_for(shape, space, cons), ctx, local, keep)
+    return out, local, ctx.evaluated
+
+
+def _hardware_groups(shapes: list[Shape]) -> list[list[Shape]]:
+    """Runs of consecutive shapes on one hardware layout (GPU, parallelism, precision): they
+    share one cost model and its memo tables (the roles and KV dtypes differ), so a worker
+    screens them together rather than each worker pricing the same layout again."""
+    return [list(g) for _, g in groupby(shapes, key=lambda s: (s.gpu, s.tp, s.pp, s.ep, s.dp,
+                                                                s.precision))]
+
+
 def screen_space(ctx: ScreenContext, fleet, space: SearchSpace, cons: Constraints,
                  pruned: Pruned, progress: Callable[[str], None] | None = None,
-                 keep: int = 2) -> list[Candidate]:
-    """Every shape's best candidates (empty when nothing fits the memory)."""
+                 keep: int = 2, mapper: Callable | None = None) -> list[Candidate]:
+    """Every shape's best candidates (empty when nothing fits the memory).
+
+    mapper: `mapper(fn, items)` -> results in order (a process pool's map): the shapes are
+    screened side by side, with the same candidates, counts and pruning notes as one after
+    another (each shape's screen depends on nothing the others compute)."""
     out: list[Candidate] = []
     shapes = enumerate_shapes(ctx.model, fleet, space, cons, pruned)
+    if mapper is not None and len(shapes) > 1:
+        if progress:
+            progress(f"screen {len(shapes)} shapes in parallel")
+        results = mapper(_screen_task, [(g, space, cons, ctx, keep) for g in _hardware_groups(shapes)])
+        for cands, local, evaluated in results:
+            out += cands
+            pruned.merge(local)
+            ctx.evaluated += evaluated
+        return out
     for i, shape in enumerate(shapes):
         if progress:
             progress(f"screen {i + 1}/{len(shapes)}: {shape.role} {shape.gpu} tp={shape.tp} pp={shape.pp}")

@@ -90,6 +90,9 @@ def rank(options: list[Option], objective: str, load: float | None, feasible: bo
     return sorted(options, key=lambda o: score(o, o.goodput, objective, load, feasible, fleet, prices))
 
 
+_UNBOUNDED = 1e12  # a goodput above any load: the unit at its smallest deployable size
+
+
 def dominated(options: list[Option], objective: str, load: float | None, fleet: Fleet,
               prices: dict[str, float]) -> set[int]:
     """Indexes of options that cannot win even at the top of their bisection bracket against
@@ -102,7 +105,17 @@ def dominated(options: list[Option], objective: str, load: float | None, fleet: 
     out = set()
     for i, o in enumerate(options):
         hi = o.bisection.lowest_fail
-        if i == lead or hi is None or not o.bisection.probes:
+        if i == lead or not o.bisection.probes:
+            continue
+        if hi is None:
+            # no ceiling found yet: with a target the fleet can carry, its best case is the
+            # fewest GPUs any goodput could size it to (one replica of each pool), so a unit
+            # larger than the leader's whole deployment cannot win however far it climbs
+            if not feasible:
+                continue
+            best_case = score(o, _UNBOUNDED, objective, load, feasible, fleet, prices)[:2]
+            if best_case > lows[lead][:2]:
+                out.add(i)
             continue
         best_case = score(o, hi.load, objective, load, feasible, fleet, prices)
         if best_case > lows[lead]:

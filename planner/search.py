@@ -138,7 +138,8 @@ def fast_options(req: PlanInputs, ctx: ScreenContext, verifier: Verifier, pruned
                  progress: Callable[[str], None] | None = None) -> tuple[list[Option], dict, list]:
     """Screen, allocate, verify: the options, search counters and the screened candidates."""
     space, cons, fleet = req.space, req.constraints, req.fleet
-    cands = screen_space(ctx, fleet, space, cons, pruned, progress)
+    cands = screen_space(ctx, fleet, space, cons, pruned, progress,
+                         mapper=getattr(verifier.executor, "map_fn", None))
     weight = "price" if req.objective == "cost" else "gpus"
     per_mode = {m: k for m, k in _top_k(top_k).items() if m in space.modes}
     allocs, feasible = top_allocations(cands, fleet, req.load, weight, per_mode)

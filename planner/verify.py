@@ -64,6 +64,10 @@ class PersistentPool:
                 return [TaskResult(t, None, f"{type(e).__name__}: {e}")]
         return list(self._pool.map(_worker_run, tasks))
 
+    def map_fn(self, fn, items) -> list:
+        """`fn` over `items` in the workers, results in order (the planner's screen)."""
+        return list(self._pool.map(fn, items))
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 

@@ -76,3 +76,28 @@ def test_smallest_fit_counts_gpus():
     n8, *_ = smallest_fit(m, [load_gpu("h100")], ("bf16", "fp8"), ("bf16",), 4096)
     assert n8 == 8
     assert smallest_fit(load_model("llama-3.1-8b"), [load_gpu("h100")], ("bf16",), ("bf16",), 4096)[0] == 1
+
+
+def test_screening_side_by_side_merges_like_one_after_another():
+    from planner.candidates import _hardware_groups, screen_space
+
+    ctx_a, ctx_b = ctx_for("llama-3.1-70b"), ctx_for("llama-3.1-70b")
+    fleet, space = parse_fleet("h100:8"), SearchSpace(max_num_seqs=(None,), tps=(1, 2, 4))
+    cons = Constraints(kv_dtypes=("bf16", "fp8"))
+    seq, par = Pruned(), Pruned()
+    one = screen_space(ctx_a, fleet, space, cons, seq)
+    calls = []
+
+    def mapper(fn, items):
+        calls.append(len(items))
+        return [fn(x) for x in reversed(items)][::-1]  # run out of order, returned in order
+
+    two = screen_space(ctx_b, fleet, space, cons, par, mapper=mapper)
+    assert [c.key for c in one] == [c.key for c in two] and one
+    assert [c.capacity for c in one] == [c.capacity for c in two]
+    assert seq.counts == par.counts and seq.counts.get("memory", 0) > 0
+    assert seq.memory_examples == par.memory_examples
+    assert seq.largest_kv_tokens == par.largest_kv_tokens and ctx_a.evaluated == ctx_b.evaluated
+    # one task per hardware layout: tp 1, 2, 4 (each with 2 KV dtypes x 3 roles)
+    shapes = enumerate_shapes(ctx_a.model, fleet, space, cons, Pruned())
+    assert calls == [3] and [len(g) for g in _hardware_groups(shapes)] == [6, 6, 6]

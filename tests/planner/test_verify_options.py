@@ -115,6 +115,22 @@ def test_an_option_that_cannot_catch_the_leader_stops():
     assert dominated(opts, "goodput", None, parse_fleet("h100:8"), {"h100-sxm": 4.9}) == {1}
 
 
+def test_a_unit_larger_than_the_leaders_deployment_stops_before_it_finds_a_ceiling():
+    # target 4 req/s: the leader's one 4-GPU replica carries 6, so any unit of 8 GPUs loses on
+    # GPUs whatever goodput it climbs to; a 4-GPU unit might still win on goodput per GPU
+    lead, big, same = Bisection(1.0), Bisection(1.0), Bisection(1.0)
+    lead.record(6.0, metrics(True), SLO_)
+    big.record(30.0, metrics(True), SLO_)  # no failing probe yet
+    same.record(5.0, metrics(True), SLO_)
+    c8 = PoolConfig("colocated", "h100", tp=8).resolved()
+    opts = [option(((C4, 1),), "colocated", lead), option(((c8, 1),), "colocated", big),
+            option(((C4, 1),), "colocated", same)]
+    fleet = parse_fleet("h100:16")
+    assert dominated(opts, "goodput", 4.0, fleet, {"h100-sxm": 4.9}) == {1}
+    # with no target every unit may still carry the most: nothing stops without a ceiling
+    assert dominated(opts, "goodput", None, fleet, {"h100-sxm": 4.9}) == set()
+
+
 def test_two_probes_per_round_trisect_the_log_bracket():
     b = Bisection(10.0)
     b.record(10.0, metrics(True), SLO_)
