@@ -24,7 +24,14 @@ def test_layouts_searched():
 
 
 def test_dp_ranks_search_split_token_budgets():
-    from planner.space import Constraints, SearchSpace, Shape, knobs_for, make_pool, rank_token_budgets
+    from planner.space import (
+        Constraints,
+        SearchSpace,
+        Shape,
+        knobs_for,
+        make_pool,
+        rank_token_budgets,
+    )
 
     assert rank_token_budgets((2048, 4096, 8192), 1) == (2048, 4096, 8192)
     assert rank_token_budgets((2048, 4096, 8192), 4) == (512, 1024, 2048)
