@@ -86,6 +86,12 @@ class Efficiencies:
       SGLang runs of Llama-3.1-8B on H200 stop gaining output tokens/s past ~20k at TP 4 and 8
       while their GPUs idle; the fit puts 60 us per chunk there (benchmarks/RESULTS.md,
       2026-12-05 afternoon).
+    - `mem_reserved_gib`: memory per GPU the engine holds beyond what `costmodel.memory` counts,
+      out of the KV cache. 0 until runs inform it: where a run's clients outnumber what the KV
+      pool holds, the queue shows the pool's size, and `sim/runs/fit.py` fits it by full
+      replays (AIConfigurator's SGLang 0.5.8 runs of Qwen3-32B on one H100 queue as if the pool
+      held about 7k tokens where the memory plan leaves 24k: benchmarks/RESULTS.md, 2026-12-05
+      evening).
     """
 
     gemm_compute_eff: float = 0.74
@@ -145,6 +151,9 @@ class Efficiencies:
     # ... and per streamed chunk on the way out (one per running request per step, the
     # detokenised tokens it sends the client), one at a time: 0 = not modelled
     frontend_stream_s: float = 0.0
+    # GiB each GPU's engine holds that the memory plan does not count (its graphs, workspaces,
+    # allocator slack beyond the runtime reserve), taken from the KV cache: 0 until runs fit it
+    mem_reserved_gib: float = 0.0
     # the engine's own kernel speed against this model, one factor each for the GPU time of
     # prefill work and of decode work (1 = as modelled); set by calibrating from engine runs
     # (sim/runs/fit.py), never by operator tables
@@ -322,6 +331,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "frontend_s": (0.0, 50e-3),
     "frontend_per_token_s": (0.0, 50e-6),
     "frontend_stream_s": (0.0, 1e-3),
+    "mem_reserved_gib": (0.0, 40.0),
     "prefill_time_scale": (0.2, 5.0),
     "decode_time_scale": (0.2, 5.0),
     **{f"moe_{f}_{n}": b for f in ("triton", "triton_fp8", "cutlass", "cutlass_fp8", "marlin", "marlin_mxfp4", "oai")

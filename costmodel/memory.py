@@ -109,6 +109,8 @@ def memory_plan(cm: CostModel, gpu_memory_utilization: float = 0.9,
         act, reserved = 0.0, 0.0
     else:
         reserved = RUNTIME_RESERVED_BYTES
+    # what runs showed the engine to hold beyond this accounting (a calibrated parameter, 0 else)
+    reserved += cm.eff.mem_reserved_gib * GiB
     kv = budget - w - act - reserved
     per_tok = cm.kv_bytes_per_token()
     blocks = int(kv // (per_tok * block_size)) if kv > 0 else 0

@@ -47,17 +47,21 @@ from scipy.optimize import least_squares
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.calibration import CalibrationProfile, GpuCalibration
 from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
-from costmodel.errors import ServePlanError
+from costmodel.errors import DoesNotFitError, ServePlanError
 from costmodel.specs import load_model
 from sim.engine import cost_model_for, simulate
 from sim.runs.surrogate import RunSurrogate
 from sim.runs.types import MeasuredRun
 
 ENGINE_PARAMS = ("host_overhead_s", "host_per_seq_s", "prefill_time_scale", "decode_time_scale",
-                 "comm_latency_s", "comm_bw_eff", "frontend_stream_s")
-# parameters the surrogate cannot re-time (they move events outside the engine's iterations):
-# fitted by full replays over a grid, before the surrogate rounds
-REPLAY_PARAMS = ("frontend_stream_s",)
+                 "comm_latency_s", "comm_bw_eff", "frontend_stream_s", "mem_reserved_gib")
+# parameters the surrogate cannot re-time (they move events outside the engine's iterations,
+# or change which requests run at all): fitted by full replays over a grid
+REPLAY_PARAMS = ("frontend_stream_s", "mem_reserved_gib")
+# memory the engine holds beyond the memory plan, GiB per GPU: the KV pool's size shows only in
+# runs whose clients outnumber what it holds (their queue); fitted first, by full replays
+MEM_GRID_GIB = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+MEM_TOL = 0.01  # relative loss a larger reserve must gain over a smaller one
 STREAM_TOL = 0.01  # relative loss a longer chunk time must gain over a shorter one
 STREAM_GRID_S = (0.0, 10e-6, 20e-6, 30e-6, 40e-6, 50e-6, 60e-6, 80e-6, 120e-6, 200e-6)
 INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
@@ -219,21 +223,29 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
     if unknown:
         raise ServePlanError(f"parameters {unknown}; known: {', '.join(PARAM_BOUNDS)}")
     stream = "frontend_stream_s" in names
+    mem = "mem_reserved_gib" in names
     names = [n for n in names if n not in REPLAY_PARAMS]
-    est, informed, surr, done, before = _search(gpu, runs, calibration, start, names, rounds, stream,
-                                                False, None, say)
+    before, head, est0 = None, [], start
+    if mem:  # first: which requests run at all (the surrogate re-times the iterations it saw)
+        before = _replays(gpu, runs, start, calibration)
+        est0, inf = _fit_memory(gpu, runs, start, calibration, before, say)
+        head = ["mem_reserved_gib"] if inf else []
+    est, informed, surr, done, before = _search(gpu, runs, calibration, est0, names, rounds, stream,
+                                                False, before, say)
+    informed = head + informed
     after = _replays(gpu, runs, est, calibration)
     if "frontend_stream_s" in informed:
         # the chunk time and the kernel scales can trade for each other (both lengthen TTFT):
         # the order in which they are fitted picks the optimum, so try both and keep the one
         # whose full replays fit the runs better (the fitted runs only)
-        alt = _search(gpu, runs, calibration, start, names, rounds, True, True, before, say)
+        alt = _search(gpu, runs, calibration, est0, names, rounds, True, True, before, say)
         alt_after = _replays(gpu, runs, alt[0], calibration)
         la, lb = _robust_loss(after, runs), _robust_loss(alt_after, runs)
         say(f"{gpu}: chunk time fitted after the scales: loss {la:.3g}; before them: {lb:.3g}")
         longer = alt[0].frontend_stream_s > est.frontend_stream_s
         if lb < la * (1 - STREAM_TOL) if longer else lb < la:  # a longer chunk time must earn it
             (est, informed, surr, done, _), after = alt, alt_after
+            informed = head + informed
     rejected = ""
     j0, j1 = _objective(before, runs), _objective(after, runs)
     worse = [m for m in j0 if j1.get(m, 0.0) > j0[m] + WORSE_TOL]
@@ -348,6 +360,55 @@ def _fit_stream(gpu, runs, est: Efficiencies, calibration, say) -> tuple[Efficie
     return replace(est, frontend_stream_s=float(best)), True
 
 
+def _fit_memory(gpu, runs, est: Efficiencies, calibration, base: list[dict],
+                say) -> tuple[Efficiencies, bool]:
+    """`mem_reserved_gib` by full replays over MEM_GRID_GIB, the other parameters at `est`
+    (`base`: the replays at `est`). A run's prediction moves with it only where the KV pool
+    binds (its clients queue for cache); it is informed when the grid's largest value moves
+    some run's prediction by 1% or more (the flag returned). Runs the largest value left within
+    1% are not replayed at the points between. The smallest reserve within MEM_TOL of the best
+    loss: memory the runs barely ask for would still shrink every planned replica's cache."""
+    def preds_at(v, which):
+        prof = _profile(gpu, replace(est, mem_reserved_gib=v), calibration)
+        out = []
+        for i in which:
+            res, p = _replay(runs[i], prof, record=False)
+            if res.metrics.num_rejected:  # its requests no longer fit: it could not have run
+                raise DoesNotFitError(f"{runs[i].run_id}: requests longer than the KV cache", 0, 0)
+            out.append(p)
+        return out
+
+    every = list(range(len(runs)))
+    grid = [v for v in MEM_GRID_GIB if v >= est.mem_reserved_gib]
+    top = None
+    while grid:  # the largest reserve that leaves every run room for its requests (they ran)
+        try:
+            top = preds_at(grid[-1], every)
+            break
+        except DoesNotFitError:
+            grid.pop()
+    if top is None or len(grid) < 2:
+        say(f"{gpu}: mem_reserved_gib not informed (no room for more)")
+        return est, False
+    moved = [i for i in every if any(abs(np.log(base[i][k] / top[i][k])) >= 0.01 for k in base[i]
+                                     if base[i][k] > 0 and top[i].get(k, 0) > 0)]
+    if not moved:
+        say(f"{gpu}: mem_reserved_gib not informed (no run's KV cache binds)")
+        return est, False
+    losses = {est.mem_reserved_gib: _robust_loss(base, runs), grid[-1]: _robust_loss(top, runs)}
+    for v in grid[:-1]:
+        if v not in losses:
+            preds = list(base)
+            for i, p in zip(moved, preds_at(v, moved), strict=True):
+                preds[i] = p
+            losses[v] = _robust_loss(preds, runs)
+    low = min(losses.values())
+    best = min(v for v, loss in losses.items() if loss <= low * (1 + MEM_TOL) + 1e-12)
+    say(f"{gpu}: mem_reserved_gib {best:g} GiB per GPU ({len(moved)} of {len(runs)} runs bound "
+        f"by their KV cache; grid of {len(losses)})")
+    return replace(est, mem_reserved_gib=float(best)), True
+
+
 def held_out_interval(errors, q=INTERVAL) -> list[float]:
     """The interval of the next run's log(measured / predicted) from `errors` of held-out runs:
     the order statistics of split-conformal prediction, ranks floor((n + 1) q_lo) and
@@ -412,7 +473,7 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         for n in f.fitted:
             lo, hi = PARAM_BOUNDS[n]
             v = getattr(f.params, n)
-            if n in REPLAY_PARAMS and v == 0.0:  # off: the runs' API servers never backed up
+            if n in REPLAY_PARAMS and v == 0.0:  # off: no chunk backlog, no extra memory
                 continue
             if v >= hi * (1 - 1e-3) or v <= max(lo, hi * 1e-4) * (1 + 1e-3):
                 prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at its bound [{lo:g}, {hi:g}]: the "

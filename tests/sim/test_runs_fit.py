@@ -128,3 +128,42 @@ def test_fit_finds_the_api_servers_chunk_time_from_runs_that_back_it_up():
     assert f.params.frontend_stream_s == pytest.approx(120e-6, rel=1e-9)
     assert f.params.decode_time_scale == pytest.approx(1.0, rel=0.05)
     assert f.summary()["after"]["tpot"] < 0.01
+
+
+def _big_run(isl: int, osl: int, conc: int) -> MeasuredRun:
+    # Qwen3-32B on one H100: ~9 GiB of KV cache beside its 61 GiB of weights
+    dep = Deployment.colocated("qwen3-32b", GPU, tp=1)
+    return MeasuredRun("synthetic.csv", f"{isl}x{osl}_c{conc}", "vllm", "0.12", dep,
+                       f"fixed:{isl},{osl}", concurrency=conc, num_requests=3 * conc,
+                       measured={"ttft_mean_s": 0.1, "tpot_mean_s": 0.01})
+
+
+def test_fit_finds_memory_the_engine_holds_from_runs_that_queue_for_kv_cache():
+    # 4 GiB less cache (a grid point) leaves ~20k tokens: 32 clients of 4,160 tokens queue for it,
+    # 4 clients of 544 do not; runs replayed with it give it back, and a run that never fills
+    # the cache informs nothing
+    truth = replace(default_efficiencies(GPU), mem_reserved_gib=4.0)
+    runs = []
+    for isl, osl, c in [(4096, 64, 32), (512, 32, 4)]:
+        r = _big_run(isl, osl, c)
+        _, m = _replay(r, _profile(truth), record=False)
+        runs.append(replace(r, measured=m))
+    _, m0 = _replay(runs[0], _profile(default_efficiencies(GPU)), record=False)
+    assert runs[0].measured["ttft_mean_s"] > 1.2 * m0["ttft_mean_s"]  # it does queue
+    (f,) = fit_runs(runs, params=["mem_reserved_gib", "decode_time_scale"], held_out=False, rounds=2)
+    assert "mem_reserved_gib" in f.fitted and not f.rejected
+    assert f.params.mem_reserved_gib == 4.0
+    assert f.summary()["after"]["ttft"] < 0.01
+    (g,) = fit_runs(runs[1:], params=["mem_reserved_gib"], held_out=False, rounds=1)
+    assert "mem_reserved_gib" in g.not_informed and g.params.mem_reserved_gib == 0.0
+
+
+def test_memory_the_engine_holds_comes_out_of_the_kv_cache():
+    from costmodel.memory import memory_plan
+    from costmodel.model import CostModel
+
+    base = default_efficiencies(GPU)
+    a = memory_plan(CostModel("llama-3.1-8b", GPU, calibration=_profile(base)))
+    b = memory_plan(CostModel("llama-3.1-8b", GPU, calibration=_profile(replace(base, mem_reserved_gib=2.5))))
+    assert a.kv_bytes - b.kv_bytes == pytest.approx(2.5 * 2**30)
+    assert b.reserved_bytes - a.reserved_bytes == pytest.approx(2.5 * 2**30)
