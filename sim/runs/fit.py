@@ -246,6 +246,13 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         if lb < la * (1 - STREAM_TOL) if longer else lb < la:  # a longer chunk time must earn it
             (est, informed, surr, done, _), after = alt, alt_after
             informed = head + informed
+    if "mem_reserved_gib" in informed:
+        # again at the fitted values: the kernel scales move a queue's TTFT too, and the reserve
+        # that fitted the starting values can overshoot once they are in
+        base = after
+        est2, _ = _fit_memory(gpu, runs, est, calibration, base, say)
+        if est2.mem_reserved_gib != est.mem_reserved_gib:
+            est, after = est2, _replays(gpu, runs, est2, calibration)
     rejected = ""
     j0, j1 = _objective(before, runs), _objective(after, runs)
     worse = [m for m in j0 if j1.get(m, 0.0) > j0[m] + WORSE_TOL]
@@ -379,7 +386,7 @@ def _fit_memory(gpu, runs, est: Efficiencies, calibration, base: list[dict],
         return out
 
     every = list(range(len(runs)))
-    grid = [v for v in MEM_GRID_GIB if v >= est.mem_reserved_gib]
+    grid = sorted(set(MEM_GRID_GIB) | {est.mem_reserved_gib})
     top = None
     while grid:  # the largest reserve that leaves every run room for its requests (they ran)
         try:
