@@ -98,7 +98,7 @@ def score(held, prof) -> tuple[list[dict], dict]:
     for r in held:
         b = replay(r).predicted
         a = replay(r, calibration=prof).predicted
-        iv = prof.gpus[r.deployment.pools[0].gpu].latency_interval
+        iv = prof.calibration_for(r.deployment.pools[0].gpu).latency_interval
         row = {"run_id": r.run_id, "group": group_of(r), "tp": r.deployment.pools[0].tp,
                "workload": r.workload, "concurrency": r.concurrency}
         for m in ("ttft", "tpot"):

@@ -63,16 +63,21 @@ class CalibrationProfile:
     hardware: dict = field(default_factory=dict)  # name -> HardwareSpec of a measured device
     messages: list[str] = field(default_factory=list)  # e.g. fitted parameters at a bound
 
+    def calibration_for(self, gpu_name: str) -> GpuCalibration | None:
+        """The GPU's entry, found by its preset name or any alias of it (a profile built in this
+        process may be keyed `h100` where the cost model asks for `h100-sxm`); None if absent."""
+        return _lookup(self.gpus, gpu_name)
+
     def efficiencies_for(self, gpu_name: str) -> Efficiencies:
-        cal = self.gpus.get(gpu_name)
+        cal = self.calibration_for(gpu_name)
         return cal.params if cal is not None else default_efficiencies(gpu_name)
 
     def uncertainty_for(self, gpu_name: str) -> float:
-        cal = self.gpus.get(gpu_name)
+        cal = self.calibration_for(gpu_name)
         return cal.uncertainty_rel if cal is not None else 0.0
 
     def tables_for(self, gpu_name: str):
-        return self.tables.get(gpu_name)
+        return _lookup(self.tables, gpu_name)
 
     # --- JSON --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -157,6 +162,23 @@ class CalibrationProfile:
     @classmethod
     def load(cls, path: str | Path) -> CalibrationProfile:
         return cls.from_dict(read_json(path, "calibration file"), str(Path(path)))
+
+
+def gpu_key(name: str) -> str:
+    """The preset name a GPU name or alias stands for (`h100` -> `h100-sxm`); a name no preset
+    or measured device knows stays as written, lower-cased."""
+    try:
+        return load_gpu(name).name
+    except ServePlanError:
+        return str(name).strip().lower()
+
+
+def _lookup(by_gpu: dict, name: str):
+    hit = by_gpu.get(name)
+    if hit is not None or not by_gpu:
+        return hit
+    key = gpu_key(name)
+    return next((v for k, v in by_gpu.items() if gpu_key(k) == key), None)
 
 
 def _hardware(d, where: str) -> HardwareSpec:

@@ -243,7 +243,8 @@ def fit_profile(rows: pd.DataFrame, start=None, params: list[str] | None = None,
     for gpu, g in rows.groupby("gpu"):
         s = start.efficiencies_for(gpu) if start is not None else None
         res = fit_params(g, start=s, params=params, **kw)
-        prev = start.gpus[gpu].sources if start is not None and gpu in start.gpus else None
+        prev_cal = start.calibration_for(gpu) if start is not None else None
+        prev = prev_cal.sources if prev_cal is not None else None
         prof.gpus[gpu] = GpuCalibration(res.params, {**res.residuals, "fitted": list(res.fitted)},
                                         res.uncertainty_rel,
                                         sources=param_sources(g, res.fitted, str(gpu), prev))

@@ -265,7 +265,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         notes.append(f"speculative acceptance {req.constraints.spec_acceptance}: {req.acceptance_source}")
     notes += launch_lines(dep).get("notes", [])
     for gpu in dict.fromkeys(p.gpu for p in dep.pools):  # pool GPUs, in order, once each
-        if cal is None or gpu not in cal.gpus:
+        if cal is None or cal.calibration_for(gpu) is None:
             notes.append(defaults_note(load_gpu(gpu)))
     return Plan(
         deployment=dep.to_dict(), predicted=predicted, launch=launch_lines(dep),
@@ -387,8 +387,8 @@ def _uncertainty(cal, dep, win: Option, m: dict | None = None) -> dict | None:
                        "calibration's step-time residuals"}
     latency = {}
     for metric in ("ttft", "tpot"):
-        iv = [cal.gpus[p.gpu].latency_interval[metric] for p in dep.pools
-              if p.gpu in cal.gpus and metric in cal.gpus[p.gpu].latency_interval]
+        iv = [c.latency_interval[metric] for p in dep.pools
+              if (c := cal.calibration_for(p.gpu)) is not None and metric in c.latency_interval]
         if not iv or m is None:
             continue
         lo, hi = min(x[0] for x in iv), max(x[1] for x in iv)

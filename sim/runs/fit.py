@@ -45,7 +45,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from costmodel.arch_defaults import default_efficiencies
-from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.calibration import CalibrationProfile, GpuCalibration, gpu_key
 from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import DoesNotFitError, ServePlanError
 from costmodel.specs import load_model
@@ -133,7 +133,7 @@ def _profile(gpu: str, eff: Efficiencies, base: CalibrationProfile | None) -> Ca
         prof.gpus.update(base.gpus)
         prof.tables.update(base.tables)
         prof.hardware.update(base.hardware)
-    old = prof.gpus.get(gpu)
+    old = prof.calibration_for(gpu)
     prof.gpus[gpu] = GpuCalibration(eff, {}, old.uncertainty_rel if old else 0.0,
                                     dict(old.sources) if old else {})
     return prof
@@ -201,7 +201,7 @@ def fit_runs(runs: list[MeasuredRun], *, calibration: CalibrationProfile | None 
         raise ServePlanError("no runs to calibrate from")
     by_gpu: dict[str, list[MeasuredRun]] = {}
     for r in runs:
-        gpus = {p.gpu for p in r.deployment.pools}
+        gpus = {gpu_key(p.gpu) for p in r.deployment.pools}  # `h100` and `h100-sxm` are one GPU
         if len(gpus) != 1:
             raise ServePlanError(f"{r.source} run {r.run_id}: pools on {sorted(gpus)}; a run to "
                                  "calibrate from runs on one GPU type")
@@ -463,7 +463,9 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         prof.messages.extend(base.messages)
         prof.source = f"{base.source}; {prof.source}" if base.source else prof.source
     for f in fits:
-        old = prof.gpus.get(f.gpu)
+        old = prof.calibration_for(f.gpu)
+        for k in [k for k in prof.gpus if gpu_key(k) == f.gpu]:  # the base's entry under an alias
+            del prof.gpus[k]
         sources = dict(old.sources) if old else {}
         files = sorted({r.run.source for r in f.rows})
         engines = sorted({r.run.engine for r in f.rows})

@@ -140,7 +140,8 @@ class RunSurrogate:
             if metric not in lat:
                 continue
             # scale the replay's own per-request values by the re-timed change
-            ratio = lat[metric] / self._at_base[metric]
+            with np.errstate(invalid="ignore", divide="ignore"):  # no TPOT of one-token requests
+                ratio = lat[metric] / self._at_base[metric]
             vals = self._replay[metric] * np.where(np.isfinite(ratio), ratio, 1.0)
             vals = vals[np.isfinite(vals)]
             out[key] = float(vals.mean() if stat == "mean" else np.percentile(vals, _Q[stat]))

@@ -167,3 +167,37 @@ def test_memory_the_engine_holds_comes_out_of_the_kv_cache():
     b = memory_plan(CostModel("llama-3.1-8b", GPU, calibration=_profile(replace(base, mem_reserved_gib=2.5))))
     assert a.kv_bytes - b.kv_bytes == pytest.approx(2.5 * 2**30)
     assert b.reserved_bytes - a.reserved_bytes == pytest.approx(2.5 * 2**30)
+
+
+def test_a_gpu_named_by_its_alias_is_calibrated_as_the_gpu():
+    """`--gpu h100` names h100-sxm: the fit's replays must run at the values it fits (they did
+    not: the profile was keyed 'h100', the cost model looked up 'h100-sxm', and every replay ran
+    on the defaults while the fit reported its values)."""
+    truth = replace(default_efficiencies(GPU), decode_time_scale=0.8, prefill_time_scale=1.25)
+    runs = []
+    for tp, isl, osl, c in [(1, 512, 32, 4), (1, 1024, 48, 16), (1, 256, 64, 32)]:
+        r = _run(tp, isl, osl, c)
+        _, m = _replay(r, _profile(truth), record=False)
+        alias = Deployment.colocated("llama-3.2-1b", "h100", tp=tp)
+        runs.append(replace(r, deployment=alias, measured=m))
+    (f,) = fit_runs(runs, params=["decode_time_scale", "prefill_time_scale"], held_out=False)
+    assert f.gpu == GPU
+    assert f.params.decode_time_scale == pytest.approx(0.8, rel=0.1)
+    s = f.summary()
+    assert s["after"]["tpot"] < 0.02 < s["before"]["tpot"]  # the replays ran at the fitted values
+
+
+def test_a_profile_keyed_by_an_alias_serves_the_gpu():
+    from costmodel.model import CostModel
+    from costmodel.specs import load_model
+
+    slow = replace(default_efficiencies(GPU), decode_time_scale=2.0)
+    prof = CalibrationProfile(gpus={"h100": GpuCalibration(slow, uncertainty_rel=0.1)})
+    assert prof.efficiencies_for(GPU).decode_time_scale == 2.0
+    assert prof.efficiencies_for("h100").decode_time_scale == 2.0
+    assert prof.uncertainty_for(GPU) == 0.1
+    assert prof.calibration_for("H100_SXM") is prof.gpus["h100"]
+    assert prof.calibration_for("a100") is None
+    m = load_model("llama-3.2-1b")
+    slow_cm, base_cm = CostModel(m, "h100", calibration=prof), CostModel(m, GPU)
+    assert slow_cm.eff.decode_time_scale == 2.0 and base_cm.eff.decode_time_scale == 1.0
