@@ -123,6 +123,10 @@ class CalibrationProfile:
             if isinstance(entry, dict) and entry.get("hardware") is not None:
                 hardware[name] = register_measured(_hardware(entry["hardware"], f"{where}: gpus.{name}.hardware"))
             gpu = load_gpu(name).name  # unknown names fail with the list of known ones
+            if gpu in gpus:
+                other = next(k for k in gpus_raw if k != name and load_gpu(k).name == gpu)
+                raise ServePlanError(f"{where}: gpus.{other} and gpus.{name} both name {gpu}; "
+                                     "keep one entry per GPU")
             if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
                 raise ServePlanError(f"{where}: gpus.{name}.params must be an object")
             params = entry["params"]

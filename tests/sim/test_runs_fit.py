@@ -201,3 +201,11 @@ def test_a_profile_keyed_by_an_alias_serves_the_gpu():
     m = load_model("llama-3.2-1b")
     slow_cm, base_cm = CostModel(m, "h100", calibration=prof), CostModel(m, GPU)
     assert slow_cm.eff.decode_time_scale == 2.0 and base_cm.eff.decode_time_scale == 1.0
+
+
+def test_a_profile_naming_one_gpu_twice_is_refused():
+    eff = default_efficiencies(GPU).to_dict()
+    d = CalibrationProfile(gpus={GPU: GpuCalibration(default_efficiencies(GPU))}).to_dict()
+    d["gpus"]["h100"] = {"params": eff}
+    with pytest.raises(ServePlanError, match="gpus.h100-sxm and gpus.h100 both name h100-sxm"):
+        CalibrationProfile.from_dict(d, "x.json")
