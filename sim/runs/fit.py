@@ -72,6 +72,7 @@ PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor 
 LOSS, F_SCALE = "soft_l1", 0.1
 WORSE_TOL = 0.005  # a metric whose MAPE over the runs grows more than this rejects the fit
 OUTER = 3  # most replay-and-fit rounds
+STEP_TOL = 0.02  # log: a round that moves no parameter further ends the rounds
 SENSITIVITY = 0.01  # d log(prediction) / d log(parameter) below which a parameter is not informed
 LOO_MAX = 40  # leave-one-out up to this many runs; 10-fold beyond
 INTERVAL = (0.10, 0.90)  # the reported interval: 80%
@@ -156,13 +157,18 @@ def _residuals(preds: list[dict], runs: list[MeasuredRun], metrics=None) -> np.n
     return np.asarray(out)
 
 
-def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], centre: Efficiencies):
-    """Least squares on the surrogates over `names` (log space, bounded, weak prior)."""
+def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], centre: Efficiencies,
+           radius: float = np.inf):
+    """Least squares on the surrogates over `names` (log space, bounded, weak prior), each
+    parameter within `radius` (log) of `start`."""
     if not names:
         return start
     lo = np.array([np.log(max(PARAM_BOUNDS[n][0], PARAM_BOUNDS[n][1] * 1e-4)) for n in names])
     hi = np.array([np.log(PARAM_BOUNDS[n][1]) for n in names])
     x0 = np.clip([np.log(max(getattr(start, n), 1e-12)) for n in names], lo + 1e-9, hi - 1e-9)
+    if np.isfinite(radius):
+        lo, hi = np.maximum(lo, x0 - radius), np.minimum(hi, x0 + radius)
+        x0 = np.clip(x0, lo + 1e-12, hi - 1e-12)
     xc = np.clip([np.log(max(getattr(centre, n), 1e-12)) for n in names], lo, hi)
     runs = [s.run for s in surr]
 
@@ -230,21 +236,20 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         before = _replays(gpu, runs, start, calibration)
         est0, inf = _fit_memory(gpu, runs, start, calibration, before, say)
         head = ["mem_reserved_gib"] if inf else []
-    est, informed, surr, done, before = _search(gpu, runs, calibration, est0, names, rounds, stream,
-                                                False, before, say)
+    est, informed, surr, done, before, after = _search(gpu, runs, calibration, est0, names, rounds,
+                                                       stream, False, before, say)
     informed = head + informed
-    after = _replays(gpu, runs, est, calibration)
     if "frontend_stream_s" in informed:
         # the chunk time and the kernel scales can trade for each other (both lengthen TTFT):
         # the order in which they are fitted picks the optimum, so try both and keep the one
         # whose full replays fit the runs better (the fitted runs only)
         alt = _search(gpu, runs, calibration, est0, names, rounds, True, True, before, say)
-        alt_after = _replays(gpu, runs, alt[0], calibration)
+        alt_after = alt[5]
         la, lb = _robust_loss(after, runs), _robust_loss(alt_after, runs)
         say(f"{gpu}: chunk time fitted after the scales: loss {la:.3g}; before them: {lb:.3g}")
         longer = alt[0].frontend_stream_s > est.frontend_stream_s
         if lb < la * (1 - STREAM_TOL) if longer else lb < la:  # a longer chunk time must earn it
-            (est, informed, surr, done, _), after = alt, alt_after
+            (est, informed, surr, done, _, _), after = alt, alt_after
             informed = head + informed
     if "mem_reserved_gib" in informed:
         # again at the fitted values: the kernel scales move a queue's TTFT too, and the reserve
@@ -293,44 +298,61 @@ def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], round
             stream: bool, stream_first: bool, before, say):
     """Replay-and-fit rounds from `start` over `names` on the surrogates; with `stream`, the
     API server's chunk time by full replays too, before the rounds or after them (then one
-    more round when it moved). Returns (estimate, informed names, last surrogates, rounds,
-    the replays at `start`)."""
+    more round when it moved). A surrogate is faithful near the values it was recorded at: a
+    round whose values replay the runs worse (robust loss of full replays) than the best so far
+    goes back to the best and solves again within half that step's length (a trust region).
+    Returns (estimate, informed names, its surrogates, rounds, the replays at `start`, the
+    replays at the estimate)."""
     est, informed, surr, done = start, [], [], 0
     head: list[str] = []
     if stream and stream_first:
         stream = False
         est, inf = _fit_stream(gpu, runs, est, calibration, say)
         head = ["frontend_stream_s"] if inf else []
-    k = 0
-    while k < max(1, rounds):
+    fit_names: list[str] = []
+    best = None  # (loss, estimate, surrogates, replays) of the best replayed values
+    radius, last_step, settled = np.inf, 0.0, False
+    while True:
         prof = _profile(gpu, est, calibration)
         surr, preds = [], []
         for r in runs:
             res, p = _replay(r, prof, record=True)
             surr.append(RunSurrogate(r, res, _cost_models(r, prof), est))
             preds.append(p)
-        if k == 0:
+        loss = _robust_loss(preds, runs)
+        if done == 0:
             before = preds if before is None else before
             informed = head + _informed(surr, est, names)
+            fit_names = [n for n in informed if n not in REPLAY_PARAMS]
             say(f"{gpu}: {len(runs)} runs replayed; fitting {', '.join(informed) or 'nothing'}")
-        new = _solve(surr, est, [n for n in informed if n not in REPLAY_PARAMS], start)
-        k = done = k + 1
-        step = max((abs(np.log(getattr(new, n) / getattr(est, n))) for n in informed
-                    if n not in REPLAY_PARAMS), default=0.0)
+        if best is not None and loss > best[0]:
+            radius = 0.5 * last_step
+            say(f"{gpu}: round {done}'s values replay the runs worse (loss {loss:.3g} against "
+                f"{best[0]:.3g}): back to the best, steps of at most {radius:.3f} (log)")
+            _, est, surr, preds = best
+            settled = radius < STEP_TOL
+        else:
+            best = (loss, est, surr, preds)
+        if settled or done >= max(1, rounds):
+            if stream:  # then the API server's chunk time at those values, and one more round
+                stream = False
+                was = est.frontend_stream_s
+                est, inf = _fit_stream(gpu, runs, est, calibration, say)
+                informed = (["frontend_stream_s"] if inf else []) + informed
+                if est.frontend_stream_s != was:
+                    # a new starting point, fitted by full replays: the rounds go on from it
+                    best, radius, settled = None, np.inf, False
+                    rounds = max(rounds, done + 1)
+                    continue
+            break
+        new = _solve(surr, est, fit_names, start, radius)
+        last_step = max((abs(np.log(getattr(new, n) / getattr(est, n))) for n in fit_names),
+                        default=0.0)
+        done += 1
+        say(f"{gpu}: round {done}, largest parameter change {last_step:.3f} (log)")
+        settled = last_step < STEP_TOL
         est = new
-        say(f"{gpu}: round {done}, largest parameter change {step:.3f} (log)")
-        if step >= 0.02 and k < rounds:
-            continue
-        if stream:  # then the API server's chunk time at those values, and one more round
-            stream = False
-            was = est.frontend_stream_s
-            est, inf = _fit_stream(gpu, runs, est, calibration, say)
-            informed = (["frontend_stream_s"] if inf else []) + informed
-            if est.frontend_stream_s != was:
-                rounds = max(rounds, k + 1)
-                continue
-        break
-    return est, informed, surr, done, before
+    return est, informed, surr, done, before, preds
 
 
 def _robust_loss(preds: list[dict], runs: list[MeasuredRun]) -> float:

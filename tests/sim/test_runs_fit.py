@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from costmodel.arch_defaults import default_efficiencies
@@ -90,8 +91,12 @@ def test_a_fit_that_replays_a_metric_worse_is_set_aside(monkeypatch):
         r = _run(tp, isl, osl, c)
         _, m = _replay(r, _profile(base), record=False)
         runs.append(replace(r, measured=m))  # the defaults replay these runs exactly
-    # a surrogate optimum the simulator disagrees with: decodes 3x slower
-    monkeypatch.setattr(fit_mod, "_solve", lambda surr, est, names, start: replace(est, decode_time_scale=3.0))
+    # a surrogate optimum the simulator disagrees with: decodes 3x slower, and a loss that
+    # does not see it (the search's own guard compares losses; this one checks each metric)
+    monkeypatch.setattr(fit_mod, "_solve", lambda surr, est, names, start, radius=None:
+                        replace(est, decode_time_scale=3.0))
+    losses = iter(range(100, 0, -1))
+    monkeypatch.setattr(fit_mod, "_robust_loss", lambda preds, runs: float(next(losses)))
     (f,) = fit_runs(runs, params=["decode_time_scale"], held_out=True, rounds=1)
     assert f.rejected and "TPOT" in f.rejected and f.fitted == ()
     assert f.params == base and all(r.after == r.before == r.held_out for r in f.rows)
@@ -209,3 +214,30 @@ def test_a_profile_naming_one_gpu_twice_is_refused():
     d["gpus"]["h100"] = {"params": eff}
     with pytest.raises(ServePlanError, match="gpus.h100-sxm and gpus.h100 both name h100-sxm"):
         CalibrationProfile.from_dict(d, "x.json")
+
+
+def test_a_round_that_replays_worse_goes_back_and_takes_a_shorter_step(monkeypatch):
+    """The surrogate is faithful near where it was recorded: a step its full replays do not
+    confirm is taken back, and the next is solved within half its length."""
+    import sim.runs.fit as fit_mod
+
+    base = default_efficiencies(GPU)
+    truth = replace(base, decode_time_scale=1.3)
+    runs = []
+    for tp, isl, osl, c in [(1, 512, 32, 4), (1, 1024, 16, 8), (2, 256, 48, 8)]:
+        r = _run(tp, isl, osl, c)
+        _, m = _replay(r, _profile(truth), record=False)
+        runs.append(replace(r, measured=m))
+    radii = []
+
+    def solve(surr, est, names, start, radius=np.inf):
+        radii.append(radius)
+        if len(radii) == 1:  # a first step far past the optimum: 4x slower decodes
+            return replace(est, decode_time_scale=4.0)
+        return replace(est, decode_time_scale=min(1.3, est.decode_time_scale * np.exp(radius)))
+
+    monkeypatch.setattr(fit_mod, "_solve", solve)
+    (f,) = fit_runs(runs, params=["decode_time_scale"], held_out=False, rounds=3)
+    assert radii[0] == np.inf and radii[1] == pytest.approx(0.5 * np.log(4.0))
+    assert not f.rejected and f.params.decode_time_scale == pytest.approx(1.3)
+    assert f.summary()["after"]["tpot"] < 0.01
