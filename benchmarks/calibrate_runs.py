@@ -54,7 +54,8 @@ sys.path.insert(0, str(REPO))
 
 from costmodel.paths import shared_dir  # noqa: E402
 from sim.runs import load_runs  # noqa: E402
-from sim.runs.fit import fit_runs, profile_of  # noqa: E402
+from sim.runs.fit import fit_runs  # noqa: E402
+from sim.runs.profile import profile_of  # noqa: E402
 from sim.runs.replay import replay  # noqa: E402
 
 CSVS = {"sglang": "data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv",

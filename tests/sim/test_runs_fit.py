@@ -12,7 +12,8 @@ from costmodel.calibration import CalibrationProfile, GpuCalibration
 from costmodel.errors import ServePlanError
 from sim.deployment import Deployment
 from sim.runs import MeasuredRun
-from sim.runs.fit import _cost_models, _replay, fit_runs, profile_of
+from sim.runs.fit import _cost_models, _replay, fit_runs
+from sim.runs.profile import profile_of
 from sim.runs.surrogate import RunSurrogate
 
 GPU = "h100-sxm"

@@ -1,0 +1,54 @@
+"""One calibration profile from run fits (`sim.runs.fit`): the kernel parameters and tables of
+the profile the fit started from, the engine parameters the runs fitted, where each value came
+from, and the held-out latency intervals that plans report."""
+
+from __future__ import annotations
+
+from costmodel.calibration import CalibrationProfile, GpuCalibration, gpu_key
+from costmodel.efficiencies import PARAM_BOUNDS
+from sim.runs.fit import REPLAY_PARAMS, RunsFit
+
+
+def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
+               source: str = "") -> CalibrationProfile:
+    """One profile: `base`'s kernel parameters and tables, the runs' engine parameters, the
+    source of each, and the held-out latency intervals."""
+    prof = CalibrationProfile(source=source or "engine benchmark runs")
+    if base is not None:
+        prof.gpus.update(base.gpus)
+        prof.tables.update(base.tables)
+        prof.hardware.update(base.hardware)
+        prof.messages.extend(base.messages)
+        prof.source = f"{base.source}; {prof.source}" if base.source else prof.source
+    for f in fits:
+        old = prof.calibration_for(f.gpu)
+        for k in [k for k in prof.gpus if gpu_key(k) == f.gpu]:  # the base's entry under an alias
+            del prof.gpus[k]
+        sources = dict(old.sources) if old else {}
+        files = sorted({r.run.source for r in f.rows})
+        engines = sorted({r.run.engine for r in f.rows})
+        for n in f.fitted:
+            sources[n] = f"fit: {len(f.rows)} {'/'.join(engines)} runs ({', '.join(files)})"
+        for n in f.not_informed:
+            sources.setdefault(n, "fitted values set aside (they replay the runs worse): kept its "
+                                  "starting value" if f.rejected else
+                               "not informed by the runs: kept its starting value")
+        s = f.summary()
+        resid = {"runs": len(f.rows), "mape_after": s["after"], "mape_held_out": s["held_out"]}
+        prof.gpus[f.gpu] = GpuCalibration(f.params, resid, old.uncertainty_rel if old else 0.0,
+                                          sources, dict(f.interval))
+        for n in f.fitted:
+            lo, hi = PARAM_BOUNDS[n]
+            v = getattr(f.params, n)
+            if n in REPLAY_PARAMS and v == 0.0:  # off: no chunk backlog, no extra memory
+                continue
+            if v >= hi * (1 - 1e-3) or v <= max(lo, hi * 1e-4) * (1 + 1e-3):
+                prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at its bound [{lo:g}, {hi:g}]: the "
+                                     "runs ask for more than it can give, so part of their error "
+                                     "lies in something else")
+        if f.rejected:
+            prof.messages.append(f.rejected)
+        elif f.not_informed:
+            prof.messages.append(f"{f.gpu}: the runs do not inform {', '.join(f.not_informed)}; "
+                                 "kept at their starting values")
+    return prof
