@@ -14,8 +14,9 @@ as much as every metric being off by `PRIOR`). It alternates full replays and a 
 fit on the re-timed recordings, repeat until the estimate stops moving (at most `OUTER`
 rounds). The surrogate holds near the values it was recorded at, so the full replays judge
 each round: values that replay the runs worse than the best so far are taken back, and the
-next round is solved within half that step; the best replayed values are the estimate. The API server's chunk time moves when clients see tokens, not the engine's
-iterations, so the surrogate cannot re-time it: it is fitted by full replays over a grid
+next round is solved within half that step; the best replayed values are the estimate. The
+API server's chunk time moves when clients see tokens, not the engine's iterations, so the
+surrogate cannot re-time it: it is fitted by full replays over a grid
 (`STREAM_GRID_S`), once after the surrogate rounds (then one more round when it moved) and
 once before them; the chunk time and the kernel scales can trade for each other (both lengthen
 TTFT), so of the two orders the one whose full replays fit the runs better is kept (a longer
