@@ -57,7 +57,7 @@ def _e8(eff: Efficiencies) -> Efficiencies:
     return hit[1]
 
 
-def _block_fp8_scalar(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies, graph: bool,
+def block_fp8_gemm_1(m: int, n: int, k: int, gpu: HardwareSpec, eff: Efficiencies, graph: bool,
                       kernel: str) -> float:
     """`block_fp8_gemm_time_s` on Python scalars (the simulator's path; a test keeps it equal)."""
     if m <= 0:
@@ -80,7 +80,7 @@ def block_fp8_gemm_time_s(*, m, n, k, gpu: HardwareSpec, eff: Efficiencies, grap
     docstring). `graph=False`: timed eagerly, the host launch path of the chosen kernel (or
     `kernel`, one of KERNELS) is the floor. Scalars or arrays."""
     if np.ndim(m) == 0 and np.ndim(n) == 0 and np.ndim(k) == 0 and isinstance(kernel, str):
-        return _block_fp8_scalar(int(m), int(n), int(k), gpu, eff, graph, kernel)
+        return block_fp8_gemm_1(int(m), int(n), int(k), gpu, eff, graph, kernel)
     scalar = np.ndim(m) == 0
     m, n, k = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (m, n, k))
     m, n, k = np.broadcast_arrays(m, n, k)

@@ -66,6 +66,14 @@ def _kv_bytes(kv_dtype):
         raise ServePlanError(f"MLA KV-cache dtype {kv_dtype!r}; expected one of {', '.join(KV_BYTES)}") from None
 
 
+def mla_kv_elem_bytes(kv_dtype: str) -> float:
+    """Bytes per element of an MLA cache of `kv_dtype` (bf16 or fp8)."""
+    b = KV_BYTES.get(kv_dtype)
+    if b is None:
+        raise ServePlanError(f"MLA KV-cache dtype {kv_dtype!r}; expected one of {', '.join(KV_BYTES)}")
+    return b
+
+
 # Each helper takes Python scalars (the simulator's path: the scalar formulas of roofline.py and
 # attention.py) or numpy arrays of rows (the fit's path: their `_v` forms); a test keeps the two
 # equal.
@@ -154,12 +162,41 @@ def _absorbed_tokens_memo(t, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, 
     return val
 
 
+def _latent_attn_1(b: int, q_tokens: int, ctx: int, h: int, kl: int, rope: int, gpu, eff,
+                   kvb: float) -> float:
+    """`_latent_attn` of Python scalars, without numpy: the simulator prices one per decode
+    step (a test keeps the two equal)."""
+    rows = -(-(q_tokens * h) // Q_TILE) * Q_TILE
+    flops = 2.0 * b * rows * ctx * (2 * kl + rope)
+    nbytes = b * ctx * (kl + rope) * kvb + b * q_tokens * h * (2 * kl + rope) * 2.0
+    if kvb < 2.0:
+        mem, comp = eff.mla_fp8_attn_mem_eff, eff.mla_fp8_attn_compute_eff
+        fixed = eff.attn_overhead_s + b * eff.mla_fp8_attn_per_seq_s + eff.mla_fp8_overhead_s
+    else:
+        mem, comp = eff.mla_attn_mem_eff, eff.mla_attn_compute_eff
+        fixed = eff.attn_overhead_s + b * eff.mla_attn_per_seq_s + 0.0
+    t_m = nbytes / (gpu.hbm_bw_bytes_s * mem)
+    t_c = flops / (gpu.bf16_flops * comp)
+    return _blend(t_m, t_c, eff.attn_decode_blend) + fixed * clock_scale(gpu)
+
+
+def mla_decode_1(b: int, c: int, q: int, h: int, hidden: int, ql: int, kl: int, nope: int,
+                 rope: int, v: int, gpu, eff, block: bool, kvb: float) -> float:
+    """`mla_decode_time_s` of checked Python scalars (`block`: fp8_block projections, `kvb`:
+    cache bytes per element): the simulator's per-step path."""
+    if b <= 0:
+        return 0.0
+    return _absorbed_tokens_memo(b * q, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb) \
+        + _latent_attn_1(b, q, c + q, h, kl, rope, gpu, eff, kvb)
+
+
 def _absorbed(b, q_tokens, ctx, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb):
     t = b * q_tokens
     if np.ndim(t) == 0:
-        out = _absorbed_tokens_memo(int(t), h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb)
-    else:
-        out = _absorbed_tokens(t, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb)
+        return _absorbed_tokens_memo(int(t), h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb) \
+            + _latent_attn_1(int(b), int(q_tokens), int(ctx), int(h), int(kl), int(rope), gpu, eff,
+                             float(kvb))
+    out = _absorbed_tokens(t, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb)
     return out + _latent_attn(b, q_tokens, ctx, h, kl, rope, gpu, eff, kvb)
 
 
@@ -248,11 +285,8 @@ def mla_decode_time_s(*, batch, context_len, num_heads, gpu: HardwareSpec, eff: 
     adding `q_tokens` (1; more for a speculative verify)."""
     dims = (num_heads, hidden, q_lora_rank, kv_lora_rank, qk_nope_dim, qk_rope_dim, v_head_dim)
     if _scalars(batch, context_len, q_tokens, *dims, precision, kv_dtype):
-        b, c, q = int(batch), int(context_len), int(q_tokens)
-        if b <= 0:
-            return 0.0
-        return float(_absorbed(b, q, c + q, *map(int, dims), gpu, eff, _block1(precision),
-                               _kv_bytes(kv_dtype)))
+        return mla_decode_1(int(batch), int(context_len), int(q_tokens), *map(int, dims), gpu, eff,
+                            _block1(precision), float(_kv_bytes(kv_dtype)))
     b, c, q, h, hid, ql, kl, nope, rope, v = _arrays(batch, context_len, q_tokens, *dims)
     block = _block(precision, b.shape)
     kvb = np.broadcast_to(_kv_bytes(kv_dtype), b.shape)

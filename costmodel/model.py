@@ -390,19 +390,23 @@ class CostModel(MoELayers):
         runs the experts on every rank's tokens, so the iteration takes the slowest rank's own
         work plus the MoE layers at its token count and the group's total. Ranks with no work
         join with a dummy batch (as vLLM's do) that costs less than the busiest rank's."""
-        toks = [sum(c for c, _ in p) + n * q for p, n, _, q in ranks]
+        toks = [(sum(c for c, _ in p) if p else 0) + n * q for p, n, _, q in ranks]
         T_all = sum(toks)
         if T_all == 0:
             return 0.0
-        slowest, host = 0.0, 0.0
+        slowest, seqs = 0.0, 0
+        L, dp = self.model.num_layers, self.dp
         for (pre, n_dec, ctx, q), T in zip(ranks, toks, strict=True):
             if T == 0:
                 continue
             per_layer, once = self._dense_time(T, len(pre) + n_dec * q)
             t_pre, t_dec = self._attention_time(pre, n_dec, ctx, q)
-            own = per_layer + once - self._moe_time(T, T * self.dp) + self.model.num_layers * (t_pre + t_dec)
-            slowest = max(slowest, own)
-            host = max(host, self._host(len(pre) + n_dec))
+            own = per_layer + once - self._moe_time(T, T * dp) + L * (t_pre + t_dec)
+            if own > slowest:
+                slowest = own
+            if len(pre) + n_dec > seqs:
+                seqs = len(pre) + n_dec
+        host = self._host(seqs)  # host time grows with the sequences: the busiest rank's
         gpu_s = slowest + self._moe_time(max(toks), T_all)
         return max(gpu_s, host) if self.host_overlap else gpu_s + host
 

@@ -21,10 +21,10 @@ measured tables (AIConfigurator's H100 MoE, MLA and GEMM tables) live in their o
 - `_a2a_time(msg_bytes, n_gpus)`: one dispatch or combine (NVLink inside a node, the NIC for
   the share of peers on other nodes), a roofline of the link bandwidths.
 - `_mla_time(prefill, n_decode, ctx_sum, q)`: DeepSeek's MLA attention module of one layer.
-  Decode runs the absorbed module of costmodel/mla.py (`mla_decode_time_s`: projections,
-  W_UK / W_UV folded into query and output, attention over the latent cache); prefill chunks,
-  which may sit on a cached prefix, keep the roofline below (latent up-projection, then
-  FlashAttention over 192-wide heads).
+  Decode runs the absorbed module of costmodel/mla.py (`mla_decode_1`, the scalar form of
+  `mla_decode_time_s`: projections, W_UK / W_UV folded into query and output, attention over
+  the latent cache); prefill chunks, which may sit on a cached prefix, keep the roofline below
+  (latent up-projection, then FlashAttention over 192-wide heads).
 - `_block_fp8_gemm_time(m, n, k)`: a GEMM with 128 x 128 block-scaled fp8 weights:
   costmodel/block_fp8.py (vLLM's kernel choice on Hopper, per-token-group activation
   quantisation), inside a CUDA graph.
@@ -36,8 +36,8 @@ import numpy as np
 
 from costmodel import attention as at
 from costmodel import roofline as rl
-from costmodel.block_fp8 import block_fp8_gemm_time_s
-from costmodel.mla import mla_decode_time_s
+from costmodel.block_fp8 import block_fp8_gemm_1
+from costmodel.mla import mla_decode_1, mla_kv_elem_bytes
 from costmodel.model_spec import WEIGHT_DTYPE_BYTES
 from costmodel.moe_kernels import fused_moe_time_s, router_time_s
 
@@ -128,7 +128,7 @@ class MoELayers:
     def _block_fp8_gemm_time(self, m: int, n: int, k: int) -> float:
         if m <= 0:
             return 0.0
-        return block_fp8_gemm_time_s(m=m, n=n, k=k, gpu=self.gpu, eff=self.eff, graph=True)
+        return block_fp8_gemm_1(int(m), int(n), int(k), self.gpu, self.eff, True, "")
 
     # --- MoE ---------------------------------------------------------------------------------
     def _router_time(self, tokens: int) -> float:
@@ -237,13 +237,13 @@ class MoELayers:
         m, g, e = self.model, self.gpu, self.eff
         nh = m.num_heads // self.tp
         r, rope = m.kv_lora_rank, m.qk_rope_head_dim
-        T_pre = sum(c for c, _ in prefill)
-        T_dec = n_decode * q
-        proj = self._mla_proj_time(T_pre + T_dec)
-        share = T_pre / (T_pre + T_dec) if T_pre + T_dec else 0.0
         t_pre = t_dec = 0.0
-        cache = self._mla_proj_cache
-        if prefill:
+        if prefill:  # the decodes' projections are in their absorbed module's time
+            T_pre = sum(c for c, _ in prefill)
+            T_dec = n_decode * q
+            proj = self._mla_proj_time(T_pre + T_dec)
+            share = T_pre / (T_pre + T_dec)
+            cache = self._mla_proj_cache
             ctx = sum(c + p for c, p in prefill)
             up = cache.get(("kv_b", ctx))
             if up is None:
@@ -259,13 +259,10 @@ class MoELayers:
                 dec.clear()
             t_dec = dec.get(key)
             if t_dec is None:
-                dt = self.part_dtype["attn"]
-                t_dec = dec[key] = mla_decode_time_s(
-                    batch=n_decode, context_len=ctx_len, num_heads=nh,
-                    gpu=g, eff=e, hidden=m.hidden_size, q_lora_rank=m.q_lora_rank, kv_lora_rank=r,
-                    qk_nope_dim=m.qk_nope_head_dim, qk_rope_dim=rope, v_head_dim=m.v_head_dim,
-                    precision="fp8_block" if dt == "fp8_block" else "bf16", kv_dtype=self.kv_dtype,
-                    q_tokens=q)
+                t_dec = dec[key] = mla_decode_1(
+                    n_decode, ctx_len, q, nh, m.hidden_size, m.q_lora_rank, r, m.qk_nope_head_dim,
+                    rope, m.v_head_dim, g, e, self.part_dtype["attn"] == "fp8_block",
+                    mla_kv_elem_bytes(self.kv_dtype))
         return t_pre, t_dec
 
     # --- sliding-window attention ------------------------------------------------------------
