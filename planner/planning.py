@@ -24,7 +24,7 @@ from costmodel.errors import DoesNotFitError, ServePlanError
 from costmodel.hardware import load_gpu
 from planner.candidates import ScreenContext
 from planner.launch import launch_lines
-from planner.options import Option, rank
+from planner.options import Option, dominated, rank
 from planner.plan_types import Alternative, Plan, Predicted
 from planner.request import PlanInputs
 from planner.search import exhaustive_options, fast_options, space_size
@@ -38,7 +38,7 @@ from planner.sizing import (
     operate,
 )
 from planner.space import Pruned, kv_tokens_needed, largest_kv_capacity, smallest_fit
-from planner.verify import Bisection, Verifier
+from planner.verify import Bisection, Verifier, failure_reason
 
 
 def _calibration(cal):
@@ -241,6 +241,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         "winner": {"mode": win.mode, "unit": win.label(), "bound_by": win.bound_by(req.slo),
                    "summary": _why_won(win, req, dep, op_load, met) + promoted_note},
         "alternatives": [{"mode": a.mode, "unit": a.capacity["unit"], "why": a.why} for a in alts],
+        "not_refined": _not_refined(options, win, alt_opts, req, prices),
         "pruned": dict(pruned.counts),
         "pruned_examples": pruned.memory_examples,
     }
@@ -295,6 +296,29 @@ def _carried_instead(req: PlanInputs, alts: list[Option], failed: tuple, verifie
         if amet and aload / max(adep.num_gpus, 1) >= floor:
             return o, row
     return None
+
+
+def _not_refined(options: list[Option], win: Option, alts: list[Option], req: PlanInputs,
+                 prices) -> list[dict]:
+    """Modes the plan shows no option of because no load their units were simulated at met the
+    SLO: the best such unit per mode and what its probes say (its bisection stops once even
+    its lowest failing load cannot beat the leader, so its goodput stays unknown)."""
+    shown = {win.mode} | {o.mode for o in alts}
+    cut = {id(options[i]) for i in dominated(options, req.objective, req.load, req.fleet, prices)}
+    out = []
+    for mode in dict.fromkeys(o.mode for o in options):
+        tried = [o for o in options if o.mode == mode and o.bisection.probes]
+        if mode in shown or not tried or any(o.goodput > 0 for o in tried):
+            continue
+        o = max(tried, key=lambda o: o.screen_load / max(o.unit_gpus, 1))
+        low = min(o.bisection.probes, key=lambda p: p.load)
+        gpus = f"{o.unit_gpus} GPU" + ("s" if o.unit_gpus > 1 else "")
+        why = (f"missed {failure_reason(low, req.slo)} at {low.load:.3g} {req.load_unit} "
+               f"({low.load / o.unit_gpus:.3g} per GPU on {gpus}), its lowest load simulated")
+        why += ("; not refined: even at that load it could not beat the best verified unit" if id(o) in cut
+                else "; no load simulated met the SLO")
+        out.append({"mode": mode, "unit": o.label(), "why": why})
+    return out
 
 
 def _alternatives(ranked: list[Option]) -> list[Option]:

@@ -175,7 +175,10 @@ def fast_options(req: PlanInputs, ctx: ScreenContext, verifier: Verifier, pruned
 
     # stage 1: the MILP's picks; stage 2: the neighbours of each mode's verified best, which the
     # screen cannot tell apart from it
-    verify([(a.mode, _unit_of(a)) for a in allocs])
+    stage1 = [(a.mode, _unit_of(a)) for a in allocs]
+    if "colocated" in per_mode:
+        stage1 += _each_moe_layout(req, [u for m, u in stage1 if m == "colocated"], cands, weight)
+    verify(stage1)
     ranked = rank(options, req.objective, req.load, req.load is not None, fleet, prices)
     stage2, bias = [], {}
     for mode in per_mode:
@@ -185,14 +188,13 @@ def fast_options(req: PlanInputs, ctx: ScreenContext, verifier: Verifier, pruned
             if best.screen_load > 0:
                 bias[mode] = best.goodput / best.screen_load
 
-    stage2 += _each_moe_layout(req, options, cands, weight) if "colocated" in per_mode else []
     verify(stage2, bias)
     counters = {"screened": ctx.evaluated, "shortlisted": len(cands), "allocations": len(allocs),
                 "lp_feasible": feasible}
     return options, counters, cands
 
 
-def _each_moe_layout(req: PlanInputs, options: list[Option], cands: list[Candidate],
+def _each_moe_layout(req: PlanInputs, units: list[tuple], cands: list[Candidate],
                      weight: str) -> list:
     """For an MoE model, the best screened colocated replica of each expert layout (experts
     tensor-parallel, EP inside TP, DP attention + EP) that no verified colocated unit has yet:
@@ -202,7 +204,7 @@ def _each_moe_layout(req: PlanInputs, options: list[Option], cands: list[Candida
         return []
     from planner.moe_explain import kind_of
 
-    have = {kind_of(p) for o in options if o.mode == "colocated" for p, _ in o.unit}
+    have = {kind_of(c.pool) for u in units for c, _ in u}
     best: dict[str, Candidate] = {}
     for c in cands:
         if c.role != "colocated" or c.capacity <= 0:

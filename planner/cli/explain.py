@@ -53,6 +53,8 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
     for a in d["alternatives"]:
         t.add_row(*_row(a["mode"], a["deployment"], a["predicted"], a["why"]))
     c.print(t)
+    for a in d["why"].get("not_refined") or []:
+        c.print(f"{a['mode']}: {a['unit']}: {a['why']}", markup=False)
     cap = d["capacity"]
     c.print(f"sized from a verified unit of {cap['unit_gpus']} GPU(s) ({cap['unit']}): "
             f"{cap['unit_goodput']:.3g} {cap['load_unit']} ({cap['goodput_per_gpu']:.3g} per GPU); "

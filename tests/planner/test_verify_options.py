@@ -212,8 +212,8 @@ def test_variants_include_the_kv_twin_of_the_best_and_of_the_other_hardware():
 
 
 def test_each_moe_layout_gets_a_verification():
-    """An MoE model whose verified colocated units are all experts-TP: the best screened EP and
-    DP+EP replicas are verified too (one each), a dense model gets none."""
+    """An MoE model whose MILP picks are all experts-TP: the best screened EP and DP+EP replicas
+    are verified beside them (one each), a dense model gets none."""
     from types import SimpleNamespace
 
     from planner.candidates import Candidate
@@ -224,7 +224,7 @@ def test_each_moe_layout_gets_a_verification():
         return Candidate(pool, cap, cap, "tpot", 10_000, 1.0)
 
     tp8, ep8, ep8b, dp2 = cand(8, cap=9.0), cand(8, 8, cap=10.0), cand(8, 8, cap=8.0), cand(4, 8, 2, cap=8.5)
-    verified = [option(((tp8.pool, 1),), "colocated")]
+    verified = [((tp8, 1),)]
     moe = SimpleNamespace(model=SimpleNamespace(is_moe=True))
     extra = _each_moe_layout(moe, verified, [tp8, ep8, ep8b, dp2], "gpus")
     assert [(m, [c.pool.ep for c, _ in u], [c.pool.dp for c, _ in u]) for m, u in extra] == [
@@ -232,3 +232,30 @@ def test_each_moe_layout_gets_a_verification():
     assert extra[1][1][0][0] is ep8  # the better EP replica
     dense = SimpleNamespace(model=SimpleNamespace(is_moe=False))
     assert _each_moe_layout(dense, verified, [tp8, ep8, dp2], "gpus") == []
+
+
+def test_a_mode_cut_short_is_explained():
+    """A disaggregated unit whose only probe failed and that stopped there (even at that load it
+    could not beat the leader) has no goodput, so no alternative: `why.not_refined` says what
+    it missed, where, and why it was not refined; a mode never simulated is not listed."""
+    from types import SimpleNamespace
+
+    from planner.planning import _not_refined
+
+    lead, cut = Bisection(1.0), Bisection(1.0)
+    lead.record(6.0, metrics(True), SLO_)
+    cut.record(8.0, {"slo_met": False, "slo_attainment": 0.2, "ttft_p90_s": 3.0,
+                     "tpot_p90_s": 0.01}, SLO_)
+    p4, d4 = (PoolConfig(r, "h100", tp=4).resolved() for r in ("prefill", "decode"))
+    win = option(((C4, 1),), "colocated", lead)
+    dis = option(((p4, 1), (d4, 1)), "disaggregated", cut)  # 8 GPUs: at best 1 per GPU < 1.5
+    never = option(((P1, 1), (D1, 1)), "disaggregated", Bisection(1.0))
+    req = SimpleNamespace(objective="goodput", load=None, fleet=parse_fleet("h100:16"), slo=SLO_,
+                          load_unit="requests/s")
+    out = _not_refined([win, dis, never], win, [], req, {"h100-sxm": 4.9})
+    assert len(out) == 1 and out[0]["mode"] == "disaggregated"
+    assert out[0]["unit"] == dis.label()
+    assert "missed ttft at 8 requests/s (1 per GPU on 8 GPUs)" in out[0]["why"]
+    assert "not refined" in out[0]["why"]
+    # a mode the plan shows (here as the winner's) is not listed again
+    assert _not_refined([win, dis], dis, [], req, {"h100-sxm": 4.9}) == []
