@@ -61,6 +61,11 @@ def test_fit_recovers_engine_parameters_from_runs_made_with_them():
     s = f.summary()
     assert s["after"]["tpot"] < 0.02 and s["after"]["tpot"] < s["before"]["tpot"]
     assert set(f.interval) == {"ttft", "tpot"}
+    # runs made with the same values: a fit without any one of them moves nothing, so each
+    # held-out prediction is the run's full replay at the fitted values
+    for r in f.rows:
+        for k in ("ttft_mean_s", "tpot_mean_s"):
+            assert r.held_out[k] == pytest.approx(r.after[k], rel=0.02)
     prof = profile_of([f])
     g = prof.gpus[GPU]
     assert "fit: 5 vllm runs (synthetic.csv)" == g.sources["decode_time_scale"]
@@ -105,16 +110,30 @@ def test_a_fit_that_replays_a_metric_worse_is_set_aside(monkeypatch):
     assert "set aside" in g.sources["decode_time_scale"]
 
 
-def test_held_out_interval_takes_conformal_ranks():
+def test_held_out_interval_covers_80_percent_of_the_next_run_in_expectation():
+    """The k-th smallest of n exchangeable errors has F = k / (n + 1) on average, so order
+    statistics interpolated at (n + 1) x 0.1 and (n + 1) x 0.9 cover the next error about 80% of
+    the time: checked by drawing n + 1 errors (normal and heavy-tailed) many times. The ranks of
+    split-conformal prediction (floor / ceil of those positions) cover at least 80%: 85-87% at
+    the 14 and 25 fitted runs of the benchmark, more than the issue's "near 80%"; plain sample
+    quantiles cover less (74% at 25)."""
+    import numpy as np
+
     from sim.runs.fit import held_out_interval
 
-    e = list(range(1, 26))  # 25 held-out errors: ranks floor(26 x 0.1) = 2 and ceil(26 x 0.9) = 24
-    assert held_out_interval(e) == [2.0, 24.0]
+    e = list(range(1, 26))  # positions 2.6 and 23.4
+    assert held_out_interval(e) == pytest.approx([2.6, 23.4])
     assert held_out_interval([0.3, -0.1, 0.2]) == [-0.1, 0.3]  # too few: the extremes
-    # wider than the plain sample quantiles, which under-cover unseen runs
-    import numpy as np
-    assert held_out_interval(e)[1] > np.quantile(e, 0.9)
-
+    rng = np.random.default_rng(0)
+    for n in (14, 25, 60):
+        for draw in (rng.standard_normal, lambda size: rng.standard_t(3, size)):
+            x = draw(size=(4000, n + 1))
+            hits = 0
+            for row in x:
+                lo, hi = held_out_interval(row[:n])
+                hits += lo <= row[n] <= hi
+            # interpolating between the tail's order statistics adds 1-3 points (81-83% here)
+            assert 0.795 <= hits / len(x) <= 0.84, n
 
 def test_fit_finds_the_api_servers_chunk_time_from_runs_that_back_it_up():
     # a 1B model's decode step at 128 clients takes ~10 ms (mostly host time); 128 chunks of 120 us
