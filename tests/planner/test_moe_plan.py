@@ -100,6 +100,11 @@ def test_moe_plan_explains_and_reproduces(moe_plan):
     assert moe["summary"] and "best of each kind" in moe["summary"][0]
     for role in moe["kinds"]:
         assert set(moe["kinds"][role]) == {"tp", "ep", "dp"}
+    # every colocated layout that fits was simulated (verified, or failed and dropped), not only
+    # what the screen ranked first: the screen cannot rank layouts it prices within a few percent
+    for kind in moe["kinds"]["colocated"].values():
+        if kind["fits"]:
+            assert kind["verified_per_gpu"] is not None or kind["failed_per_gpu"] is not None, kind
     s = p.simulation
     m = simulate(Deployment.from_dict(p.deployment), parse_workload(s["workload"], rate=s["rate_rps"]),
                  num_requests=s["num_requests"], seed=s["seed"], slo=SLO(**s["slo"])).metrics
