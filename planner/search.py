@@ -173,8 +173,9 @@ def fast_options(req: PlanInputs, ctx: ScreenContext, verifier: Verifier, pruned
             id(options[i].bisection)
             for i in dominated(options, req.objective, req.load, fleet, prices)})
 
-    # stage 1: the MILP's picks; stage 2: the neighbours of each mode's verified best, which the
-    # screen cannot tell apart from it
+    # stage 1: the MILP's picks and, for an MoE model, the best replica of each expert layout
+    # they lack (verified side by side, the losers stop early); stage 2: the neighbours of each
+    # mode's verified best, which the screen cannot tell apart from it
     stage1 = [(a.mode, _unit_of(a)) for a in allocs]
     if "colocated" in per_mode:
         stage1 += _each_moe_layout(req, [u for m, u in stage1 if m == "colocated"], cands, weight)
@@ -197,7 +198,7 @@ def fast_options(req: PlanInputs, ctx: ScreenContext, verifier: Verifier, pruned
 def _each_moe_layout(req: PlanInputs, units: list[tuple], cands: list[Candidate],
                      weight: str) -> list:
     """For an MoE model, the best screened colocated replica of each expert layout (experts
-    tensor-parallel, EP inside TP, DP attention + EP) that no verified colocated unit has yet:
+    tensor-parallel, EP inside TP, DP attention + EP) that none of `units` has yet:
     the screen cannot rank layouts whose decode steps it prices within a few percent of each
     other, and `--explain` compares the layouts by what the simulator verified."""
     if not getattr(req.model, "is_moe", False):
