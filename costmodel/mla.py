@@ -174,7 +174,7 @@ def _latent_attn_1(b: int, q_tokens: int, ctx: int, h: int, kl: int, rope: int, 
         fixed = eff.attn_overhead_s + b * eff.mla_fp8_attn_per_seq_s + eff.mla_fp8_overhead_s
     else:
         mem, comp = eff.mla_attn_mem_eff, eff.mla_attn_compute_eff
-        fixed = eff.attn_overhead_s + b * eff.mla_attn_per_seq_s + 0.0
+        fixed = eff.attn_overhead_s + b * eff.mla_attn_per_seq_s
     t_m = nbytes / (gpu.hbm_bw_bytes_s * mem)
     t_c = flops / (gpu.bf16_flops * comp)
     return _blend(t_m, t_c, eff.attn_decode_blend) + fixed * clock_scale(gpu)
