@@ -15,6 +15,7 @@ kernel parameters and tables kept, the engine parameters added, each with its so
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -139,6 +140,9 @@ def _print(doc: dict) -> None:
         for m, (lo, hi) in g["interval_log"].items():
             c.print(f"  80% interval of {m.upper()}: measured / predicted in "
                     f"[{_ratio(lo)}, {_ratio(hi)}] (held-out runs)")
+        if g["interval_log"]:
+            c.print(f"  from {g['runs']} runs' held-out errors: the share of new runs inside such an "
+                    f"interval scatters by about {coverage_spread(g['runs']):.0%} around 80%", soft_wrap=True)
         if g.get("rejected"):
             c.print(f"  {g['rejected']}", soft_wrap=True)
         elif g["not_informed"]:
@@ -151,6 +155,13 @@ def _print(doc: dict) -> None:
         c.print(f"wrote {doc['out']}")
     if doc.get("plot"):
         c.print(f"wrote {doc['plot']}")
+
+
+def coverage_spread(n: int) -> float:
+    """One standard deviation of the coverage of an 80% interval taken from n exchangeable
+    held-out errors (the interpolated order statistics of `sim.runs.fit.held_out_interval`: a
+    Beta(0.8 (n + 1), 0.2 (n + 1)) share of the next runs, variance 0.8 x 0.2 / (n + 2))."""
+    return math.sqrt(0.8 * 0.2 / (n + 2))
 
 
 def _ratio(x: float) -> str:

@@ -261,3 +261,22 @@ def test_a_round_that_replays_worse_goes_back_and_takes_a_shorter_step(monkeypat
     assert radii[0] == np.inf and radii[1] == pytest.approx(0.5 * np.log(4.0))
     assert not f.rejected and f.params.decode_time_scale == pytest.approx(1.3)
     assert f.summary()["after"]["tpot"] < 0.01
+
+
+def test_the_printed_coverage_spread_is_that_of_the_interval():
+    """`serveplan calibrate` prints how far an 80% interval's coverage of new runs scatters at
+    the number of runs it came from: sqrt(0.8 x 0.2 / (n + 2)), checked against drawing n
+    errors, building the interval and measuring its coverage of many new draws."""
+    import numpy as np
+
+    from planner.cli.calibrate_runs import coverage_spread
+    from sim.runs.fit import held_out_interval
+
+    rng = np.random.default_rng(1)
+    for n in (14, 25):
+        cov = []
+        for _ in range(1500):
+            lo, hi = held_out_interval(rng.standard_normal(n))
+            new = rng.standard_normal(300)
+            cov.append(np.mean((new >= lo) & (new <= hi)))
+        assert float(np.std(cov)) == pytest.approx(coverage_spread(n), rel=0.2), n
