@@ -58,20 +58,21 @@ def mla_kv_bytes_per_token(*, kv_lora_rank: int = 512, qk_rope_dim: int = 64,
     return (kv_lora_rank + qk_rope_dim) * _kv_bytes(kv_dtype)
 
 
-def _kv_bytes(kv_dtype):
-    try:
-        return np.vectorize(KV_BYTES.__getitem__, otypes=[float])(kv_dtype) if np.ndim(kv_dtype) \
-            else KV_BYTES[kv_dtype]
-    except KeyError:
-        raise ServePlanError(f"MLA KV-cache dtype {kv_dtype!r}; expected one of {', '.join(KV_BYTES)}") from None
-
-
 def mla_kv_elem_bytes(kv_dtype: str) -> float:
     """Bytes per element of an MLA cache of `kv_dtype` (bf16 or fp8)."""
     b = KV_BYTES.get(kv_dtype)
     if b is None:
         raise ServePlanError(f"MLA KV-cache dtype {kv_dtype!r}; expected one of {', '.join(KV_BYTES)}")
     return b
+
+
+def _kv_bytes(kv_dtype):
+    if not np.ndim(kv_dtype):
+        return mla_kv_elem_bytes(kv_dtype)
+    try:
+        return np.vectorize(KV_BYTES.__getitem__, otypes=[float])(kv_dtype)
+    except KeyError:
+        raise ServePlanError(f"MLA KV-cache dtype {kv_dtype!r}; expected one of {', '.join(KV_BYTES)}") from None
 
 
 # Each helper takes Python scalars (the simulator's path: the scalar formulas of roofline.py and
@@ -180,23 +181,27 @@ def _latent_attn_1(b: int, q_tokens: int, ctx: int, h: int, kl: int, rope: int, 
     return _blend(t_m, t_c, eff.attn_decode_blend) + fixed * clock_scale(gpu)
 
 
+def _absorbed_1(b: int, q: int, ctx: int, h: int, hidden: int, ql: int, kl: int, nope: int,
+                rope: int, v: int, gpu, eff, block: bool, kvb: float) -> float:
+    """`_absorbed` of Python scalars."""
+    return _absorbed_tokens_memo(b * q, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb) \
+        + _latent_attn_1(b, q, ctx, h, kl, rope, gpu, eff, kvb)
+
+
 def mla_decode_1(b: int, c: int, q: int, h: int, hidden: int, ql: int, kl: int, nope: int,
                  rope: int, v: int, gpu, eff, block: bool, kvb: float) -> float:
     """`mla_decode_time_s` of checked Python scalars (`block`: fp8_block projections, `kvb`:
     cache bytes per element): the simulator's per-step path."""
     if b <= 0:
         return 0.0
-    return _absorbed_tokens_memo(b * q, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb) \
-        + _latent_attn_1(b, q, c + q, h, kl, rope, gpu, eff, kvb)
+    return _absorbed_1(b, q, c + q, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb)
 
 
 def _absorbed(b, q_tokens, ctx, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb):
-    t = b * q_tokens
-    if np.ndim(t) == 0:
-        return _absorbed_tokens_memo(int(t), h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb) \
-            + _latent_attn_1(int(b), int(q_tokens), int(ctx), int(h), int(kl), int(rope), gpu, eff,
-                             float(kvb))
-    out = _absorbed_tokens(t, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb)
+    if np.ndim(b * q_tokens) == 0:
+        return _absorbed_1(int(b), int(q_tokens), int(ctx), int(h), hidden, ql, int(kl), nope,
+                           int(rope), v, gpu, eff, block, float(kvb))
+    out = _absorbed_tokens(b * q_tokens, h, hidden, ql, kl, nope, rope, v, gpu, eff, block, kvb)
     return out + _latent_attn(b, q_tokens, ctx, h, kl, rope, gpu, eff, kvb)
 
 
@@ -286,7 +291,7 @@ def mla_decode_time_s(*, batch, context_len, num_heads, gpu: HardwareSpec, eff: 
     dims = (num_heads, hidden, q_lora_rank, kv_lora_rank, qk_nope_dim, qk_rope_dim, v_head_dim)
     if _scalars(batch, context_len, q_tokens, *dims, precision, kv_dtype):
         return mla_decode_1(int(batch), int(context_len), int(q_tokens), *map(int, dims), gpu, eff,
-                            _block1(precision), float(_kv_bytes(kv_dtype)))
+                            _block1(precision), mla_kv_elem_bytes(kv_dtype))
     b, c, q, h, hid, ql, kl, nope, rope, v = _arrays(batch, context_len, q_tokens, *dims)
     block = _block(precision, b.shape)
     kvb = np.broadcast_to(_kv_bytes(kv_dtype), b.shape)

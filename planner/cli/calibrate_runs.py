@@ -165,8 +165,6 @@ def coverage_spread(n: int) -> float:
 
 
 def _ratio(x: float) -> str:
-    import math
-
     return f"{math.exp(x):.3f}"
 
 

@@ -117,8 +117,6 @@ def test_held_out_interval_covers_80_percent_of_the_next_run_in_expectation():
     split-conformal prediction (floor / ceil of those positions) cover at least 80%: 85-87% at
     the 14 and 25 fitted runs of the benchmark, more than the issue's "near 80%"; plain sample
     quantiles cover less (74% at 25)."""
-    import numpy as np
-
     from sim.runs.fit import held_out_interval
 
     e = list(range(1, 26))  # positions 2.6 and 23.4
@@ -134,6 +132,7 @@ def test_held_out_interval_covers_80_percent_of_the_next_run_in_expectation():
                 hits += lo <= row[n] <= hi
             # interpolating between the tail's order statistics adds 1-3 points (81-83% here)
             assert 0.795 <= hits / len(x) <= 0.84, n
+
 
 def test_fit_finds_the_api_servers_chunk_time_from_runs_that_back_it_up():
     # a 1B model's decode step at 128 clients takes ~10 ms (mostly host time); 128 chunks of 120 us
@@ -267,8 +266,6 @@ def test_the_printed_coverage_spread_is_that_of_the_interval():
     """`serveplan calibrate` prints how far an 80% interval's coverage of new runs scatters at
     the number of runs it came from: sqrt(0.8 x 0.2 / (n + 2)), checked against drawing n
     errors, building the interval and measuring its coverage of many new draws."""
-    import numpy as np
-
     from planner.cli.calibrate_runs import coverage_spread
     from sim.runs.fit import held_out_interval
 
