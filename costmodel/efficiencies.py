@@ -86,6 +86,14 @@ class Efficiencies:
       SGLang runs of Llama-3.1-8B on H200 stop gaining output tokens/s past ~20k at TP 4 and 8
       while their GPUs idle; the fit puts 60 us per chunk there (benchmarks/RESULTS.md,
       2026-12-05 afternoon).
+    - `request_latency_s`: a fixed time between a client sending a request and the scheduler
+      seeing it that no queue causes (network and RPC hops, a separate frontend's routing and
+      tokenisation, stream set-up), paid by every request at once rather than one at a time,
+      so it adds to every TTFT and to a closed-loop client's cycle. 0 until runs fit it: the
+      intercept of TTFT against concurrency at a fixed prompt length. AIConfigurator's SGLang
+      runs of Qwen3-32B on H100 (served through a separate frontend) put TTFT at about
+      0.1-0.3 s plus each client's place in the prefill queue (benchmarks/RESULTS.md,
+      2026-12-06 late morning).
     - `mem_reserved_gib`: memory per GPU the engine holds beyond what `costmodel.memory` counts,
       out of the KV cache. 0 until runs inform it: where a run's clients outnumber what the KV
       pool holds, the queue shows the pool's size, and `sim/runs/fit.py` fits it by full
@@ -151,6 +159,10 @@ class Efficiencies:
     # ... and per streamed chunk on the way out (one per running request per step, the
     # detokenised tokens it sends the client), one at a time: 0 = not modelled
     frontend_stream_s: float = 0.0
+    # a fixed latency every request pays outside any queue, before the API server takes it
+    # (client-to-engine hops, a frontend's routing, stream set-up): part of every TTFT, not
+    # one request at a time; 0 until runs fit it (sim/runs/fit.py)
+    request_latency_s: float = 0.0
     # GiB each GPU's engine holds that the memory plan does not count (its graphs, workspaces,
     # allocator slack beyond the runtime reserve), taken from the KV cache: 0 until runs fit it
     mem_reserved_gib: float = 0.0
@@ -331,6 +343,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "frontend_s": (0.0, 50e-3),
     "frontend_per_token_s": (0.0, 50e-6),
     "frontend_stream_s": (0.0, 1e-3),
+    "request_latency_s": (0.0, 2.0),
     "mem_reserved_gib": (0.0, 40.0),
     "prefill_time_scale": (0.2, 5.0),
     "decode_time_scale": (0.2, 5.0),

@@ -140,13 +140,14 @@ class Cluster:
         r = self.router.pick(prompt + out, keys)
         self.replica_idx[rid] = r.idx
         r.outstanding += prompt + (1 if r.cfg.role == "prefill" else out)
-        fe = r.frontend_s(prompt)
-        if fe <= 0.0:
+        fe, lat = r.frontend_s(prompt), r.cm.eff.request_latency_s
+        if fe <= 0.0 and lat <= 0.0:
             r.submit(rid)
             return
-        # the replica's API server takes requests one at a time (parse, template, tokenise)
-        # and hands each to the engine when done with it
-        done = max(now, r.frontend_free_at) + fe
+        # the request reaches the replica's API server after the fixed latency every request
+        # pays; the server takes requests one at a time (parse, template, tokenise) and hands
+        # each to the engine when done with it
+        done = max(now + lat, r.frontend_free_at) + fe
         r.frontend_free_at = done
         ev = self.env.timeout(done - now)
         ev.callbacks.append(lambda _ev, r=r, rid=rid: r.submit(rid))

@@ -3,9 +3,10 @@ from runs the fit did not see.
 
 Parameters (`ENGINE_PARAMS`, per GPU): host time per iteration and per sequence, the TP
 collectives' latency and bandwidth efficiency inside a node (and across nodes when a run
-spans them), one kernel-speed scale each for prefill and decode GPU work, and the API
-server's time per streamed chunk (`frontend_stream_s`). Operator tables and `serveplan
-validate` set the kernel parameters; these say how the engine runs them.
+spans them), one kernel-speed scale each for prefill and decode GPU work, the fixed latency
+every request pays outside any queue (`request_latency_s`), the API server's time per
+streamed chunk (`frontend_stream_s`), and memory the engine holds beyond the plan. Operator
+tables and `serveplan validate` set the kernel parameters; these say how the engine runs them.
 
 The fit minimises the log error of each run's measured means (and percentiles when the file
 has them) with a weak pull towards the starting values (moving a parameter by a factor e costs
@@ -58,7 +59,8 @@ from sim.runs.surrogate import RunSurrogate
 from sim.runs.types import MeasuredRun
 
 ENGINE_PARAMS = ("host_overhead_s", "host_per_seq_s", "prefill_time_scale", "decode_time_scale",
-                 "comm_latency_s", "comm_bw_eff", "frontend_stream_s", "mem_reserved_gib")
+                 "comm_latency_s", "comm_bw_eff", "request_latency_s", "frontend_stream_s",
+                 "mem_reserved_gib")
 # parameters the surrogate cannot re-time (they move events outside the engine's iterations,
 # or change which requests run at all): fitted by full replays over a grid
 REPLAY_PARAMS = ("frontend_stream_s", "mem_reserved_gib")
@@ -161,13 +163,19 @@ def _residuals(preds: list[dict], runs: list[MeasuredRun], metrics=None) -> np.n
     return np.asarray(out)
 
 
+def _floor(name: str) -> float:
+    """The smallest value the log-space search gives `name` (a parameter that starts at 0, as
+    the request latency does, starts there)."""
+    return max(PARAM_BOUNDS[name][0], PARAM_BOUNDS[name][1] * 1e-4)
+
+
 def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], centre: Efficiencies,
            radius: float = np.inf):
     """Least squares on the surrogates over `names` (log space, bounded, weak prior), each
     parameter within `radius` (log) of `start`."""
     if not names:
         return start
-    lo = np.array([np.log(max(PARAM_BOUNDS[n][0], PARAM_BOUNDS[n][1] * 1e-4)) for n in names])
+    lo = np.array([np.log(_floor(n)) for n in names])
     hi = np.array([np.log(PARAM_BOUNDS[n][1]) for n in names])
     x0 = np.clip([np.log(max(getattr(start, n), 1e-12)) for n in names], lo + 1e-9, hi - 1e-9)
     if np.isfinite(radius):
@@ -350,8 +358,8 @@ def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], round
                     continue
             break
         new = _solve(surr, est, fit_names, start, radius)
-        last_step = max((abs(np.log(getattr(new, n) / getattr(est, n))) for n in fit_names),
-                        default=0.0)
+        last_step = max((abs(np.log(max(getattr(new, n), _floor(n)) / max(getattr(est, n), _floor(n))))
+                         for n in fit_names), default=0.0)
         done += 1
         say(f"{gpu}: round {done}, largest parameter change {last_step:.3f} (log)")
         settled = last_step < STEP_TOL

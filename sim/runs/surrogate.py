@@ -7,7 +7,9 @@ engine-level parameters act on simply (`CostModel.step_parts`): prefill GPU time
 `prefill_time_scale`, decode GPU time x `decode_time_scale`, the TP all-reduces (recomputed
 from `comm_*` / `net_*` for the step's message), the rest of the collectives as they were,
 and host time `host_overhead_s + host_per_seq_s x sequences` (added, or overlapped when the
-engine overlaps it). Re-timing keeps each replica's idle gaps and each request's place in
+engine overlaps it); a change of the fixed request latency (`request_latency_s`) adds to every
+TTFT (exact where the engine idles until a closed loop's requests return, as in lock-step
+waves; to first order where they join a running batch). Re-timing keeps each replica's idle gaps and each request's place in
 the step sequence: its arrival an offset after a step's end, its first token and its last at
 a step's end. TTFT and TPOT follow. Exact at the parameters it was recorded with; near them
 the schedule barely moves, and `sim.runs.fit` re-records at each new estimate.
@@ -110,10 +112,12 @@ class RunSurrogate:
         # what re-timing at the recorded parameters gives, against what the replay gave: the
         # surrogate predicts ratios to the replay, so any part it leaves out cancels
         self._replay = {"ttft": f.ttft_s.to_numpy(), "tpot": f.tpot_s.to_numpy()}
+        self.base_latency_s = base.request_latency_s
         self._at_base = self._latencies(base)
 
     def _latencies(self, eff: Efficiencies) -> dict[str, np.ndarray]:
         ttft = np.empty(len(self.out))
+        dlat = eff.request_latency_s - self.base_latency_s
         first = np.empty(len(self.out))
         fin = np.empty(len(self.out))
         for i, s in self.reps.items():
@@ -123,7 +127,7 @@ class RunSurrogate:
                 j = self.j_arr[m]
                 arr = np.where(j >= 0, e[np.maximum(j, 0)], 0.0) + self.off_arr[m]
                 first[m] = e[self.k_first[m]]
-                ttft[m] = first[m] - arr
+                ttft[m] = first[m] - arr + dlat
             m2 = self.fin_rep == i
             if m2.any():
                 fin[m2] = e[self.k_fin[m2]]

@@ -111,3 +111,27 @@ def test_closed_loop_client_sends_when_it_sees_the_last_chunk(toy_deployment, ti
     assert f.finish_s[0] == pytest.approx(d2, rel=1e-12)
     assert f.arrival_s[1] == pytest.approx(d2, rel=1e-12)
     assert f.first_token_s[1] == pytest.approx(d2 + s1 + sc, rel=1e-12)  # idle API server again
+
+
+def test_request_latency_is_paid_by_every_request_at_once(toy_deployment, tiny_model, toy_gpu,
+                                                          trace_file):
+    # two 40-token prompts sent together; each reaches the API server after the fixed latency
+    # (both at `lat`, not one after the other), which then takes them one at a time (fe each)
+    probe = cm_with(tiny_model, toy_gpu, 0.0)
+    p0 = probe.step_time_s([(40, 0)])
+    lat, fe = 5 * p0, p0 / 4
+    cm = cm_with(tiny_model, toy_gpu, fe)
+    cm.eff = replace(cm.eff, request_latency_s=lat)
+    wl = parse_workload(f"trace:{trace_file([(40, 2, 0.0), (40, 1, 0.0)])}")
+    f = run(toy_deployment(), wl, cm, 2)
+    t1 = lat + fe + p0
+    t2 = t1 + cm.step_time_s([(40, 0)], 1, 40)
+    assert f.first_scheduled_s.tolist() == pytest.approx([lat + fe, t1], rel=1e-12)
+    assert f.ttft_s.tolist() == pytest.approx([t1, t2], rel=1e-12)  # the latency counts once each
+    # without the API server the two reach the engine together and prefill in one step
+    cm0 = cm_with(tiny_model, toy_gpu, 0.0)
+    cm0.eff = replace(cm0.eff, request_latency_s=lat)
+    f0 = run(toy_deployment(), wl, cm0, 2)
+    both = lat + cm0.step_time_s([(40, 0), (40, 0)])
+    assert f0.first_scheduled_s.tolist() == pytest.approx([lat, lat], rel=1e-12)
+    assert f0.ttft_s.tolist() == pytest.approx([both, both], rel=1e-12)

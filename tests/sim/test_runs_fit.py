@@ -44,6 +44,38 @@ def test_surrogate_reproduces_the_replay_it_recorded_and_follows_a_change():
     assert got["tpot_mean_s"] > pred["tpot_mean_s"] * 1.05  # a 1B model: host time is half of it
 
 
+def test_surrogate_adds_a_change_of_request_latency_to_every_ttft():
+    # a longer fixed latency lengthens every recorded TTFT by the change and leaves TPOT alone;
+    # the full replay at that latency agrees within a few percent (its closed loop returns a
+    # little later to a schedule that moved a little)
+    run = _run(1, 512, 16, 8)
+    base = default_efficiencies(GPU)
+    res, pred = _replay(run, _profile(base), record=True)
+    s = RunSurrogate(run, res, _cost_models(run, _profile(base)), base)
+    later = replace(base, request_latency_s=0.05)
+    _, truth = _replay(run, _profile(later), record=False)
+    got = s.predict(later)
+    assert got["ttft_mean_s"] == pytest.approx(pred["ttft_mean_s"] + 0.05, rel=1e-9)
+    assert got["ttft_mean_s"] == pytest.approx(truth["ttft_mean_s"], rel=0.03)
+    assert got["tpot_mean_s"] == pytest.approx(truth["tpot_mean_s"], rel=0.03)
+
+
+def test_fit_finds_a_request_latency_beside_the_prefill_scale():
+    # TTFT = latency + each client's place in the prefill queue: runs at 4 and 64 clients tell
+    # the intercept from the slope (the prefill scale), which one concurrency could not
+    truth = replace(default_efficiencies(GPU), request_latency_s=0.08, prefill_time_scale=1.2)
+    runs = []
+    for tp, isl, osl, c in [(1, 2048, 16, 4), (1, 2048, 16, 64), (1, 1024, 32, 32)]:
+        r = _run(tp, isl, osl, c)
+        _, m = _replay(r, _profile(truth), record=False)
+        runs.append(replace(r, measured=m))
+    (f,) = fit_runs(runs, params=["request_latency_s", "prefill_time_scale"], held_out=False)
+    assert "request_latency_s" in f.fitted and not f.rejected
+    assert f.params.request_latency_s == pytest.approx(0.08, rel=0.1)
+    assert f.params.prefill_time_scale == pytest.approx(1.2, rel=0.1)
+    assert f.summary()["after"]["ttft"] < 0.02
+
+
 def test_fit_recovers_engine_parameters_from_runs_made_with_them():
     truth = replace(default_efficiencies(GPU), host_per_seq_s=80e-6, decode_time_scale=0.8,
                     prefill_time_scale=1.25)
