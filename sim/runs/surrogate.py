@@ -9,10 +9,11 @@ from `comm_*` / `net_*` for the step's message), the rest of the collectives as 
 and host time `host_overhead_s + host_per_seq_s x sequences` (added, or overlapped when the
 engine overlaps it); a change of the fixed request latency (`request_latency_s`) adds to every
 TTFT (exact where the engine idles until a closed loop's requests return, as in lock-step
-waves; to first order where they join a running batch). Re-timing keeps each replica's idle gaps and each request's place in
-the step sequence: its arrival an offset after a step's end, its first token and its last at
-a step's end. TTFT and TPOT follow. Exact at the parameters it was recorded with; near them
-the schedule barely moves, and `sim.runs.fit` re-records at each new estimate.
+waves; to first order where they join a running batch: within 2% of the full replay in
+tests/sim/test_runs_fit.py). Re-timing keeps each replica's idle gaps and each request's
+place in the step sequence: its arrival an offset after a step's end, its first token and its
+last at a step's end. TTFT and TPOT follow. Exact at the parameters it was recorded with;
+near them the schedule barely moves, and `sim.runs.fit` re-records at each new estimate.
 """
 
 from __future__ import annotations
