@@ -69,10 +69,7 @@ def mla_kv_elem_bytes(kv_dtype: str) -> float:
 def _kv_bytes(kv_dtype):
     if not np.ndim(kv_dtype):
         return mla_kv_elem_bytes(kv_dtype)
-    try:
-        return np.vectorize(KV_BYTES.__getitem__, otypes=[float])(kv_dtype)
-    except KeyError:
-        raise ServePlanError(f"MLA KV-cache dtype {kv_dtype!r}; expected one of {', '.join(KV_BYTES)}") from None
+    return np.vectorize(mla_kv_elem_bytes, otypes=[float])(kv_dtype)
 
 
 # Each helper takes Python scalars (the simulator's path: the scalar formulas of roofline.py and
