@@ -169,23 +169,23 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
 
 
 def _stages(rows: pd.DataFrame, names: list[str]) -> list[tuple[np.ndarray, list[str]]]:
-    """Groups of ops linked by a shared parameter among `names`: (row positions, parameters)."""
-    ops = list(pd.unique(rows["op"]))
-    uses = {op: set(informed_params(rows[rows["op"] == op])) & set(names) for op in ops}
-    groups: list[tuple[set, set]] = []
-    for op in ops:
-        g_ops, g_par = {op}, set(uses[op])
-        for other in [g for g in groups if g[1] & g_par]:
-            groups.remove(other)
-            g_ops |= other[0]
-            g_par |= other[1]
-        groups.append((g_ops, g_par))
-    out = []
-    for g_ops, g_par in groups:
-        if g_par:
-            idx = np.flatnonzero(rows["op"].isin(g_ops).to_numpy())
-            out.append((idx, [n for n in names if n in g_par]))
-    return out
+    """Groups of rows linked by a shared parameter among `names`: (row positions, parameters).
+    The units joined are (op, precision): an op's precisions share their parameters where one
+    kernel serves them (GEMMs) and join into one group, and keep apart where each has its own
+    kernel (the fused-MoE kernels of bf16, fp8, int4 and mxfp4 experts)."""
+    keys = ["op", "precision"] if "precision" in rows.columns else ["op"]
+    units = list(rows.groupby(keys, dropna=False, sort=False).indices.values())
+    groups: list[tuple[list, set]] = []
+    for idx in units:
+        g_idx, g_par = [idx], set(informed_params(rows.iloc[idx])) & set(names)
+        linked = [g for g in groups if g[1] & g_par]
+        groups = [g for g in groups if not g[1] & g_par]
+        for o_idx, o_par in linked:
+            g_idx += o_idx
+            g_par |= o_par
+        groups.append((g_idx, g_par))
+    return [(np.sort(np.concatenate(g_idx)), [n for n in names if n in g_par])
+            for g_idx, g_par in groups if g_par]
 
 
 def _least_squares(rows, names, start, box, hw, log_meas, weight, prior_w, loss, f_scale, max_nfev,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -157,3 +158,27 @@ def test_aiconfigurator_device_names():
     assert device_to_gpu("NVIDIA L40") is None  # not an L4
     assert device_to_gpu("NVIDIA GB200") is None  # not a B200 preset
     assert device_to_gpu("NVIDIA B200") == "b200"
+
+
+def test_staged_fit_splits_an_op_whose_precisions_use_different_kernels(profiles):
+    # AIConfigurator's H100 folder: the fused-MoE rows of each expert precision are priced by
+    # their own kernel's parameters, so each is its own stage; GEMMs of every precision share
+    # the GEMM parameters and stay one stage (a fit's cost grows with rows x parameters)
+    from costmodel.fit import _stages, informed_params, sample_rows
+    from costmodel.measured import skipped_mask
+
+    folder = profiles / "aiconfigurator/h100_sxm"
+    rows = pd.concat([load_measured(folder / "moe", "aiconfigurator"),
+                      load_measured(folder / "gemm", "aiconfigurator")], ignore_index=True)
+    rows = sample_rows(rows, 200, 0)
+    rows = rows[~skipped_mask(rows)].reset_index(drop=True)
+    names = informed_params(rows)
+    stages = _stages(rows, names)
+    moe = [set(rows.iloc[i]["precision"]) for i, _ in stages if set(rows.iloc[i]["op"]) == {"moe"}]
+    assert sorted(map(sorted, moe)) == [[p] for p in sorted(set(rows[rows.op == "moe"]["precision"]))]
+    assert len(moe) >= 4
+    gemm = [set(rows.iloc[i]["precision"]) for i, _ in stages if set(rows.iloc[i]["op"]) == {"gemm"}]
+    assert gemm == [set(rows[rows.op == "gemm"]["precision"])]
+    # every row and every parameter lands in exactly one stage
+    assert sorted(np.concatenate([i for i, _ in stages]).tolist()) == list(range(len(rows)))
+    assert sorted(n for _, ns in stages for n in ns) == sorted(names)
