@@ -147,7 +147,7 @@ def aic_h100(prof_dir: Path) -> list[dict]:
     return out
 
 
-def splitwise(prof_dir: Path) -> tuple[list[dict], object]:
+def splitwise(prof_dir: Path, fraction: float = 0.3) -> tuple[list[dict], object]:
     v = load_measured(prof_dir / "vidur", "vidur")
     # stage 1: kernels (GEMM, elementwise, decode attention) from Vidur's A100 tables; Vidur's
     # legacy prefill-attention file does not scale with its cached prefix as attention must,
@@ -156,7 +156,7 @@ def splitwise(prof_dir: Path) -> tuple[list[dict], object]:
     s1 = fit_params(_cap(v))
     sw = load_measured(prof_dir / "splitwise" / "perf_model_a100.csv", "splitwise",
                        model="llama-2-70b")
-    fit = np.random.default_rng(SEED).random(len(sw)) < 0.3
+    fit = np.random.default_rng(SEED).random(len(sw)) < fraction
     s2 = fit_params(sw[fit], start=s1.params, params=STAGE2)
     test = sw[~fit].reset_index(drop=True)
     pred = predict_rows(test, params={"a100-80g": s2.params})
@@ -165,7 +165,8 @@ def splitwise(prof_dir: Path) -> tuple[list[dict], object]:
     # kv_fit_mask: TP2 batch 64 x (512 + 128) tokens) cannot have run as the batch they name;
     # they are kept out of the fit (fit_params skips them) and of the score, and scored apart
     fits = kv_fit_mask(test)
-    rep = _report("splitwise: A100 Llama2-70B TP2/4/8 prefill + decode step, fit 30%, predict 70%",
+    rep = _report(f"splitwise: A100 Llama2-70B TP2/4/8 prefill + decode step, fit {fraction:.0%}, "
+                  f"predict {1 - fraction:.0%}",
                   0.10, test[fits], pred[fits], group[fits])
     rep["excluded_kv_overflow_rows"] = int((~fits).sum())
     rep["by_phase"] = residual_report(test["measured_s"].to_numpy()[fits], pred[fits],
