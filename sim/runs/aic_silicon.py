@@ -26,9 +26,16 @@ What a row does not say is taken from how AIConfigurator makes these runs (its p
   the 0.5.1.post1 and generic templates test a key, `enable-mix-chunk`, the rule never sets), so
   0.5.6.post2 runs mix decodes into prefill batches (`prefill_mixed`) and the others run
   prefill batches alone (SGLang's default, `prefill_only`);
-- fp8 runs: an fp8 KV cache beside the fp8 GEMMs, AIConfigurator's default fp8 quantisation on
-  Hopper. The rows need it: with a bf16 cache their decode steps would read more bytes than
-  HBM moves in the measured TPOT (`sim.runs.physics`).
+- fp8 runs: a row does not say its KV cache's dtype. SGLang and vLLM keep the model's dtype
+  unless told (`--kv-cache-dtype auto`), and AIConfigurator's launch templates print the flag only
+  when its config sets one. So the fp8 rows of one configuration of the harness (engine, version,
+  model, GEMM quantisation) run an fp8 cache when one of them needs it: with a bf16 cache its
+  decode steps would read more bytes than HBM moves in the measured TPOT (`sim.runs.physics`),
+  or its request would not fit; otherwise a bf16 cache. vLLM 0.12's Qwen3-32B fp8 rows and
+  SGLang 0.5.6's disaggregated Qwen3-32B rows need one; SGLang 0.5.6's Llama-3.1-8B H200 rows
+  (at most 64% of HBM bandwidth with bf16) do not, and their fit agrees: with a bf16 cache the
+  decode kernel scale fitted on them is 1.10 instead of 1.46 (benchmarks/RESULTS.md,
+  2026-12-06 afternoon).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from costmodel.hardware import load_gpu
 from costmodel.specs import MODEL_PRESETS, load_model
 from sim.deployment import Deployment, PoolConfig
 from sim.runs.deployments import require_fits
+from sim.runs.physics import work_bounds
 from sim.runs.types import MeasuredRun
 
 # the aiperf harness's measured requests per client, and vLLM's aggregated token budget slack
@@ -117,7 +125,7 @@ def _precision(row, where: str) -> str:
     return _PRECISION[q]
 
 
-def _run(row, source: str) -> MeasuredRun:
+def _run(row, source: str, fp8_kv: bool = True) -> MeasuredRun:
     rid = str(row["id"])
     where = f"{source} run {rid}"
     engine = _text(row, "backend")
@@ -130,7 +138,7 @@ def _run(row, source: str) -> MeasuredRun:
     gpu = gpu_preset(row["system"])
     prec = _precision(row, where)
     isl, osl = _whole(row, "isl", where), _whole(row, "osl", where)
-    kv = "fp8" if prec == "fp8" else "auto"
+    kv = "fp8" if prec == "fp8" and fp8_kv else "auto"
     policy = None
     if engine == "sglang" and _text(row, "backend_version") in SGLANG_MIXED_CHUNK_VERSIONS:
         policy = "prefill_mixed"
@@ -179,11 +187,37 @@ def read_aic_silicon(path: Path) -> list[MeasuredRun]:
                              f"has {', '.join(REQUIRED)}")
     if df.empty:
         raise ServePlanError(f"{path}: no runs")
+    rows = df.to_dict("records")
+    fp8_kv = _fp8_kv_configs(rows, path.name)
     runs = []
-    for r in df.to_dict("records"):
+    for r in rows:
         try:
-            runs.append(_run(r, path.name))
+            runs.append(_run(r, path.name, _config(r) in fp8_kv))
         except ServePlanError as e:  # a model or GPU lookup does not know which row it read
             msg = str(e)
             raise ServePlanError(msg if path.name in msg else f"{path.name} run {r['id']}: {msg}") from None
     return runs
+
+
+def _config(row) -> tuple[str, ...]:
+    """One configuration of AIConfigurator's harness: what its launch line depends on."""
+    return tuple(_text(row, c) for c in ("backend", "backend_version", "model_path", "gemm_quant_mode",
+                                         "precision"))
+
+
+def _fp8_kv_configs(rows: list[dict], source: str) -> set[tuple[str, ...]]:
+    """The configurations whose fp8 rows need an fp8 KV cache (module doc): one of their rows
+    moves more bytes than HBM can at its measured TPOT with a bf16 cache, or does not fit."""
+    need = set()
+    for r in rows:
+        cfg = _config(r)
+        if cfg in need:
+            continue
+        try:
+            run = _run(r, source, fp8_kv=False)
+        except ServePlanError:  # reported when the row is read for good
+            need.add(cfg)
+            continue
+        if run.deployment.pools[0].precision == "fp8" and work_bounds(run).memory_fraction > 1.0:
+            need.add(cfg)
+    return need

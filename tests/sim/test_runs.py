@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from costmodel.batch import Batch
@@ -58,6 +60,27 @@ def test_fp8_row_runs_fp8_weights_and_kv(csv):
     (run,) = load_runs(csv(VLLM_HEADER, FP8_ROW), "aic-silicon")
     pool = run.deployment.pools[0]
     assert (pool.precision, pool.kv_dtype, run.concurrency) == ("fp8", "fp8", 48)
+
+
+def test_fp8_kv_cache_only_where_a_row_of_its_configuration_needs_one(csv):
+    # a row does not name its KV dtype: the disaggregated Qwen3-32B row's TPOT is faster than a
+    # bf16 cache's decode reads allow (one decode GPU, 48 x 5000-token contexts in 22 ms), so
+    # its configuration (same engine, version, model, quantisation) runs an fp8 cache, even
+    # in a row that alone would not need one; the Llama fp8 row does not need one and keeps
+    # the engine's default (the model's dtype)
+    easy = DISAGG_ROW.replace("qwen_disagg_4000x1000_1", "qwen_disagg_easy").replace(
+        ",48.0,11.0,", ",4.0,11.0,")
+    hard, light = load_runs(csv(SGLANG_HEADER, DISAGG_ROW, easy), "aic-silicon")
+    bf16 = replace(hard, deployment=replace(hard.deployment, pools=tuple(
+        replace(p, kv_dtype="auto") for p in hard.deployment.pools)))
+    assert work_bounds(bf16).memory_fraction > 1.0 >= work_bounds(hard).memory_fraction
+    assert [p.kv_dtype for r in (hard, light) for p in r.deployment.pools] == ["fp8"] * 4
+    (alone,) = load_runs(csv(SGLANG_HEADER, easy), "aic-silicon")
+    assert [p.kv_dtype for p in alone.deployment.pools] == ["auto", "auto"]
+    (llama,) = load_runs(csv(SGLANG_HEADER, SGLANG_AGG_ROWS[1]), "aic-silicon")
+    pool = llama.deployment.pools[0]
+    assert (pool.precision, pool.kv_dtype) == ("fp8", "auto")
+    assert work_bounds(llama).memory_fraction <= 1.0
 
 
 def test_disaggregated_row_has_both_pools(csv):
