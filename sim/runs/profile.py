@@ -42,10 +42,17 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
             v = getattr(f.params, n)
             if n in REPLAY_PARAMS and v == 0.0:  # off: no chunk backlog, no extra memory
                 continue
-            if v >= hi * (1 - 1e-3) or v <= max(lo, hi * 1e-4) * (1 + 1e-3):
-                prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at its bound [{lo:g}, {hi:g}]: the "
+            floor = max(lo, hi * 1e-4)  # the log-space search's lowest value (sim.runs.fit)
+            if v >= hi * (1 - 1e-3):
+                prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at its upper bound {hi:g}: the "
                                      "runs ask for more than it can give, so part of their error "
                                      "lies in something else")
+            elif v <= floor * (1 + 1e-3):
+                why = ("the runs want none of it" if lo == 0.0 else
+                       "the runs ask for less than it can give, so part of their error lies in "
+                       "something else")
+                prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at the lowest value the fit "
+                                     f"searches ({floor:g}; bounds [{lo:g}, {hi:g}]): {why}")
         if f.rejected:
             prof.messages.append(f.rejected)
         elif f.not_informed:

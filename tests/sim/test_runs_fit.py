@@ -9,6 +9,7 @@ import pytest
 
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.efficiencies import PARAM_BOUNDS
 from costmodel.errors import ServePlanError
 from sim.deployment import Deployment
 from sim.runs import MeasuredRun
@@ -140,6 +141,25 @@ def test_a_fit_that_replays_a_metric_worse_is_set_aside(monkeypatch):
     assert f.params == base and all(r.after == r.before == r.held_out for r in f.rows)
     g = profile_of([f]).gpus[GPU]
     assert "set aside" in g.sources["decode_time_scale"]
+
+
+def test_a_parameter_at_a_bound_is_named_with_the_side_it_sits_on():
+    from sim.runs.fit import RunsFit
+
+    base = default_efficiencies(GPU)
+    at = replace(base, decode_time_scale=PARAM_BOUNDS["decode_time_scale"][1],  # upper bound
+                 prefill_time_scale=PARAM_BOUNDS["prefill_time_scale"][0],  # lower bound, > 0
+                 request_latency_s=PARAM_BOUNDS["request_latency_s"][1] * 1e-4,  # search floor
+                 host_per_seq_s=40e-6)  # inside
+    names = ("decode_time_scale", "prefill_time_scale", "request_latency_s", "host_per_seq_s")
+    f = RunsFit(GPU, at, base, names, (), [], {}, 1, 0.0)
+    msgs = [m for m in profile_of([f]).messages if "sits at" in m]
+    assert len(msgs) == 3
+    up, low, floor = (next(m for m in msgs if m.startswith(f"{GPU}: {n} ")) for n in names[:3])
+    assert "upper bound" in up and "ask for more than it can give" in up
+    assert "lowest value" in low and "ask for less than it can give" in low
+    # a fixed time the runs push to the search's floor: they want none of it, not more of it
+    assert "lowest value" in floor and "want none of it" in floor and "more" not in floor
 
 
 def test_held_out_interval_covers_80_percent_of_the_next_run_in_expectation():
