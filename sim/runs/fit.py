@@ -163,7 +163,7 @@ def _residuals(preds: list[dict], runs: list[MeasuredRun], metrics=None) -> np.n
     return np.asarray(out)
 
 
-def _floor(name: str) -> float:
+def search_floor(name: str) -> float:
     """The smallest value the log-space search gives `name` (a parameter that starts at 0, as
     the request latency does, starts there)."""
     return max(PARAM_BOUNDS[name][0], PARAM_BOUNDS[name][1] * 1e-4)
@@ -175,7 +175,7 @@ def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], cent
     parameter within `radius` (log) of `start`."""
     if not names:
         return start
-    lo = np.array([np.log(_floor(n)) for n in names])
+    lo = np.array([np.log(search_floor(n)) for n in names])
     hi = np.array([np.log(PARAM_BOUNDS[n][1]) for n in names])
     x0 = np.clip([np.log(max(getattr(start, n), 1e-12)) for n in names], lo + 1e-9, hi - 1e-9)
     if np.isfinite(radius):
@@ -358,7 +358,7 @@ def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], round
                     continue
             break
         new = _solve(surr, est, fit_names, start, radius)
-        last_step = max((abs(np.log(max(getattr(new, n), _floor(n)) / max(getattr(est, n), _floor(n))))
+        last_step = max((abs(np.log(max(getattr(new, n), search_floor(n)) / max(getattr(est, n), search_floor(n))))
                          for n in fit_names), default=0.0)
         done += 1
         say(f"{gpu}: round {done}, largest parameter change {last_step:.3f} (log)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from costmodel.calibration import CalibrationProfile, GpuCalibration, gpu_key
 from costmodel.efficiencies import PARAM_BOUNDS
-from sim.runs.fit import REPLAY_PARAMS, RunsFit
+from sim.runs.fit import REPLAY_PARAMS, RunsFit, search_floor
 
 
 def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
@@ -42,7 +42,7 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
             v = getattr(f.params, n)
             if n in REPLAY_PARAMS and v == 0.0:  # off: no chunk backlog, no extra memory
                 continue
-            floor = max(lo, hi * 1e-4)  # the log-space search's lowest value (sim.runs.fit)
+            floor = search_floor(n)
             if v >= hi * (1 - 1e-3):
                 prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at its upper bound {hi:g}: the "
                                      "runs ask for more than it can give, so part of their error "
