@@ -141,7 +141,7 @@ def calibrate_cmd(
     from costmodel.calibration import CalibrationProfile
     from costmodel.errors import ServePlanError
     from costmodel.fit import fit_profile, sample_rows
-    from costmodel.importers import load_measured
+    from costmodel.importers import FORMATS, load_measured
     from costmodel.measured import predict_rows
     from costmodel.tables import build_tables
     from sim.runs import RUN_FORMATS
@@ -149,9 +149,12 @@ def calibrate_cmd(
     if manifest is not None or fmt in RUN_FORMATS:
         _calibrate_from_runs(locals())
         return
+    if fmt is not None and fmt not in FORMATS:
+        raise ServePlanError(f"--format {fmt!r}; expected one of {CALIBRATE_FORMAT_HELP}")
     if measured is None or fmt is None or out is None:
-        raise ServePlanError("give --measured PATH, --format F and --out FILE (--format: "
-                             f"{CALIBRATE_FORMAT_HELP})")
+        missing = [n for n, v in (("--measured PATH", measured), ("--format F", fmt),
+                                  ("--out FILE", out)) if v is None]
+        raise ServePlanError(f"give {', '.join(missing)} (--format: {CALIBRATE_FORMAT_HELP})")
     if not 0.0 < fit_fraction <= 1.0:
         raise ServePlanError(f"--fit-fraction {fit_fraction}; expected a fraction in (0, 1]")
     start = load_calibration_opt(calibration)
@@ -208,7 +211,12 @@ def calibrate_cmd(
 def _calibrate_from_runs(a: dict) -> None:
     """`calibrate` on benchmark runs (planner.cli.calibrate_runs)."""
     from costmodel.errors import ServePlanError
-    from planner.cli.calibrate_runs import calibrate_runs, deployment_arg, load_measured_runs
+    from planner.cli.calibrate_runs import (
+        calibrate_runs,
+        deployment_arg,
+        load_measured_runs,
+        select_runs,
+    )
 
     table_only = [f"--{k.replace('_', '-')}" for k in ("fit_fraction", "tables")
                   if a[k] != {"fit_fraction": 1.0, "tables": False}[k]]
@@ -218,9 +226,20 @@ def _calibrate_from_runs(a: dict) -> None:
         raise ServePlanError(f"{', '.join(table_only)}: options of operator-table calibration, not of benchmark runs")
     pool = {k: a[k] for k in ("tp", "pp", "replicas", "precision", "kv_dtype", "max_num_seqs",
                               "max_num_batched_tokens")}
-    dep = deployment_arg(a["plan"], a["model"], a["gpu"], pool)
-    runs = load_measured_runs(a["measured"], a["fmt"], a["manifest"], dep, a["engine"],
-                              a["engine_version"], a["concurrency"], a["rate"])
+    if a["fmt"] == "aic-silicon" and a["manifest"] is None:
+        # its rows name their deployments: --model and --gpu select rows, nothing else is given
+        extra = [f"--{k.replace('_', '-')}" for k, v in pool.items() if v is not None]
+        if extra or a["plan"]:
+            raise ServePlanError(f"{a['measured']}: an aic-silicon file names each run's deployment "
+                                 f"in its rows; {', '.join(extra + ['--plan'] * bool(a['plan']))} "
+                                 "cannot be given (--model and --gpu select its runs)")
+        runs = select_runs(load_measured_runs(a["measured"], a["fmt"], None, None, a["engine"],
+                                              a["engine_version"], a["concurrency"], a["rate"]),
+                           a["model"], a["gpu"], a["measured"])
+    else:
+        dep = deployment_arg(a["plan"], a["model"], a["gpu"], pool)
+        runs = load_measured_runs(a["measured"], a["fmt"], a["manifest"], dep, a["engine"],
+                                  a["engine_version"], a["concurrency"], a["rate"])
     what = f"--manifest {a['manifest']}" if a["manifest"] else f"--format {a['fmt']} {a['measured']}"
     doc = calibrate_runs(runs, start_path=a["calibration"], out=a["out"], params=a["params"],
                          held_out=a["held_out"], as_json=a["as_json"], plot=a["plot"],

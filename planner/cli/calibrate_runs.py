@@ -40,13 +40,34 @@ def load_measured_runs(measured: Path | None, fmt: str | None, manifest: Path | 
     if measured is None:
         raise ServePlanError("give --measured PATH (with --format) or --manifest FILE")
     if fmt == "aic-silicon":
-        return load_runs(measured, fmt)
+        # its rows carry their deployment and load: load_runs refuses any given beside them
+        return load_runs(measured, fmt, deployment=deployment, engine=engine,
+                         engine_version=engine_version, concurrency=concurrency, rate_rps=rate)
     if deployment is None:
         raise ServePlanError(f"{measured}: a {fmt} file does not say which deployment served it; "
                              "give --plan FILE, --model and --gpu (with --tp, --precision, ...), "
                              "or --manifest FILE")
     return load_runs(measured, fmt, deployment=deployment, engine=engine,
                      engine_version=engine_version, concurrency=concurrency, rate_rps=rate)
+
+
+def select_runs(runs: list, model: str | None, gpu: str | None, where) -> list:
+    """The runs of a file that names each run's deployment (aic-silicon) on `model` and `gpu`
+    (`calibrate --gpu G` as DESIGN gives it; either may be None: any)."""
+    from costmodel.hardware import load_gpu
+    from costmodel.specs import load_model
+
+    want_m = load_model(model).name if model else None
+    want_g = load_gpu(gpu).name if gpu else None
+    keep = [r for r in runs
+            if (want_m is None or load_model(r.deployment.model).name == want_m)
+            and (want_g is None or any(load_gpu(p.gpu).name == want_g for p in r.deployment.pools))]
+    if not keep:
+        have = sorted({f"{r.deployment.model} on {'+'.join(sorted({p.gpu for p in r.deployment.pools}))}"
+                       for r in runs})
+        asked = " on ".join(x for x in (want_m, want_g) if x)
+        raise ServePlanError(f"{where}: no run of {asked}; the file's runs are of {', '.join(have)}")
+    return keep
 
 
 def deployment_arg(plan: Path | None, model: str | None, gpu: str | None, pool: dict):

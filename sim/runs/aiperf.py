@@ -35,7 +35,15 @@ import re
 from pathlib import Path
 
 from costmodel.errors import ServePlanError
-from sim.runs.fields import RunContext, choose_load, finish_run, number, read_json_docs, seconds
+from sim.runs.fields import (
+    RunContext,
+    choose_load,
+    finish_run,
+    number,
+    one_token_outputs,
+    read_json_docs,
+    seconds,
+)
 from sim.runs.types import MeasuredRun
 
 # metric (as the current layout names it) -> our measured metric
@@ -44,12 +52,16 @@ TIMES = {"time_to_first_token": "ttft", "inter_token_latency": "tpot",
 STATS = {"avg": "mean", "p50": "p50", "p90": "p90", "p99": "p99"}
 TAG_ALIASES = {"ttft": "time_to_first_token"}  # early aiperf tags
 _CSV_NAME = re.compile(r"^\s*(.*?)\s*(?:\(([^)]*)\))?\s*$")
+_GROUPED = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # a number with thousands separators
+# open-loop arrivals (aiperf's request_rate_mode, GenAI-Perf's request_distribution)
+POISSON, CONSTANT = "poisson", "constant"
 
 
 def _metrics_of_json(doc: dict) -> dict[str, dict]:
     """{metric: {unit, avg, p50, ...}} from either JSON layout, metric names as now."""
     src = doc["records"] if isinstance(doc.get("records"), dict) else doc
-    return {TAG_ALIASES.get(k, k): v for k, v in src.items() if isinstance(v, dict) and "unit" in v}
+    return {TAG_ALIASES.get(k, k): v for k, v in src.items()
+            if isinstance(v, dict) and ("unit" in v or "avg" in v)}
 
 
 def _metrics_of_csv(path: Path) -> dict[str, dict]:
@@ -74,10 +86,11 @@ def _metrics_of_csv(path: Path) -> dict[str, dict]:
         stats: dict = {"unit": (unit or "").strip() or None}
         for col, cell in zip(header[1:], row[1:], strict=False):  # a short row leaves stats out
             cell = cell.strip()
-            if not cell:
+            if not cell or cell.upper() == "N/A":  # GenAI-Perf writes N/A for no value
                 continue
-            try:
-                stats["avg" if col == "Value" else col] = float(cell)
+            try:  # GenAI-Perf groups thousands: 1,190.16
+                stats["avg" if col == "Value" else col] = float(
+                    cell.replace(",", "") if _GROUPED.match(cell) else cell)
             except ValueError:
                 raise ServePlanError(f"{path}: {row[0]} {col}={cell!r}; expected a number") from None
         out[TAG_ALIASES.get(key, key)] = stats
@@ -125,6 +138,9 @@ def _lengths(metrics: dict, where: str) -> tuple[str, str]:
         lo, hi = (_stat(metrics, name, s, where, required=False) for s in ("min", "max"))
         varied = varied or lo is None or hi is None or lo != hi
         vals.append(round(avg))
+    if vals[1] == 1 and varied:  # fixed one-token outputs have no inter-token latency
+        raise one_token_outputs(where, "output_sequence_length.avg",
+                                _stat(metrics, "output_sequence_length", "avg", where))
     note = ("fixed lengths at the means of input_sequence_length and output_sequence_length "
             "(they varied, or the file has no min and max)" if varied else
             "fixed lengths (input and output sequence lengths did not vary)")
@@ -144,6 +160,24 @@ def _load(doc: dict) -> tuple[dict, str | None]:
     return load, model if isinstance(model, str) else None
 
 
+def _arrivals(load: dict, where: str) -> str:
+    """The note on an open loop's arrivals: Poisson, as replayed. aiperf names them in
+    `request_rate_mode` and GenAI-Perf in `request_distribution`; evenly spaced ("constant")
+    arrivals are refused, since the replay draws Poisson gaps, and a file that names neither
+    is replayed as Poisson with a note (the tools' defaults differ between versions)."""
+    key = next((k for k in ("request_rate_mode", "request_distribution") if load.get(k) is not None), None)
+    if key is None:
+        return "Poisson arrivals (the file does not name request_rate_mode)"
+    mode = str(load[key]).strip().lower()
+    if mode == POISSON:
+        return ""
+    if mode == CONSTANT:
+        raise ServePlanError(f"{where}: input_config {key}={load[key]!r}: evenly spaced requests are "
+                             f"not simulated; expected {POISSON!r} arrivals")
+    raise ServePlanError(f"{where}: input_config {key}={load[key]!r} with a request rate; expected "
+                         f"{POISSON!r}")
+
+
 def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
     if path.suffix.lower() == ".csv":
         metrics, doc = _metrics_of_csv(path), {}
@@ -155,6 +189,8 @@ def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
         doc = docs[0]
         metrics = _metrics_of_json(doc)
     where = f"{path.name} run 1"
+    if ctx.runs is not None and set(ctx.runs) != {1}:
+        raise ServePlanError(f"{path}: runs {list(ctx.runs)} asked for, but an aiperf export holds one run")
     count = _stat(metrics, "request_count", "avg", where, required=False)
     if count is not None and count < 1:
         raise ServePlanError(f"{where}: request_count={count:g}: no request completed, so the run "
@@ -170,7 +206,9 @@ def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
         number(load, "request_rate", f"{where}: input_config", required=False),
         _stat(metrics, "request_throughput", "avg", where, required=False),
         "input_config concurrency, request_rate")
-    return [finish_run(ctx, "aiperf", path, "1", backend_engine=None, default_engine=None,
+    if rate is not None:
+        load_note = "; ".join(n for n in (load_note, _arrivals(load, where)) if n)
+    return [finish_run(ctx, "aiperf", path, "1", backend=None, default_engine=None,
                        version_in_file=None, model_in_file=model, workload=workload,
                        concurrency=conc, rate_rps=rate,
                        num_requests=int(count) if count is not None else None, measured=measured,

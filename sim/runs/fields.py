@@ -29,6 +29,12 @@ UNIT_S = {"s": 1.0, "sec": 1.0, "secs": 1.0, "seconds": 1.0, "ms": 1e-3, "us": 1
           "μs": 1e-6, "ns": 1e-9}
 # a run with both a finite rate and a concurrency is open loop when it kept up with its rate
 RATE_BOUND_FRACTION = 0.9
+# benchmark-client backends that speak the OpenAI API to a server of any engine
+GENERIC_BACKENDS = ("openai",)
+# Little's law check of a closed loop's latencies against its load (client_summary): the mean
+# number of requests in flight, request throughput x mean latency, lies within these fractions
+# of the concurrency (at most all of it; at least a twentieth over two or more waves)
+IN_FLIGHT_RANGE = (0.05, 1.5)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,18 @@ class RunContext:
     engine_version: str | None = None
     concurrency: int | None = None  # closed loop: clients
     rate_rps: float | None = None  # open loop: requests/s
+    runs: tuple[int, ...] | None = None  # which runs of the file (numbered from 1); None: all
+
+
+def selected(docs: list[dict], ctx: RunContext, path: Path) -> list[tuple[str, dict]]:
+    """(run id, document) of the runs `ctx` selects: all, or those it numbers (from 1)."""
+    if ctx.runs is None:
+        return [(str(i + 1), d) for i, d in enumerate(docs)]
+    missing = [n for n in ctx.runs if n > len(docs)]
+    if missing:
+        raise ServePlanError(f"{path}: runs {missing} asked for, but the file holds {len(docs)} "
+                             f"run{'s' if len(docs) != 1 else ''}")
+    return [(str(n), docs[n - 1]) for n in sorted(set(ctx.runs))]
 
 
 def read_json_docs(path: Path) -> list[dict]:
@@ -110,21 +128,41 @@ def completed_requests(d: dict, key: str, where: str) -> int:
     return n
 
 
-def engine_of(backend) -> str | None:
-    """The engine a benchmark client's backend name says (vllm-chat -> vllm), else None."""
+def engine_of(backend, given: str | None, where: str) -> tuple[str | None, str]:
+    """(engine, note) of a run whose client names its `backend`: the engine the name says
+    (vllm-chat -> vllm, sglang-oai -> sglang), which a `given` engine must agree with; the one
+    given (or None) for no backend or an OpenAI-compatible one (`openai-chat`), which fits any
+    engine. A backend of an engine not simulated (tgi, trt, lmdeploy, ...) is refused unless
+    the engine is given: the client's own name for its server proves nothing then."""
     b = str(backend or "").strip().lower()
-    return next((e for e in ENGINES if b.startswith(e)), None)
+    named = next((e for e in ENGINES if b.startswith(e)), None)
+    if named is not None:
+        if given is not None and given != named:
+            raise ServePlanError(f"{where}: backend={backend!r} says {named} served the run, but "
+                                 f"engine {given} was given")
+        return named, ""
+    if not b or b.startswith(GENERIC_BACKENDS):
+        return given, ""
+    if given is None:
+        raise ServePlanError(f"{where}: backend={backend!r}: the client measured a server of an engine "
+                             f"ServePlan does not simulate (it simulates {', '.join(ENGINES)}); if "
+                             "one of those served it behind that API, give the engine")
+    return given, f"engine {given} as given (the client's backend is {backend!r})"
 
 
 # --- the load: a concurrency or a rate ------------------------------------------------------
 def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: float | None,
-                throughput_rps: float | None, fields_named: str) -> tuple[int | None, float | None, str]:
+                throughput_rps: float | None, fields_named: str,
+                peak_in_flight: float | None = None) -> tuple[int | None, float | None, str]:
     """(concurrency, rate_rps, note) of a run from what the file says (`concurrency`, `rate`,
     inf = no rate) and what the caller gives.
 
     A client with a finite rate and a concurrency cap ran open loop at its rate when the cap
-    never bound: its measured throughput kept up with the rate (at least RATE_BOUND_FRACTION of
-    it). Otherwise the cap bound, and the run was a closed loop of that many clients."""
+    never bound: the most requests it had in flight (`peak_in_flight`, vLLM's and SGLang's
+    `max_concurrent_requests`, counted per second of the run and so never below the true peak)
+    stayed under the cap, or, without that count, its measured throughput kept up with the rate
+    (at least RATE_BOUND_FRACTION of it). Otherwise the cap bound, and the run was a closed loop
+    of that many clients."""
     for name, mine, given in (("concurrency", concurrency, ctx.concurrency),
                               ("rate", rate, ctx.rate_rps)):
         if mine is not None and given is not None and not math.isclose(mine, given):
@@ -141,6 +179,9 @@ def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: floa
         raise ServePlanError(f"{where}: no concurrency and no finite request rate ({fields_named}); "
                              "a run is replayed at one of them: give the concurrency or the rate it ran at")
     if conc is not None and rate is not None:
+        if peak_in_flight is not None and peak_in_flight < conc:
+            return None, rate, (f"open loop at {rate:g} requests/s: the concurrency cap {conc} never "
+                                f"bound (at most {peak_in_flight:g} requests in flight)")
         if throughput_rps is not None and throughput_rps >= RATE_BOUND_FRACTION * rate:
             return None, rate, (f"open loop at {rate:g} requests/s: the concurrency cap {conc} never "
                                 f"bound (measured {throughput_rps:.3g} requests/s)")
@@ -192,7 +233,17 @@ def lengths_workload(ins: list[int], outs: list[int]):
             f"the file's per-request lengths ({len(ins)} requests)")
 
 
-def mean_lengths_workload(d: dict, where: str, completed: int, in_key: str, out_key: str):
+def one_token_outputs(where: str, what: str, mean_out: float) -> ServePlanError:
+    """The error for a run whose mean output length rounds to one token while its client
+    measured a TPOT: fixed one-token outputs have none to predict."""
+    return ServePlanError(f"{where}: {what} is {mean_out:.3g} tokens per request: fixed lengths at "
+                          "that mean give one-token outputs, which have no TPOT, yet the client "
+                          "measured one; give the run's per-request lengths (vLLM --save-detailed, "
+                          "SGLang --output-details)")
+
+
+def mean_lengths_workload(d: dict, where: str, completed: int, in_key: str, out_key: str,
+                          tpot_measured: bool = False):
     """(workload, None, None, note): fixed lengths at the run's mean prompt and output tokens
     (its totals over `completed` requests), for a file without per-request lengths."""
     tot_in, tot_out = whole(d, in_key, where), whole(d, out_key, where)
@@ -200,6 +251,8 @@ def mean_lengths_workload(d: dict, where: str, completed: int, in_key: str, out_
     if isl < 1 or osl < 1:
         raise ServePlanError(f"{where}: {in_key}={tot_in}, {out_key}={tot_out} over {completed} "
                              "requests; expected >= 1 token per request in and out")
+    if osl == 1 and tpot_measured:
+        raise one_token_outputs(where, f"{out_key} / completed", tot_out / completed)
     return (f"fixed:{isl},{osl}", None, None,
             f"fixed lengths at the means of {in_key} and {out_key} over {completed} requests "
             "(the file has no per-request lengths)")
@@ -224,7 +277,9 @@ def measured_ms(d: dict, where: str, metrics: dict[str, str]) -> dict[str, float
             v = number(d, field, where, required)
             if v is None or (v == 0 and not required):
                 continue
-            if v == 0 or not math.isfinite(v):
+            if not math.isfinite(v):
+                raise ServePlanError(f"{where}: {field}={d[field]!r}; expected a finite number of ms")
+            if v == 0:
                 raise ServePlanError(f"{where}: {field}={d[field]!r}: the client measured no "
                                      f"{key.upper()} (a run without streaming?); expected ms > 0")
             out[f"{key}_{ours}_s"] = v / 1e3
@@ -251,17 +306,42 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
     `request_rate` and `request_throughput`, and the lengths of the run's requests."""
     completed = completed_requests(d, "completed", where)
     measured = measured_ms(d, where, metrics)
+    throughput = number(d, "request_throughput", where, required=False)
     conc, rate, note = choose_load(
         ctx, where, whole(d, "max_concurrency", where, required=False),
-        number(d, "request_rate", where, required=False),
-        number(d, "request_throughput", where, required=False), "max_concurrency, request_rate")
+        number(d, "request_rate", where, required=False), throughput,
+        "max_concurrency, request_rate", number(d, "max_concurrent_requests", where, required=False))
     lists = per_request_lengths(d, where, completed)
     if lists is not None:
         lengths = lengths_workload(*lists)
     else:
         lengths = (dataset_lengths(d, where) if dataset_lengths else None) or mean_lengths_workload(
-            d, where, completed, "total_input_tokens", "total_output_tokens")
+            d, where, completed, "total_input_tokens", "total_output_tokens",
+            tpot_measured="tpot_mean_s" in measured)
+    if conc is not None and throughput and completed >= 2 * conc:
+        _check_in_flight(d, where, measured, conc, throughput, completed)
     return ClientSummary(completed, measured, conc, rate, note, lengths)
+
+
+def _check_in_flight(d: dict, where: str, measured: dict, conc: int, throughput: float,
+                     completed: int) -> None:
+    """Little's law on a closed loop of two or more waves: requests in flight on average, the
+    request throughput times the mean latency (E2E, or TTFT plus the mean output's TPOTs when
+    the file has no E2E), is at most the concurrency and not a small fraction of it. Latencies
+    in the wrong unit (seconds in `_ms` fields) miss this by a factor of a thousand."""
+    e2e = measured.get("e2e_mean_s")
+    if e2e is None:
+        tot_out = number(d, "total_output_tokens", where, required=False)
+        if tot_out is None:
+            return
+        e2e = measured["ttft_mean_s"] + max(tot_out / completed - 1, 0.0) * measured["tpot_mean_s"]
+    held = throughput * e2e
+    lo, hi = IN_FLIGHT_RANGE
+    if not lo * conc <= held <= hi * conc:
+        raise ServePlanError(
+            f"{where}: request_throughput {throughput:.4g}/s x mean latency {e2e:.4g} s gives "
+            f"{held:.3g} requests in flight on average (Little's law), against a concurrency of "
+            f"{conc}; expected {lo:g}-{hi:g} x that. Are the _ms fields in milliseconds?")
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -280,18 +360,42 @@ def _check_model(dep: Deployment, named: str | None, where: str) -> None:
                              f"given is {theirs}")
 
 
-def finish_run(ctx: RunContext, fmt: str, path: Path, run_id: str, *, backend_engine: str | None,
+def _check_server(dep: Deployment, where: str, server: dict[str, object], spec_used: str | None) -> None:
+    """What the file says of the server against the deployment given: its parallelism
+    (`server` maps a field, as `server_info.tp_size`, to its value; checked on a deployment of
+    one pool) and whether it decoded speculatively (`spec_used` names the field that says so)."""
+    pools = dep.pools
+    if len(pools) == 1:
+        for field, v in server.items():
+            if v is None:
+                continue
+            mine = pools[0].tp if field.endswith("tp_size") else pools[0].pp
+            if isinstance(v, bool) or not isinstance(v, int) or v != mine:
+                raise ServePlanError(f"{where}: {field}={v!r} but the deployment given runs "
+                                     f"{'tp' if field.endswith('tp_size') else 'pp'}={mine} (a file "
+                                     "of runs on several deployments: a manifest entry per "
+                                     "deployment, each with its `runs`)")
+    if spec_used and not any(p.spec.enabled for p in pools if p.role != "prefill"):
+        raise ServePlanError(f"{where}: {spec_used}: the run decoded speculatively, but the deployment "
+                             "given does not; give a plan whose pool sets its spec (method, draft "
+                             "tokens, acceptance)")
+
+
+def finish_run(ctx: RunContext, fmt: str, path: Path, run_id: str, *, backend: str | None,
                default_engine: str | None, version_in_file: str | None, model_in_file: str | None,
                workload: str, concurrency: int | None, rate_rps: float | None,
                num_requests: int | None, measured: dict[str, float], burstiness_cv: float = 1.0,
-               input_lens=None, output_lens=None, notes: tuple[str, ...] = ()) -> MeasuredRun:
+               input_lens=None, output_lens=None, notes: tuple[str, ...] = (),
+               server: dict | None = None, spec_used: str | None = None) -> MeasuredRun:
     """The MeasuredRun of one run read from `path`, after its last checks: an engine (given,
-    named by the file's backend, or the format's own), the deployment given, the model the file
-    names (if any) being the deployment's, and the deployment holding the run's largest
-    request in GPU memory."""
+    named by the file's `backend`, or the format's own), the deployment given, and what the file
+    says of the server agreeing with it (the model it names, its engine version, parallelism
+    and speculative decoding), and the deployment holding the run's largest request in GPU
+    memory."""
     where = f"{path.name} run {run_id}"
     notes = list(notes)
-    engine = ctx.engine or backend_engine
+    engine, engine_note = engine_of(backend, ctx.engine, where)
+    notes.append(engine_note)
     if engine is None and default_engine is not None:
         engine = default_engine
         notes.append(f"engine {engine} (the file does not say which engine served it)")
@@ -303,6 +407,10 @@ def finish_run(ctx: RunContext, fmt: str, path: Path, run_id: str, *, backend_en
         raise ServePlanError(f"{where}: {fmt} files do not say which deployment served them; give "
                              "the deployment (a plan file, --model/--gpu/--tp, or a manifest entry)")
     _check_model(dep, model_in_file, where)
+    _check_server(dep, where, server or {}, spec_used)
+    if ctx.engine_version is not None and version_in_file and str(version_in_file) != ctx.engine_version:
+        raise ServePlanError(f"{where}: the file's server ran {engine} {version_in_file} but engine "
+                             f"version {ctx.engine_version} was given")
     version = ctx.engine_version if ctx.engine_version is not None else (version_in_file or "")
     try:
         run = MeasuredRun(source=path.name, run_id=run_id, engine=engine,

@@ -80,6 +80,7 @@ WORSE_TOL = 0.005  # a metric whose MAPE over the runs grows more than this reje
 OUTER = 3  # most replay-and-fit rounds
 STEP_TOL = 0.02  # log: a round that moves no parameter further ends the rounds
 SENSITIVITY = 0.01  # d log(prediction) / d log(parameter) below which a parameter is not informed
+NO_PREDICTION_S = 1e-9  # what a missing prediction counts as in the residuals
 LOO_MAX = 40  # leave-one-out up to this many runs; 10-fold beyond
 INTERVAL = (0.10, 0.90)  # the reported interval: 80%
 
@@ -155,11 +156,15 @@ def _replay(run: MeasuredRun, calibration, record: bool):
 
 
 def _residuals(preds: list[dict], runs: list[MeasuredRun], metrics=None) -> np.ndarray:
+    """log(predicted / measured) of every measured key a prediction holds. A prediction that
+    is not a positive number (no sample left to average) counts as NO_PREDICTION_S, so the
+    vector keeps its length from one evaluation to the next, as least squares needs."""
     out = []
     for p, r in zip(preds, runs, strict=True):
         for k, v in r.measured.items():
-            if k in p and p[k] > 0 and (metrics is None or k.split("_")[0] in metrics):
-                out.append(np.log(p[k] / v))
+            if k in p and (metrics is None or k.split("_")[0] in metrics):
+                x = p[k]
+                out.append(np.log((x if x > 0 and np.isfinite(x) else NO_PREDICTION_S) / v))
     return np.asarray(out)
 
 

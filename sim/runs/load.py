@@ -34,8 +34,9 @@ RUN_FORMATS = (*READERS, "aic-silicon")
 
 def load_runs(path: str | Path, fmt: str, *, deployment=None, engine: str | None = None,
               engine_version: str | None = None, concurrency: int | None = None,
-              rate_rps: float | None = None) -> list[MeasuredRun]:
-    """Every run in the results file `path`, read as format `fmt` (one of RUN_FORMATS).
+              rate_rps: float | None = None, runs: tuple[int, ...] | None = None) -> list[MeasuredRun]:
+    """Every run in the results file `path` (or those numbered `runs`, from 1, in a file of
+    runs appended one per line), read as format `fmt` (one of RUN_FORMATS).
 
     `deployment` (a Deployment, a plan file path, or a deployment object or shorthand dict)
     and `engine` (vllm | sglang) say what served a client's runs; `engine_version`,
@@ -53,8 +54,12 @@ def load_runs(path: str | Path, fmt: str, *, deployment=None, engine: str | None
     if rate_rps is not None and (isinstance(rate_rps, bool) or not isinstance(rate_rps, (int, float))
                                  or not 0 < rate_rps < math.inf):
         raise ServePlanError(f"{p}: rate_rps {rate_rps!r}; expected requests/s > 0")
+    if runs is not None and (not isinstance(runs, (list, tuple)) or not runs or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in runs)):
+        raise ServePlanError(f"{p}: runs {runs!r}; expected a list of run numbers >= 1 (a file's "
+                             "first run is 1)")
     given = {"deployment": deployment, "engine": engine, "engine_version": engine_version,
-             "concurrency": concurrency, "rate_rps": rate_rps}
+             "concurrency": concurrency, "rate_rps": rate_rps, "runs": runs}
     if fmt == "aic-silicon":
         extra = sorted(k for k, v in given.items() if v is not None)
         if extra:
@@ -63,5 +68,6 @@ def load_runs(path: str | Path, fmt: str, *, deployment=None, engine: str | None
         return read_aic_silicon(p)
     dep = deployment_from(deployment, where=f"{p.name}: deployment") if deployment is not None else None
     ctx = RunContext(deployment=dep, engine=engine, engine_version=engine_version,
-                     concurrency=concurrency, rate_rps=rate_rps)
+                     concurrency=concurrency, rate_rps=rate_rps,
+                     runs=tuple(runs) if runs is not None else None)
     return READERS[fmt](p, ctx)

@@ -10,6 +10,7 @@
       - file: sglang/runs.jsonl
         format: sglang-bench
         engine: sglang
+        runs: [2, 3]                              # its second and third runs
         deployment: plans/qwen-tp2.json          # a plan file (relative to the manifest)
       - file: aiperf/c32/profile_export_aiperf.csv
         format: aiperf
@@ -19,7 +20,9 @@
 An entry's keys: `file` and `format` (RUN_FORMATS), and what `load_runs` takes: `deployment`
 (a plan file path, an inline deployment object, or the shorthand `model`, `gpu`, `tp`, `pp`,
 `precision`, `kv_dtype`, `max_num_seqs`, `max_num_batched_tokens`, ...), `engine`,
-`engine_version`, `concurrency`, `rate_rps`. An `aic-silicon` entry takes only `file` and
+`engine_version`, `concurrency`, `rate_rps`, and `runs`: which runs of a file of appended
+runs the entry reads (numbered from 1; all when left out), so that runs on different
+deployments in one file each get their own. An `aic-silicon` entry takes only `file` and
 `format`. YAML is read with PyYAML's safe loader; a `.json` manifest as JSON.
 """
 
@@ -33,8 +36,9 @@ from sim.runs.deployments import deployment_from
 from sim.runs.load import RUN_FORMATS, load_runs
 from sim.runs.types import MeasuredRun
 
-ENTRY_KEYS = ("file", "format", "deployment", "engine", "engine_version", "concurrency", "rate_rps")
-DEFAULT_KEYS = ENTRY_KEYS[1:]
+ENTRY_KEYS = ("file", "format", "deployment", "engine", "engine_version", "concurrency", "rate_rps",
+              "runs")
+DEFAULT_KEYS = ENTRY_KEYS[1:-1]
 
 
 def _read(path: Path):
@@ -98,7 +102,7 @@ def load_manifest(path: str | Path) -> list[MeasuredRun]:
             runs.extend(load_runs(f, fmt, deployment=dep, engine=entry.get("engine"),
                                   engine_version=_text(entry.get("engine_version")),
                                   concurrency=entry.get("concurrency"),
-                                  rate_rps=entry.get("rate_rps")))
+                                  rate_rps=entry.get("rate_rps"), runs=entry.get("runs")))
         except ServePlanError as e:
             raise ServePlanError(f"{where}: {e}") from None
     return runs

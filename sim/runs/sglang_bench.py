@@ -14,8 +14,12 @@ end of `benchmark`, and `calculate_metrics`):
   `tpot`, `itl` and `e2e_latency`;
 - with `--output-details`: `input_lens`, `output_lens` (0 for a failed request), `errors`;
   `ttfts` and `itls` (seconds, not read);
-- `backend` (sglang, sglang-oai, vllm, ...) for the engine; `server_info` (newer versions: the
-  server's /get_server_info) for the engine `version` and the `model_path`, when present.
+- `backend` (sglang, sglang-oai, vllm, ...) for the engine (another engine's is refused);
+  `server_info` (newer versions: the server's /get_server_info) for the engine `version`, the
+  `model_path`, `tp_size` and `pp_size` (checked against the deployment given) and
+  `speculative_algorithm`; `accept_length` (a speculative run's mean accepted tokens):
+  a speculative run needs a deployment that decodes speculatively;
+- `max_concurrent_requests` (the peak in flight, per second): under the cap, it never bound.
 
 Lengths: per-request lists when present, else the random dataset's distribution, else fixed at
 the means of the totals (the run's note says which).
@@ -60,14 +64,18 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
     workload, ins, outs, len_note = c.lengths
     info = d.get("server_info") if isinstance(d.get("server_info"), dict) else {}
     n = len(d["input_lens"]) if isinstance(d.get("input_lens"), list) else c.completed
+    spec = (f"accept_length={d['accept_length']!r}" if d.get("accept_length") is not None else
+            f"server_info.speculative_algorithm={info['speculative_algorithm']!r}"
+            if info.get("speculative_algorithm") else None)
     return fields.finish_run(
-        ctx, "sglang-bench", path, run_id, backend_engine=fields.engine_of(d.get("backend")),
+        ctx, "sglang-bench", path, run_id, backend=d.get("backend"),
         default_engine="sglang", version_in_file=info.get("version"),
         model_in_file=info.get("model_path"), workload=workload, concurrency=c.concurrency,
         rate_rps=c.rate_rps, num_requests=n, measured=c.measured, input_lens=ins,
-        output_lens=outs, notes=(c.load_note, len_note))
+        output_lens=outs, notes=(c.load_note, len_note),
+        server={f"server_info.{k}": info.get(k) for k in ("tp_size", "pp_size")}, spec_used=spec)
 
 
 def read_sglang_bench(path: Path, ctx: RunContext) -> list[MeasuredRun]:
     docs = fields.read_json_docs(path)
-    return [_run(d, path, str(i + 1), ctx) for i, d in enumerate(docs)]
+    return [_run(d, path, run_id, ctx) for run_id, d in fields.selected(docs, ctx, path)]

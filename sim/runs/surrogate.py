@@ -149,5 +149,8 @@ class RunSurrogate:
                 ratio = lat[metric] / self._at_base[metric]
             vals = self._replay[metric] * np.where(np.isfinite(ratio), ratio, 1.0)
             vals = vals[np.isfinite(vals)]
+            if not len(vals):  # no request of the replay has this metric (one-token outputs)
+                out[key] = float("nan")
+                continue
             out[key] = float(vals.mean() if stat == "mean" else np.percentile(vals, _Q[stat]))
         return out

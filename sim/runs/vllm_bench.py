@@ -12,7 +12,12 @@ Fields read (vllm-project/vllm, `vllm/benchmarks/serve.py`: `main_async` writes 
   `ttft`, `tpot`, `itl` and `e2el` (`--percentile-metrics`; ttft, tpot, itl by default);
 - with `--save-detailed`, per request sent: `input_lens`, `output_lens` (0 for a failed one),
   `errors` ("" for a successful one); also `ttfts` and `itls` in seconds (not read);
-- `model_id` (checked against the deployment when it names a known model), `backend`.
+- `model_id` (checked against the deployment when it names a known model), `backend` (the
+  engine: vllm, sglang, or an OpenAI-compatible client of either; another engine's is refused);
+- `max_concurrent_requests` (the peak in flight, per second of the run): under the cap, the
+  cap never bound;
+- `spec_decode_acceptance_length` / `_rate` (newer versions, when the server drafted tokens):
+  the deployment given must decode speculatively.
 
 Lengths: the successful requests' own lengths with `--save-detailed` (fixed when all are the
 same); otherwise fixed at the means `total_input_tokens / completed` and
@@ -31,6 +36,8 @@ from sim.runs.fields import RunContext
 from sim.runs.types import MeasuredRun
 
 METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2el": "e2e"}
+# written when the server decoded speculatively (its /metrics counted drafts)
+SPEC_FIELDS = ("spec_decode_acceptance_length", "spec_decode_acceptance_rate")
 
 
 def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
@@ -44,15 +51,20 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
         raise ServePlanError(f"{where}: burstiness=inf (evenly spaced requests) is not simulated; "
                              "expected a finite gamma shape > 0")
     workload, ins, outs, len_note = c.lengths
+    sent = fields.whole(d, "num_prompts", where, required=False)
+    if sent is not None and isinstance(d.get("input_lens"), list) and len(d["input_lens"]) != sent:
+        raise ServePlanError(f"{where}: num_prompts={sent} but input_lens lists {len(d['input_lens'])} "
+                             "requests; expected one entry per request sent")
+    spec = next((f"{k}={d[k]!r}" for k in SPEC_FIELDS if d.get(k) is not None), None)
     return fields.finish_run(
-        ctx, "vllm-bench", path, run_id, backend_engine=fields.engine_of(d.get("backend")),
+        ctx, "vllm-bench", path, run_id, backend=d.get("backend"),
         default_engine="vllm", version_in_file=None, model_in_file=d.get("model_id"),
         workload=workload, concurrency=c.concurrency, rate_rps=c.rate_rps,
-        num_requests=fields.whole(d, "num_prompts", where, required=False) or c.completed,
+        num_requests=sent or c.completed,
         measured=c.measured, burstiness_cv=1.0 / math.sqrt(burst) if burst > 0 else 1.0,
-        input_lens=ins, output_lens=outs, notes=(c.load_note, len_note))
+        input_lens=ins, output_lens=outs, notes=(c.load_note, len_note), spec_used=spec)
 
 
 def read_vllm_bench(path: Path, ctx: RunContext) -> list[MeasuredRun]:
     docs = fields.read_json_docs(path)
-    return [_run(d, path, str(i + 1), ctx) for i, d in enumerate(docs)]
+    return [_run(d, path, run_id, ctx) for run_id, d in fields.selected(docs, ctx, path)]

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.errors import ServePlanError
 from planner.cli import app
 
 
@@ -183,3 +184,32 @@ def test_calibrate_from_a_manifest_of_client_files(tmp_path):
     # every parameter has a source, fitted or not, and the profile loads back
     assert all(p["source"] for p in doc["parameters"]) and g["gpu"] == "h200-sxm"
     assert CalibrationProfile.load(out).gpus["h200-sxm"].sources.keys() >= {"decode_time_scale"}
+
+
+def test_calibrate_gpu_selects_the_runs_of_an_aic_silicon_file(shared):
+    # DESIGN's `calibrate --measured PATH --format ... --gpu G`: a file that names each run's
+    # deployment keeps the runs on G (and on --model M)
+    from planner.cli.calibrate_runs import select_runs
+    from sim.runs import load_runs
+
+    csv = shared / "data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv"
+    runs = load_runs(csv, "aic-silicon")
+    h200 = select_runs(runs, None, "h200", csv)
+    assert h200 and {r.deployment.model for r in h200} == {"llama-3.1-8b"}
+    assert len(select_runs(runs, "qwen3-32b", "h100", csv)) == len(runs) - len(h200)
+    with pytest.raises(ServePlanError, match="no run of qwen3-32b on h200-sxm; the file's runs are of "
+                                             "llama-3.1-8b on h200-sxm, qwen3-32b on h100-sxm"):
+        select_runs(runs, "qwen3-32b", "h200", csv)
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--format", "aic-silicon", "--gpu", "h100", "--tp", "2"], "--tp cannot be given (--model and --gpu select"),
+    (["--format", "aic-silicon", "--engine", "vllm"], "engine cannot be given"),
+    (["--format", "aic-silicon", "--gpu", "l4"], "no run of l4; the file"),
+    (["--format", "vllm"], "--format 'vllm'; expected one of operator tables: vidur"),
+])
+def test_calibrate_refuses_what_an_aic_silicon_file_already_says(shared, tmp_path, args, msg):
+    csv = shared / "data/e2e_runs/aic_silicon_sglang_dense_h1xx.csv"
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(csv), *args, "--out", str(tmp_path / "c.json")])
+    assert res.exit_code == 2 and msg in res.output, res.output
+    assert "Traceback" not in res.output

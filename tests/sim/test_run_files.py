@@ -89,15 +89,20 @@ def test_rate_under_a_concurrency_cap_is_whichever_bound(tmp_path, throughput, c
 
 def test_vllm_appended_results_are_one_run_per_line(tmp_path):
     a = _doc("vllm_bench_llama8b_c160.json")
-    b = a | {"max_concurrency": 8, "backend": "openai-chat"}
+    # 8 clients: the throughput scaled with them, as Little's law asks (test_little_s_law_...)
+    b = a | {"max_concurrency": 8, "request_throughput": a["request_throughput"] * 8 / 160,
+             "backend": "openai-chat"}
     runs = load_runs(_write(tmp_path, "r.json", a, b), "vllm-bench", deployment=L8B)
     assert [(r.run_id, r.concurrency) for r in runs] == [("1", 160), ("2", 8)]
     assert "engine vllm (the file does not say" in runs[1].note  # backend openai names no engine
 
 
 def test_sglang_lines_are_runs_with_version_and_fixed_lengths():
-    runs = load_runs(FIX / "sglang_bench_llama8b.jsonl", "sglang-bench", deployment=L8B | {"tp": 2})
-    assert [(r.run_id, r.concurrency, r.num_requests) for r in runs] == [("1", 160, 1600), ("2", 240, 2400)]
+    f = FIX / "sglang_bench_llama8b.jsonl"  # run 1 on TP1, run 2 on TP2 (server_info.tp_size)
+    runs = load_runs(f, "sglang-bench", deployment=L8B, runs=[1]) + load_runs(
+        f, "sglang-bench", deployment=L8B | {"tp": 2}, runs=[2])
+    assert [(r.run_id, r.concurrency, r.num_requests, r.deployment.pools[0].tp) for r in runs] == [
+        ("1", 160, 1600, 1), ("2", 240, 2400, 2)]
     r2 = runs[1]
     assert (r2.engine, r2.engine_version, r2.workload) == ("sglang", "0.5.6.post2", "fixed:1000,100")
     assert r2.measured["ttft_mean_s"] == pytest.approx(0.66904)
@@ -203,6 +208,30 @@ BAD = [
     (A, "aiperf", lambda d: d | {"request_count": {"unit": "requests", "avg": 0.0}}, {},
      "request_count=0"),
     (A, "aiperf", _drop("input_sequence_length"), {}, "missing input_sequence_length.avg"),
+    # latencies a thousand times too small for the load (seconds in the _ms fields)
+    (V, "vllm-bench", lambda d: d | {k: v / 1e3 for k, v in d.items() if k.endswith("_ms")}, {},
+     "gives 0.16 requests in flight on average (Little's law), against a concurrency of 160"),
+    # fixed lengths at a mean of 1.4 output tokens would be one-token outputs, with no TPOT
+    (V, "vllm-bench", lambda d: d | {"total_output_tokens": 2240}, {}, "1.4 tokens per request"),
+    (V, "vllm-bench", lambda d: d | {"backend": "tgi"}, {}, "backend='tgi': the client measured a server"),
+    (V, "vllm-bench", lambda d: d, {"engine": "sglang"}, "backend='vllm' says vllm served the run, but engine sglang"),
+    (V, "vllm-bench", lambda d: d | {"spec_decode_acceptance_length": 2.8}, {},
+     "spec_decode_acceptance_length=2.8: the run decoded speculatively"),
+    (V, "vllm-bench", lambda d: d | {"mean_ttft_ms": "inf"}, {}, "expected a finite number of ms"),
+    ("vllm_bench_llama8b_detailed.json", "vllm-bench", lambda d: d | {"num_prompts": d["num_prompts"] + 1},
+     {}, "but input_lens lists"),
+    (S, "sglang-bench", lambda d: d | {"server_info": d["server_info"] | {"tp_size": 4}}, {},
+     "server_info.tp_size=4 but the deployment given runs tp=1"),
+    (S, "sglang-bench", lambda d: d, {"engine_version": "0.4.0"},
+     "the file's server ran sglang 0.5.6.post2 but engine version 0.4.0 was given"),
+    (S, "sglang-bench", lambda d: d | {"accept_length": 3.1}, {}, "accept_length=3.1: the run decoded"),
+    (S, "sglang-bench", lambda d: d | {"backend": "trt"}, {}, "backend='trt'"),
+    (S, "sglang-bench", lambda d: d, {"runs": [2]}, "runs [2] asked for, but the file holds 1 run"),
+    (A, "aiperf", lambda d: d | {"input_config": {"loadgen": {"request_rate": 20.0,
+                                                            "request_rate_mode": "constant"}}},
+     {}, "request_rate_mode='constant': evenly spaced requests are not simulated"),
+    (A, "aiperf", lambda d: d | {"output_sequence_length": {"unit": "tokens", "avg": 1.4, "min": 1, "max": 3}},
+     {}, "output_sequence_length.avg is 1.4 tokens per request"),
     ("profile_export_aiperf.csv", "aiperf", lambda t: t, {}, "no concurrency and no finite"),
     ("profile_export_aiperf.csv", "aiperf", lambda t: t.replace("Time to First Token (ms),907.11",
                                                                  "Time to First Token (ms),soon"),
@@ -218,6 +247,73 @@ def test_bad_files_name_the_file_and_field(tmp_path, name, fmt, edit, kw, msg):
         load_runs(p, fmt, **kw)
     assert p.name in str(e.value)
     assert msg in str(e.value)
+
+
+def test_a_rate_run_whose_peak_stayed_under_its_cap_ran_open_loop(tmp_path):
+    # vLLM sends its last request at num_prompts / rate: with a long tail the throughput falls
+    # under 0.9 x the rate although the cap never bound; the peak in flight says so
+    d = _doc("vllm_bench_llama8b_c160.json") | {"request_rate": 2.0, "max_concurrency": 256,
+                                                 "request_throughput": 1.66}
+    (run,) = load_runs(_write(tmp_path, "peak.json", d | {"max_concurrent_requests": 12}),
+                       "vllm-bench", deployment=L8B)
+    assert (run.concurrency, run.rate_rps) == (None, 2.0)
+    assert "at most 12 requests in flight" in run.note
+    # without the peak, a closed loop of 256 clients would hold 7 requests in flight: refused
+    with pytest.raises(ServePlanError, match="against a concurrency of 256"):
+        load_runs(_write(tmp_path, "nopeak.json", {k: v for k, v in d.items()
+                                                   if k != "max_concurrent_requests"}),
+                  "vllm-bench", deployment=L8B)
+
+
+def test_an_openai_backend_takes_the_engine_given_and_another_engine_s_needs_one(tmp_path):
+    d = _doc("vllm_bench_llama8b_c160.json")
+    (run,) = load_runs(_write(tmp_path, "o.json", d | {"backend": "openai-chat"}), "vllm-bench",
+                       deployment=L8B, engine="sglang")
+    assert run.engine == "sglang"
+    (run,) = load_runs(_write(tmp_path, "t.json", d | {"backend": "tensorrt-llm"}), "vllm-bench",
+                       deployment=L8B, engine="vllm")
+    assert run.engine == "vllm" and "the client's backend is 'tensorrt-llm'" in run.note
+
+
+def test_a_file_of_runs_on_two_deployments_reads_each_with_its_own():
+    f = FIX / "sglang_bench_llama8b.jsonl"
+    with pytest.raises(ServePlanError, match="run 2: server_info.tp_size=2 but the deployment given runs tp=1"):
+        load_runs(f, "sglang-bench", deployment=L8B)
+    (run,) = load_runs(f, "sglang-bench", deployment=L8B | {"tp": 2}, runs=(2,))
+    assert (run.run_id, run.concurrency) == ("2", 240)
+    for bad in ([], [0], ["1"], 1):
+        with pytest.raises(ServePlanError, match="expected a list of run numbers >= 1"):
+            load_runs(f, "sglang-bench", deployment=L8B, runs=bad)
+
+
+def test_genai_perf_csv_groups_thousands_and_writes_na(tmp_path):
+    # GenAI-Perf's CSV exporter formats every value with a thousands separator ("1,190.16")
+    # and writes N/A where a statistic has no value
+    p = tmp_path / "profile_export_genai_perf.csv"
+    p.write_text('Metric,avg,min,max,p99,p90,p75\n'
+                 'Time To First Token (ms),"1,190.16",905.00,"1,502.40","1,480.00","1,300.00","1,250.00"\n'
+                 'Inter Token Latency (ms),36.55,30.10,41.00,40.90,39.00,38.00\n'
+                 'Request Latency (ms),"37,700.00","36,000.00","39,000.00",N/A,N/A,N/A\n'
+                 'Input Sequence Length (tokens),"1,000.00","1,000.00","1,000.00","1,000.00","1,000.00","1,000.00"\n'
+                 'Output Sequence Length (tokens),"1,000.00","1,000.00","1,000.00","1,000.00","1,000.00","1,000.00"\n'
+                 '\nMetric,Value\nOutput Token Throughput (tokens/sec),"9,400.00"\n'
+                 'Request Throughput (per sec),9.40\nRequest Count (count),"3,520.00"\n')
+    (run,) = load_runs(p, "aiperf", deployment=L8B, engine="sglang", concurrency=352)
+    assert run.measured["ttft_mean_s"] == pytest.approx(1.19016)
+    assert run.measured["ttft_p99_s"] == pytest.approx(1.48)
+    assert run.measured["e2e_mean_s"] == pytest.approx(37.7)
+    assert "e2e_p99_s" not in run.measured  # N/A
+    assert (run.workload, run.num_requests) == ("fixed:1000,1000", 3520)
+
+
+def test_an_aiperf_rate_names_its_arrivals(tmp_path):
+    d = _doc("profile_export_aiperf.json")
+    for mode, note in (("poisson", None), (None, "Poisson arrivals (the file does not name")):
+        load = {"request_rate": 20.0} | ({"request_rate_mode": mode} if mode else {})
+        (run,) = load_runs(_write(tmp_path, f"{mode}.json", d | {"input_config": {"loadgen": load}}),
+                           "aiperf", deployment=L8B, engine="sglang")
+        assert (run.rate_rps, run.concurrency) == (20.0, None)
+        assert note is None or note in run.note
 
 
 @pytest.mark.parametrize("text, msg", [
@@ -247,7 +343,7 @@ def test_aic_silicon_takes_no_deployment(tmp_path):
 def _as_vllm(r) -> dict:
     n = 10 * r.concurrency
     isl, osl = r.lengths
-    return {"backend": "vllm", "model_id": "x", "num_prompts": n, "request_rate": "inf",
+    return {"backend": "openai", "model_id": "x", "num_prompts": n, "request_rate": "inf",
             "burstiness": 1.0, "max_concurrency": r.concurrency, "completed": n,
             "total_input_tokens": n * isl, "total_output_tokens": n * osl,
             "mean_ttft_ms": r.measured["ttft_mean_s"] * 1e3,
@@ -291,7 +387,7 @@ def test_every_csv_row_reads_alike_in_every_schema(shared, tmp_path):
 REPLAYED = [
     ("vllm_bench_llama8b_c160.json", "vllm-bench", {}),
     ("vllm_bench_llama8b_detailed.json", "vllm-bench", {}),
-    ("sglang_bench_llama8b.jsonl", "sglang-bench", {}),
+    ("sglang_bench_llama8b.jsonl", "sglang-bench", {"runs": [1]}),  # run 1 ran on TP1
     ("profile_export_aiperf.json", "aiperf", {"engine": "sglang"}),
     ("profile_export_aiperf_early.json", "aiperf", {"engine": "sglang"}),
     ("profile_export_aiperf.csv", "aiperf", {"engine": "sglang", "concurrency": 352}),

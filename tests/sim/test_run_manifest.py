@@ -32,8 +32,8 @@ def test_yaml_and_json_manifests_read_every_listed_run():
            for r in runs]
     assert got == [
         ("vllm_bench_llama8b_c160.json", "1", "vllm", "0.12.0", 1, 160),  # the entry's own version
-        ("sglang_bench_llama8b.jsonl", "1", "sglang", "0.5.6.post2", 2, 160),  # the plan file: tp 2
-        ("sglang_bench_llama8b.jsonl", "2", "sglang", "0.5.6.post2", 2, 240),
+        ("sglang_bench_llama8b.jsonl", "1", "sglang", "0.5.6.post2", 1, 160),  # runs: [1], the defaults
+        ("sglang_bench_llama8b.jsonl", "2", "sglang", "0.5.6.post2", 2, 240),  # runs: [2], the plan file
         ("profile_export_aiperf.csv", "1", "sglang", "0.5.6.post2", 1, 352),  # the defaults
         ("profile_export_genai_perf.json", "1", "sglang", "0.5.6.post2", 8, 448),  # inline
     ]

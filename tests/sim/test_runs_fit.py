@@ -329,3 +329,17 @@ def test_the_printed_coverage_spread_is_that_of_the_interval():
             new = rng.standard_normal(300)
             cov.append(np.mean((new >= lo) & (new <= hi)))
         assert float(np.std(cov)) == pytest.approx(coverage_spread(n), rel=0.2), n
+
+
+def test_residuals_keep_their_length_when_a_prediction_is_missing():
+    # least squares needs one residual per measured key at every evaluation: a prediction that
+    # is no positive number (no request left to average) counts as a miss, not as nothing
+    from sim.runs.fit import NO_PREDICTION_S, _residuals
+
+    run = _run(1, 1000, 100, 16, {"ttft_mean_s": 0.5, "tpot_mean_s": 0.02})
+    full = _residuals([{"ttft_mean_s": 0.5, "tpot_mean_s": 0.04}], [run])
+    assert full == pytest.approx([0.0, np.log(2.0)])
+    for bad in (float("nan"), 0.0, -1.0):
+        r = _residuals([{"ttft_mean_s": 0.5, "tpot_mean_s": bad}], [run])
+        assert r == pytest.approx([0.0, np.log(NO_PREDICTION_S / 0.02)])
+    assert len(_residuals([{"ttft_mean_s": 0.5, "tpot_mean_s": 0.04}], [run], ("ttft",))) == 1
