@@ -369,19 +369,23 @@ class CostModel(MoELayers):
         host = self._host(n_seqs)
         return max(gpu_s, host) if self.host_overlap else gpu_s + host
 
-    def _moe_time(self, T: int, T_all: int) -> float:
-        """MoE-layer operators over all MoE layers for a rank of T tokens, T_all over the
-        expert group."""
+    def _moe_parts(self, T: int, T_all: int) -> tuple[float, float]:
+        """(all, collectives of them) of the MoE-layer operators over all MoE layers for a rank
+        of T tokens, T_all over the expert group."""
         key = (T, T_all)
         hit = self._moe_cache.get(key)
         if hit is None:
-            parts: list[float] = []
-            self._moe_layer_ops(T, T_all, lambda name, t, *_: parts.append(t))
-            hit = sum(parts) * self.model.num_moe_layers
+            parts: list[tuple[float, float]] = []
+            self._moe_layer_ops(T, T_all, lambda name, t, fl, by, comm=0, *_: parts.append((t, comm)))
+            n = self.model.num_moe_layers
+            hit = (sum(t for t, _ in parts) * n, sum(t for t, c in parts if c > 0) * n)
             if len(self._moe_cache) > 200_000:
                 self._moe_cache.clear()
             self._moe_cache[key] = hit
         return hit
+
+    def _moe_time(self, T: int, T_all: int) -> float:
+        return self._moe_parts(T, T_all)[0]
 
     def dp_step_time_s(self, ranks: Sequence[tuple[Sequence[tuple[int, int]], int, float, int]]) -> float:
         """Latency of one iteration of a data-parallel replica: `ranks` holds each attention
@@ -395,19 +399,32 @@ class CostModel(MoELayers):
         if T_all == 0:
             return 0.0
         slowest, seqs = 0.0, 0
-        L, dp = self.model.num_layers, self.dp
+        L, dp, e = self.model.num_layers, self.dp, self.eff
+        ps, ds = e.prefill_time_scale, e.decode_time_scale
+        scaled = ps != 1.0 or ds != 1.0
         for (pre, n_dec, ctx, q), T in zip(ranks, toks, strict=True):
             if T == 0:
                 continue
             per_layer, once = self._dense_time(T, len(pre) + n_dec * q)
             t_pre, t_dec = self._attention_time(pre, n_dec, ctx, q)
-            own = per_layer + once - self._moe_time(T, T * dp) + L * (t_pre + t_dec)
+            moe, moe_comm = self._moe_parts(T, T * dp)
+            if scaled:  # as step_time_s: kernels by their tokens' kind, collectives as they are
+                comm = self._comm_time(T, len(pre) + n_dec * q) - moe_comm
+                share = (T - n_dec * q) / T
+                own = ((per_layer + once - moe - comm) * (share * ps + (1 - share) * ds) + comm
+                       + L * (t_pre * ps + t_dec * ds))
+            else:
+                own = per_layer + once - moe + L * (t_pre + t_dec)
             if own > slowest:
                 slowest = own
             if len(pre) + n_dec > seqs:
                 seqs = len(pre) + n_dec
         host = self._host(seqs)  # host time grows with the sequences: the busiest rank's
-        gpu_s = slowest + self._moe_time(max(toks), T_all)
+        moe, moe_comm = self._moe_parts(max(toks), T_all)
+        if scaled:  # the experts run every rank's tokens: the group's prefill share
+            share = sum(sum(c for c, _ in p) for p, *_ in ranks) / T_all
+            moe = (moe - moe_comm) * (share * ps + (1 - share) * ds) + moe_comm
+        gpu_s = slowest + moe
         return max(gpu_s, host) if self.host_overlap else gpu_s + host
 
     def stage_time_s(self, prefill: Sequence[tuple[int, int]] = (), n_decode: int = 0,

@@ -38,6 +38,25 @@ def test_balanced_dp_step_equals_every_rank_running_the_batch():
     assert cm.dp_step_time_s([rank, heavy]) == pytest.approx(cm.dp_step_time_s([heavy, rank]))
 
 
+@pytest.mark.parametrize("model, kw", [("deepseek-v3", {"tp": 8, "dp": 2, "ep": 16, "precision": "auto"}),
+                                       ("qwen3-30b-a3b", {"tp": 1, "dp": 2, "ep": 2})])
+def test_dp_steps_take_the_fitted_kernel_speed_scales(model, kw):
+    # a balanced DP step is every rank running the batch, calibrated or not: the prefill and
+    # decode kernel-speed scales (fitted from engine runs) apply to DP replicas too
+    cm = CostModel(model, "h200", **kw)
+    cm.eff = replace(cm.eff, prefill_time_scale=1.5, decode_time_scale=2.0)
+    pre = ((512, 0),)
+    rank = (pre, 32, 32 * 1500.0, 1)
+    assert cm.dp_step_time_s([rank, rank]) == pytest.approx(cm.step_time_s(pre, 32, 32 * 1500.0))
+    plain = CostModel(model, "h200", **kw)
+    assert cm.dp_step_time_s([rank, rank]) > 1.4 * plain.dp_step_time_s([rank, rank])
+    dec = ((), 64, 64 * 1500.0, 1)  # decodes only: the decode scale alone
+    gpu = [replace(c.eff, host_overhead_s=0.0, host_per_seq_s=0.0) for c in (cm, plain)]
+    cm.eff, plain.eff = gpu
+    comm = plain._comm_time(64, 64)  # collectives keep their time
+    assert cm.dp_step_time_s([dec, dec]) - comm == pytest.approx(2.0 * (plain.dp_step_time_s([dec, dec]) - comm))
+
+
 def test_moe_operators_present_and_dispatch_only_under_dp():
     names = {o.name for o in CostModel("qwen3-235b-a22b", "h100", tp=8, ep=8).step(Batch((), (1000,) * 8)).ops}
     assert {"moe_router", "moe_experts"} <= names and "moe_dispatch" not in names
