@@ -397,8 +397,7 @@ def _simulation_block(req: PlanInputs, op_load: float, n: int, cal) -> dict:
 def _uncertainty(cal, dep, win: Option, m: dict | None = None) -> dict | None:
     """The calibration's error bars around the plan: goodput at one sigma of its step-time
     residuals, and 80% intervals of the predicted TTFT and TPOT from engine runs the fit left
-    out (`GpuCalibration.latency_interval`: log(measured / predicted) quantiles; the widest of
-    the deployment's GPUs)."""
+    out (`latency_intervals`)."""
     if cal is None:
         return None
     out: dict = {}
@@ -409,11 +408,40 @@ def _uncertainty(cal, dep, win: Option, m: dict | None = None) -> dict | None:
                "unit_goodput_range": [g / (1 + u), g / (1 - u) if u < 1 else None],
                "note": "goodput scales about inversely with step time; range at one sigma of the "
                        "calibration's step-time residuals"}
-    latency = {}
-    for metric in ("ttft", "tpot"):
-        iv = [c.latency_interval[metric] for p in dep.pools
-              if (c := cal.calibration_for(p.gpu)) is not None and metric in c.latency_interval]
-        if not iv or m is None:
+    latency, missing = latency_intervals(cal, dep, m)
+    if latency or missing:
+        out["latency_interval_80"] = {
+            **latency,
+            "note": "80% of held-out benchmark runs had their measured value within this range of "
+                    "the prediction (the calibration's latency_interval, from runs the fit left out)",
+            **({"missing": missing} if missing else {})}
+    return out or None
+
+
+# the pools whose GPUs set a metric: prompts run on prefill pools, decodes on decode pools
+METRIC_ROLES = {"ttft": ("prefill", "colocated"), "tpot": ("decode", "colocated")}
+
+
+def latency_intervals(cal, dep, m: dict | None) -> tuple[dict, list[str]]:
+    """({metric}_s and {metric}_log_ratio of TTFT and TPOT, what is missing): each metric's
+    interval spans those of the GPUs of the pools that set it (METRIC_ROLES); a metric one of
+    those GPUs has no interval for gets none, and a line saying which (an interval fitted on
+    another GPU says nothing of this one's)."""
+    latency, missing = {}, []
+    if m is None or not any(c.latency_interval for c in cal.gpus.values()):
+        return latency, missing
+    for metric, roles in METRIC_ROLES.items():
+        pools = [p for p in dep.pools if p.role in roles] or list(dep.pools)
+        iv, lacking = [], []
+        for p in pools:
+            c = cal.calibration_for(p.gpu)
+            if c is not None and metric in c.latency_interval:
+                iv.append(c.latency_interval[metric])
+            else:
+                lacking.append(f"{p.gpu} ({p.role})")
+        if lacking:
+            missing.append(f"no {metric.upper()} interval: the calibration has none for "
+                           + ", ".join(dict.fromkeys(lacking)))
             continue
         lo, hi = min(x[0] for x in iv), max(x[1] for x in iv)
         latency[f"{metric}_s"] = {
@@ -421,9 +449,4 @@ def _uncertainty(cal, dep, win: Option, m: dict | None = None) -> dict | None:
             for stat in ("mean", "p50", "p90") if (k := f"{metric}_{stat}_s") in m
             and m[k] is not None and math.isfinite(float(m[k]))}
         latency[f"{metric}_log_ratio"] = [lo, hi]
-    if latency:
-        out["latency_interval_80"] = {
-            **latency,
-            "note": "80% of held-out benchmark runs had their measured value within this range of "
-                    "the prediction (the calibration's latency_interval, from runs the fit left out)"}
-    return out or None
+    return latency, missing

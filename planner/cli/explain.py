@@ -64,7 +64,10 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
     if li:
         parts = [f"{m.upper()} {lo * 1e3:.3g}-{hi * 1e3:.3g} ms" for m in ("ttft", "tpot")
                  if (iv := li.get(f"{m}_s", {}).get("p90")) for lo, hi in [iv]]
-        c.print(f"80% interval of the predicted p90 (from held-out calibration runs): {', '.join(parts)}")
+        if parts:
+            c.print(f"80% interval of the predicted p90 (from held-out calibration runs): {', '.join(parts)}")
+        for line in li.get("missing", []):
+            c.print(line, markup=False)
     if explain:
         r = Table(title="verified options, best first")
         for col in ("mode", "unit", "goodput", "per GPU"):

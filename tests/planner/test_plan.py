@@ -129,3 +129,28 @@ def test_held_out_latency_intervals_bound_the_plans_ttft_and_tpot():
              space=SearchSpace(modes=("colocated",), max_num_seqs=(None,),
                                max_num_batched_tokens=(8192,)))
     assert "latency_interval_80" not in q.uncertainty
+
+
+def test_a_pool_on_a_gpu_without_an_interval_gets_none_of_another_gpu_s():
+    # a mixed disaggregated plan: prompts on an H200 the runs never calibrated, decodes on the
+    # calibrated H100; the H100's TTFT interval says nothing of the H200's prefill
+    import math
+
+    from costmodel.arch_defaults import default_efficiencies
+    from costmodel.calibration import CalibrationProfile, GpuCalibration
+    from planner.planning import latency_intervals
+    from sim.deployment import Deployment, PoolConfig
+
+    cal = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(
+        default_efficiencies("h100-sxm"), {}, 0.0, {}, {"ttft": [-0.2, 0.1], "tpot": [-0.05, 0.08]})})
+    m = {"ttft_p90_s": 0.3, "tpot_p90_s": 0.02}
+    dep = Deployment("llama-3.1-8b", (PoolConfig("prefill", "h200-sxm"), PoolConfig("decode", "h100-sxm")), "disaggregated")
+    latency, missing = latency_intervals(cal, dep, m)
+    assert "ttft_s" not in latency and latency["tpot_log_ratio"] == [-0.05, 0.08]
+    assert missing == ["no TTFT interval: the calibration has none for h200-sxm (prefill)"]
+    flipped = Deployment("llama-3.1-8b", (PoolConfig("prefill", "h100-sxm"), PoolConfig("decode", "h200-sxm")), "disaggregated")
+    latency, missing = latency_intervals(cal, flipped, m)
+    assert latency["ttft_s"]["p90"] == pytest.approx([0.3 * math.exp(-0.2), 0.3 * math.exp(0.1)])
+    assert "tpot_s" not in latency and missing == ["no TPOT interval: the calibration has none for h200-sxm (decode)"]
+    both = Deployment("llama-3.1-8b", (PoolConfig("prefill", "h100-sxm"), PoolConfig("decode", "h100-sxm")), "disaggregated")
+    assert latency_intervals(cal, both, m)[1] == []
