@@ -237,6 +237,9 @@ def fit_profile(rows: pd.DataFrame, start=None, params: list[str] | None = None,
     if start is not None:
         prof.gpus.update(start.gpus)
         prof.tables.update(start.tables)
+        prof.hardware.update(start.hardware)  # a measured device's spec (validate, a40.json)
+        if start.source:
+            prof.source = f"{start.source}; {source}" if source else start.source
     refitted = {str(g) for g in rows["gpu"].unique()}
     if start is not None:  # the start's messages about GPUs fitted again no longer hold
         prof.messages = [m for m in start.messages if m.split(":", 1)[0] not in refitted]
@@ -248,6 +251,11 @@ def fit_profile(rows: pd.DataFrame, start=None, params: list[str] | None = None,
         prof.gpus[gpu] = GpuCalibration(res.params, {**res.residuals, "fitted": list(res.fitted)},
                                         res.uncertainty_rel,
                                         sources=param_sources(g, res.fitted, str(gpu), prev))
+        if prev_cal is not None and prev_cal.latency_interval:
+            # the runs' held-out errors were measured under the kernel parameters refitted here
+            prof.messages.append(f"{gpu}: the engine runs' latency interval was dropped: the kernel "
+                                 "parameters it was measured under were fitted again; calibrate the "
+                                 "runs on this profile (--calibration) to measure it anew")
         prof.messages += list(res.messages)
     return prof
 

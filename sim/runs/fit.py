@@ -168,6 +168,12 @@ def _residuals(preds: list[dict], runs: list[MeasuredRun], metrics=None) -> np.n
     return np.asarray(out)
 
 
+def runs_tag(gpu: str) -> str:
+    """How a profile message about a run fit of `gpu` starts: a later run fit of that GPU
+    replaces such messages; an operator-table fit keeps them (costmodel.fit.fit_profile)."""
+    return f"{gpu} (engine runs)"
+
+
 def search_floor(name: str) -> float:
     """The smallest value the log-space search gives `name` (a parameter that starts at 0, as
     the request latency does, starts there)."""
@@ -283,7 +289,7 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         # simulator (a schedule the new values change, as decodes riding in prefill batches do),
         # or the runs' errors come from what these parameters do not describe; trading one
         # metric's error for another's would be a fudge, so the starting values stay
-        rejected = (f"{gpu}: the fitted values replay the runs worse in "
+        rejected = (f"{runs_tag(gpu)}: the fitted values replay the runs worse in "
                     + ", ".join(f"{m.upper()} (MAPE {j0[m]:.1%} -> {j1[m]:.1%})" for m in worse)
                     + "; kept the starting values")
         say(rejected)

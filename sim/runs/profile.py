@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from costmodel.calibration import CalibrationProfile, GpuCalibration, gpu_key
 from costmodel.efficiencies import PARAM_BOUNDS
-from sim.runs.fit import REPLAY_PARAMS, RunsFit, search_floor
+from sim.runs.fit import REPLAY_PARAMS, RunsFit, runs_tag, search_floor
 
 
 def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
@@ -18,9 +18,11 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         prof.gpus.update(base.gpus)
         prof.tables.update(base.tables)
         prof.hardware.update(base.hardware)
-        prof.messages.extend(base.messages)
+        refit = tuple(f"{runs_tag(f.gpu)}:" for f in fits)  # an earlier run fit's messages go
+        prof.messages.extend(m for m in base.messages if not m.startswith(refit))
         prof.source = f"{base.source}; {prof.source}" if base.source else prof.source
     for f in fits:
+        tag = runs_tag(f.gpu)
         old = prof.calibration_for(f.gpu)
         for k in [k for k in prof.gpus if gpu_key(k) == f.gpu]:  # the base's entry under an alias
             del prof.gpus[k]
@@ -44,18 +46,18 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
                 continue
             floor = search_floor(n)
             if v >= hi * (1 - 1e-3):
-                prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at its upper bound {hi:g}: the "
+                prof.messages.append(f"{tag}: {n} = {v:.4g} sits at its upper bound {hi:g}: the "
                                      "runs ask for more than it can give, so part of their error "
                                      "lies in something else")
             elif v <= floor * (1 + 1e-3):
                 why = ("the runs want none of it" if lo == 0.0 else
                        "the runs ask for less than it can give, so part of their error lies in "
                        "something else")
-                prof.messages.append(f"{f.gpu}: {n} = {v:.4g} sits at the lowest value the fit "
+                prof.messages.append(f"{tag}: {n} = {v:.4g} sits at the lowest value the fit "
                                      f"searches ({floor:g}; bounds [{lo:g}, {hi:g}]): {why}")
         if f.rejected:
             prof.messages.append(f.rejected)
         elif f.not_informed:
-            prof.messages.append(f"{f.gpu}: the runs do not inform {', '.join(f.not_informed)}; "
+            prof.messages.append(f"{tag}: the runs do not inform {', '.join(f.not_informed)}; "
                                  "kept at their starting values")
     return prof

@@ -109,3 +109,27 @@ def test_the_h200_runs_measurements_print_the_bound_message(shared, tmp_path):
     # the profile the run wrote back then, with no messages or sources, still loads
     old = CalibrationProfile.load(shared / H200_RUN / "calibration.json")
     assert old.messages == [] and old.gpus["h200-sxm"].sources == {}
+
+
+def test_a_table_fit_on_a_start_profile_keeps_its_hardware_source_and_run_messages():
+    # the start: a measured device's spec (validate, a custom GPU) and an engine-run fit with a
+    # latency interval; a table fit on top refits the kernel parameters the interval was
+    # measured under, so the interval goes, with a message saying why
+    from costmodel.arch_defaults import default_efficiencies
+    from costmodel.calibration import GpuCalibration
+
+    dev = HardwareSpec("my-gpu", 1e14, 0.0, 80e9, 2e12, 0.0, 1e10, 1e9, 8, 0.0, sm_count=100)
+    start = CalibrationProfile(
+        source="serveplan calibrate --format aic-silicon runs.csv", hardware={"my-gpu": dev},
+        gpus={"h200-sxm": GpuCalibration(default_efficiencies("h200-sxm"), {}, 0.0,
+                                         {"decode_time_scale": "fit: 5 sglang runs (runs.csv)"},
+                                         {"ttft": [-0.2, 0.1]})},
+        messages=["h200-sxm (engine runs): the runs do not inform host_overhead_s; kept"])
+    prof = fit_profile(launch_bound_gemms(), start=start, params=["gemm_mem_eff"], source="tables")
+    assert prof.hardware == {"my-gpu": dev}
+    assert prof.source == "serveplan calibrate --format aic-silicon runs.csv; tables"
+    cal = prof.gpus["h200-sxm"]
+    assert cal.sources["decode_time_scale"] == "fit: 5 sglang runs (runs.csv)"
+    assert cal.latency_interval == {}
+    assert start.messages[0] in prof.messages
+    assert any("latency interval was dropped" in m for m in prof.messages)

@@ -155,7 +155,7 @@ def test_a_parameter_at_a_bound_is_named_with_the_side_it_sits_on():
     f = RunsFit(GPU, at, base, names, (), [], {}, 1, 0.0)
     msgs = [m for m in profile_of([f]).messages if "sits at" in m]
     assert len(msgs) == 3
-    up, low, floor = (next(m for m in msgs if m.startswith(f"{GPU}: {n} ")) for n in names[:3])
+    up, low, floor = (next(m for m in msgs if m.startswith(f"{GPU} (engine runs): {n} ")) for n in names[:3])
     assert "upper bound" in up and "ask for more than it can give" in up
     assert "lowest value" in low and "ask for less than it can give" in low
     # a fixed time the runs push to the search's floor: they want none of it, not more of it
@@ -343,3 +343,19 @@ def test_residuals_keep_their_length_when_a_prediction_is_missing():
         r = _residuals([{"ttft_mean_s": 0.5, "tpot_mean_s": bad}], [run])
         assert r == pytest.approx([0.0, np.log(NO_PREDICTION_S / 0.02)])
     assert len(_residuals([{"ttft_mean_s": 0.5, "tpot_mean_s": 0.04}], [run], ("ttft",))) == 1
+
+
+def test_a_run_fit_replaces_an_earlier_run_fit_s_messages_and_keeps_the_tables():
+    from sim.runs.fit import RunsFit
+
+    base = default_efficiencies(GPU)
+    old = CalibrationProfile(source="tables", gpus={GPU: GpuCalibration(base)}, messages=[
+        f"{GPU}: fitted gemm_compute_eff sits at its upper bound",  # an operator-table fit's
+        f"{GPU} (engine runs): comm_bw_eff = 1 sits at its upper bound 1: ...",  # a run fit's
+        f"{GPU} (engine runs): the runs do not inform comm_bw_eff; kept at their starting values",
+        "other-gpu (engine runs): the runs do not inform host_overhead_s; kept"])
+    f = RunsFit(GPU, base, base, ("decode_time_scale",), ("host_overhead_s",), [], {}, 1, 0.0)
+    msgs = profile_of([f], base=old).messages
+    assert msgs == [old.messages[0], old.messages[3],
+                    f"{GPU} (engine runs): the runs do not inform host_overhead_s; kept at their "
+                    "starting values"]
