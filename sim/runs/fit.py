@@ -208,14 +208,18 @@ def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], cent
 
 
 def _informed(surr: list[RunSurrogate], at: Efficiencies, names: list[str]) -> list[str]:
+    """The parameters whose change of 0.1 in log moves some prediction by SENSITIVITY x that:
+    up from where they are, or down from an upper bound (a fit that ended there asks to be
+    probed the way it can still move); from 0, to a thousandth of the upper bound."""
     base = [s.predict(at) for s in surr]
     keep = []
     for n in names:
-        v = getattr(at, n)
-        bumped = replace(at, **{n: float(min(v * np.e ** 0.1, PARAM_BOUNDS[n][1]) if v > 0 else
-                                          PARAM_BOUNDS[n][1] * 1e-3)})
+        v, hi = getattr(at, n), PARAM_BOUNDS[n][1]
+        probe = hi * 1e-3 if v <= 0 else v * np.e ** 0.1 if v * np.e ** 0.1 <= hi else v * np.e ** -0.1
+        bumped = replace(at, **{n: float(probe)})
         moved = [abs(np.log(p2[k] / p1[k])) / 0.1 for p1, p2 in
-                 zip(base, (s.predict(bumped) for s in surr), strict=True) for k in p1 if p1[k] > 0]
+                 zip(base, (s.predict(bumped) for s in surr), strict=True) for k in p1
+                 if p1[k] > 0 and p2.get(k, 0.0) > 0]
         if moved and max(moved) >= SENSITIVITY:
             keep.append(n)
     return keep

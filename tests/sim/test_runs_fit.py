@@ -359,3 +359,19 @@ def test_a_run_fit_replaces_an_earlier_run_fit_s_messages_and_keeps_the_tables()
     assert msgs == [old.messages[0], old.messages[3],
                     f"{GPU} (engine runs): the runs do not inform host_overhead_s; kept at their "
                     "starting values"]
+
+
+def test_a_parameter_at_its_upper_bound_is_probed_downward():
+    # a profile whose run fit ended at a bound (comm_bw_eff = 1) is refitted from there: the
+    # sensitivity probe must move it the way it can go, or the runs look uninformative
+    from sim.runs.fit import SENSITIVITY, _informed
+
+    class Surrogate:  # TPOT proportional to the decode kernel-speed scale
+        def predict(self, eff):
+            return {"tpot_mean_s": 0.01 * eff.decode_time_scale, "ttft_mean_s": 0.2}
+
+    top = PARAM_BOUNDS["decode_time_scale"][1]
+    for v in (1.0, top):
+        at = replace(default_efficiencies(GPU), decode_time_scale=v)
+        assert _informed([Surrogate()], at, ["decode_time_scale", "host_overhead_s"]) == ["decode_time_scale"]
+    assert SENSITIVITY <= 1.0
