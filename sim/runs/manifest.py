@@ -98,9 +98,10 @@ def load_manifest(path: str | Path) -> list[MeasuredRun]:
         dep = entry.get("deployment")
         if dep is not None:
             dep = deployment_from(dep, base_dir=p.parent, where=f"{where} ({entry['file']}): deployment")
+        version = _version(entry.get("engine_version"), where)
         try:
             runs.extend(load_runs(f, fmt, deployment=dep, engine=entry.get("engine"),
-                                  engine_version=_text(entry.get("engine_version")),
+                                  engine_version=version,
                                   concurrency=entry.get("concurrency"),
                                   rate_rps=entry.get("rate_rps"), runs=entry.get("runs")))
         except ServePlanError as e:
@@ -108,6 +109,14 @@ def load_manifest(path: str | Path) -> list[MeasuredRun]:
     return runs
 
 
-def _text(v) -> str | None:
-    # YAML reads `engine_version: 0.12` as a number
-    return None if v is None else str(v)
+def _version(v, where: str) -> str | None:
+    """An engine version as text. YAML and JSON read an unquoted `0.10` as the number 0.1, whose
+    trailing zero is lost: a fractional number is refused (quote it); a whole one is its text."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ServePlanError(f"{where}: engine_version {v!r}; expected a version string")
+    if isinstance(v, float) and not v.is_integer():
+        raise ServePlanError(f"{where}: engine_version {v!r} was read as a number, which may have "
+                             f"lost a trailing zero (0.10 reads 0.1); quote it: engine_version: \"{v}\"")
+    return str(int(v))

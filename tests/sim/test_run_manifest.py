@@ -122,3 +122,18 @@ def test_manifest_reads_an_aic_silicon_file_without_the_defaults(tmp_path, share
     runs = load_manifest(p)
     assert len(runs) == len(load_runs(csv, "aic-silicon")) + 1
     assert runs[0].engine == "sglang" and runs[-1].engine == "vllm"
+
+
+@pytest.mark.parametrize("value, ok", [("0.10", "0.10"), (1, "1"), (0.10, None), (True, None)])
+def test_an_engine_version_read_as_a_number_is_refused_where_it_may_have_lost_a_zero(tmp_path, value, ok):
+    doc = {"runs": [{"file": str(FIX / "vllm_bench_llama8b_c160.json"), "format": "vllm-bench",
+                     "engine_version": value,
+                     "deployment": {"model": "llama-3.1-8b", "gpu": "h200-sxm", "precision": "fp8",
+                                    "kv_dtype": "fp8"}}]}
+    p = tmp_path / "m.json"
+    p.write_text(json.dumps(doc))
+    if ok is None:
+        with pytest.raises(ServePlanError, match=r"m.json: runs\[1\]: engine_version"):
+            load_manifest(p)
+    else:
+        assert load_manifest(p)[0].engine_version == ok
