@@ -32,9 +32,11 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         for n in f.fitted:
             sources[n] = f"fit: {len(f.rows)} {'/'.join(engines)} runs ({', '.join(files)})"
         for n in f.not_informed:
-            sources.setdefault(n, "fitted values set aside (they replay the runs worse): kept its "
-                                  "starting value" if f.rejected else
-                               "not informed by the runs: kept its starting value")
+            why = ("fitted values set aside (they replay the runs worse): kept its starting value"
+                   if f.rejected else "not informed by the runs: kept its starting value")
+            # a kernel fit's source stays; a default's ("an engine run sets it") no longer holds
+            if n not in sources or sources[n].startswith("default"):
+                sources[n] = why + (f" ({sources[n]})" if n in sources else "")
         s = f.summary()
         resid = {"runs": len(f.rows), "mape_after": s["after"], "mape_held_out": s["held_out"]}
         prof.gpus[f.gpu] = GpuCalibration(f.params, resid, old.uncertainty_rel if old else 0.0,

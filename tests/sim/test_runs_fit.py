@@ -375,3 +375,17 @@ def test_a_parameter_at_its_upper_bound_is_probed_downward():
         at = replace(default_efficiencies(GPU), decode_time_scale=v)
         assert _informed([Surrogate()], at, ["decode_time_scale", "host_overhead_s"]) == ["decode_time_scale"]
     assert SENSITIVITY <= 1.0
+
+
+def test_a_default_s_source_gives_way_to_the_runs_that_did_not_inform_it():
+    from costmodel.arch_defaults import default_source
+    from sim.runs.fit import RunsFit
+
+    base = default_efficiencies(GPU)
+    src = {"host_overhead_s": default_source(GPU, "host_overhead_s"),  # "an engine run sets it"
+           "comm_bw_eff": "fit: 40 rows of nccl all_reduce"}
+    start = CalibrationProfile(gpus={GPU: GpuCalibration(base, {}, 0.0, src)})
+    f = RunsFit(GPU, base, base, ("decode_time_scale",), ("host_overhead_s", "comm_bw_eff"), [], {}, 1, 0.0)
+    got = profile_of([f], base=start).gpus[GPU].sources
+    assert got["host_overhead_s"].startswith("not informed by the runs: kept its starting value (default: ")
+    assert got["comm_bw_eff"] == "fit: 40 rows of nccl all_reduce"
