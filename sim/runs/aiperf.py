@@ -6,7 +6,8 @@ Layouts read (ai-dynamo/aiperf and triton-inference-server/perf_analyzer):
   `inter_token_latency`, `inter_chunk_latency`, `request_latency`, `input_sequence_length`,
   `output_sequence_length`, `request_count`, `request_throughput`, ...), each a
   `JsonMetricResult` with `unit` and the statistics `avg`, `p1` ... `p99`, `min`, `max`,
-  `std`; `input_config.loadgen` holds `concurrency` and `request_rate`, and
+  `std`; `input_config.loadgen` holds `concurrency`, `request_rate` (with
+  `request_rate_mode`) and `request_count` (read where no `request_count` metric is), and
   `input_config.endpoint.model_names` the model;
 - aiperf's early layout (`aiperf/exporters/json_exporter.py`): the same metrics under
   `records`, keyed by the metric's tag (`ttft` for time to first token);
@@ -208,6 +209,8 @@ def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
         "input_config concurrency, request_rate")
     if rate is not None:
         load_note = "; ".join(n for n in (load_note, _arrivals(load, where)) if n)
+    if count is None:  # no completed count: the requests the run was set to send
+        count = number(load, "request_count", f"{where}: input_config", required=False) or None
     return [finish_run(ctx, "aiperf", path, "1", backend=None, default_engine=None,
                        version_in_file=None, model_in_file=model, workload=workload,
                        concurrency=conc, rate_rps=rate,

@@ -160,9 +160,9 @@ def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: floa
     A client with a finite rate and a concurrency cap ran open loop at its rate when the cap
     never bound: the most requests it had in flight (`peak_in_flight`, vLLM's and SGLang's
     `max_concurrent_requests`, counted per second of the run and so never below the true peak)
-    stayed under the cap, or, without that count, its measured throughput kept up with the rate
-    (at least RATE_BOUND_FRACTION of it). Otherwise the cap bound, and the run was a closed loop
-    of that many clients."""
+    stayed under the cap, or its measured throughput kept up with the rate (at least
+    RATE_BOUND_FRACTION of it; a per-second count at the cap may overstate the true peak).
+    Otherwise the cap bound, and the run was a closed loop of that many clients."""
     for name, mine, given in (("concurrency", concurrency, ctx.concurrency),
                               ("rate", rate, ctx.rate_rps)):
         if mine is not None and given is not None and not math.isclose(mine, given):

@@ -55,6 +55,7 @@ from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import DoesNotFitError, ServePlanError
 from costmodel.specs import load_model
 from sim.engine import cost_model_for, simulate
+from sim.runs.replay import replay_requests
 from sim.runs.surrogate import RunSurrogate
 from sim.runs.types import MeasuredRun
 
@@ -148,8 +149,8 @@ def _profile(gpu: str, eff: Efficiencies, base: CalibrationProfile | None) -> Ca
 
 
 def _replay(run: MeasuredRun, calibration, record: bool):
-    res = simulate(run.deployment, run.to_workload(), num_requests=run.num_requests or
-                   10 * (run.concurrency or 20), seed=0, calibration=calibration, policy=run.policy,
+    res = simulate(run.deployment, run.to_workload(), num_requests=replay_requests(run),
+                   seed=0, calibration=calibration, policy=run.policy,
                    warmup_fraction=0.0, cooldown_fraction=0.0, record_steps=record)
     m = res.metrics.to_dict()
     return res, {k: float(m[k]) for k in run.measured if k in m}

@@ -147,7 +147,7 @@ def test_aiperf_layouts_read_the_same_run():
 def test_genai_perf_load_from_its_arguments(tmp_path):
     (run,) = load_runs(FIX / "profile_export_genai_perf.json", "aiperf", engine="sglang",
                        deployment=L8B | {"tp": 8})
-    assert (run.concurrency, run.workload) == (448, "fixed:1000,100")
+    assert (run.concurrency, run.workload, run.num_requests) == (448, "fixed:1000,100", 4480)  # input_config.request_count
     assert run.measured["tpot_mean_s"] == pytest.approx(0.03408)
     d = _doc("profile_export_genai_perf.json")
     d["input_config"] = {"perf_analyzer": {"stimulus": {"concurrency": 64}}}
