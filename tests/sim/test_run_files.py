@@ -203,6 +203,8 @@ BAD = [
     (S, "sglang-bench", lambda d: d | {"completed": 0}, {}, "completed=0"),
     (A, "aiperf", lambda d: d, {"engine": None}, "do not say which engine"),
     (A, "aiperf", _drop("time_to_first_token"), {}, "missing metric 'time_to_first_token'"),
+    (A, "aiperf", lambda d: d | {"time_to_first_token": {"avg": 900.0}}, {},
+     "time_to_first_token has unit None"),  # a metric without its unit is named, not dropped
     (A, "aiperf", lambda d: d | {"inter_token_latency": {"unit": "fortnights", "avg": 3.0}}, {},
      "inter_token_latency has unit 'fortnights'"),
     (A, "aiperf", lambda d: d | {"request_count": {"unit": "requests", "avg": 0.0}}, {},
