@@ -180,7 +180,7 @@ def _print(doc: dict) -> None:
 
 def coverage_spread(n: int) -> float:
     """One standard deviation of the coverage of an 80% interval taken from n exchangeable
-    held-out errors (the interpolated order statistics of `sim.runs.fit.held_out_interval`: a
+    held-out errors (the interpolated order statistics of `sim.runs.held_out.held_out_interval`: a
     Beta(0.8 (n + 1), 0.2 (n + 1)) share of the next runs, variance 0.8 x 0.2 / (n + 2))."""
     return math.sqrt(0.8 * 0.2 / (n + 2))
 
