@@ -176,7 +176,10 @@ def _run(row, source: str, fp8_kv: bool = True) -> MeasuredRun:
                        policy=policy)
 
 
-def read_aic_silicon(path: Path) -> list[MeasuredRun]:
+def read_aic_silicon(path: Path, tpot_evidence: set[str] | None = None) -> list[MeasuredRun]:
+    """Every row of the CSV at `path` as a run. `tpot_evidence`: the ids of the rows whose
+    measured TPOT may decide their configuration's KV dtype (None: every row); a benchmark
+    that scores held-out rows passes its fitted ones, so no scored row picks its own cache."""
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as e:
@@ -188,7 +191,7 @@ def read_aic_silicon(path: Path) -> list[MeasuredRun]:
     if df.empty:
         raise ServePlanError(f"{path}: no runs")
     rows = df.to_dict("records")
-    fp8_kv = _fp8_kv_configs(rows, path.name)
+    fp8_kv = _fp8_kv_configs(rows, path.name, tpot_evidence)
     runs = []
     for r in rows:
         try:
@@ -205,9 +208,11 @@ def _config(row) -> tuple[str, ...]:
                                          "precision"))
 
 
-def _fp8_kv_configs(rows: list[dict], source: str) -> set[tuple[str, ...]]:
+def _fp8_kv_configs(rows: list[dict], source: str, tpot_evidence: set[str] | None = None
+                    ) -> set[tuple[str, ...]]:
     """The configurations whose fp8 rows need an fp8 KV cache (module doc): one of their rows
-    moves more bytes than HBM can at its measured TPOT with a bf16 cache, or does not fit."""
+    does not fit with a bf16 cache, or (a row of `tpot_evidence`, default all) moves more bytes
+    than HBM can at its measured TPOT with one."""
     need = set()
     for r in rows:
         cfg = _config(r)
@@ -217,6 +222,8 @@ def _fp8_kv_configs(rows: list[dict], source: str) -> set[tuple[str, ...]]:
             run = _run(r, source, fp8_kv=False)
         except ServePlanError:  # reported when the row is read for good
             need.add(cfg)
+            continue
+        if tpot_evidence is not None and run.run_id not in tpot_evidence:
             continue
         if run.deployment.pools[0].precision == "fp8" and work_bounds(run).memory_fraction > 1.0:
             need.add(cfg)

@@ -77,6 +77,11 @@ def test_fp8_kv_cache_only_where_a_row_of_its_configuration_needs_one(csv):
     assert [p.kv_dtype for r in (hard, light) for p in r.deployment.pools] == ["fp8"] * 4
     (alone,) = load_runs(csv(SGLANG_HEADER, easy), "aic-silicon")
     assert [p.kv_dtype for p in alone.deployment.pools] == ["auto", "auto"]
+    # a benchmark that scores the hard row lets only its fitted rows' TPOT decide: the easy one
+    from sim.runs.aic_silicon import read_aic_silicon
+
+    h2, l2 = read_aic_silicon(csv(SGLANG_HEADER, DISAGG_ROW, easy), tpot_evidence={light.run_id})
+    assert [p.kv_dtype for r in (h2, l2) for p in r.deployment.pools] == ["auto"] * 4
     (llama,) = load_runs(csv(SGLANG_HEADER, SGLANG_AGG_ROWS[1]), "aic-silicon")
     pool = llama.deployment.pools[0]
     assert (pool.precision, pool.kv_dtype) == ("fp8", "auto")
