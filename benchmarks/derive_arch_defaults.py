@@ -54,6 +54,23 @@ def hopper_rows(prof: Path) -> pd.DataFrame:
     return rows[fit].reset_index(drop=True)
 
 
+def derivation_row_ids(prof: Path) -> set[str]:
+    """The row ids of every AIConfigurator H100 row the Hopper defaults were derived from (the
+    fitting masks `main` uses): a benchmark that scores H100 rows from those defaults leaves
+    them out of its score."""
+    ids: set[str] = set(hopper_rows(prof)["row_id"])  # read from the H100 folder itself
+    # the others read a subfolder, whose row ids are relative to it: made relative to the folder
+    comm, fit = aic_allreduce_split(prof)
+    ids |= {f"comm/vllm/{i}" for i in comm[fit]["row_id"]}
+    h100 = prof / "aiconfigurator" / "h100_sxm"
+    for sub, split in (("moe", moe_split), ("mla", mla_split), ("gemm", block_split)):
+        got = split(h100)
+        if got is not None:
+            rows, mask = got
+            ids |= {f"{sub}/{i}" for i in rows[mask]["row_id"]}
+    return ids
+
+
 def _sig(x: float) -> float:
     return float(f"{x:.4g}")
 
