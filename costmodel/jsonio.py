@@ -23,12 +23,14 @@ def read_json(path: str | Path, what: str):
     p = Path(path)
     try:
         text = p.read_text()
-    except OSError as e:
-        raise ServePlanError(f"cannot read {what} {p}: {e.strerror}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path; not UTF-8
+        raise ServePlanError(f"cannot read {what} {p}: {getattr(e, 'strerror', None) or e}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ServePlanError(f"{p}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+    except (ValueError, RecursionError) as e:  # a number of over 4300 digits; nesting too deep
+        raise ServePlanError(f"{p}: not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 def json_safe(obj):

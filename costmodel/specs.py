@@ -86,13 +86,17 @@ def load_model(name_or_path: str | ModelSpec) -> ModelSpec:
     key = str(name_or_path).strip()
     if "\x00" in key:  # os.stat would raise a bare ValueError
         raise ServePlanError(f"model {key!r}: a name or path cannot hold a NUL byte")
-    low = key.lower().split("/")[-1] if not Path(key).exists() else None
+    try:
+        is_path = Path(key).exists()
+    except OSError:  # a name too long for the filesystem is no path
+        is_path = False
+    low = key.lower().split("/")[-1] if not is_path else None
     if low is not None:
         low = _ALIASES.get(low, low)
         if low in MODEL_PRESETS:
             return MODEL_PRESETS[low]
     p = Path(key)
-    if p.exists() or key.endswith(".json"):
+    if is_path or key.endswith(".json"):
         return from_config(p)
     known = ", ".join(sorted(MODEL_PRESETS))
     raise ServePlanError(f"unknown model {key!r}; known presets: {known}; or a path to a config.json")

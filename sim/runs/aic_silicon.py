@@ -51,7 +51,7 @@ from costmodel.specs import MODEL_PRESETS, load_model
 from sim.deployment import Deployment, PoolConfig
 from sim.runs.deployments import require_fits
 from sim.runs.physics import work_bounds
-from sim.runs.types import MeasuredRun
+from sim.runs.types import MAX_CONCURRENCY, MAX_TOKENS, MeasuredRun, check_measured
 
 # the aiperf harness's measured requests per client, and vLLM's aggregated token budget slack
 BENCH_REQUESTS_PER_CLIENT = 10
@@ -98,15 +98,18 @@ def _num(row, col: str, where: str, default=None) -> float:
             return default
         raise ServePlanError(f"{where}: column {col!r} is empty")
     try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise ServePlanError(f"{where}: {col}={v!r}; expected a number") from None
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        raise ServePlanError(f"{where}: {col}={str(v)[:40]}; expected a number") from None
+    if not math.isfinite(f):
+        raise ServePlanError(f"{where}: {col}={v!r}; expected a finite number")
+    return f
 
 
-def _whole(row, col: str, where: str, default=None) -> int:
+def _whole(row, col: str, where: str, default=None, most: int = MAX_TOKENS) -> int:
     v = _num(row, col, where, default)
-    if v != int(v) or v < 1:
-        raise ServePlanError(f"{where}: {col}={v!r}; expected a whole number >= 1")
+    if v != int(v) or not 1 <= v <= most:
+        raise ServePlanError(f"{where}: {col}={v!r}; expected a whole number in [1, {most:,}]")
     return int(v)
 
 
@@ -144,7 +147,7 @@ def _run(row, source: str, fp8_kv: bool = True) -> MeasuredRun:
         policy = "prefill_mixed"
     mode = _text(row, "mode")
     if mode == "agg":
-        conc = _whole(row, "batch_size", where)
+        conc = _whole(row, "batch_size", where, most=MAX_CONCURRENCY)
         if engine == "vllm":
             mbt = conc + isl + VLLM_AGG_BUDGET_SLACK
         else:  # --max-prefill-tokens; the chunked-prefill size keeps SGLang's default
@@ -162,12 +165,17 @@ def _run(row, source: str, fp8_kv: bool = True) -> MeasuredRun:
                             pp=_whole(row, "decode_pp_size", where, 1.0),
                             replicas=_whole(row, "decode_num_workers", where), precision=prec,
                             kv_dtype=kv))
-        conc = _whole(row, "decode_batch_size", where) * pools[1].replicas
+        conc = _whole(row, "decode_batch_size", where, most=MAX_CONCURRENCY) * pools[1].replicas
         dep = Deployment(model, pools, mode="disaggregated", engine=engine)
     else:
         raise ServePlanError(f"{where}: mode {mode!r}; expected agg or disagg")
     measured = {"ttft_mean_s": _num(row, "silicon_ttft_ms", where) / 1e3,
                 "tpot_mean_s": _num(row, "silicon_tpot_ms", where) / 1e3}
+    check_measured(measured, where, BENCH_REQUESTS_PER_CLIENT * conc)
+    context = load_model(model).max_position
+    if isl + osl > context:
+        raise ServePlanError(f"{where}: isl + osl = {isl + osl:,} tokens, more than {model}'s "
+                             f"context of {context:,}")
     require_fits(dep, isl + osl, where)
     return MeasuredRun(source=source, run_id=rid, engine=engine,
                        engine_version=_text(row, "backend_version"), deployment=dep,

@@ -45,7 +45,7 @@ from sim.runs.fields import (
     read_json_docs,
     seconds,
 )
-from sim.runs.types import MeasuredRun
+from sim.runs.types import MAX_REQUESTS, MAX_TOKENS, MeasuredRun
 
 # metric (as the current layout names it) -> our measured metric
 TIMES = {"time_to_first_token": "ttft", "inter_token_latency": "tpot",
@@ -78,6 +78,8 @@ def _metrics_of_csv(path: Path) -> dict[str, dict]:
             continue
         if row[0].strip() == "Metric":
             header = [c.strip() for c in row]
+            if len(set(header)) != len(header):
+                raise ServePlanError(f"{path}: the header {','.join(header)} names a column twice")
             continue
         if header is None or row[0].lstrip().startswith("==="):
             header = None  # GPU telemetry and other sections: not read
@@ -134,8 +136,8 @@ def _lengths(metrics: dict, where: str) -> tuple[str, str]:
     vals, varied = [], False
     for name in ("input_sequence_length", "output_sequence_length"):
         avg = _stat(metrics, name, "avg", where)
-        if avg < 1:
-            raise ServePlanError(f"{where}: {name}.avg={avg:g}; expected >= 1 token")
+        if not 1 <= avg <= MAX_TOKENS:
+            raise ServePlanError(f"{where}: {name}.avg={avg:g}; expected 1 to {MAX_TOKENS:,} tokens")
         lo, hi = (_stat(metrics, name, s, where, required=False) for s in ("min", "max"))
         varied = varied or lo is None or hi is None or lo != hi
         vals.append(round(avg))
@@ -159,6 +161,12 @@ def _load(doc: dict) -> tuple[dict, str | None]:
     names = endpoint.get("model_names") or cfg.get("model_names") or cfg.get("model")
     model = names[0] if isinstance(names, list) and names else names
     return load, model if isinstance(model, str) else None
+
+
+def _count_ok(count: float | None, what: str, where: str) -> None:
+    if count is not None and (not 1 <= count <= MAX_REQUESTS or count != int(count)):
+        raise ServePlanError(f"{where}: {what}={count:g}; expected a whole number of requests, 1 "
+                             f"to {MAX_REQUESTS:,}")
 
 
 def _arrivals(load: dict, where: str) -> str:
@@ -196,6 +204,7 @@ def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
     if count is not None and count < 1:
         raise ServePlanError(f"{where}: request_count={count:g}: no request completed, so the run "
                              "measured nothing")
+    _count_ok(count, "request_count", where)
     measured = _measured(metrics, where)
     workload, len_note = _lengths(metrics, where)
     load, model = _load(doc)
@@ -211,6 +220,7 @@ def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
         load_note = "; ".join(n for n in (load_note, _arrivals(load, where)) if n)
     if count is None:  # no completed count: the requests the run was set to send
         count = number(load, "request_count", f"{where}: input_config", required=False) or None
+        _count_ok(count, "input_config request_count", where)
     return [finish_run(ctx, "aiperf", path, "1", backend=None, default_engine=None,
                        version_in_file=None, model_in_file=model, workload=workload,
                        concurrency=conc, rate_rps=rate,

@@ -22,7 +22,15 @@ from costmodel.specs import load_model
 from sim.deployment import Deployment
 from sim.runs.aic_silicon import model_preset
 from sim.runs.deployments import require_fits
-from sim.runs.types import ENGINES, PER_REQUEST, MeasuredRun
+from sim.runs.types import (
+    ENGINES,
+    MAX_CONCURRENCY,
+    MAX_TOKENS,
+    PER_REQUEST,
+    RATE_RANGE,
+    MeasuredRun,
+    check_measured,
+)
 
 # seconds per unit of a time as the tools write it
 UNIT_S = {"s": 1.0, "sec": 1.0, "secs": 1.0, "seconds": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
@@ -81,6 +89,10 @@ def read_json_docs(path: Path) -> list[dict]:
                 docs.append(json.loads(line))
             except json.JSONDecodeError as e2:
                 raise ServePlanError(f"{path} line {lineno}: not valid JSON ({e2.msg})") from None
+            except (ValueError, RecursionError) as e2:
+                raise ServePlanError(f"{path} line {lineno}: not valid JSON ({str(e2)[:80]})") from None
+    except (ValueError, RecursionError) as e:  # a number of over 4300 digits; nesting too deep
+        raise ServePlanError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
     bad = next((i for i, d in enumerate(docs) if not isinstance(d, dict)), None)
     if bad is not None:
         raise ServePlanError(f"{path}: run {bad + 1} is a JSON {type(docs[bad]).__name__}; expected "
@@ -100,9 +112,14 @@ def number(d: dict, key: str, where: str, required: bool = True) -> float | None
         return None
     if isinstance(v, str) and v.strip().lower() in ("inf", "infinity"):
         return math.inf
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
-        raise ServePlanError(f"{where}: {key}={v!r}; expected a number >= 0")
-    return float(v)
+    try:  # an int past float's range (a 400-digit JSON integer) is no number either
+        f = float(v) if not isinstance(v, bool) and isinstance(v, (int, float)) else math.nan
+    except OverflowError:
+        f = math.nan
+    if math.isnan(f) or f < 0:
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "..."
+        raise ServePlanError(f"{where}: {key}={shown}; expected a number >= 0")
+    return f
 
 
 def whole(d: dict, key: str, where: str, required: bool = True) -> int | None:
@@ -171,10 +188,12 @@ def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: floa
     rate = rate if rate is not None else ctx.rate_rps
     if rate is not None and not math.isfinite(rate):
         rate = None
-    if conc is not None and (conc < 1 or conc != int(conc)):
-        raise ServePlanError(f"{where}: concurrency {conc!r}; expected a whole number >= 1")
-    if rate is not None and rate <= 0:
-        raise ServePlanError(f"{where}: request rate {rate!r}; expected requests/s > 0")
+    if conc is not None and not 1 <= conc <= MAX_CONCURRENCY or conc is not None and conc != int(conc):
+        raise ServePlanError(f"{where}: concurrency {str(conc)[:40]}; expected a whole number in "
+                             f"[1, {MAX_CONCURRENCY:,}]")
+    if rate is not None and not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+        raise ServePlanError(f"{where}: request rate {str(rate)[:40]}; expected requests/s in "
+                             f"[{RATE_RANGE[0]:g}, {RATE_RANGE[1]:g}]")
     if conc is None and rate is None:
         raise ServePlanError(f"{where}: no concurrency and no finite request rate ({fields_named}); "
                              "a run is replayed at one of them: give the concurrency or the rate it ran at")
@@ -209,8 +228,9 @@ def per_request_lengths(d: dict, where: str, completed: int) -> tuple[list[int],
     keep_in, keep_out = [], []
     for i, (a, b) in enumerate(zip(ins, outs, strict=True)):
         for key, v in (("input_lens", a), ("output_lens", b)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ServePlanError(f"{where}: {key}[{i}]={v!r}; expected a whole number of tokens")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS:
+                raise ServePlanError(f"{where}: {key}[{i}]={str(v)[:40]}; expected a whole number "
+                                     f"of tokens (at most {MAX_TOKENS:,})")
         failed = (isinstance(errs, list) and bool(errs[i])) or b == 0
         if not failed:
             if a < 1:
@@ -393,6 +413,7 @@ def finish_run(ctx: RunContext, fmt: str, path: Path, run_id: str, *, backend: s
     and speculative decoding), and the deployment holding the run's largest request in GPU
     memory."""
     where = f"{path.name} run {run_id}"
+    check_measured(measured, where, num_requests)
     notes = list(notes)
     engine, engine_note = engine_of(backend, ctx.engine, where)
     notes.append(engine_note)
@@ -430,5 +451,9 @@ def finish_run(ctx: RunContext, fmt: str, path: Path, run_id: str, *, backend: s
         biggest = int(p[1] + p[3])
     else:
         biggest = int(p[0] + p[1])
+    context = load_model(dep.model).max_position
+    if biggest > context:
+        raise ServePlanError(f"{where}: its longest request holds {biggest:,} tokens, more than "
+                             f"{load_model(dep.model).name}'s context of {context:,}")
     require_fits(dep, biggest, where)
     return run

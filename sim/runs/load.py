@@ -16,7 +16,6 @@ many files, each with its own.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from costmodel.errors import ServePlanError
@@ -25,7 +24,7 @@ from sim.runs.aiperf import read_aiperf
 from sim.runs.deployments import deployment_from
 from sim.runs.fields import RunContext
 from sim.runs.sglang_bench import read_sglang_bench
-from sim.runs.types import MeasuredRun
+from sim.runs.types import MAX_CONCURRENCY, RATE_RANGE, MeasuredRun
 from sim.runs.vllm_bench import read_vllm_bench
 
 READERS = {"vllm-bench": read_vllm_bench, "sglang-bench": read_sglang_bench, "aiperf": read_aiperf}
@@ -46,14 +45,20 @@ def load_runs(path: str | Path, fmt: str, *, deployment=None, engine: str | None
     p = Path(path)
     if fmt not in RUN_FORMATS:
         raise ServePlanError(f"run format {fmt!r}; expected one of {', '.join(RUN_FORMATS)}")
-    if not p.is_file():
-        raise ServePlanError(f"{p}: no such results file")
+    try:
+        found = p.is_file()
+    except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte
+        found = False
+    if not found:
+        raise ServePlanError(f"{str(p)[:200]}: no such results file")
     if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
-                                    or concurrency < 1):
-        raise ServePlanError(f"{p}: concurrency {concurrency!r}; expected a whole number >= 1")
+                                    or not 1 <= concurrency <= MAX_CONCURRENCY):
+        raise ServePlanError(f"{p}: concurrency {str(concurrency)[:40]}; expected a whole number in "
+                             f"[1, {MAX_CONCURRENCY:,}]")
     if rate_rps is not None and (isinstance(rate_rps, bool) or not isinstance(rate_rps, (int, float))
-                                 or not 0 < rate_rps < math.inf):
-        raise ServePlanError(f"{p}: rate_rps {rate_rps!r}; expected requests/s > 0")
+                                 or not RATE_RANGE[0] <= rate_rps <= RATE_RANGE[1]):
+        raise ServePlanError(f"{p}: rate_rps {str(rate_rps)[:40]}; expected requests/s in "
+                             f"[{RATE_RANGE[0]:g}, {RATE_RANGE[1]:g}]")
     if runs is not None and (not isinstance(runs, (list, tuple)) or not runs or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in runs)):
         raise ServePlanError(f"{p}: runs {runs!r}; expected a list of run numbers >= 1 (a file's "

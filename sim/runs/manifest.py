@@ -52,10 +52,14 @@ def _read(path: Path):
         except json.JSONDecodeError as e:
             raise ServePlanError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON "
                                  f"({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # an int past Python's limit; deep nesting
+            raise ServePlanError(f"{path}: not valid JSON ({type(e).__name__})") from None
     import yaml  # only a YAML manifest needs PyYAML
 
     try:
         return yaml.safe_load(text)
+    except (ValueError, RecursionError) as e:  # an int past Python's limit; deep nesting
+        raise ServePlanError(f"{path}: not valid YAML ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""

@@ -19,6 +19,32 @@ MEASURED_KEYS = tuple(f"{m}_{s}_s" for m in ("ttft", "tpot", "itl", "e2e")
 # the workload string of a run that carries its requests' own lengths (input_lens, output_lens)
 PER_REQUEST = "per-request"
 
+# what a run can hold at all: beyond these a value is a wrong field or unit, not a run
+MAX_TOKENS = 10_000_000  # tokens of one request
+MAX_CONCURRENCY = 1_000_000  # clients
+RATE_RANGE = (1e-6, 1e6)  # requests/s
+MAX_REQUESTS = 10_000_000  # requests in one run
+LATENCY_RANGE_S = (1e-6, 86_400.0)  # any latency statistic: a microsecond to a day
+
+
+def check_measured(measured: dict[str, float], where: str, num_requests: int | None) -> None:
+    """Values no run can have: a latency outside LATENCY_RANGE_S (a wrong unit or field),
+    percentiles of one metric out of order (p50 <= p90 <= p99), more requests than
+    MAX_REQUESTS."""
+    lo, hi = LATENCY_RANGE_S
+    for k, v in measured.items():
+        if not lo <= v <= hi:
+            raise ServePlanError(f"{where}: {k} = {v:.3g} s; a latency lies between {lo:g} s and "
+                                 f"{hi:g} s (a field in the wrong unit?)")
+    for m in {k.split("_")[0] for k in measured}:
+        qs = [(q, measured[f"{m}_{q}_s"]) for q in ("p50", "p90", "p99") if f"{m}_{q}_s" in measured]
+        for (q1, v1), (q2, v2) in zip(qs, qs[1:], strict=False):
+            if v2 < v1 * (1 - 1e-6):
+                raise ServePlanError(f"{where}: {m} {q2} {v2:.4g} s is below its {q1} {v1:.4g} s; "
+                                     "percentiles of one metric rise")
+    if num_requests is not None and not 1 <= num_requests <= MAX_REQUESTS:
+        raise ServePlanError(f"{where}: {num_requests} requests; expected 1 to {MAX_REQUESTS:,}")
+
 
 @dataclass(frozen=True)
 class MeasuredRun:

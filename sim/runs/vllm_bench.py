@@ -46,12 +46,18 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
         raise ServePlanError(f"{where}: ramp_up_strategy={d['ramp_up_strategy']!r}: the request "
                              "rate changed during the run, which a replay at one rate cannot repeat")
     c = fields.client_summary(d, where, ctx, METRICS)
-    burst = fields.number(d, "burstiness", where, required=False) or 1.0
+    burst = fields.number(d, "burstiness", where, required=False)
+    if burst == 0:
+        raise ServePlanError(f"{where}: burstiness=0; expected a gamma shape > 0 (1: Poisson)")
+    burst = 1.0 if burst is None else burst
     if c.rate_rps is not None and not math.isfinite(burst):
         raise ServePlanError(f"{where}: burstiness=inf (evenly spaced requests) is not simulated; "
                              "expected a finite gamma shape > 0")
     workload, ins, outs, len_note = c.lengths
     sent = fields.whole(d, "num_prompts", where, required=False)
+    if sent is not None and sent < c.completed:
+        raise ServePlanError(f"{where}: num_prompts={sent} but completed={c.completed}; a run "
+                             "completes at most the requests it sent")
     if sent is not None and isinstance(d.get("input_lens"), list) and len(d["input_lens"]) != sent:
         raise ServePlanError(f"{where}: num_prompts={sent} but input_lens lists {len(d['input_lens'])} "
                              "requests; expected one entry per request sent")

@@ -158,9 +158,12 @@ def test_genai_perf_load_from_its_arguments(tmp_path):
 @pytest.mark.parametrize("unit, scale", [("ns", 1e-9), ("us", 1e-6), ("sec", 1.0), ("ms", 1e-3)])
 def test_aiperf_times_convert_by_their_unit(tmp_path, unit, scale):
     d = _doc("profile_export_aiperf.json")
-    d["time_to_first_token"] = {"unit": unit, "avg": 907.11}
+    d["time_to_first_token"] = {"unit": unit, "avg": 0.90711 / scale}
     (run,) = load_runs(_write(tmp_path, "a.json", d), "aiperf", engine="sglang", deployment=L8B)
-    assert run.measured["ttft_mean_s"] == pytest.approx(907.11 * scale)
+    assert run.measured["ttft_mean_s"] == pytest.approx(0.90711)
+    d["time_to_first_token"] = {"unit": "ns", "avg": 907.11}  # 0.9 us: no TTFT is that short
+    with pytest.raises(ServePlanError, match="ttft_mean_s = 9.07e-07 s; a latency lies between"):
+        load_runs(_write(tmp_path, "b.json", d), "aiperf", engine="sglang", deployment=L8B)
 
 
 def _edited(tmp_path, name, fn):
@@ -197,7 +200,18 @@ BAD = [
     (V, "vllm-bench", _drop("model_id"),
      {"deployment": {"model": "llama-3.1-70b", "gpu": "h100", "precision": "bf16"}}, "does not fit"),
     (V, "vllm-bench", lambda d: d | {"input_lens": [10_000_000] + [1000] * 1599,
-                                     "output_lens": [100] * 1600}, {}, "does not fit"),
+                                     "output_lens": [100] * 1600}, {}, "holds 10,000,100 tokens, more than "
+     "llama-3.1-8b's context of 131,072"),
+    (V, "vllm-bench", lambda d: d | {"input_lens": [100_000] + [1000] * 1599,  # in context, not in memory
+                                     "output_lens": [100] * 1600},
+     {"deployment": L8B | {"gpu": "l4", "precision": "bf16", "kv_dtype": "bf16"}}, "does not fit"),
+    (V, "vllm-bench", lambda d: d | {"p99_ttft_ms": 10 ** 400}, {}, "p99_ttft_ms=1000000000000"),
+    (V, "vllm-bench", lambda d: d | {"p99_ttft_ms": 1.0}, {}, "ttft p99 0.001 s is below its p50 1.612 s"),
+    (V, "vllm-bench", lambda d: d | {"num_prompts": 1}, {}, "num_prompts=1 but completed=1600"),
+    (V, "vllm-bench", lambda d: d | {"burstiness": 0}, {}, "burstiness=0; expected a gamma shape > 0"),
+    (V, "vllm-bench", lambda d: d | {"max_concurrency": 10 ** 20}, {}, "concurrency 100000000000000000000"),
+    (V, "vllm-bench", lambda d: d | {"max_concurrency": None, "request_rate": 1e-320}, {},
+     "request rate 1e-320; expected requests/s in"),
     (S, "sglang-bench", lambda d: d | {"request_rate": "trace"}, {}, "request_rate='trace'"),
     (S, "sglang-bench", _drop("mean_tpot_ms"), {}, "missing field 'mean_tpot_ms'"),
     (S, "sglang-bench", lambda d: d | {"completed": 0}, {}, "completed=0"),
@@ -428,3 +442,40 @@ def test_open_loop_replay_draws_its_gaps_at_the_rate(tmp_path):
     same = simulate(dep, parse_workload("fixed:1000,100", rate=5.0), num_requests=20, seed=0,
                     warmup_fraction=0.0, cooldown_fraction=0.0)
     assert rep.predicted["ttft_mean_s"] == same.metrics.ttft_mean_s
+
+
+@pytest.mark.parametrize("text, msg", [
+    ('{"completed": ' + "9" * 5000 + "}", "not valid JSON (ValueError"),  # past Python's int limit
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),  # nesting past the parser's recursion
+])
+def test_pathological_json_is_one_error(tmp_path, text, msg):
+    p = tmp_path / "deep.json"
+    p.write_text(text)
+    with pytest.raises(ServePlanError, match="deep.json") as e:
+        load_runs(p, "vllm-bench", deployment=L8B)
+    assert msg in str(e.value)
+
+
+def test_names_no_filesystem_holds_are_unknown_not_crashes(tmp_path):
+    with pytest.raises(ServePlanError, match="no such results file"):
+        load_runs(tmp_path / ("x" * 300), "vllm-bench", deployment=L8B)
+    d = _doc("vllm_bench_llama8b_c160.json") | {"model_id": "m" * 300}  # an alias: not checked
+    (run,) = load_runs(_write(tmp_path, "long.json", d), "vllm-bench", deployment=L8B)
+    assert run.deployment.model == "llama-3.1-8b"
+    with pytest.raises(ServePlanError, match="cannot read plan file"):
+        load_runs(FIX / "vllm_bench_llama8b_c160.json", "vllm-bench", deployment="a\x00b.json")
+
+
+def test_infinite_or_duplicated_aiperf_values_are_one_error(tmp_path):
+    d = _doc("profile_export_aiperf.json")
+    for key, val, msg in (("output_sequence_length", {"unit": "tokens", "avg": "inf"}, "expected 1 to"),
+                          ("request_count", {"unit": "requests", "avg": "inf"}, "request_count=inf"),
+                          ("request_count", {"unit": "requests", "avg": 1.5}, "request_count=1.5")):
+        with pytest.raises(ServePlanError, match="a.json") as e:
+            load_runs(_write(tmp_path, "a.json", d | {key: val}), "aiperf", deployment=L8B, engine="sglang")
+        assert msg in str(e.value)
+    text = (FIX / "profile_export_aiperf.csv").read_text().replace("Metric,avg,min", "Metric,avg,avg", 1)
+    p = tmp_path / "dup.csv"
+    p.write_text(text)
+    with pytest.raises(ServePlanError, match="names a column twice"):
+        load_runs(p, "aiperf", deployment=L8B, engine="sglang", concurrency=352)

@@ -137,3 +137,12 @@ def test_an_engine_version_read_as_a_number_is_refused_where_it_may_have_lost_a_
             load_manifest(p)
     else:
         assert load_manifest(p)[0].engine_version == ok
+
+
+@pytest.mark.parametrize("name, text", [("m.json", '{"runs": [' * 50_000 + "]}" * 50_000),
+                                        ("m.yaml", "runs:\n  - concurrency: " + "9" * 5000 + "\n")])
+def test_a_pathological_manifest_is_one_error(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    with pytest.raises(ServePlanError, match=f"{name}: not valid"):
+        load_manifest(p)

@@ -103,6 +103,9 @@ def test_disaggregated_row_has_both_pools(csv):
     (lambda h, r: (h, r.replace("h100_sxm", "tpu_v9")), "unknown GPU"),
     (lambda h, r: (h, r.replace(",48.0,2.0,1.0,,", ",48.0,2.0,1.0,4.0,")), "attention_dp_size=4.0"),
     (lambda h, r: (h, r.replace(",agg,", ",mixed,")), "mode 'mixed'"),
+    (lambda h, r: (h, r.replace(",agg,4000,1000,", ",agg,4000,1000000,")), "more than qwen3-32b's context"),
+    (lambda h, r: (h, r.replace("184.594874", "inf")), "silicon_ttft_ms=inf; expected a finite number"),
+    (lambda h, r: (h, r.replace(",48.0,2.0,1.0,,", ",1e20,2.0,1.0,,")), "expected a whole number in [1, 1,000,000]"),
 ])
 def test_bad_rows_name_the_file_run_and_field(csv, edit, msg):
     h, r = edit(VLLM_HEADER, FP8_ROW)
