@@ -38,6 +38,8 @@ from costmodel.errors import ServePlanError
 from costmodel.hardware import ARCHS, HardwareSpec, load_gpu, register_measured
 from costmodel.jsonio import read_json
 
+MAX_LOG_RATIO = 5.0  # a latency interval's bounds: measured / predicted within e^+-5 (148x)
+
 SCHEMA = "serveplan.calibration"
 VERSION = 2
 READS_VERSIONS = (1, 2)
@@ -120,9 +122,17 @@ class CalibrationProfile:
         tables: dict = {}
         hardware: dict = {}
         for name, entry in gpus_raw.items():
-            if isinstance(entry, dict) and entry.get("hardware") is not None:
-                hardware[name] = register_measured(_hardware(entry["hardware"], f"{where}: gpus.{name}.hardware"))
-            gpu = load_gpu(name).name  # unknown names fail with the list of known ones
+            try:
+                if isinstance(entry, dict) and entry.get("hardware") is not None:
+                    hw = _hardware(entry["hardware"], f"{where}: gpus.{name}.hardware")
+                    if hw.name.strip().lower() != str(name).strip().lower():
+                        raise ServePlanError(f"gpus.{name}.hardware.name = {hw.name!r}; a measured "
+                                             f"device's entry is keyed by its name")
+                    hardware[name] = register_measured(hw)
+                gpu = load_gpu(name).name  # unknown names fail with the list of known ones
+            except ServePlanError as e:
+                msg = str(e)
+                raise ServePlanError(msg if msg.startswith(where) else f"{where}: {msg}") from None
             if gpu in gpus:
                 other = next(k for k in gpus_raw if k != name and load_gpu(k).name == gpu)
                 raise ServePlanError(f"{where}: gpus.{other} and gpus.{name} both name {gpu}; "
@@ -134,11 +144,13 @@ class CalibrationProfile:
                 if k not in PARAM_BOUNDS:
                     raise ServePlanError(f"{where}: gpus.{name}.params.{k} is not a parameter; known: {', '.join(PARAM_BOUNDS)}")
                 lo, hi = PARAM_BOUNDS[k]
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or not lo <= v <= hi:
-                    raise ServePlanError(f"{where}: gpus.{name}.params.{k} = {v!r}; expected a number in [{lo}, {hi}]")
+                if _number(v) is None or not lo <= v <= hi:
+                    raise ServePlanError(f"{where}: gpus.{name}.params.{k} = {_short(v)}; expected a number in [{lo}, {hi}]")
             unc = entry.get("uncertainty_rel", 0.0)
-            if not isinstance(unc, (int, float)) or not 0 <= unc < 10:
-                raise ServePlanError(f"{where}: gpus.{name}.uncertainty_rel = {unc!r}; expected a number in [0, 10)")
+            if _number(unc) is None or not 0 <= unc < 10:
+                raise ServePlanError(f"{where}: gpus.{name}.uncertainty_rel = {_short(unc)}; expected a number in [0, 10)")
+            if not isinstance(entry.get("residuals") or {}, dict):
+                raise ServePlanError(f"{where}: gpus.{name}.residuals must be an object")
             # parameters a profile leaves out take the GPU's architecture defaults
             eff = replace(default_efficiencies(load_gpu(name)), **{k: float(v) for k, v in params.items()})
             sources = entry.get("sources") or {}
@@ -147,10 +159,10 @@ class CalibrationProfile:
             li = entry.get("latency_interval") or {}
             if not isinstance(li, dict) or not all(
                     k in ("ttft", "tpot") and isinstance(v, list) and len(v) == 2
-                    and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v) and v[0] <= v[1]
+                    and all(_number(x) is not None and abs(x) <= MAX_LOG_RATIO for x in v) and v[0] <= v[1]
                     for k, v in li.items()):
                 raise ServePlanError(f"{where}: gpus.{name}.latency_interval must map ttft/tpot to "
-                                     "[low, high] log ratios with low <= high")
+                                     f"[low, high] log ratios with low <= high, each within +-{MAX_LOG_RATIO:g}")
             gpus[gpu] = GpuCalibration(eff, dict(entry.get("residuals") or {}), float(unc), dict(sources),
                                        {k: [float(x) for x in v] for k, v in li.items()})
             if entry.get("tables") is not None:
@@ -200,14 +212,31 @@ def _hardware(d, where: str) -> HardwareSpec:
         v = d[f.name]
         if f.type in ("str",) and not isinstance(v, str):
             raise ServePlanError(f"{where}.{f.name} = {v!r}; expected a string")
-        if f.type in ("float", "int") and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                           or not math.isfinite(v) or v < 0):
-            raise ServePlanError(f"{where}.{f.name} = {v!r}; expected a number >= 0")
-    if not (d["bf16_flops"] > 0 and d["hbm_bw_bytes_s"] > 0 and d["gpus_per_node"] >= 1
-            and d["sm_count"] >= 1):
-        raise ServePlanError(f"{where}: bf16_flops and hbm_bw_bytes_s must be > 0, gpus_per_node "
-                             "and sm_count >= 1")
+        if f.type in ("float", "int") and (_number(v) is None or not 0 <= v <= 1e18):
+            raise ServePlanError(f"{where}.{f.name} = {_short(v)}; expected a number in [0, 1e18]")
+        if f.type == "int" and v != int(v):
+            raise ServePlanError(f"{where}.{f.name} = {v!r}; expected a whole number")
+    if not (d["bf16_flops"] >= 1e9 and d["hbm_bw_bytes_s"] >= 1e6 and 1 <= d["gpus_per_node"] <= 1024
+            and 1 <= d["sm_count"] <= 100_000 and d["gemm_row_tile"] <= 4096):
+        raise ServePlanError(f"{where}: bf16_flops must be >= 1e9 FLOP/s, hbm_bw_bytes_s >= 1e6 B/s, "
+                             "gpus_per_node in [1, 1024], sm_count in [1, 100000], gemm_row_tile <= 4096")
     return HardwareSpec(**{**d, "gpus_per_node": int(d["gpus_per_node"]), "sm_count": int(d["sm_count"])})
+
+
+def _number(v) -> float | None:
+    """A finite number (not a bool, not an integer past float's range), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:40] + "..."
 
 
 def load_calibration(path: str | Path | None) -> CalibrationProfile | None:

@@ -24,6 +24,9 @@ import numpy as np
 from costmodel.errors import ServePlanError
 
 KINDS = ("gemm", "attn_prefill", "attn_decode")
+# a table's point: the category code, then its shape numbers (module doc)
+POINT_COLUMNS = {"gemm": 4, "attn_prefill": 7, "attn_decode": 6}
+MAX_LOG_RATIO = 5.0  # a measured time within e^5 (148x) of the roofline's, either way
 NEIGHBOURS = 6
 MAX_DIST_OCTAVES = 2.0
 _SOFT = 0.05  # octaves^2 added to squared distances (an exact hit does not take all weight)
@@ -101,15 +104,23 @@ class CorrectionTable:
     def from_dict(cls, d: dict, where: str = "tables") -> CorrectionTable:
         try:
             kind = d["kind"]
+            if not isinstance(d["cats"], list) or not all(isinstance(c, list) for c in d["cats"]):
+                raise TypeError("cats must be a list of lists")
             cats = [tuple(c) for c in d["cats"]]
             pts = np.asarray(d["points"], float)
             lr = np.asarray(d["log_ratio"], float)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ServePlanError(f"{where}: malformed correction table ({e})") from None
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise ServePlanError(f"{where}: malformed correction table ({str(e)[:80]})") from None
         if kind not in KINDS:
             raise ServePlanError(f"{where}: table kind {kind!r}; expected one of {', '.join(KINDS)}")
-        if pts.ndim != 2 or len(pts) != len(lr) or len(lr) == 0 or not np.all(np.isfinite(lr)):
+        if lr.ndim != 1 or pts.ndim != 2 or len(pts) != len(lr) or len(lr) == 0 \
+                or not np.all(np.isfinite(lr)) or not np.all(np.isfinite(pts)):
             raise ServePlanError(f"{where}: points and log_ratio must be equal-length, non-empty, finite")
+        if pts.shape[1] != POINT_COLUMNS[kind]:
+            raise ServePlanError(f"{where}: a {kind} point has {POINT_COLUMNS[kind]} columns, not {pts.shape[1]}")
+        if np.abs(lr).max() > MAX_LOG_RATIO:
+            raise ServePlanError(f"{where}: log_ratio reaches {np.abs(lr).max():.3g}; a correction lies "
+                                 f"within +-{MAX_LOG_RATIO:g} (a factor of {math.exp(MAX_LOG_RATIO):.0f})")
         return cls(kind, cats, pts, lr)
 
 
@@ -146,7 +157,14 @@ class MeasuredTables:
     def from_dict(cls, d: dict, where: str = "tables") -> MeasuredTables:
         if not isinstance(d, dict):
             raise ServePlanError(f"{where}: expected an object of kind -> table")
-        return cls({k: CorrectionTable.from_dict(v, f"{where}.{k}") for k, v in d.items()})
+        out = {}
+        for k, v in d.items():
+            t = CorrectionTable.from_dict(v, f"{where}.{k}") if isinstance(v, dict) else None
+            if t is None or t.kind != k:
+                raise ServePlanError(f"{where}.{k}: expected a {k!r} correction table (kinds: "
+                                     f"{', '.join(KINDS)})")
+            out[k] = t
+        return cls(out)
 
 
 def row_keys(kind: str, r) -> tuple[list[tuple], np.ndarray]:

@@ -78,6 +78,65 @@ def test_schema_violations_are_named(tmp_path):
         CalibrationProfile.load(p)
 
 
+def _edit(d: dict, path: str, value) -> dict:
+    out = json.loads(json.dumps(d))
+    *head, last = path.split(".")
+    node = out
+    for k in head:
+        node = node[k]
+    node[last] = value
+    return out
+
+
+def test_values_no_profile_can_hold_are_named_not_crashes():
+    # a fuzzer's finds (10,200 mutated profiles): each of these raised OverflowError,
+    # TypeError or ValueError at load or in the cost model, or loaded and gave NaN or 1e20 s
+    from costmodel.tables import CorrectionTable
+
+    good = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(
+        Efficiencies(), {}, 0.05, {}, {"ttft": [-0.2, 0.1]})}).to_dict()
+    table = CorrectionTable.fit("gemm", [("bf16",)] * 3, np.array([[64, 4096, 4096], [128, 4096, 4096],
+                                                                   [256, 4096, 4096]]), np.zeros(3)).to_dict()
+    good["gpus"]["h100-sxm"]["tables"] = {"gemm": table}
+    CalibrationProfile.from_dict(good)
+    g = "gpus.h100-sxm"
+    for path, value, msg in (
+            (f"{g}.params.gemm_compute_eff", 10 ** 400, "gemm_compute_eff = 1000000000"),
+            (f"{g}.latency_interval", {"ttft": [-0.1, 10 ** 400]}, "latency_interval must map"),
+            (f"{g}.latency_interval", {"ttft": [-0.1, 50.0]}, "each within +-5"),
+            (f"{g}.uncertainty_rel", True, "uncertainty_rel = True"),
+            (f"{g}.residuals", "ab", "residuals must be an object"),
+            (f"{g}.tables.gemm.log_ratio", None, "points and log_ratio must be"),
+            (f"{g}.tables.gemm.log_ratio", [800.0] * 3, "log_ratio reaches 800"),
+            (f"{g}.tables.gemm.points", [[0, 1, 2, 3, 4]] * 3, "a gemm point has 4 columns, not 5"),
+            (f"{g}.tables.gemm.points", [[0, float("nan"), 2, 3]] * 3, "must be equal-length, non-empty, finite"),
+            (f"{g}.tables.gemm.cats", ["bf16"] * 3, "cats must be a list of lists"),
+            (f"{g}.tables.attn_decode", table, "expected a 'attn_decode' correction table"),
+    ):
+        with pytest.raises(ServePlanError, match="profile") as e:
+            CalibrationProfile.from_dict(_edit(good, path, value), "profile")
+        assert msg in str(e.value), (path, str(e.value))
+
+
+def test_a_measured_device_is_keyed_by_its_name_and_held_to_plausible_numbers():
+    from dataclasses import asdict
+
+    from costmodel.hardware import HardwareSpec
+
+    hw = asdict(HardwareSpec("my-a40", 1.5e14, 0.0, 48e9, 6.9e11, 0.0, 3.2e10, 1e10, 8, 0.0, sm_count=84))
+    prof = {"schema": "serveplan.calibration", "version": 2,
+            "gpus": {"my-a40": {"params": {}, "hardware": hw}}}
+    CalibrationProfile.from_dict(prof)
+    for field_, value, msg in (("bf16_flops", 1e-300, "bf16_flops must be >= 1e9"),
+                               ("hbm_bytes", 10 ** 400, "hbm_bytes = 1000000000"),
+                               ("gemm_row_tile", 0.5, "gemm_row_tile = 0.5; expected a whole number"),
+                               ("name", "cpu", "a measured device's entry is keyed by its name")):
+        bad = _edit(prof, f"gpus.my-a40.hardware.{field_}", value)
+        with pytest.raises(ServePlanError, match="p.json") as e:
+            CalibrationProfile.from_dict(bad, "p.json")
+        assert msg in str(e.value), (field_, str(e.value))
+
+
 def test_scalar_and_array_formulas_agree():
     rng = np.random.default_rng(4)
     gpu, eff = load_gpu("h100"), Efficiencies()
