@@ -154,7 +154,7 @@ class CostModel(MoELayers):
         self._mla_dec_cache: dict = {}  # (decodes, context, query tokens) -> MLA decode time
         self._gemm_memo: dict[tuple[int, int, int, str], float] = {}  # _dtype_gemm results
         self._grid_memo = grid_memo(self.gpu, self.eff)  # shared: costmodel/moe_layer.py
-        self._moe_cache: dict[tuple[int, int], float] = {}  # (T rank, T all) -> MoE ops, all layers
+        self._moe_cache: dict[tuple[int, int], tuple[float, float]] = {}  # (T rank, T all) -> (MoE ops, their collectives), all layers
 
     # --- sizes -------------------------------------------------------------------------------
     @property

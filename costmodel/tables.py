@@ -26,7 +26,9 @@ from costmodel.errors import ServePlanError
 KINDS = ("gemm", "attn_prefill", "attn_decode")
 # a table's point: the category code, then its shape numbers (module doc)
 POINT_COLUMNS = {"gemm": 4, "attn_prefill": 7, "attn_decode": 6}
-MAX_LOG_RATIO = 5.0  # a measured time within e^5 (148x) of the roofline's, either way
+# a measured time within e^20 of the roofline's either way: past it a value is no measurement
+# (and e^709 overflows); real tables stay within +-6
+MAX_LOG_RATIO = 20.0
 NEIGHBOURS = 6
 MAX_DIST_OCTAVES = 2.0
 _SOFT = 0.05  # octaves^2 added to squared distances (an exact hit does not take all weight)
@@ -119,8 +121,8 @@ class CorrectionTable:
         if pts.shape[1] != POINT_COLUMNS[kind]:
             raise ServePlanError(f"{where}: a {kind} point has {POINT_COLUMNS[kind]} columns, not {pts.shape[1]}")
         if np.abs(lr).max() > MAX_LOG_RATIO:
-            raise ServePlanError(f"{where}: log_ratio reaches {np.abs(lr).max():.3g}; a correction lies "
-                                 f"within +-{MAX_LOG_RATIO:g} (a factor of {math.exp(MAX_LOG_RATIO):.0f})")
+            raise ServePlanError(f"{where}: log_ratio reaches {np.abs(lr).max():.3g} at row "
+                                 f"{int(np.abs(lr).argmax())}; a correction lies within +-{MAX_LOG_RATIO:g}")
         return cls(kind, cats, pts, lr)
 
 

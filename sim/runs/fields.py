@@ -146,17 +146,17 @@ def completed_requests(d: dict, key: str, where: str) -> int:
 
 
 def engine_of(backend, given: str | None, where: str) -> tuple[str | None, str]:
-    """(engine, note) of a run whose client names its `backend`: the engine the name says
-    (vllm-chat -> vllm, sglang-oai -> sglang), which a `given` engine must agree with; the one
-    given (or None) for no backend or an OpenAI-compatible one (`openai-chat`), which fits any
-    engine. A backend of an engine not simulated (tgi, trt, lmdeploy, ...) is refused unless
-    the engine is given: the client's own name for its server proves nothing then."""
+    """(engine, note) of a run whose client names its `backend`: the engine given, else the one
+    the name says (vllm-chat -> vllm, sglang-oai -> sglang: these are API clients, so a given
+    engine wins, with a note), else None for no backend or an OpenAI-compatible one
+    (`openai-chat`). A backend of an engine not simulated (tgi, trt, lmdeploy, ...) is refused
+    unless the engine is given."""
     b = str(backend or "").strip().lower()
     named = next((e for e in ENGINES if b.startswith(e)), None)
     if named is not None:
-        if given is not None and given != named:
-            raise ServePlanError(f"{where}: backend={backend!r} says {named} served the run, but "
-                                 f"engine {given} was given")
+        if given is not None and given != named:  # vllm/sglang-oai backends are OpenAI clients
+            return given, (f"engine {given} as given (the client's backend {backend!r} speaks an "
+                           "API, it does not name the server)")
         return named, ""
     if not b or b.startswith(GENERIC_BACKENDS):
         return given, ""
@@ -389,12 +389,13 @@ def _check_server(dep: Deployment, where: str, server: dict[str, object], spec_u
         for field, v in server.items():
             if v is None:
                 continue
-            mine = pools[0].tp if field.endswith("tp_size") else pools[0].pp
+            # SGLang's --tp spans the attention-DP ranks too (--tp tp*dp --dp dp --enable-dp-attention)
+            tp = field.endswith("tp_size")
+            mine = pools[0].tp * pools[0].dp if tp else pools[0].pp
             if isinstance(v, bool) or not isinstance(v, int) or v != mine:
                 raise ServePlanError(f"{where}: {field}={v!r} but the deployment given runs "
-                                     f"{'tp' if field.endswith('tp_size') else 'pp'}={mine} (a file "
-                                     "of runs on several deployments: a manifest entry per "
-                                     "deployment, each with its `runs`)")
+                                     f"{'tp x dp' if tp else 'pp'}={mine} (a file of runs on several "
+                                     "deployments: a manifest entry per deployment, each with its `runs`)")
     if spec_used and not any(p.spec.enabled for p in pools if p.role != "prefill"):
         raise ServePlanError(f"{where}: {spec_used}: the run decoded speculatively, but the deployment "
                              "given does not; give a plan whose pool sets its spec (method, draft "
@@ -454,6 +455,7 @@ def finish_run(ctx: RunContext, fmt: str, path: Path, run_id: str, *, backend: s
     context = load_model(dep.model).max_position
     if biggest > context:
         raise ServePlanError(f"{where}: its longest request holds {biggest:,} tokens, more than "
-                             f"{load_model(dep.model).name}'s context of {context:,}")
+                             f"{load_model(dep.model).name}'s context of {context:,} in ServePlan "
+                             "(a rope-scaled model: give its config.json as the model)")
     require_fits(dep, biggest, where)
     return run

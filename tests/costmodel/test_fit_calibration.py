@@ -103,11 +103,11 @@ def test_values_no_profile_can_hold_are_named_not_crashes():
     for path, value, msg in (
             (f"{g}.params.gemm_compute_eff", 10 ** 400, "gemm_compute_eff = 1000000000"),
             (f"{g}.latency_interval", {"ttft": [-0.1, 10 ** 400]}, "latency_interval must map"),
-            (f"{g}.latency_interval", {"ttft": [-0.1, 50.0]}, "each within +-5"),
+            (f"{g}.latency_interval", {"ttft": [-0.1, 50.0]}, "each within +-20"),
             (f"{g}.uncertainty_rel", True, "uncertainty_rel = True"),
             (f"{g}.residuals", "ab", "residuals must be an object"),
             (f"{g}.tables.gemm.log_ratio", None, "points and log_ratio must be"),
-            (f"{g}.tables.gemm.log_ratio", [800.0] * 3, "log_ratio reaches 800"),
+            (f"{g}.tables.gemm.log_ratio", [0.0, 800.0, 0.0], "log_ratio reaches 800 at row 1"),
             (f"{g}.tables.gemm.points", [[0, 1, 2, 3, 4]] * 3, "a gemm point has 4 columns, not 5"),
             (f"{g}.tables.gemm.points", [[0, float("nan"), 2, 3]] * 3, "must be equal-length, non-empty, finite"),
             (f"{g}.tables.gemm.cats", ["bf16"] * 3, "cats must be a list of lists"),
@@ -127,7 +127,7 @@ def test_a_measured_device_is_keyed_by_its_name_and_held_to_plausible_numbers():
     prof = {"schema": "serveplan.calibration", "version": 2,
             "gpus": {"my-a40": {"params": {}, "hardware": hw}}}
     CalibrationProfile.from_dict(prof)
-    for field_, value, msg in (("bf16_flops", 1e-300, "bf16_flops must be >= 1e9"),
+    for field_, value, msg in (("bf16_flops", 1e-300, "bf16_flops = 1e-300; expected 1e+09 to 1e+18"),
                                ("hbm_bytes", 10 ** 400, "hbm_bytes = 1000000000"),
                                ("gemm_row_tile", 0.5, "gemm_row_tile = 0.5; expected a whole number"),
                                ("name", "cpu", "a measured device's entry is keyed by its name")):

@@ -230,14 +230,13 @@ BAD = [
     # fixed lengths at a mean of 1.4 output tokens would be one-token outputs, with no TPOT
     (V, "vllm-bench", lambda d: d | {"total_output_tokens": 2240}, {}, "1.4 tokens per request"),
     (V, "vllm-bench", lambda d: d | {"backend": "tgi"}, {}, "backend='tgi': the client measured a server"),
-    (V, "vllm-bench", lambda d: d, {"engine": "sglang"}, "backend='vllm' says vllm served the run, but engine sglang"),
     (V, "vllm-bench", lambda d: d | {"spec_decode_acceptance_length": 2.8}, {},
      "spec_decode_acceptance_length=2.8: the run decoded speculatively"),
     (V, "vllm-bench", lambda d: d | {"mean_ttft_ms": "inf"}, {}, "expected a finite number of ms"),
     ("vllm_bench_llama8b_detailed.json", "vllm-bench", lambda d: d | {"num_prompts": d["num_prompts"] + 1},
      {}, "but input_lens lists"),
     (S, "sglang-bench", lambda d: d | {"server_info": d["server_info"] | {"tp_size": 4}}, {},
-     "server_info.tp_size=4 but the deployment given runs tp=1"),
+     "server_info.tp_size=4 but the deployment given runs tp x dp=1"),
     (S, "sglang-bench", lambda d: d, {"engine_version": "0.4.0"},
      "the file's server ran sglang 0.5.6.post2 but engine version 0.4.0 was given"),
     (S, "sglang-bench", lambda d: d | {"accept_length": 3.1}, {}, "accept_length=3.1: the run decoded"),
@@ -283,6 +282,9 @@ def test_a_rate_run_whose_peak_stayed_under_its_cap_ran_open_loop(tmp_path):
 
 def test_an_openai_backend_takes_the_engine_given_and_another_engine_s_needs_one(tmp_path):
     d = _doc("vllm_bench_llama8b_c160.json")
+    # `vllm bench serve --backend vllm` is an OpenAI completions client: it may measure SGLang
+    (run,) = load_runs(_write(tmp_path, "v.json", d), "vllm-bench", deployment=L8B, engine="sglang")
+    assert run.engine == "sglang" and "the client's backend 'vllm' speaks an API" in run.note
     (run,) = load_runs(_write(tmp_path, "o.json", d | {"backend": "openai-chat"}), "vllm-bench",
                        deployment=L8B, engine="sglang")
     assert run.engine == "sglang"
@@ -293,7 +295,7 @@ def test_an_openai_backend_takes_the_engine_given_and_another_engine_s_needs_one
 
 def test_a_file_of_runs_on_two_deployments_reads_each_with_its_own():
     f = FIX / "sglang_bench_llama8b.jsonl"
-    with pytest.raises(ServePlanError, match="run 2: server_info.tp_size=2 but the deployment given runs tp=1"):
+    with pytest.raises(ServePlanError, match="run 2: server_info.tp_size=2 but the deployment given runs tp x dp=1"):
         load_runs(f, "sglang-bench", deployment=L8B)
     (run,) = load_runs(f, "sglang-bench", deployment=L8B | {"tp": 2}, runs=(2,))
     assert (run.run_id, run.concurrency) == ("2", 240)
@@ -469,3 +471,16 @@ def test_infinite_or_duplicated_aiperf_values_are_one_error(tmp_path):
     p.write_text(text)
     with pytest.raises(ServePlanError, match="names a column twice"):
         load_runs(p, "aiperf", deployment=L8B, engine="sglang", concurrency=352)
+
+
+def test_an_sglang_dp_attention_server_reports_tp_times_dp(tmp_path):
+    # ServePlan launches SGLang DP attention as --tp tp*dp --dp dp --enable-dp-attention, so its
+    # server_info.tp_size is tp x dp
+    line = json.loads((FIX / "sglang_bench_llama8b.jsonl").read_text().splitlines()[1])  # tp_size 2
+    line["server_info"] = line["server_info"] | {"model_path": "Qwen/Qwen3-30B-A3B"}
+    moe = {"model": "qwen3-30b-a3b", "gpu": "h200-sxm", "tp": 1, "dp": 2, "ep": 2}
+    f = _write(tmp_path, "dp.jsonl", line)
+    (run,) = load_runs(f, "sglang-bench", deployment=moe)
+    assert (run.deployment.pools[0].tp, run.deployment.pools[0].dp) == (1, 2)
+    with pytest.raises(ServePlanError, match="tp_size=2 but the deployment given runs tp x dp=4"):
+        load_runs(f, "sglang-bench", deployment=moe | {"tp": 2})
