@@ -120,6 +120,11 @@ class CorrectionTable:
             raise ServePlanError(f"{where}: points and log_ratio must be equal-length, non-empty, finite")
         if pts.shape[1] != POINT_COLUMNS[kind]:
             raise ServePlanError(f"{where}: a {kind} point has {POINT_COLUMNS[kind]} columns, not {pts.shape[1]}")
+        codes, logs = pts[:, 0], pts[:, 1:]
+        if np.any(codes != np.round(codes)) or codes.min() < 0 or codes.max() >= max(len(cats), 1) \
+                or logs.min() < 0 or logs.max() > 128:
+            raise ServePlanError(f"{where}: a point is a category index into cats, then log2(shape + 1) "
+                                 "numbers in [0, 128]")
         if np.abs(lr).max() > MAX_LOG_RATIO:
             raise ServePlanError(f"{where}: log_ratio reaches {np.abs(lr).max():.3g} at row "
                                  f"{int(np.abs(lr).argmax())}; a correction lies within +-{MAX_LOG_RATIO:g}")

@@ -111,6 +111,8 @@ def test_values_no_profile_can_hold_are_named_not_crashes():
             (f"{g}.tables.gemm.points", [[0, 1, 2, 3, 4]] * 3, "a gemm point has 4 columns, not 5"),
             (f"{g}.tables.gemm.points", [[0, float("nan"), 2, 3]] * 3, "must be equal-length, non-empty, finite"),
             (f"{g}.tables.gemm.cats", ["bf16"] * 3, "cats must be a list of lists"),
+            (f"{g}.tables.gemm.points", [[0, -1e308, 2, 3]] * 3, "a point is a category index"),
+            (f"{g}.tables.gemm.points", [[5, 1, 2, 3]] * 3, "a point is a category index"),
             (f"{g}.tables.attn_decode", table, "expected a 'attn_decode' correction table"),
     ):
         with pytest.raises(ServePlanError, match="profile") as e:
