@@ -27,7 +27,6 @@ written before they existed load without them.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +35,7 @@ from costmodel.arch_defaults import default_efficiencies
 from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import ARCHS, HardwareSpec, load_gpu, register_measured
-from costmodel.jsonio import read_json
+from costmodel.jsonio import json_number, read_json, short_repr
 
 # a latency interval's bounds, log(measured / predicted): past e^+-20 no prediction was made
 # (and e^709 overflows); real held-out intervals stay within +-2
@@ -146,11 +145,11 @@ class CalibrationProfile:
                 if k not in PARAM_BOUNDS:
                     raise ServePlanError(f"{where}: gpus.{name}.params.{k} is not a parameter; known: {', '.join(PARAM_BOUNDS)}")
                 lo, hi = PARAM_BOUNDS[k]
-                if _number(v) is None or not lo <= v <= hi:
-                    raise ServePlanError(f"{where}: gpus.{name}.params.{k} = {_short(v)}; expected a number in [{lo}, {hi}]")
+                if json_number(v, finite=True) is None or not lo <= v <= hi:
+                    raise ServePlanError(f"{where}: gpus.{name}.params.{k} = {short_repr(v)}; expected a number in [{lo}, {hi}]")
             unc = entry.get("uncertainty_rel", 0.0)
-            if _number(unc) is None or not 0 <= unc < 10:
-                raise ServePlanError(f"{where}: gpus.{name}.uncertainty_rel = {_short(unc)}; expected a number in [0, 10)")
+            if json_number(unc, finite=True) is None or not 0 <= unc < 10:
+                raise ServePlanError(f"{where}: gpus.{name}.uncertainty_rel = {short_repr(unc)}; expected a number in [0, 10)")
             if not isinstance(entry.get("residuals") or {}, dict):
                 raise ServePlanError(f"{where}: gpus.{name}.residuals must be an object")
             # parameters a profile leaves out take the GPU's architecture defaults
@@ -161,7 +160,7 @@ class CalibrationProfile:
             li = entry.get("latency_interval") or {}
             if not isinstance(li, dict) or not all(
                     k in ("ttft", "tpot") and isinstance(v, list) and len(v) == 2
-                    and all(_number(x) is not None and abs(x) <= MAX_LOG_RATIO for x in v) and v[0] <= v[1]
+                    and all(json_number(x, finite=True) is not None and abs(x) <= MAX_LOG_RATIO for x in v) and v[0] <= v[1]
                     for k, v in li.items()):
                 raise ServePlanError(f"{where}: gpus.{name}.latency_interval must map ttft/tpot to "
                                      f"[low, high] log ratios with low <= high, each within +-{MAX_LOG_RATIO:g}")
@@ -215,8 +214,8 @@ def _hardware(d, where: str) -> HardwareSpec:
         v = d[f.name]
         if f.type in ("str",) and not isinstance(v, str):
             raise ServePlanError(f"{where}.{f.name} = {v!r}; expected a string")
-        if f.type in ("float", "int") and (_number(v) is None or not 0 <= v <= 1e18):
-            raise ServePlanError(f"{where}.{f.name} = {_short(v)}; expected a number in [0, 1e18]")
+        if f.type in ("float", "int") and (json_number(v, finite=True) is None or not 0 <= v <= 1e18):
+            raise ServePlanError(f"{where}.{f.name} = {short_repr(v)}; expected a number in [0, 1e18]")
         if f.type == "int" and v != int(v):
             raise ServePlanError(f"{where}.{f.name} = {v!r}; expected a whole number")
     for f, lo, hi in (("bf16_flops", 1e9, 1e18), ("hbm_bw_bytes_s", 1e6, 1e18), ("gpus_per_node", 1, 1024),
@@ -224,22 +223,6 @@ def _hardware(d, where: str) -> HardwareSpec:
         if not lo <= d[f] <= hi:
             raise ServePlanError(f"{where}.{f} = {d[f]!r}; expected {lo:g} to {hi:g}")
     return HardwareSpec(**{**d, "gpus_per_node": int(d["gpus_per_node"]), "sm_count": int(d["sm_count"])})
-
-
-def _number(v) -> float | None:
-    """A finite number (not a bool, not an integer past float's range), else None."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    try:
-        f = float(v)
-    except OverflowError:
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _short(v) -> str:
-    r = repr(v)
-    return r if len(r) <= 40 else r[:40] + "..."
 
 
 def load_calibration(path: str | Path | None) -> CalibrationProfile | None:

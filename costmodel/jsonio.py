@@ -33,6 +33,24 @@ def read_json(path: str | Path, what: str):
         raise ServePlanError(f"{p}: not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
 
 
+def json_number(v, finite: bool = False) -> float | None:
+    """A JSON value as a float: None for a bool, a non-number, an integer past float's range (a
+    400-digit JSON integer) and, when `finite`, NaN and infinities."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return None if finite and not math.isfinite(f) else f
+
+
+def short_repr(v, limit: int = 40) -> str:
+    """repr(v), cut to `limit` characters for an error message."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
 def json_safe(obj):
     """JSON-safe: NaN/inf become null, numpy scalars become Python numbers, keys strings."""
     if isinstance(obj, dict):

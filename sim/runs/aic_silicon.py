@@ -51,7 +51,7 @@ from costmodel.specs import MODEL_PRESETS, load_model
 from sim.deployment import Deployment, PoolConfig
 from sim.runs.deployments import require_fits
 from sim.runs.physics import work_bounds
-from sim.runs.types import MAX_CONCURRENCY, MAX_TOKENS, MeasuredRun, check_measured
+from sim.runs.types import MAX_CONCURRENCY, MAX_TOKENS, MeasuredRun, check_context, check_measured
 
 # the aiperf harness's measured requests per client, and vLLM's aggregated token budget slack
 BENCH_REQUESTS_PER_CLIENT = 10
@@ -172,10 +172,7 @@ def _run(row, source: str, fp8_kv: bool = True) -> MeasuredRun:
     measured = {"ttft_mean_s": _num(row, "silicon_ttft_ms", where) / 1e3,
                 "tpot_mean_s": _num(row, "silicon_tpot_ms", where) / 1e3}
     check_measured(measured, where, BENCH_REQUESTS_PER_CLIENT * conc)
-    context = load_model(model).max_position
-    if isl + osl > context:
-        raise ServePlanError(f"{where}: isl + osl = {isl + osl:,} tokens, more than {model}'s "
-                             f"context of {context:,}")
+    check_context(model, isl + osl, where, "isl + osl =")
     require_fits(dep, isl + osl, where)
     return MeasuredRun(source=source, run_id=rid, engine=engine,
                        engine_version=_text(row, "backend_version"), deployment=dep,

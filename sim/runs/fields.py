@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from costmodel.errors import ServePlanError
+from costmodel.jsonio import json_number, short_repr
 from costmodel.specs import load_model
 from sim.deployment import Deployment
 from sim.runs.aic_silicon import model_preset
@@ -29,6 +30,7 @@ from sim.runs.types import (
     PER_REQUEST,
     RATE_RANGE,
     MeasuredRun,
+    check_context,
     check_measured,
 )
 
@@ -112,13 +114,9 @@ def number(d: dict, key: str, where: str, required: bool = True) -> float | None
         return None
     if isinstance(v, str) and v.strip().lower() in ("inf", "infinity"):
         return math.inf
-    try:  # an int past float's range (a 400-digit JSON integer) is no number either
-        f = float(v) if not isinstance(v, bool) and isinstance(v, (int, float)) else math.nan
-    except OverflowError:
-        f = math.nan
-    if math.isnan(f) or f < 0:
-        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "..."
-        raise ServePlanError(f"{where}: {key}={shown}; expected a number >= 0")
+    f = json_number(v)
+    if f is None or math.isnan(f) or f < 0:
+        raise ServePlanError(f"{where}: {key}={short_repr(v)}; expected a number >= 0")
     return f
 
 
@@ -188,7 +186,7 @@ def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: floa
     rate = rate if rate is not None else ctx.rate_rps
     if rate is not None and not math.isfinite(rate):
         rate = None
-    if conc is not None and not 1 <= conc <= MAX_CONCURRENCY or conc is not None and conc != int(conc):
+    if conc is not None and (not 1 <= conc <= MAX_CONCURRENCY or conc != int(conc)):
         raise ServePlanError(f"{where}: concurrency {str(conc)[:40]}; expected a whole number in "
                              f"[1, {MAX_CONCURRENCY:,}]")
     if rate is not None and not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
@@ -452,10 +450,6 @@ def finish_run(ctx: RunContext, fmt: str, path: Path, run_id: str, *, backend: s
         biggest = int(p[1] + p[3])
     else:
         biggest = int(p[0] + p[1])
-    context = load_model(dep.model).max_position
-    if biggest > context:
-        raise ServePlanError(f"{where}: its longest request holds {biggest:,} tokens, more than "
-                             f"{load_model(dep.model).name}'s context of {context:,} in ServePlan "
-                             "(a rope-scaled model: give its config.json as the model)")
+    check_context(dep.model, biggest, where, "its longest request holds")
     require_fits(dep, biggest, where)
     return run

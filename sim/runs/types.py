@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from costmodel.errors import ServePlanError
+from costmodel.specs import load_model
 from sim.deployment import Deployment
 from sim.traces import Trace
 from sim.workload import Workload, parse_workload
@@ -25,6 +26,16 @@ MAX_CONCURRENCY = 1_000_000  # clients
 RATE_RANGE = (1e-6, 1e6)  # requests/s
 MAX_REQUESTS = 10_000_000  # requests in one run
 LATENCY_RANGE_S = (1e-6, 86_400.0)  # any latency statistic: a microsecond to a day
+
+
+def check_context(model: str, tokens: int, where: str, what: str) -> None:
+    """A request of `tokens` (prompt + output) must fit the model's context: the simulator
+    cannot serve a longer one."""
+    spec = load_model(model)
+    if tokens > spec.max_position:
+        raise ServePlanError(f"{where}: {what} {tokens:,} tokens, more than {spec.name}'s context of "
+                             f"{spec.max_position:,} in ServePlan (a rope-scaled model: give its "
+                             "config.json as the model)")
 
 
 def check_measured(measured: dict[str, float], where: str, num_requests: int | None) -> None:
