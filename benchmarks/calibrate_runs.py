@@ -175,7 +175,7 @@ def tables(joint: bool) -> dict:
     """Operator-table calibration of the AIConfigurator H100 folder: held-out accuracy on a seed-0
     20% split and the whole folder's wall time (module doc); rows the Hopper defaults were derived from are
     not scored."""
-    from costmodel.fit import fit_profile, residual_report, sample_rows
+    from costmodel.fit import fit_profile, holdout_split, residual_report, sample_rows
     from costmodel.importers import load_measured
     from costmodel.measured import kv_fit_mask, predict_rows
     from planner.cli.calibrate import SAMPLE_PER_GROUP
@@ -184,7 +184,7 @@ def tables(joint: bool) -> dict:
     t0 = time.perf_counter()
     rows = load_measured(folder, "aiconfigurator")
     load_s = time.perf_counter() - t0
-    fit_mask = np.random.default_rng(0).random(len(rows)) < 0.2  # as --fit-fraction 0.2 --seed 0
+    fit_mask = holdout_split(rows, 0.2, 0)  # as --fit-fraction 0.2 --seed 0
     fit, held = rows[fit_mask].reset_index(drop=True), rows[~fit_mask].reset_index(drop=True)
     # the fit starts from (and leans on) the Hopper defaults: rows they were derived from are
     # not scored either (benchmarks/derive_arch_defaults.py)

@@ -228,6 +228,25 @@ def sample_rows(rows: pd.DataFrame, max_per_group: int, seed: int = 0) -> pd.Dat
     return rows[keep].reset_index(drop=True)
 
 
+NOT_INPUTS = ("source", "row_id", "measured_s")  # what differs between repeats of one measurement
+
+
+def holdout_split(rows: pd.DataFrame, fraction: float, seed: int = 0) -> np.ndarray:
+    """The rows to fit (True) when a seed-fixed `fraction` is fitted and the rest held out,
+    every repeat of one configuration (rows alike in every column but NOT_INPUTS) on the side
+    of its first row. Each row draws as in a row split (`default_rng(seed).random(len(rows)) <
+    fraction`), so rows without repeats split exactly as that does; a repeat takes its first
+    row's draw. Splitwise ran each configuration 5-6 times, within about 1% of each other: a
+    row split of it scores near-copies of fitted rows (benchmarks/RESULTS.md, 2026-12-06)."""
+    draw = np.random.default_rng(seed).random(len(rows)) < fraction
+    inputs = [c for c in rows.columns if c not in NOT_INPUTS]
+    if not inputs or not len(rows):
+        return draw
+    config = pd.util.hash_pandas_object(rows[inputs], index=False).to_numpy()
+    _, first, code = np.unique(config, return_index=True, return_inverse=True)
+    return draw[first[code.ravel()]]
+
+
 def fit_profile(rows: pd.DataFrame, start=None, params: list[str] | None = None,
                 source: str = "", **kw):
     """Fit every GPU in `rows`; `start` (a CalibrationProfile) gives starting values."""

@@ -5,7 +5,8 @@
   overall and per op (a table on stderr; one JSON summary on stdout with --json).
 - `calibrate --measured PATH --format F --gpu G --out calib.json` fits the parameters the rows
   inform (robust least squares, `costmodel.fit`) and writes a CalibrationProfile;
-  `--fit-fraction 0.2 --seed 0` fits on a random 20% and reports on the other rows;
+  `--fit-fraction 0.2 --seed 0` fits on a random 20% and reports on the other rows (repeats
+  of one configuration all on one side: `costmodel.fit.holdout_split`);
   `--tables` adds measured-table corrections (`costmodel.tables`) built from the fitted rows.
   The fit itself runs on a seed-fixed sample of at most `--max-rows-per-group` (4000) rows of
   each GPU, op, precision and KV dtype (`costmodel.fit.sample_rows`; 0: every row).
@@ -107,7 +108,7 @@ def calibrate_cmd(
     out: Path = typer.Option(None, "--out", help="calibration profile JSON to write"),
     calibration: Path = typer.Option(None, "--calibration", help="profile to start from (runs: its "
                                      "kernel parameters kept, the engine parameters added)"),
-    fit_fraction: float = typer.Option(1.0, "--fit-fraction", help="fit on this random share of rows"),
+    fit_fraction: float = typer.Option(1.0, "--fit-fraction", help="fit on this random share of rows (repeats of a configuration stay together)"),
     seed: int = typer.Option(0, "--seed", help="seed of the --fit-fraction draw"),
     params: str = typer.Option(None, "--params", help="comma-separated parameters to fit"),
     tables: bool = typer.Option(False, "--tables/--no-tables", help="add measured-table corrections"),
@@ -140,7 +141,7 @@ def calibrate_cmd(
 
     from costmodel.calibration import CalibrationProfile
     from costmodel.errors import ServePlanError
-    from costmodel.fit import fit_profile, sample_rows
+    from costmodel.fit import fit_profile, holdout_split, sample_rows
     from costmodel.importers import FORMATS, load_measured
     from costmodel.measured import predict_rows
     from costmodel.tables import build_tables
@@ -164,8 +165,8 @@ def calibrate_cmd(
 
         for note in rows.attrs.get("notes", []):
             Console(stderr=True).print(note)
-    rng = np.random.default_rng(seed)
-    fit_mask = rng.random(len(rows)) < fit_fraction if fit_fraction < 1.0 else np.ones(len(rows), bool)
+    # repeats of one configuration fall on one side: a held-out repeat of a fitted row is no test
+    fit_mask = holdout_split(rows, fit_fraction, seed) if fit_fraction < 1.0 else np.ones(len(rows), bool)
     fit_rows = rows[fit_mask].reset_index(drop=True)
     if max_rows < 0:
         raise ServePlanError(f"--max-rows-per-group {max_rows}; expected a whole number >= 0 (0: every row)")

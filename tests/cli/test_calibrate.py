@@ -44,6 +44,28 @@ def test_eval_and_calibrate_cli(tmp_path, synthetic_rows):
     assert res.exit_code == 2 and "no Vidur profile files" in res.output
 
 
+def test_calibrate_holds_out_whole_configurations(tmp_path, synthetic_rows):
+    """Rows measured twice (same inputs) fall on one side of --fit-fraction's split: the held-out
+    score is over configurations the fit never saw."""
+    from costmodel.fit import holdout_split
+    from costmodel.importers import load_measured
+
+    rows = synthetic_rows(np.random.default_rng(6), 60)
+    again = rows.assign(measured_s=rows["measured_s"] * 1.01)
+    both = pd.concat([rows, again], ignore_index=True)
+    f = tmp_path / "rows.csv"
+    both.to_csv(f, index=False)
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(f), "--format", "native", "--out",
+                                   str(tmp_path / "c.json"), "--fit-fraction", "0.5", "--seed", "2",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    mask = holdout_split(load_measured(f, "native"), 0.5, 2)
+    n = len(rows)
+    assert np.array_equal(mask[:n], mask[n:])  # each row and its repeat on one side
+    assert doc["fit_rows"] == int(mask.sum()) and doc["held_out"]["n"] == int((~mask).sum())
+
+
 def test_cost_eval_reports_overflow_rows(shared, tmp_path):
     out = tmp_path / "pred.csv"
     r = subprocess.run([sys.executable, "-m", "planner.cli", "cost", "eval", "--measured",

@@ -196,3 +196,33 @@ def test_staged_fit_is_the_joint_fit_when_ops_share_no_parameter(synthetic_rows,
         assert getattr(staged.params, name) == pytest.approx(getattr(joint.params, name), rel=1e-3), name
         assert getattr(staged.params, name) == pytest.approx(getattr(fit_truth, name), rel=0.01), name
     assert staged.residuals["mape"] < 1e-3
+
+
+def test_holdout_split_keeps_repeats_of_a_configuration_on_one_side():
+    """Splitwise ran each configuration 5-6 times (repeats within ~1%): a row split scores
+    near-copies of fitted rows. A configuration's rows follow its first row's draw, so rows
+    without repeats split exactly as a row split with the same seed does."""
+    import pandas as pd
+
+    from costmodel.fit import holdout_split
+
+    rng = np.random.default_rng(5)
+    unique = pd.DataFrame({"source": "f.csv", "row_id": [f"r{i}" for i in range(400)],
+                           "op": "gemm", "m": np.arange(400), "n": 64, "k": np.nan,
+                           "measured_s": rng.random(400)})
+    got = holdout_split(unique, 0.2, seed=7)
+    np.testing.assert_array_equal(got, np.random.default_rng(7).random(400) < 0.2)
+
+    # each configuration 6 times, measured slightly differently, in shuffled order
+    configs = pd.DataFrame({"op": ["prefill_step", "decode_step"] * 30, "tp": np.repeat([2, 4, 8], 20),
+                            "batch_size": np.tile(np.arange(20), 3), "kv_dtype": None})
+    rows = configs.loc[np.tile(configs.index, 6)].sample(frac=1.0, random_state=1).reset_index(drop=True)
+    rows["source"], rows["row_id"] = "perf.csv", [f"l{i}" for i in range(len(rows))]
+    rows["measured_s"] = 0.1 * (1 + 0.01 * rng.standard_normal(len(rows)))
+    fit = holdout_split(rows, 0.3, seed=0)
+    side = pd.Series(fit).groupby([rows["op"], rows["tp"], rows["batch_size"]]).agg(["min", "max"])
+    assert (side["min"] == side["max"]).all()  # every configuration wholly on one side
+    assert 0.1 < fit.mean() < 0.5 and fit.any() and (~fit).any()
+    assert np.array_equal(fit, holdout_split(rows, 0.3, seed=0))
+    assert not np.array_equal(fit, holdout_split(rows, 0.3, seed=1))
+    assert holdout_split(rows, 1.0, seed=0).all()
