@@ -14,6 +14,8 @@ Schema (version 2; version 1 files, which have no "tables", still load):
       "uncertainty_rel": 0.08,                        # relative 1-sigma of step-time predictions
       "sources": {"gemm_compute_eff": "fit: rows of torch:matmul", ...},  # where each value came from
       "latency_interval": {"ttft": [-0.2, 0.15], "tpot": [-0.05, 0.06]},  # held-out engine runs
+      "latency_domain": {"engines": ["sglang"], "tp": [2, 4], "output_tokens": [256, 256], ...},
+                                                      # what those runs were (costmodel.run_domain)
       "tables": {"gemm": {...}, "attn_decode": {...}}, # optional: costmodel.tables corrections
       "hardware": {"name": "cpu", "bf16_flops": ...}   # optional: a device measured at run time
     }
@@ -36,6 +38,7 @@ from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import ARCHS, HardwareSpec, load_gpu, register_measured
 from costmodel.jsonio import json_number, read_json, short_repr
+from costmodel.run_domain import parse_domain
 
 # a latency interval's bounds, log(measured / predicted): past e^+-20 no prediction was made
 # (and e^709 overflows); real held-out intervals stay within +-2
@@ -55,6 +58,9 @@ class GpuCalibration:
     # metric (ttft, tpot) -> [q10, q90] of log(measured / predicted) over engine runs a fit left
     # out (sim.runs.fit): an 80% interval around a prediction
     latency_interval: dict[str, list[float]] = field(default_factory=dict)
+    # the engines, models, modes, TP sizes, precisions and mean lengths of those runs: a plan
+    # unlike them gets the interval with a line per difference (costmodel.run_domain)
+    latency_domain: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -100,6 +106,8 @@ class CalibrationProfile:
             d["sources"] = dict(c.sources)
         if c.latency_interval:
             d["latency_interval"] = {k: list(v) for k, v in c.latency_interval.items()}
+        if c.latency_domain:
+            d["latency_domain"] = {k: list(v) for k, v in c.latency_domain.items()}
         if self.tables.get(name) is not None:
             d["tables"] = self.tables[name].to_dict()
         if self.hardware.get(name) is not None:
@@ -164,8 +172,9 @@ class CalibrationProfile:
                     for k, v in li.items()):
                 raise ServePlanError(f"{where}: gpus.{name}.latency_interval must map ttft/tpot to "
                                      f"[low, high] log ratios with low <= high, each within +-{MAX_LOG_RATIO:g}")
+            domain = parse_domain(entry.get("latency_domain"), f"{where}: gpus.{name}.latency_domain")
             gpus[gpu] = GpuCalibration(eff, dict(entry.get("residuals") or {}), float(unc), dict(sources),
-                                       {k: [float(x) for x in v] for k, v in li.items()})
+                                       {k: [float(x) for x in v] for k, v in li.items()}, domain)
             if entry.get("tables") is not None:
                 from costmodel.tables import MeasuredTables
 

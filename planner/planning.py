@@ -22,6 +22,7 @@ import numpy as np
 from costmodel.arch_defaults import defaults_note
 from costmodel.errors import DoesNotFitError, ServePlanError
 from costmodel.hardware import load_gpu
+from costmodel.run_domain import outside
 from planner.candidates import ScreenContext
 from planner.launch import launch_lines
 from planner.options import Option, dominated, rank
@@ -274,7 +275,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         simulation=_simulation_block(req, op_load, m["num_requests_simulated"], cal),
         capacity=capacity(win, win_pools, req), inputs={**req.to_dict(), "backend": backend,
                                                            "exhaustive": exhaustive},
-        feasible=feasible, binding=binding, uncertainty=_uncertainty(cal, dep, win, m),
+        feasible=feasible, binding=binding, uncertainty=_uncertainty(cal, dep, win, m, req),
         notes=tuple(notes),
     )
 
@@ -394,10 +395,10 @@ def _simulation_block(req: PlanInputs, op_load: float, n: int, cal) -> dict:
     }
 
 
-def _uncertainty(cal, dep, win: Option, m: dict | None = None) -> dict | None:
+def _uncertainty(cal, dep, win: Option, m: dict | None = None, req=None) -> dict | None:
     """The calibration's error bars around the plan: goodput at one sigma of its step-time
     residuals, and 80% intervals of the predicted TTFT and TPOT from engine runs the fit left
-    out (`latency_intervals`)."""
+    out (`latency_intervals`), with how the plan differs from those runs (`unlike_runs`)."""
     if cal is None:
         return None
     out: dict = {}
@@ -415,7 +416,31 @@ def _uncertainty(cal, dep, win: Option, m: dict | None = None) -> dict | None:
             "note": "80% of held-out benchmark runs had their measured value within this range of "
                     "the prediction (the calibration's latency_interval, from runs the fit left out)",
             **({"missing": missing} if missing else {})}
+        unlike = unlike_runs(cal, dep, req) if latency and req is not None else []
+        if unlike:
+            out["latency_interval_80"]["unlike_runs"] = unlike
+            out["latency_interval_80"]["unlike_runs_note"] = (
+                "the plan differs from the runs behind the interval as listed: no held-out run "
+                "tested the fit there, and the error can be larger (fitted at TP 2 and 4, one "
+                "fit's interval covered 3 of 9 runs at TP 8: costmodel.run_domain)")
     return out or None
+
+
+def unlike_runs(cal, dep, req) -> list[str]:
+    """How the plan differs from the runs behind each interval it reports, per GPU (the
+    interval is honest for plans like those runs: costmodel.run_domain)."""
+    shape = req.workload_shape()
+    isl, osl = float(np.mean(shape.input_tokens)), float(np.mean(shape.output_tokens))
+    lines = []
+    for gpu in dict.fromkeys(p.gpu for p in dep.pools):
+        c = cal.calibration_for(gpu)
+        if c is None or not c.latency_domain:
+            continue
+        pools = [(p.role, p.tp, p.precision, p.kv_dtype) for p in dep.pools if p.gpu == gpu]
+        lines += [f"{gpu}: {x}" for x in outside(c.latency_domain, engine=dep.engine, model=dep.model,
+                                                 mode=dep.mode, pools=pools, input_tokens=isl,
+                                                 output_tokens=osl)]
+    return lines
 
 
 # the pools whose GPUs set a metric: prompts run on prefill pools, decodes on decode pools

@@ -164,6 +164,10 @@ def _print(doc: dict) -> None:
         if g["interval_log"]:
             c.print(f"  from {g['runs']} runs' held-out errors: the share of new runs inside such an "
                     f"interval scatters by about {coverage_spread(g['runs']):.0%} around 80%", soft_wrap=True)
+        dom = doc.get("latency_domain", {}).get(g["gpu"])
+        if dom:
+            c.print(f"  measured on {domain_text(dom)}; plans unlike these runs are told how "
+                    "(uncertainty.latency_interval_80.unlike_runs)", soft_wrap=True)
         if g.get("rejected"):
             c.print(f"  {g['rejected']}", soft_wrap=True)
         elif g["not_informed"]:
@@ -176,6 +180,19 @@ def _print(doc: dict) -> None:
         c.print(f"wrote {doc['out']}")
     if doc.get("plot"):
         c.print(f"wrote {doc['plot']}")
+
+
+def domain_text(dom: dict) -> str:
+    """One line of what the runs behind an interval were (costmodel.run_domain)."""
+    def span(k):
+        lo, hi = dom[k]
+        return f"{lo:.0f}" if lo == hi else f"{lo:.0f}-{hi:.0f}"
+    parts = [", ".join(dom.get("engines", [])), ", ".join(dom.get("models", [])),
+             ", ".join(dom.get("modes", [])), "TP " + ", ".join(map(str, dom.get("tp", []))),
+             ", ".join(dom.get("precisions", [])), "KV " + ", ".join(dom.get("kv_dtypes", []))]
+    if "input_tokens" in dom and "output_tokens" in dom:
+        parts.append(f"{span('input_tokens')} prompt and {span('output_tokens')} output tokens (means)")
+    return "; ".join(p for p in parts if p and p not in ("TP ", "KV "))
 
 
 def coverage_spread(n: int) -> float:
@@ -248,7 +265,9 @@ def calibrate_runs(runs: list, *, start_path: Path | None, out: Path | None, par
            "calibration_in": str(start_path) if start_path else None,
            "out": str(out) if out else None, "plot": None,
            "latency_interval": {g: c.latency_interval for g, c in prof.gpus.items()
-                                if c.latency_interval}}
+                                if c.latency_interval},
+           "latency_domain": {g: c.latency_domain for g, c in prof.gpus.items()
+                              if c.latency_domain}}
     if plot is not None:
         doc["plot"] = str(write_plot(plot, doc))
     if not as_json:

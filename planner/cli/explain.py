@@ -68,6 +68,8 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
             c.print(f"80% interval of the predicted p90 (from held-out calibration runs): {', '.join(parts)}")
         for line in li.get("missing", []):
             c.print(line, markup=False)
+        for line in li.get("unlike_runs", []):  # the interval was never tested on such plans
+            c.print(f"unlike the runs behind that interval: {line}", markup=False)
     if explain:
         r = Table(title="verified options, best first")
         for col in ("mode", "unit", "goodput", "per GPU"):

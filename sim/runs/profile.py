@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from costmodel.calibration import CalibrationProfile, GpuCalibration, gpu_key
 from costmodel.efficiencies import PARAM_BOUNDS
+from costmodel.run_domain import kv_dtype
 from sim.runs.fit import REPLAY_PARAMS, RunsFit, runs_tag, search_floor
 
 
@@ -40,7 +41,8 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         s = f.summary()
         resid = {"runs": len(f.rows), "mape_after": s["after"], "mape_held_out": s["held_out"]}
         prof.gpus[f.gpu] = GpuCalibration(f.params, resid, old.uncertainty_rel if old else 0.0,
-                                          sources, dict(f.interval))
+                                          sources, dict(f.interval),
+                                          run_domain([r.run for r in f.rows]) if f.interval else {})
         for n in f.fitted:
             lo, hi = PARAM_BOUNDS[n]
             v = getattr(f.params, n)
@@ -63,3 +65,18 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
             prof.messages.append(f"{tag}: the runs do not inform {', '.join(f.not_informed)}; "
                                  "kept at their starting values")
     return prof
+
+
+def run_domain(runs) -> dict:
+    """What the runs behind an interval were (costmodel.run_domain): engines, models, modes,
+    TP sizes, precisions and KV-cache dtypes of their pools, and the least and most of their mean lengths."""
+    lens = [r.mean_lengths for r in runs]
+    pools = [p for r in runs for p in r.deployment.pools]
+    return {"engines": sorted({r.engine for r in runs}),
+            "models": sorted({str(r.deployment.model) for r in runs}),
+            "modes": sorted({r.deployment.mode for r in runs}),
+            "tp": sorted({int(p.tp) for p in pools}),
+            "precisions": sorted({p.precision for p in pools}),
+            "kv_dtypes": sorted({kv_dtype(p.kv_dtype) for p in pools}),
+            "input_tokens": [min(x for x, _ in lens), max(x for x, _ in lens)],
+            "output_tokens": [min(y for _, y in lens), max(y for _, y in lens)]}

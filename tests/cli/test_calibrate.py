@@ -124,6 +124,14 @@ def test_calibrate_from_runs_reports_before_after_sources_and_intervals(shared, 
     lo, hi = cal.latency_interval["ttft"]
     assert lo < 0 < hi or lo < hi  # an interval, from held-out runs
     assert "plotly" in plot.read_text()
+    # and what those runs were, for plans unlike them
+    dom = cal.latency_domain
+    assert dom == doc["latency_domain"]["h100-sxm"]
+    assert dom["engines"] == ["sglang"] and dom["models"] == ["qwen3-32b"] and dom["modes"] == ["colocated"]
+    assert dom["tp"] == sorted({int(r["tp"]) for r in doc["runs"]}) == [2, 4, 8]
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(csv), "--format", "aic-silicon",
+                                   "--out", str(out)])
+    assert res.exit_code == 0 and "measured on sglang; qwen3-32b; colocated; TP " in res.output
 
 
 def test_calibrate_from_runs_keeps_a_kernel_profile_and_its_sources(shared, tmp_path):

@@ -114,6 +114,12 @@ def test_values_no_profile_can_hold_are_named_not_crashes():
             (f"{g}.tables.gemm.points", [[0, -1e308, 2, 3]] * 3, "a point is a category index"),
             (f"{g}.tables.gemm.points", [[5, 1, 2, 3]] * 3, "a point is a category index"),
             (f"{g}.tables.attn_decode", table, "expected a 'attn_decode' correction table"),
+            (f"{g}.latency_domain", {"tp": [2, True]}, "latency_domain.tp = [2, True]; expected a non-empty list of whole"),
+            (f"{g}.latency_domain", {"engines": []}, "latency_domain.engines = []; expected a non-empty list of names"),
+            (f"{g}.latency_domain", {"input_tokens": [500.0, 100.0]}, "expected [least, most] mean tokens"),
+            (f"{g}.latency_domain", {"output_tokens": [1.0, 1e400]}, "expected [least, most] mean tokens"),
+            (f"{g}.latency_domain", {"gpus": ["h100"]}, "latency_domain: expected an object with keys among"),
+            (f"{g}.latency_domain", [1], "latency_domain: expected an object"),
     ):
         with pytest.raises(ServePlanError, match="profile") as e:
             CalibrationProfile.from_dict(_edit(good, path, value), "profile")

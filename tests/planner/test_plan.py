@@ -131,6 +131,34 @@ def test_held_out_latency_intervals_bound_the_plans_ttft_and_tpot():
     assert "latency_interval_80" not in q.uncertainty
 
 
+def test_a_plan_unlike_the_runs_behind_its_interval_is_told_how():
+    # an interval measured on SGLang runs at TP 2-4 with 256 output tokens: a vLLM plan at TP 1
+    # with 128 gets it, and four lines saying how it differs; a plan like the runs gets none
+    from costmodel.arch_defaults import default_efficiencies
+    from costmodel.calibration import CalibrationProfile, GpuCalibration
+
+    domain = {"engines": ["sglang"], "models": ["llama-3.1-8b"], "modes": ["colocated"], "tp": [2, 4],
+              "precisions": ["bf16"], "kv_dtypes": ["fp8"], "input_tokens": [512.0, 2048.0],
+              "output_tokens": [256.0, 256.0]}
+    cal = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(
+        default_efficiencies("h100-sxm"), {}, 0.0, {}, {"ttft": [-0.2, 0.1], "tpot": [-0.05, 0.08]},
+        domain)})
+    cal = CalibrationProfile.from_dict(cal.to_dict())  # as a profile file holds it
+    assert cal.gpus["h100-sxm"].latency_domain == domain
+    space = SearchSpace(modes=("colocated",), max_num_seqs=(None,), max_num_batched_tokens=(8192,))
+    p = plan(**{**SMALL, "gpus": "h100:1", "kv_dtype": "bf16"}, calibration=cal, workers=1, space=space)
+    li = p.uncertainty["latency_interval_80"]
+    assert li["unlike_runs"] == ["h100-sxm: engine vllm; the runs: sglang",
+                                 "h100-sxm: TP 1 (colocated); the runs: TP 2, 4",
+                                 "h100-sxm: KV cache bf16 (colocated); the runs: fp8",
+                                 "h100-sxm: mean output 128 tokens; the runs: 256"]
+    assert "no held-out run tested" in li["unlike_runs_note"] and li["ttft_log_ratio"] == [-0.2, 0.1]
+    like = dict(domain, engines=["vllm"], tp=[1, 2], kv_dtypes=["bf16"], output_tokens=[100.0, 256.0])
+    cal.gpus["h100-sxm"].latency_domain = like
+    q = plan(**{**SMALL, "gpus": "h100:1", "kv_dtype": "bf16"}, calibration=cal, workers=1, space=space)
+    assert "unlike_runs" not in q.uncertainty["latency_interval_80"]
+
+
 def test_a_pool_on_a_gpu_without_an_interval_gets_none_of_another_gpu_s():
     # a mixed disaggregated plan: prompts on an H200 the runs never calibrated, decodes on the
     # calibrated H100; the H100's TTFT interval says nothing of the H200's prefill

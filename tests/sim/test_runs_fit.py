@@ -105,6 +105,14 @@ def test_fit_recovers_engine_parameters_from_runs_made_with_them():
     assert g.latency_interval["tpot"][0] <= g.latency_interval["tpot"][1]
     back = CalibrationProfile.from_dict(prof.to_dict())
     assert back.gpus[GPU].latency_interval == g.latency_interval
+    # what those runs were, for plans unlike them (costmodel.run_domain)
+    isl = sorted(float(r.run.lengths[0]) for r in f.rows)
+    osl = sorted(float(r.run.lengths[1]) for r in f.rows)
+    assert g.latency_domain == {"engines": ["vllm"], "models": ["llama-3.2-1b"], "modes": ["colocated"],
+                                "tp": sorted({r.run.deployment.pools[0].tp for r in f.rows}),
+                                "precisions": ["bf16"], "kv_dtypes": ["bf16"], "input_tokens": [isl[0], isl[-1]],
+                                "output_tokens": [osl[0], osl[-1]]}
+    assert back.gpus[GPU].latency_domain == g.latency_domain
 
 
 def test_parameters_the_runs_do_not_inform_stay_put():

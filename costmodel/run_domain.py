@@ -1,0 +1,86 @@
+"""Where a calibration's latency interval was measured, and how a plan differs from it.
+
+The interval of a run fit (`sim.runs.fit`) comes from runs the fit left out and predicted, so it
+says how well the fit predicts runs like those: their engines, models, modes, tensor-parallel
+sizes, weight and KV-cache dtypes and mean request lengths (`GpuCalibration.latency_domain`,
+`sim.runs.profile.run_domain`). A plan unlike them still gets the interval, and one line per
+difference (`outside`): held-out runs never tested the fit there.
+
+Measured (benchmarks/RESULTS.md, 2026-12-07): SGLang 0.5.1 serving Qwen3-32B on H100, 17 runs
+fitted at TP 2 and 4 with 256 output tokens. Their TTFT and TPOT intervals covered 3 and 4 of
+the 9 runs at TP 8, where the fit made TTFT worse than no fit (MAPE 9.7% -> 16.9%), and 15 and
+20 of the 34 runs at TP 2 and 4 with 128 or 512 output tokens. Concurrency was a smaller
+matter: fitted at 16 and 64 clients, 7 of the 9 runs at 128 clients fell inside.
+"""
+
+from __future__ import annotations
+
+from costmodel.errors import ServePlanError
+from costmodel.jsonio import json_number, short_repr
+
+SETS = ("engines", "models", "modes", "tp", "precisions", "kv_dtypes")
+RANGES = ("input_tokens", "output_tokens")  # [least, most] of the runs' mean lengths
+MAX_TOKENS = 1e7
+LENGTH_TOL = 0.1  # a plan's mean length within 10% of the runs' range is inside it
+
+
+def parse_domain(d, where: str) -> dict:
+    """A profile's `latency_domain` object, checked; {} when absent."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict) or not set(d) <= set(SETS + RANGES):
+        raise ServePlanError(f"{where}: expected an object with keys among {', '.join(SETS + RANGES)}")
+    out: dict = {}
+    for k, v in d.items():
+        if k in SETS:
+            whole = k == "tp"
+            ok = isinstance(v, list) and 0 < len(v) <= 1000 and all(
+                (isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 1_000_000) if whole
+                else (isinstance(x, str) and 0 < len(x) <= 200) for x in v)
+            if not ok:
+                raise ServePlanError(f"{where}.{k} = {short_repr(v)}; expected a non-empty list of "
+                                     + ("whole numbers >= 1" if whole else "names"))
+            out[k] = sorted(set(v))
+        else:
+            ok = isinstance(v, list) and len(v) == 2 and all(
+                json_number(x, finite=True) is not None and 0 < x <= MAX_TOKENS for x in v) and v[0] <= v[1]
+            if not ok:
+                raise ServePlanError(f"{where}.{k} = {short_repr(v)}; expected [least, most] mean "
+                                     f"tokens, 0 < least <= most <= {MAX_TOKENS:g}")
+            out[k] = [float(v[0]), float(v[1])]
+    return out
+
+
+def kv_dtype(kv: str) -> str:
+    """A pool's KV-cache dtype as the cost model runs it (`auto`: bf16, costmodel.model)."""
+    return "bf16" if kv == "auto" else kv
+
+
+def _names(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def outside(domain: dict, *, engine: str, model: str, mode: str, pools, input_tokens: float,
+            output_tokens: float) -> list[str]:
+    """How a plan differs from the runs of `domain`, one line each; [] when it is like them.
+    `pools`: (role, tp, precision, KV dtype) of the pools whose GPU `domain` belongs to."""
+    lines = []
+    for key, value, what in (("engines", engine, "engine"), ("models", model, "model"),
+                             ("modes", mode, "mode")):
+        if key in domain and str(value).strip().lower() not in {str(x).lower() for x in domain[key]}:
+            lines.append(f"{what} {value}; the runs: {_names(domain[key])}")
+    for role, tp, precision, kv in pools:
+        if "tp" in domain and tp not in domain["tp"]:
+            lines.append(f"TP {tp} ({role}); the runs: TP {_names(domain['tp'])}")
+        if "precisions" in domain and precision not in domain["precisions"]:
+            lines.append(f"precision {precision} ({role}); the runs: {_names(domain['precisions'])}")
+        if "kv_dtypes" in domain and kv_dtype(kv) not in domain["kv_dtypes"]:
+            lines.append(f"KV cache {kv_dtype(kv)} ({role}); the runs: {_names(domain['kv_dtypes'])}")
+    for key, value, what in (("input_tokens", input_tokens, "prompt"),
+                             ("output_tokens", output_tokens, "output")):
+        if key in domain:
+            lo, hi = domain[key]
+            if not lo * (1 - LENGTH_TOL) <= value <= hi * (1 + LENGTH_TOL):
+                span = f"{lo:.0f}" if lo == hi else f"{lo:.0f}-{hi:.0f}"
+                lines.append(f"mean {what} {value:.0f} tokens; the runs: {span}")
+    return list(dict.fromkeys(lines))
