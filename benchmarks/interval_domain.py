@@ -8,12 +8,14 @@ Apache-2.0). Experiments (fitted -> predicted; no predicted run is fitted):
 - `tp`: TP 2 and 4 at 256 output tokens -> TP 8 at 256 output tokens;
 - `output`: TP 2 and 4 at 256 output tokens -> TP 2 and 4 at 128 and 512;
 - `concurrency`: TP 4 at 16 and 64 clients -> TP 4 at 128 clients;
-- `prompt`: TP 4 with 1024-2048 prompt tokens -> TP 4 with 4096.
+- `prompt`: TP 4 with 1024-2048 prompt tokens -> TP 4 with 4096;
+- `one_tp`: TP 2 with 1024-2048 prompt tokens -> TP 4 and 8 with those prompts (runs at one TP
+  size cannot tell the collectives from the prefill scale: `sim.runs.identify`).
 
 Per experiment and metric (mean TTFT, mean TPOT): MAPE before (defaults) and after (the fitted
 profile), and the share of predicted runs whose measured value falls inside the fit's 80%
 interval. Writes benchmarks/out/interval_domain.json. Run:
-`.venv/bin/python benchmarks/interval_domain.py [--only tp,output,...]` (about 2 minutes).
+`.venv/bin/python benchmarks/interval_domain.py [--only tp,output,...]` (about 3 minutes).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ EXPERIMENTS = {
                     lambda r: _tp(r) == 4 and r.concurrency == 128),
     "prompt": ("1024-2048 -> 4096 prompt tokens (TP 4)",
                lambda r: _tp(r) == 4 and _isl(r) <= 2048, lambda r: _tp(r) == 4 and _isl(r) == 4096),
+    "one_tp": ("TP 2 only -> TP 4 and 8 (1024-2048 prompt tokens)",
+               lambda r: _tp(r) == 2 and _isl(r) <= 2048, lambda r: _tp(r) in (4, 8) and _isl(r) <= 2048),
 }
 METRICS = ("ttft", "tpot")
 
@@ -73,9 +77,11 @@ def experiment(all_runs: list, fit_sel, test_sel) -> dict:
     t0 = time.perf_counter()
     fit = [r for r in all_runs if fit_sel(r)]
     test = [r for r in all_runs if test_sel(r) and not fit_sel(r)]
-    prof = profile_of(fit_runs(fit), source="benchmarks/interval_domain.py")
+    fits = fit_runs(fit)
+    prof = profile_of(fits, source="benchmarks/interval_domain.py")
     (cal,) = prof.gpus.values()
-    out = {"fitted_runs": len(fit), "predicted_runs": len(test), "domain": cal.latency_domain}
+    out = {"fitted_runs": len(fit), "predicted_runs": len(test), "domain": cal.latency_domain,
+           "fitted": {k: getattr(cal.params, k) for k in fits[0].fitted}}
     rows = []
     for r in test:
         before, after = replay(r).predicted, replay(r, calibration=prof).predicted
@@ -107,7 +113,7 @@ def main() -> None:
         ap.error(f"--only {','.join(bad)}; expected some of {', '.join(EXPERIMENTS)}")
     rs = runs()
     res = {}
-    print(f"{'experiment':48s} {'fit':>4s} {'pred':>4s}  " + "  ".join(
+    print(f"{'experiment':50s} {'fit':>4s} {'pred':>4s}  " + "  ".join(
         f"{m.upper()} before  after  inside" for m in METRICS))
     for n in names:
         label, fsel, tsel = EXPERIMENTS[n]
@@ -115,7 +121,7 @@ def main() -> None:
         res[n] = {"label": label, **e}
         cells = "  ".join(f"{e[m]['mape_before']:11.1%} {e[m]['mape_after']:6.1%} {e[m]['inside']:3d}/{e['predicted_runs']:<3d}"
                           for m in METRICS)
-        print(f"{label:48s} {e['fitted_runs']:4d} {e['predicted_runs']:4d}  {cells}", flush=True)
+        print(f"{label:50s} {e['fitted_runs']:4d} {e['predicted_runs']:4d}  {cells}", flush=True)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "interval_domain.json"
     path.write_text(json.dumps({"runs": len(rs), "experiments": res}, indent=1) + "\n")

@@ -22,10 +22,11 @@ surrogate cannot re-time it: it is fitted by full replays over a grid
 once before them; the chunk time and the kernel scales can trade for each other (both lengthen
 TTFT), so of the two orders the one whose full replays fit the runs better is kept (a longer
 chunk time only when its loss is `STREAM_TOL` lower: every planned deployment's clients would
-wait on it). The errors
-it reports come from full replays, before and after. A parameter that no
-run's prediction responds to (all runs at TP 1 say nothing of the collectives) is not fitted:
-it keeps its starting value, and the result says so. The loss is robust (soft L1 on the log
+wait on it). The errors it reports come from full replays, before and after. A parameter that
+no run's prediction responds to (all runs at TP 1 say nothing of the collectives), or whose
+effect the other parameters reproduce (runs all at one TP size: the collectives and the prefill
+scale, `sim.runs.identify`), is not fitted: it keeps its starting value, and the result says
+so. The loss is robust (soft L1 on the log
 errors): a few runs that the engine parameters cannot describe do not drag every parameter.
 Last, the full replays at the fitted values are checked against those at the start: when any
 metric's MAPE over the runs is worse, the surrogate's optimum was not the simulator's (or the
@@ -60,6 +61,7 @@ from costmodel.errors import DoesNotFitError, ServePlanError
 from costmodel.specs import load_model
 from sim.engine import cost_model_for, simulate
 from sim.runs.held_out import held_out_interval, held_out_predictions
+from sim.runs.identify import separable
 from sim.runs.replay import replay_requests
 from sim.runs.surrogate import RunSurrogate
 from sim.runs.types import MeasuredRun
@@ -211,21 +213,27 @@ def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], cent
     return eff(sol.x)
 
 
-def _informed(surr: list[RunSurrogate], at: Efficiencies, names: list[str]) -> list[str]:
+def _informed(surr: list[RunSurrogate], at: Efficiencies, names: list[str], say=None) -> list[str]:
     """The parameters whose change of 0.1 in log moves some prediction by SENSITIVITY x that:
     up from where they are, or down from an upper bound (a fit that ended there asks to be
-    probed the way it can still move); from 0, to a thousandth of the upper bound."""
+    probed the way it can still move); from 0, to a thousandth of the upper bound. Of those,
+    the ones the runs can tell apart (`sim.runs.identify`)."""
     base = [s.predict(at) for s in surr]
-    keep = []
+    keep, effects = [], {}
     for n in names:
         v, hi = getattr(at, n), PARAM_BOUNDS[n][1]
         probe = hi * 1e-3 if v <= 0 else v * np.e ** 0.1 if v * np.e ** 0.1 <= hi else v * np.e ** -0.1
         bumped = replace(at, **{n: float(probe)})
-        moved = [abs(np.log(p2[k] / p1[k])) / 0.1 for p1, p2 in
-                 zip(base, (s.predict(bumped) for s in surr), strict=True) for k in p1
-                 if p1[k] > 0 and p2.get(k, 0.0) > 0]
-        if moved and max(moved) >= SENSITIVITY:
+        # one entry per prediction for every parameter (0 where the bump left none)
+        moved = np.array([np.log(p2[k] / p1[k]) / 0.1 if p2.get(k, 0.0) > 0 else 0.0 for p1, p2 in
+                          zip(base, (s.predict(bumped) for s in surr), strict=True) for k in p1
+                          if p1[k] > 0])
+        if moved.size and np.abs(moved).max() >= SENSITIVITY:
             keep.append(n)
+            effects[n] = moved
+    keep, why = separable({n: effects[n] for n in keep})
+    for n, text in why.items():
+        (say or (lambda m: None))(f"{n} not fitted: {text}")
     return keep
 
 
@@ -354,7 +362,7 @@ def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], round
         loss = _robust_loss(preds, runs)
         if done == 0:
             before = preds if before is None else before
-            informed = head + _informed(surr, est, names)
+            informed = head + _informed(surr, est, names, lambda m: say(f"{gpu}: {m}"))
             fit_names = [n for n in informed if n not in REPLAY_PARAMS]
             say(f"{gpu}: {len(runs)} runs replayed; fitting {', '.join(informed) or 'nothing'}")
         if best is not None and loss > best[0]:
