@@ -242,7 +242,10 @@ def holdout_split(rows: pd.DataFrame, fraction: float, seed: int = 0) -> np.ndar
     inputs = [c for c in rows.columns if c not in NOT_INPUTS]
     if not inputs or not len(rows):
         return draw
-    config = pd.util.hash_pandas_object(rows[inputs], index=False).to_numpy()
+    try:
+        config = pd.util.hash_pandas_object(rows[inputs], index=False).to_numpy()
+    except TypeError:  # a cell no hash takes (a list): compare the columns as text
+        config = pd.util.hash_pandas_object(rows[inputs].astype(str), index=False).to_numpy()
     _, first, code = np.unique(config, return_index=True, return_inverse=True)
     return draw[first[code.ravel()]]
 

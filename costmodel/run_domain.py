@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from costmodel.errors import ServePlanError
 from costmodel.jsonio import json_number, short_repr
+from costmodel.specs import load_model
 
 SETS = ("engines", "models", "modes", "tp", "precisions", "kv_dtypes")
 RANGES = ("input_tokens", "output_tokens")  # [least, most] of the runs' mean lengths
@@ -36,7 +37,7 @@ def parse_domain(d, where: str) -> dict:
             whole = k == "tp"
             ok = isinstance(v, list) and 0 < len(v) <= 1000 and all(
                 (isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 1_000_000) if whole
-                else (isinstance(x, str) and 0 < len(x) <= 200) for x in v)
+                else (isinstance(x, str) and 0 < len(x) <= 1000) for x in v)
             if not ok:
                 raise ServePlanError(f"{where}.{k} = {short_repr(v)}; expected a non-empty list of "
                                      + ("whole numbers >= 1" if whole else "names"))
@@ -56,6 +57,28 @@ def kv_dtype(kv: str) -> str:
     return "bf16" if kv == "auto" else kv
 
 
+def model_name(model: str) -> str:
+    """The preset name a model is known by (`Qwen/Qwen3-32B` -> qwen3-32b), so that runs and
+    plans naming one model differently match; a name no preset or config resolves stays as
+    written, lower-cased."""
+    try:
+        return load_model(model).name
+    except ServePlanError:
+        return str(model).strip().lower()
+
+
+def weights_dtype(model: str, precision: str) -> str:
+    """A pool's weight precision as it runs: `auto` is each part as the checkpoint publishes
+    it (its dtypes joined by "/", as `bf16` or `bf16/mxfp4`)."""
+    if precision != "auto":
+        return precision
+    try:
+        m = load_model(model)
+    except ServePlanError:
+        return precision
+    return "/".join(sorted(set(dict(m.weight_dtypes).values()) or {"bf16"}))
+
+
 def _names(values) -> str:
     return ", ".join(str(v) for v in values)
 
@@ -63,17 +86,24 @@ def _names(values) -> str:
 def outside(domain: dict, *, engine: str, model: str, mode: str, pools, input_tokens: float,
             output_tokens: float) -> list[str]:
     """How a plan differs from the runs of `domain`, one line each; [] when it is like them.
-    `pools`: (role, tp, precision, KV dtype) of the pools whose GPU `domain` belongs to."""
+    `pools`: (role, tp, pp, speculative decoding on, precision, KV dtype) of the pools whose
+    GPU `domain` belongs to. Runs calibrate only without pipeline parallelism and speculative
+    decoding (`sim.runs.fit`), so a pool with either is unlike any of them."""
     lines = []
-    for key, value, what in (("engines", engine, "engine"), ("models", model, "model"),
+    for key, value, what in (("engines", engine, "engine"), ("models", model_name(model), "model"),
                              ("modes", mode, "mode")):
         if key in domain and str(value).strip().lower() not in {str(x).lower() for x in domain[key]}:
             lines.append(f"{what} {value}; the runs: {_names(domain[key])}")
-    for role, tp, precision, kv in pools:
+    for role, tp, pp, spec, precision, kv in pools:
         if "tp" in domain and tp not in domain["tp"]:
             lines.append(f"TP {tp} ({role}); the runs: TP {_names(domain['tp'])}")
-        if "precisions" in domain and precision not in domain["precisions"]:
-            lines.append(f"precision {precision} ({role}); the runs: {_names(domain['precisions'])}")
+        if pp > 1:
+            lines.append(f"PP {pp} ({role}); the runs: none (runs calibrate without it)")
+        if spec:
+            lines.append(f"speculative decoding ({role}); the runs: none (runs calibrate without it)")
+        w = weights_dtype(model, precision)
+        if "precisions" in domain and w not in domain["precisions"]:
+            lines.append(f"precision {w} ({role}); the runs: {_names(domain['precisions'])}")
         if "kv_dtypes" in domain and kv_dtype(kv) not in domain["kv_dtypes"]:
             lines.append(f"KV cache {kv_dtype(kv)} ({role}); the runs: {_names(domain['kv_dtypes'])}")
     for key, value, what in (("input_tokens", input_tokens, "prompt"),

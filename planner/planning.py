@@ -436,7 +436,8 @@ def unlike_runs(cal, dep, req) -> list[str]:
         c = cal.calibration_for(gpu)
         if c is None or not c.latency_domain:
             continue
-        pools = [(p.role, p.tp, p.precision, p.kv_dtype) for p in dep.pools if p.gpu == gpu]
+        pools = [(p.role, p.tp, p.pp, p.spec.enabled, p.precision, p.kv_dtype)
+                 for p in dep.pools if p.gpu == gpu]
         lines += [f"{gpu}: {x}" for x in outside(c.latency_domain, engine=dep.engine, model=dep.model,
                                                  mode=dep.mode, pools=pools, input_tokens=isl,
                                                  output_tokens=osl)]

@@ -170,9 +170,13 @@ def _print(doc: dict) -> None:
                     "(uncertainty.latency_interval_80.unlike_runs)", soft_wrap=True)
         if g.get("rejected"):
             c.print(f"  {g['rejected']}", soft_wrap=True)
-        elif g["not_informed"]:
-            c.print(f"  not informed by these runs (kept at their starting values): "
-                    f"{', '.join(g['not_informed'])}", soft_wrap=True)
+        else:
+            plain = [n for n in g["not_informed"] if n not in g.get("held", {})]
+            if plain:
+                c.print(f"  not informed by these runs (kept at their starting values): "
+                        f"{', '.join(plain)}", soft_wrap=True)
+            for n, why in g.get("held", {}).items():
+                c.print(f"  {n} not fitted: {why}; kept at its starting value", soft_wrap=True)
     for msg in doc["messages"]:
         if not any(msg == g.get("rejected") for g in doc["gpus"]):
             c.print(f"note: {msg}", markup=False, soft_wrap=True)

@@ -22,6 +22,11 @@ def _pools(dep: dict) -> str:
     return "\n".join(out)
 
 
+def _lines(v) -> list[str]:
+    """A plan's list of lines (a hand-edited plan may hold one string instead)."""
+    return [v] if isinstance(v, str) else [str(x) for x in v or []]
+
+
 def _fmt_ms(x) -> str:
     return "-" if x is None else f"{x * 1e3:.0f}"
 
@@ -66,9 +71,9 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
                  if (iv := li.get(f"{m}_s", {}).get("p90")) for lo, hi in [iv]]
         if parts:
             c.print(f"80% interval of the predicted p90 (from held-out calibration runs): {', '.join(parts)}")
-        for line in li.get("missing", []):
+        for line in _lines(li.get("missing")):
             c.print(line, markup=False)
-        for line in li.get("unlike_runs", []):  # the interval was never tested on such plans
+        for line in _lines(li.get("unlike_runs")):  # the interval was never tested on such plans
             c.print(f"unlike the runs behind that interval: {line}", markup=False)
     if explain:
         r = Table(title="verified options, best first")

@@ -113,6 +113,7 @@ class RunsFit:
     # why the fitted values were set aside (empty: kept): the full replays of the runs at them
     # were further from what was measured than at the starting values
     rejected: str = ""
+    held: dict[str, str] = field(default_factory=dict)  # informed, but not told apart: why
 
     def summary(self) -> dict:
         def mape(which):
@@ -124,7 +125,7 @@ class RunsFit:
                 out[m] = float(np.mean(e)) if e else None
             return out
         return {"gpu": self.gpu, "runs": len(self.rows), "before": mape("before"),
-                "after": mape("after"), "held_out": mape("held_out"),
+                "after": mape("after"), "held_out": mape("held_out"), "held": dict(self.held),
                 "fitted": {k: getattr(self.params, k) for k in self.fitted},
                 "not_informed": list(self.not_informed), "interval_log": self.interval,
                 "rounds": self.rounds, "wall_s": self.wall_s, "rejected": self.rejected}
@@ -213,7 +214,8 @@ def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], cent
     return eff(sol.x)
 
 
-def _informed(surr: list[RunSurrogate], at: Efficiencies, names: list[str], say=None) -> list[str]:
+def _informed(surr: list[RunSurrogate], at: Efficiencies, names: list[str], say=None,
+              held: dict | None = None) -> list[str]:
     """The parameters whose change of 0.1 in log moves some prediction by SENSITIVITY x that:
     up from where they are, or down from an upper bound (a fit that ended there asks to be
     probed the way it can still move); from 0, to a thousandth of the upper bound. Of those,
@@ -234,6 +236,8 @@ def _informed(surr: list[RunSurrogate], at: Efficiencies, names: list[str], say=
     keep, why = separable({n: effects[n] for n in keep})
     for n, text in why.items():
         (say or (lambda m: None))(f"{n} not fitted: {text}")
+    if held is not None:
+        held.update(why)
     return keep
 
 
@@ -275,14 +279,15 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         before = _replays(gpu, runs, start, calibration)
         est0, inf = _fit_memory(gpu, runs, start, calibration, before, say)
         head = ["mem_reserved_gib"] if inf else []
+    held: dict[str, str] = {}
     est, informed, surr, done, before, after = _search(gpu, runs, calibration, est0, names, rounds,
-                                                       stream, False, before, say)
+                                                       stream, False, before, say, held)
     informed = head + informed
     if "frontend_stream_s" in informed:
         # the chunk time and the kernel scales can trade for each other (both lengthen TTFT):
         # the order in which they are fitted picks the optimum, so try both and keep the one
         # whose full replays fit the runs better (the fitted runs only)
-        alt = _search(gpu, runs, calibration, est0, names, rounds, True, True, before, say)
+        alt = _search(gpu, runs, calibration, est0, names, rounds, True, True, before, say, held)
         alt_after = alt[5]
         la, lb = _robust_loss(after, runs), _robust_loss(alt_after, runs)
         say(f"{gpu}: chunk time fitted after the scales: loss {la:.3g}; before them: {lb:.3g}")
@@ -326,7 +331,8 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
                 interval[m] = held_out_interval(e)
     every = names + [n for n in REPLAY_PARAMS if n in (params or ENGINE_PARAMS)]
     return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in every if n not in informed),
-                   rows, interval, done, time.perf_counter() - t0, rejected)
+                   rows, interval, done, time.perf_counter() - t0, rejected,
+                   {} if rejected else {n: w for n, w in held.items() if n not in informed})
 
 
 def _replays(gpu, runs, est: Efficiencies, calibration) -> list[dict]:
@@ -335,7 +341,7 @@ def _replays(gpu, runs, est: Efficiencies, calibration) -> list[dict]:
 
 
 def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], rounds: int,
-            stream: bool, stream_first: bool, before, say):
+            stream: bool, stream_first: bool, before, say, held=None):
     """Replay-and-fit rounds from `start` over `names` on the surrogates; with `stream`, the
     API server's chunk time by full replays too, before the rounds or after them (then one
     more round when it moved). A surrogate is faithful near the values it was recorded at: a
@@ -362,7 +368,7 @@ def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], round
         loss = _robust_loss(preds, runs)
         if done == 0:
             before = preds if before is None else before
-            informed = head + _informed(surr, est, names, lambda m: say(f"{gpu}: {m}"))
+            informed = head + _informed(surr, est, names, lambda m: say(f"{gpu}: {m}"), held)
             fit_names = [n for n in informed if n not in REPLAY_PARAMS]
             say(f"{gpu}: {len(runs)} runs replayed; fitting {', '.join(informed) or 'nothing'}")
         if best is not None and loss > best[0]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CONFOUNDED = 0.2  # a parameter at least 80% of whose effect the others reproduce is not fitted
+CONFOUNDED = 0.2  # own share under which a parameter is tangled; the smallest tangled one is held
 
 
 def own_share(effects: dict[str, np.ndarray], name: str) -> tuple[float, dict[str, float]]:
@@ -42,8 +42,13 @@ def own_share(effects: dict[str, np.ndarray], name: str) -> tuple[float, dict[st
 def separable(effects: dict[str, np.ndarray], tol: float = CONFOUNDED) -> tuple[list[str], dict[str, str]]:
     """(the parameters to fit, {held parameter: why}) from each parameter's effect on the runs'
     predictions (equal-length vectors)."""
-    keep = dict(effects)
+    # a non-finite effect (no prediction made) moves nothing the regression can use
+    keep = {n: np.nan_to_num(np.asarray(v, float), nan=0.0, posinf=0.0, neginf=0.0)
+            for n, v in effects.items()}
     why: dict[str, str] = {}
+    for n in [n for n, v in keep.items() if not np.any(v)]:
+        why[n] = "it moves no prediction of these runs"
+        del keep[n]
     while len(keep) > 1:
         shares = {n: own_share(keep, n) for n in keep}
         tangled = [n for n in keep if shares[n][0] < tol]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from costmodel.calibration import CalibrationProfile, GpuCalibration, gpu_key
 from costmodel.efficiencies import PARAM_BOUNDS
-from costmodel.run_domain import kv_dtype
+from costmodel.run_domain import kv_dtype, model_name, weights_dtype
 from sim.runs.fit import REPLAY_PARAMS, RunsFit, runs_tag, search_floor
 
 
@@ -34,7 +34,8 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
             sources[n] = f"fit: {len(f.rows)} {'/'.join(engines)} runs ({', '.join(files)})"
         for n in f.not_informed:
             why = ("fitted values set aside (they replay the runs worse): kept its starting value"
-                   if f.rejected else "not informed by the runs: kept its starting value")
+                   if f.rejected else f"not fitted: {f.held[n]}; kept its starting value"
+                   if n in f.held else "not informed by the runs: kept its starting value")
             # a kernel fit's source stays; a default's ("an engine run sets it") no longer holds
             if n not in sources or sources[n].startswith("default"):
                 sources[n] = why + (f" ({sources[n]})" if n in sources else "")
@@ -61,9 +62,13 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
                                      f"searches ({floor:g}; bounds [{lo:g}, {hi:g}]): {why}")
         if f.rejected:
             prof.messages.append(f.rejected)
-        elif f.not_informed:
-            prof.messages.append(f"{tag}: the runs do not inform {', '.join(f.not_informed)}; "
-                                 "kept at their starting values")
+        else:
+            plain = [n for n in f.not_informed if n not in f.held]
+            if plain:
+                prof.messages.append(f"{tag}: the runs do not inform {', '.join(plain)}; kept at "
+                                     "their starting values")
+            prof.messages += [f"{tag}: {n} not fitted: {w}; kept at its starting value"
+                              for n, w in f.held.items()]
     return prof
 
 
@@ -73,10 +78,11 @@ def run_domain(runs) -> dict:
     lens = [r.mean_lengths for r in runs]
     pools = [p for r in runs for p in r.deployment.pools]
     return {"engines": sorted({r.engine for r in runs}),
-            "models": sorted({str(r.deployment.model) for r in runs}),
+            "models": sorted({model_name(r.deployment.model) for r in runs}),
             "modes": sorted({r.deployment.mode for r in runs}),
             "tp": sorted({int(p.tp) for p in pools}),
-            "precisions": sorted({p.precision for p in pools}),
+            "precisions": sorted({weights_dtype(r.deployment.model, p.precision)
+                                  for r in runs for p in r.deployment.pools}),
             "kv_dtypes": sorted({kv_dtype(p.kv_dtype) for p in pools}),
             "input_tokens": [min(x for x, _ in lens), max(x for x, _ in lens)],
             "output_tokens": [min(y for _, y in lens), max(y for _, y in lens)]}

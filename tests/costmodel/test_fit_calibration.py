@@ -232,3 +232,7 @@ def test_holdout_split_keeps_repeats_of_a_configuration_on_one_side():
     assert np.array_equal(fit, holdout_split(rows, 0.3, seed=0))
     assert not np.array_equal(fit, holdout_split(rows, 0.3, seed=1))
     assert holdout_split(rows, 1.0, seed=0).all()
+    # a cell no hash takes is compared as text, not a crash
+    odd = pd.DataFrame({"op": "gemm", "shape": [[1, 2], [1, 2], [3, 4]], "measured_s": [1.0, 1.1, 2.0]})
+    split = holdout_split(odd, 0.5, seed=3)
+    assert split[0] == split[1]

@@ -13,6 +13,7 @@ from sim.deployment import Deployment
 from sim.runs import MeasuredRun
 from sim.runs.fit import _replay, fit_runs
 from sim.runs.identify import own_share, separable
+from sim.runs.profile import profile_of
 
 GPU = "h100-sxm"
 
@@ -32,6 +33,8 @@ def test_a_parameter_the_others_reproduce_is_held_the_smaller_one_of_a_pair():
     assert separable({"prefill_time_scale": prefill, "comm_bw_eff": other, "request_latency_s": latency}) == \
         (["prefill_time_scale", "comm_bw_eff", "request_latency_s"], {})
     assert separable({"x": prefill}) == (["x"], {})
+    # an effect that is not a number moves nothing a regression can use
+    assert separable({"a": prefill, "b": np.full(40, np.nan), "c": latency})[0] == ["a", "c"]
 
 
 def _runs(tps, truth):
@@ -55,6 +58,11 @@ def test_runs_at_one_tp_size_leave_the_collectives_unfitted():
     assert f.params.comm_bw_eff == default_efficiencies(GPU).comm_bw_eff
     assert f.params.prefill_time_scale == pytest.approx(1.3, rel=0.05)
     assert any("comm_bw_eff not fitted" in m and "prefill_time_scale" in m for m in said)
+    assert set(f.held) == {"comm_bw_eff"} and "cannot tell it apart" in f.held["comm_bw_eff"]
+    cal = profile_of([f]).gpus[GPU]  # the profile says why it kept the starting value
+    assert cal.sources["comm_bw_eff"].startswith("not fitted: ") and "prefill_time_scale" in cal.sources["comm_bw_eff"]
+    assert cal.sources["prefill_time_scale"].startswith("fit: 3 vllm runs")
+    assert any("comm_bw_eff not fitted" in m for m in profile_of([f]).messages)
     # TP 1 and 4 together tell them apart
     (g,) = fit_runs(_runs([1, 4], truth), params=params, held_out=False, rounds=2)
     assert set(g.fitted) == set(params)
