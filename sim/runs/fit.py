@@ -49,7 +49,7 @@ silicon CSV's held-out runs it covered 87-92% at seed 0, more than 80%, not less
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -63,6 +63,7 @@ from sim.engine import cost_model_for, simulate
 from sim.runs.held_out import held_out_interval, held_out_predictions
 from sim.runs.identify import separable
 from sim.runs.replay import replay_requests
+from sim.runs.results import RunRow, RunsFit
 from sim.runs.surrogate import RunSurrogate
 from sim.runs.types import MeasuredRun
 
@@ -89,46 +90,6 @@ OUTER = 3  # most replay-and-fit rounds
 STEP_TOL = 0.02  # log: a round that moves no parameter further ends the rounds
 SENSITIVITY = 0.01  # d log(prediction) / d log(parameter) below which a parameter is not informed
 NO_PREDICTION_S = 1e-9  # what a missing prediction counts as in the residuals
-
-
-@dataclass
-class RunRow:
-    run: MeasuredRun
-    before: dict[str, float]
-    after: dict[str, float]
-    held_out: dict[str, float] = field(default_factory=dict)  # predicted by a fit without it
-
-
-@dataclass
-class RunsFit:
-    gpu: str
-    params: Efficiencies
-    start: Efficiencies
-    fitted: tuple[str, ...]
-    not_informed: tuple[str, ...]
-    rows: list[RunRow]
-    interval: dict[str, list[float]]  # metric -> [q10, q90] of log(measured / predicted), held out
-    rounds: int
-    wall_s: float
-    # why the fitted values were set aside (empty: kept): the full replays of the runs at them
-    # were further from what was measured than at the starting values
-    rejected: str = ""
-    held: dict[str, str] = field(default_factory=dict)  # informed, but not told apart: why
-
-    def summary(self) -> dict:
-        def mape(which):
-            out = {}
-            for m in ("ttft", "tpot"):
-                k = f"{m}_mean_s"
-                e = [abs(getattr(r, which)[k] / r.run.measured[k] - 1) for r in self.rows
-                     if k in r.run.measured and k in getattr(r, which)]
-                out[m] = float(np.mean(e)) if e else None
-            return out
-        return {"gpu": self.gpu, "runs": len(self.rows), "before": mape("before"),
-                "after": mape("after"), "held_out": mape("held_out"), "held": dict(self.held),
-                "fitted": {k: getattr(self.params, k) for k in self.fitted},
-                "not_informed": list(self.not_informed), "interval_log": self.interval,
-                "rounds": self.rounds, "wall_s": self.wall_s, "rejected": self.rejected}
 
 
 def _cost_models(run: MeasuredRun, calibration) -> dict:
