@@ -11,6 +11,7 @@ The algorithm, in the order a plan runs through it:
 - verify: goodput by bisection in the simulator; options: verified units and their ranking;
 - sizing: a unit sized for the target load, and repaired while its SLO fails;
 - planning: `plan()` itself, tying these together, and the reasons; plan_types: the Plan;
+  uncertainty: its error bars from the calibration profile;
   launch: vLLM and SGLang command lines; spec_table: published speculative acceptance.
 The interfaces: planner/cli/ (`serveplan`, one module per command) and planner/service/ (the
 HTTP service). They import the algorithm; the algorithm never imports them, nor validate.

@@ -22,7 +22,6 @@ import numpy as np
 from costmodel.arch_defaults import defaults_note
 from costmodel.errors import DoesNotFitError, ServePlanError
 from costmodel.hardware import load_gpu
-from costmodel.run_domain import outside
 from planner.candidates import ScreenContext
 from planner.launch import launch_lines
 from planner.options import Option, dominated, rank
@@ -39,6 +38,7 @@ from planner.sizing import (
     operate,
 )
 from planner.space import Pruned, kv_tokens_needed, largest_kv_capacity, smallest_fit
+from planner.uncertainty import plan_uncertainty
 from planner.verify import Bisection, Verifier, failure_reason
 
 
@@ -275,7 +275,7 @@ def _finish(req, options, counters, verifier, pruned, prices, cal, t0, exhaustiv
         simulation=_simulation_block(req, op_load, m["num_requests_simulated"], cal),
         capacity=capacity(win, win_pools, req), inputs={**req.to_dict(), "backend": backend,
                                                            "exhaustive": exhaustive},
-        feasible=feasible, binding=binding, uncertainty=_uncertainty(cal, dep, win, m, req),
+        feasible=feasible, binding=binding, uncertainty=plan_uncertainty(cal, dep, win, m, req),
         notes=tuple(notes),
     )
 
@@ -393,86 +393,3 @@ def _simulation_block(req: PlanInputs, op_load: float, n: int, cal) -> dict:
                 "attainment": s.attainment},
         "command": cmd + " --json",
     }
-
-
-def _uncertainty(cal, dep, win: Option, m: dict | None = None, req=None) -> dict | None:
-    """The calibration's error bars around the plan: goodput at one sigma of its step-time
-    residuals, and 80% intervals of the predicted TTFT and TPOT from engine runs the fit left
-    out (`latency_intervals`), with how the plan differs from those runs (`unlike_runs`)."""
-    if cal is None:
-        return None
-    out: dict = {}
-    u = max(cal.uncertainty_for(p.gpu) for p in dep.pools)
-    if u > 0:
-        g = win.goodput
-        out = {"step_time_rel_1sigma": u,
-               "unit_goodput_range": [g / (1 + u), g / (1 - u) if u < 1 else None],
-               "note": "goodput scales about inversely with step time; range at one sigma of the "
-                       "calibration's step-time residuals"}
-    latency, missing = latency_intervals(cal, dep, m)
-    if latency or missing:
-        out["latency_interval_80"] = {
-            **latency,
-            "note": "80% of held-out benchmark runs had their measured value within this range of "
-                    "the prediction (the calibration's latency_interval, from runs the fit left out)",
-            **({"missing": missing} if missing else {})}
-        unlike = unlike_runs(cal, dep, req) if latency and req is not None else []
-        if unlike:
-            out["latency_interval_80"]["unlike_runs"] = unlike
-            out["latency_interval_80"]["unlike_runs_note"] = (
-                "the plan differs from the runs behind the interval as listed: no held-out run "
-                "tested the fit there, and the error can be larger (fitted at TP 2 and 4, one "
-                "fit's interval covered 3 of 9 runs at TP 8: costmodel.run_domain)")
-    return out or None
-
-
-def unlike_runs(cal, dep, req) -> list[str]:
-    """How the plan differs from the runs behind each interval it reports, per GPU (the
-    interval is honest for plans like those runs: costmodel.run_domain)."""
-    shape = req.workload_shape()
-    isl, osl = float(np.mean(shape.input_tokens)), float(np.mean(shape.output_tokens))
-    lines = []
-    for gpu in dict.fromkeys(p.gpu for p in dep.pools):
-        c = cal.calibration_for(gpu)
-        if c is None or not c.latency_domain:
-            continue
-        pools = [(p.role, p.tp, p.pp, p.spec.enabled, p.precision, p.kv_dtype)
-                 for p in dep.pools if p.gpu == gpu]
-        lines += [f"{gpu}: {x}" for x in outside(c.latency_domain, engine=dep.engine, model=dep.model,
-                                                 mode=dep.mode, pools=pools, input_tokens=isl,
-                                                 output_tokens=osl)]
-    return lines
-
-
-# the pools whose GPUs set a metric: prompts run on prefill pools, decodes on decode pools
-METRIC_ROLES = {"ttft": ("prefill", "colocated"), "tpot": ("decode", "colocated")}
-
-
-def latency_intervals(cal, dep, m: dict | None) -> tuple[dict, list[str]]:
-    """({metric}_s and {metric}_log_ratio of TTFT and TPOT, what is missing): each metric's
-    interval spans those of the GPUs of the pools that set it (METRIC_ROLES); a metric one of
-    those GPUs has no interval for gets none, and a line saying which (an interval fitted on
-    another GPU says nothing of this one's)."""
-    latency, missing = {}, []
-    if m is None or not any(c.latency_interval for c in cal.gpus.values()):
-        return latency, missing
-    for metric, roles in METRIC_ROLES.items():
-        pools = [p for p in dep.pools if p.role in roles] or list(dep.pools)
-        iv, lacking = [], []
-        for p in pools:
-            c = cal.calibration_for(p.gpu)
-            if c is not None and metric in c.latency_interval:
-                iv.append(c.latency_interval[metric])
-            else:
-                lacking.append(f"{p.gpu} ({p.role})")
-        if lacking:
-            missing.append(f"no {metric.upper()} interval: the calibration has none for "
-                           + ", ".join(dict.fromkeys(lacking)))
-            continue
-        lo, hi = min(x[0] for x in iv), max(x[1] for x in iv)
-        latency[f"{metric}_s"] = {
-            stat: [float(m[k]) * math.exp(lo), float(m[k]) * math.exp(hi)]
-            for stat in ("mean", "p50", "p90") if (k := f"{metric}_{stat}_s") in m
-            and m[k] is not None and math.isfinite(float(m[k]))}
-        latency[f"{metric}_log_ratio"] = [lo, hi]
-    return latency, missing

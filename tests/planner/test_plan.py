@@ -166,7 +166,7 @@ def test_a_pool_on_a_gpu_without_an_interval_gets_none_of_another_gpu_s():
 
     from costmodel.arch_defaults import default_efficiencies
     from costmodel.calibration import CalibrationProfile, GpuCalibration
-    from planner.planning import latency_intervals
+    from planner.uncertainty import latency_intervals
     from sim.deployment import Deployment, PoolConfig
 
     cal = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(
