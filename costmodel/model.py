@@ -23,7 +23,7 @@ from costmodel.batch import Batch
 from costmodel.efficiencies import Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import HardwareSpec, load_gpu
-from costmodel.model_spec import WEIGHT_DTYPE_BYTES, WEIGHT_PARTS
+from costmodel.model_spec import WEIGHT_DTYPE_BYTES, WEIGHT_PARTS, kv_dtype_of
 from costmodel.moe_layer import MoELayers, grid_memo
 from costmodel.specs import ModelSpec, load_model
 
@@ -124,7 +124,7 @@ class CostModel(MoELayers):
             raise ServePlanError(f"kv_dtype {kv_dtype!r}; expected one of {', '.join(KV_DTYPES)}")
         self.tp, self.pp = tp, pp
         self.precision = precision
-        self.kv_dtype = "bf16" if kv_dtype == "auto" else kv_dtype
+        self.kv_dtype = kv_dtype_of(kv_dtype)
         self.ep, self.dp = ep, dp
         self.moe_tp = tp * dp // ep  # each expert's FFN is split this many ways
         self.expert_parallel = ep > 1

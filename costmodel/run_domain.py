@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from costmodel.errors import ServePlanError
 from costmodel.jsonio import json_number, short_repr
+from costmodel.model_spec import kv_dtype_of
 from costmodel.specs import load_model
 
 SETS = ("engines", "models", "modes", "tp", "precisions", "kv_dtypes")
@@ -52,11 +53,6 @@ def parse_domain(d, where: str) -> dict:
     return out
 
 
-def kv_dtype(kv: str) -> str:
-    """A pool's KV-cache dtype as the cost model runs it (`auto`: bf16, costmodel.model)."""
-    return "bf16" if kv == "auto" else kv
-
-
 def model_name(model: str) -> str:
     """The preset name a model is known by (`Qwen/Qwen3-32B` -> qwen3-32b), so that runs and
     plans naming one model differently match; a name no preset or config resolves stays as
@@ -77,6 +73,11 @@ def weights_dtype(model: str, precision: str) -> str:
     except ServePlanError:
         return precision
     return "/".join(sorted(set(dict(m.weight_dtypes).values()) or {"bf16"}))
+
+
+def span_text(lo: float, hi: float) -> str:
+    """A range of mean token counts as the lines print it: `256`, or `1024-2048`."""
+    return f"{lo:.0f}" if lo == hi else f"{lo:.0f}-{hi:.0f}"
 
 
 def _names(values) -> str:
@@ -104,13 +105,12 @@ def outside(domain: dict, *, engine: str, model: str, mode: str, pools, input_to
         w = weights_dtype(model, precision)
         if "precisions" in domain and w not in domain["precisions"]:
             lines.append(f"precision {w} ({role}); the runs: {_names(domain['precisions'])}")
-        if "kv_dtypes" in domain and kv_dtype(kv) not in domain["kv_dtypes"]:
-            lines.append(f"KV cache {kv_dtype(kv)} ({role}); the runs: {_names(domain['kv_dtypes'])}")
+        if "kv_dtypes" in domain and kv_dtype_of(kv) not in domain["kv_dtypes"]:
+            lines.append(f"KV cache {kv_dtype_of(kv)} ({role}); the runs: {_names(domain['kv_dtypes'])}")
     for key, value, what in (("input_tokens", input_tokens, "prompt"),
                              ("output_tokens", output_tokens, "output")):
         if key in domain:
             lo, hi = domain[key]
             if not lo * (1 - LENGTH_TOL) <= value <= hi * (1 + LENGTH_TOL):
-                span = f"{lo:.0f}" if lo == hi else f"{lo:.0f}-{hi:.0f}"
-                lines.append(f"mean {what} {value:.0f} tokens; the runs: {span}")
+                lines.append(f"mean {what} {value:.0f} tokens; the runs: {span_text(lo, hi)}")
     return list(dict.fromkeys(lines))

@@ -86,8 +86,9 @@ class ScreenContext:
 def kv_transfer_s_per_token(model: ModelSpec, pool: PoolConfig, cm, link_bw: float | None) -> float:
     """Seconds per prompt token to move its KV from a prefill replica like `pool` (its NICs)."""
     from costmodel.model import KV_BYTES
+    from costmodel.model_spec import kv_dtype_of
 
-    kv = "bf16" if pool.kv_dtype == "auto" else pool.kv_dtype
+    kv = kv_dtype_of(pool.kv_dtype)
     bw = link_bw or cm.gpu.network_bw_bytes_s * cm.num_gpus
     return model.kv_elems_per_token() * KV_BYTES[kv] / bw
 

@@ -188,9 +188,10 @@ def _print(doc: dict) -> None:
 
 def domain_text(dom: dict) -> str:
     """One line of what the runs behind an interval were (costmodel.run_domain)."""
+    from costmodel.run_domain import span_text
+
     def span(k):
-        lo, hi = dom[k]
-        return f"{lo:.0f}" if lo == hi else f"{lo:.0f}-{hi:.0f}"
+        return span_text(*dom[k])
     parts = [", ".join(dom.get("engines", [])), ", ".join(dom.get("models", [])),
              ", ".join(dom.get("modes", [])), "TP " + ", ".join(map(str, dom.get("tp", []))),
              ", ".join(dom.get("precisions", [])), "KV " + ", ".join(dom.get("kv_dtypes", []))]

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from costmodel.calibration import CalibrationProfile, GpuCalibration, gpu_key
 from costmodel.efficiencies import PARAM_BOUNDS
-from costmodel.run_domain import kv_dtype, model_name, weights_dtype
+from costmodel.model_spec import kv_dtype_of
+from costmodel.run_domain import model_name, weights_dtype
 from sim.runs.fit import REPLAY_PARAMS, RunsFit, runs_tag, search_floor
 
 
@@ -83,6 +84,6 @@ def run_domain(runs) -> dict:
             "tp": sorted({int(p.tp) for p in pools}),
             "precisions": sorted({weights_dtype(r.deployment.model, p.precision)
                                   for r in runs for p in r.deployment.pools}),
-            "kv_dtypes": sorted({kv_dtype(p.kv_dtype) for p in pools}),
+            "kv_dtypes": sorted({kv_dtype_of(p.kv_dtype) for p in pools}),
             "input_tokens": [min(x for x, _ in lens), max(x for x, _ in lens)],
             "output_tokens": [min(y for _, y in lens), max(y for _, y in lens)]}
