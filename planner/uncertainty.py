@@ -1,10 +1,13 @@
 """A plan's error bars from its calibration profile: goodput at one sigma of the step-time
 residuals, the 80% TTFT and TPOT intervals of engine runs a fit left out (per GPU of the pools
-that set each metric), and how the plan differs from those runs (costmodel.run_domain)."""
+that set each metric), and how the plan differs from those runs (costmodel.run_domain).
+`serveplan simulate` and the service's /v1/simulate report the same intervals around a
+simulation's latencies (`simulated_metrics`)."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -25,27 +28,63 @@ def plan_uncertainty(cal, dep, win, m: dict | None = None, req=None) -> dict | N
                "unit_goodput_range": [g / (1 + u), g / (1 - u) if u < 1 else None],
                "note": "goodput scales about inversely with step time; range at one sigma of the "
                        "calibration's step-time residuals"}
-    latency, missing = latency_intervals(cal, dep, m)
-    if latency or missing:
-        out["latency_interval_80"] = {
-            **latency,
-            "note": "80% of held-out benchmark runs had their measured value within this range of "
-                    "the prediction (the calibration's latency_interval, from runs the fit left out)",
-            **({"missing": missing} if missing else {})}
-        unlike = unlike_runs(cal, dep, req) if latency and req is not None else []
-        if unlike:
-            out["latency_interval_80"]["unlike_runs"] = unlike
-            out["latency_interval_80"]["unlike_runs_note"] = (
-                "the plan differs from the runs behind the interval as listed: no held-out run "
-                "tested the fit there, and the error can be larger (fitted at TP 2 and 4, one "
-                "fit's interval covered 3 of 9 runs at TP 8: costmodel.run_domain)")
+    li = interval_block(cal, dep, m, req.workload_shape() if req is not None else None)
+    if li:
+        out["latency_interval_80"] = li
     return out or None
 
 
-def unlike_runs(cal, dep, req) -> list[str]:
-    """How the plan differs from the runs behind each interval it reports, per GPU (the
-    interval is honest for plans like those runs: costmodel.run_domain)."""
-    shape = req.workload_shape()
+def interval_block(cal, dep, m: dict | None, shape=None) -> dict | None:
+    """The `latency_interval_80` block of a plan (or of `serveplan simulate`): the 80% TTFT and
+    TPOT intervals around the predictions `m` (`latency_intervals`), what is missing, and, given
+    the workload's `shape` (its requests' lengths), how the deployment differs from the runs
+    behind them (`unlike_runs`). None when the calibration has no interval."""
+    if cal is None:
+        return None
+    latency, missing = latency_intervals(cal, dep, m)
+    if not (latency or missing):
+        return None
+    out = {**latency,
+           "note": "80% of held-out benchmark runs had their measured value within this range of "
+                   "the prediction (the calibration's latency_interval, from runs the fit left out)",
+           **({"missing": missing} if missing else {})}
+    unlike = unlike_runs(cal, dep, shape) if latency and shape is not None else []
+    if unlike:
+        out["unlike_runs"] = unlike
+        out["unlike_runs_note"] = (
+            "the deployment differs from the runs behind the interval as listed: no held-out run "
+            "tested the fit there, and the error can be larger (fitted at TP 2 and 4, one "
+            "fit's interval covered 3 of 9 runs at TP 8: costmodel.run_domain)")
+    return out
+
+
+def has_run_intervals(cal) -> bool:
+    """Whether a profile carries intervals from engine runs (a simulation then keeps its
+    requests, whose lengths `simulated_metrics` compares with the runs')."""
+    return cal is not None and any(c.latency_interval for c in cal.gpus.values())
+
+
+def simulated_metrics(cal, dep, res) -> tuple[dict, dict | None]:
+    """`serveplan simulate --json` (and the service's /v1/simulate): the simulation's
+    RunMetrics, plus `uncertainty.latency_interval_80` (`interval_block` around its means and
+    percentiles, the workload's lengths from its requests) when the profile has run intervals
+    and the simulation kept its requests. Returns (the document, the block or None)."""
+    out = res.metrics.to_dict()
+    block = None
+    if has_run_intervals(cal) and res.requests is not None:
+        rq = res.requests
+        shape = SimpleNamespace(input_tokens=rq["input_len"].to_numpy(float),
+                                output_tokens=rq["output_len"].to_numpy(float))
+        block = interval_block(cal, dep, out, shape)
+    if block:
+        out["uncertainty"] = {"latency_interval_80": block}
+    return out, block
+
+
+def unlike_runs(cal, dep, shape) -> list[str]:
+    """How the deployment differs from the runs behind each interval it reports, per GPU (the
+    interval is honest for deployments like those runs: costmodel.run_domain). `shape`: the
+    workload's requests (`input_tokens`, `output_tokens` arrays)."""
     isl, osl = float(np.mean(shape.input_tokens)), float(np.mean(shape.output_tokens))
     lines = []
     for gpu in dict.fromkeys(p.gpu for p in dep.pools):

@@ -46,3 +46,10 @@ def load_calibration_opt(path: Path | None):
     from costmodel.calibration import CalibrationProfile
 
     return CalibrationProfile.load(path)
+
+
+def ms_text(seconds: float) -> str:
+    """A latency in ms as tables print it: three significant digits under 100 ms (24.9, 3.17),
+    whole ms above (1,391), never in exponent form."""
+    ms = seconds * 1e3
+    return f"{ms:,.0f}" if abs(ms) >= 100 else f"{ms:.3g}"

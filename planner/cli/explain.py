@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from planner.cli.common import ms_text
 from planner.plan_types import Plan
 
 
@@ -67,7 +68,7 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
             f"{cap['screen_estimate'] if cap['screen_estimate'] is None else format(cap['screen_estimate'], '.3g')}")
     li = (d.get("uncertainty") or {}).get("latency_interval_80")
     if li:
-        parts = [f"{m.upper()} {lo * 1e3:.3g}-{hi * 1e3:.3g} ms" for m in ("ttft", "tpot")
+        parts = [f"{m.upper()} {ms_text(lo)}-{ms_text(hi)} ms" for m in ("ttft", "tpot")
                  if (iv := li.get(f"{m}_s", {}).get("p90")) for lo, hi in [iv]]
         if parts:
             c.print(f"80% interval of the predicted p90 (from held-out calibration runs): {', '.join(parts)}")

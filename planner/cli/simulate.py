@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from costmodel.errors import ServePlanError
-from planner.cli.common import emit_json, load_calibration_opt, user_errors
+from planner.cli.common import emit_json, load_calibration_opt, ms_text, user_errors
 from planner.cli.sweep import progress_callback
 from sim.slo import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
@@ -72,6 +72,7 @@ def simulate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ):
     """Simulate a deployment under a workload and print RunMetrics."""
+    from planner.uncertainty import has_run_intervals, simulated_metrics
     from sim import SLO, Deployment, SpecConfig, parse_workload, simulate
     from sim.deployment import plan_deployment
     from sim.slo import requested_slo
@@ -102,13 +103,16 @@ def simulate_cmd(
                                        router=router, engine=engine, **knobs)
     slo = requested_slo(ttft_slo, tpot_slo, slo_percentile, attainment)
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness)
+    # a profile fitted on engine runs carries 80% intervals of TTFT and TPOT: reported around
+    # these predictions, with how this deployment and workload differ from those runs
+    intervals = has_run_intervals(cal)
     prog, _ = progress_callback(not as_json, f"simulating {requests} requests")
     if prog:
         prog.start()
     try:
         res = simulate(dep, wl, num_requests=requests, seed=seed, calibration=cal, slo=slo,
-                       keep_requests=requests_csv is not None or plot is not None, policy=policy,
-                       host_cache_gib=host_cache_gib)
+                       keep_requests=requests_csv is not None or plot is not None or intervals,
+                       policy=policy, host_cache_gib=host_cache_gib)
     finally:
         if prog:
             prog.stop()
@@ -121,13 +125,14 @@ def simulate_cmd(
         m = res.metrics
         write_simulate_report(res, plot, slo=SLO(m.slo_ttft_s, m.slo_tpot_s, slo_percentile, attainment),
                               title=f"{dep.model} on {dep.num_gpus} GPU(s), {wl.name}")
+    out, block = simulated_metrics(cal, dep, res)
     if as_json:
-        emit_json(res.metrics.to_dict())
+        emit_json(out)
         return
-    _print_metrics(res.metrics, dep, wl)
+    _print_metrics(res.metrics, dep, wl, block)
 
 
-def _print_metrics(m, dep, wl) -> None:
+def _print_metrics(m, dep, wl, block: dict | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -152,6 +157,26 @@ def _print_metrics(m, dep, wl) -> None:
     c.print(f"excluded: {m.warmup_excluded}; simulated {m.sim_duration_s:,.1f} s in {m.sim_wall_s:.2f} s wall")
     for note in m.notes:
         c.print(f"note: {note}")
+    for line in interval_lines(block):
+        c.print(line, markup=False, soft_wrap=True)
+
+
+def interval_lines(block: dict | None) -> list[str]:
+    """What `simulate` prints of a `latency_interval_80` block: the mean and p90 intervals of
+    TTFT and TPOT, what is missing, and how the deployment differs from the runs."""
+    if not block:
+        return []
+    out = []
+    for m in ("ttft", "tpot"):
+        iv = block.get(f"{m}_s") or {}
+        parts = [f"{stat} {ms_text(lo)}-{ms_text(hi)} ms" for stat in ("mean", "p90")
+                 if stat in iv for lo, hi in [iv[stat]]]
+        if parts:
+            out.append(f"80% interval of the predicted {m.upper()} (from held-out calibration runs): "
+                       + ", ".join(parts))
+    out += [str(x) for x in block.get("missing") or []]
+    out += [f"unlike the runs behind that interval: {x}" for x in block.get("unlike_runs") or []]
+    return out
 
 
 def register(app: typer.Typer) -> None:

@@ -55,15 +55,17 @@ def simulate_job(*, deployment: dict, workload: str, rate=None, concurrency=None
                  tpot_slo_s=None, slo_percentile=90.0, attainment=0.9, policy=None,
                  host_cache_gib=0.0, calibration=None) -> dict:
     """`serveplan simulate`: RunMetrics of one simulation."""
+    from planner.uncertainty import has_run_intervals, simulated_metrics
     from sim import Deployment, parse_workload, simulate
     from sim.slo import requested_slo
 
     dep = Deployment.from_dict(deployment)
     slo = requested_slo(ttft_slo_s, tpot_slo_s, slo_percentile, attainment)
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness_cv)
-    res = simulate(dep, wl, num_requests=num_requests, seed=seed, calibration=_calibration(calibration),
-                   slo=slo, policy=policy, host_cache_gib=host_cache_gib)
-    return _json(res.metrics.to_dict())
+    cal = _calibration(calibration)
+    res = simulate(dep, wl, num_requests=num_requests, seed=seed, calibration=cal, slo=slo,
+                   policy=policy, host_cache_gib=host_cache_gib, keep_requests=has_run_intervals(cal))
+    return _json(simulated_metrics(cal, dep, res)[0])
 
 
 def cost_step_job(**kw) -> dict:

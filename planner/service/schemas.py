@@ -248,6 +248,8 @@ class SimulateResponse(_Response):
     utilisation: list[float]
     slo_met: bool
     notes: list[str] = []
+    # with a calibration that has engine-run intervals: {"latency_interval_80": ...}, as a plan's
+    uncertainty: dict | None = None
 
 
 # --- cost step -------------------------------------------------------------------------------

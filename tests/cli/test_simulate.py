@@ -99,3 +99,47 @@ def test_spec_k_0_with_a_method_is_adaptive():
     assert k0["mean_accepted_tokens_per_step"] > 1.5
     k0.pop("sim_wall_s"), ad.pop("sim_wall_s")
     assert k0 == ad
+
+
+def test_a_profile_with_run_intervals_puts_them_around_the_simulated_latencies(tmp_path):
+    # a profile fitted on engine runs (SGLang, TP 2 and 4, 256 output tokens) carries 80%
+    # intervals of TTFT and TPOT; `simulate` reports them around its own means and p90s, and
+    # says how this vLLM TP 1 deployment at 128 output tokens differs from those runs
+    import math
+
+    from costmodel.arch_defaults import default_efficiencies
+    from costmodel.calibration import CalibrationProfile, GpuCalibration
+    from planner.cli.common import ms_text
+
+    domain = {"engines": ["sglang"], "models": ["llama-3.1-8b"], "modes": ["colocated"], "tp": [2, 4],
+              "precisions": ["bf16"], "kv_dtypes": ["bf16"], "input_tokens": [200.0, 300.0],
+              "output_tokens": [256.0, 256.0]}
+    prof = tmp_path / "runs.json"
+    prof.write_text(json.dumps(CalibrationProfile(gpus={"h100-sxm": GpuCalibration(
+        default_efficiencies("h100-sxm"), {}, 0.0, {}, {"ttft": [-0.2, 0.1], "tpot": [-0.05, 0.08]},
+        domain)}).to_dict()))
+    args = ["--model", "llama-3.1-8b", "--gpu", "h100", "--workload", "fixed:256,128", "--concurrency",
+            "4", "--requests", "40", "--seed", "0", "--calibration", str(prof)]
+    r = sim(*args, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    li = d["uncertainty"]["latency_interval_80"]
+    assert li["ttft_s"]["mean"] == pytest.approx([d["ttft_mean_s"] * math.exp(-0.2), d["ttft_mean_s"] * math.exp(0.1)])
+    assert li["tpot_s"]["p90"] == pytest.approx([d["tpot_p90_s"] * math.exp(-0.05), d["tpot_p90_s"] * math.exp(0.08)])
+    assert li["unlike_runs"] == ["h100: engine vllm; the runs: sglang",
+                                 "h100: TP 1 (colocated); the runs: TP 2, 4",
+                                 "h100: mean output 128 tokens; the runs: 256"]
+    t = sim(*args)
+    assert t.exit_code == 0, t.output
+    lo, hi = (ms_text(d["ttft_mean_s"] * math.exp(x)) for x in (-0.2, 0.1))
+    assert f"80% interval of the predicted TTFT (from held-out calibration runs): mean {lo}-{hi} ms" in t.stdout
+    assert "unlike the runs behind that interval: h100: engine vllm; the runs: sglang" in t.stdout
+    # without a calibration, or with one that has no run intervals, nothing of it
+    plain = json.loads(sim(*args[:-2], "--json").stdout)
+    assert "uncertainty" not in plain and plain["ttft_mean_s"] == pytest.approx(d["ttft_mean_s"])
+
+
+def test_latencies_print_in_ms_without_exponents():
+    from planner.cli.common import ms_text
+
+    assert [ms_text(x) for x in (1.3914, 0.0249, 0.00317, 0.1, 12.5)] == ["1,391", "24.9", "3.17", "100", "12,500"]

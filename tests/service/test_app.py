@@ -123,3 +123,33 @@ def test_lru_cache_evicts_the_oldest(client):
     # cache_size=3 in the fixture: a, b, c, d pushes a out; b stays
     assert [sim(0), sim(0), sim(1), sim(2), sim(3), sim(1), sim(0)] == \
         ["miss", "hit", "miss", "miss", "miss", "hit", "miss"]
+
+
+def test_simulate_with_run_intervals_matches_the_cli(client, data_dir):
+    # a profile fitted on engine runs: the service reports its intervals around the simulated
+    # latencies exactly as `serveplan simulate --json` does
+    from costmodel.arch_defaults import default_efficiencies
+    from costmodel.calibration import CalibrationProfile, GpuCalibration
+
+    prof = CalibrationProfile(gpus={"l40s": GpuCalibration(
+        default_efficiencies("l40s"), {}, 0.0, {}, {"ttft": [-0.2, 0.1], "tpot": [-0.05, 0.08]},
+        {"engines": ["sglang"], "tp": [2]})}).to_dict()
+    dep = {"model": "llama-3.2-1b", "pools": [{"role": "colocated", "gpu": "l40s"}]}
+    body = {"deployment": dep, "workload": "fixed:128,32", "concurrency": 4, "num_requests": 40,
+            "seed": 1, "calibration": prof}
+    r = client.post("/v1/simulate", body)
+    assert r.status_code == 200, r.text
+    (data_dir.parent / "dep.json").write_text(json.dumps(dep))
+    (data_dir.parent / "runs.json").write_text(json.dumps(prof))
+    cli = CliRunner().invoke(cli_app, ["simulate", "--plan", str(data_dir.parent / "dep.json"),
+                                       "--workload", "fixed:128,32", "--concurrency", "4",
+                                       "--requests", "40", "--seed", "1", "--calibration",
+                                       str(data_dir.parent / "runs.json"), "--json"])
+    assert cli.exit_code == 0, cli.output
+    got, want = r.json(), json.loads(cli.stdout)
+    got.pop("sim_wall_s"), want.pop("sim_wall_s")
+    assert got == want
+    li = got["uncertainty"]["latency_interval_80"]
+    assert li["tpot_log_ratio"] == [-0.05, 0.08]
+    assert li["unlike_runs"] == ["l40s: engine vllm; the runs: sglang", "l40s: TP 1 (colocated); the runs: TP 2"]
+    schemas.SimulateResponse.model_validate(r.json())
