@@ -126,14 +126,15 @@ def _rejecter(cfgs: dict[str, ReplicaConfig], max_len: int, q_max: int):
     return reject
 
 
-def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, seed: int,
+def simulate(deployment: Deployment | dict, workload: Workload, *, num_requests: int, seed: int,
              calibration=None, slo: SLO | None = None, keep_requests: bool = False,
              policy: str | None = None, watermark: float = 0.01,
              warmup_fraction: float = 0.1, cooldown_fraction: float = 0.1,
              host_cache_gib: float = 0.0, self_spec_layer_fraction: float = 0.25,
              timeline_interval_s: float | None = None, cost_models: dict | None = None,
              kv_blocks: int | None = None, record_steps: bool = False) -> SimResult:
-    """Simulate `num_requests` requests of `workload` on `deployment`.
+    """Simulate `num_requests` requests of `workload` on `deployment` (a Deployment, or its
+    dict as a Plan's `deployment` holds it).
 
     slo: targets for attainment and goodput; None uses TTFT 1 s and TPOT 0.1 s (said in notes).
     policy: the scheduler, `decode_first` (vLLM V1), `prefill_first` or `prefill_only` (SGLang);
@@ -146,6 +147,11 @@ def simulate(deployment: Deployment, workload: Workload, *, num_requests: int, s
     replica (sim.runs.fit re-times them; implies the per-request frame).
     """
     wall0 = time.perf_counter()
+    if isinstance(deployment, dict):
+        deployment = Deployment.from_dict(deployment)
+    elif not isinstance(deployment, Deployment):
+        raise ServePlanError(f"deployment {type(deployment).__name__}; expected a Deployment or "
+                             "its dict (a Plan's `deployment`)")
     if policy is not None and policy not in POLICIES:
         raise ServePlanError(f"scheduler policy {policy!r}; expected one of {', '.join(POLICIES)}")
     if isinstance(host_cache_gib, bool) or not isinstance(host_cache_gib, (int, float)) \

@@ -69,3 +69,16 @@ def test_spec_flags():
         SpecConfig.from_flags("ngram", 4)
     with pytest.raises(ServePlanError, match="draft model"):
         SpecConfig.from_flags("draft", 4, 0.5)
+
+
+def test_simulate_takes_a_plan_s_deployment_dict_as_the_readme_shows():
+    # `sim.simulate(plan.deployment, ...)`: a Plan holds its deployment as a dict
+    from sim import parse_workload, simulate
+
+    wl = parse_workload("fixed:256,32", rate=2.0)
+    a = simulate(DEP.to_dict(), wl, num_requests=30, seed=0).metrics.to_dict()
+    b = simulate(DEP, wl, num_requests=30, seed=0).metrics.to_dict()
+    a.pop("sim_wall_s"), b.pop("sim_wall_s")
+    assert a == b
+    with pytest.raises(ServePlanError, match="expected a Deployment or its dict"):
+        simulate("llama-3.1-8b", wl, num_requests=30, seed=0)
