@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from costmodel.calibration import gpu_key
 from costmodel.run_domain import outside
 
 
@@ -45,8 +46,7 @@ def interval_block(cal, dep, m: dict | None, shape=None) -> dict | None:
     if not (latency or missing):
         return None
     out = {**latency,
-           "note": "80% of held-out benchmark runs had their measured value within this range of "
-                   "the prediction (the calibration's latency_interval, from runs the fit left out)",
+           **({"note": NOTE} if latency else {}),
            **({"missing": missing} if missing else {})}
     unlike = unlike_runs(cal, dep, shape) if latency and shape is not None else []
     if unlike:
@@ -59,22 +59,22 @@ def interval_block(cal, dep, m: dict | None, shape=None) -> dict | None:
 
 
 def has_run_intervals(cal) -> bool:
-    """Whether a profile carries intervals from engine runs (a simulation then keeps its
-    requests, whose lengths `simulated_metrics` compares with the runs')."""
+    """Whether a profile carries intervals from engine runs."""
     return cal is not None and any(c.latency_interval for c in cal.gpus.values())
 
 
 def simulated_metrics(cal, dep, res) -> tuple[dict, dict | None]:
     """`serveplan simulate --json` (and the service's /v1/simulate): the simulation's
     RunMetrics, plus `uncertainty.latency_interval_80` (`interval_block` around its means and
-    percentiles, the workload's lengths from its requests) when the profile has run intervals
-    and the simulation kept its requests. Returns (the document, the block or None)."""
+    percentiles, the workload's lengths from its requests) when the profile has run intervals.
+    Returns (the document, the block or None)."""
     out = res.metrics.to_dict()
     block = None
-    if has_run_intervals(cal) and res.requests is not None:
-        rq = res.requests
-        shape = SimpleNamespace(input_tokens=rq["input_len"].to_numpy(float),
-                                output_tokens=rq["output_len"].to_numpy(float))
+    if has_run_intervals(cal):
+        shape = None
+        if res.input_len is not None and len(res.input_len):
+            shape = SimpleNamespace(input_tokens=np.asarray(res.input_len, float),
+                                    output_tokens=np.asarray(res.output_len, float))
         block = interval_block(cal, dep, out, shape)
     if block:
         out["uncertainty"] = {"latency_interval_80": block}
@@ -87,17 +87,21 @@ def unlike_runs(cal, dep, shape) -> list[str]:
     workload's requests (`input_tokens`, `output_tokens` arrays)."""
     isl, osl = float(np.mean(shape.input_tokens)), float(np.mean(shape.output_tokens))
     lines = []
-    for gpu in dict.fromkeys(p.gpu for p in dep.pools):
+    for gpu in dict.fromkeys(gpu_key(p.gpu) for p in dep.pools):  # `h100` and `h100-sxm` are one
         c = cal.calibration_for(gpu)
         if c is None or not c.latency_domain:
             continue
         pools = [(p.role, p.tp, p.pp, p.spec.enabled, p.precision, p.kv_dtype)
-                 for p in dep.pools if p.gpu == gpu]
+                 for p in dep.pools if gpu_key(p.gpu) == gpu]
         lines += [f"{gpu}: {x}" for x in outside(c.latency_domain, engine=dep.engine, model=dep.model,
                                                  mode=dep.mode, pools=pools, input_tokens=isl,
                                                  output_tokens=osl)]
     return lines
 
+
+NOTE = ("80% of held-out benchmark runs had their measured mean within this range of the "
+        "predicted mean (the calibration's latency_interval, from runs the fit left out); the "
+        "p50 and p90 ranges apply that ratio to the predicted percentiles, which no run tested")
 
 # the pools whose GPUs set a metric: prompts run on prefill pools, decodes on decode pools
 METRIC_ROLES = {"ttft": ("prefill", "colocated"), "tpot": ("decode", "colocated")}
@@ -125,9 +129,10 @@ def latency_intervals(cal, dep, m: dict | None) -> tuple[dict, list[str]]:
                            + ", ".join(dict.fromkeys(lacking)))
             continue
         lo, hi = min(x[0] for x in iv), max(x[1] for x in iv)
-        latency[f"{metric}_s"] = {
-            stat: [float(m[k]) * math.exp(lo), float(m[k]) * math.exp(hi)]
-            for stat in ("mean", "p50", "p90") if (k := f"{metric}_{stat}_s") in m
-            and m[k] is not None and math.isfinite(float(m[k]))}
+        around = {stat: [float(m[k]) * math.exp(lo), float(m[k]) * math.exp(hi)]
+                  for stat in ("mean", "p50", "p90") if (k := f"{metric}_{stat}_s") in m
+                  and m[k] is not None and math.isfinite(float(m[k]))}
+        if around:  # no prediction (no request finished, one output token): no range around it
+            latency[f"{metric}_s"] = around
         latency[f"{metric}_log_ratio"] = [lo, hi]
     return latency, missing

@@ -45,6 +45,10 @@ class SimResult:
     requests: pd.DataFrame | None  # one row per request (keep_requests=True)
     timeline: dict | None  # per replica: time, KV fraction in use, queue length, running; busy
     steps: dict | None = None  # record_steps: replica index -> its iterations (Replica.step_log)
+    # every request's prompt and output tokens, as drawn (kept without keep_requests: they are
+    # what a calibration's intervals compare with the runs behind them)
+    input_len: np.ndarray | None = None
+    output_len: np.ndarray | None = None
 
 
 def cost_model_for(pool: PoolConfig, model, calibration=None, engine: str = "vllm") -> CostModel:
@@ -276,4 +280,4 @@ def _result(cl: Cluster, replicas, arrays, slo, notes, wall0, keep, warm, cool) 
             "busy_fraction": counters["utilisation"],
         }
     steps = {r.idx: r.step_log for r in replicas} if cl.record_steps else None
-    return SimResult(m, frame, timeline, steps)
+    return SimResult(m, frame, timeline, steps, arrays.input_len, out_len)

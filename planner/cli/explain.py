@@ -71,7 +71,8 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
         parts = [f"{m.upper()} {ms_text(lo)}-{ms_text(hi)} ms" for m in ("ttft", "tpot")
                  if (iv := li.get(f"{m}_s", {}).get("p90")) for lo, hi in [iv]]
         if parts:
-            c.print(f"80% interval of the predicted p90 (from held-out calibration runs): {', '.join(parts)}")
+            c.print("80% interval of the predicted p90 (held-out calibration runs' ratio for means, "
+                    f"applied to it): {', '.join(parts)}")
         for line in _lines(li.get("missing")):
             c.print(line, markup=False)
         for line in _lines(li.get("unlike_runs")):  # the interval was never tested on such plans

@@ -7,6 +7,7 @@ pools). Prints RunMetrics: one JSON document with `--json`, else a table.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -72,7 +73,7 @@ def simulate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ):
     """Simulate a deployment under a workload and print RunMetrics."""
-    from planner.uncertainty import has_run_intervals, simulated_metrics
+    from planner.uncertainty import simulated_metrics
     from sim import SLO, Deployment, SpecConfig, parse_workload, simulate
     from sim.deployment import plan_deployment
     from sim.slo import requested_slo
@@ -103,16 +104,13 @@ def simulate_cmd(
                                        router=router, engine=engine, **knobs)
     slo = requested_slo(ttft_slo, tpot_slo, slo_percentile, attainment)
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness)
-    # a profile fitted on engine runs carries 80% intervals of TTFT and TPOT: reported around
-    # these predictions, with how this deployment and workload differ from those runs
-    intervals = has_run_intervals(cal)
     prog, _ = progress_callback(not as_json, f"simulating {requests} requests")
     if prog:
         prog.start()
     try:
         res = simulate(dep, wl, num_requests=requests, seed=seed, calibration=cal, slo=slo,
-                       keep_requests=requests_csv is not None or plot is not None or intervals,
-                       policy=policy, host_cache_gib=host_cache_gib)
+                       keep_requests=requests_csv is not None or plot is not None, policy=policy,
+                       host_cache_gib=host_cache_gib)
     finally:
         if prog:
             prog.stop()
@@ -125,6 +123,8 @@ def simulate_cmd(
         m = res.metrics
         write_simulate_report(res, plot, slo=SLO(m.slo_ttft_s, m.slo_tpot_s, slo_percentile, attainment),
                               title=f"{dep.model} on {dep.num_gpus} GPU(s), {wl.name}")
+    # a profile fitted on engine runs carries 80% intervals of TTFT and TPOT: reported around
+    # these predictions, with how this deployment and workload differ from those runs
     out, block = simulated_metrics(cal, dep, res)
     if as_json:
         emit_json(out)
@@ -162,18 +162,20 @@ def _print_metrics(m, dep, wl, block: dict | None = None) -> None:
 
 
 def interval_lines(block: dict | None) -> list[str]:
-    """What `simulate` prints of a `latency_interval_80` block: the mean and p90 intervals of
-    TTFT and TPOT, what is missing, and how the deployment differs from the runs."""
+    """What `simulate` prints of a `latency_interval_80` block: the interval of each mean (the
+    runs measured means), what is missing, and how the deployment differs from the runs."""
     if not block:
         return []
     out = []
     for m in ("ttft", "tpot"):
-        iv = block.get(f"{m}_s") or {}
-        parts = [f"{stat} {ms_text(lo)}-{ms_text(hi)} ms" for stat in ("mean", "p90")
-                 if stat in iv for lo, hi in [iv[stat]]]
-        if parts:
-            out.append(f"80% interval of the predicted {m.upper()} (from held-out calibration runs): "
-                       + ", ".join(parts))
+        ratio = block.get(f"{m}_log_ratio")
+        if not ratio:
+            continue
+        x = f"x{math.exp(ratio[0]):.2f}-x{math.exp(ratio[1]):.2f}"
+        iv = (block.get(f"{m}_s") or {}).get("mean")
+        out.append(f"80% interval of the mean {m.upper()} (from held-out calibration runs): "
+                   + (f"{ms_text(iv[0])}-{ms_text(iv[1])} ms ({x} the prediction)" if iv
+                      else f"{x} the prediction, which this run has none of"))
     out += [str(x) for x in block.get("missing") or []]
     out += [f"unlike the runs behind that interval: {x}" for x in block.get("unlike_runs") or []]
     return out

@@ -55,7 +55,7 @@ def simulate_job(*, deployment: dict, workload: str, rate=None, concurrency=None
                  tpot_slo_s=None, slo_percentile=90.0, attainment=0.9, policy=None,
                  host_cache_gib=0.0, calibration=None) -> dict:
     """`serveplan simulate`: RunMetrics of one simulation."""
-    from planner.uncertainty import has_run_intervals, simulated_metrics
+    from planner.uncertainty import simulated_metrics
     from sim import Deployment, parse_workload, simulate
     from sim.slo import requested_slo
 
@@ -64,7 +64,7 @@ def simulate_job(*, deployment: dict, workload: str, rate=None, concurrency=None
     wl = parse_workload(workload, rate=rate, concurrency=concurrency, burstiness_cv=burstiness_cv)
     cal = _calibration(calibration)
     res = simulate(dep, wl, num_requests=num_requests, seed=seed, calibration=cal, slo=slo,
-                   policy=policy, host_cache_gib=host_cache_gib, keep_requests=has_run_intervals(cal))
+                   policy=policy, host_cache_gib=host_cache_gib)
     return _json(simulated_metrics(cal, dep, res)[0])
 
 

@@ -126,17 +126,29 @@ def test_a_profile_with_run_intervals_puts_them_around_the_simulated_latencies(t
     li = d["uncertainty"]["latency_interval_80"]
     assert li["ttft_s"]["mean"] == pytest.approx([d["ttft_mean_s"] * math.exp(-0.2), d["ttft_mean_s"] * math.exp(0.1)])
     assert li["tpot_s"]["p90"] == pytest.approx([d["tpot_p90_s"] * math.exp(-0.05), d["tpot_p90_s"] * math.exp(0.08)])
-    assert li["unlike_runs"] == ["h100: engine vllm; the runs: sglang",
-                                 "h100: TP 1 (colocated); the runs: TP 2, 4",
-                                 "h100: mean output 128 tokens; the runs: 256"]
+    assert li["unlike_runs"] == ["h100-sxm: engine vllm; the runs: sglang",
+                                 "h100-sxm: TP 1 (colocated); the runs: TP 2, 4",
+                                 "h100-sxm: mean output 128 tokens; the runs: 256"]
     t = sim(*args)
     assert t.exit_code == 0, t.output
     lo, hi = (ms_text(d["ttft_mean_s"] * math.exp(x)) for x in (-0.2, 0.1))
-    assert f"80% interval of the predicted TTFT (from held-out calibration runs): mean {lo}-{hi} ms" in t.stdout
-    assert "unlike the runs behind that interval: h100: engine vllm; the runs: sglang" in t.stdout
+    assert (f"80% interval of the mean TTFT (from held-out calibration runs): {lo}-{hi} ms "
+            "(x0.82-x1.11 the prediction)") in t.stdout
+    assert "unlike the runs behind that interval: h100-sxm: engine vllm; the runs: sglang" in t.stdout
     # without a calibration, or with one that has no run intervals, nothing of it
     plain = json.loads(sim(*args[:-2], "--json").stdout)
     assert "uncertainty" not in plain and plain["ttft_mean_s"] == pytest.approx(d["ttft_mean_s"])
+    # one output token: no TPOT to put a range around, only the ratio, and the text says so
+    one = sim(*[a if a != "fixed:256,128" else "fixed:256,1" for a in args], "--json")
+    li = json.loads(one.stdout)["uncertainty"]["latency_interval_80"]
+    assert "tpot_s" not in li and li["tpot_log_ratio"] == [-0.05, 0.08] and "mean" in li["ttft_s"]
+    txt = sim(*[a if a != "fixed:256,128" else "fixed:256,1" for a in args]).stdout
+    assert "80% interval of the mean TPOT (from held-out calibration runs): x0.95-x1.08 the prediction, " \
+           "which this run has none of" in txt
+    # intervals fitted on another GPU: one line saying so, and no note about ranges not given
+    other = sim(*[a if a != "h100" else "l40s" for a in args], "--json")
+    li = json.loads(other.stdout)["uncertainty"]["latency_interval_80"]
+    assert set(li) == {"missing"} and li["missing"][0].startswith("no TTFT interval: the calibration has none for l40s")
 
 
 def test_latencies_print_in_ms_without_exponents():

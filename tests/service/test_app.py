@@ -152,4 +152,5 @@ def test_simulate_with_run_intervals_matches_the_cli(client, data_dir):
     li = got["uncertainty"]["latency_interval_80"]
     assert li["tpot_log_ratio"] == [-0.05, 0.08]
     assert li["unlike_runs"] == ["l40s: engine vllm; the runs: sglang", "l40s: TP 1 (colocated); the runs: TP 2"]
+    assert "no run tested" in li["note"]  # the p50 / p90 ranges apply the means' ratio
     schemas.SimulateResponse.model_validate(r.json())
