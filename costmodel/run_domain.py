@@ -7,10 +7,10 @@ sizes, weight and KV-cache dtypes and mean request lengths (`GpuCalibration.late
 difference (`outside`): held-out runs never tested the fit there.
 
 Measured (benchmarks/RESULTS.md, 2026-12-07): SGLang 0.5.1 serving Qwen3-32B on H100, 17 runs
-fitted at TP 2 and 4 with 256 output tokens. Their TTFT and TPOT intervals covered 3 and 4 of
-the 9 runs at TP 8, where the fit made TTFT worse than no fit (MAPE 9.7% -> 16.9%), and 15 and
-20 of the 34 runs at TP 2 and 4 with 128 or 512 output tokens. Concurrency was a smaller
-matter: fitted at 16 and 64 clients, 7 of the 9 runs at 128 clients fell inside.
+fitted at TP 2 and 4 with 256 output tokens. Their TTFT and TPOT intervals covered 3 and 5 of
+the 9 runs at TP 8, where the fit made TTFT worse than no fit (MAPE 9.7% -> 16.8%), and 14 and
+22 of the 34 runs at TP 2 and 4 with 128 or 512 output tokens. Concurrency was a smaller
+matter: fitted at 16 and 64 clients, 7 and 8 of the 9 runs at 128 clients fell inside.
 """
 
 from __future__ import annotations
