@@ -251,10 +251,14 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         alt = _search(gpu, runs, calibration, est0, names, rounds, True, True, before, say, held)
         alt_after = alt[5]
         la, lb = _robust_loss(after, runs), _robust_loss(alt_after, runs)
-        say(f"{gpu}: chunk time fitted after the scales: loss {la:.3g}; before them: {lb:.3g}")
         longer = alt[0].frontend_stream_s > est.frontend_stream_s
         tol = stream_tol(len(_residuals(after, runs)))
-        if lb < la * (1 - tol) if longer else lb < la:  # a longer chunk time must earn it
+        take = lb < la * (1 - tol) if longer else lb < la  # a longer chunk time must earn it
+        say(f"{gpu}: chunk time fitted after the scales ({est.frontend_stream_s * 1e6:.0f} us): loss "
+            f"{la:.3g}; before them ({alt[0].frontend_stream_s * 1e6:.0f} us): {lb:.3g}; kept the "
+            + ("second" if take else "first")
+            + (f" (a longer chunk time must cut the loss by {tol:.1%})" if longer else ""))
+        if take:
             (est, informed, surr, done, _, _), after = alt, alt_after
             informed = head + informed
     if "mem_reserved_gib" in informed:
