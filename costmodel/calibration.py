@@ -14,6 +14,7 @@ Schema (version 2; version 1 files, which have no "tables", still load):
       "uncertainty_rel": 0.08,                        # relative 1-sigma of step-time predictions
       "sources": {"gemm_compute_eff": "fit: rows of torch:matmul", ...},  # where each value came from
       "latency_interval": {"ttft": [-0.2, 0.15], "tpot": [-0.05, 0.06]},  # held-out engine runs
+                                # (means; ttft_p50, tpot_p99, ...: percentiles the runs measured)
       "latency_domain": {"engines": ["sglang"], "tp": [2, 4], "output_tokens": [256, 256], ...},
                                                       # what those runs were (costmodel.run_domain)
       "tables": {"gemm": {...}, "attn_decode": {...}}, # optional: costmodel.tables corrections
@@ -43,6 +44,9 @@ from costmodel.run_domain import parse_domain
 # a latency interval's bounds, log(measured / predicted): past e^+-20 no prediction was made
 # (and e^709 overflows); real held-out intervals stay within +-2
 MAX_LOG_RATIO = 20.0
+# latency_interval keys: each metric's mean, and its percentiles where the runs measured them
+INTERVAL_KEYS = tuple(m if st == "mean" else f"{m}_{st}" for m in ("ttft", "tpot")
+                      for st in ("mean", "p50", "p90", "p99"))
 
 SCHEMA = "serveplan.calibration"
 VERSION = 2
@@ -55,8 +59,9 @@ class GpuCalibration:
     residuals: dict = field(default_factory=dict)
     uncertainty_rel: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> where its value came from
-    # metric (ttft, tpot) -> [q10, q90] of log(measured / predicted) over engine runs a fit left
-    # out (sim.runs.fit): an 80% interval around a prediction
+    # metric (ttft, tpot: means; ttft_p50, ...: percentiles the runs measured) -> [q10, q90] of
+    # log(measured / predicted) over engine runs a fit left out (sim.runs.fit): an 80% interval
+    # around a prediction
     latency_interval: dict[str, list[float]] = field(default_factory=dict)
     # the engines, models, modes, TP sizes, precisions and mean lengths of those runs: a plan
     # unlike them gets the interval with a line per difference (costmodel.run_domain)
@@ -167,10 +172,10 @@ class CalibrationProfile:
                 raise ServePlanError(f"{where}: gpus.{name}.sources must be an object of parameter -> text")
             li = entry.get("latency_interval") or {}
             if not isinstance(li, dict) or not all(
-                    k in ("ttft", "tpot") and isinstance(v, list) and len(v) == 2
+                    k in INTERVAL_KEYS and isinstance(v, list) and len(v) == 2
                     and all(json_number(x, finite=True) is not None and abs(x) <= MAX_LOG_RATIO for x in v) and v[0] <= v[1]
                     for k, v in li.items()):
-                raise ServePlanError(f"{where}: gpus.{name}.latency_interval must map ttft/tpot to "
+                raise ServePlanError(f"{where}: gpus.{name}.latency_interval must map {', '.join(INTERVAL_KEYS)} to "
                                      f"[low, high] log ratios with low <= high, each within +-{MAX_LOG_RATIO:g}")
             domain = parse_domain(entry.get("latency_domain"), f"{where}: gpus.{name}.latency_domain")
             gpus[gpu] = GpuCalibration(eff, dict(entry.get("residuals") or {}), float(unc), dict(sources),

@@ -99,40 +99,49 @@ def unlike_runs(cal, dep, shape) -> list[str]:
     return lines
 
 
-NOTE = ("80% of held-out benchmark runs had their measured mean within this range of the "
-        "predicted mean (the calibration's latency_interval, from runs the fit left out); the "
-        "p50 and p90 ranges apply that ratio to the predicted percentiles, which no run tested")
+NOTE = ("80% of held-out benchmark runs had their measured value within this range of the "
+        "prediction (the calibration's latency_interval, from runs the fit left out), for each "
+        "statistic in {metric}_measured_stats; a p50 or p90 not listed there applies the mean's "
+        "ratio ({metric}_log_ratio) to the predicted percentile, which no run tested")
 
 # the pools whose GPUs set a metric: prompts run on prefill pools, decodes on decode pools
 METRIC_ROLES = {"ttft": ("prefill", "colocated"), "tpot": ("decode", "colocated")}
 
 
 def latency_intervals(cal, dep, m: dict | None) -> tuple[dict, list[str]]:
-    """({metric}_s and {metric}_log_ratio of TTFT and TPOT, what is missing): each metric's
-    interval spans those of the GPUs of the pools that set it (METRIC_ROLES); a metric one of
-    those GPUs has no interval for gets none, and a line saying which (an interval fitted on
-    another GPU says nothing of this one's)."""
+    """({metric}_s, {metric}_log_ratio and {metric}_measured_stats of TTFT and TPOT, what is
+    missing): each metric's interval spans those of the GPUs of the pools that set it
+    (METRIC_ROLES); a metric one of those GPUs has no interval for gets none, and a line saying
+    which (an interval fitted on another GPU says nothing of this one's). A percentile's range
+    comes from the runs' own held-out errors of it where every such GPU has them (its key in
+    `{metric}_measured_stats`), else from the mean's ratio (`{metric}_log_ratio`)."""
     latency, missing = {}, []
     if m is None or not any(c.latency_interval for c in cal.gpus.values()):
         return latency, missing
     for metric, roles in METRIC_ROLES.items():
         pools = [p for p in dep.pools if p.role in roles] or list(dep.pools)
-        iv, lacking = [], []
+        cals, lacking = [], []
         for p in pools:
             c = cal.calibration_for(p.gpu)
             if c is not None and metric in c.latency_interval:
-                iv.append(c.latency_interval[metric])
+                cals.append(c.latency_interval)
             else:
                 lacking.append(f"{p.gpu} ({p.role})")
         if lacking:
             missing.append(f"no {metric.upper()} interval: the calibration has none for "
                            + ", ".join(dict.fromkeys(lacking)))
             continue
-        lo, hi = min(x[0] for x in iv), max(x[1] for x in iv)
-        around = {stat: [float(m[k]) * math.exp(lo), float(m[k]) * math.exp(hi)]
-                  for stat in ("mean", "p50", "p90") if (k := f"{metric}_{stat}_s") in m
-                  and m[k] is not None and math.isfinite(float(m[k]))}
-        if around:  # no prediction (no request finished, one output token): no range around it
+        own = ["mean"] + [st for st in ("p50", "p90") if all(f"{metric}_{st}" in li for li in cals)]
+        around = {}
+        for stat in ("mean", "p50", "p90"):
+            k = f"{metric}_{stat}_s"
+            if k not in m or m[k] is None or not math.isfinite(float(m[k])):
+                continue  # no prediction (no request finished, one output token): no range
+            key = metric if stat not in own[1:] else f"{metric}_{stat}"
+            lo, hi = min(li[key][0] for li in cals), max(li[key][1] for li in cals)
+            around[stat] = [float(m[k]) * math.exp(lo), float(m[k]) * math.exp(hi)]
+        if around:
             latency[f"{metric}_s"] = around
-        latency[f"{metric}_log_ratio"] = [lo, hi]
+        latency[f"{metric}_log_ratio"] = [min(li[metric][0] for li in cals), max(li[metric][1] for li in cals)]
+        latency[f"{metric}_measured_stats"] = own
     return latency, missing

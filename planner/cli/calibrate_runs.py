@@ -159,7 +159,8 @@ def _print(doc: dict) -> None:
                 f"held out (each run predicted by a fit without it): TTFT {pc(h['ttft'])}, "
                 f"TPOT {pc(h['tpot'])}; {g['rounds']} rounds, {g['wall_s']:.1f} s", soft_wrap=True)
         for m, (lo, hi) in g["interval_log"].items():
-            c.print(f"  80% interval of {m.upper()}: measured / predicted in "
+            metric, _, stat = m.partition("_")  # ttft (the mean), ttft_p50, ...
+            c.print(f"  80% interval of {(stat + ' ') if stat else ''}{metric.upper()}: measured / predicted in "
                     f"[{_ratio(lo)}, {_ratio(hi)}] (held-out runs)")
         if g["interval_log"]:
             c.print(f"  from {g['runs']} runs' held-out errors: the share of new runs inside such an "

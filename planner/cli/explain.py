@@ -68,11 +68,11 @@ def print_plan(plan: Plan, explain: bool = False, console=None) -> None:
             f"{cap['screen_estimate'] if cap['screen_estimate'] is None else format(cap['screen_estimate'], '.3g')}")
     li = (d.get("uncertainty") or {}).get("latency_interval_80")
     if li:
-        parts = [f"{m.upper()} {ms_text(lo)}-{ms_text(hi)} ms" for m in ("ttft", "tpot")
-                 if (iv := li.get(f"{m}_s", {}).get("p90")) for lo, hi in [iv]]
+        parts = [f"{m.upper()} {ms_text(lo)}-{ms_text(hi)} ms"
+                 + ("" if "p90" in (li.get(f"{m}_measured_stats") or []) else " (the means' ratio)")
+                 for m in ("ttft", "tpot") if (iv := li.get(f"{m}_s", {}).get("p90")) for lo, hi in [iv]]
         if parts:
-            c.print("80% interval of the predicted p90 (held-out calibration runs' ratio for means, "
-                    f"applied to it): {', '.join(parts)}")
+            c.print(f"80% interval of the predicted p90 (from held-out calibration runs): {', '.join(parts)}")
         for line in _lines(li.get("missing")):
             c.print(line, markup=False)
         for line in _lines(li.get("unlike_runs")):  # the interval was never tested on such plans

@@ -162,8 +162,9 @@ def _print_metrics(m, dep, wl, block: dict | None = None) -> None:
 
 
 def interval_lines(block: dict | None) -> list[str]:
-    """What `simulate` prints of a `latency_interval_80` block: the interval of each mean (the
-    runs measured means), what is missing, and how the deployment differs from the runs."""
+    """What `simulate` prints of a `latency_interval_80` block: the interval of each mean, and
+    of each percentile the runs measured, what is missing, and how the deployment differs from
+    the runs."""
     if not block:
         return []
     out = []
@@ -172,10 +173,15 @@ def interval_lines(block: dict | None) -> list[str]:
         if not ratio:
             continue
         x = f"x{math.exp(ratio[0]):.2f}-x{math.exp(ratio[1]):.2f}"
-        iv = (block.get(f"{m}_s") or {}).get("mean")
-        out.append(f"80% interval of the mean {m.upper()} (from held-out calibration runs): "
-                   + (f"{ms_text(iv[0])}-{ms_text(iv[1])} ms ({x} the prediction)" if iv
-                      else f"{x} the prediction, which this run has none of"))
+        ranges = block.get(f"{m}_s") or {}
+        iv = ranges.get("mean")
+        line = (f"80% interval of the mean {m.upper()} (from held-out calibration runs): "
+                + (f"{ms_text(iv[0])}-{ms_text(iv[1])} ms ({x} the prediction)" if iv
+                   else f"{x} the prediction, which this run has none of"))
+        for st in ("p50", "p90"):  # percentiles the runs measured have intervals of their own
+            if st in ranges and st in (block.get(f"{m}_measured_stats") or []):
+                line += f"; of the {st}: {ms_text(ranges[st][0])}-{ms_text(ranges[st][1])} ms"
+        out.append(line)
     out += [str(x) for x in block.get("missing") or []]
     out += [f"unlike the runs behind that interval: {x}" for x in block.get("unlike_runs") or []]
     return out

@@ -55,7 +55,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from costmodel.arch_defaults import default_efficiencies
-from costmodel.calibration import CalibrationProfile, GpuCalibration, gpu_key
+from costmodel.calibration import INTERVAL_KEYS, CalibrationProfile, GpuCalibration, gpu_key
 from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import DoesNotFitError, ServePlanError
 from costmodel.specs import load_model
@@ -80,6 +80,10 @@ MEM_TOL = 0.01  # relative loss a larger reserve must gain over a smaller one
 STREAM_TOL = 0.01  # the least relative loss a longer chunk time must gain over a shorter one
 STREAM_GRID_S = (0.0, 10e-6, 20e-6, 30e-6, 40e-6, 50e-6, 60e-6, 80e-6, 120e-6, 200e-6)
 INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
+# the profile's latency_interval keys and the measured keys behind them: each metric's mean
+# (`ttft`, `tpot`) and the percentiles runs measured (`ttft_p50`, ...; an interval of a
+# percentile needs three runs that measured it)
+INTERVAL_OF = {k: f"{k}_s" if "_" in k else f"{k}_mean_s" for k in INTERVAL_KEYS}
 PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor e is worth
 # robust loss: log errors past ~10% weigh less than squared, so a few runs whose error comes from
 # something the engine parameters do not describe (a scheduler, a KV admission rule) do not drag
@@ -290,11 +294,11 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         else:
             surr_names = [n for n in informed if n not in REPLAY_PARAMS]
             held_out_predictions(rows, surr, lambda keep: _solve(keep, est, surr_names, start))
-        for m in ("ttft", "tpot"):
-            e = [np.log(r.run.measured[f"{m}_mean_s"] / r.held_out[f"{m}_mean_s"]) for r in rows
-                 if f"{m}_mean_s" in r.held_out and f"{m}_mean_s" in r.run.measured]
-            if e:
-                interval[m] = held_out_interval(e)
+        for key, k in INTERVAL_OF.items():  # means, and the percentiles the runs measured
+            e = [np.log(r.run.measured[k] / r.held_out[k]) for r in rows
+                 if r.held_out.get(k, 0.0) > 0 and k in r.run.measured]
+            if len(e) >= (1 if key in ("ttft", "tpot") else 3):
+                interval[key] = held_out_interval(e)
     every = names + [n for n in REPLAY_PARAMS if n in (params or ENGINE_PARAMS)]
     return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in every if n not in informed),
                    rows, interval, done, time.perf_counter() - t0, rejected,

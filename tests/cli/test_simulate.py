@@ -155,3 +155,28 @@ def test_latencies_print_in_ms_without_exponents():
     from planner.cli.common import ms_text
 
     assert [ms_text(x) for x in (1.3914, 0.0249, 0.00317, 0.1, 12.5)] == ["1,391", "24.9", "3.17", "100", "12,500"]
+
+
+def test_a_percentile_the_runs_measured_gets_its_own_interval(tmp_path):
+    # runs that measured p90 TTFT (aiperf, or vllm bench with --metric-percentiles 90) left an
+    # interval of their own for it: the p90's range uses it, the p50's falls back to the mean's
+    import math
+
+    from costmodel.arch_defaults import default_efficiencies
+    from costmodel.calibration import CalibrationProfile, GpuCalibration
+    from planner.cli.common import ms_text
+
+    prof = tmp_path / "runs.json"
+    prof.write_text(json.dumps(CalibrationProfile(gpus={"h100-sxm": GpuCalibration(
+        default_efficiencies("h100-sxm"), {}, 0.0, {},
+        {"ttft": [-0.2, 0.1], "ttft_p90": [-0.5, 0.3], "tpot": [-0.05, 0.08]})}).to_dict()))
+    args = ["--model", "llama-3.1-8b", "--gpu", "h100", "--workload", "fixed:256,128", "--concurrency",
+            "4", "--requests", "40", "--seed", "0", "--calibration", str(prof)]
+    d = json.loads(sim(*args, "--json").stdout)
+    li = d["uncertainty"]["latency_interval_80"]
+    assert li["ttft_measured_stats"] == ["mean", "p90"] and li["tpot_measured_stats"] == ["mean"]
+    assert li["ttft_s"]["p90"] == pytest.approx([d["ttft_p90_s"] * math.exp(-0.5), d["ttft_p90_s"] * math.exp(0.3)])
+    assert li["ttft_s"]["p50"] == pytest.approx([d["ttft_p50_s"] * math.exp(-0.2), d["ttft_p50_s"] * math.exp(0.1)])
+    assert li["ttft_log_ratio"] == [-0.2, 0.1]
+    lo, hi = (ms_text(d["ttft_p90_s"] * math.exp(x)) for x in (-0.5, 0.3))
+    assert f"; of the p90: {lo}-{hi} ms" in sim(*args).stdout

@@ -422,3 +422,26 @@ def test_a_longer_chunk_time_must_earn_what_one_more_parameter_costs(monkeypatch
 
     assert fit_with(0.03) == 0.0  # a 3% drop does not pay for the parameter
     assert fit_with(0.20) == F.STREAM_GRID_S[-1]  # a 20% drop does
+
+
+def test_runs_that_measured_percentiles_give_intervals_of_their_own():
+    # runs whose files carry medians and p99s (vllm bench serve's summary) get held-out
+    # intervals of those statistics beside the means'; the profile keeps them and reads them back
+    truth = replace(default_efficiencies(GPU), prefill_time_scale=1.3)
+    keys = ("ttft_mean_s", "ttft_p50_s", "ttft_p99_s", "tpot_mean_s", "tpot_p50_s")
+    runs = []
+    for i, (tp, isl, osl, c) in enumerate([(1, 512, 64, 4), (1, 1024, 32, 8), (2, 512, 48, 16),
+                                           (2, 2048, 32, 4), (1, 256, 64, 12)]):
+        r = _run(tp, isl, osl, c, measured={k: 1.0 for k in keys})
+        _, m = _replay(r, _profile(truth), record=False)
+        runs.append(replace(r, measured={k: m[k] * (1.0 + 0.03 * (-1) ** i) for k in keys}))
+    (f,) = fit_runs(runs, params=["prefill_time_scale", "decode_time_scale"], rounds=2)
+    assert set(f.interval) == {"ttft", "ttft_p50", "ttft_p99", "tpot", "tpot_p50"}
+    for k, (lo, hi) in f.interval.items():
+        assert -0.5 < lo <= hi < 0.5, k
+    prof = CalibrationProfile.from_dict(profile_of([f]).to_dict())
+    assert prof.gpus[GPU].latency_interval == {k: list(v) for k, v in f.interval.items()}
+    bad = profile_of([f]).to_dict()
+    bad["gpus"][GPU]["latency_interval"]["ttft_p42"] = [-0.1, 0.1]
+    with pytest.raises(ServePlanError, match="latency_interval must map ttft, ttft_p50, ttft_p90, ttft_p99, tpot"):
+        CalibrationProfile.from_dict(bad)
