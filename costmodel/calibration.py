@@ -171,6 +171,15 @@ class CalibrationProfile:
             if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
                 raise ServePlanError(f"{where}: gpus.{name}.sources must be an object of parameter -> text")
             li = entry.get("latency_interval") or {}
+            odd = [k for k in li if k not in INTERVAL_KEYS] if isinstance(li, dict) else []
+            if odd:
+                raise ServePlanError(f"{where}: gpus.{name}.latency_interval.{odd[0]}: not a statistic; "
+                                     f"expected keys among {', '.join(INTERVAL_KEYS)}")
+            alone = [k for k in li if "_" in k and k.split("_")[0] not in li] if isinstance(li, dict) else []
+            if alone:
+                raise ServePlanError(f"{where}: gpus.{name}.latency_interval.{alone[0]} without "
+                                     f"{alone[0].split('_')[0]}: a percentile's interval goes beside "
+                                     "its metric's mean interval")
             if not isinstance(li, dict) or not all(
                     k in INTERVAL_KEYS and isinstance(v, list) and len(v) == 2
                     and all(json_number(x, finite=True) is not None and abs(x) <= MAX_LOG_RATIO for x in v) and v[0] <= v[1]

@@ -14,6 +14,10 @@ import numpy as np
 from costmodel.calibration import gpu_key
 from costmodel.run_domain import outside
 
+# the statistics a plan's ranges are given for (a plan predicts up to p90); simulate adds p99
+PLAN_STATS = ("mean", "p50", "p90")
+SIMULATE_STATS = (*PLAN_STATS, "p99")
+
 
 def plan_uncertainty(cal, dep, win, m: dict | None = None, req=None) -> dict | None:
     """The calibration's error bars around the plan: goodput at one sigma of its step-time
@@ -35,14 +39,14 @@ def plan_uncertainty(cal, dep, win, m: dict | None = None, req=None) -> dict | N
     return out or None
 
 
-def interval_block(cal, dep, m: dict | None, shape=None) -> dict | None:
+def interval_block(cal, dep, m: dict | None, shape=None, stats=PLAN_STATS) -> dict | None:
     """The `latency_interval_80` block of a plan (or of `serveplan simulate`): the 80% TTFT and
     TPOT intervals around the predictions `m` (`latency_intervals`), what is missing, and, given
     the workload's `shape` (its requests' lengths), how the deployment differs from the runs
     behind them (`unlike_runs`). None when the calibration has no interval."""
     if cal is None:
         return None
-    latency, missing = latency_intervals(cal, dep, m)
+    latency, missing = latency_intervals(cal, dep, m, stats)
     if not (latency or missing):
         return None
     out = {**latency,
@@ -75,7 +79,7 @@ def simulated_metrics(cal, dep, res) -> tuple[dict, dict | None]:
         if res.input_len is not None and len(res.input_len):
             shape = SimpleNamespace(input_tokens=np.asarray(res.input_len, float),
                                     output_tokens=np.asarray(res.output_len, float))
-        block = interval_block(cal, dep, out, shape)
+        block = interval_block(cal, dep, out, shape, SIMULATE_STATS)
     if block:
         out["uncertainty"] = {"latency_interval_80": block}
     return out, block
@@ -108,7 +112,7 @@ NOTE = ("80% of held-out benchmark runs had their measured value within this ran
 METRIC_ROLES = {"ttft": ("prefill", "colocated"), "tpot": ("decode", "colocated")}
 
 
-def latency_intervals(cal, dep, m: dict | None) -> tuple[dict, list[str]]:
+def latency_intervals(cal, dep, m: dict | None, stats=PLAN_STATS) -> tuple[dict, list[str]]:
     """({metric}_s, {metric}_log_ratio and {metric}_measured_stats of TTFT and TPOT, what is
     missing): each metric's interval spans those of the GPUs of the pools that set it
     (METRIC_ROLES); a metric one of those GPUs has no interval for gets none, and a line saying
@@ -131,9 +135,9 @@ def latency_intervals(cal, dep, m: dict | None) -> tuple[dict, list[str]]:
             missing.append(f"no {metric.upper()} interval: the calibration has none for "
                            + ", ".join(dict.fromkeys(lacking)))
             continue
-        own = ["mean"] + [st for st in ("p50", "p90") if all(f"{metric}_{st}" in li for li in cals)]
+        own = ["mean"] + [st for st in stats[1:] if all(f"{metric}_{st}" in li for li in cals)]
         around = {}
-        for stat in ("mean", "p50", "p90"):
+        for stat in stats:
             k = f"{metric}_{stat}_s"
             if k not in m or m[k] is None or not math.isfinite(float(m[k])):
                 continue  # no prediction (no request finished, one output token): no range

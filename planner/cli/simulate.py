@@ -178,7 +178,7 @@ def interval_lines(block: dict | None) -> list[str]:
         line = (f"80% interval of the mean {m.upper()} (from held-out calibration runs): "
                 + (f"{ms_text(iv[0])}-{ms_text(iv[1])} ms ({x} the prediction)" if iv
                    else f"{x} the prediction, which this run has none of"))
-        for st in ("p50", "p90"):  # percentiles the runs measured have intervals of their own
+        for st in ("p50", "p90", "p99"):  # percentiles the runs measured have intervals of their own
             if st in ranges and st in (block.get(f"{m}_measured_stats") or []):
                 line += f"; of the {st}: {ms_text(ranges[st][0])}-{ms_text(ranges[st][1])} ms"
         out.append(line)

@@ -81,9 +81,12 @@ STREAM_TOL = 0.01  # the least relative loss a longer chunk time must gain over 
 STREAM_GRID_S = (0.0, 10e-6, 20e-6, 30e-6, 40e-6, 50e-6, 60e-6, 80e-6, 120e-6, 200e-6)
 INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
 # the profile's latency_interval keys and the measured keys behind them: each metric's mean
-# (`ttft`, `tpot`) and the percentiles runs measured (`ttft_p50`, ...; an interval of a
-# percentile needs three runs that measured it)
+# (`ttft`, `tpot`) and the percentiles runs measured (`ttft_p50`, ...)
 INTERVAL_OF = {k: f"{k}_s" if "_" in k else f"{k}_mean_s" for k in INTERVAL_KEYS}
+# a percentile's own interval replaces the mean's ratio in plans, so it needs the runs for the
+# interpolated 10% and 90% order statistics to exist: below 9 they are the least and most
+# error, which cover the next run only (n - 1) / (n + 1) of the time (50% at 3 runs)
+PERCENTILE_MIN_RUNS = 9
 PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor e is worth
 # robust loss: log errors past ~10% weigh less than squared, so a few runs whose error comes from
 # something the engine parameters do not describe (a scheduler, a KV admission rule) do not drag
@@ -296,8 +299,9 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
             held_out_predictions(rows, surr, lambda keep: _solve(keep, est, surr_names, start))
         for key, k in INTERVAL_OF.items():  # means, and the percentiles the runs measured
             e = [np.log(r.run.measured[k] / r.held_out[k]) for r in rows
-                 if r.held_out.get(k, 0.0) > 0 and k in r.run.measured]
-            if len(e) >= (1 if key in ("ttft", "tpot") else 3):
+                 if 0 < r.held_out.get(k, 0.0) < np.inf and k in r.run.measured]
+            metric, _, stat = key.partition("_")
+            if len(e) >= (PERCENTILE_MIN_RUNS if stat else 1) and (not stat or metric in interval):
                 interval[key] = held_out_interval(e)
     every = names + [n for n in REPLAY_PARAMS if n in (params or ENGINE_PARAMS)]
     return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in every if n not in informed),
