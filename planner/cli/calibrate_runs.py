@@ -201,11 +201,18 @@ def domain_text(dom: dict) -> str:
     return "; ".join(p for p in parts if p and p not in ("TP ", "KV "))
 
 
+# below SMALL_N runs the interval is a normal prediction interval; one standard deviation of
+# its coverage of normal errors, by simulation (40,000 samples per n; benchmarks/RESULTS.md,
+# 2026-12-07): wider than the order statistics' from 9 runs up
+SMALL_N_SPREAD = {2: 0.287, 3: 0.224, 4: 0.189, 5: 0.164, 6: 0.148, 7: 0.135, 8: 0.124}
+
+
 def coverage_spread(n: int) -> float:
     """One standard deviation of the coverage of an 80% interval taken from n exchangeable
     held-out errors (the interpolated order statistics of `sim.runs.held_out.held_out_interval`: a
-    Beta(0.8 (n + 1), 0.2 (n + 1)) share of the next runs, variance 0.8 x 0.2 / (n + 2))."""
-    return math.sqrt(0.8 * 0.2 / (n + 2))
+    Beta(0.8 (n + 1), 0.2 (n + 1)) share of the next runs, variance 0.8 x 0.2 / (n + 2); below
+    9 runs, the normal prediction interval's, SMALL_N_SPREAD)."""
+    return SMALL_N_SPREAD.get(n, math.sqrt(0.8 * 0.2 / (n + 2)))
 
 
 def _ratio(x: float) -> str:

@@ -37,7 +37,7 @@ Error bars: each run is predicted by a fit that left it out (leave-one-out up to
 runs, k-fold beyond): its full replay at the fitted values, moved by the final round's
 surrogate from the values fitted with it to those fitted without it; the 10% and 90% points of
 log(measured / predicted) over those held-out predictions, order statistics interpolated to
-cover about 80% (`held_out_interval`), give an 80% interval per metric
+cover about 80% (`held_out_interval`; below 9 runs a normal prediction interval), give an 80% interval per metric
 (`GpuCalibration.latency_interval`), which plans report around their predicted TTFT and TPOT.
 A fit set aside fitted nothing: the starting values' errors on every run are the held-out ones.
 Only the surrogate's parameters are refitted without the run: the choices made by full replays
@@ -83,9 +83,9 @@ INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
 # the profile's latency_interval keys and the measured keys behind them: each metric's mean
 # (`ttft`, `tpot`) and the percentiles runs measured (`ttft_p50`, ...)
 INTERVAL_OF = {k: f"{k}_s" if "_" in k else f"{k}_mean_s" for k in INTERVAL_KEYS}
-# a percentile's own interval replaces the mean's ratio in plans, so it needs the runs for the
-# interpolated 10% and 90% order statistics to exist: below 9 they are the least and most
-# error, which cover the next run only (n - 1) / (n + 1) of the time (50% at 3 runs)
+# a percentile's own interval replaces the mean's ratio in plans, so it must rest on as many
+# runs as the interpolated order statistics need (9; below, `held_out_interval` leans on a
+# normal shape of the errors); with fewer, the mean's ratio, from every run, is kept
 PERCENTILE_MIN_RUNS = 9
 PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor e is worth
 # robust loss: log errors past ~10% weigh less than squared, so a few runs whose error comes from

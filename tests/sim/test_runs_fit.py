@@ -181,8 +181,15 @@ def test_held_out_interval_covers_80_percent_of_the_next_run_in_expectation():
 
     e = list(range(1, 26))  # positions 2.6 and 23.4
     assert held_out_interval(e) == pytest.approx([2.6, 23.4])
-    assert held_out_interval([0.3, -0.1, 0.2]) == [-0.1, 0.3]  # too few: the extremes
+    # too few for the order statistics (the extremes would cover 50% at 3): the normal
+    # prediction interval, mean +- t(0.9, 2) x sd x sqrt(1 + 1/3)
+    assert held_out_interval([0.3, -0.1, 0.2]) == pytest.approx([0.1333 - 0.4532, 0.1333 + 0.4532], abs=1e-3)
     rng = np.random.default_rng(0)
+    for n in (3, 5, 8):
+        for draw, lo_ok, hi_ok in ((rng.standard_normal, 0.78, 0.82), (lambda size: rng.standard_t(3, size), 0.76, 0.84)):
+            x = draw(size=(20000, n + 1))
+            hits = sum(lo <= row[n] <= hi for row in x for lo, hi in [held_out_interval(row[:n])])
+            assert lo_ok <= hits / len(x) <= hi_ok, (n, hits / len(x))
     for n in (14, 25, 60):
         for draw in (rng.standard_normal, lambda size: rng.standard_t(3, size)):
             x = draw(size=(4000, n + 1))
@@ -324,13 +331,14 @@ def test_a_round_that_replays_worse_goes_back_and_takes_a_shorter_step(monkeypat
 
 def test_the_printed_coverage_spread_is_that_of_the_interval():
     """`serveplan calibrate` prints how far an 80% interval's coverage of new runs scatters at
-    the number of runs it came from: sqrt(0.8 x 0.2 / (n + 2)), checked against drawing n
-    errors, building the interval and measuring its coverage of many new draws."""
+    the number of runs it came from: sqrt(0.8 x 0.2 / (n + 2)) (below 9 runs, the table
+    SMALL_N_SPREAD), checked against drawing n errors, building the interval and measuring its
+    coverage of many new draws."""
     from planner.cli.calibrate_runs import coverage_spread
     from sim.runs.fit import held_out_interval
 
     rng = np.random.default_rng(1)
-    for n in (14, 25):
+    for n in (3, 5, 8, 14, 25):  # below 9: the normal prediction interval's spread
         cov = []
         for _ in range(1500):
             lo, hi = held_out_interval(rng.standard_normal(n))
