@@ -31,13 +31,13 @@ WEIGHT_DTYPE_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0 + 4.0 / (128 * 1
                       "int4": 0.5 + 2.0 / 128, "mxfp4": 0.5 + 1.0 / 32}
 WEIGHT_DTYPES = tuple(WEIGHT_DTYPE_BYTES)
 WEIGHT_PARTS = ("attn", "mlp", "experts")
+ROUTERS = ("softmax", "sigmoid")
+LAYER_KINDS = ("full", "sliding")
 
 
 def kv_dtype_of(kv: str) -> str:
     """The KV-cache dtype a pool's setting runs as (`auto`: bf16, the checkpoints' dtype)."""
     return "bf16" if kv == "auto" else kv
-ROUTERS = ("softmax", "sigmoid")
-LAYER_KINDS = ("full", "sliding")
 
 
 def _int_in(name: str, key: str, v, lo: int, hi: int) -> None:

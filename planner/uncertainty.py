@@ -7,7 +7,6 @@ simulation's latencies (`simulated_metrics`)."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -33,16 +32,20 @@ def plan_uncertainty(cal, dep, win, m: dict | None = None, req=None) -> dict | N
                "unit_goodput_range": [g / (1 + u), g / (1 - u) if u < 1 else None],
                "note": "goodput scales about inversely with step time; range at one sigma of the "
                        "calibration's step-time residuals"}
-    li = interval_block(cal, dep, m, req.workload_shape() if req is not None else None)
+    lengths = None
+    if req is not None:
+        shape = req.workload_shape()
+        lengths = (float(np.mean(shape.input_tokens)), float(np.mean(shape.output_tokens)))
+    li = interval_block(cal, dep, m, lengths)
     if li:
         out["latency_interval_80"] = li
     return out or None
 
 
-def interval_block(cal, dep, m: dict | None, shape=None, stats=PLAN_STATS) -> dict | None:
+def interval_block(cal, dep, m: dict | None, lengths=None, stats=PLAN_STATS) -> dict | None:
     """The `latency_interval_80` block of a plan (or of `serveplan simulate`): the 80% TTFT and
     TPOT intervals around the predictions `m` (`latency_intervals`), what is missing, and, given
-    the workload's `shape` (its requests' lengths), how the deployment differs from the runs
+    the workload's mean prompt and output `lengths`, how the deployment differs from the runs
     behind them (`unlike_runs`). None when the calibration has no interval."""
     if cal is None:
         return None
@@ -52,7 +55,7 @@ def interval_block(cal, dep, m: dict | None, shape=None, stats=PLAN_STATS) -> di
     out = {**latency,
            **({"note": NOTE} if latency else {}),
            **({"missing": missing} if missing else {})}
-    unlike = unlike_runs(cal, dep, shape) if latency and shape is not None else []
+    unlike = unlike_runs(cal, dep, *lengths) if latency and lengths is not None else []
     if unlike:
         out["unlike_runs"] = unlike
         out["unlike_runs_note"] = (
@@ -62,34 +65,25 @@ def interval_block(cal, dep, m: dict | None, shape=None, stats=PLAN_STATS) -> di
     return out
 
 
-def has_run_intervals(cal) -> bool:
-    """Whether a profile carries intervals from engine runs."""
-    return cal is not None and any(c.latency_interval for c in cal.gpus.values())
-
-
 def simulated_metrics(cal, dep, res) -> tuple[dict, dict | None]:
     """`serveplan simulate --json` (and the service's /v1/simulate): the simulation's
     RunMetrics, plus `uncertainty.latency_interval_80` (`interval_block` around its means and
     percentiles, the workload's lengths from its requests) when the profile has run intervals.
     Returns (the document, the block or None)."""
     out = res.metrics.to_dict()
-    block = None
-    if has_run_intervals(cal):
-        shape = None
-        if res.input_len is not None and len(res.input_len):
-            shape = SimpleNamespace(input_tokens=np.asarray(res.input_len, float),
-                                    output_tokens=np.asarray(res.output_len, float))
-        block = interval_block(cal, dep, out, shape, SIMULATE_STATS)
+    lengths = None
+    if cal is not None and res.input_len is not None and len(res.input_len):
+        lengths = (float(np.mean(res.input_len)), float(np.mean(res.output_len)))
+    block = interval_block(cal, dep, out, lengths, SIMULATE_STATS)
     if block:
         out["uncertainty"] = {"latency_interval_80": block}
     return out, block
 
 
-def unlike_runs(cal, dep, shape) -> list[str]:
+def unlike_runs(cal, dep, isl: float, osl: float) -> list[str]:
     """How the deployment differs from the runs behind each interval it reports, per GPU (the
-    interval is honest for deployments like those runs: costmodel.run_domain). `shape`: the
-    workload's requests (`input_tokens`, `output_tokens` arrays)."""
-    isl, osl = float(np.mean(shape.input_tokens)), float(np.mean(shape.output_tokens))
+    interval is honest for deployments like those runs: costmodel.run_domain), for a workload
+    of mean prompt `isl` and output `osl` tokens."""
     lines = []
     for gpu in dict.fromkeys(gpu_key(p.gpu) for p in dep.pools):  # `h100` and `h100-sxm` are one
         c = cal.calibration_for(gpu)

@@ -25,6 +25,7 @@ import numpy as np
 
 from costmodel.batch import Batch
 from costmodel.errors import ServePlanError
+from costmodel.model_spec import kv_dtype_of
 from costmodel.specs import ModelSpec, load_model
 from sim.deployment import Deployment, PoolConfig
 from sim.workload import Workload, generate_requests
@@ -185,7 +186,7 @@ def _ladder(max_seqs: int) -> list[int]:
 
 def _pool_shapes(pool: PoolConfig, model: ModelSpec, model_ref: str, stats: LengthStats,
                  running: tuple[int, int] | None) -> list[IterationShape]:
-    kv = "bf16" if pool.kv_dtype == "auto" else pool.kv_dtype
+    kv = kv_dtype_of(pool.kv_dtype)
     base = dict(role=pool.role, model=model_ref, gpu=pool.gpu, tp=pool.tp, pp=pool.pp,
                 ep=pool.ep, dp=pool.dp, precision=pool.precision, kv_dtype=kv)
     C = min(pool.chunk_size, pool.max_num_batched_tokens)
