@@ -25,7 +25,7 @@ class WorkloadShape:
 
     input_tokens: np.ndarray  # float64 sample of prompt lengths
     output_tokens: np.ndarray  # float64 sample of generated lengths (>= 1)
-    arrival_cv: float = 1.0  # 1 = Poisson; > 1 bursty (gamma, traces)
+    arrival_cv: float = 1.0  # 1 = Poisson; > 1 bursty (gamma, traces); 0 evenly spaced
     max_total_tokens: int = 0  # longest prompt + output seen: the KV one request may need
     arrivals: np.ndarray | None = None  # arrival times scaled to a mean rate of 1 (None: closed loop)
     _intensity_cache: dict = field(default_factory=dict, repr=False)
@@ -90,7 +90,8 @@ class WorkloadShape:
             order = np.argsort(i + o * 1e-9, kind="stable")
             pick = order[idx]
             i, o = i[pick], o[pick]
-        cv = float(arrival_cv) if arrival_cv and np.isfinite(arrival_cv) else 1.0
+        # 0 is evenly spaced arrivals, not "unknown"
+        cv = float(arrival_cv) if arrival_cv is not None and np.isfinite(arrival_cv) else 1.0
         return cls(i, o, max(cv, 0.0), longest)
 
     @classmethod

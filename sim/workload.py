@@ -1,7 +1,9 @@
 """Workloads: how requests arrive and how long they are.
 
-Arrivals are open-loop (Poisson, gamma with a coefficient of variation for burstiness, or the
-replay of a trace's own timestamps, optionally rescaled to a target rate) or closed-loop
+Arrivals are open-loop (Poisson, gamma with a coefficient of variation for burstiness, evenly
+spaced (coefficient of variation 0: the limit of a gamma whose shape grows without bound, as
+vLLM's `--burstiness inf` and aiperf's `--arrival-pattern constant` send them), or the replay of
+a trace's own timestamps, optionally rescaled to a target rate) or closed-loop
 (N clients, each sending its next request the moment its last one finishes, as vLLM's
 `benchmark_serving --max-concurrency N --request-rate inf` does). Lengths are fixed, drawn from
 a distribution, or taken from a trace (in order when the trace is replayed or drives a
@@ -35,7 +37,7 @@ class Workload:
     lengths: str  # fixed | uniform | lognormal | trace
     rate_rps: float | None = None  # open loop: target rate; None = the trace's own rate
     concurrency: int | None = None  # closed loop: number of clients
-    burstiness_cv: float = 1.0  # gamma inter-arrival coefficient of variation (1 = Poisson)
+    burstiness_cv: float = 1.0  # gamma inter-arrival CV (1 = Poisson, 0 = evenly spaced)
     length_params: tuple[float, ...] = ()  # fixed (in, out); uniform (in_lo, in_hi, out_lo, out_hi);
     # lognormal (in_mean, out_mean, sigma)
     trace: Trace | None = None
@@ -113,8 +115,10 @@ def parse_workload(spec: str, *, rate: float | None = None, concurrency: int | N
     if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
                                     or concurrency < 1):
         raise ServePlanError(f"concurrency {concurrency!r}; expected an integer >= 1")
-    if not (math.isfinite(burstiness_cv) and 0 < burstiness_cv <= 20):
-        raise ServePlanError(f"burstiness cv {burstiness_cv!r}; expected a number in (0, 20]")
+    if not (isinstance(burstiness_cv, (int, float)) and math.isfinite(burstiness_cv)
+            and 0 <= burstiness_cv <= 20):
+        raise ServePlanError(f"burstiness cv {burstiness_cv!r}; expected a number in [0, 20] "
+                             "(1: Poisson, 0: evenly spaced)")
     if arrival is not None and arrival not in ("poisson", "gamma", "trace"):
         raise ServePlanError(f"arrival {arrival!r}; expected poisson, gamma or trace")
 
@@ -197,6 +201,8 @@ def _arrivals(w: Workload, n: int, rng: np.random.Generator, wraps: np.ndarray |
     if w.arrival == "poisson":
         return np.cumsum(rng.exponential(1.0 / w.rate_rps, n))
     if w.arrival == "gamma":
+        if w.burstiness_cv == 0.0:  # evenly spaced: the first request one gap in, as Poisson's
+            return np.arange(1, n + 1, dtype=np.float64) / w.rate_rps
         shape = 1.0 / w.burstiness_cv**2
         return np.cumsum(rng.gamma(shape, 1.0 / (w.rate_rps * shape), n))
     tr = w.trace

@@ -59,7 +59,7 @@ def plan_cmd(
     workers: int = typer.Option(None, "--workers", help="simulation processes (default: up to 2)"),
     requests: int = typer.Option(None, "--requests", help="fewest requests per verifying simulation (800)"),
     seed: int = typer.Option(0, "--seed", help="seed of every simulation"),
-    burstiness: float = typer.Option(1.0, "--burstiness", help="gamma inter-arrival CV (1 = Poisson or the trace's own)"),
+    burstiness: float = typer.Option(1.0, "--burstiness", help="gamma inter-arrival CV (1 = Poisson or the trace's own, 0 = evenly spaced)"),
     exhaustive: bool = typer.Option(False, "--exhaustive", help="simulate every configuration (slow; judges the shortcuts)"),
     time_limit: float = typer.Option(None, "--time-limit", help="seconds: stop searching then and plan "
                                      "with what was verified (search.stopped_early says so)"),

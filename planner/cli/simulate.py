@@ -58,7 +58,7 @@ def simulate_cmd(
     workload: str = typer.Option(..., "--workload", help="fixed:ISL,OSL | trace:PATH | azure-conv | ..."),
     rate: float = typer.Option(None, "--rate", help="requests per second (open loop)"),
     concurrency: int = typer.Option(None, "--concurrency", help="clients (closed loop)"),
-    burstiness: float = typer.Option(1.0, "--burstiness", help="gamma inter-arrival CV (1 = Poisson)"),
+    burstiness: float = typer.Option(1.0, "--burstiness", help="gamma inter-arrival CV (1 = Poisson, 0 = evenly spaced)"),
     requests: int = typer.Option(1000, "--requests", help="number of requests"),
     seed: int = typer.Option(0, "--seed"),
     ttft_slo: float = typer.Option(None, "--ttft-slo", help=f"seconds (default {DEFAULT_TTFT_SLO_S:g})"),

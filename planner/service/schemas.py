@@ -90,7 +90,8 @@ class PlanRequest(_Request):
     num_requests: int | None = Field(None, ge=50, le=24_000, description="requests per verifying "
                                      "simulation (default 800, more at high load)")
     seed: int = Field(0, ge=0)
-    burstiness_cv: float = Field(1.0, gt=0, le=20, description="gamma inter-arrival CV; 1 = Poisson")
+    burstiness_cv: float = Field(1.0, ge=0, le=20, description="gamma inter-arrival CV; 1 = Poisson, "
+                                  "0 = evenly spaced")
     top_k: int | None = Field(None, ge=1, le=64, description="allocations verified per mode")
 
     @field_validator("kv_dtype")
@@ -201,7 +202,7 @@ class SimulateRequest(_Request):
     workload: str = Field(examples=["fixed:512,128"], description="as in PlanRequest.workload")
     rate: float | None = Field(None, gt=0, description="requests/s (open loop)")
     concurrency: int | None = Field(None, ge=1, description="clients (closed loop)")
-    burstiness_cv: float = Field(1.0, gt=0, le=20)
+    burstiness_cv: float = Field(1.0, ge=0, le=20, description="as in PlanRequest.burstiness_cv")
     num_requests: int = Field(1000, ge=1, le=MAX_SIM_REQUESTS)
     seed: int = Field(0, ge=0)
     ttft_slo_s: float | None = Field(None, gt=0, description=f"default {DEFAULT_TTFT_SLO_S:g} s")

@@ -6,9 +6,13 @@ Layouts read (ai-dynamo/aiperf and triton-inference-server/perf_analyzer):
   `inter_token_latency`, `inter_chunk_latency`, `request_latency`, `input_sequence_length`,
   `output_sequence_length`, `request_count`, `request_throughput`, ...), each a
   `JsonMetricResult` with `unit` and the statistics `avg`, `p1` ... `p99`, `min`, `max`,
-  `std`; `input_config.loadgen` holds `concurrency`, `request_rate` (with
-  `request_rate_mode`) and `request_count` (read where no `request_count` metric is), and
-  `input_config.endpoint.model_names` the model;
+  `std`; `input_config.loadgen` holds `concurrency`, `request_rate` (with `arrival_pattern`
+  and `arrival_smoothness`, older versions `request_rate_mode`) and `request_count` (read
+  where no `request_count` metric is), and `input_config.endpoint.model_names` the model;
+- aiperf's config v2 (schema 1.3, `aiperf/config/phases.py`): the load is the profiling phase
+  of `input_config.phases` (`type` concurrency, poisson, gamma or constant; `concurrency`,
+  `rate`, `smoothness`, `requests`; warmup phases are not measured) and the model
+  `input_config.models.items[].name`;
 - aiperf's early layout (`aiperf/exporters/json_exporter.py`): the same metrics under
   `records`, keyed by the metric's tag (`ttft` for time to first token);
 - aiperf `profile_export_aiperf.csv` (`aiperf/exporters/csv_exporter.py`): a section of
@@ -54,8 +58,10 @@ STATS = {"avg": "mean", "p50": "p50", "p90": "p90", "p99": "p99"}
 TAG_ALIASES = {"ttft": "time_to_first_token"}  # early aiperf tags
 _CSV_NAME = re.compile(r"^\s*(.*?)\s*(?:\(([^)]*)\))?\s*$")
 _GROUPED = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # a number with thousands separators
-# open-loop arrivals (aiperf's request_rate_mode, GenAI-Perf's request_distribution)
-POISSON, CONSTANT = "poisson", "constant"
+# open-loop arrivals as aiperf and GenAI-Perf name them -> the CV of the gaps (gamma's is
+# 1 / sqrt(smoothness))
+ARRIVAL_CV = {"poisson": 1.0, "gamma": None, "constant": 0.0}
+AIPERF, GENAI_PERF = "aiperf", "genai-perf"
 
 
 def _metrics_of_json(doc: dict) -> dict[str, dict]:
@@ -150,17 +156,46 @@ def _lengths(metrics: dict, where: str) -> tuple[str, str]:
     return f"fixed:{vals[0]},{vals[1]}", note
 
 
-def _load(doc: dict) -> tuple[dict, str | None]:
-    """The settings that hold the load, and the model the run named (aiperf or GenAI-Perf)."""
+def _profiling_phase(phases: list, where: str) -> dict:
+    """The load settings of aiperf's config v2 (`input_config.phases`, `aiperf/config/phases.py`):
+    its one profiling phase (warmup phases are not measured), as v1's `loadgen` names them."""
+    prof = [p for p in phases if isinstance(p, dict) and (p.get("kind") or p.get("name")) == "profiling"]
+    if len(prof) != 1:
+        raise ServePlanError(f"{where}: input_config.phases holds {len(prof)} profiling phases; "
+                             "expected one (the summary would mix their loads)")
+    p = prof[0]
+    kind = str(p.get("type") or "").strip().lower()
+    if kind == "concurrency":
+        return {"concurrency": p.get("concurrency"), "request_count": p.get("requests")}
+    if kind in ARRIVAL_CV:
+        return {"request_rate": p.get("rate"), "concurrency": p.get("concurrency"),
+                "arrival_pattern": kind, "arrival_smoothness": p.get("smoothness"),
+                "request_count": p.get("requests")}
+    raise ServePlanError(f"{where}: input_config.phases profiling type={p.get('type')!r}; expected "
+                         f"concurrency or a rate with {', '.join(ARRIVAL_CV)} arrivals (user-centric "
+                         "and fixed-schedule loads are not replayed)")
+
+
+def _load(doc: dict, where: str) -> tuple[dict, str | None, str]:
+    """The settings that hold the load, the model the run named, and the tool (aiperf or
+    genai-perf) whose defaults fill what the settings leave out."""
     cfg = doc.get("input_config") if isinstance(doc.get("input_config"), dict) else {}
     pa = cfg.get("perf_analyzer")
     stimulus = pa.get("stimulus") if isinstance(pa, dict) else None
-    # aiperf: input_config.loadgen; GenAI-Perf: perf_analyzer.stimulus (newer) or its flat args
-    load = next((s for s in (cfg.get("loadgen"), stimulus) if isinstance(s, dict)), cfg)
+    # aiperf: input_config.loadgen (v1) or .phases (v2); GenAI-Perf: perf_analyzer.stimulus
+    # (newer) or its flat args
+    if isinstance(cfg.get("phases"), list):
+        load, tool = _profiling_phase(cfg["phases"], where), AIPERF
+    elif isinstance(cfg.get("loadgen"), dict):
+        load, tool = cfg["loadgen"], AIPERF
+    else:
+        load, tool = (stimulus if isinstance(stimulus, dict) else cfg), GENAI_PERF
     endpoint = cfg.get("endpoint") if isinstance(cfg.get("endpoint"), dict) else {}
-    names = endpoint.get("model_names") or cfg.get("model_names") or cfg.get("model")
+    models = cfg.get("models") if isinstance(cfg.get("models"), dict) else {}
+    items = [m.get("name") for m in models.get("items") or () if isinstance(m, dict)]
+    names = endpoint.get("model_names") or cfg.get("model_names") or cfg.get("model") or items
     model = names[0] if isinstance(names, list) and names else names
-    return load, model if isinstance(model, str) else None
+    return load, model if isinstance(model, str) else None, tool
 
 
 def _count_ok(count: float | None, what: str, where: str) -> None:
@@ -169,22 +204,35 @@ def _count_ok(count: float | None, what: str, where: str) -> None:
                              f"to {MAX_REQUESTS:,}")
 
 
-def _arrivals(load: dict, where: str) -> str:
-    """The note on an open loop's arrivals: Poisson, as replayed. aiperf names them in
-    `request_rate_mode` and GenAI-Perf in `request_distribution`; evenly spaced ("constant")
-    arrivals are refused, since the replay draws Poisson gaps, and a file that names neither
-    is replayed as Poisson with a note (the tools' defaults differ between versions)."""
-    key = next((k for k in ("request_rate_mode", "request_distribution") if load.get(k) is not None), None)
-    if key is None:
-        return "Poisson arrivals (the file does not name request_rate_mode)"
-    mode = str(load[key]).strip().lower()
-    if mode == POISSON:
-        return ""
-    if mode == CONSTANT:
-        raise ServePlanError(f"{where}: input_config {key}={load[key]!r}: evenly spaced requests are "
-                             f"not simulated; expected {POISSON!r} arrivals")
-    raise ServePlanError(f"{where}: input_config {key}={load[key]!r} with a request rate; expected "
-                         f"{POISSON!r}")
+def _arrivals(load: dict, where: str, tool: str) -> tuple[str, float]:
+    """(note, CV of the gaps) of an open loop's arrivals. aiperf names them in `arrival_pattern`
+    (older versions `request_rate_mode`) with `arrival_smoothness` for gamma (vLLM's
+    burstiness: CV 1 / sqrt(smoothness); a smoothness with no pattern is gamma, as aiperf
+    reads it); GenAI-Perf in `request_distribution`. Left out, aiperf sends Poisson arrivals
+    and perf_analyzer (GenAI-Perf's load generator) evenly spaced ones."""
+    key = next((k for k in ("arrival_pattern", "request_rate_mode", "request_distribution")
+                if load.get(k) is not None), None)
+    smooth = number(load, "arrival_smoothness", f"{where}: input_config", required=False)
+    if key is not None:
+        mode = str(load[key]).strip().lower()
+    elif smooth is not None:
+        mode, key = "gamma", "arrival_smoothness"
+    elif tool == GENAI_PERF:
+        return ("evenly spaced arrivals (perf_analyzer's default request distribution; the file "
+                "names none)"), 0.0
+    else:
+        return "Poisson arrivals (aiperf's default; the file names no arrival_pattern)", 1.0
+    if mode not in ARRIVAL_CV:
+        raise ServePlanError(f"{where}: input_config {key}={load[key]!r} with a request rate; "
+                             f"expected one of {', '.join(ARRIVAL_CV)}")
+    if mode != "gamma":
+        return ("evenly spaced arrivals" if mode == "constant" else ""), ARRIVAL_CV[mode]
+    smooth = 1.0 if smooth is None else smooth
+    if not 0 < smooth < math.inf:
+        raise ServePlanError(f"{where}: input_config arrival_smoothness={smooth:g}; expected a gamma "
+                             "shape > 0 (1: Poisson)")
+    cv = 1.0 / math.sqrt(smooth)
+    return f"gamma arrivals, smoothness {smooth:g} (CV {cv:.3g})", cv
 
 
 def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
@@ -207,7 +255,7 @@ def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
     _count_ok(count, "request_count", where)
     measured = _measured(metrics, where)
     workload, len_note = _lengths(metrics, where)
-    load, model = _load(doc)
+    load, model, tool = _load(doc, where)
     conc = number(load, "concurrency", f"{where}: input_config", required=False)
     if conc is not None and (not math.isfinite(conc) or conc != int(conc)):
         raise ServePlanError(f"{where}: input_config concurrency={conc!r}; expected a whole number")
@@ -216,13 +264,15 @@ def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
         number(load, "request_rate", f"{where}: input_config", required=False),
         _stat(metrics, "request_throughput", "avg", where, required=False),
         "input_config concurrency, request_rate")
+    cv = 1.0
     if rate is not None:
-        load_note = "; ".join(n for n in (load_note, _arrivals(load, where)) if n)
+        arrivals_note, cv = _arrivals(load, where, tool)
+        load_note = "; ".join(n for n in (load_note, arrivals_note) if n)
     if count is None:  # no completed count: the requests the run was set to send
         count = number(load, "request_count", f"{where}: input_config", required=False) or None
         _count_ok(count, "input_config request_count", where)
     return [finish_run(ctx, "aiperf", path, "1", backend=None, default_engine=None,
                        version_in_file=None, model_in_file=model, workload=workload,
-                       concurrency=conc, rate_rps=rate,
+                       concurrency=conc, rate_rps=rate, burstiness_cv=cv,
                        num_requests=int(count) if count is not None else None, measured=measured,
                        notes=(load_note, len_note))]

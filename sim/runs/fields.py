@@ -168,7 +168,8 @@ def engine_of(backend, given: str | None, where: str) -> tuple[str | None, str]:
 # --- the load: a concurrency or a rate ------------------------------------------------------
 def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: float | None,
                 throughput_rps: float | None, fields_named: str,
-                peak_in_flight: float | None = None) -> tuple[int | None, float | None, str]:
+                peak_in_flight: float | None = None,
+                sent: int | None = None) -> tuple[int | None, float | None, str]:
     """(concurrency, rate_rps, note) of a run from what the file says (`concurrency`, `rate`,
     inf = no rate) and what the caller gives.
 
@@ -177,15 +178,22 @@ def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: floa
     `max_concurrent_requests`, counted per second of the run and so never below the true peak)
     stayed under the cap, or its measured throughput kept up with the rate (at least
     RATE_BOUND_FRACTION of it; a per-second count at the cap may overstate the true peak).
-    Otherwise the cap bound, and the run was a closed loop of that many clients."""
+    Otherwise the cap bound, and the run was a closed loop of that many clients.
+
+    A rate of inf with no cap (the clients' defaults) sent all `sent` requests at once: a
+    closed loop of that many clients, one request each."""
     for name, mine, given in (("concurrency", concurrency, ctx.concurrency),
                               ("rate", rate, ctx.rate_rps)):
         if mine is not None and given is not None and not math.isclose(mine, given):
             raise ServePlanError(f"{where}: the file's {name} is {mine:g} but {given:g} was given")
     conc = concurrency if concurrency is not None else ctx.concurrency
     rate = rate if rate is not None else ctx.rate_rps
+    burst = ""
     if rate is not None and not math.isfinite(rate):
         rate = None
+        if conc is None and sent:
+            conc, burst = sent, (f"all {sent} requests sent at once (request rate inf, no concurrency "
+                                 f"cap): a closed loop of {sent} clients, one request each")
     if conc is not None and (not 1 <= conc <= MAX_CONCURRENCY or conc != int(conc)):
         raise ServePlanError(f"{where}: concurrency {str(conc)[:40]}; expected a whole number in "
                              f"[1, {MAX_CONCURRENCY:,}]")
@@ -205,10 +213,26 @@ def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: floa
         why = (f"measured {throughput_rps:.3g} requests/s < {RATE_BOUND_FRACTION:g} x the rate"
                if throughput_rps is not None else "the file has no throughput to tell")
         return int(conc), None, f"closed loop of {conc} clients: the cap bound the rate {rate:g} ({why})"
-    return (int(conc) if conc is not None else None), rate, ""
+    return (int(conc) if conc is not None else None), rate, burst
 
 
 # --- lengths ---------------------------------------------------------------------------------
+def detail_lists(d: dict) -> dict:
+    """Where a summary keeps its per-request lists: at the top (vLLM, SGLang's bench_serving)
+    or under `details` (SGLang's `benchmark/metrics.py` with `--output-details`)."""
+    if d.get("input_lens") is None and d.get("output_lens") is None and isinstance(d.get("details"), dict):
+        return d["details"]
+    return d
+
+
+def total_keys(d: dict) -> tuple[str, str]:
+    """The names of a summary's prompt and output token totals: `total_input_tokens` (vLLM,
+    SGLang's bench_serving) or `total_input` (SGLang's `benchmark/metrics.py`)."""
+    return next(((i, o) for i, o in (("total_input_tokens", "total_output_tokens"),
+                                     ("total_input", "total_output")) if i in d),
+                ("total_input_tokens", "total_output_tokens"))
+
+
 def per_request_lengths(d: dict, where: str, completed: int) -> tuple[list[int], list[int]] | None:
     """The successful requests' (input_lens, output_lens), as vLLM's `--save-detailed` and
     SGLang's `--output-details` write them: one entry per request sent, a failed one with an
@@ -325,17 +349,20 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
     completed = completed_requests(d, "completed", where)
     measured = measured_ms(d, where, metrics)
     throughput = number(d, "request_throughput", where, required=False)
+    listed = detail_lists(d).get("input_lens")
+    sent = whole(d, "num_prompts", where, required=False) or (
+        len(listed) if isinstance(listed, list) else completed)
     conc, rate, note = choose_load(
         ctx, where, whole(d, "max_concurrency", where, required=False),
         number(d, "request_rate", where, required=False), throughput,
-        "max_concurrency, request_rate", number(d, "max_concurrent_requests", where, required=False))
-    lists = per_request_lengths(d, where, completed)
+        "max_concurrency, request_rate", number(d, "max_concurrent_requests", where, required=False),
+        sent)
+    lists = per_request_lengths(detail_lists(d), where, completed)
     if lists is not None:
         lengths = lengths_workload(*lists)
     else:
         lengths = (dataset_lengths(d, where) if dataset_lengths else None) or mean_lengths_workload(
-            d, where, completed, "total_input_tokens", "total_output_tokens",
-            tpot_measured="tpot_mean_s" in measured)
+            d, where, completed, *total_keys(d), tpot_measured="tpot_mean_s" in measured)
     if conc is not None and throughput and completed >= 2 * conc:
         _check_in_flight(d, where, measured, conc, throughput, completed)
     return ClientSummary(completed, measured, conc, rate, note, lengths)

@@ -13,7 +13,9 @@ end of `benchmark`, and `calculate_metrics`):
 - latencies in ms: `mean_`, `median_`, `p99_` (and `p90_`/`p95_` in some versions) of `ttft`,
   `tpot`, `itl` and `e2e_latency`;
 - with `--output-details`: `input_lens`, `output_lens` (0 for a failed request), `errors`;
-  `ttfts` and `itls` (seconds, not read);
+  `ttfts` and `itls` (seconds, not read); at the top, or under `details` in the versions
+  whose `benchmark/metrics.py` writes the summary (they also name the token totals
+  `total_input` and `total_output`);
 - `backend` (sglang, sglang-oai, vllm, ...) for the engine (another engine's is refused);
   `server_info` (newer versions: the server's /get_server_info) for the engine `version`, the
   `model_path`, `tp_size` and `pp_size` (checked against the deployment given) and
@@ -39,7 +41,11 @@ METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e_latency": "e2e"}
 
 def _random_lengths(d: dict, where: str):
     """(workload, None, None, note) of the random dataset's lengths, or None when the run did
-    not use it (other datasets leave random_input_len at its default in the file)."""
+    not use it (other datasets leave random_input_len at its default in the file).
+
+    The token totals say what was sent: newer versions take the tokenizer's special tokens off
+    each prompt (1000 -> 999 for Llama), and a file whose settings and totals disagree by more
+    than that is replayed at the totals' means, with a note."""
     if not str(d.get("dataset_name") or "").startswith("random"):
         return None
     isl = fields.whole(d, "random_input_len", where, required=False)
@@ -47,9 +53,20 @@ def _random_lengths(d: dict, where: str):
     ratio = fields.number(d, "random_range_ratio", where, required=False)
     if not isl or not osl or ratio is None or ratio > 1:
         return None
+    lo_in, lo_out = (isl, osl) if ratio == 1 else (max(1, int(isl * ratio)), max(1, int(osl * ratio)))
+    in_key, out_key = fields.total_keys(d)
+    done = fields.whole(d, "completed", where, required=False)
+    totals = [fields.whole(d, k, where, required=False) for k in (in_key, out_key)]
+    if done and None not in totals:
+        means = [t / done for t in totals]
+        if ratio == 1 or any(abs(m - (lo + hi) / 2) > max(8, 0.02 * hi)
+                             for m, lo, hi in zip(means, (lo_in, lo_out), (isl, osl), strict=True)):
+            workload, _, _, note = fields.mean_lengths_workload(d, where, done, in_key, out_key)
+            said = f"random_input_len {isl}, random_output_len {osl}, range ratio {ratio:g}"
+            return (workload, None, None, f"fixed lengths at the totals' means (random dataset, {said})"
+                    if ratio == 1 else f"{note}; the file's {said} disagree with them")
     if ratio == 1:
         return f"fixed:{isl},{osl}", None, None, "fixed lengths (random dataset, range ratio 1)"
-    lo_in, lo_out = max(1, int(isl * ratio)), max(1, int(osl * ratio))
     return (f"uniform:{lo_in}-{isl},{lo_out}-{osl}", None, None,
             f"uniform lengths (random dataset, range ratio {ratio:g})")
 
@@ -63,7 +80,8 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
     c = fields.client_summary(d, where, ctx, METRICS, dataset_lengths=_random_lengths)
     workload, ins, outs, len_note = c.lengths
     info = d.get("server_info") if isinstance(d.get("server_info"), dict) else {}
-    n = len(d["input_lens"]) if isinstance(d.get("input_lens"), list) else c.completed
+    listed = fields.detail_lists(d).get("input_lens")
+    n = len(listed) if isinstance(listed, list) else c.completed
     spec = (f"accept_length={d['accept_length']!r}" if d.get("accept_length") is not None else
             f"server_info.speculative_algorithm={info['speculative_algorithm']!r}"
             if info.get("speculative_algorithm") else None)

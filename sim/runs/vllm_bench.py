@@ -4,7 +4,8 @@ line per run to the same file).
 Fields read (vllm-project/vllm, `vllm/benchmarks/serve.py`: `main_async` writes the settings,
 `benchmark` the results, `process_one_metric` the latency statistics):
 - the load: `max_concurrency` (null when unset), `request_rate` (a number, or "inf"),
-  `burstiness` (the gamma shape of the inter-arrival gaps: their CV is 1 / sqrt(burstiness));
+  `burstiness` (the gamma shape of the inter-arrival gaps: their CV is 1 / sqrt(burstiness);
+  inf sends the requests evenly spaced, CV 0);
   a run with `ramp_up_strategy` changed its rate as it ran and is refused;
 - the requests: `num_prompts` (sent), `completed` (succeeded), `total_input_tokens`,
   `total_output_tokens`, `request_throughput` (completed / duration, requests/s);
@@ -47,12 +48,10 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
                              "rate changed during the run, which a replay at one rate cannot repeat")
     c = fields.client_summary(d, where, ctx, METRICS)
     burst = fields.number(d, "burstiness", where, required=False)
-    if burst == 0:
-        raise ServePlanError(f"{where}: burstiness=0; expected a gamma shape > 0 (1: Poisson)")
     burst = 1.0 if burst is None else burst
-    if c.rate_rps is not None and not math.isfinite(burst):
-        raise ServePlanError(f"{where}: burstiness=inf (evenly spaced requests) is not simulated; "
-                             "expected a finite gamma shape > 0")
+    if not burst > 0:
+        raise ServePlanError(f"{where}: burstiness={burst:g}; expected a gamma shape > 0 (1: Poisson, "
+                             "inf: evenly spaced)")
     workload, ins, outs, len_note = c.lengths
     sent = fields.whole(d, "num_prompts", where, required=False)
     if sent is not None and sent < c.completed:
@@ -67,7 +66,7 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
         default_engine="vllm", version_in_file=None, model_in_file=d.get("model_id"),
         workload=workload, concurrency=c.concurrency, rate_rps=c.rate_rps,
         num_requests=sent or c.completed,
-        measured=c.measured, burstiness_cv=1.0 / math.sqrt(burst) if burst > 0 else 1.0,
+        measured=c.measured, burstiness_cv=1.0 / math.sqrt(burst),  # inf: 0, evenly spaced
         input_lens=ins, output_lens=outs, notes=(c.load_note, len_note), spec_used=spec)
 
 

@@ -112,8 +112,11 @@ def test_sglang_lines_are_runs_with_version_and_fixed_lengths():
 
 
 @pytest.mark.parametrize("edit, workload", [
-    ({"random_range_ratio": 0.5}, "uniform:500-1000,50-100"),
-    ({"random_range_ratio": 0.0}, "uniform:1-1000,1-100"),  # SGLang's default: [1, L]
+    # totals at the range's middle, as such a run sends
+    ({"random_range_ratio": 0.5, "total_input_tokens": 1600 * 750, "total_output_tokens": 1600 * 75},
+     "uniform:500-1000,50-100"),
+    ({"random_range_ratio": 0.0, "total_input_tokens": 1600 * 500, "total_output_tokens": 1600 * 50},
+     "uniform:1-1000,1-100"),  # SGLang's default: [1, L]
     ({"dataset_name": "sharegpt", "total_input_tokens": 1600 * 412}, "fixed:412,100"),
 ])
 def test_sglang_lengths_follow_its_dataset(tmp_path, edit, workload):
@@ -186,7 +189,8 @@ BAD = [
     (V, "vllm-bench", lambda d: d | {"completed": 0}, {}, "completed=0"),
     (V, "vllm-bench", lambda d: d | {"mean_tpot_ms": 0.0}, {}, "mean_tpot_ms=0.0"),
     (V, "vllm-bench", lambda d: d | {"mean_ttft_ms": "fast"}, {}, "mean_ttft_ms='fast'"),
-    (V, "vllm-bench", lambda d: d | {"max_concurrency": None}, {}, "no concurrency and no finite"),
+    (V, "vllm-bench", lambda d: _drop("request_rate")(d) | {"max_concurrency": None}, {},
+     "no concurrency and no finite"),
     (V, "vllm-bench", lambda d: d | {"ramp_up_strategy": "linear"}, {}, "ramp_up_strategy='linear'"),
     (V, "vllm-bench", _drop("total_output_tokens"), {}, "missing field 'total_output_tokens'"),
     (V, "vllm-bench", lambda d: d | {"input_lens": [1000] * 3, "output_lens": [100] * 3},
@@ -243,8 +247,8 @@ BAD = [
     (S, "sglang-bench", lambda d: d | {"backend": "trt"}, {}, "backend='trt'"),
     (S, "sglang-bench", lambda d: d, {"runs": [2]}, "runs [2] asked for, but the file holds 1 run"),
     (A, "aiperf", lambda d: d | {"input_config": {"loadgen": {"request_rate": 20.0,
-                                                            "request_rate_mode": "constant"}}},
-     {}, "request_rate_mode='constant': evenly spaced requests are not simulated"),
+                                                            "arrival_pattern": "bursty"}}},
+     {}, "arrival_pattern='bursty' with a request rate; expected one of poisson, gamma, constant"),
     (A, "aiperf", lambda d: d | {"output_sequence_length": {"unit": "tokens", "avg": 1.4, "min": 1, "max": 3}},
      {}, "output_sequence_length.avg is 1.4 tokens per request"),
     ("profile_export_aiperf.csv", "aiperf", lambda t: t, {}, "no concurrency and no finite"),
@@ -326,7 +330,7 @@ def test_genai_perf_csv_groups_thousands_and_writes_na(tmp_path):
 
 def test_an_aiperf_rate_names_its_arrivals(tmp_path):
     d = _doc("profile_export_aiperf.json")
-    for mode, note in (("poisson", None), (None, "Poisson arrivals (the file does not name")):
+    for mode, note in (("poisson", None), (None, "Poisson arrivals (aiperf's default")):
         load = {"request_rate": 20.0} | ({"request_rate_mode": mode} if mode else {})
         (run,) = load_runs(_write(tmp_path, f"{mode}.json", d | {"input_config": {"loadgen": load}}),
                            "aiperf", deployment=L8B, engine="sglang")

@@ -24,6 +24,18 @@ def test_poisson_and_gamma_rates_and_burstiness():
         assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.05)
 
 
+def test_evenly_spaced_arrivals():
+    # cv 0: the gamma's limit as its shape grows (vLLM --burstiness inf, aiperf constant)
+    w = parse_workload("fixed:100,10", rate=4.0, burstiness_cv=0.0)
+    assert w.arrival == "gamma"
+    t = generate_requests(w, 5, rng()).arrival_s
+    assert np.allclose(t, [0.25, 0.5, 0.75, 1.0, 1.25])
+    assert with_load(w, rate=8.0).burstiness_cv == 0.0
+    for bad in (-0.1, float("nan"), 21):
+        with pytest.raises(ServePlanError, match=r"\[0, 20\]"):
+            parse_workload("fixed:100,10", rate=4.0, burstiness_cv=bad)
+
+
 def test_trace_replay_rescaled_and_wrapped(shared):
     w = parse_workload("azure-conv", rate=11.06)
     assert w.arrival == "trace" and w.trace.num_requests == 19366
