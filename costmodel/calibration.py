@@ -45,6 +45,9 @@ from costmodel.run_domain import parse_domain
 # (and e^709 overflows); real held-out intervals stay within +-2
 MAX_LOG_RATIO = 20.0
 # latency_interval keys: each metric's mean, and its percentiles where the runs measured them
+PROFILE_KEYS = frozenset({"schema", "version", "created", "source", "messages", "gpus"})
+GPU_KEYS = frozenset({"params", "residuals", "uncertainty_rel", "sources", "latency_interval",
+                      "latency_domain", "tables", "hardware"})
 INTERVAL_KEYS = tuple(m if st == "mean" else f"{m}_{st}" for m in ("ttft", "tpot")
                       for st in ("mean", "p50", "p90", "p99"))
 
@@ -129,6 +132,10 @@ class CalibrationProfile:
             raise ServePlanError(f"{where}: not a ServePlan calibration profile (schema must be {SCHEMA!r})")
         if d.get("version") not in READS_VERSIONS:
             raise ServePlanError(f"{where}: calibration version {d.get('version')!r}; this ServePlan reads versions {', '.join(map(str, READS_VERSIONS))}")
+        odd = sorted(set(d) - PROFILE_KEYS)
+        if odd:  # a misspelt key would be ignored, and what it holds lost without a word
+            raise ServePlanError(f"{where}: {odd[0]!r} is not a profile key; expected keys among "
+                                 f"{', '.join(sorted(PROFILE_KEYS))}")
         gpus_raw = d.get("gpus")
         if not isinstance(gpus_raw, dict) or not gpus_raw:
             raise ServePlanError(f"{where}: 'gpus' must be a non-empty object of GPU name -> params")
@@ -153,6 +160,10 @@ class CalibrationProfile:
                                      "keep one entry per GPU")
             if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
                 raise ServePlanError(f"{where}: gpus.{name}.params must be an object")
+            odd = sorted(set(entry) - GPU_KEYS)
+            if odd:
+                raise ServePlanError(f"{where}: gpus.{name}.{odd[0]} is not a GPU entry's key; expected "
+                                     f"keys among {', '.join(sorted(GPU_KEYS))}")
             params = entry["params"]
             for k, v in params.items():
                 if k not in PARAM_BOUNDS:
@@ -180,12 +191,11 @@ class CalibrationProfile:
                 raise ServePlanError(f"{where}: gpus.{name}.latency_interval.{alone[0]} without "
                                      f"{alone[0].split('_')[0]}: a percentile's interval goes beside "
                                      "its metric's mean interval")
-            if not isinstance(li, dict) or not all(
-                    k in INTERVAL_KEYS and isinstance(v, list) and len(v) == 2
-                    and all(json_number(x, finite=True) is not None and abs(x) <= MAX_LOG_RATIO for x in v) and v[0] <= v[1]
-                    for k, v in li.items()):
+            bad = (next((f": {k} = {short_repr(v)}" for k, v in li.items() if not _interval_ok(v)), "")
+                   if isinstance(li, dict) else f" (it is {short_repr(li)})")
+            if bad:
                 raise ServePlanError(f"{where}: gpus.{name}.latency_interval must map {', '.join(INTERVAL_KEYS)} to "
-                                     f"[low, high] log ratios with low <= high, each within +-{MAX_LOG_RATIO:g}")
+                                     f"[low, high] log ratios with low <= high, each within +-{MAX_LOG_RATIO:g}{bad}")
             domain = parse_domain(entry.get("latency_domain"), f"{where}: gpus.{name}.latency_domain")
             gpus[gpu] = GpuCalibration(eff, dict(entry.get("residuals") or {}), float(unc), dict(sources),
                                        {k: [float(x) for x in v] for k, v in li.items()}, domain)
@@ -202,6 +212,13 @@ class CalibrationProfile:
     @classmethod
     def load(cls, path: str | Path) -> CalibrationProfile:
         return cls.from_dict(read_json(path, "calibration file"), str(Path(path)))
+
+
+def _interval_ok(v) -> bool:
+    """[low, high] log ratios, low <= high, each finite and within +-MAX_LOG_RATIO."""
+    return (isinstance(v, list) and len(v) == 2
+            and all(json_number(x, finite=True) is not None and abs(x) <= MAX_LOG_RATIO for x in v)
+            and v[0] <= v[1])
 
 
 def gpu_key(name: str) -> str:

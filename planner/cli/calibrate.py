@@ -21,7 +21,13 @@ from pathlib import Path
 
 import typer
 
-from planner.cli.common import emit_json, load_calibration_opt, user_errors
+from planner.cli.common import (
+    emit_json,
+    load_calibration_opt,
+    output_paths,
+    param_names,
+    user_errors,
+)
 
 FORMAT_HELP = "vidur | aiconfigurator | splitwise | native"
 SAMPLE_PER_GROUP = 4000  # rows per (GPU, op, precision, KV dtype) the table fit samples by default
@@ -137,6 +143,7 @@ def calibrate_cmd(
 ):
     """Fit the cost model to measured operator rows, or its engine parameters to benchmark runs
     (--format vllm-bench, sglang-bench, aiperf, aic-silicon, or --manifest), and write a profile."""
+    output_paths(out=out, plot=plot)
     import numpy as np
 
     from costmodel.calibration import CalibrationProfile
@@ -168,10 +175,13 @@ def calibrate_cmd(
     # repeats of one configuration fall on one side: a held-out repeat of a fitted row is no test
     fit_mask = holdout_split(rows, fit_fraction, seed) if fit_fraction < 1.0 else np.ones(len(rows), bool)
     fit_rows = rows[fit_mask].reset_index(drop=True)
+    if fit_rows.empty:
+        raise ServePlanError(f"--fit-fraction {fit_fraction:g} leaves none of the {len(rows):,} rows "
+                             "to fit; give a larger share")
     if max_rows < 0:
         raise ServePlanError(f"--max-rows-per-group {max_rows}; expected a whole number >= 0 (0: every row)")
     sample = sample_rows(fit_rows, max_rows, seed)
-    names = [p.strip() for p in params.split(",") if p.strip()] if params else None
+    names = param_names(params)
     prof: CalibrationProfile = fit_profile(sample, start=start, params=names, staged=True,
                                            source=f"serveplan calibrate --format {fmt} {measured}")
     if tables:

@@ -256,11 +256,12 @@ def calibrate_runs(runs: list, *, start_path: Path | None, out: Path | None, par
                    held_out: bool, as_json: bool, plot: Path | None, source: str) -> dict:
     """Fit, write the profile and the report; returns the JSON document."""
     from costmodel.calibration import CalibrationProfile
+    from planner.cli.common import param_names
     from sim.runs.fit import fit_runs
     from sim.runs.profile import profile_of
 
     start = CalibrationProfile.load(start_path) if start_path is not None else None
-    names = [p.strip() for p in params.split(",") if p.strip()] if params else None
+    names = param_names(params)
     log = None
     if not as_json:
         from rich.console import Console

@@ -36,8 +36,33 @@ def user_errors(fn: Callable) -> Callable:
             fail(f"file not found: {e.filename or e}")
         except PermissionError as e:
             fail(f"permission denied: {e.filename or e}")
+        except OSError as e:  # a folder given for a file, a full disk, ...
+            fail(f"{e.filename or 'file'}: {e.strerror or e}")
 
     return wrapper
+
+
+def param_names(params: str | None) -> list[str] | None:
+    """`--params a,b`: the names, or None (every parameter) when the option is not given."""
+    if params is None:
+        return None
+    names = [p.strip() for p in params.split(",") if p.strip()]
+    if not names:
+        raise ServePlanError(f"--params {params!r}; expected comma-separated parameter names")
+    return names
+
+
+def output_paths(**paths: Path | None) -> None:
+    """Refuse, before any work, an output path (`option=path`, as `out=...` for --out) that
+    cannot be written: a folder, or a file in a folder that does not exist."""
+    for option, path in paths.items():
+        if path is None:
+            continue
+        flag = "--" + option.replace("_", "-")
+        if path.is_dir():
+            raise ServePlanError(f"{flag} {path} is a folder; expected a file to write")
+        if not path.parent.is_dir():
+            raise ServePlanError(f"{flag} {path}: the folder {path.parent} does not exist")
 
 
 def load_calibration_opt(path: Path | None):

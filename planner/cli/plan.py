@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from costmodel.jsonio import dump_json
-from planner.cli.common import emit_json, user_errors
+from planner.cli.common import emit_json, output_paths, user_errors
 
 
 def _progress(quiet: bool):
@@ -70,6 +70,7 @@ def plan_cmd(
     plot: Path = typer.Option(None, "--plot", help="write an HTML report: candidates on a goodput-per-GPU vs latency plane"),
 ):
     """Plan a deployment: parallelism, batching, disaggregation, speculative decoding, KV."""
+    output_paths(out=out, plot=plot)
     from planner.planning import plan
 
     p = plan(model=model, gpus=gpu, workload=workload, rate=rate, concurrency=concurrency,

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from costmodel.errors import ServePlanError
-from planner.cli.common import emit_json, load_calibration_opt, ms_text, user_errors
+from planner.cli.common import emit_json, load_calibration_opt, ms_text, output_paths, user_errors
 from planner.cli.sweep import progress_callback
 from sim.slo import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 
@@ -73,6 +73,7 @@ def simulate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ):
     """Simulate a deployment under a workload and print RunMetrics."""
+    output_paths(requests_csv=requests_csv, plot=plot)
     from planner.uncertainty import simulated_metrics
     from sim import SLO, Deployment, SpecConfig, parse_workload, simulate
     from sim.deployment import plan_deployment

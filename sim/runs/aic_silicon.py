@@ -195,6 +195,10 @@ def read_aic_silicon(path: Path, tpot_evidence: set[str] | None = None) -> list[
                              f"has {', '.join(REQUIRED)}")
     if df.empty:
         raise ServePlanError(f"{path}: no runs")
+    twice = df["id"].astype(str)[df["id"].astype(str).duplicated()]
+    if len(twice):  # fitted twice, and a left-out copy would still be in the fit
+        raise ServePlanError(f"{path.name}: run id {twice.iloc[0]!r} is on more than one row; "
+                             "expected one row per run")
     rows = df.to_dict("records")
     fp8_kv = _fp8_kv_configs(rows, path.name, tpot_evidence)
     runs = []

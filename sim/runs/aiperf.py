@@ -42,6 +42,7 @@ from pathlib import Path
 from costmodel.errors import ServePlanError
 from sim.runs.fields import (
     RunContext,
+    check_in_flight,
     choose_load,
     finish_run,
     number,
@@ -150,6 +151,10 @@ def _lengths(metrics: dict, where: str) -> tuple[str, str]:
     if vals[1] == 1 and varied:  # fixed one-token outputs have no inter-token latency
         raise one_token_outputs(where, "output_sequence_length.avg",
                                 _stat(metrics, "output_sequence_length", "avg", where))
+    if vals[1] == 1:
+        raise ServePlanError(f"{where}: every request made one output token "
+                             "(output_sequence_length), which has no inter-token latency, yet the "
+                             "file has one; expected the summary of a run with longer outputs")
     note = ("fixed lengths at the means of input_sequence_length and output_sequence_length "
             "(they varied, or the file has no min and max)" if varied else
             "fixed lengths (input and output sequence lengths did not vary)")
@@ -257,13 +262,17 @@ def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
     workload, len_note = _lengths(metrics, where)
     load, model, tool = _load(doc, where)
     conc = number(load, "concurrency", f"{where}: input_config", required=False)
-    if conc is not None and (not math.isfinite(conc) or conc != int(conc)):
-        raise ServePlanError(f"{where}: input_config concurrency={conc!r}; expected a whole number")
+    if conc is not None and (not math.isfinite(conc) or conc != int(conc) or conc < 1):
+        raise ServePlanError(f"{where}: input_config concurrency={conc!r}; expected a whole number >= 1")
+    throughput = _stat(metrics, "request_throughput", "avg", where, required=False)
     conc, rate, load_note = choose_load(
-        ctx, where, int(conc) if conc else None,
+        ctx, where, int(conc) if conc is not None else None,
         number(load, "request_rate", f"{where}: input_config", required=False),
-        _stat(metrics, "request_throughput", "avg", where, required=False),
-        "input_config concurrency, request_rate")
+        throughput, "input_config concurrency, request_rate",
+        sent=int(count) if count is not None else None)
+    if conc is not None and throughput and count is not None and count >= 2 * conc:
+        check_in_flight({}, where, measured, conc, throughput, int(count),
+                        "Do the metrics' units match their values?")
     cv = 1.0
     if rate is not None:
         arrivals_note, cv = _arrivals(load, where, tool)

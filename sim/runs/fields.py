@@ -181,7 +181,7 @@ def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: floa
     Otherwise the cap bound, and the run was a closed loop of that many clients.
 
     A rate of inf with no cap (the clients' defaults) sent all `sent` requests at once: a
-    closed loop of that many clients, one request each."""
+    closed loop of that many clients, one request each. A throughput above the rate is refused."""
     for name, mine, given in (("concurrency", concurrency, ctx.concurrency),
                               ("rate", rate, ctx.rate_rps)):
         if mine is not None and given is not None and not math.isclose(mine, given):
@@ -203,6 +203,13 @@ def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: floa
     if conc is None and rate is None:
         raise ServePlanError(f"{where}: no concurrency and no finite request rate ({fields_named}); "
                              "a run is replayed at one of them: give the concurrency or the rate it ran at")
+    # an open loop completes requests at its rate, give or take four standard deviations of
+    # its count (sqrt(n) of n): a file measuring more was not run at that rate
+    top = None if rate is None or not sent else rate * (1 + 4 / math.sqrt(sent))
+    if top is not None and throughput_rps is not None and throughput_rps > top:
+        raise ServePlanError(f"{where}: request_throughput {throughput_rps:.4g}/s is above the request "
+                             f"rate {rate:g}/s (at most {top:.3g}/s over {sent} requests); give the "
+                             "rate or concurrency the run was sent at")
     if conc is not None and rate is not None:
         if peak_in_flight is not None and peak_in_flight < conc:
             return None, rate, (f"open loop at {rate:g} requests/s: the concurrency cap {conc} never "
@@ -358,18 +365,21 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
         "max_concurrency, request_rate", number(d, "max_concurrent_requests", where, required=False),
         sent)
     lists = per_request_lengths(detail_lists(d), where, completed)
+    if lists is not None and max(lists[1]) == 1 and "tpot_mean_s" in measured:
+        raise ServePlanError(f"{where}: every request in output_lens made one token, which has no "
+                             "TPOT, yet the file has one; expected the lists of the run it summarises")
     if lists is not None:
         lengths = lengths_workload(*lists)
     else:
         lengths = (dataset_lengths(d, where) if dataset_lengths else None) or mean_lengths_workload(
             d, where, completed, *total_keys(d), tpot_measured="tpot_mean_s" in measured)
     if conc is not None and throughput and completed >= 2 * conc:
-        _check_in_flight(d, where, measured, conc, throughput, completed)
+        check_in_flight(d, where, measured, conc, throughput, completed)
     return ClientSummary(completed, measured, conc, rate, note, lengths)
 
 
-def _check_in_flight(d: dict, where: str, measured: dict, conc: int, throughput: float,
-                     completed: int) -> None:
+def check_in_flight(d: dict, where: str, measured: dict, conc: int, throughput: float,
+                    completed: int, hint: str = "Are the _ms fields in milliseconds?") -> None:
     """Little's law on a closed loop of two or more waves: requests in flight on average, the
     request throughput times the mean latency (E2E, or TTFT plus the mean output's TPOTs when
     the file has no E2E), is at most the concurrency and not a small fraction of it. Latencies
@@ -386,7 +396,7 @@ def _check_in_flight(d: dict, where: str, measured: dict, conc: int, throughput:
         raise ServePlanError(
             f"{where}: request_throughput {throughput:.4g}/s x mean latency {e2e:.4g} s gives "
             f"{held:.3g} requests in flight on average (Little's law), against a concurrency of "
-            f"{conc}; expected {lo:g}-{hi:g} x that. Are the _ms fields in milliseconds?")
+            f"{conc}; expected {lo:g}-{hi:g} x that. {hint}")
 
 
 # --- the run ---------------------------------------------------------------------------------

@@ -46,18 +46,19 @@ def load_runs(path: str | Path, fmt: str, *, deployment=None, engine: str | None
     if fmt not in RUN_FORMATS:
         raise ServePlanError(f"run format {fmt!r}; expected one of {', '.join(RUN_FORMATS)}")
     try:
-        found = p.is_file()
+        found, folder = p.is_file(), p.is_dir()
     except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte
-        found = False
+        found = folder = False
     if not found:
-        raise ServePlanError(f"{str(p)[:200]}: no such results file")
+        raise ServePlanError(f"{str(p)[:200]}: " + ("a folder; expected a results file (a folder of "
+                             "runs: a manifest lists them)" if folder else "no such results file"))
     if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
                                     or not 1 <= concurrency <= MAX_CONCURRENCY):
-        raise ServePlanError(f"{p}: concurrency {str(concurrency)[:40]}; expected a whole number in "
+        raise ServePlanError(f"{p}: concurrency {repr(concurrency)[:40]}; expected a whole number in "
                              f"[1, {MAX_CONCURRENCY:,}]")
     if rate_rps is not None and (isinstance(rate_rps, bool) or not isinstance(rate_rps, (int, float))
                                  or not RATE_RANGE[0] <= rate_rps <= RATE_RANGE[1]):
-        raise ServePlanError(f"{p}: rate_rps {str(rate_rps)[:40]}; expected requests/s in "
+        raise ServePlanError(f"{p}: rate_rps {repr(rate_rps)[:40]}; expected requests/s in "
                              f"[{RATE_RANGE[0]:g}, {RATE_RANGE[1]:g}]")
     if runs is not None and (not isinstance(runs, (list, tuple)) or not runs or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in runs)):

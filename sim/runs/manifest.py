@@ -86,6 +86,7 @@ def load_manifest(path: str | Path) -> list[MeasuredRun]:
     _keys(doc, ("defaults", "runs"), str(p))
     defaults = _keys(doc.get("defaults") or {}, DEFAULT_KEYS, f"{p}: defaults")
     runs: list[MeasuredRun] = []
+    seen: dict[tuple[Path, str], int] = {}  # (file, run id) -> the entry that read it
     for i, raw in enumerate(doc["runs"], 1):
         where = f"{p}: runs[{i}]"
         raw = _keys(raw, ENTRY_KEYS, where)
@@ -104,12 +105,19 @@ def load_manifest(path: str | Path) -> list[MeasuredRun]:
             dep = deployment_from(dep, base_dir=p.parent, where=f"{where} ({entry['file']}): deployment")
         version = _version(entry.get("engine_version"), where)
         try:
-            runs.extend(load_runs(f, fmt, deployment=dep, engine=entry.get("engine"),
-                                  engine_version=version,
-                                  concurrency=entry.get("concurrency"),
-                                  rate_rps=entry.get("rate_rps"), runs=entry.get("runs")))
+            read = load_runs(f, fmt, deployment=dep, engine=entry.get("engine"),
+                             engine_version=version, concurrency=entry.get("concurrency"),
+                             rate_rps=entry.get("rate_rps"), runs=entry.get("runs"))
         except ServePlanError as e:
             raise ServePlanError(f"{where}: {e}") from None
+        for r in read:  # one measurement fitted twice would weigh double, and leak when left out
+            key = (f.resolve(), r.run_id)
+            if key in seen:
+                raise ServePlanError(f"{where} ({entry['file']}): run {r.run_id} is read by "
+                                     f"runs[{seen[key]}] too; expected each run once (a file of runs "
+                                     "on several deployments: give each entry its `runs`)")
+            seen[key] = i
+        runs.extend(read)
     return runs
 
 
@@ -122,5 +130,5 @@ def _version(v, where: str) -> str | None:
         raise ServePlanError(f"{where}: engine_version {v!r}; expected a version string")
     if isinstance(v, float) and not v.is_integer():
         raise ServePlanError(f"{where}: engine_version {v!r} was read as a number, which may have "
-                             f"lost a trailing zero (0.10 reads 0.1); quote it: engine_version: \"{v}\"")
+                             f"lost a trailing zero (0.10 reads 0.1); quote the version as the engine prints it")
     return str(int(v))

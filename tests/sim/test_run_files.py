@@ -72,6 +72,7 @@ def test_vllm_detailed_lengths_all_alike_are_fixed(tmp_path):
 
 def test_vllm_open_loop_keeps_its_rate_and_burstiness(tmp_path):
     d = _doc("vllm_bench_llama8b_c160.json") | {"max_concurrency": None, "request_rate": 20.0,
+                                                 "request_throughput": 19.6,
                                                   "burstiness": 4.0}
     (run,) = load_runs(_write(tmp_path, "r.json", d), "vllm-bench", deployment=L8B)
     # vLLM draws gaps from a gamma of shape `burstiness`: coefficient of variation 1/sqrt(4)
@@ -127,7 +128,8 @@ def test_sglang_lengths_follow_its_dataset(tmp_path, edit, workload):
 
 def test_sglang_against_a_vllm_server_is_a_vllm_run(tmp_path):
     line = json.loads((FIX / "sglang_bench_llama8b.jsonl").read_text().splitlines()[0])
-    line = line | {"backend": "vllm", "server_info": None, "max_concurrency": None, "request_rate": 8}
+    line = line | {"backend": "vllm", "server_info": None, "max_concurrency": None, "request_rate": 8,
+                   "request_throughput": 7.9}
     (run,) = load_runs(_write(tmp_path, "s.jsonl", line), "sglang-bench", deployment=L8B)
     assert (run.engine, run.engine_version, run.rate_rps) == ("vllm", "", 8.0)
 
@@ -441,7 +443,8 @@ def test_per_request_replay_equals_the_same_lengths_as_a_trace_file(tmp_path):
 
 
 def test_open_loop_replay_draws_its_gaps_at_the_rate(tmp_path):
-    d = _doc("vllm_bench_llama8b_c160.json") | {"max_concurrency": None, "request_rate": 5.0}
+    d = _doc("vllm_bench_llama8b_c160.json") | {"max_concurrency": None, "request_rate": 5.0,
+                                                 "request_throughput": 4.9}
     (run,) = load_runs(_write(tmp_path, "r.json", d), "vllm-bench", deployment=L8B)
     rep = replay(run, num_requests=20)
     assert set(rep.predicted) >= {"ttft_mean_s", "tpot_mean_s"}

@@ -68,13 +68,13 @@ def test_aiperf_bad_smoothness(tmp_path):
 def test_aiperf_config_v2_reads_the_profiling_phase(tmp_path):
     warmup = {"name": "warmup", "kind": "warmup", "type": "concurrency", "requests": 64, "concurrency": 64}
     prof = {"name": "profiling", "kind": "profiling", "type": "concurrency", "requests": 640,
-            "concurrency": 160}
+            "concurrency": 352}
     models = {"items": [{"name": "meta-llama/Llama-3.1-8B-Instruct"}]}
     run = _aiperf(tmp_path, {"models": models, "phases": [warmup, prof]})
-    assert (run.concurrency, run.rate_rps) == (160, None)
-    rate = {"name": "steady", "kind": "profiling", "type": "gamma", "rate": 12.0, "smoothness": 4.0}
+    assert (run.concurrency, run.rate_rps) == (352, None)
+    rate = {"name": "steady", "kind": "profiling", "type": "gamma", "rate": 17.5, "smoothness": 4.0}
     run = _aiperf(tmp_path, {"phases": [warmup, rate]})
-    assert (run.concurrency, run.rate_rps, run.burstiness_cv) == (None, 12.0, 0.5)
+    assert (run.concurrency, run.rate_rps, run.burstiness_cv) == (None, 17.5, 0.5)
     for phases, msg in (([warmup], "holds 0 profiling phases"), ([prof, prof], "holds 2 profiling"),
                         ([prof | {"type": "user_centric"}], "type='user_centric'")):
         with pytest.raises(ServePlanError, match=msg):
@@ -95,9 +95,26 @@ def test_genai_perf_rate_is_evenly_spaced_unless_named(tmp_path):
         assert cv or "perf_analyzer's default request distribution" in run.note
 
 
+def test_a_throughput_above_the_rate_is_refused(tmp_path):
+    # 1600 requests at 20/s complete at most 20 x (1 + 4 / 40) = 22/s
+    d = _doc("vllm_bench_llama8b_c160.json") | {"request_rate": 20.0, "max_concurrency": None}
+    with pytest.raises(ServePlanError, match=r"request_throughput 37.35/s is above the request rate 20/s"):
+        load_runs(_write(tmp_path, "v.json", d), "vllm-bench", deployment=L8B)
+    (run,) = load_runs(_write(tmp_path, "v.json", d | {"request_throughput": 21.5}), "vllm-bench",
+                       deployment=L8B)
+    assert run.rate_rps == 20.0
+
+
+def test_aiperf_units_checked_by_littles_law(tmp_path):
+    d = _doc("profile_export_aiperf.json") | {"input_config": {"loadgen": {"concurrency": 352}}}
+    d["request_latency"] = d["request_latency"] | {"unit": "s"}  # values in ms, labelled s
+    with pytest.raises(ServePlanError, match="Little's law.*Do the metrics' units match"):
+        load_runs(_write(tmp_path, "a.json", d), "aiperf", deployment=L8B, engine="sglang")
+
+
 def test_vllm_burstiness_inf_is_evenly_spaced(tmp_path):
     d = _doc("vllm_bench_llama8b_c160.json") | {"request_rate": 20.0, "max_concurrency": None,
-                                                 "burstiness": "inf"}
+                                                 "burstiness": "inf", "request_throughput": 19.9}
     (run,) = load_runs(_write(tmp_path, "v.json", d), "vllm-bench", deployment=L8B)
     assert (run.rate_rps, run.burstiness_cv) == (20.0, 0.0)
     assert np.allclose(np.diff(_arrivals(run, 10)), 0.05)
