@@ -60,9 +60,15 @@ def request_inputs(req, data: DataDir, fp: list) -> dict:
         low = kw["workload"].lower()
         if not low.startswith("trace:") and low not in TRACE_NAMES:  # no file: check it now
             check_field("workload", parse_workload, kw["workload"], rate=1.0)
-    if isinstance(kw.get("calibration"), dict):
-        check_field("calibration", CalibrationProfile.from_dict, kw["calibration"], "calibration")
-    kw["calibration"] = data.calibration("calibration", kw.get("calibration"), fp)
+    given = kw.get("calibration")
+    if isinstance(given, dict):
+        check_field("calibration", CalibrationProfile.from_dict, given, "the inline profile")
+    kw["calibration"] = data.calibration("calibration", given, fp)
+    if isinstance(kw["calibration"], str):  # a file: checked now, named as the request named it
+        try:
+            CalibrationProfile.load(kw["calibration"])
+        except ServePlanError as e:
+            raise FieldError("calibration", str(e).replace(kw["calibration"], str(given))) from None
     return kw
 
 

@@ -62,7 +62,8 @@ class DataDir:
             raise FieldError(field, f"{what} {text!r} is outside the service's data folder; give "
                              "a path relative to that folder (serveplan serve --data-dir)")
         if not full.is_file():
-            raise FieldError(field, f"{what} {text!r} not found in the service's data folder")
+            raise FieldError(field, f"{what} {text!r} " + ("is a folder; expected a file" if full.is_dir()
+                                                           else "not found") + " in the service's data folder")
         st = full.stat()
         fingerprints.append((str(full), st.st_size, st.st_mtime_ns))
         return str(full)

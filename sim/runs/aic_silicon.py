@@ -96,7 +96,7 @@ def _num(row, col: str, where: str, default=None) -> float:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         if default is not None:
             return default
-        raise ServePlanError(f"{where}: column {col!r} is empty")
+        raise ServePlanError(f"{where}: column {col!r} is empty or NaN; expected a number")
     try:
         f = float(v)
     except (TypeError, ValueError, OverflowError):

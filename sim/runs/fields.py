@@ -427,7 +427,9 @@ def _check_server(dep: Deployment, where: str, server: dict[str, object], spec_u
             # SGLang's --tp spans the attention-DP ranks too (--tp tp*dp --dp dp --enable-dp-attention)
             tp = field.endswith("tp_size")
             mine = pools[0].tp * pools[0].dp if tp else pools[0].pp
-            if isinstance(v, bool) or not isinstance(v, int) or v != mine:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ServePlanError(f"{where}: {field}={v!r}; expected a whole number")
+            if v != mine:
                 raise ServePlanError(f"{where}: {field}={v!r} but the deployment given runs "
                                      f"{'tp x dp' if tp else 'pp'}={mine} (a file of runs on several "
                                      "deployments: a manifest entry per deployment, each with its `runs`)")

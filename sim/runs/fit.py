@@ -222,9 +222,12 @@ def fit_runs(runs: list[MeasuredRun], *, calibration: CalibrationProfile | None 
         if len(gpus) != 1:
             raise ServePlanError(f"{r.source} run {r.run_id}: pools on {sorted(gpus)}; a run to "
                                  "calibrate from runs on one GPU type")
-        if any(p.pp > 1 or p.spec.enabled for p in r.deployment.pools):
-            raise ServePlanError(f"{r.source} run {r.run_id}: pipeline parallelism and speculative "
-                                 "decoding are not calibrated from runs yet")
+        for p in r.deployment.pools:
+            if p.pp > 1 or p.spec.enabled:
+                what = f"pp={p.pp}: pipeline parallelism" if p.pp > 1 else \
+                    f"spec {p.spec.method}: speculative decoding"
+                raise ServePlanError(f"{r.source} run {r.run_id}: {what} is not calibrated from runs "
+                                     "yet; expected pp=1 and no speculative decoding")
         by_gpu.setdefault(gpus.pop(), []).append(r)
     return [_fit_gpu(g, rs, calibration, params, rounds, held_out, log) for g, rs in by_gpu.items()]
 

@@ -33,6 +33,10 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         engines = sorted({r.run.engine for r in f.rows})
         for n in f.fitted:
             sources[n] = f"fit: {len(f.rows)} {'/'.join(engines)} runs ({', '.join(files)})"
+        if len(engines) > 1 and f.fitted:
+            prof.messages.append(f"{tag}: the runs are of {' and '.join(engines)}, whose engine "
+                                 "parameters differ; one set describes them all (calibrate each "
+                                 "engine's runs alone for a profile of one engine)")
         for n in f.not_informed:
             why = ("fitted values set aside (they replay the runs worse): kept its starting value"
                    if f.rejected else f"not fitted: {f.held[n]}; kept its starting value"

@@ -214,6 +214,8 @@ def test_calibrate_from_a_manifest_of_client_files(tmp_path):
     # every parameter has a source, fitted or not, and the profile loads back
     assert all(p["source"] for p in doc["parameters"]) and g["gpu"] == "h200-sxm"
     assert CalibrationProfile.load(out).gpus["h200-sxm"].sources.keys() >= {"decode_time_scale"}
+    # two engines in one fit: the profile says so
+    assert any("the runs are of sglang and vllm" in m for m in doc["messages"]), doc["messages"]
 
 
 def test_calibrate_gpu_selects_the_runs_of_an_aic_silicon_file(shared):

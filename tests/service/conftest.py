@@ -25,6 +25,7 @@ def write_data_dir(root: Path) -> Path:
            "vocab_size": 128256, "max_position_embeddings": 8192, "_name_or_path": "mini-llama"}
     (root / "models" / "mini").mkdir(parents=True, exist_ok=True)
     (root / "models" / "mini" / "config.json").write_text(json.dumps(cfg))
+    (root / "bad_calib.json").write_text('{"schema": "serveplan.calibration", "version": 2, "gpus": {}}')
     outside = root.parent / "outside.csv"
     outside.write_text(rows[0] + "\n100,10,0\n")
     link = root / "escape.csv"

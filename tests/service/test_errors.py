@@ -38,6 +38,8 @@ CASES = [
     ("/v1/plan", _plan(model="/etc/hostname"), "model", "outside"),
     ("/v1/plan", _plan(calibration="../calib.json"), "calibration", "outside"),
     ("/v1/plan", _plan(calibration={"schema": "x"}), "calibration", "not a ServePlan calibration profile"),
+    ("/v1/plan", _plan(calibration="bad_calib.json"), "calibration", "bad_calib.json: 'gpus' must be"),
+    ("/v1/plan", _plan(calibration="models"), "calibration", "'models' is a folder; expected a file"),
     ("/v1/plan", _plan(spec_method="draft"), None, "needs draft_model"),
     ("/v1/simulate", dict(SIM, deployment=dict(DEP, pools=[{"role": "colocated", "gpu": "l40s", "tp": 0}])),
      "deployment", "tp=0; expected an integer >= 1"),
@@ -66,6 +68,13 @@ def test_bad_input_is_422_naming_the_field(client, url, body, field, words):
     assert any(words in d["msg"] for d in detail), detail
     if field is not None:
         assert any(field in [str(x) for x in d["loc"]] for d in detail), detail
+
+
+def test_a_bad_profile_file_is_named_as_the_request_named_it(client, data_dir):
+    r = client.post("/v1/plan", _plan(calibration="bad_calib.json"))
+    assert r.status_code == 422 and str(data_dir) not in r.text, r.text  # no server paths
+    r = client.post("/v1/plan", _plan(calibration={"schema": "x"}))
+    assert "calibration: calibration:" not in r.text, r.text
 
 
 def test_library_errors_from_the_worker_are_422_not_500(client):
