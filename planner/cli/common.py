@@ -36,7 +36,7 @@ def user_errors(fn: Callable) -> Callable:
             fail(f"file not found: {e.filename or e}")
         except PermissionError as e:
             fail(f"permission denied: {e.filename or e}")
-        except OSError as e:  # a folder given for a file, a full disk, ...
+        except (IsADirectoryError, NotADirectoryError) as e:  # a folder given for a file, ...
             fail(f"{e.filename or 'file'}: {e.strerror or e}")
 
     return wrapper
@@ -54,15 +54,11 @@ def param_names(params: str | None) -> list[str] | None:
 
 def output_paths(**paths: Path | None) -> None:
     """Refuse, before any work, an output path (`option=path`, as `out=...` for --out) that
-    cannot be written: a folder, or a file in a folder that does not exist."""
+    names a folder (a missing folder above it is created when the file is written)."""
     for option, path in paths.items():
-        if path is None:
-            continue
-        flag = "--" + option.replace("_", "-")
-        if path.is_dir():
-            raise ServePlanError(f"{flag} {path} is a folder; expected a file to write")
-        if not path.parent.is_dir():
-            raise ServePlanError(f"{flag} {path}: the folder {path.parent} does not exist")
+        if path is not None and path.is_dir():
+            raise ServePlanError(f"--{option.replace('_', '-')} {path} is a folder; expected a file "
+                                 "to write")
 
 
 def load_calibration_opt(path: Path | None):

@@ -40,6 +40,7 @@ import re
 from pathlib import Path
 
 from costmodel.errors import ServePlanError
+from costmodel.jsonio import short_repr
 from sim.runs.fields import (
     RunContext,
     check_in_flight,
@@ -63,6 +64,13 @@ _GROUPED = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # a number with thous
 # 1 / sqrt(smoothness))
 ARRIVAL_CV = {"poisson": 1.0, "gamma": None, "constant": 0.0}
 AIPERF, GENAI_PERF = "aiperf", "genai-perf"
+# arguments only GenAI-Perf writes flat in input_config (aiperf nests its settings)
+GENAI_PERF_ARGS = ("endpoint_type", "synthetic_input_tokens_mean", "output_tokens_mean")
+# settings of a load that changed during the run, or held prompts back (aiperf v1 loadgen and
+# v2 phases)
+UNSTEADY = ("request_rate_ramp_duration", "concurrency_ramp_duration", "rate_ramp",
+            "concurrency_ramp", "prefill_concurrency", "prefill_concurrency_ramp_duration",
+            "prefill_ramp", "rate_series", "request_rate_series")
 
 
 def _metrics_of_json(doc: dict) -> dict[str, dict]:
@@ -169,6 +177,7 @@ def _profiling_phase(phases: list, where: str) -> dict:
         raise ServePlanError(f"{where}: input_config.phases holds {len(prof)} profiling phases; "
                              "expected one (the summary would mix their loads)")
     p = prof[0]
+    _steady(p, where, "phases[profiling].")
     kind = str(p.get("type") or "").strip().lower()
     if kind == "concurrency":
         return {"concurrency": p.get("concurrency"), "request_count": p.get("requests")}
@@ -181,9 +190,20 @@ def _profiling_phase(phases: list, where: str) -> dict:
                          "and fixed-schedule loads are not replayed)")
 
 
-def _load(doc: dict, where: str) -> tuple[dict, str | None, str]:
-    """The settings that hold the load, the model the run named, and the tool (aiperf or
-    genai-perf) whose defaults fill what the settings leave out."""
+def _steady(settings: dict, where: str, prefix: str = "") -> None:
+    """Refuse a load that changed as the run went (a ramp, a rate series) or held prompts back
+    (a prefill concurrency): a replay runs one steady load."""
+    for k in UNSTEADY:
+        if settings.get(k) not in (None, False, 0, [], {}):
+            raise ServePlanError(f"{where}: input_config {prefix}{k}={short_repr(settings[k])}: the "
+                                 "load was not one steady concurrency or rate, which is what a replay "
+                                 "runs")
+
+
+def _load(doc: dict, where: str) -> tuple[dict, str | None, str | None]:
+    """The settings that hold the load, the model the run named, and the tool (aiperf,
+    genai-perf, or None when the file does not say) whose defaults fill what the settings
+    leave out."""
     cfg = doc.get("input_config") if isinstance(doc.get("input_config"), dict) else {}
     pa = cfg.get("perf_analyzer")
     stimulus = pa.get("stimulus") if isinstance(pa, dict) else None
@@ -193,8 +213,11 @@ def _load(doc: dict, where: str) -> tuple[dict, str | None, str]:
         load, tool = _profiling_phase(cfg["phases"], where), AIPERF
     elif isinstance(cfg.get("loadgen"), dict):
         load, tool = cfg["loadgen"], AIPERF
-    else:
+    elif isinstance(pa, dict) or any(k in cfg for k in GENAI_PERF_ARGS):
         load, tool = (stimulus if isinstance(stimulus, dict) else cfg), GENAI_PERF
+    else:  # an aiperf CSV, or a JSON without its settings
+        load, tool = cfg, None
+    _steady(load, where)
     endpoint = cfg.get("endpoint") if isinstance(cfg.get("endpoint"), dict) else {}
     models = cfg.get("models") if isinstance(cfg.get("models"), dict) else {}
     items = [m.get("name") for m in models.get("items") or () if isinstance(m, dict)]
@@ -225,8 +248,11 @@ def _arrivals(load: dict, where: str, tool: str) -> tuple[str, float]:
     elif tool == GENAI_PERF:
         return ("evenly spaced arrivals (perf_analyzer's default request distribution; the file "
                 "names none)"), 0.0
-    else:
+    elif tool == AIPERF:
         return "Poisson arrivals (aiperf's default; the file names no arrival_pattern)", 1.0
+    else:
+        return ("Poisson arrivals, as aiperf sends by default (the file says neither which tool "
+                "wrote it nor its arrival pattern)"), 1.0
     if mode not in ARRIVAL_CV:
         raise ServePlanError(f"{where}: input_config {key}={load[key]!r} with a request rate; "
                              f"expected one of {', '.join(ARRIVAL_CV)}")
@@ -264,22 +290,24 @@ def read_aiperf(path: Path, ctx: RunContext) -> list[MeasuredRun]:
     conc = number(load, "concurrency", f"{where}: input_config", required=False)
     if conc is not None and (not math.isfinite(conc) or conc != int(conc) or conc < 1):
         raise ServePlanError(f"{where}: input_config concurrency={conc!r}; expected a whole number >= 1")
-    throughput = _stat(metrics, "request_throughput", "avg", where, required=False)
-    conc, rate, load_note = choose_load(
-        ctx, where, int(conc) if conc is not None else None,
-        number(load, "request_rate", f"{where}: input_config", required=False),
-        throughput, "input_config concurrency, request_rate",
-        sent=int(count) if count is not None else None)
-    if conc is not None and throughput and count is not None and count >= 2 * conc:
-        check_in_flight({}, where, measured, conc, throughput, int(count),
-                        "Do the metrics' units match their values?")
-    cv = 1.0
-    if rate is not None:
-        arrivals_note, cv = _arrivals(load, where, tool)
-        load_note = "; ".join(n for n in (load_note, arrivals_note) if n)
     if count is None:  # no completed count: the requests the run was set to send
         count = number(load, "request_count", f"{where}: input_config", required=False) or None
         _count_ok(count, "input_config request_count", where)
+    throughput = _stat(metrics, "request_throughput", "avg", where, required=False)
+    file_rate = number(load, "request_rate", f"{where}: input_config", required=False)
+    open_loop = ctx.rate_rps is not None or (file_rate is not None and math.isfinite(file_rate))
+    arrivals_note, cv = _arrivals(load, where, tool) if open_loop else ("", 1.0)
+    conc, rate, load_note = choose_load(
+        ctx, where, int(conc) if conc is not None else None, file_rate,
+        throughput, "input_config concurrency, request_rate",
+        sent=int(count) if count is not None else None, gap_cv=cv)
+    if conc is not None and throughput and count is not None and count >= 2 * conc:
+        check_in_flight(where, measured, conc, throughput, int(count),
+                        hint="Do the metrics' units match their values?")
+    if rate is None:
+        cv = 1.0
+    else:
+        load_note = "; ".join(n for n in (load_note, arrivals_note) if n)
     return [finish_run(ctx, "aiperf", path, "1", backend=None, default_engine=None,
                        version_in_file=None, model_in_file=model, workload=workload,
                        concurrency=conc, rate_rps=rate, burstiness_cv=cv,

@@ -23,12 +23,11 @@ from costmodel.specs import load_model
 from sim.deployment import Deployment
 from sim.runs.aic_silicon import model_preset
 from sim.runs.deployments import require_fits
+from sim.runs.loads import check_in_flight, choose_load
 from sim.runs.types import (
     ENGINES,
-    MAX_CONCURRENCY,
     MAX_TOKENS,
     PER_REQUEST,
-    RATE_RANGE,
     MeasuredRun,
     check_context,
     check_measured,
@@ -37,14 +36,8 @@ from sim.runs.types import (
 # seconds per unit of a time as the tools write it
 UNIT_S = {"s": 1.0, "sec": 1.0, "secs": 1.0, "seconds": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
           "μs": 1e-6, "ns": 1e-9}
-# a run with both a finite rate and a concurrency is open loop when it kept up with its rate
-RATE_BOUND_FRACTION = 0.9
 # benchmark-client backends that speak the OpenAI API to a server of any engine
 GENERIC_BACKENDS = ("openai",)
-# Little's law check of a closed loop's latencies against its load (client_summary): the mean
-# number of requests in flight, request throughput x mean latency, lies within these fractions
-# of the concurrency (at most all of it; at least a twentieth over two or more waves)
-IN_FLIGHT_RANGE = (0.05, 1.5)
 
 
 @dataclass(frozen=True)
@@ -163,64 +156,6 @@ def engine_of(backend, given: str | None, where: str) -> tuple[str | None, str]:
                              f"ServePlan does not simulate (it simulates {', '.join(ENGINES)}); if "
                              "one of those served it behind that API, give the engine")
     return given, f"engine {given} as given (the client's backend is {backend!r})"
-
-
-# --- the load: a concurrency or a rate ------------------------------------------------------
-def choose_load(ctx: RunContext, where: str, concurrency: int | None, rate: float | None,
-                throughput_rps: float | None, fields_named: str,
-                peak_in_flight: float | None = None,
-                sent: int | None = None) -> tuple[int | None, float | None, str]:
-    """(concurrency, rate_rps, note) of a run from what the file says (`concurrency`, `rate`,
-    inf = no rate) and what the caller gives.
-
-    A client with a finite rate and a concurrency cap ran open loop at its rate when the cap
-    never bound: the most requests it had in flight (`peak_in_flight`, vLLM's and SGLang's
-    `max_concurrent_requests`, counted per second of the run and so never below the true peak)
-    stayed under the cap, or its measured throughput kept up with the rate (at least
-    RATE_BOUND_FRACTION of it; a per-second count at the cap may overstate the true peak).
-    Otherwise the cap bound, and the run was a closed loop of that many clients.
-
-    A rate of inf with no cap (the clients' defaults) sent all `sent` requests at once: a
-    closed loop of that many clients, one request each. A throughput above the rate is refused."""
-    for name, mine, given in (("concurrency", concurrency, ctx.concurrency),
-                              ("rate", rate, ctx.rate_rps)):
-        if mine is not None and given is not None and not math.isclose(mine, given):
-            raise ServePlanError(f"{where}: the file's {name} is {mine:g} but {given:g} was given")
-    conc = concurrency if concurrency is not None else ctx.concurrency
-    rate = rate if rate is not None else ctx.rate_rps
-    burst = ""
-    if rate is not None and not math.isfinite(rate):
-        rate = None
-        if conc is None and sent:
-            conc, burst = sent, (f"all {sent} requests sent at once (request rate inf, no concurrency "
-                                 f"cap): a closed loop of {sent} clients, one request each")
-    if conc is not None and (not 1 <= conc <= MAX_CONCURRENCY or conc != int(conc)):
-        raise ServePlanError(f"{where}: concurrency {str(conc)[:40]}; expected a whole number in "
-                             f"[1, {MAX_CONCURRENCY:,}]")
-    if rate is not None and not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
-        raise ServePlanError(f"{where}: request rate {str(rate)[:40]}; expected requests/s in "
-                             f"[{RATE_RANGE[0]:g}, {RATE_RANGE[1]:g}]")
-    if conc is None and rate is None:
-        raise ServePlanError(f"{where}: no concurrency and no finite request rate ({fields_named}); "
-                             "a run is replayed at one of them: give the concurrency or the rate it ran at")
-    # an open loop completes requests at its rate, give or take four standard deviations of
-    # its count (sqrt(n) of n): a file measuring more was not run at that rate
-    top = None if rate is None or not sent else rate * (1 + 4 / math.sqrt(sent))
-    if top is not None and throughput_rps is not None and throughput_rps > top:
-        raise ServePlanError(f"{where}: request_throughput {throughput_rps:.4g}/s is above the request "
-                             f"rate {rate:g}/s (at most {top:.3g}/s over {sent} requests); give the "
-                             "rate or concurrency the run was sent at")
-    if conc is not None and rate is not None:
-        if peak_in_flight is not None and peak_in_flight < conc:
-            return None, rate, (f"open loop at {rate:g} requests/s: the concurrency cap {conc} never "
-                                f"bound (at most {peak_in_flight:g} requests in flight)")
-        if throughput_rps is not None and throughput_rps >= RATE_BOUND_FRACTION * rate:
-            return None, rate, (f"open loop at {rate:g} requests/s: the concurrency cap {conc} never "
-                                f"bound (measured {throughput_rps:.3g} requests/s)")
-        why = (f"measured {throughput_rps:.3g} requests/s < {RATE_BOUND_FRACTION:g} x the rate"
-               if throughput_rps is not None else "the file has no throughput to tell")
-        return int(conc), None, f"closed loop of {conc} clients: the cap bound the rate {rate:g} ({why})"
-    return (int(conc) if conc is not None else None), rate, burst
 
 
 # --- lengths ---------------------------------------------------------------------------------
@@ -350,9 +285,10 @@ class ClientSummary:
 
 
 def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str],
-                   dataset_lengths=None) -> ClientSummary:
+                   dataset_lengths=None, gap_cv: float = 1.0) -> ClientSummary:
     """`completed`, the latencies of `metrics` (measured_ms), the load from `max_concurrency`,
-    `request_rate` and `request_throughput`, and the lengths of the run's requests."""
+    `request_rate` and `request_throughput` (an open loop's gaps with CV `gap_cv`), and the
+    lengths of the run's requests."""
     completed = completed_requests(d, "completed", where)
     measured = measured_ms(d, where, metrics)
     throughput = number(d, "request_throughput", where, required=False)
@@ -363,7 +299,7 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
         ctx, where, whole(d, "max_concurrency", where, required=False),
         number(d, "request_rate", where, required=False), throughput,
         "max_concurrency, request_rate", number(d, "max_concurrent_requests", where, required=False),
-        sent)
+        sent, gap_cv)
     lists = per_request_lengths(detail_lists(d), where, completed)
     if lists is not None and max(lists[1]) == 1 and "tpot_mean_s" in measured:
         raise ServePlanError(f"{where}: every request in output_lens made one token, which has no "
@@ -374,29 +310,9 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
         lengths = (dataset_lengths(d, where) if dataset_lengths else None) or mean_lengths_workload(
             d, where, completed, *total_keys(d), tpot_measured="tpot_mean_s" in measured)
     if conc is not None and throughput and completed >= 2 * conc:
-        check_in_flight(d, where, measured, conc, throughput, completed)
+        check_in_flight(where, measured, conc, throughput, completed,
+                        number(d, "total_output_tokens", where, required=False))
     return ClientSummary(completed, measured, conc, rate, note, lengths)
-
-
-def check_in_flight(d: dict, where: str, measured: dict, conc: int, throughput: float,
-                    completed: int, hint: str = "Are the _ms fields in milliseconds?") -> None:
-    """Little's law on a closed loop of two or more waves: requests in flight on average, the
-    request throughput times the mean latency (E2E, or TTFT plus the mean output's TPOTs when
-    the file has no E2E), is at most the concurrency and not a small fraction of it. Latencies
-    in the wrong unit (seconds in `_ms` fields) miss this by a factor of a thousand."""
-    e2e = measured.get("e2e_mean_s")
-    if e2e is None:
-        tot_out = number(d, "total_output_tokens", where, required=False)
-        if tot_out is None:
-            return
-        e2e = measured["ttft_mean_s"] + max(tot_out / completed - 1, 0.0) * measured["tpot_mean_s"]
-    held = throughput * e2e
-    lo, hi = IN_FLIGHT_RANGE
-    if not lo * conc <= held <= hi * conc:
-        raise ServePlanError(
-            f"{where}: request_throughput {throughput:.4g}/s x mean latency {e2e:.4g} s gives "
-            f"{held:.3g} requests in flight on average (Little's law), against a concurrency of "
-            f"{conc}; expected {lo:g}-{hi:g} x that. {hint}")
 
 
 # --- the run ---------------------------------------------------------------------------------

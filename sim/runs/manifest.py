@@ -130,5 +130,6 @@ def _version(v, where: str) -> str | None:
         raise ServePlanError(f"{where}: engine_version {v!r}; expected a version string")
     if isinstance(v, float) and not v.is_integer():
         raise ServePlanError(f"{where}: engine_version {v!r} was read as a number, which may have "
-                             f"lost a trailing zero (0.10 reads 0.1); quote the version as the engine prints it")
+                             "lost a trailing zero (0.10 reads 0.1); quote it as the engine prints "
+                             'it, as engine_version: "0.10.1"')
     return str(int(v))

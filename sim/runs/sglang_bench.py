@@ -29,6 +29,7 @@ the means of the totals (the run's note says which).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from costmodel.errors import ServePlanError
@@ -44,8 +45,8 @@ def _random_lengths(d: dict, where: str):
     not use it (other datasets leave random_input_len at its default in the file).
 
     The token totals say what was sent: newer versions take the tokenizer's special tokens off
-    each prompt (1000 -> 999 for Llama), and a file whose settings and totals disagree by more
-    than that is replayed at the totals' means, with a note."""
+    each prompt (1000 -> 999 for Llama), and a file whose totals' means lie further from the
+    range's middle than its draw explains is replayed at them, with a note."""
     if not str(d.get("dataset_name") or "").startswith("random"):
         return None
     isl = fields.whole(d, "random_input_len", where, required=False)
@@ -59,7 +60,9 @@ def _random_lengths(d: dict, where: str):
     totals = [fields.whole(d, k, where, required=False) for k in (in_key, out_key)]
     if done and None not in totals:
         means = [t / done for t in totals]
-        if ratio == 1 or any(abs(m - (lo + hi) / 2) > max(8, 0.02 * hi)
+        # a uniform draw's mean lies within four standard errors, (hi - lo) / sqrt(12 n) each,
+        # of the range's middle; a few tokens more for the special tokens taken off
+        if ratio == 1 or any(abs(m - (lo + hi) / 2) > 8 + 4 * (hi - lo) / math.sqrt(12 * done)
                              for m, lo, hi in zip(means, (lo_in, lo_out), (isl, osl), strict=True)):
             workload, _, _, note = fields.mean_lengths_workload(d, where, done, in_key, out_key)
             said = f"random_input_len {isl}, random_output_len {osl}, range ratio {ratio:g}"

@@ -46,12 +46,12 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
     if d.get("ramp_up_strategy"):
         raise ServePlanError(f"{where}: ramp_up_strategy={d['ramp_up_strategy']!r}: the request "
                              "rate changed during the run, which a replay at one rate cannot repeat")
-    c = fields.client_summary(d, where, ctx, METRICS)
     burst = fields.number(d, "burstiness", where, required=False)
     burst = 1.0 if burst is None else burst
     if not burst > 0:
         raise ServePlanError(f"{where}: burstiness={burst:g}; expected a gamma shape > 0 (1: Poisson, "
                              "inf: evenly spaced)")
+    c = fields.client_summary(d, where, ctx, METRICS, gap_cv=1.0 / math.sqrt(burst))
     workload, ins, outs, len_note = c.lengths
     sent = fields.whole(d, "num_prompts", where, required=False)
     if sent is not None and sent < c.completed:
@@ -67,7 +67,9 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
         workload=workload, concurrency=c.concurrency, rate_rps=c.rate_rps,
         num_requests=sent or c.completed,
         measured=c.measured, burstiness_cv=1.0 / math.sqrt(burst),  # inf: 0, evenly spaced
-        input_lens=ins, output_lens=outs, notes=(c.load_note, len_note), spec_used=spec)
+        input_lens=ins, output_lens=outs, spec_used=spec,
+        notes=(c.load_note, len_note, "evenly spaced arrivals (burstiness inf)"
+               if c.rate_rps is not None and math.isinf(burst) else ""))
 
 
 def read_vllm_bench(path: Path, ctx: RunContext) -> list[MeasuredRun]:

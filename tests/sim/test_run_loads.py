@@ -86,23 +86,44 @@ def test_aiperf_config_v2_reads_the_profiling_phase(tmp_path):
 
 def test_genai_perf_rate_is_evenly_spaced_unless_named(tmp_path):
     d = _doc("profile_export_genai_perf.json")
-    for args, cv in (({"request_rate": 10.0}, 0.0),
-                     ({"request_rate": 10.0, "request_distribution": "poisson"}, 1.0)):
-        d["input_config"] = args
+    own = d["input_config"] | {"concurrency": None}
+    for args, cv in (({"request_rate": 105.0}, 0.0),
+                     ({"request_rate": 105.0, "request_distribution": "poisson"}, 1.0)):
+        d["input_config"] = own | args
         (run,) = load_runs(_write(tmp_path, "g.json", d), "aiperf", engine="sglang",
                            deployment=L8B | {"tp": 8})
-        assert (run.rate_rps, run.burstiness_cv) == (10.0, cv)
+        assert (run.rate_rps, run.burstiness_cv) == (105.0, cv)
         assert cv or "perf_analyzer's default request distribution" in run.note
 
 
 def test_a_throughput_above_the_rate_is_refused(tmp_path):
-    # 1600 requests at 20/s complete at most 20 x (1 + 4 / 40) = 22/s
+    # 1600 requests at 20/s span 1599 gaps, at most 4 x sqrt(1599) = 160 gaps short:
+    # 20 x 1600 / 1439 = 22.2/s
     d = _doc("vllm_bench_llama8b_c160.json") | {"request_rate": 20.0, "max_concurrency": None}
-    with pytest.raises(ServePlanError, match=r"request_throughput 37.35/s is above the request rate 20/s"):
+    with pytest.raises(ServePlanError, match=r"request_throughput 37.35/s is above what 1600 requests "
+                                              r"at the request rate 20/s can reach \(22.2/s\)"):
         load_runs(_write(tmp_path, "v.json", d), "vllm-bench", deployment=L8B)
     (run,) = load_runs(_write(tmp_path, "v.json", d | {"request_throughput": 21.5}), "vllm-bench",
                        deployment=L8B)
     assert run.rate_rps == 20.0
+    # bursty gaps (CV 3.2) and few requests measure far above their rate, honestly
+    few = d | {"num_prompts": 200, "completed": 200, "request_rate": 10.0, "burstiness": 0.1,
+               "request_throughput": 13.5, "total_input_tokens": 200_000, "total_output_tokens": 20_000}
+    (run,) = load_runs(_write(tmp_path, "v.json", few), "vllm-bench", deployment=L8B)
+    assert run.rate_rps == 10.0
+
+
+def test_open_loop_ceiling_holds_for_honest_runs():
+    # Monte Carlo: n requests at rate 1 whose clients sleep a gap before each request after
+    # the first; the measured throughput (n over the span) stays under the ceiling
+    from sim.runs.loads import open_loop_ceiling
+
+    rng = np.random.default_rng(0)
+    for n, cv in ((5, 1.0), (10, 1.0), (100, 1.0), (100, 3.0), (1000, 3.0), (2000, 1.0)):
+        shape = 1 / cv**2
+        spans = rng.gamma(shape, 1 / shape, (4000, n - 1)).sum(axis=1)
+        refused = np.mean(n / spans > open_loop_ceiling(1.0, n, cv))
+        assert refused < 0.002, (n, cv, refused)
 
 
 def test_aiperf_units_checked_by_littles_law(tmp_path):
@@ -166,3 +187,44 @@ def test_sglang_random_lengths_as_the_totals_say(tmp_path):
     (run,) = load_runs(_write(tmp_path, "s.jsonl", d | {"total_input_tokens": 400 * 1600}),
                        "sglang-bench", deployment=L8B)
     assert run.workload == "fixed:400,75" and "disagree with them" in run.note
+
+
+def test_an_aiperf_csv_with_a_rate_is_poisson_with_a_note(tmp_path):
+    (run,) = load_runs(FIX / "profile_export_aiperf.csv", "aiperf", deployment=L8B, engine="sglang",
+                       rate_rps=17.2)
+    assert (run.rate_rps, run.burstiness_cv) == (17.2, 1.0)
+    assert "the file says neither which tool wrote it" in run.note
+
+
+@pytest.mark.parametrize("where, settings", [
+    ("loadgen", {"request_rate": 10.0, "request_rate_ramp_duration": 120}),
+    ("loadgen", {"concurrency": 352, "prefill_concurrency": 8}),
+    ("phases", [{"name": "profiling", "type": "poisson", "rate": 10.0, "rate_ramp": 120}]),
+    ("phases", [{"name": "profiling", "type": "concurrency", "concurrency": 352, "concurrency_ramp": 60}]),
+])
+def test_aiperf_loads_that_changed_during_the_run_are_refused(tmp_path, where, settings):
+    with pytest.raises(ServePlanError, match="the load was not one steady concurrency or rate"):
+        _aiperf(tmp_path, {where: settings})
+
+
+def test_genai_perf_units_are_checked_with_its_request_count(tmp_path):
+    d = _doc("profile_export_genai_perf.json")
+    d["request_latency"] = d["request_latency"] | {"unit": "s"}
+    with pytest.raises(ServePlanError, match="Little's law"):
+        load_runs(_write(tmp_path, "g.json", d), "aiperf", engine="sglang", deployment=L8B | {"tp": 8})
+
+
+def test_sglang_uniform_lengths_survive_their_draw(tmp_path):
+    # 100 requests drawn as SGLang draws them (ratio 0.1 of 4000 / 1000): the totals' means
+    # wander from the range's middle by their standard error, and the range stands
+    rng = np.random.default_rng(1)
+    d = _doc("sglang_bench_llama8b.jsonl") | {"random_input_len": 4000, "random_output_len": 1000,
+                                              "random_range_ratio": 0.1, "completed": 100,
+                                              "max_concurrency": 160}
+    kept = 0
+    for _ in range(20):
+        ins, outs = rng.integers(400, 4001, 100), rng.integers(100, 1001, 100)
+        run_d = d | {"total_input_tokens": int(ins.sum()), "total_output_tokens": int(outs.sum())}
+        (run,) = load_runs(_write(tmp_path, "s.jsonl", run_d), "sglang-bench", deployment=L8B)
+        kept += run.workload == "uniform:400-4000,100-1000"
+    assert kept == 20

@@ -53,7 +53,6 @@ def test_an_aic_silicon_file_with_one_id_twice_is_refused(tmp_path, shared):
 
 @pytest.mark.parametrize("extra, msg", [
     (["--out", "{tmp}"], "--out {tmp} is a folder; expected a file to write"),
-    (["--out", "{tmp}/no/c.json"], "the folder {tmp}/no does not exist"),
     (["--out", "{tmp}/c.json", "--plot", "{tmp}"], "--plot {tmp} is a folder"),
     (["--out", "{tmp}/c.json", "--params", ","], "--params ','; expected comma-separated"),
 ])
@@ -61,6 +60,14 @@ def test_calibrate_refuses_before_it_fits(tmp_path, extra, msg):
     code, out, exc = _cli(RUNS + [a.replace("{tmp}", str(tmp_path)) for a in extra])
     assert code == 2 and msg.replace("{tmp}", str(tmp_path)) in out, (out, exc)
     assert not (tmp_path / "c.json").exists()
+
+
+def test_output_folders_that_do_not_exist_are_made(tmp_path):
+    from planner.cli.common import output_paths
+
+    output_paths(out=tmp_path / "new" / "sub" / "c.json")  # created when written: not refused
+    with pytest.raises(ServePlanError, match="--requests-csv .* is a folder"):
+        output_paths(requests_csv=tmp_path)
 
 
 def test_a_fit_fraction_that_leaves_no_rows(tmp_path, shared):
