@@ -185,6 +185,9 @@ def per_request_lengths(d: dict, where: str, completed: int) -> tuple[list[int],
     for key, v in (("input_lens", ins), ("output_lens", outs)):
         if not isinstance(v, list):
             raise ServePlanError(f"{where}: {key} is {type(v).__name__}; expected a list of token counts")
+    if errs is not None and not isinstance(errs, list):
+        raise ServePlanError(f"{where}: errors is {type(errs).__name__}; expected a list, one entry per "
+                             "request (\"\" for a successful one)")
     if len(ins) != len(outs) or (isinstance(errs, list) and len(errs) != len(ins)):
         raise ServePlanError(f"{where}: input_lens has {len(ins)} requests, output_lens {len(outs)}"
                              + (f", errors {len(errs)}" if isinstance(errs, list) else "")
@@ -204,6 +207,13 @@ def per_request_lengths(d: dict, where: str, completed: int) -> tuple[list[int],
     if len(keep_in) != completed:
         raise ServePlanError(f"{where}: input_lens and output_lens hold {len(keep_in)} successful "
                              f"requests but completed={completed}; expected the same")
+    # the clients total the successful requests' lengths: lists of another run disagree
+    for key, kept in zip(total_keys(d) if "total_input" in d or "total_input_tokens" in d
+                         else (), (keep_in, keep_out), strict=False):
+        total = number(d, key, where, required=False)
+        if total is not None and abs(sum(kept) - total) > max(1.0, 0.01 * total):
+            raise ServePlanError(f"{where}: the successful requests' lengths sum to {sum(kept):,} but "
+                                 f"{key}={total:,.0f}; expected the lists of the run it summarises")
     return keep_in, keep_out
 
 

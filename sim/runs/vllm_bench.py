@@ -54,9 +54,10 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
     c = fields.client_summary(d, where, ctx, METRICS, gap_cv=1.0 / math.sqrt(burst))
     workload, ins, outs, len_note = c.lengths
     sent = fields.whole(d, "num_prompts", where, required=False)
-    if sent is not None and sent < c.completed:
-        raise ServePlanError(f"{where}: num_prompts={sent} but completed={c.completed}; a run "
-                             "completes at most the requests it sent")
+    failed = fields.whole(d, "failed", where, required=False) or 0
+    if sent is not None and sent < c.completed + failed:
+        raise ServePlanError(f"{where}: num_prompts={sent} but completed={c.completed} and "
+                             f"failed={failed}; a run completes or fails at most the requests it sent")
     if sent is not None and isinstance(d.get("input_lens"), list) and len(d["input_lens"]) != sent:
         raise ServePlanError(f"{where}: num_prompts={sent} but input_lens lists {len(d['input_lens'])} "
                              "requests; expected one entry per request sent")

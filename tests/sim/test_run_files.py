@@ -64,7 +64,8 @@ def test_vllm_detailed_keeps_each_successful_requests_lengths():
 
 def test_vllm_detailed_lengths_all_alike_are_fixed(tmp_path):
     d = _doc("vllm_bench_llama8b_detailed.json")
-    d.update(input_lens=[1000] * 8, output_lens=[100] * 7 + [0])
+    d.update(input_lens=[1000] * 8, output_lens=[100] * 7 + [0], total_input_tokens=7000,
+             total_output_tokens=700)
     d["errors"] = [""] * 7 + ["timeout"]
     (run,) = load_runs(_write(tmp_path, "r.json", d), "vllm-bench", deployment=L8B)
     assert run.workload == "fixed:1000,100" and run.input_lens is None
@@ -206,10 +207,11 @@ BAD = [
     (V, "vllm-bench", _drop("model_id"),
      {"deployment": {"model": "llama-3.1-70b", "gpu": "h100", "precision": "bf16"}}, "does not fit"),
     (V, "vllm-bench", lambda d: d | {"input_lens": [10_000_000] + [1000] * 1599,
+                                     "total_input_tokens": 11_599_000,
                                      "output_lens": [100] * 1600}, {}, "holds 10,000,100 tokens, more than "
      "llama-3.1-8b's context of 131,072"),
     (V, "vllm-bench", lambda d: d | {"input_lens": [100_000] + [1000] * 1599,  # in context, not in memory
-                                     "output_lens": [100] * 1600},
+                                     "total_input_tokens": 1_699_000, "output_lens": [100] * 1600},
      {"deployment": L8B | {"gpu": "l4", "precision": "bf16", "kv_dtype": "bf16"}}, "does not fit"),
     (V, "vllm-bench", lambda d: d | {"p99_ttft_ms": 10 ** 400}, {}, "p99_ttft_ms=1000000000000"),
     (V, "vllm-bench", lambda d: d | {"p99_ttft_ms": 1.0}, {}, "ttft p99 0.001 s is below its p50 1.612 s"),

@@ -105,3 +105,17 @@ def test_one_token_outputs_with_a_tpot_are_refused(tmp_path):
     p.write_text(json.dumps(a))
     with pytest.raises(ServePlanError, match="every request made one output token"):
         load_runs(p, "aiperf", deployment={"model": "llama-3.1-8b", "gpu": "h200-sxm"}, engine="sglang")
+
+
+@pytest.mark.parametrize("edit, msg", [
+    ({"failed": 500}, "completed=1600 and failed=500; a run completes or fails at most"),
+    ({"input_lens": [1000] * 1600, "output_lens": [100] * 1600, "total_input_tokens": 999_999},
+     "the successful requests' lengths sum to 1,600,000 but total_input_tokens=999,999"),
+    ({"input_lens": [1000] * 1600, "output_lens": [100] * 1600, "errors": "boom"}, "errors is str"),
+])
+def test_a_vllm_file_at_odds_with_itself(tmp_path, edit, msg):
+    d = json.loads((FIX / "vllm_bench_llama8b_c160.json").read_text()) | edit
+    p = tmp_path / "v.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(ServePlanError, match=msg):
+        load_runs(p, "vllm-bench", deployment={"model": "llama-3.1-8b", "gpu": "h200-sxm"})
