@@ -264,12 +264,18 @@ def measured_ms(d: dict, where: str, metrics: dict[str, str]) -> dict[str, float
     without streaming, TPOT of one-token outputs): a required one that is 0 is an error, an
     optional one is left out."""
     out = {}
+    # vLLM writes a metric's fields only when --percentile-metrics names it: without TPOT, the
+    # mean E2E and TTFT give it over fixed output lengths (client_summary)
+    tpots = [n for n, k in metrics.items() if k == "tpot"]
+    no_tpot = not any(f.endswith(f"_{n}_ms") for f in d for n in tpots)
+    e2e_mean = no_tpot and any(f"mean_{n}_ms" in d for n, k in metrics.items() if k == "e2e")
     for name, key in metrics.items():
         for stat, ours in MS_STATS:
             field = f"{stat}_{name}_ms"
-            required = stat == "mean" and key in ("ttft", "tpot")
+            mean = stat == "mean" and key in ("ttft", "tpot")
+            required = mean and not (key == "tpot" and e2e_mean)
             v = number(d, field, where, required)
-            if v is None or (v == 0 and not required):
+            if v is None or (v == 0 and not mean):
                 continue
             if not math.isfinite(v):
                 raise ServePlanError(f"{where}: {field}={d[field]!r}; expected a finite number of ms")
@@ -319,10 +325,34 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
     else:
         lengths = (dataset_lengths(d, where) if dataset_lengths else None) or mean_lengths_workload(
             d, where, completed, *total_keys(d), tpot_measured="tpot_mean_s" in measured)
+    if "tpot_mean_s" not in measured:
+        lengths = _tpot_from_e2e(measured, lengths, where, [n for n, k in metrics.items() if k == "tpot"])
     if conc is not None and throughput and completed >= 2 * conc:
         check_in_flight(where, measured, conc, throughput, completed,
                         number(d, "total_output_tokens", where, required=False))
     return ClientSummary(completed, measured, conc, rate, note, lengths)
+
+
+def _tpot_from_e2e(measured: dict, lengths: tuple, where: str, names: list[str]) -> tuple:
+    """Set the mean TPOT of a file without TPOT fields from its mean E2E and TTFT: exact when
+    every request made the same number of tokens, each one's (E2E - TTFT) / (OSL - 1) then
+    averaging to (mean E2E - mean TTFT) / (OSL - 1). `lengths` gains a note; varied outputs
+    are refused (a mean of ratios is no ratio of means)."""
+    field = f"mean_{names[0]}_ms" if names else "mean_tpot_ms"
+    workload, ins, outs, note = lengths
+    kind, _, body = workload.partition(":")
+    osl = int(body.split(",")[1]) if kind == "fixed" else 0
+    if osl < 2:
+        raise ServePlanError(f"{where}: missing field {field!r}; the mean E2E and TTFT give it only "
+                             "for fixed output lengths of 2 or more tokens, and these "
+                             + ("are one token" if kind == "fixed" else "vary"))
+    tpot = (measured["e2e_mean_s"] - measured["ttft_mean_s"]) / (osl - 1)
+    if not tpot > 0:
+        raise ServePlanError(f"{where}: mean E2E {measured['e2e_mean_s'] * 1e3:.4g} ms is not above "
+                             f"mean TTFT {measured['ttft_mean_s'] * 1e3:.4g} ms; expected a longer E2E")
+    measured["tpot_mean_s"] = tpot
+    return workload, ins, outs, (f"{note}; mean TPOT {tpot * 1e3:.4g} ms from the mean E2E and TTFT "
+                                 f"over {osl - 1} tokens (the file has no {field})")
 
 
 # --- the run ---------------------------------------------------------------------------------

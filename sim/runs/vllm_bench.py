@@ -10,7 +10,8 @@ Fields read (vllm-project/vllm, `vllm/benchmarks/serve.py`: `main_async` writes 
 - the requests: `num_prompts` (sent), `completed` (succeeded), `total_input_tokens`,
   `total_output_tokens`, `request_throughput` (completed / duration, requests/s);
 - latencies in ms: `mean_`, `median_` and `p<P>_` (`--metric-percentiles`, 99 by default) of
-  `ttft`, `tpot`, `itl` and `e2el` (`--percentile-metrics`; ttft, tpot, itl by default);
+  `ttft`, `tpot`, `itl` and `e2el` (`--percentile-metrics`; ttft, tpot, itl by default; a file
+  without tpot takes its mean from the mean E2E and TTFT when the outputs were all alike);
 - with `--save-detailed`, per request sent: `input_lens`, `output_lens` (0 for a failed one),
   `errors` ("" for a successful one); also `ttfts` and `itls` in seconds (not read);
 - `model_id` (checked against the deployment when it names a known model), `backend` (the

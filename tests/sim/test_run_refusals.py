@@ -119,3 +119,23 @@ def test_a_vllm_file_at_odds_with_itself(tmp_path, edit, msg):
     p.write_text(json.dumps(d))
     with pytest.raises(ServePlanError, match=msg):
         load_runs(p, "vllm-bench", deployment={"model": "llama-3.1-8b", "gpu": "h200-sxm"})
+
+
+def test_a_vllm_file_without_tpot_fields_takes_it_from_e2e(tmp_path):
+    # vllm bench serve --percentile-metrics ttft,itl,e2el writes no *_tpot_ms fields
+    d = json.loads((FIX / "vllm_bench_llama8b_c160.json").read_text())
+    d = {k: v for k, v in d.items() if "tpot" not in k}
+    p = tmp_path / "v.json"
+    p.write_text(json.dumps(d))
+    dep = {"model": "llama-3.1-8b", "gpu": "h200-sxm"}
+    (run,) = load_runs(p, "vllm-bench", deployment=dep)
+    # fixed 100-token outputs: (4283.29 - 1612.27) / 99 ms
+    assert run.measured["tpot_mean_s"] == pytest.approx((4.28329 - 1.61227) / 99)
+    assert "from the mean E2E and TTFT over 99 tokens" in run.note
+    p.write_text(json.dumps({k: v for k, v in d.items() if "e2el" not in k}))
+    with pytest.raises(ServePlanError, match="missing field 'mean_tpot_ms'"):
+        load_runs(p, "vllm-bench", deployment=dep)
+    n = 1600
+    p.write_text(json.dumps(d | {"input_lens": [1000] * n, "output_lens": [50, 150] * (n // 2)}))
+    with pytest.raises(ServePlanError, match="missing field 'mean_tpot_ms'; .* and these vary"):
+        load_runs(p, "vllm-bench", deployment=dep)
