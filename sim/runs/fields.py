@@ -175,7 +175,8 @@ def total_keys(d: dict) -> tuple[str, str]:
                 ("total_input_tokens", "total_output_tokens"))
 
 
-def per_request_lengths(d: dict, where: str, completed: int) -> tuple[list[int], list[int]] | None:
+def per_request_lengths(d: dict, where: str, completed: int,
+                        totals: dict | None = None) -> tuple[list[int], list[int]] | None:
     """The successful requests' (input_lens, output_lens), as vLLM's `--save-detailed` and
     SGLang's `--output-details` write them: one entry per request sent, a failed one with an
     output length of 0 and a non-empty `errors` entry. None when the file has no such lists."""
@@ -208,9 +209,10 @@ def per_request_lengths(d: dict, where: str, completed: int) -> tuple[list[int],
         raise ServePlanError(f"{where}: input_lens and output_lens hold {len(keep_in)} successful "
                              f"requests but completed={completed}; expected the same")
     # the clients total the successful requests' lengths: lists of another run disagree
-    for key, kept in zip(total_keys(d) if "total_input" in d or "total_input_tokens" in d
+    totals = d if totals is None else totals  # the summary's own fields, beside `details`
+    for key, kept in zip(total_keys(totals) if "total_input" in totals or "total_input_tokens" in totals
                          else (), (keep_in, keep_out), strict=False):
-        total = number(d, key, where, required=False)
+        total = number(totals, key, where, required=False)
         if total is not None and abs(sum(kept) - total) > max(1.0, 0.01 * total):
             raise ServePlanError(f"{where}: the successful requests' lengths sum to {sum(kept):,} but "
                                  f"{key}={total:,.0f}; expected the lists of the run it summarises")
@@ -316,7 +318,7 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
         number(d, "request_rate", where, required=False), throughput,
         "max_concurrency, request_rate", number(d, "max_concurrent_requests", where, required=False),
         sent, gap_cv)
-    lists = per_request_lengths(detail_lists(d), where, completed)
+    lists = per_request_lengths(detail_lists(d), where, completed, totals=d)
     if lists is not None and max(lists[1]) == 1 and "tpot_mean_s" in measured:
         raise ServePlanError(f"{where}: every request in output_lens made one token, which has no "
                              "TPOT, yet the file has one; expected the lists of the run it summarises")
@@ -326,26 +328,35 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
         lengths = (dataset_lengths(d, where) if dataset_lengths else None) or mean_lengths_workload(
             d, where, completed, *total_keys(d), tpot_measured="tpot_mean_s" in measured)
     if "tpot_mean_s" not in measured:
-        lengths = _tpot_from_e2e(measured, lengths, where, [n for n, k in metrics.items() if k == "tpot"])
+        out_total = None if lists is not None else number(d, total_keys(d)[1], where, required=False)
+        lengths = _tpot_from_e2e(measured, lengths, where, [n for n, k in metrics.items() if k == "tpot"],
+                                 None if lists is not None else (out_total, completed))
     if conc is not None and throughput and completed >= 2 * conc:
         check_in_flight(where, measured, conc, throughput, completed,
                         number(d, "total_output_tokens", where, required=False))
     return ClientSummary(completed, measured, conc, rate, note, lengths)
 
 
-def _tpot_from_e2e(measured: dict, lengths: tuple, where: str, names: list[str]) -> tuple:
+def _tpot_from_e2e(measured: dict, lengths: tuple, where: str, names: list[str],
+                   out_total: tuple | None) -> tuple:
     """Set the mean TPOT of a file without TPOT fields from its mean E2E and TTFT: exact when
     every request made the same number of tokens, each one's (E2E - TTFT) / (OSL - 1) then
     averaging to (mean E2E - mean TTFT) / (OSL - 1). `lengths` gains a note; varied outputs
-    are refused (a mean of ratios is no ratio of means)."""
+    are refused (a mean of ratios is no ratio of means). Without per-request lists, the
+    outputs are alike only when the output total is OSL x completed (`out_total`: that total
+    and the completed count)."""
     field = f"mean_{names[0]}_ms" if names else "mean_tpot_ms"
+    if "e2e_mean_s" not in measured:
+        raise ServePlanError(f"{where}: missing field {field!r} (and no mean E2E to take it from)")
     workload, ins, outs, note = lengths
     kind, _, body = workload.partition(":")
     osl = int(body.split(",")[1]) if kind == "fixed" else 0
+    if out_total is not None and osl and out_total[0] != osl * out_total[1]:
+        osl = -1  # fixed at a rounded mean: the outputs varied
     if osl < 2:
         raise ServePlanError(f"{where}: missing field {field!r}; the mean E2E and TTFT give it only "
                              "for fixed output lengths of 2 or more tokens, and these "
-                             + ("are one token" if kind == "fixed" else "vary"))
+                             + ("are one token" if osl == 1 else "vary"))
     tpot = (measured["e2e_mean_s"] - measured["ttft_mean_s"]) / (osl - 1)
     if not tpot > 0:
         raise ServePlanError(f"{where}: mean E2E {measured['e2e_mean_s'] * 1e3:.4g} ms is not above "

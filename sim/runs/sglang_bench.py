@@ -11,7 +11,7 @@ end of `benchmark`, and `calculate_metrics`):
   `random_range_ratio` (the random dataset draws input lengths uniformly from
   [max(1, int(L x ratio)), L], outputs likewise: ratio 1 is fixed lengths);
 - latencies in ms: `mean_`, `median_`, `p99_` (and `p90_`/`p95_` in some versions) of `ttft`,
-  `tpot`, `itl` and `e2e_latency`;
+  `tpot`, `itl` and `e2e_latency` (a file without tpot fields: as vLLM's, `fields._tpot_from_e2e`);
 - with `--output-details`: `input_lens`, `output_lens` (0 for a failed request), `errors`;
   `ttfts` and `itls` (seconds, not read); at the top, or under `details` in the versions
   whose `benchmark/metrics.py` writes the summary (they also name the token totals

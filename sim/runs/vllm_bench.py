@@ -62,6 +62,9 @@ def _run(d: dict, path: Path, run_id: str, ctx: RunContext) -> MeasuredRun:
     if sent is not None and isinstance(d.get("input_lens"), list) and len(d["input_lens"]) != sent:
         raise ServePlanError(f"{where}: num_prompts={sent} but input_lens lists {len(d['input_lens'])} "
                              "requests; expected one entry per request sent")
+    if failed and isinstance(d.get("input_lens"), list) and len(d["input_lens"]) != c.completed + failed:
+        raise ServePlanError(f"{where}: completed={c.completed} and failed={failed} but input_lens lists "
+                             f"{len(d['input_lens'])} requests; expected one entry per request sent")
     spec = next((f"{k}={d[k]!r}" for k in SPEC_FIELDS if d.get(k) is not None), None)
     return fields.finish_run(
         ctx, "vllm-bench", path, run_id, backend=d.get("backend"),

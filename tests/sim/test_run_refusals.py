@@ -139,3 +139,41 @@ def test_a_vllm_file_without_tpot_fields_takes_it_from_e2e(tmp_path):
     p.write_text(json.dumps(d | {"input_lens": [1000] * n, "output_lens": [50, 150] * (n // 2)}))
     with pytest.raises(ServePlanError, match="missing field 'mean_tpot_ms'; .* and these vary"):
         load_runs(p, "vllm-bench", deployment=dep)
+
+
+def test_tpot_from_e2e_needs_outputs_known_to_be_alike(tmp_path):
+    d = json.loads((FIX / "vllm_bench_llama8b_c160.json").read_text())
+    d = {k: v for k, v in d.items() if "tpot" not in k}
+    p = tmp_path / "v.json"
+    dep = {"model": "llama-3.1-8b", "gpu": "h200-sxm"}
+    for edit, msg in (({"total_output_tokens": 96_800}, "and these vary"),  # a mean of 60.5
+                      ({"mean_e2el_ms": 0.0}, "no mean E2E to take it from"),
+                      ({"std_tpot_ms": 2.7}, "missing field 'mean_tpot_ms'$")):  # some tpot fields
+        p.write_text(json.dumps(d | edit))
+        with pytest.raises(ServePlanError, match=msg):
+            load_runs(p, "vllm-bench", deployment=dep)
+
+
+def test_list_totals_are_checked_in_both_layouts_and_failures_count(tmp_path):
+    dep = {"model": "llama-3.1-8b", "gpu": "h200-sxm"}
+    s = json.loads((FIX / "sglang_bench_llama8b.jsonl").read_text().splitlines()[0])
+    n = 1600
+    s = {k: v for k, v in s.items() if not k.startswith("total_")}
+    lists = {"input_lens": [1000] * n, "output_lens": [100] * n, "errors": [""] * n}
+    p = tmp_path / "s.jsonl"
+    p.write_text(json.dumps(s | {"total_input": 1000 * n, "total_output": 1, "details": lists}))
+    with pytest.raises(ServePlanError, match="sum to 160,000 but total_output=1"):
+        load_runs(p, "sglang-bench", deployment=dep)
+    # a vLLM run with real failures: listed, zero output, counted in `failed`
+    v = json.loads((FIX / "vllm_bench_llama8b_c160.json").read_text())
+    ins, outs = [1000] * n, [100] * (n - 2) + [0, 0]
+    v |= {"num_prompts": n, "completed": n - 2, "failed": 2, "input_lens": ins, "output_lens": outs,
+          "errors": [""] * (n - 2) + ["timeout", "timeout"], "total_input_tokens": 1000 * (n - 2),
+          "total_output_tokens": 100 * (n - 2)}
+    p = tmp_path / "v.json"
+    p.write_text(json.dumps(v))
+    (run,) = load_runs(p, "vllm-bench", deployment=dep)
+    assert run.workload == "fixed:1000,100"
+    p.write_text(json.dumps({k: x for k, x in v.items() if k != "num_prompts"} | {"failed": 1}))
+    with pytest.raises(ServePlanError, match="failed=1 but input_lens lists 1600 requests"):
+        load_runs(p, "vllm-bench", deployment=dep)
