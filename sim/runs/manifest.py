@@ -102,7 +102,11 @@ def load_manifest(path: str | Path) -> list[MeasuredRun]:
         f = f if f.is_absolute() else p.parent / f
         dep = entry.get("deployment")
         if dep is not None:
-            dep = deployment_from(dep, base_dir=p.parent, where=f"{where} ({entry['file']}): deployment")
+            at = f"{where} ({entry['file']}): deployment"
+            try:
+                dep = deployment_from(dep, base_dir=p.parent, where=at)
+            except ServePlanError as e:  # a plan file's own errors do not say which entry named it
+                raise ServePlanError(str(e) if str(e).startswith(where) else f"{at}: {e}") from None
         version = _version(entry.get("engine_version"), where)
         try:
             read = load_runs(f, fmt, deployment=dep, engine=entry.get("engine"),

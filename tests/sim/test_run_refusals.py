@@ -177,3 +177,12 @@ def test_list_totals_are_checked_in_both_layouts_and_failures_count(tmp_path):
     p.write_text(json.dumps({k: x for k, x in v.items() if k != "num_prompts"} | {"failed": 1}))
     with pytest.raises(ServePlanError, match="failed=1 but input_lens lists 1600 requests"):
         load_runs(p, "vllm-bench", deployment=dep)
+
+
+def test_a_manifest_entry_whose_plan_file_is_missing_is_named(tmp_path):
+    (tmp_path / "v.json").write_text((FIX / "vllm_bench_llama8b_c160.json").read_text())
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps({"runs": [{"file": "v.json", "format": "vllm-bench",
+                                       "deployment": "nope_plan.json"}]}))
+    with pytest.raises(ServePlanError, match=r"runs\[1\] \(v.json\): deployment: .*nope_plan.json"):
+        load_manifest(m)
