@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from costmodel.errors import ServePlanError
+from planner.cli.common import param_names
 
 
 def load_measured_runs(measured: Path | None, fmt: str | None, manifest: Path | None,
@@ -256,7 +257,6 @@ def calibrate_runs(runs: list, *, start_path: Path | None, out: Path | None, par
                    held_out: bool, as_json: bool, plot: Path | None, source: str) -> dict:
     """Fit, write the profile and the report; returns the JSON document."""
     from costmodel.calibration import CalibrationProfile
-    from planner.cli.common import param_names
     from sim.runs.fit import fit_runs
     from sim.runs.profile import profile_of
 

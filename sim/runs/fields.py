@@ -210,8 +210,7 @@ def per_request_lengths(d: dict, where: str, completed: int,
                              f"requests but completed={completed}; expected the same")
     # the clients total the successful requests' lengths: lists of another run disagree
     totals = d if totals is None else totals  # the summary's own fields, beside `details`
-    for key, kept in zip(total_keys(totals) if "total_input" in totals or "total_input_tokens" in totals
-                         else (), (keep_in, keep_out), strict=False):
+    for key, kept in zip(total_keys(totals), (keep_in, keep_out), strict=True):
         total = number(totals, key, where, required=False)
         if total is not None and abs(sum(kept) - total) > max(1.0, 0.01 * total):
             raise ServePlanError(f"{where}: the successful requests' lengths sum to {sum(kept):,} but "
@@ -310,7 +309,8 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
     completed = completed_requests(d, "completed", where)
     measured = measured_ms(d, where, metrics)
     throughput = number(d, "request_throughput", where, required=False)
-    listed = detail_lists(d).get("input_lens")
+    details = detail_lists(d)
+    listed = details.get("input_lens")
     sent = whole(d, "num_prompts", where, required=False) or (
         len(listed) if isinstance(listed, list) else completed)
     conc, rate, note = choose_load(
@@ -318,7 +318,7 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
         number(d, "request_rate", where, required=False), throughput,
         "max_concurrency, request_rate", number(d, "max_concurrent_requests", where, required=False),
         sent, gap_cv)
-    lists = per_request_lengths(detail_lists(d), where, completed, totals=d)
+    lists = per_request_lengths(details, where, completed, totals=d)
     if lists is not None and max(lists[1]) == 1 and "tpot_mean_s" in measured:
         raise ServePlanError(f"{where}: every request in output_lens made one token, which has no "
                              "TPOT, yet the file has one; expected the lists of the run it summarises")
@@ -327,13 +327,12 @@ def client_summary(d: dict, where: str, ctx: RunContext, metrics: dict[str, str]
     else:
         lengths = (dataset_lengths(d, where) if dataset_lengths else None) or mean_lengths_workload(
             d, where, completed, *total_keys(d), tpot_measured="tpot_mean_s" in measured)
+    out_total = number(d, total_keys(d)[1], where, required=False)
     if "tpot_mean_s" not in measured:
-        out_total = None if lists is not None else number(d, total_keys(d)[1], where, required=False)
         lengths = _tpot_from_e2e(measured, lengths, where, [n for n, k in metrics.items() if k == "tpot"],
                                  None if lists is not None else (out_total, completed))
     if conc is not None and throughput and completed >= 2 * conc:
-        check_in_flight(where, measured, conc, throughput, completed,
-                        number(d, "total_output_tokens", where, required=False))
+        check_in_flight(where, measured, conc, throughput, completed, out_total)
     return ClientSummary(completed, measured, conc, rate, note, lengths)
 
 
