@@ -21,7 +21,10 @@ admits whole prompts while its `--max-prefill-tokens` (16384) is not used up, th
 overrunning it, and never takes more than one chunk in all (the chunk cuts the last prompt), and never mixed with them (`--enable-mixed-chunk` is off): the scheduler
 policy `prefill_only`. Its overlap scheduler prepares the next batch while the GPU runs this
 one, so host time hides under GPU time (`host_overlap`). `max_running_requests` has no fixed
-default in SGLang (the KV pool bounds it); 4096 stands for "the KV cache decides".
+default in SGLang (the KV pool bounds it); 4096 stands for "the KV cache decides". Its
+PrefillAdder admits a prompt only when the KV pool also holds the output tokens it may still
+produce (up to 4,096), beside an estimate of what the running requests will still write
+(`reserve_outputs`, sim/scheduler.py `_reserve_ok`); vLLM admits on the prompt's blocks alone.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class EngineDefaults:
     # SGLang: --chunked-prefill-size, a hard cap on a prefill batch's prompt tokens, beside the
     # soft max_num_batched_tokens (--max-prefill-tokens, default 16384); None: vLLM's one budget
     chunk_size: int | None = None
+    # SGLang: a prompt is admitted only with room for its outputs too (sim/scheduler.py)
+    reserve_outputs: bool = False
 
 
 def _sglang(gpu: HardwareSpec, tp: int, pp: int) -> EngineDefaults:
@@ -69,7 +74,8 @@ def _sglang(gpu: HardwareSpec, tp: int, pp: int) -> EngineDefaults:
     frac = round((mib - reserved) / mib, 3)
     return EngineDefaults(max_num_seqs=4096, max_num_batched_tokens=16384, chunk_size=chunk,
                           gpu_memory_utilization=frac, max_cudagraph_batch=graph_bs,
-                          policy="prefill_only", host_overlap=True, static_memory_fraction=True)
+                          policy="prefill_only", host_overlap=True, static_memory_fraction=True,
+                          reserve_outputs=True)
 
 
 def engine_defaults(gpu: HardwareSpec, engine: str = "vllm", tp: int = 1, pp: int = 1) -> EngineDefaults:

@@ -33,6 +33,7 @@ class DPGroup:
             if all(b is None for b in batches):
                 idle = env.event()
                 for r in ranks:  # a request reaching any rank wakes the group
+                    r._idled()
                     r._idle = idle
                 yield idle
                 for r in ranks:

@@ -105,6 +105,7 @@ def _replica_config(pool: PoolConfig, cm: CostModel, *, engine: str, policy: str
         kv_budget_tokens=pool.kv_budget_tokens, policy=policy, pp=pool.pp, prefix_caching=caching,
         hash_block_tokens=hash_block_tokens, host_cache_entries=host_entries,
         host_load_s_per_entry=entry_bytes / pcie,
+        reserve_outputs=d.reserve_outputs and pool.role != "decode",
     )
 
 

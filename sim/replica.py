@@ -28,6 +28,7 @@ from sim.scheduler import (
     COMP,
     HITB,
     NFIELD,
+    RATIO_INIT,
     REM,
     RID,
     Prefill,
@@ -57,6 +58,8 @@ class ReplicaConfig:
     # prompt admitted may overrun, and this a hard cap on a batch's prompt tokens
     # (--chunked-prefill-size); 0 = the budget is hard (vLLM)
     batch_tokens_hard: int = 0
+    # SGLang: admit a prompt only when the pool holds its outputs too (Scheduler._reserve_ok)
+    reserve_outputs: bool = False
 
 
 class Replica(Scheduler):
@@ -91,6 +94,10 @@ class Replica(Scheduler):
         # their context, query tokens each) when the cluster records steps (sim.runs.fit)
         self.step_log = [] if cluster.record_steps else None
         self._next_sample = 0.0
+        # SGLang's admission (sim/scheduler.py `_reserve_ok`): its estimate of the outputs still
+        # to come, whether a retract set it this iteration, and its batch_is_full latch
+        self.new_token_ratio = RATIO_INIT
+        self.retracted = self.batch_full = False
 
     # --- intake ------------------------------------------------------------------------------
     def frontend_s(self, prompt: int) -> float:
@@ -143,6 +150,7 @@ class Replica(Scheduler):
                     continue
             batch = self._schedule()
             if batch is None:
+                self._idled()
                 self._idle = env.event()
                 yield self._idle
                 self._idle = None
@@ -186,6 +194,7 @@ class Replica(Scheduler):
 
     def _fast_complete(self) -> None:
         n, D, cl = self._fast_n, self.D, self.cl
+        self._decoded()
         seen = self.delivered(self.env.now, n)
         cl.spec_seq_steps += n
         cl.spec_tokens += n
@@ -232,6 +241,7 @@ class Replica(Scheduler):
             if waits:
                 yield env.any_of([self._idle, env.timeout(min(waits) - now)])
             else:
+                self._idled()
                 yield self._idle
             self._idle = None
 
@@ -275,6 +285,10 @@ class Replica(Scheduler):
             p.busy = False
         firsts = sum(1 for p, c in zip(batch.prefills, batch.chunks, strict=True) if p.computed + c >= p.target)
         seen = self.delivered(now, batch.n_dec + firsts)
+        if batch.n_dec and not batch.prefills:
+            self._decoded()
+        else:
+            self.retracted = False
         if batch.n_dec:
             self._complete_decodes(batch, seen)
         for p, c in zip(batch.prefills, batch.chunks, strict=True):
@@ -301,6 +315,8 @@ class Replica(Scheduler):
 
     def add_decoder(self, rid, computed, gen, out, held, hitb) -> None:
         r = self.n
+        if not r:  # SGLang starts a new running batch, whose batch_is_full is clear
+            self.batch_full = False
         self.D[:, r] = (rid, computed, out - gen, (held + hitb) * self.cfg.block_size, hitb, self.order, 0)
         self.order += 1
         self.n = r + 1
@@ -368,7 +384,9 @@ class Replica(Scheduler):
         p.pinned = list(p.pinned) + fresh
 
     def _release(self, held: int, pinned, keys, rid: int, computed: int) -> None:
-        """Free a request's private blocks; its full prompt blocks stay cached (vLLM keeps them)."""
+        """Free a request's private blocks; its full prompt blocks stay cached (vLLM keeps them).
+        The running batch shrank, which lifts SGLang's batch_is_full latch."""
+        self.batch_full = False
         self.pool.release(held)
         c = self.cache
         if c is None or keys is None:

@@ -15,6 +15,21 @@ chunks:
   every running decode rides along; as SGLang's PrefillAdder does, the decodes riding along
   count against both the prompt budget and the hard chunk (`mixed_with_decode_tokens`).
 A prompt advances by at most `chunk_size` tokens per iteration (Sarathi-Serve / SplitFuse).
+vLLM admits a prompt when the KV blocks for it are free. SGLang (`reserve_outputs`) admits one
+only when the pool also holds the output tokens it may still write (capped at 4,096), beside
+what the running requests will still write, estimated as their remaining outputs times a
+`new_token_ratio` that starts at 0.7, falls by about 0.001 (0.602 / 600) with each
+decode-only iteration to 0.098,
+returns to 0.7 whenever the engine idles, and after a preemption is reset to the running
+requests' (decoded + 20 each) / (their output lengths) (`_reserve_ok`; SGLang's PrefillAdder
+and `retract_decode`). Prompts admitted in the same iteration reserve their whole outputs. A
+refusal latches (SGLang's `batch_is_full`): no prompt is admitted again until a running
+request finishes or is preempted, the engine idles, or a prompt joins an empty running batch.
+SGLang's disaggregated prefill server counts each output as one token and clears the latch every
+iteration. SGLang's pool is kept in tokens, so
+the unused tail of each running request's last block counts as free. Colocated and prefill
+pools; what a decode pool takes in is the KV transfers' admission (`sim.cluster`). An engine
+that holds no KV admits the head of the queue whatever it needs.
 When a running request needs a KV block and none is free, the most recently admitted running
 request is preempted by recompute: its blocks are freed (its full prefix blocks stay in the
 prefix cache) and it goes back to the head of the queue; on readmission its prompt and the
@@ -44,6 +59,16 @@ RID, COMP, REM, ALLOC, HITB, ORDER, BUSY = range(7)
 NFIELD = 7
 POLICIES = ("decode_first", "prefill_first", "prefill_only", "prefill_mixed")
 
+
+# SGLang's admission estimate (`_reserve_ok`): outputs counted up to CLIP_NEW_TOKENS each; the
+# running requests' remaining outputs times new_token_ratio, which starts at RATIO_INIT, falls
+# by RATIO_DECAY per decode-only iteration to RATIO_MIN (0.7 x 0.14, over 600 iterations) and is
+# reset after a preemption to (tokens decoded + RETRACT_STEPS per request) / output lengths
+CLIP_NEW_TOKENS = 4096
+RATIO_INIT = 0.7
+RATIO_MIN = RATIO_INIT * 0.14
+RATIO_DECAY = (RATIO_INIT - RATIO_MIN) / 600
+RETRACT_STEPS = 20
 
 # a run that preempts this many times per request (plus 1000) is livelocked, not busy: healthy
 # runs under tight KV preempt a few times per request
@@ -222,7 +247,7 @@ class Scheduler:
         cfg, cl = self.cfg, self.cl
         bs, cap = cfg.block_size, self.cap
         while self.waiting and budget > 0 and self.num_running() < cfg.max_num_seqs \
-                and self._room(batch, budget) > 0:
+                and self._room(batch, budget) > 0 and not self.batch_full:
             rid = self.waiting[0]
             gen = self.resume.get(rid, 0)
             prompt = cl.input_len[rid]
@@ -244,8 +269,21 @@ class Scheduler:
             kvt = hit + chunk if cap is None else min(hit + chunk, cap)
             need = max(0, -(-kvt // bs) - hitb)
             pinned = keys[:g] if g else ()
+            empty = cfg.reserve_outputs and not (self.n or self.prefilling or self.pool.in_use())
             if g:
                 self.cache.pin(pinned)
+            # SGLang checks with the request's own cached prefix locked (no longer evictable);
+            # a host-tier hit is loaded into the pool, so it counts as input. An engine that
+            # holds no KV admits the head of the queue whatever it needs: the rejecter already
+            # refused a request the pool cannot hold, and a request whose outputs the estimate
+            # overstates must not wait forever
+            if cfg.reserve_outputs and not empty and not self._reserve_ok(
+                    batch, target - g * cfg.hash_block_tokens, cl.output_len[rid] - gen):
+                if g:
+                    self.cache.unpin(pinned)
+                # SGLang's batch_is_full; its prefill server clears it every iteration
+                self.batch_full = cfg.role != "prefill"
+                break
             if self.pool.available() - need < cfg.watermark_blocks or not self.pool.allocate(need):
                 if g:
                     self.cache.unpin(pinned)
@@ -276,6 +314,41 @@ class Scheduler:
             batch.extra_s += host_s
             budget -= chunk
         return budget
+
+    def _reserve_ok(self, batch: StepBatch, left: int, out_left: int) -> bool:
+        """SGLang's PrefillAdder: a prompt with `left` tokens to prefill and `out_left` output
+        tokens to come is admitted only when the free (or evictable) KV tokens exceed both, beside
+        the running decodes' remaining outputs x new_token_ratio, the whole outputs of the
+        prompts that finish prefilling in this iteration, and the token each decode riding along
+        takes (`mixed_with_decode_tokens`; module doc). SGLang's disaggregated prefill server
+        sets every request's max_new_tokens to 1, so there each output counts as one token."""
+        n, clip = self.n, CLIP_NEW_TOKENS
+        if self.cfg.role == "prefill":
+            out_left, clip = min(out_left, 1), 1
+        held = float(batch.mixed)  # decodes riding along take a token each (prefill_mixed)
+        free = self.pool.available() * self.cfg.block_size
+        if n:
+            D = self.D
+            held += self.new_token_ratio * float(np.minimum(D[REM, :n], clip).sum())
+            comp = D[COMP, :n] if self.cap is None else np.minimum(D[COMP, :n], self.cap)
+            free += int(D[ALLOC, :n].sum() - comp.sum())  # SGLang's pool has no blocks
+        for p, c in zip(batch.prefills, batch.chunks, strict=True):
+            if p.computed + c >= p.target:  # its last chunk: SGLang reserves all its outputs
+                held += min(p.out, clip)
+        return left + min(out_left, clip) < free - held
+
+    def _decoded(self) -> None:
+        """A decode-only iteration ran: SGLang lowers its estimate of the outputs to come,
+        unless it preempted (its retract set the estimate instead)."""
+        if self.retracted:
+            self.retracted = False
+        else:
+            self.new_token_ratio = max(self.new_token_ratio - RATIO_DECAY, RATIO_MIN)
+
+    def _idled(self) -> None:
+        """The engine has nothing to run: SGLang starts its estimate over."""
+        self.new_token_ratio = RATIO_INIT
+        self.retracted = self.batch_full = False
 
     def _room(self, batch: StepBatch, budget: int) -> int:
         """Prompt tokens the iteration may still take: the token budget (vLLM), or under a soft
@@ -336,6 +409,13 @@ class Scheduler:
             self._release(self._held(best), pinned, keys, rid, comp)
             self._remove_rows(np.array([best]))
         self.resume[rid] = gen
+        if self.cfg.reserve_outputs and not isinstance(best, Prefill) and self.n:
+            # SGLang's retract_decode re-estimates the outputs to come from those still running
+            n, ol = self.n, self.cl.output_len
+            out = sum(ol[r] for r in self.D[RID, :n].tolist())
+            decoded = out - int(self.D[REM, :n].sum())
+            self.new_token_ratio = min(1.0, (decoded + RETRACT_STEPS * n) / max(out, 1))
+            self.retracted = True
         self.waiting.appendleft(rid)
         self.cl.on_preempted(rid)
 
