@@ -330,8 +330,8 @@ class Scheduler:
         if n:
             D = self.D
             held += self.new_token_ratio * float(np.minimum(D[REM, :n], clip).sum())
-            comp = D[COMP, :n] if self.cap is None else np.minimum(D[COMP, :n], self.cap)
-            free += int(D[ALLOC, :n].sum() - comp.sum())  # SGLang's pool has no blocks
+            comp = self.comp_sum if self.cap is None else self._ctx_sum(None)
+            free += int(D[ALLOC, :n].sum()) - comp  # SGLang's pool has no blocks
         for p, c in zip(batch.prefills, batch.chunks, strict=True):
             if p.computed + c >= p.target:  # its last chunk: SGLang reserves all its outputs
                 held += min(p.out, clip)
