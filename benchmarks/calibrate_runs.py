@@ -16,6 +16,9 @@ replays (`sim.runs.replay`) and scored; nothing reported as held out was fitted.
 
 Reported per group and over all held-out runs:
 - mean TTFT and TPOT MAPE before (defaults, no calibration) and after (the fitted profile);
+- the MAPE of the mean request latency (E2E = TTFT + (OSL - 1) x TPOT for fixed lengths): at a
+  fixed concurrency the client's cycle, so the error of the run's throughput, which a plan
+  maximises, apart from how the time splits between TTFT and TPOT;
 - coverage: the share of held-out runs whose measured mean falls inside the profile's 80%
   interval around the prediction (`latency_interval`, itself from leave-one-out / k-fold fits
   over the fitted runs, never from the held-out ones);
@@ -105,6 +108,22 @@ def no_concurrency_in_id(run_id: str) -> bool:
     return "_c_" in run_id
 
 
+def _e2e(workload: str, before: dict, after: dict, measured: dict) -> dict:
+    """Mean request latency of a fixed-length run, measured and predicted: TTFT + (OSL - 1) x
+    TPOT, exact for means when every request has the same output length (each request's TPOT
+    is (E2E - TTFT) / (OSL - 1)). At a fixed concurrency it is also the client's cycle, so
+    concurrency / E2E is the run's request throughput: the quantity a plan maximises. {} when
+    the run's lengths vary."""
+    kind, _, lens = workload.partition(":")
+    if kind != "fixed":
+        return {}
+    osl = int(lens.split(",")[1])
+
+    def e2e(d):
+        return d["ttft_mean_s"] + (osl - 1) * d["tpot_mean_s"]
+    return {"e2e_meas_s": e2e(measured), "e2e_before_s": e2e(before), "e2e_after_s": e2e(after)}
+
+
 def score(held, prof) -> tuple[list[dict], dict]:
     rows = []
     for r in held:
@@ -121,6 +140,9 @@ def score(held, prof) -> tuple[list[dict], dict]:
             lo, hi = iv[m]
             row.update({f"{m}_meas_s": meas, f"{m}_before_s": b[k], f"{m}_after_s": a[k],
                         f"{m}_in_80": bool(a[k] * np.exp(lo) <= meas <= a[k] * np.exp(hi))})
+        e2e = _e2e(r.workload, b, a, r.measured)
+        if e2e:
+            row.update(e2e)
         rows.append(row)
     by = {}
     odd = any(no_concurrency_in_id(r["run_id"]) for r in rows)
@@ -133,6 +155,9 @@ def score(held, prof) -> tuple[list[dict], dict]:
             s[m] = {"before": _mape([r[f"{m}_before_s"] for r in sub], meas),
                     "after": _mape([r[f"{m}_after_s"] for r in sub], meas),
                     "coverage_80": float(np.mean([r[f"{m}_in_80"] for r in sub]))}
+        if all("e2e_meas_s" in r for r in sub):
+            meas = [r["e2e_meas_s"] for r in sub]
+            s["e2e"] = {w: _mape([r[f"e2e_{w}_s"] for r in sub], meas) for w in ("before", "after")}
         by[g] = s
     return rows, by
 
@@ -266,13 +291,14 @@ def calibrate_file(name: str, fraction: float, seed: int) -> tuple[dict, list, l
 def report(name: str, doc: dict, fits: list) -> None:
     print(f"\n{name}: {doc['csv']}")
     print(f"{'group':34} {'fit':>4} {'held':>4}  {'TTFT before':>11} {'after':>6} {'cov80':>6}  "
-          f"{'TPOT before':>11} {'after':>6} {'cov80':>6}")
+          f"{'TPOT before':>11} {'after':>6} {'cov80':>6}  {'E2E before':>10} {'after':>6}")
     nfit = doc["fitted_per_group"]
     for g, s in doc["by_group"].items():
         n = sum(nfit.values()) if g.startswith("all") else nfit.get(g, 0)
         print(f"{g:34} {n:4d} {s['held_out_runs']:4d}  {s['ttft']['before']:11.1%} "
               f"{s['ttft']['after']:6.1%} {s['ttft']['coverage_80']:6.0%}  {s['tpot']['before']:11.1%} "
-              f"{s['tpot']['after']:6.1%} {s['tpot']['coverage_80']:6.0%}")
+              f"{s['tpot']['after']:6.1%} {s['tpot']['coverage_80']:6.0%}  "
+              + (f"{s['e2e']['before']:10.1%} {s['e2e']['after']:6.1%}" if "e2e" in s else f"{'-':>10} {'-':>6}"))
     for key, groups in doc["breakdown"].items():
         for g, cells in groups.items():
             print(f"{g} by {key}: " + "; ".join(
