@@ -28,10 +28,16 @@ effect the other parameters reproduce (runs all at one TP size: the collectives 
 scale, `sim.runs.identify`), is not fitted: it keeps its starting value, and the result says
 so. The loss is robust (soft L1 on the log
 errors): a few runs that the engine parameters cannot describe do not drag every parameter.
-Last, the full replays at the fitted values are checked against those at the start: when any
-metric's MAPE over the runs is worse, the surrogate's optimum was not the simulator's (or the
-runs' error lies in what these parameters do not describe, such as a scheduler) and the fit is
-set aside: the starting values stay, and the result says why (`RunsFit.rejected`).
+Last, the full replays at the fitted values are checked against those at the start: when a
+metric's MAPE over the runs is worse (not every metric's), the fit traded it for the others, so
+it is fitted again from the start with that metric's log errors counting twice (`REFIT_FACTOR`, compounding, at most
+`REFIT_ROUNDS` times; `sim.runs.loss.metric_weights`; the result keeps the weights,
+`RunsFit.weights`). When no such fit makes every metric at least as good, the surrogate's optimum
+was not the simulator's (or the runs' error lies in what these parameters do not describe, such
+as a scheduler) and the fit is set aside: the starting values stay, and the result says why
+(`RunsFit.rejected`). On the silicon CSV's seed-0 Llama-3.1-8B runs (14 fitted) the unweighted
+fit took TTFT 55.8% -> 29.1% and TPOT 10.7% -> 11.6%; with TPOT x2, 29.0% and 10.3%
+(benchmarks/RESULTS.md, 2026-12-07, stop 37).
 
 Error bars: each run is predicted by a fit that left it out (leave-one-out up to `LOO_MAX`
 runs, k-fold beyond): its full replay at the fitted values, moved by the final round's
@@ -62,6 +68,10 @@ from costmodel.specs import load_model
 from sim.engine import cost_model_for, simulate
 from sim.runs.held_out import held_out_interval, held_out_predictions
 from sim.runs.identify import separable
+from sim.runs.loss import F_SCALE, LOSS, metric_weights, stream_tol
+from sim.runs.loss import objective as _objective
+from sim.runs.loss import residuals as _residuals
+from sim.runs.loss import robust_loss as _robust_loss
 from sim.runs.replay import replay_requests
 from sim.runs.results import RunRow, RunsFit
 from sim.runs.surrogate import RunSurrogate
@@ -77,7 +87,6 @@ REPLAY_PARAMS = ("frontend_stream_s", "mem_reserved_gib")
 # runs whose clients outnumber what it holds (their queue); fitted first, by full replays
 MEM_GRID_GIB = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 MEM_TOL = 0.01  # relative loss a larger reserve must gain over a smaller one
-STREAM_TOL = 0.01  # the least relative loss a longer chunk time must gain over a shorter one
 STREAM_GRID_S = (0.0, 10e-6, 20e-6, 30e-6, 40e-6, 50e-6, 60e-6, 80e-6, 120e-6, 200e-6)
 INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
 # the profile's latency_interval keys and the measured keys behind them: each metric's mean
@@ -88,15 +97,13 @@ INTERVAL_OF = {k: f"{k}_s" if "_" in k else f"{k}_mean_s" for k in INTERVAL_KEYS
 # normal shape of the errors); with fewer, the mean's ratio, from every run, is kept
 PERCENTILE_MIN_RUNS = 9
 PRIOR = 0.01  # log-units of metric error that moving one parameter by a factor e is worth
-# robust loss: log errors past ~10% weigh less than squared, so a few runs whose error comes from
-# something the engine parameters do not describe (a scheduler, a KV admission rule) do not drag
-# every parameter towards them
-LOSS, F_SCALE = "soft_l1", 0.1
 WORSE_TOL = 0.005  # a metric whose MAPE over the runs grows more than this rejects the fit
+# ... unless a fit with that metric's log errors counting REFIT_FACTOR times more (compounding,
+# at most REFIT_ROUNDS times) makes no metric worse
+REFIT_FACTOR, REFIT_ROUNDS = 2.0, 2
 OUTER = 3  # most replay-and-fit rounds
 STEP_TOL = 0.02  # log: a round that moves no parameter further ends the rounds
 SENSITIVITY = 0.01  # d log(prediction) / d log(parameter) below which a parameter is not informed
-NO_PREDICTION_S = 1e-9  # what a missing prediction counts as in the residuals
 
 
 def _cost_models(run: MeasuredRun, calibration) -> dict:
@@ -130,19 +137,6 @@ def _replay(run: MeasuredRun, calibration, record: bool):
     return res, {k: float(m[k]) for k in run.measured if k in m}
 
 
-def _residuals(preds: list[dict], runs: list[MeasuredRun], metrics=None) -> np.ndarray:
-    """log(predicted / measured) of every measured key a prediction holds. A prediction that
-    is not a positive number (no sample left to average) counts as NO_PREDICTION_S, so the
-    vector keeps its length from one evaluation to the next, as least squares needs."""
-    out = []
-    for p, r in zip(preds, runs, strict=True):
-        for k, v in r.measured.items():
-            if k in p and (metrics is None or k.split("_")[0] in metrics):
-                x = p[k]
-                out.append(np.log((x if x > 0 and np.isfinite(x) else NO_PREDICTION_S) / v))
-    return np.asarray(out)
-
-
 def runs_tag(gpu: str) -> str:
     """How a profile message about a run fit of `gpu` starts: a later run fit of that GPU
     replaces such messages; an operator-table fit keeps them (costmodel.fit.fit_profile)."""
@@ -174,7 +168,7 @@ def _solve(surr: list[RunSurrogate], start: Efficiencies, names: list[str], cent
         return replace(start, **{n: float(np.exp(v)) for n, v in zip(names, x, strict=True)})
 
     def f(x):
-        r = _residuals([s.predict(eff(x)) for s in surr], runs)
+        r = _residuals([s.predict(eff(x)) for s in surr], runs, weighted=True)
         return np.concatenate([r, PRIOR * (x - xc)])
 
     sol = least_squares(f, x0, bounds=(lo, hi), diff_step=1e-3, max_nfev=200, loss=LOSS,
@@ -245,12 +239,87 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
     stream = "frontend_stream_s" in names
     mem = "mem_reserved_gib" in names
     names = [n for n in names if n not in REPLAY_PARAMS]
-    before, head, est0 = None, [], start
+    held: dict[str, str] = {}
+    est, informed, surr, done, before, after = _fit_stages(gpu, runs, calibration, start, names, rounds,
+                                                           stream, mem, None, say, held)
+    j0 = _objective(before, runs)
+    worse, weights = _worse(j0, after, runs), {}
+    for _ in range(REFIT_ROUNDS):
+        if not (informed and worse) or set(worse) >= set(j0):
+            break  # kept, or every metric worse: weighting them all alike changes nothing
+        # the fit traded the metrics in `worse` for the others: fit again from the start with
+        # their log errors counting REFIT_FACTOR times more, the same procedure otherwise
+        weights = {**weights, **{m: weights.get(m, 1.0) * REFIT_FACTOR for m in worse}}
+        say(f"{gpu}: the fitted values replay the runs worse in {_worse_text(j0, after, runs, worse)}"
+            "; fitting again with " + ", ".join(f"{m.upper()} x{w:g}" for m, w in weights.items())
+            + " in the loss")
+        held = {}
+        with metric_weights(weights):
+            est, informed, surr, done, _, after = _fit_stages(gpu, runs, calibration, start, names,
+                                                              rounds, stream, mem, before, say, held)
+        worse = _worse(j0, after, runs)
+    rejected = ""
+    if informed and worse:
+        # a metric the fit made worse in full replays, weighted up or not: the surrogate's optimum
+        # is not one of the simulator (a schedule the new values change, as decodes riding in
+        # prefill batches do), or the runs' errors come from what these parameters do not
+        # describe; trading one metric's error for another's would be a fudge, so the starting
+        # values stay
+        rejected = (f"{runs_tag(gpu)}: the fitted values replay the runs worse in "
+                    + _worse_text(j0, after, runs, worse)
+                    + (" (also with " + ", ".join(f"{m.upper()} x{w:g}" for m, w in weights.items())
+                       + " in the loss)" if weights else "")
+                    + "; kept the starting values")
+        say(rejected)
+        est, after, informed, weights = start, before, [], {}
+    elif weights:
+        say(f"{gpu}: kept the fit with " + ", ".join(f"{m.upper()} x{w:g}" for m, w in weights.items())
+            + f" in the loss (MAPE {_worse_text(j0, after, runs, list(j0))})")
+    rows = [RunRow(r, b, a) for r, b, a in zip(runs, before, after, strict=True)]
+    interval = {}
+    if held_out and len(runs) >= 3:
+        if rejected:  # nothing fitted: every run's prediction is already out of sample
+            for row in rows:
+                row.held_out = dict(row.before)
+        else:
+            surr_names = [n for n in informed if n not in REPLAY_PARAMS]
+            with metric_weights(weights):  # each left-out refit minimises the loss the fit did
+                held_out_predictions(rows, surr, lambda keep: _solve(keep, est, surr_names, start))
+        for key, k in INTERVAL_OF.items():  # means, and the percentiles the runs measured
+            e = [np.log(r.run.measured[k] / r.held_out[k]) for r in rows
+                 if 0 < r.held_out.get(k, 0.0) < np.inf and k in r.run.measured]
+            metric, _, stat = key.partition("_")
+            if len(e) >= (PERCENTILE_MIN_RUNS if stat else 1) and (not stat or metric in interval):
+                interval[key] = held_out_interval(e)
+    every = names + [n for n in REPLAY_PARAMS if n in (params or ENGINE_PARAMS)]
+    return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in every if n not in informed),
+                   rows, interval, done, time.perf_counter() - t0, rejected,
+                   {} if rejected else {n: w for n, w in held.items() if n not in informed}, weights)
+
+
+def _worse(j0: dict[str, float], after: list[dict], runs: list[MeasuredRun]) -> list[str]:
+    """The metrics whose MAPE over the runs the replays `after` make worse than `j0` (by more
+    than WORSE_TOL)."""
+    j1 = _objective(after, runs)
+    return [m for m in j0 if j1.get(m, 0.0) > j0[m] + WORSE_TOL]
+
+
+def _worse_text(j0, after, runs, metrics) -> str:
+    j1 = _objective(after, runs)
+    return ", ".join(f"{m.upper()} {j0[m]:.1%} -> {j1.get(m, float('nan')):.1%}" for m in metrics)
+
+
+def _fit_stages(gpu, runs, calibration, start: Efficiencies, names: list[str], rounds: int,
+                stream: bool, mem: bool, before, say, held: dict):
+    """One fit from `start`: the memory reserve by full replays, the replay-and-fit rounds (both
+    orders of the API server's chunk time when it is informed), the reserve again at the fitted
+    values. Returns (estimate, informed names, surrogates, rounds, the replays at `start`, the
+    replays at the estimate)."""
+    head, est0 = [], start
     if mem:  # first: which requests run at all (the surrogate re-times the iterations it saw)
-        before = _replays(gpu, runs, start, calibration)
+        before = _replays(gpu, runs, start, calibration) if before is None else before
         est0, inf = _fit_memory(gpu, runs, start, calibration, before, say)
         head = ["mem_reserved_gib"] if inf else []
-    held: dict[str, str] = {}
     est, informed, surr, done, before, after = _search(gpu, runs, calibration, est0, names, rounds,
                                                        stream, False, before, say, held)
     informed = head + informed
@@ -278,38 +347,7 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         est2, _ = _fit_memory(gpu, runs, est, calibration, base, say)
         if est2.mem_reserved_gib != est.mem_reserved_gib:
             est, after = est2, _replays(gpu, runs, est2, calibration)
-    rejected = ""
-    j0, j1 = _objective(before, runs), _objective(after, runs)
-    worse = [m for m in j0 if j1.get(m, 0.0) > j0[m] + WORSE_TOL]
-    if informed and worse:
-        # a metric the fit made worse in full replays: the surrogate's optimum is not one of the
-        # simulator (a schedule the new values change, as decodes riding in prefill batches do),
-        # or the runs' errors come from what these parameters do not describe; trading one
-        # metric's error for another's would be a fudge, so the starting values stay
-        rejected = (f"{runs_tag(gpu)}: the fitted values replay the runs worse in "
-                    + ", ".join(f"{m.upper()} (MAPE {j0[m]:.1%} -> {j1[m]:.1%})" for m in worse)
-                    + "; kept the starting values")
-        say(rejected)
-        est, after, informed = start, before, []
-    rows = [RunRow(r, b, a) for r, b, a in zip(runs, before, after, strict=True)]
-    interval = {}
-    if held_out and len(runs) >= 3:
-        if rejected:  # nothing fitted: every run's prediction is already out of sample
-            for row in rows:
-                row.held_out = dict(row.before)
-        else:
-            surr_names = [n for n in informed if n not in REPLAY_PARAMS]
-            held_out_predictions(rows, surr, lambda keep: _solve(keep, est, surr_names, start))
-        for key, k in INTERVAL_OF.items():  # means, and the percentiles the runs measured
-            e = [np.log(r.run.measured[k] / r.held_out[k]) for r in rows
-                 if 0 < r.held_out.get(k, 0.0) < np.inf and k in r.run.measured]
-            metric, _, stat = key.partition("_")
-            if len(e) >= (PERCENTILE_MIN_RUNS if stat else 1) and (not stat or metric in interval):
-                interval[key] = held_out_interval(e)
-    every = names + [n for n in REPLAY_PARAMS if n in (params or ENGINE_PARAMS)]
-    return RunsFit(gpu, est, start, tuple(informed), tuple(n for n in every if n not in informed),
-                   rows, interval, done, time.perf_counter() - t0, rejected,
-                   {} if rejected else {n: w for n, w in held.items() if n not in informed})
+    return est, informed, surr, done, before, after
 
 
 def _replays(gpu, runs, est: Efficiencies, calibration) -> list[dict]:
@@ -376,22 +414,6 @@ def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], round
         settled = last_step < STEP_TOL
         est = new
     return est, informed, surr, done, before, preds
-
-
-def _robust_loss(preds: list[dict], runs: list[MeasuredRun]) -> float:
-    """The surrogate fit's loss (soft L1 on the log errors, scale F_SCALE) over full replays."""
-    r = _residuals(preds, runs) / F_SCALE
-    return float(np.sum(2.0 * (np.sqrt(1.0 + r * r) - 1.0)))
-
-
-def stream_tol(n_residuals: int) -> float:
-    """The relative loss drop a longer chunk time must bring (at least STREAM_TOL): Akaike's
-    price of one more parameter, exp(-2 / n) for a loss that sums n squared log errors. The
-    grid's ten values can always find some drop; at 18 runs (36 residuals) a longer chunk time
-    must cut the loss by 5.4%. Where the API server is a bottleneck the drop is far larger: the
-    silicon CSV's Llama-3.1-8B fits (14 runs, up to 512 clients) gain 11-73% (benchmarks/RESULTS.md,
-    2026-12-07)."""
-    return max(STREAM_TOL, 1.0 - float(np.exp(-2.0 / max(n_residuals, 1))))
 
 
 def _fit_stream(gpu, runs, est: Efficiencies, calibration, say) -> tuple[Efficiencies, bool]:
@@ -469,14 +491,3 @@ def _fit_memory(gpu, runs, est: Efficiencies, calibration, base: list[dict],
     say(f"{gpu}: mem_reserved_gib {best:g} GiB per GPU ({len(moved)} of {len(runs)} runs bound "
         f"by their KV cache; grid of {len(losses)})")
     return replace(est, mem_reserved_gib=float(best)), True
-
-
-def _objective(preds: list[dict], runs: list[MeasuredRun]) -> dict[str, float]:
-    """Metric (ttft, tpot, ...) -> mean |predicted / measured - 1| over its measured keys: the
-    error the report gives."""
-    out = {}
-    for m in sorted({k.split("_")[0] for r in runs for k in r.measured}):
-        r = _residuals(preds, runs, (m,))
-        if len(r):
-            out[m] = float(np.mean(np.abs(np.expm1(r))))
-    return out

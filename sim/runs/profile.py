@@ -31,8 +31,10 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         sources = dict(old.sources) if old else {}
         files = sorted({r.run.source for r in f.rows})
         engines = sorted({r.run.engine for r in f.rows})
+        weighted = ", ".join(f"{m.upper()} x{w:g}" for m, w in f.weights.items())
         for n in f.fitted:
-            sources[n] = f"fit: {len(f.rows)} {'/'.join(engines)} runs ({', '.join(files)})"
+            sources[n] = (f"fit: {len(f.rows)} {'/'.join(engines)} runs ({', '.join(files)})"
+                          + (f", {weighted} in the loss" if weighted else ""))
         if len(engines) > 1 and f.fitted:
             prof.messages.append(f"{tag}: the runs are of {' and '.join(engines)}, whose engine "
                                  "parameters differ; one set describes them all (calibrate each "
@@ -68,6 +70,9 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         if f.rejected:
             prof.messages.append(f.rejected)
         else:
+            if weighted:
+                prof.messages.append(f"{tag}: fitted with {weighted} in the loss: the plain fit "
+                                     "replayed that metric worse than the starting values")
             plain = [n for n in f.not_informed if n not in f.held]
             if plain:
                 prof.messages.append(f"{tag}: the runs do not inform {', '.join(plain)}; kept at "

@@ -35,6 +35,9 @@ class RunsFit:
     # were further from what was measured than at the starting values
     rejected: str = ""
     held: dict[str, str] = field(default_factory=dict)  # informed, but not told apart: why
+    # metric -> how many times its log errors counted in the loss of the fit kept (empty: once;
+    # sim.runs.fit refits with a metric weighted up when the plain fit made it worse)
+    weights: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
         def mape(which):
@@ -49,4 +52,5 @@ class RunsFit:
                 "after": mape("after"), "held_out": mape("held_out"), "held": dict(self.held),
                 "fitted": {k: getattr(self.params, k) for k in self.fitted},
                 "not_informed": list(self.not_informed), "interval_log": self.interval,
-                "rounds": self.rounds, "wall_s": self.wall_s, "rejected": self.rejected}
+                "rounds": self.rounds, "wall_s": self.wall_s, "rejected": self.rejected,
+                "metric_weights": dict(self.weights)}

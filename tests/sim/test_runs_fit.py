@@ -151,6 +151,60 @@ def test_a_fit_that_replays_a_metric_worse_is_set_aside(monkeypatch):
     assert "set aside" in g.sources["decode_time_scale"]
 
 
+def test_a_fit_that_trades_a_metric_is_refitted_with_that_metric_weighted_up(monkeypatch):
+    # the plain fit mends TTFT (prompts 2x slower, as measured) but lands on a surrogate optimum
+    # that replays TPOT worse (decodes 1.5x slower too); fitted again with TPOT's log errors
+    # counting twice it finds the truth: that fit is kept,
+    # its weights are kept with it, and the leave-one-out refits minimise the same loss
+    import sim.runs.fit as fit_mod
+    from sim.runs.loss import current_weights
+
+    base = default_efficiencies(GPU)
+    truth = replace(base, prefill_time_scale=2.0)
+    runs = []
+    for tp, isl, osl, c in [(1, 512, 32, 4), (1, 1024, 16, 8), (2, 256, 48, 8)]:
+        r = _run(tp, isl, osl, c)
+        _, m = _replay(r, _profile(truth), record=False)
+        runs.append(replace(r, measured=m))
+    seen = []
+
+    def solve(surr, est, names, start, radius=None):
+        seen.append(current_weights())
+        return replace(est, prefill_time_scale=2.0, decode_time_scale=1.0 if seen[-1].get("tpot") else 1.5)
+
+    monkeypatch.setattr(fit_mod, "_solve", solve)
+    losses = iter(range(100, 0, -1))  # the search's own check never takes a step back
+    monkeypatch.setattr(fit_mod, "_robust_loss", lambda preds, runs: float(next(losses)))
+    msgs = []
+    (f,) = fit_runs(runs, params=["prefill_time_scale", "decode_time_scale"], held_out=True, rounds=1,
+                    log=msgs.append)
+    assert not f.rejected and f.weights == {"tpot": 2.0}, msgs
+    assert set(f.fitted) == {"prefill_time_scale", "decode_time_scale"}
+    assert (f.params.prefill_time_scale, f.params.decode_time_scale) == (2.0, 1.0)
+    assert seen[0] == {} and seen[1:] == [{"tpot": 2.0}] * (len(seen) - 1) and len(seen) >= 1 + 1 + 3
+    assert any("fitting again with TPOT x2" in m for m in msgs)
+    assert f.summary()["metric_weights"] == {"tpot": 2.0} and f.summary()["after"]["tpot"] < 0.01
+    prof = profile_of([f])
+    assert prof.gpus[GPU].sources["decode_time_scale"].endswith("TPOT x2 in the loss")
+    assert any("fitted with TPOT x2 in the loss" in m for m in prof.messages)
+
+
+def test_metric_weights_are_scoped_and_checked():
+    from sim.runs.loss import current_weights, metric_weights, objective, residuals
+
+    r = _run(1, 256, 16, 4, measured={"ttft_mean_s": 1.0, "tpot_mean_s": 0.01})
+    pred = [{"ttft_mean_s": np.e, "tpot_mean_s": 0.01 * np.e ** 2}]
+    with metric_weights({"tpot": 3.0}):
+        assert current_weights() == {"tpot": 3.0}
+        assert residuals(pred, [r], weighted=True).tolist() == pytest.approx([1.0, 6.0])
+        assert residuals(pred, [r]).tolist() == pytest.approx([1.0, 2.0])  # reports: unweighted
+        assert objective(pred, [r]) == pytest.approx({"ttft": np.e - 1, "tpot": np.e ** 2 - 1})
+    assert current_weights() == {}
+    with pytest.raises(ValueError, match="metric weights {'tpot': 0.0}; expected positive"):
+        with metric_weights({"tpot": 0.0}):
+            pass
+
+
 def test_a_parameter_at_a_bound_is_named_with_the_side_it_sits_on():
     from sim.runs.fit import RunsFit
 
@@ -350,7 +404,8 @@ def test_the_printed_coverage_spread_is_that_of_the_interval():
 def test_residuals_keep_their_length_when_a_prediction_is_missing():
     # least squares needs one residual per measured key at every evaluation: a prediction that
     # is no positive number (no request left to average) counts as a miss, not as nothing
-    from sim.runs.fit import NO_PREDICTION_S, _residuals
+    from sim.runs.loss import NO_PREDICTION_S
+    from sim.runs.loss import residuals as _residuals
 
     run = _run(1, 1000, 100, 16, {"ttft_mean_s": 0.5, "tpot_mean_s": 0.02})
     full = _residuals([{"ttft_mean_s": 0.5, "tpot_mean_s": 0.04}], [run])
@@ -416,7 +471,9 @@ def test_a_longer_chunk_time_must_earn_what_one_more_parameter_costs(monkeypatch
     import sim.runs.fit as F
 
     assert F.stream_tol(36) == pytest.approx(1 - np.exp(-2 / 36))
-    assert F.stream_tol(10_000) == F.STREAM_TOL and 0 < F.stream_tol(0) < 1
+    from sim.runs.loss import STREAM_TOL
+
+    assert F.stream_tol(10_000) == STREAM_TOL and 0 < F.stream_tol(0) < 1
     runs = [_run(1, 256, 32, 4 + i) for i in range(18)]
     start = default_efficiencies(GPU)
 
