@@ -31,6 +31,16 @@ def _profile(eff) -> CalibrationProfile:
     return CalibrationProfile(gpus={GPU: GpuCalibration(eff)})
 
 
+def _three_runs_measured_at(eff) -> list[MeasuredRun]:
+    """Three small runs (TP 1 and 2) whose measured means are their replays under `eff`."""
+    runs = []
+    for tp, isl, osl, c in [(1, 512, 32, 4), (1, 1024, 16, 8), (2, 256, 48, 8)]:
+        r = _run(tp, isl, osl, c)
+        _, m = _replay(r, _profile(eff), record=False)
+        runs.append(replace(r, measured=m))
+    return runs
+
+
 def test_surrogate_reproduces_the_replay_it_recorded_and_follows_a_change():
     run = _run(2, 512, 32, 8)
     base = default_efficiencies(GPU)
@@ -133,11 +143,7 @@ def test_a_fit_that_replays_a_metric_worse_is_set_aside(monkeypatch):
     import sim.runs.fit as fit_mod
 
     base = default_efficiencies(GPU)
-    runs = []
-    for tp, isl, osl, c in [(1, 512, 32, 4), (1, 1024, 16, 8), (2, 256, 48, 8)]:
-        r = _run(tp, isl, osl, c)
-        _, m = _replay(r, _profile(base), record=False)
-        runs.append(replace(r, measured=m))  # the defaults replay these runs exactly
+    runs = _three_runs_measured_at(base)  # the defaults replay these runs exactly
     # a surrogate optimum the simulator disagrees with: decodes 3x slower, and a loss that
     # does not see it (the search's own guard compares losses; this one checks each metric)
     monkeypatch.setattr(fit_mod, "_solve", lambda surr, est, names, start, radius=None:
@@ -161,11 +167,7 @@ def test_a_fit_that_trades_a_metric_is_refitted_with_that_metric_weighted_up(mon
 
     base = default_efficiencies(GPU)
     truth = replace(base, prefill_time_scale=2.0)
-    runs = []
-    for tp, isl, osl, c in [(1, 512, 32, 4), (1, 1024, 16, 8), (2, 256, 48, 8)]:
-        r = _run(tp, isl, osl, c)
-        _, m = _replay(r, _profile(truth), record=False)
-        runs.append(replace(r, measured=m))
+    runs = _three_runs_measured_at(truth)
     seen = []
 
     def solve(surr, est, names, start, radius=None):
@@ -363,11 +365,7 @@ def test_a_round_that_replays_worse_goes_back_and_takes_a_shorter_step(monkeypat
 
     base = default_efficiencies(GPU)
     truth = replace(base, decode_time_scale=1.3)
-    runs = []
-    for tp, isl, osl, c in [(1, 512, 32, 4), (1, 1024, 16, 8), (2, 256, 48, 8)]:
-        r = _run(tp, isl, osl, c)
-        _, m = _replay(r, _profile(truth), record=False)
-        runs.append(replace(r, measured=m))
+    runs = _three_runs_measured_at(truth)
     radii = []
 
     def solve(surr, est, names, start, radius=np.inf):
