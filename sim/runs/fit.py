@@ -30,9 +30,9 @@ so. The loss is robust (soft L1 on the log
 errors): a few runs that the engine parameters cannot describe do not drag every parameter.
 Last, the full replays at the fitted values are checked against those at the start: when a
 metric's MAPE over the runs is worse (not every metric's), the fit traded it for the others, so
-it is fitted again from the start with that metric's log errors counting twice (`REFIT_FACTOR`, compounding, at most
-`REFIT_ROUNDS` times; `sim.runs.loss.metric_weights`; the result keeps the weights,
-`RunsFit.weights`). When no such fit makes every metric at least as good, the surrogate's optimum
+it is fitted again from the start with that metric's log errors counting twice (`REFIT_FACTOR`,
+compounding, at most `REFIT_ROUNDS` times; `sim.runs.loss.metric_weights`; the result keeps
+the weights, `RunsFit.weights`). When no such fit makes every metric at least as good, the surrogate's optimum
 was not the simulator's (or the runs' error lies in what these parameters do not describe, such
 as a scheduler) and the fit is set aside: the starting values stay, and the result says why
 (`RunsFit.rejected`). On the silicon CSV's seed-0 Llama-3.1-8B runs (14 fitted) the unweighted
