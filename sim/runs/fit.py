@@ -68,7 +68,7 @@ from costmodel.specs import load_model
 from sim.engine import cost_model_for, simulate
 from sim.runs.held_out import held_out_interval, held_out_predictions
 from sim.runs.identify import separable
-from sim.runs.loss import F_SCALE, LOSS, metric_weights, stream_tol
+from sim.runs.loss import F_SCALE, LOSS, metric_weights, stream_tol, weights_text
 from sim.runs.loss import objective as _objective
 from sim.runs.loss import residuals as _residuals
 from sim.runs.loss import robust_loss as _robust_loss
@@ -242,22 +242,22 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
     held: dict[str, str] = {}
     est, informed, surr, done, before, after = _fit_stages(gpu, runs, calibration, start, names, rounds,
                                                            stream, mem, None, say, held)
-    j0 = _objective(before, runs)
-    worse, weights = _worse(j0, after, runs), {}
+    j0, j1 = _objective(before, runs), _objective(after, runs)
+    worse, weights = _worse(j0, j1), {}
     for _ in range(REFIT_ROUNDS):
         if not (informed and worse) or set(worse) >= set(j0):
             break  # kept, or every metric worse: weighting them all alike changes nothing
         # the fit traded the metrics in `worse` for the others: fit again from the start with
         # their log errors counting REFIT_FACTOR times more, the same procedure otherwise
         weights = {**weights, **{m: weights.get(m, 1.0) * REFIT_FACTOR for m in worse}}
-        say(f"{gpu}: the fitted values replay the runs worse in {_worse_text(j0, after, runs, worse)}"
-            "; fitting again with " + ", ".join(f"{m.upper()} x{w:g}" for m, w in weights.items())
-            + " in the loss")
+        say(f"{gpu}: the fitted values replay the runs worse in {_change_text(j0, j1, worse)}"
+            f"; fitting again with {weights_text(weights)} in the loss")
         held = {}
         with metric_weights(weights):
             est, informed, surr, done, _, after = _fit_stages(gpu, runs, calibration, start, names,
                                                               rounds, stream, mem, before, say, held)
-        worse = _worse(j0, after, runs)
+        j1 = _objective(after, runs)
+        worse = _worse(j0, j1)
     rejected = ""
     if informed and worse:
         # a metric the fit made worse in full replays, weighted up or not: the surrogate's optimum
@@ -266,15 +266,14 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
         # describe; trading one metric's error for another's would be a fudge, so the starting
         # values stay
         rejected = (f"{runs_tag(gpu)}: the fitted values replay the runs worse in "
-                    + _worse_text(j0, after, runs, worse)
-                    + (" (also with " + ", ".join(f"{m.upper()} x{w:g}" for m, w in weights.items())
-                       + " in the loss)" if weights else "")
+                    + _change_text(j0, j1, worse)
+                    + (f" (also with {weights_text(weights)} in the loss)" if weights else "")
                     + "; kept the starting values")
         say(rejected)
         est, after, informed, weights = start, before, [], {}
     elif weights:
-        say(f"{gpu}: kept the fit with " + ", ".join(f"{m.upper()} x{w:g}" for m, w in weights.items())
-            + f" in the loss (MAPE {_worse_text(j0, after, runs, list(j0))})")
+        say(f"{gpu}: kept the fit with {weights_text(weights)} in the loss "
+            f"(MAPE {_change_text(j0, j1, list(j0))})")
     rows = [RunRow(r, b, a) for r, b, a in zip(runs, before, after, strict=True)]
     interval = {}
     if held_out and len(runs) >= 3:
@@ -297,15 +296,13 @@ def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
                    {} if rejected else {n: w for n, w in held.items() if n not in informed}, weights)
 
 
-def _worse(j0: dict[str, float], after: list[dict], runs: list[MeasuredRun]) -> list[str]:
-    """The metrics whose MAPE over the runs the replays `after` make worse than `j0` (by more
-    than WORSE_TOL)."""
-    j1 = _objective(after, runs)
+def _worse(j0: dict[str, float], j1: dict[str, float]) -> list[str]:
+    """The metrics whose MAPE over the runs is worse in `j1` than in `j0` (by more than
+    WORSE_TOL)."""
     return [m for m in j0 if j1.get(m, 0.0) > j0[m] + WORSE_TOL]
 
 
-def _worse_text(j0, after, runs, metrics) -> str:
-    j1 = _objective(after, runs)
+def _change_text(j0: dict[str, float], j1: dict[str, float], metrics) -> str:
     return ", ".join(f"{m.upper()} {j0[m]:.1%} -> {j1.get(m, float('nan')):.1%}" for m in metrics)
 
 

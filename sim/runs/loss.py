@@ -3,7 +3,7 @@ measured keys, their robust sum, and each metric's MAPE over the runs.
 
 The loss can weigh a metric's log errors up (`weighted`): a fit whose full replays trade one
 metric's error for another's is refitted with the metric it made worse counting more, before
-it is set aside (`sim.runs.fit.REFIT_WEIGHTS`). The weights live in a context variable, so the
+it is set aside (`sim.runs.fit.REFIT_FACTOR`, `REFIT_ROUNDS`). The weights live in a context variable, so the
 surrogate solves, the full-replay comparisons and the leave-one-out refits of one fit all see the
 same loss; the reported errors (`objective`) are never weighted.
 """
@@ -43,6 +43,11 @@ def metric_weights(weights: dict[str, float]) -> Iterator[None]:
 
 def current_weights() -> dict[str, float]:
     return dict(_WEIGHTS.get() or {})
+
+
+def weights_text(weights: dict[str, float]) -> str:
+    """How reports name the weights: `TPOT x2, TTFT x4`."""
+    return ", ".join(f"{m.upper()} x{w:g}" for m, w in weights.items())
 
 
 def residuals(preds: list[dict], runs: list[MeasuredRun], metrics=None, weighted: bool = False) -> np.ndarray:

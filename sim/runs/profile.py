@@ -9,6 +9,7 @@ from costmodel.efficiencies import PARAM_BOUNDS
 from costmodel.model_spec import kv_dtype_of
 from costmodel.run_domain import model_name, weights_dtype
 from sim.runs.fit import REPLAY_PARAMS, RunsFit, runs_tag, search_floor
+from sim.runs.loss import weights_text
 
 
 def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
@@ -31,7 +32,7 @@ def profile_of(fits: list[RunsFit], base: CalibrationProfile | None = None,
         sources = dict(old.sources) if old else {}
         files = sorted({r.run.source for r in f.rows})
         engines = sorted({r.run.engine for r in f.rows})
-        weighted = ", ".join(f"{m.upper()} x{w:g}" for m, w in f.weights.items())
+        weighted = weights_text(f.weights)
         for n in f.fitted:
             sources[n] = (f"fit: {len(f.rows)} {'/'.join(engines)} runs ({', '.join(files)})"
                           + (f", {weighted} in the loss" if weighted else ""))
