@@ -308,7 +308,7 @@ def report(name: str, doc: dict, fits: list) -> None:
         if f.rejected:
             print(f.rejected)
         print(f"{f.gpu}: fitted {', '.join(f'{k}={v:.4g}' for k, v in f.summary()['fitted'].items())}; "
-              f"80% interval (log) {f.interval}")
+              f"80% interval (log) {f.interval}; {len(f.rows)} runs fitted in {f.wall_s:.0f} s")
 
 
 def main(argv=None) -> int:

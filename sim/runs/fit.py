@@ -88,6 +88,7 @@ REPLAY_PARAMS = ("frontend_stream_s", "mem_reserved_gib")
 MEM_GRID_GIB = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 MEM_TOL = 0.01  # relative loss a larger reserve must gain over a smaller one
 STREAM_GRID_S = (0.0, 10e-6, 20e-6, 30e-6, 40e-6, 50e-6, 60e-6, 80e-6, 120e-6, 200e-6)
+STREAM_SEARCH_TOP = 80e-6  # replayed first; longer values only while the best sits on the edge
 INTERNODE_PARAMS = ("net_latency_s", "net_bw_eff")
 # the profile's latency_interval keys and the measured keys behind them: each metric's mean
 # (`ttft`, `tpot`) and the percentiles runs measured (`ttft_p50`, ...)
@@ -416,23 +417,30 @@ def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], round
 def _fit_stream(gpu, runs, est: Efficiencies, calibration, say) -> tuple[Efficiencies, bool]:
     """`frontend_stream_s` by full replays over STREAM_GRID_S, the other parameters held at
     `est` (the API server's queue of streamed chunks moves when clients see tokens, which
-    re-timing recorded iterations cannot follow). Informed when its largest value moves some
-    run's prediction by 1% or more (the flag returned)."""
+    re-timing recorded iterations cannot follow). The grid is replayed upwards to
+    STREAM_SEARCH_TOP, and beyond it one value at a time only while the lowest loss sits on the
+    largest value replayed: past an API-server bottleneck a longer chunk time backs every
+    client up further, and those replays are the slowest (10x the time of one at 0 us on the
+    silicon CSV's Llama runs). Informed when some value moves some run's prediction by 1% or
+    more (the flag returned); until one does, the grid is replayed to its top."""
     def preds_at(v):
         prof = _profile(gpu, replace(est, frontend_stream_s=v), calibration)
         return [_replay(r, prof, record=False)[1] for r in runs]
 
     base = preds_at(est.frontend_stream_s)
-    top = preds_at(STREAM_GRID_S[-1])
-    moved = max((abs(np.log(b[k] / t[k])) for b, t in zip(base, top, strict=True) for k in b
-                 if b[k] > 0 and t.get(k, 0) > 0), default=0.0)
+    losses, moved = {est.frontend_stream_s: _robust_loss(base, runs)}, 0.0
+    for v in STREAM_GRID_S:
+        if v > STREAM_SEARCH_TOP and moved >= 0.01 and min(losses, key=losses.get) < max(losses):
+            break  # the best value lies inside what was replayed
+        if v in losses:
+            continue
+        preds = preds_at(v)
+        losses[v] = _robust_loss(preds, runs)
+        moved = max(moved, max((abs(np.log(b[k] / p[k])) for b, p in zip(base, preds, strict=True)
+                                for k in b if b[k] > 0 and p.get(k, 0) > 0), default=0.0))
     if moved < 0.01:
         say(f"{gpu}: frontend_stream_s not informed (the runs' API servers never back up)")
         return est, False
-    losses = {est.frontend_stream_s: _robust_loss(base, runs), STREAM_GRID_S[-1]: _robust_loss(top, runs)}
-    for v in STREAM_GRID_S[:-1]:
-        if v not in losses:
-            losses[v] = _robust_loss(preds_at(v), runs)
     # the shortest chunk time within stream_tol of the best loss: a value the runs barely
     # prefer would still slow every planned deployment's clients
     low, tol = min(losses.values()), stream_tol(len(_residuals(base, runs)))

@@ -487,6 +487,39 @@ def test_a_longer_chunk_time_must_earn_what_one_more_parameter_costs(monkeypatch
     assert fit_with(0.20) == F.STREAM_GRID_S[-1]  # a 20% drop does
 
 
+def test_the_chunk_time_grid_stops_past_a_bottleneck_it_has_bracketed(monkeypatch):
+    # the grid is replayed up to STREAM_SEARCH_TOP; the longer values (the slowest replays: the
+    # API server backs every client up) only while the lowest loss sits on the largest value
+    # replayed, and all of them while no value has moved a prediction yet
+    import sim.runs.fit as F
+
+    runs = [_run(1, 256, 32, 4 + i) for i in range(6)]
+    start = default_efficiencies(GPU)
+
+    def search(log_error):
+        seen = []
+
+        def fake(run, prof, record):
+            v = prof.gpus[GPU].params.frontend_stream_s
+            seen.append(v)
+            return None, {k: m * np.exp(log_error(v)) for k, m in run.measured.items()}
+        monkeypatch.setattr(F, "_replay", fake)
+        est, informed = F._fit_stream(GPU, runs, start, None, lambda m: None)
+        return est.frontend_stream_s, informed, sorted(set(seen))
+
+    top = F.STREAM_SEARCH_TOP
+    inside = [v for v in F.STREAM_GRID_S if v <= top]
+    # runs 30% slow at 0 us, exact at 40 us, then slower again: 120 and 200 us never replayed
+    v, informed, seen = search(lambda v: abs(v - 40e-6) / 40e-6 * 0.3)
+    assert (v, informed, seen) == (40e-6, True, inside)
+    # the loss still falling at the search's top: the grid goes on, one value at a time
+    v, informed, seen = search(lambda v: 0.3 * (1 - v / 120e-6) if v <= 120e-6 else 0.3 * (v / 120e-6 - 1))
+    assert (v, informed, seen) == (120e-6, True, list(F.STREAM_GRID_S))
+    # no value moves a prediction: the whole grid, and not informed
+    v, informed, seen = search(lambda v: 0.0)
+    assert (v, informed, seen) == (start.frontend_stream_s, False, list(F.STREAM_GRID_S))
+
+
 def test_runs_that_measured_percentiles_give_intervals_of_their_own():
     # runs whose files carry medians and p99s (vllm bench serve's summary) get held-out
     # intervals of those statistics beside the means' once nine runs measured them (below
