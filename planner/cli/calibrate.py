@@ -139,6 +139,8 @@ def calibrate_cmd(
     held_out: bool = typer.Option(True, "--held-out/--no-held-out", help="runs: error bars from fits "
                                   "that leave runs out (leave-one-out, 10-fold past 40 runs)"),
     plot: Path = typer.Option(None, "--plot", help="runs: write an HTML report (plotly)"),
+    workers: int = typer.Option(None, "--workers", help="runs: processes for the replays (default: up "
+                                "to 2; the same profile in any number)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON summary"),
 ):
     """Fit the cost model to measured operator rows, or its engine parameters to benchmark runs
@@ -159,6 +161,9 @@ def calibrate_cmd(
         return
     if fmt is not None and fmt not in FORMATS:
         raise ServePlanError(f"--format {fmt!r}; expected one of {CALIBRATE_FORMAT_HELP}")
+    if workers is not None:
+        raise ServePlanError("--workers: an option of calibration from benchmark runs (it replays "
+                             "them), not of operator tables")
     if measured is None or fmt is None or out is None:
         missing = [n for n, v in (("--measured PATH", measured), ("--format F", fmt),
                                   ("--out FILE", out)) if v is None]
@@ -254,7 +259,7 @@ def _calibrate_from_runs(a: dict) -> None:
     what = f"--manifest {a['manifest']}" if a["manifest"] else f"--format {a['fmt']} {a['measured']}"
     doc = calibrate_runs(runs, start_path=a["calibration"], out=a["out"], params=a["params"],
                          held_out=a["held_out"], as_json=a["as_json"], plot=a["plot"],
-                         source=f"serveplan calibrate {what}")
+                         source=f"serveplan calibrate {what}", workers=a["workers"])
     if a["as_json"]:
         emit_json(doc)
 

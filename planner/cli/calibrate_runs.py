@@ -254,11 +254,17 @@ def write_plot(path: Path, doc: dict) -> Path:
 
 
 def calibrate_runs(runs: list, *, start_path: Path | None, out: Path | None, params: str | None,
-                   held_out: bool, as_json: bool, plot: Path | None, source: str) -> dict:
-    """Fit, write the profile and the report; returns the JSON document."""
+                   held_out: bool, as_json: bool, plot: Path | None, source: str,
+                   workers: int | None = None) -> dict:
+    """Fit, write the profile and the report; returns the JSON document. `workers`: processes
+    for the replays (None: up to 2, `sim.runs.workers.default_workers`)."""
     from costmodel.calibration import CalibrationProfile
     from sim.runs.fit import fit_runs
     from sim.runs.profile import profile_of
+    from sim.runs.workers import default_workers
+    from sim.sweep import check_workers
+
+    workers = check_workers(workers) or default_workers()
 
     start = CalibrationProfile.load(start_path) if start_path is not None else None
     names = param_names(params)
@@ -270,7 +276,7 @@ def calibrate_runs(runs: list, *, start_path: Path | None, out: Path | None, par
 
         def log(msg):
             con.print(msg, markup=False, soft_wrap=True)
-    fits = fit_runs(runs, calibration=start, params=names, held_out=held_out, log=log)
+    fits = fit_runs(runs, calibration=start, params=names, held_out=held_out, log=log, workers=workers)
     prof = profile_of(fits, base=start, source=source)
     if out is not None:
         prof.save(out)

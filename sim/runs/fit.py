@@ -76,6 +76,7 @@ from sim.runs.replay import replay_requests
 from sim.runs.results import RunRow, RunsFit
 from sim.runs.surrogate import RunSurrogate
 from sim.runs.types import MeasuredRun
+from sim.runs.workers import replay_each, replay_workers
 
 ENGINE_PARAMS = ("host_overhead_s", "host_per_seq_s", "prefill_time_scale", "decode_time_scale",
                  "comm_latency_s", "comm_bw_eff", "request_latency_s", "frontend_stream_s",
@@ -206,9 +207,10 @@ def _informed(surr: list[RunSurrogate], at: Efficiencies, names: list[str], say=
 
 def fit_runs(runs: list[MeasuredRun], *, calibration: CalibrationProfile | None = None,
              params: list[str] | None = None, rounds: int = OUTER, held_out: bool = True,
-             log=None) -> list[RunsFit]:
+             log=None, workers: int | None = 1) -> list[RunsFit]:
     """Fit the engine parameters of every GPU in `runs` (one fit per GPU). `calibration` gives
-    the kernel parameters and the starting point (default: each GPU's architecture defaults)."""
+    the kernel parameters and the starting point (default: each GPU's architecture defaults).
+    `workers`: processes for the full replays (`sim.runs.workers`; the same result in any)."""
     if not runs:
         raise ServePlanError("no runs to calibrate from")
     by_gpu: dict[str, list[MeasuredRun]] = {}
@@ -224,7 +226,8 @@ def fit_runs(runs: list[MeasuredRun], *, calibration: CalibrationProfile | None 
                 raise ServePlanError(f"{r.source} run {r.run_id}: {what} is not calibrated from runs "
                                      "yet; expected pp=1 and no speculative decoding")
         by_gpu.setdefault(gpus.pop(), []).append(r)
-    return [_fit_gpu(g, rs, calibration, params, rounds, held_out, log) for g, rs in by_gpu.items()]
+    with replay_workers(workers):  # the replays in `workers` processes: the same numbers
+        return [_fit_gpu(g, rs, calibration, params, rounds, held_out, log) for g, rs in by_gpu.items()]
 
 
 def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
@@ -349,8 +352,7 @@ def _fit_stages(gpu, runs, calibration, start: Efficiencies, names: list[str], r
 
 
 def _replays(gpu, runs, est: Efficiencies, calibration) -> list[dict]:
-    prof = _profile(gpu, est, calibration)
-    return [_replay(r, prof, record=False)[1] for r in runs]
+    return [p for _, p in replay_each(_replay, runs, _profile(gpu, est, calibration), False)]
 
 
 def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], rounds: int,
@@ -373,11 +375,9 @@ def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], round
     radius, last_step, settled = np.inf, 0.0, False
     while True:
         prof = _profile(gpu, est, calibration)
-        surr, preds = [], []
-        for r in runs:
-            res, p = _replay(r, prof, record=True)
-            surr.append(RunSurrogate(r, res, _cost_models(r, prof), est))
-            preds.append(p)
+        done_runs = replay_each(_replay, runs, prof, True)
+        surr = [RunSurrogate(r, res, _cost_models(r, prof), est) for r, (res, _) in zip(runs, done_runs, strict=True)]
+        preds = [p for _, p in done_runs]
         loss = _robust_loss(preds, runs)
         if done == 0:
             before = preds if before is None else before
@@ -424,8 +424,8 @@ def _fit_stream(gpu, runs, est: Efficiencies, calibration, say) -> tuple[Efficie
     silicon CSV's Llama runs). Informed when some value moves some run's prediction by 1% or
     more (the flag returned); until one does, the grid is replayed to its top."""
     def preds_at(v):
-        prof = _profile(gpu, replace(est, frontend_stream_s=v), calibration)
-        return [_replay(r, prof, record=False)[1] for r in runs]
+        return [p for _, p in replay_each(_replay, runs, _profile(gpu, replace(est, frontend_stream_s=v),
+                                                                 calibration), False)]
 
     base = preds_at(est.frontend_stream_s)
     losses, moved = {est.frontend_stream_s: _robust_loss(base, runs)}, 0.0
@@ -459,13 +459,11 @@ def _fit_memory(gpu, runs, est: Efficiencies, calibration, base: list[dict],
     loss: memory the runs barely ask for would still shrink every planned replica's cache."""
     def preds_at(v, which):
         prof = _profile(gpu, replace(est, mem_reserved_gib=v), calibration)
-        out = []
-        for i in which:
-            res, p = _replay(runs[i], prof, record=False)
+        out = replay_each(_replay, [runs[i] for i in which], prof, False)
+        for i, (res, _) in zip(which, out, strict=True):
             if res.metrics.num_rejected:  # its requests no longer fit: it could not have run
                 raise DoesNotFitError(f"{runs[i].run_id}: requests longer than the KV cache", 0, 0)
-            out.append(p)
-        return out
+        return [p for _, p in out]
 
     every = list(range(len(runs)))
     grid = sorted(set(MEM_GRID_GIB) | {est.mem_reserved_gib})

@@ -245,3 +245,22 @@ def test_calibrate_refuses_what_an_aic_silicon_file_already_says(shared, tmp_pat
     res = CliRunner().invoke(app, ["calibrate", "--measured", str(csv), *args, "--out", str(tmp_path / "c.json")])
     assert res.exit_code == 2 and msg in res.output, res.output
     assert "Traceback" not in res.output
+
+
+def test_calibrate_workers_give_the_same_profile_and_bad_counts_are_named(tmp_path, synthetic_rows):
+    # the runs' replays in two processes: the same fitted values as in one (sim.runs.workers)
+    docs = []
+    for n in ("1", "2"):
+        res = CliRunner().invoke(app, ["calibrate", "--manifest", str(RUNS / "manifest.yaml"), "--no-held-out",
+                                       "--params", "decode_time_scale,request_latency_s", "--workers", n, "--json"])
+        assert res.exit_code == 0, res.output
+        docs.append(json.loads(res.stdout))
+    assert docs[0]["parameters"] == docs[1]["parameters"] and docs[0]["runs"] == docs[1]["runs"]
+    for bad in ("0", "100000"):
+        res = CliRunner().invoke(app, ["calibrate", "--manifest", str(RUNS / "manifest.yaml"), "--workers", bad])
+        assert res.exit_code == 2 and f"workers {bad}; expected an integer in [1, " in res.output, res.output
+    f = tmp_path / "rows.csv"
+    synthetic_rows(np.random.default_rng(5), 20).to_csv(f, index=False)
+    res = CliRunner().invoke(app, ["calibrate", "--measured", str(f), "--format", "native", "--out",
+                                   str(tmp_path / "c.json"), "--workers", "2"])
+    assert res.exit_code == 2 and "--workers: an option of calibration from benchmark runs" in res.output

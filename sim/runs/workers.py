@@ -1,0 +1,61 @@
+"""Full replays of a run fit in worker processes.
+
+A run fit (`sim.runs.fit`) replays every run at each estimate it tries: the runs are
+independent simulations, each seeded, so they can run side by side and give the same numbers in
+any number of processes. `replay_workers(n)` opens a process pool for the fits inside it;
+`replay_each` runs one replay function over the runs in that pool, or here when there is none.
+The longest replays (most output tokens) are handed out first so that one long run
+does not start last.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from sim.sweep import check_workers
+
+_POOL: ContextVar[ProcessPoolExecutor | None] = ContextVar("replay_pool", default=None)
+
+
+def default_workers() -> int:
+    """What `serveplan calibrate` uses unless told: up to two processes, as `plan` does."""
+    return min(2, os.cpu_count() or 1)
+
+
+@contextmanager
+def replay_workers(workers: int | None):
+    """Replays of the run fits inside run in `workers` processes (1 or None: in this one)."""
+    n = check_workers(workers) or 1
+    if n == 1:
+        yield
+        return
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+    token = _POOL.set(pool)
+    try:
+        yield
+    finally:
+        _POOL.reset(token)
+        pool.shutdown(cancel_futures=True)
+
+
+def _cost(run) -> float:
+    """How long a replay of `run` takes, roughly: the output tokens of the requests it replays."""
+    from sim.runs.replay import replay_requests
+
+    return replay_requests(run) * max(run.mean_lengths[1], 1.0)
+
+
+def replay_each(fn, runs: list, prof, record: bool) -> list:
+    """[fn(run, prof, record) for run in runs], in the pool of `replay_workers` when one is open
+    (`fn` a module-level function, so that it pickles), in order."""
+    pool = _POOL.get()
+    if pool is None or len(runs) <= 1:
+        return [fn(r, prof, record) for r in runs]
+    order = sorted(range(len(runs)), key=lambda i: -_cost(runs[i]))
+    futures = {i: pool.submit(fn, runs[i], prof, record) for i in order}
+    return [futures[i].result() for i in range(len(runs))]

@@ -1,0 +1,67 @@
+"""Run fits with their replays in worker processes (sim.runs.workers): the same numbers as in one
+process, the pool really used, bad worker counts named."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from costmodel.arch_defaults import default_efficiencies
+from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.errors import ServePlanError
+from sim.deployment import Deployment
+from sim.runs.fit import _replay, fit_runs
+from sim.runs.types import MeasuredRun
+from sim.runs.workers import replay_each, replay_workers
+
+GPU = "h100-sxm"
+
+
+def _runs() -> list[MeasuredRun]:
+    # the chunk-time fit's runs (tests/sim/test_runs_fit.py): one backs the API server up, so
+    # the fit replays the chunk-time grid, its rounds and the held-out refits
+    truth = CalibrationProfile(gpus={GPU: GpuCalibration(
+        replace(default_efficiencies(GPU), frontend_stream_s=120e-6))})
+    runs = []
+    for isl, osl, c in [(256, 32, 128), (512, 32, 4), (128, 24, 48)]:
+        dep = Deployment.colocated("llama-3.2-1b", GPU, tp=1)
+        r = MeasuredRun("synthetic.csv", f"{isl}x{osl}_c{c}", "vllm", "0.12", dep, f"fixed:{isl},{osl}",
+                        concurrency=c, num_requests=4 * c,
+                        measured={"ttft_mean_s": 0.1, "tpot_mean_s": 0.01})
+        runs.append(replace(r, measured=_replay(r, truth, record=False)[1]))
+    return runs
+
+
+def test_a_fit_in_two_processes_is_the_fit_in_one():
+    runs = _runs()
+    kw = dict(params=["frontend_stream_s", "decode_time_scale"], rounds=2)
+    (one,) = fit_runs(runs, workers=1, **kw)
+    (two,) = fit_runs(runs, workers=2, **kw)
+    assert two.params == one.params and two.fitted == one.fitted and two.rounds == one.rounds
+    assert two.interval == one.interval
+    for a, b in zip(one.rows, two.rows, strict=True):
+        assert (a.before, a.after, a.held_out) == (b.before, b.after, b.held_out)
+    assert one.params.frontend_stream_s == pytest.approx(120e-6)  # a real fit, not a no-op
+
+
+def _whose(run, prof, record):
+    return run.run_id, os.getpid()
+
+
+def test_replays_run_in_the_pool_and_come_back_in_order():
+    runs = _runs()
+    assert replay_each(_whose, runs, None, False) == [(r.run_id, os.getpid()) for r in runs]
+    with replay_workers(2):
+        got = replay_each(_whose, runs, None, False)
+    assert [g[0] for g in got] == [r.run_id for r in runs]
+    assert all(pid != os.getpid() for _, pid in got)
+    assert replay_each(_whose, runs, None, False)[0][1] == os.getpid()  # the pool is closed after
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, 10**6])
+def test_a_bad_worker_count_is_named(bad):
+    with pytest.raises(ServePlanError, match=r"workers .*expected an integer in \[1, "):
+        with replay_workers(bad):
+            pass
