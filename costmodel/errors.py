@@ -12,3 +12,8 @@ class DoesNotFitError(ServePlanError):
         super().__init__(message)
         self.need_bytes = need_bytes
         self.have_bytes = have_bytes
+
+    def __reduce__(self):
+        # rebuilt with all three arguments when it crosses a process boundary (a replay in a
+        # worker process that does not fit, sim.runs.workers; the sweep's workers)
+        return type(self), (str(self), self.need_bytes, self.have_bytes)

@@ -65,3 +65,25 @@ def test_a_bad_worker_count_is_named(bad):
     with pytest.raises(ServePlanError, match=r"workers .*expected an integer in \[1, "):
         with replay_workers(bad):
             pass
+
+
+def test_a_replay_that_does_not_fit_comes_back_from_a_worker_as_in_one_process():
+    # the memory reserve's grid replays until the runs no longer fit (DoesNotFitError, caught by
+    # the fit): raised in a worker, it must come back as itself, not break the pool
+    import pickle
+
+    from costmodel.errors import DoesNotFitError
+
+    e = pickle.loads(pickle.dumps(DoesNotFitError("run x: requests longer than the KV cache", 3.0, 2.0)))
+    assert (str(e), e.need_bytes, e.have_bytes) == ("run x: requests longer than the KV cache", 3.0, 2.0)
+    truth = CalibrationProfile(gpus={GPU: GpuCalibration(replace(default_efficiencies(GPU), mem_reserved_gib=4.0))})
+    runs = []
+    for isl, osl, c in [(4096, 64, 32), (512, 32, 4)]:  # Qwen3-32B on one H100: ~9 GiB of KV cache
+        dep = Deployment.colocated("qwen3-32b", GPU, tp=1)
+        r = MeasuredRun("synthetic.csv", f"{isl}x{osl}_c{c}", "vllm", "0.12", dep, f"fixed:{isl},{osl}",
+                        concurrency=c, num_requests=3 * c, measured={"ttft_mean_s": 0.1, "tpot_mean_s": 0.01})
+        runs.append(replace(r, measured=_replay(r, truth, record=False)[1]))
+    kw = dict(params=["mem_reserved_gib", "decode_time_scale"], held_out=False, rounds=2)
+    (one,) = fit_runs(runs, workers=1, **kw)
+    (two,) = fit_runs(runs, workers=2, **kw)
+    assert two.params == one.params and one.params.mem_reserved_gib == 4.0
