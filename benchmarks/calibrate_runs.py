@@ -42,7 +42,7 @@ and the row split reported before 2026-12-06, are printed beside it.
 
 Writes benchmarks/out/calibrate_runs.json (the `sglang` file's results at the top level, as
 before; the others under `datasets`). Run:
-`.venv/bin/python benchmarks/calibrate_runs.py [--data sglang,vllm] [--fraction 0.3] [--seed 0] [--no-speed] [--tables [--tables-joint]] [--splitwise]`
+`.venv/bin/python benchmarks/calibrate_runs.py [--data sglang,vllm] [--fraction 0.3] [--seed 0] [--no-speed] [--tables [--tables-joint]] [--splitwise] [--workers N]`
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def splitwise_20() -> dict:
             "wall_s": time.perf_counter() - t0}
 
 
-def calibrate_file(name: str, fraction: float, seed: int) -> tuple[dict, list, list]:
+def calibrate_file(name: str, fraction: float, seed: int, workers: int = 1) -> tuple[dict, list, list]:
     """Fit a seed-fixed `fraction` of one file's colocated runs and score the rest (module doc)."""
     csv = CSVS[name]
     runs = [r for r in load_runs(shared_dir() / csv, "aic-silicon") if r.deployment.mode == "colocated"]
@@ -275,7 +275,7 @@ def calibrate_file(name: str, fraction: float, seed: int) -> tuple[dict, list, l
             if r.deployment.mode == "colocated"]
     fit, held = split(runs, fraction, seed)
     assert {r.run_id for r in fit} == chosen
-    fits = fit_runs(fit, held_out=True, log=lambda m: print(f"[{name}] {m}", flush=True))
+    fits = fit_runs(fit, held_out=True, log=lambda m: print(f"[{name}] {m}", flush=True), workers=workers)
     prof = profile_of(fits, source=f"benchmarks/calibrate_runs.py: seed {seed} {fraction:.0%} of {csv}")
     rows, by = score(held, prof)
     nfit: dict[str, int] = {}
@@ -320,6 +320,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tables", action="store_true", help="also the operator-table calibration")
     ap.add_argument("--tables-joint", action="store_true", help="with --tables: the joint fit too")
     ap.add_argument("--splitwise", action="store_true", help="also Splitwise's A100 rows, fit 20%%")
+    ap.add_argument("--workers", type=int, default=1, help="processes for the accuracy fits' replays "
+                    "(the same numbers in any; the timings stay one process on one core)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     a = ap.parse_args(argv)
     names = [n.strip() for n in a.data.split(",") if n.strip()]
@@ -329,7 +331,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     docs, fitted, fits = {}, {}, {}
     for n in names:
-        docs[n], fitted[n], fits[n] = calibrate_file(n, a.fraction, a.seed)
+        docs[n], fitted[n], fits[n] = calibrate_file(n, a.fraction, a.seed, a.workers)
     head = "sglang" if "sglang" in docs else names[0]
     doc = {**docs[head], "datasets": {n: d for n, d in docs.items() if n != head}}
     if not a.no_speed or a.tables:
