@@ -58,4 +58,9 @@ def replay_each(fn, runs: list, prof, record: bool) -> list:
         return [fn(r, prof, record) for r in runs]
     order = sorted(range(len(runs)), key=lambda i: -_cost(runs[i]))
     futures = {i: pool.submit(fn, runs[i], prof, record) for i in order}
-    return [futures[i].result() for i in range(len(runs))]
+    try:
+        return [futures[i].result() for i in range(len(runs))]
+    except BaseException:  # a replay that raised (one that does not fit): the rest are not needed
+        for f in futures.values():
+            f.cancel()
+        raise
