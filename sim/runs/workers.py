@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,7 +34,9 @@ def replay_workers(workers: int | None):
     if n == 1:
         yield
         return
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    # fork where it is safe (Linux: the workers start at once with the runs already loaded);
+    # elsewhere the platform's default (spawn: macOS's system libraries are not fork-safe)
+    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None
     pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
     token = _POOL.set(pool)
     try:
