@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +27,15 @@ from dataclasses import dataclass, field
 
 from sim.deployment import Deployment
 from sim.slo import SLO
-from sim.sweep import SharedInputs, SimTask, TaskResult, check_workers, make_executor, run_task
+from sim.sweep import (
+    SharedInputs,
+    SimTask,
+    TaskResult,
+    check_workers,
+    default_workers,
+    make_executor,
+    run_task,
+)
 
 _WORKER: dict = {}
 
@@ -227,7 +234,7 @@ class Verifier:
         self.calibration = calibration
         self.closed_loop = closed_loop
         self.shared = SharedInputs(workload, slo, calibration)
-        n = check_workers(workers) or min(2, os.cpu_count() or 1)
+        n = check_workers(workers) or default_workers()
         # probes a round asks for: a constant, not the worker count, so that a plan does not
         # depend on how many processes ran it (the service plans with 1 worker, the CLI with 2,
         # Ray with what it has); the executor runs them side by side or in turn

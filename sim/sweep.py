@@ -186,6 +186,11 @@ def _ray_run(task: SimTask, shared: SharedInputs, retries: int) -> TaskResult:
 MAX_WORKERS = 256  # simulation processes (or Ray CPUs) one call may ask for
 
 
+def default_workers() -> int:
+    """Local simulation processes when a command is not told: up to two (`plan`, `calibrate`)."""
+    return min(2, os.cpu_count() or 1)
+
+
 def check_workers(workers) -> int | None:
     """`workers` as given (None = the machine's default), or a ServePlanError naming the range:
     a million worker processes would fork until the machine stops answering."""

@@ -257,12 +257,11 @@ def calibrate_runs(runs: list, *, start_path: Path | None, out: Path | None, par
                    held_out: bool, as_json: bool, plot: Path | None, source: str,
                    workers: int | None = None) -> dict:
     """Fit, write the profile and the report; returns the JSON document. `workers`: processes
-    for the replays (None: up to 2, `sim.runs.workers.default_workers`)."""
+    for the replays (None: up to 2, `sim.sweep.default_workers`)."""
     from costmodel.calibration import CalibrationProfile
     from sim.runs.fit import fit_runs
     from sim.runs.profile import profile_of
-    from sim.runs.workers import default_workers
-    from sim.sweep import check_workers
+    from sim.sweep import check_workers, default_workers
 
     workers = check_workers(workers) or default_workers()
 

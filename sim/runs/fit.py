@@ -424,8 +424,7 @@ def _fit_stream(gpu, runs, est: Efficiencies, calibration, say) -> tuple[Efficie
     silicon CSV's Llama runs). Informed when some value moves some run's prediction by 1% or
     more (the flag returned); until one does, the grid is replayed to its top."""
     def preds_at(v):
-        return [p for _, p in replay_each(_replay, runs, _profile(gpu, replace(est, frontend_stream_s=v),
-                                                                 calibration), False)]
+        return _replays(gpu, runs, replace(est, frontend_stream_s=v), calibration)
 
     base = preds_at(est.frontend_stream_s)
     losses, moved = {est.frontend_stream_s: _robust_loss(base, runs)}, 0.0

@@ -11,20 +11,15 @@ does not start last.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from sim.runs.replay import replay_requests
 from sim.sweep import check_workers
 
 _POOL: ContextVar[ProcessPoolExecutor | None] = ContextVar("replay_pool", default=None)
-
-
-def default_workers() -> int:
-    """What `serveplan calibrate` uses unless told: up to two processes, as `plan` does."""
-    return min(2, os.cpu_count() or 1)
 
 
 @contextmanager
@@ -48,8 +43,6 @@ def replay_workers(workers: int | None):
 
 def _cost(run) -> float:
     """How long a replay of `run` takes, roughly: the output tokens of the requests it replays."""
-    from sim.runs.replay import replay_requests
-
     return replay_requests(run) * max(run.mean_lengths[1], 1.0)
 
 
