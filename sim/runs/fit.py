@@ -22,7 +22,9 @@ surrogate cannot re-time it: it is fitted by full replays over a grid
 once before them; the chunk time and the kernel scales can trade for each other (both lengthen
 TTFT), so of the two orders the one whose full replays fit the runs better is kept (a longer
 chunk time only when its loss is lower by what one more parameter must earn, `stream_tol`:
-every planned deployment's clients would wait on it). The errors it reports come from full replays, before and after. A parameter that
+every planned deployment's clients would wait on it). The errors it reports come from full replays, before and after.
+A replay at values the fit has already replayed is taken from what it kept (`sim.runs.memo`:
+replays are seeded, so it is the same replay). A parameter that
 no run's prediction responds to (all runs at TP 1 say nothing of the collectives), or whose
 effect the other parameters reproduce (runs all at one TP size: the collectives and the prefill
 scale, `sim.runs.identify`), is not fitted: it keeps its starting value, and the result says
@@ -61,22 +63,24 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from costmodel.arch_defaults import default_efficiencies
-from costmodel.calibration import INTERVAL_KEYS, CalibrationProfile, GpuCalibration, gpu_key
+from costmodel.calibration import INTERVAL_KEYS, CalibrationProfile, gpu_key
 from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import DoesNotFitError, ServePlanError
-from costmodel.specs import load_model
-from sim.engine import cost_model_for, simulate
+from sim.runs import memo
 from sim.runs.held_out import held_out_interval, held_out_predictions
 from sim.runs.identify import separable
 from sim.runs.loss import F_SCALE, LOSS, metric_weights, stream_tol, weights_text
 from sim.runs.loss import objective as _objective
 from sim.runs.loss import residuals as _residuals
 from sim.runs.loss import robust_loss as _robust_loss
-from sim.runs.replay import replay_requests
+from sim.runs.memo import replay_memo
 from sim.runs.results import RunRow, RunsFit
 from sim.runs.surrogate import RunSurrogate
 from sim.runs.types import MeasuredRun
+from sim.runs.workers import cost_models_of as _cost_models
+from sim.runs.workers import profile_at as _profile
 from sim.runs.workers import replay_each, replay_workers
+from sim.runs.workers import replay_run as _replay
 
 ENGINE_PARAMS = ("host_overhead_s", "host_per_seq_s", "prefill_time_scale", "decode_time_scale",
                  "comm_latency_s", "comm_bw_eff", "request_latency_s", "frontend_stream_s",
@@ -106,37 +110,6 @@ REFIT_FACTOR, REFIT_ROUNDS = 2.0, 2
 OUTER = 3  # most replay-and-fit rounds
 STEP_TOL = 0.02  # log: a round that moves no parameter further ends the rounds
 SENSITIVITY = 0.01  # d log(prediction) / d log(parameter) below which a parameter is not informed
-
-
-def _cost_models(run: MeasuredRun, calibration) -> dict:
-    model = load_model(run.deployment.model)
-    out, idx = {}, 0
-    for pool in run.deployment.pools:
-        cm = cost_model_for(pool, model, calibration, run.deployment.engine)
-        for _ in range(pool.replicas):
-            out[idx] = cm
-            idx += 1
-    return out
-
-
-def _profile(gpu: str, eff: Efficiencies, base: CalibrationProfile | None) -> CalibrationProfile:
-    prof = CalibrationProfile(source="engine runs")
-    if base is not None:
-        prof.gpus.update(base.gpus)
-        prof.tables.update(base.tables)
-        prof.hardware.update(base.hardware)
-    old = prof.calibration_for(gpu)
-    prof.gpus[gpu] = GpuCalibration(eff, {}, old.uncertainty_rel if old else 0.0,
-                                    dict(old.sources) if old else {})
-    return prof
-
-
-def _replay(run: MeasuredRun, calibration, record: bool):
-    res = simulate(run.deployment, run.to_workload(), num_requests=replay_requests(run),
-                   seed=0, calibration=calibration, policy=run.policy,
-                   warmup_fraction=0.0, cooldown_fraction=0.0, record_steps=record)
-    m = res.metrics.to_dict()
-    return res, {k: float(m[k]) for k in run.measured if k in m}
 
 
 def runs_tag(gpu: str) -> str:
@@ -226,8 +199,12 @@ def fit_runs(runs: list[MeasuredRun], *, calibration: CalibrationProfile | None 
                 raise ServePlanError(f"{r.source} run {r.run_id}: {what} is not calibrated from runs "
                                      "yet; expected pp=1 and no speculative decoding")
         by_gpu.setdefault(gpus.pop(), []).append(r)
+    out = []
     with replay_workers(workers):  # the replays in `workers` processes: the same numbers
-        return [_fit_gpu(g, rs, calibration, params, rounds, held_out, log) for g, rs in by_gpu.items()]
+        for g, rs in by_gpu.items():
+            with replay_memo():  # a replay at values this GPU's fit has replayed is not run again
+                out.append(_fit_gpu(g, rs, calibration, params, rounds, held_out, log))
+    return out
 
 
 def _fit_gpu(gpu, runs, calibration, params, rounds, held_out, log) -> RunsFit:
@@ -318,7 +295,8 @@ def _fit_stages(gpu, runs, calibration, start: Efficiencies, names: list[str], r
     replays at the estimate)."""
     head, est0 = [], start
     if mem:  # first: which requests run at all (the surrogate re-times the iterations it saw)
-        before = _replays(gpu, runs, start, calibration) if before is None else before
+        # recorded: the rounds start here when the reserve stays (sim.runs.memo)
+        before = [p for _, p in _recorded(gpu, runs, start, calibration)] if before is None else before
         est0, inf = _fit_memory(gpu, runs, start, calibration, before, say)
         head = ["mem_reserved_gib"] if inf else []
     est, informed, surr, done, before, after = _search(gpu, runs, calibration, est0, names, rounds,
@@ -351,8 +329,21 @@ def _fit_stages(gpu, runs, calibration, start: Efficiencies, names: list[str], r
     return est, informed, surr, done, before, after
 
 
+def _plain(gpu, runs, est: Efficiencies, calibration) -> list[tuple[int, dict]]:
+    """(requests rejected, predictions) of each run replayed at `est` (sim.runs.memo)."""
+    prof = _profile(gpu, est, calibration)
+    return memo.plain(runs, est, lambda rs: replay_each(_replay, rs, prof, False))
+
+
 def _replays(gpu, runs, est: Efficiencies, calibration) -> list[dict]:
-    return [p for _, p in replay_each(_replay, runs, _profile(gpu, est, calibration), False)]
+    return [p for _, p in _plain(gpu, runs, est, calibration)]
+
+
+def _recorded(gpu, runs, est: Efficiencies, calibration) -> list[tuple[RunSurrogate, dict]]:
+    """(surrogate, predictions) of each run replayed at `est`, its iterations recorded."""
+    prof = _profile(gpu, est, calibration)
+    return memo.recorded(runs, est, lambda rs: replay_each(_replay, rs, prof, True),
+                         lambda r, res: RunSurrogate(r, res, _cost_models(r, prof), est))
 
 
 def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], rounds: int,
@@ -374,10 +365,8 @@ def _search(gpu, runs, calibration, start: Efficiencies, names: list[str], round
     best = None  # (loss, estimate, surrogates, replays) of the best replayed values
     radius, last_step, settled = np.inf, 0.0, False
     while True:
-        prof = _profile(gpu, est, calibration)
-        done_runs = replay_each(_replay, runs, prof, True)
-        surr = [RunSurrogate(r, res, _cost_models(r, prof), est) for r, (res, _) in zip(runs, done_runs, strict=True)]
-        preds = [p for _, p in done_runs]
+        done_runs = _recorded(gpu, runs, est, calibration)
+        surr, preds = [s for s, _ in done_runs], [p for _, p in done_runs]
         loss = _robust_loss(preds, runs)
         if done == 0:
             before = preds if before is None else before
@@ -457,10 +446,9 @@ def _fit_memory(gpu, runs, est: Efficiencies, calibration, base: list[dict],
     1% are not replayed at the points between. The smallest reserve within MEM_TOL of the best
     loss: memory the runs barely ask for would still shrink every planned replica's cache."""
     def preds_at(v, which):
-        prof = _profile(gpu, replace(est, mem_reserved_gib=v), calibration)
-        out = replay_each(_replay, [runs[i] for i in which], prof, False)
-        for i, (res, _) in zip(which, out, strict=True):
-            if res.metrics.num_rejected:  # its requests no longer fit: it could not have run
+        out = _plain(gpu, [runs[i] for i in which], replace(est, mem_reserved_gib=v), calibration)
+        for i, (rejected, _) in zip(which, out, strict=True):
+            if rejected:  # its requests no longer fit: it could not have run
                 raise DoesNotFitError(f"{runs[i].run_id}: requests longer than the KV cache", 0, 0)
         return [p for _, p in out]
 

@@ -16,7 +16,12 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from costmodel.calibration import CalibrationProfile, GpuCalibration
+from costmodel.efficiencies import Efficiencies
+from costmodel.specs import load_model
+from sim.engine import cost_model_for, simulate
 from sim.runs.replay import replay_requests
+from sim.runs.types import MeasuredRun
 from sim.sweep import check_workers
 
 _POOL: ContextVar[ProcessPoolExecutor | None] = ContextVar("replay_pool", default=None)
@@ -60,3 +65,38 @@ def replay_each(fn, runs: list, prof, record: bool) -> list:
         for f in futures.values():
             f.cancel()
         raise
+
+
+def cost_models_of(run: MeasuredRun, calibration) -> dict:
+    """{replica index: CostModel} of `run`'s deployment under `calibration`."""
+    model = load_model(run.deployment.model)
+    out, idx = {}, 0
+    for pool in run.deployment.pools:
+        cm = cost_model_for(pool, model, calibration, run.deployment.engine)
+        for _ in range(pool.replicas):
+            out[idx] = cm
+            idx += 1
+    return out
+
+
+def profile_at(gpu: str, eff: Efficiencies, base: CalibrationProfile | None) -> CalibrationProfile:
+    """`base` (or nothing) with `gpu`'s parameters replaced by `eff`: what a fit replays at."""
+    prof = CalibrationProfile(source="engine runs")
+    if base is not None:
+        prof.gpus.update(base.gpus)
+        prof.tables.update(base.tables)
+        prof.hardware.update(base.hardware)
+    old = prof.calibration_for(gpu)
+    prof.gpus[gpu] = GpuCalibration(eff, {}, old.uncertainty_rel if old else 0.0,
+                                    dict(old.sources) if old else {})
+    return prof
+
+
+def replay_run(run: MeasuredRun, calibration, record: bool):
+    """(SimResult, the measured keys predicted) of `run` as it ran, every request counted;
+    `record`: its iterations too (sim.runs.surrogate)."""
+    res = simulate(run.deployment, run.to_workload(), num_requests=replay_requests(run),
+                   seed=0, calibration=calibration, policy=run.policy,
+                   warmup_fraction=0.0, cooldown_fraction=0.0, record_steps=record)
+    m = res.metrics.to_dict()
+    return res, {k: float(m[k]) for k in run.measured if k in m}

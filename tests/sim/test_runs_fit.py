@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -460,6 +461,10 @@ def test_a_default_s_source_gives_way_to_the_runs_that_did_not_inform_it():
     assert got["comm_bw_eff"] == "fit: 40 rows of nccl all_reduce"
 
 
+# what a stand-in replay returns as its SimResult: the fit reads only how many requests did not fit
+_NO_REJECTS = SimpleNamespace(metrics=SimpleNamespace(num_rejected=0))
+
+
 def test_a_longer_chunk_time_must_earn_what_one_more_parameter_costs(monkeypatch):
     # 18 runs, 36 residuals: a chunk time must cut the robust loss by 1 - exp(-2/36) = 5.4%
     # (Akaike's price of a parameter) to be taken. Replays stand in for the simulator here: each
@@ -479,7 +484,7 @@ def test_a_longer_chunk_time_must_earn_what_one_more_parameter_costs(monkeypatch
         def fake(run, prof, record):
             v = prof.gpus[GPU].params.frontend_stream_s
             shrink = 1 - drop * (v / F.STREAM_GRID_S[-1]) ** 4  # the loss falls only near the top
-            return None, {k: m * np.exp(shrink) for k, m in run.measured.items()}
+            return _NO_REJECTS, {k: m * np.exp(shrink) for k, m in run.measured.items()}
         monkeypatch.setattr(F, "_replay", fake)
         return F._fit_stream(GPU, runs, start, None, lambda m: None)[0].frontend_stream_s
 
@@ -502,7 +507,7 @@ def test_the_chunk_time_grid_stops_past_a_bottleneck_it_has_bracketed(monkeypatc
         def fake(run, prof, record):
             v = prof.gpus[GPU].params.frontend_stream_s
             seen.append(v)
-            return None, {k: m * np.exp(log_error(v)) for k, m in run.measured.items()}
+            return _NO_REJECTS, {k: m * np.exp(log_error(v)) for k, m in run.measured.items()}
         monkeypatch.setattr(F, "_replay", fake)
         est, informed = F._fit_stream(GPU, runs, start, None, lambda m: None)
         return est.frontend_stream_s, informed, sorted(set(seen))
