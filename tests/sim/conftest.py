@@ -42,3 +42,29 @@ def trace_file(tmp_path):
         return p
 
     return write
+
+
+@pytest.fixture
+def chunk_time_runs():
+    """Factory: three synthetic vLLM runs of Llama-3.2-1B on one H100, measured as the
+    simulator replays them under the given parameters (default: 120 us per streamed chunk). One
+    backs the API server up, so a fit replays the chunk-time grid, its rounds and the held-out
+    refits (tests/sim/test_runs_workers.py, test_runs_memo.py)."""
+    from costmodel.arch_defaults import default_efficiencies
+    from costmodel.calibration import CalibrationProfile, GpuCalibration
+    from sim.runs.types import MeasuredRun
+    from sim.runs.workers import replay_run
+
+    def make(gpu: str = "h100-sxm", **truth) -> list[MeasuredRun]:
+        eff = replace(default_efficiencies(gpu), **({"frontend_stream_s": 120e-6} | truth))
+        prof = CalibrationProfile(gpus={gpu: GpuCalibration(eff)})
+        runs = []
+        for isl, osl, c in [(256, 32, 128), (512, 32, 4), (128, 24, 48)]:
+            dep = Deployment.colocated("llama-3.2-1b", gpu, tp=1)
+            r = MeasuredRun("synthetic.csv", f"{isl}x{osl}_c{c}", "vllm", "0.12", dep,
+                            f"fixed:{isl},{osl}", concurrency=c, num_requests=4 * c,
+                            measured={"ttft_mean_s": 0.1, "tpot_mean_s": 0.01})
+            runs.append(replace(r, measured=replay_run(r, prof, record=False)[1]))
+        return runs
+
+    return make

@@ -12,27 +12,10 @@ import pytest
 import sim.runs.fit as F
 from costmodel.arch_defaults import default_efficiencies
 from costmodel.calibration import CalibrationProfile, GpuCalibration
-from sim.deployment import Deployment
 from sim.runs import memo
-from sim.runs.types import MeasuredRun
 
 GPU = "h100-sxm"
 _REPLAY = F._replay  # the real one, before any test wraps it
-
-
-def _runs() -> list[MeasuredRun]:
-    # one run backs the API server up (120 us per chunk), so the fit replays the chunk-time grid
-    # in both orders, its rounds, and the rounds again after the grid
-    truth = CalibrationProfile(gpus={GPU: GpuCalibration(
-        replace(default_efficiencies(GPU), frontend_stream_s=120e-6, decode_time_scale=1.2))})
-    runs = []
-    for isl, osl, c in [(256, 32, 128), (512, 32, 4), (128, 24, 48)]:
-        dep = Deployment.colocated("llama-3.2-1b", GPU, tp=1)
-        r = MeasuredRun("synthetic.csv", f"{isl}x{osl}_c{c}", "vllm", "0.12", dep, f"fixed:{isl},{osl}",
-                        concurrency=c, num_requests=4 * c,
-                        measured={"ttft_mean_s": 0.1, "tpot_mean_s": 0.01})
-        runs.append(replace(r, measured=_REPLAY(r, truth, record=False)[1]))
-    return runs
 
 
 def _fit(monkeypatch, runs, keep: bool):
@@ -53,8 +36,10 @@ def _fit(monkeypatch, runs, keep: bool):
     return fit, calls
 
 
-def test_a_fit_that_keeps_its_replays_is_the_same_fit_with_fewer_of_them(monkeypatch):
-    runs = _runs()
+def test_a_fit_that_keeps_its_replays_is_the_same_fit_with_fewer_of_them(monkeypatch, chunk_time_runs):
+    # one run backs the API server up, so the fit replays the chunk-time grid in both orders,
+    # its rounds, and the rounds again after the grid
+    runs = chunk_time_runs(decode_time_scale=1.2)
     kept, n_kept = _fit(monkeypatch, runs, keep=True)
     every, n_every = _fit(monkeypatch, runs, keep=False)
     assert kept.params == every.params and kept.fitted == every.fitted and kept.rounds == every.rounds
@@ -69,11 +54,11 @@ def test_a_fit_that_keeps_its_replays_is_the_same_fit_with_fewer_of_them(monkeyp
     assert len(n_kept) < len(n_every)
 
 
-def test_a_recorded_replay_predicts_what_a_plain_one_does():
+def test_a_recorded_replay_predicts_what_a_plain_one_does(chunk_time_runs):
     # the memo answers plain requests from recorded replays: recording must change no number
     truth = CalibrationProfile(gpus={GPU: GpuCalibration(
         replace(default_efficiencies(GPU), frontend_stream_s=60e-6, mem_reserved_gib=1.0))})
-    for r in _runs():
+    for r in chunk_time_runs():
         res_p, plain = _REPLAY(r, truth, record=False)
         res_r, rec = _REPLAY(r, truth, record=True)
         assert plain == rec and res_p.metrics.num_rejected == res_r.metrics.num_rejected

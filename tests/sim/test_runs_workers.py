@@ -19,23 +19,8 @@ from sim.runs.workers import replay_each, replay_workers
 GPU = "h100-sxm"
 
 
-def _runs() -> list[MeasuredRun]:
-    # the chunk-time fit's runs (tests/sim/test_runs_fit.py): one backs the API server up, so
-    # the fit replays the chunk-time grid, its rounds and the held-out refits
-    truth = CalibrationProfile(gpus={GPU: GpuCalibration(
-        replace(default_efficiencies(GPU), frontend_stream_s=120e-6))})
-    runs = []
-    for isl, osl, c in [(256, 32, 128), (512, 32, 4), (128, 24, 48)]:
-        dep = Deployment.colocated("llama-3.2-1b", GPU, tp=1)
-        r = MeasuredRun("synthetic.csv", f"{isl}x{osl}_c{c}", "vllm", "0.12", dep, f"fixed:{isl},{osl}",
-                        concurrency=c, num_requests=4 * c,
-                        measured={"ttft_mean_s": 0.1, "tpot_mean_s": 0.01})
-        runs.append(replace(r, measured=_replay(r, truth, record=False)[1]))
-    return runs
-
-
-def test_a_fit_in_two_processes_is_the_fit_in_one():
-    runs = _runs()
+def test_a_fit_in_two_processes_is_the_fit_in_one(chunk_time_runs):
+    runs = chunk_time_runs()
     kw = dict(params=["frontend_stream_s", "decode_time_scale"], rounds=2)
     (one,) = fit_runs(runs, workers=1, **kw)
     (two,) = fit_runs(runs, workers=2, **kw)
@@ -50,8 +35,8 @@ def _whose(run, prof, record):
     return run.run_id, os.getpid()
 
 
-def test_replays_run_in_the_pool_and_come_back_in_order():
-    runs = _runs()
+def test_replays_run_in_the_pool_and_come_back_in_order(chunk_time_runs):
+    runs = chunk_time_runs()
     assert replay_each(_whose, runs, None, False) == [(r.run_id, os.getpid()) for r in runs]
     with replay_workers(2):
         got = replay_each(_whose, runs, None, False)
