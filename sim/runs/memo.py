@@ -1,8 +1,8 @@
 """Full replays a run fit has already made, kept while that fit runs.
 
 A run fit (`sim.runs.fit`) replays every run at each estimate it tries, and it comes back to
-estimates it has replayed: the chunk-time grid starts at the values the rounds just replayed, the
-rounds after a grid start at the value the grid replayed last, the second order of the
+estimates it has replayed: the chunk-time grid starts at the values the rounds just replayed,
+the first round starts at the starting values the fit replayed first, the second order of the
 chunk-time fit starts where the first did and often retraces its rounds, and a refit with a
 metric weighted up starts from the same values again. A replay is seeded, so a replay at the
 same values is the same replay, to the bit: `replay_memo()` keeps them for one GPU's fit, and
