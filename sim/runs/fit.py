@@ -73,7 +73,6 @@ from sim.runs.loss import F_SCALE, LOSS, metric_weights, stream_tol, weights_tex
 from sim.runs.loss import objective as _objective
 from sim.runs.loss import residuals as _residuals
 from sim.runs.loss import robust_loss as _robust_loss
-from sim.runs.memo import replay_memo
 from sim.runs.results import RunRow, RunsFit
 from sim.runs.surrogate import RunSurrogate
 from sim.runs.types import MeasuredRun
@@ -202,7 +201,7 @@ def fit_runs(runs: list[MeasuredRun], *, calibration: CalibrationProfile | None 
     out = []
     with replay_workers(workers):  # the replays in `workers` processes: the same numbers
         for g, rs in by_gpu.items():
-            with replay_memo():  # a replay at values this GPU's fit has replayed is not run again
+            with memo.replay_memo():  # a replay at values this GPU's fit has replayed is not run again
                 out.append(_fit_gpu(g, rs, calibration, params, rounds, held_out, log))
     return out
 

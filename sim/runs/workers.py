@@ -5,7 +5,9 @@ independent simulations, each seeded, so they can run side by side and give the 
 any number of processes. `replay_workers(n)` opens a process pool for the fits inside it;
 `replay_each` runs one replay function over the runs in that pool, or here when there is none.
 The longest replays (most output tokens) are handed out first so that one long run
-does not start last.
+does not start last. `replay_run` is the replay they run (one run as it ran, at the profile
+`profile_at` builds from the fit's estimate); `cost_models_of` gives the cost models a recorded
+replay is re-timed with (`sim.runs.surrogate`).
 """
 
 from __future__ import annotations
