@@ -33,8 +33,9 @@ and KV dtype, fitted in stages); `--tables-joint` adds the fit as it was (every 
 all parameters at once) on the 20% split, for comparison (about 2 minutes).
 
 Splitwise (`--splitwise`): the A100 Llama-2-70B prefill and decode step rows
-(`../shared/data/profiles/splitwise`), kernels from Vidur's A100 tables, then the host and
-interconnect parameters fitted on a seed-0 20% of Splitwise's configurations (tp, batch,
+(`../shared/data/profiles/splitwise`), kernels from Vidur's A100 tables, then the host
+parameters and the collectives' step latency (`costmodel_accuracy.STAGE2`) fitted on a seed-0
+20% of Splitwise's configurations (tp, batch,
 prompt, output length; each was run 5-6 times, so a row split would score repeats of fitted
 rows) and the other configurations' rows predicted (`costmodel_accuracy.splitwise` with
 fraction 0.2; `costmodel_accuracy.py` itself reports the 30% split). Seeds 1-4 of that split,
