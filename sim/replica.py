@@ -11,7 +11,10 @@ Iteration time comes from the cost model for the exact batch (`step_time_s`; wit
 parallelism a new micro-batch starts every `stage_time_s` while up to `pp` are in flight, and a
 request sits in at most one). Decoding sequences live in one int64 array (a row each), so
 bookkeeping per iteration is a handful of vectorised operations, not a loop over sequences;
-an iteration in which every running sequence just decodes takes an inlined fast path.
+an iteration in which every running sequence just decodes takes an inlined fast path, and the
+run of such iterations that ends before the next event anywhere in the simulation (an arrival,
+a finished request, another replica's step) is applied at once, as one timeout (`_fast_window`:
+the same times, blocks and stream to the bit; tests/sim/test_fast_window.py).
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class Replica(Scheduler):
         # to come, whether a retract set it this iteration, and its batch_is_full latch
         self.new_token_ratio = RATIO_INIT
         self.retracted = self.batch_full = False
+        self._dt_hint = None  # (decodes, their context, time) of an iteration already timed
 
     # --- intake ------------------------------------------------------------------------------
     def frontend_s(self, prompt: int) -> float:
@@ -138,7 +142,12 @@ class Replica(Scheduler):
         while True:
             if fast_ok and self.n and not (self.waiting or self.prefilling or self.pending) \
                     and self.timeline is None:
-                # pure decode iteration (the common case under load): inlined
+                # pure decode iterations (the common case under load): those before the next
+                # event anywhere in the simulation at once, else this one inlined
+                delay = self._fast_window()
+                if delay is not None:
+                    yield timeout(delay)
+                    continue
                 dt = self._fast_decode()
                 if dt is not None:
                     if self.step_log is not None:
@@ -171,7 +180,95 @@ class Replica(Scheduler):
         scheduler (token budget or KV blocks short)."""
         if not self._fast_alloc():
             return None
+        hint = self._dt_hint
+        if hint is not None and hint[0] == self.n and hint[1] == self.comp_sum:
+            return hint[2]
         return self.cm.step_time_s((), self.n, self.comp_sum, 1)
+
+    def _fast_window(self) -> float | None:
+        """Run the pure decode iterations that end before the next event of the simulation and
+        before any sequence finishes, all at once: nothing else can happen in between, so
+        applying them together (each iteration's time, KV blocks, API-server stream, SGLang's
+        estimate and the step log, in order) is what one-at-a-time gives, to the bit. Returns
+        the delay to their end, or None when fewer than two qualify (the caller runs one)."""
+        n, D, cfg, env = self.n, self.D, self.cfg, self.env
+        if n > cfg.max_num_batched_tokens:
+            return None
+        now, horizon, step_time_s, cs = env.now, env.peek(), self.cm.step_time_s, self.comp_sum
+        dt = step_time_s((), n, cs, 1)
+        self._dt_hint = (n, cs, dt)  # this iteration's time, for _fast_decode when it runs alone
+        t = now + dt
+        if t >= horizon:  # another event comes first (or ties and was queued first)
+            return None
+        rem = D[REM, :n]
+        k_max = int(rem.min()) - 1  # iterations before one finishes a sequence
+        if k_max < 2:
+            return None
+        dts, nxt = [dt], None
+        cs += n
+        while len(dts) < k_max:
+            dt = step_time_s((), n, cs, 1)
+            if t + dt >= horizon:
+                nxt = (n, cs, dt)
+                break
+            t += dt
+            dts.append(dt)
+            cs += n
+        k = len(dts)
+        if k < 2:
+            return None
+        # KV blocks: a sequence with `first` = alloc - comp takes a block at iteration `first`
+        # (0-based) and every block_size after; the window stops where the free blocks end (an
+        # allocation that must evict cached entries runs one at a time)
+        comp, alloc, bs = D[COMP, :n], D[ALLOC, :n], cfg.block_size
+        first = alloc - comp
+        if int(first.min()) < 0:
+            return None
+        free = self.pool.free
+
+        def blocks(j: int) -> np.ndarray:
+            return np.where(first <= j - 1, (j - 1 - first) // bs + 1, 0)
+
+        while k >= 2 and int(blocks(k).sum()) > free:
+            k -= 1
+        if k < 2:
+            return None
+        t = now
+        for dt in dts[:k]:
+            t += dt
+        if now + (t - now) != t:  # a timeout of that delay would not land on t
+            return None
+        self._dt_hint = nxt if k == len(dts) else (n, self.comp_sum + k * n, dts[k])
+        m = blocks(k)
+        total = int(m.sum())
+        if total:
+            self.pool.allocate(total)
+            alloc += bs * m
+            used = self.pool.in_use()
+            if used > self.peak_blocks:
+                self.peak_blocks = used
+        log, s = self.step_log, self.cm.eff.frontend_stream_s
+        t, cs, busy, sfa = now, self.comp_sum, self.busy_s, self.stream_free_at
+        for dt in dts[:k]:
+            if log is not None:
+                log.append((t, dt, (), n, cs, 1))
+            busy += dt
+            t += dt
+            cs += n
+            if s > 0.0:
+                sfa = max(t, sfa) + n * s
+            self._decoded()
+        self.busy_s, self.stream_free_at = busy, sfa
+        self.iterations += k
+        cl = self.cl
+        cl.spec_seq_steps += n * k
+        cl.spec_tokens += n * k
+        cl.tokens_out += n * k
+        self.comp_sum += n * k
+        self.outstanding -= n * k
+        comp += k
+        rem -= k
+        return t - now
 
     def _fast_alloc(self) -> bool:
         """The KV blocks for every running sequence's next token (False when the step needs the
