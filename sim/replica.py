@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from costmodel.decode_timer import cached_step_timer
 from sim.kvcache import BlockPool, PrefixCache
 from sim.scheduler import (
     ALLOC,
@@ -194,8 +195,8 @@ class Replica(Scheduler):
         n, D, cfg, env = self.n, self.D, self.cfg, self.env
         if n > cfg.max_num_batched_tokens:
             return None
-        now, horizon, step_time_s, cs = env.now, env.peek(), self.cm.step_time_s, self.comp_sum
-        dt = step_time_s((), n, cs, 1)
+        now, horizon, step_time, cs = env.now, env.peek(), cached_step_timer(self.cm, n), self.comp_sum
+        dt = step_time(cs)
         self._dt_hint = (n, cs, dt)  # this iteration's time, for _fast_decode when it runs alone
         t = now + dt
         if t >= horizon:  # another event comes first (or ties and was queued first)
@@ -207,7 +208,7 @@ class Replica(Scheduler):
         dts, nxt = [dt], None
         cs += n
         while len(dts) < k_max:
-            dt = step_time_s((), n, cs, 1)
+            dt = step_time(cs)
             if t + dt >= horizon:
                 nxt = (n, cs, dt)
                 break
