@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,16 @@ _CM_CACHE_MAX = 64
 # CostModel caches that do not depend on the KV dtype (dense operators, MLA projections, MoE)
 _SHARED_CACHES = ("_dense_cache", "_layer_cache", "_tok_cache", "_logit_cache", "_comm_cache",
                   "_mla_proj_cache", "_gemm_memo", "_moe_cache")
+# parameters no cached operator time reads (the API server, the request latency, the memory
+# reserve, host time and the kernel-speed scales apply outside those caches): calibrations that
+# differ only in these share the caches too (a run fit's grids and rounds move them)
+_NOT_OPERATOR_PARAMS = ("frontend_s", "frontend_per_token_s", "frontend_stream_s", "request_latency_s",
+                        "mem_reserved_gib", "host_overhead_s", "host_per_seq_s", "prefill_time_scale",
+                        "decode_time_scale")
+
+
+def _operator_key(cm: CostModel) -> tuple:
+    return replace(cm.eff, **dict.fromkeys(_NOT_OPERATOR_PARAMS, 0.0)), id(cm._tables)
 
 
 @dataclass
@@ -63,17 +73,20 @@ def cost_model_for(pool: PoolConfig, model, calibration=None, engine: str = "vll
     cm = CostModel(model, pool.gpu, tp=pool.tp, pp=pool.pp, precision=pool.precision,
                    kv_dtype=pool.kv_dtype, calibration=calibration,
                    ep=pool.ep, dp=pool.dp, host_overlap=overlap)
-    # the same replica with another KV dtype times every non-attention operator alike: share
-    # those caches (the planner screens both KV dtypes of every shape)
-    for (m2, g2, tp2, pp2, prec2, _kv, ep2, dp2, ov2, cal2), (sib, _) in _CM_CACHE.items():
-        if (m2, g2, tp2, pp2, prec2, ep2, dp2, ov2, cal2) == (key[0], key[1], key[2], key[3], key[4],
-                                                               key[6], key[7], key[8], key[9]):
+    # the same replica with another KV dtype times every non-attention operator alike, and so
+    # does one whose calibration differs only in _NOT_OPERATOR_PARAMS: share those caches (the
+    # planner screens both KV dtypes of every shape; a run fit replays at many such values)
+    op_key = _operator_key(cm)
+    for (m2, g2, tp2, pp2, prec2, _kv, ep2, dp2, ov2, cal2), (sib, _, op2) in _CM_CACHE.items():
+        if (m2, g2, tp2, pp2, prec2, ep2, dp2, ov2) == (key[0], key[1], key[2], key[3], key[4],
+                                                        key[6], key[7], key[8]) \
+                and (cal2 == key[9] or op2 == op_key):
             for name in _SHARED_CACHES:
                 setattr(cm, name, getattr(sib, name))
             break
     if len(_CM_CACHE) >= _CM_CACHE_MAX:
         _CM_CACHE.pop(next(iter(_CM_CACHE)))
-    _CM_CACHE[key] = (cm, calibration)
+    _CM_CACHE[key] = (cm, calibration, op_key)
     return cm
 
 
