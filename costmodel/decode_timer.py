@@ -24,9 +24,10 @@ def decode_step_timer(cm, n: int) -> Callable[[int], float] | None:
     where only the general path is exact (module doc)."""
     m, e, gpu = cm.model, cm.eff, cm.gpu
     kvb, qh, kvh, hd = cm.kv_elem_bytes, cm.q_heads, cm.kv_heads, m.head_dim
-    if n < 1 or not cm._plain_attn or cm._tables is not None or not at._overlaps_s(hd, kvb < 2.0):
+    if n < 1 or m.is_mla or m.num_sliding_layers or cm._tables is not None or not at._overlaps_s(hd, kvb < 2.0):
         return None
-    # the iteration around the attention (CostModel.step_time_s, its decode-only path)
+    # the iteration around the attention: CostModel.step_time_s (step_parts when scaled) with
+    # its prefill terms, exact zeros here, left out
     per_layer, once = cm._dense_time(n, n)
     L = m.num_layers
     scaled = e.prefill_time_scale != 1.0 or e.decode_time_scale != 1.0

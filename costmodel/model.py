@@ -131,8 +131,10 @@ class CostModel(MoELayers):
         self.part_dtype = {p: (self.model.dtype_of(p) if precision == "auto" else precision)
                            for p in WEIGHT_PARTS}
         self.calibration = calibration
-        self.eff: Efficiencies = (calibration.efficiencies_for(self.gpu.name) if calibration is not None
-                                  else default_efficiencies(self.gpu))
+        self.eff: Efficiencies = (
+            calibration.efficiencies_for(self.gpu.name) if calibration is not None
+            else default_efficiencies(self.gpu)
+        )
         self._tables = calibration.tables_for(self.gpu.name) if calibration is not None else None
         m = self.model
         self.q_heads = m.num_heads // tp
@@ -143,7 +145,6 @@ class CostModel(MoELayers):
         self.fp8 = precision == "fp8" and self.gpu.has_fp8  # W8A8 on FP8 tensor cores
         self.act_bytes = 1.0 if self.fp8 else 2.0
         self.layers_per_stage = math.ceil(m.num_layers / pp)
-        self._plain_attn = not m.is_mla and not m.num_sliding_layers  # step_time_s's decode path
         self._dense_cache: dict[tuple[int, int], tuple[float, float]] = {}
         self._layer_cache: dict[int, float] = {}  # T -> all-layer time of per-layer ops
         self._tok_cache: dict[int, float] = {}  # T -> embedding, final norm, PP sends
@@ -353,27 +354,11 @@ class CostModel(MoELayers):
     def step_time_s(self, prefill: Sequence[tuple[int, int]] = (), n_decode: int = 0,
                     decode_ctx_sum: float = 0, decode_query_tokens: int = 1) -> float:
         """Latency of one iteration (hot path; equals `step(...).step_time_s`)."""
-        e = self.eff
-        if not prefill and decode_query_tokens == 1 and n_decode and self._plain_attn:
-            # decode only: the general path's arithmetic less its zero prefill terms (same bits)
-            per_layer, once = self._dense_time(n_decode, n_decode)
-            m, L, tb = self.model, self.model.num_layers, self._tables  # as _attention_time's t_dec
-            t_dec = at.decode_attn_time_s(n_decode, decode_ctx_sum, 1, self.q_heads, self.kv_heads, m.head_dim,
-                                          self.gpu, e, self.kv_elem_bytes)
-            if tb is not None:
-                t_dec *= tb.decode_attn_factor(self.kv_dtype, 0, n_decode, decode_ctx_sum / n_decode,
-                                               self.q_heads, self.kv_heads, m.head_dim)
-            if e.prefill_time_scale != 1.0 or e.decode_time_scale != 1.0:
-                comm = self._comm_time(n_decode, n_decode)
-                gpu_s = (per_layer + once - comm + L * t_dec) * e.decode_time_scale + comm
-            else:
-                gpu_s = per_layer + once + L * t_dec
-            host = self._host(n_decode)
-            return max(gpu_s, host) if self.host_overlap else gpu_s + host
         T = sum(c for c, _ in prefill) + n_decode * decode_query_tokens
         n_seqs = len(prefill) + n_decode
         if T == 0:
             return 0.0
+        e = self.eff
         if e.prefill_time_scale != 1.0 or e.decode_time_scale != 1.0:
             p, d, c = self.step_parts(prefill, n_decode, decode_ctx_sum, decode_query_tokens)
             gpu_s = p * e.prefill_time_scale + d * e.decode_time_scale + c

@@ -77,10 +77,9 @@ def cost_model_for(pool: PoolConfig, model, calibration=None, engine: str = "vll
     # does one whose calibration differs only in _NOT_OPERATOR_PARAMS: share those caches (the
     # planner screens both KV dtypes of every shape; a run fit replays at many such values)
     op_key = _operator_key(cm)
-    for (m2, g2, tp2, pp2, prec2, _kv, ep2, dp2, ov2, cal2), (sib, _, op2) in _CM_CACHE.items():
-        if (m2, g2, tp2, pp2, prec2, ep2, dp2, ov2) == (key[0], key[1], key[2], key[3], key[4],
-                                                        key[6], key[7], key[8]) \
-                and (cal2 == key[9] or op2 == op_key):
+    for (m2, g2, tp2, pp2, prec2, _kv, ep2, dp2, ov2, _cal), (sib, _, op2) in _CM_CACHE.items():
+        if (m2, g2, tp2, pp2, prec2, ep2, dp2, ov2, op2) == (key[0], key[1], key[2], key[3], key[4],
+                                                             key[6], key[7], key[8], op_key):
             for name in _SHARED_CACHES:
                 setattr(cm, name, getattr(sib, name))
             break

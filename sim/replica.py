@@ -102,7 +102,6 @@ class Replica(Scheduler):
         # to come, whether a retract set it this iteration, and its batch_is_full latch
         self.new_token_ratio = RATIO_INIT
         self.retracted = self.batch_full = False
-        self._dt_hint = None  # (decodes, their context, time) of an iteration already timed
 
     # --- intake ------------------------------------------------------------------------------
     def frontend_s(self, prompt: int) -> float:
@@ -139,17 +138,16 @@ class Replica(Scheduler):
             yield from self._run_pipelined()
             return
         timeout, fast_ok = env.timeout, self.spec is None and self.cap is None
-        step_time_s = self.cm.step_time_s
         while True:
             if fast_ok and self.n and not (self.waiting or self.prefilling or self.pending) \
                     and self.timeline is None:
                 # pure decode iterations (the common case under load): those before the next
                 # event anywhere in the simulation at once, else this one inlined
-                delay = self._fast_window()
+                delay, dt = self._fast_window()
                 if delay is not None:
                     yield timeout(delay)
                     continue
-                dt = self._fast_decode()
+                dt = self._fast_decode(dt)
                 if dt is not None:
                     if self.step_log is not None:
                         self.step_log.append((env.now, dt, (), self.n, self.comp_sum, 1))
@@ -166,7 +164,7 @@ class Replica(Scheduler):
                 self._idle = None
                 continue
             dt = self._step_time(batch) if batch.prefills or batch.k or self.timeline is not None else \
-                step_time_s((), batch.n_dec, batch.ctx_sum, 1)
+                cached_step_timer(self.cm, batch.n_dec)(batch.ctx_sum)
             if self.step_log is not None:
                 self.step_log.append((env.now, dt, tuple((c, p.computed) for p, c in
                                                          zip(batch.prefills, batch.chunks, strict=True)),
@@ -176,55 +174,52 @@ class Replica(Scheduler):
             yield timeout(dt)
             self._complete(batch)
 
-    def _fast_decode(self) -> float | None:
-        """Every running sequence decodes one token; None when the step needs the full
-        scheduler (token budget or KV blocks short)."""
+    def _fast_decode(self, dt: float | None = None) -> float | None:
+        """Every running sequence decodes one token (taking `dt`, this iteration's time, when
+        already known); None when the step needs the full scheduler (token budget or KV blocks
+        short)."""
         if not self._fast_alloc():
             return None
-        hint = self._dt_hint
-        if hint is not None and hint[0] == self.n and hint[1] == self.comp_sum:
-            return hint[2]
-        return self.cm.step_time_s((), self.n, self.comp_sum, 1)
+        return cached_step_timer(self.cm, self.n)(self.comp_sum) if dt is None else dt
 
-    def _fast_window(self) -> float | None:
+    def _fast_window(self) -> tuple[float | None, float | None]:
         """Run the pure decode iterations that end before the next event of the simulation and
         before any sequence finishes, all at once: nothing else can happen in between, so
         applying them together (each iteration's time, KV blocks, API-server stream, SGLang's
         estimate and the step log, in order) is what one-at-a-time gives, to the bit. Returns
-        the delay to their end, or None when fewer than two qualify (the caller runs one)."""
+        (the delay to their end, None), or (None, the next iteration's time when it was timed)
+        when fewer than two qualify: the caller runs that one alone."""
         n, D, cfg, env = self.n, self.D, self.cfg, self.env
         if n > cfg.max_num_batched_tokens:
-            return None
+            return None, None
         now, horizon, step_time, cs = env.now, env.peek(), cached_step_timer(self.cm, n), self.comp_sum
-        dt = step_time(cs)
-        self._dt_hint = (n, cs, dt)  # this iteration's time, for _fast_decode when it runs alone
+        dt0 = dt = step_time(cs)
         t = now + dt
         if t >= horizon:  # another event comes first (or ties and was queued first)
-            return None
+            return None, dt0
         rem = D[REM, :n]
         k_max = int(rem.min()) - 1  # iterations before one finishes a sequence
         if k_max < 2:
-            return None
-        dts, nxt = [dt], None
+            return None, dt0
+        dts = [dt]
         cs += n
         while len(dts) < k_max:
             dt = step_time(cs)
             if t + dt >= horizon:
-                nxt = (n, cs, dt)
                 break
             t += dt
             dts.append(dt)
             cs += n
         k = len(dts)
         if k < 2:
-            return None
+            return None, dt0
         # KV blocks: a sequence with `first` = alloc - comp takes a block at iteration `first`
         # (0-based) and every block_size after; the window stops where the free blocks end (an
         # allocation that must evict cached entries runs one at a time)
         comp, alloc, bs = D[COMP, :n], D[ALLOC, :n], cfg.block_size
         first = alloc - comp
         if int(first.min()) < 0:
-            return None
+            return None, dt0
         free = self.pool.free
 
         def blocks(j: int) -> np.ndarray:
@@ -233,13 +228,12 @@ class Replica(Scheduler):
         while k >= 2 and int(blocks(k).sum()) > free:
             k -= 1
         if k < 2:
-            return None
+            return None, dt0
         t = now
         for dt in dts[:k]:
             t += dt
         if now + (t - now) != t:  # a timeout of that delay would not land on t
-            return None
-        self._dt_hint = nxt if k == len(dts) else (n, self.comp_sum + k * n, dts[k])
+            return None, dt0
         m = blocks(k)
         total = int(m.sum())
         if total:
@@ -269,7 +263,7 @@ class Replica(Scheduler):
         self.outstanding -= n * k
         comp += k
         rem -= k
-        return t - now
+        return t - now, None
 
     def _fast_alloc(self) -> bool:
         """The KV blocks for every running sequence's next token (False when the step needs the

@@ -35,8 +35,8 @@ def _run(case: str, window: bool, monkeypatch, record: bool = True):
     real = Replica._fast_window
 
     def counted(self):
-        out = real(self) if window else None
-        calls["window"] += out is not None
+        out = real(self) if window else (None, None)
+        calls["window"] += out[0] is not None
         return out
 
     monkeypatch.setattr(Replica, "_fast_window", counted)
@@ -74,7 +74,7 @@ def test_a_stream_time_is_applied_per_iteration(monkeypatch):
 
     def run(window):
         real = Replica._fast_window
-        monkeypatch.setattr(Replica, "_fast_window", (lambda self: real(self)) if window else (lambda self: None))
+        monkeypatch.setattr(Replica, "_fast_window", (lambda self: real(self)) if window else (lambda self: (None, None)))
         from costmodel.arch_defaults import default_efficiencies
         from costmodel.calibration import CalibrationProfile, GpuCalibration
         gpu = dep.pools[0].gpu
