@@ -18,10 +18,15 @@ SGLang follows 0.5.x `ServerArgs._handle_gpu_memory_settings`: the chunked-prefi
 512 MiB + 1.5 x chunk MiB + 2 x graph batch MiB + TP x PP / 8 GiB, at least 10 GiB on GPUs
 over 60 GB. It serves new prompts in prefill batches ahead of the running decodes: a batch
 admits whole prompts while its `--max-prefill-tokens` (16384) is not used up, the last one
-overrunning it, and never takes more than one chunk in all (the chunk cuts the last prompt), and never mixed with them (`--enable-mixed-chunk` is off): the scheduler
-policy `prefill_only`. Its overlap scheduler prepares the next batch while the GPU runs this
-one, so host time hides under GPU time (`host_overlap`). `max_running_requests` has no fixed
-default in SGLang (the KV pool bounds it); 4096 stands for "the KV cache decides". Its
+overrunning it, and never takes more than one chunk in all (the chunk cuts the last prompt), and
+never mixed with them (`--enable-mixed-chunk` is off): the scheduler policy `prefill_only`. The
+overrun is SGLang's rule with chunked prefill since its PR #25741 (merged 2026-05-20); its 0.5.x
+PrefillAdder stopped a batch at a prompt, other than the first, whose tokens reached what was
+left of the budget. The simulator keeps the overrun because AIConfigurator's SGLang 0.5.x runs
+replay worse with the 0.5.x rule (benchmarks/RESULTS.md, 2026-12-06 afternoon and night).
+Its overlap scheduler prepares the next batch while the GPU runs this one, so host time hides
+under GPU time (`host_overlap`). `max_running_requests` has no fixed default in SGLang (the KV
+pool bounds it); 4096 stands for "the KV cache decides". Its
 PrefillAdder admits a prompt only when the KV pool also holds the output tokens it may still
 produce (up to 4,096), beside an estimate of what the running requests will still write
 (`reserve_outputs`, sim/scheduler.py `_reserve_ok`); vLLM admits on the prompt's blocks alone.
