@@ -135,7 +135,8 @@ def test_a_measured_device_is_keyed_by_its_name_and_held_to_plausible_numbers():
     prof = {"schema": "serveplan.calibration", "version": 2,
             "gpus": {"my-a40": {"params": {}, "hardware": hw}}}
     CalibrationProfile.from_dict(prof)
-    for field_, value, msg in (("bf16_flops", 1e-300, "bf16_flops = 1e-300; expected 1e+09 to 1e+18"),
+    for field_, value, msg in (("bf16_flops", 1e-300, "bf16_flops = 1e-300; expected 1e+06 to 1e+18"),
+                               ("bf16_flops", 989.0, "bf16_flops = 989.0; expected 1e+06 to 1e+18"),
                                ("hbm_bytes", 10 ** 400, "hbm_bytes = 1000000000"),
                                ("gemm_row_tile", 0.5, "gemm_row_tile = 0.5; expected a whole number"),
                                ("name", "cpu", "a measured device's entry is keyed by its name")):

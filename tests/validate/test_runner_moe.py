@@ -13,6 +13,7 @@ a fit on half the shapes predicts the other half better than the defaults.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -100,7 +101,13 @@ def test_mla_plan_report(tmp_path_factory, tmp_path):
     assert "MLA: torch reference, no Triton kernel" in rep["operators"]["mla"]["how"]
     assert rep["operators"]["moe"]["triton"] == "triton:fused_moe"
     roof = rep["roofline"]["by_kernel"]
-    assert {"fused_moe", "mla (torch)"} <= set(roof) and all(0 < v["median"] < 1 for v in roof.values())
+    assert {"fused_moe", "mla (torch)"} <= set(roof)
+    assert all(0 < v["median"] < math.inf and 0 < v["large_shapes"] < math.inf for v in roof.values())
+    # the interpreted Triton kernel is far from the device's peak; torch's MLA reference is not
+    # held under 1: on a CPU that emulates bf16 matmuls (about 1 GFLOP/s, the peak the probe
+    # measures) the parts torch runs in fp32 beat that peak (median 1.006, largest shapes 2.04
+    # on an AMD EPYC without AVX-512 BF16, 2026-12-07)
+    assert roof["fused_moe"]["median"] < 1
     # the fit moved parameters that MoE and MLA rows inform, and fits its rows better
     fitted = rep["fitted_params"]
     assert any(k.startswith("moe_") for k in fitted) and any(k.startswith("mla_") for k in fitted)
