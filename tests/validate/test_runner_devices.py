@@ -136,3 +136,22 @@ def test_passes_keep_the_least_disturbed_measurement():
     c = combine_passes([a, b])
     assert c.rows[0]["measured_s"] == 1.0 and c.layer_s == 0.3 and c.head_s == 0.05
     assert c.iteration_s == pytest.approx(0.05 + 32 * 0.3)
+
+
+def test_the_cpu_is_measured_once_per_process_and_thread_count(monkeypatch):
+    """A CPU without native bf16 takes about 90 s to probe (torch emulates the matmuls): a process
+    keeps what it measured for each thread count, and measures a new thread count anew."""
+    from validate import devices
+
+    calls = []
+
+    def fake(threads, reps):
+        calls.append((threads, reps))
+        return replace(load_gpu("h100-sxm"), name=devices.CPU_NAME, bf16_flops=1e9 * threads)
+
+    monkeypatch.setattr(devices, "_measure_cpu", fake)
+    monkeypatch.setattr(devices, "_CPU_SPECS", {})
+    a, b = devices.cpu_spec(), devices.cpu_spec()
+    assert a is b and calls == [(1, 5)]
+    c = devices.cpu_spec(threads=2)
+    assert c.bf16_flops == 2e9 and calls == [(1, 5), (2, 5)]
