@@ -10,8 +10,9 @@ and is registered by name when the profile loads (`costmodel.hardware.register_m
 CPU timings use `threads` torch threads (default 1): on a small shared machine one thread is
 far steadier than two, and the measured peaks are those of the same thread count. A process
 measures its CPU once per thread count and keeps the spec: a CPU without native bf16 runs the
-probe's matmuls at about 1 GFLOP/s (torch emulates them; 93 s for the probe on an AMD EPYC
-without AVX-512 BF16), and its peak does not change between two validations in one process.
+probe's matmuls at about 1 GFLOP/s (torch emulates them), so the probe stops before a matmul
+that would take over a second (`peak_over_ladder`: 2 s on an AMD EPYC without AVX-512 BF16, 93 s
+when it ran every shape), and the peak does not change between two validations in one process.
 """
 
 from __future__ import annotations
@@ -63,27 +64,52 @@ def _best_s(fn, reps: int) -> float:
     return best
 
 
+# CPU matmul shapes, smallest first. A CPU with native bf16 runs the largest in a few tens of ms;
+# one that emulates bf16 (about 1 GFLOP/s) would take 11 s a call there, and peaks on the
+# smaller ones anyway (an AMD EPYC without AVX-512 BF16: 1.35 GFLOP/s at 256-512, 0.96 at 1024,
+# 0.77 at 2048 x 1024 x 2048), so the ladder stops before a shape whose call would pass a second.
+CPU_MATMULS = ((256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 1024, 2048))
+GPU_MATMULS = ((8192, 8192, 8192), (4096, 8192, 4096))
+CALL_BUDGET_S = 1.0
+
+
+def peak_over_ladder(best_s_of, shapes, call_budget_s: float = CALL_BUDGET_S) -> float:
+    """The best FLOP/s over `shapes` (m, n, k), timed in order by `best_s_of(shape)` (seconds a
+    call), stopping before a shape that the best rate so far says would take over `call_budget_s`
+    a call. The first shape always runs."""
+    best = 0.0
+    for i, (m, n, k) in enumerate(shapes):
+        flop = 2.0 * m * n * k
+        if i and flop / best > call_budget_s:
+            break
+        best = max(best, flop / best_s_of((m, n, k)))
+    return best
+
+
 def measure_peaks(device: str = "cpu", reps: int = 5) -> tuple[float, float]:
     """(bf16 matmul FLOP/s, copy bandwidth bytes/s) on `device`, the best of a few shapes.
 
-    FLOP/s: 2 m n k / the best time of square-ish bf16 matmuls (1024-2048 on a CPU). Bandwidth:
-    a copy of 256 MiB moves 512 MiB (read + write). CUDA times are taken after a synchronize."""
+    FLOP/s: 2 m n k / the best time of bf16 matmuls (`CPU_MATMULS` on a CPU, up to the largest
+    that takes under a second a call; `GPU_MATMULS` on a GPU). Bandwidth: a copy of 256 MiB moves
+    512 MiB (read + write). CUDA times are taken after a synchronize."""
     import torch
 
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    big = dev.type == "cuda"
-    best_flops = 0.0
-    for m, n, k in ([(8192, 8192, 8192), (4096, 8192, 4096)] if big
-                    else [(1024, 1024, 1024), (2048, 1024, 2048)]):
+
+    def best_s_of(shape):
+        m, n, k = shape
         a = torch.randn(m, k, device=dev).to(torch.bfloat16)
         b = torch.randn(k, n, device=dev).to(torch.bfloat16)
 
-        def mm(a=a, b=b):
+        def mm():
             a @ b
             sync()
 
-        best_flops = max(best_flops, 2.0 * m * n * k / _best_s(mm, reps))
+        return _best_s(mm, reps)
+
+    best_flops = peak_over_ladder(best_s_of, GPU_MATMULS if dev.type == "cuda" else CPU_MATMULS,
+                                  float("inf") if dev.type == "cuda" else CALL_BUDGET_S)
     x = torch.randn(64 * 1024 * 1024, device=dev)  # 256 MiB of fp32
     y = torch.empty_like(x)
 

@@ -155,3 +155,31 @@ def test_the_cpu_is_measured_once_per_process_and_thread_count(monkeypatch):
     assert a is b and calls == [(1, 5)]
     c = devices.cpu_spec(threads=2)
     assert c.bf16_flops == 2e9 and calls == [(1, 5), (2, 5)]
+
+
+def test_the_matmul_ladder_stops_before_a_call_past_its_budget():
+    """A CPU that emulates bf16 peaks on the small shapes and would spend seconds a call on the
+    large ones: the ladder skips a shape its best rate so far says is over budget."""
+    from validate.devices import CPU_MATMULS, peak_over_ladder
+
+    def timer(rate_of):
+        timed = []
+
+        def best_s_of(shape):
+            timed.append(shape)
+            m, n, k = shape
+            return 2.0 * m * n * k / rate_of(shape)
+        return timed, best_s_of
+
+    # native bf16: 50-80 GFLOP/s, the largest shape 0.1 s a call; every shape runs, the best wins
+    timed, fast = timer(lambda s: 80e9 if s == CPU_MATMULS[-1] else 50e9)
+    assert peak_over_ladder(fast, CPU_MATMULS, 1.0) == pytest.approx(80e9)
+    assert timed == list(CPU_MATMULS)
+    # emulated: 1.35 GFLOP/s at 256-512 predicts 1.6 s for 1024^3: the ladder stops at 512
+    rates = {256: 1.35e9, 512: 1.34e9, 1024: 0.96e9, 2048: 0.77e9}
+    timed, slow = timer(lambda s: rates[s[0]])
+    assert peak_over_ladder(slow, CPU_MATMULS, 1.0) == pytest.approx(1.35e9)
+    assert timed == list(CPU_MATMULS[:2])
+    # the first shape always runs, whatever its time
+    timed, crawl = timer(lambda s: 1e6)
+    assert peak_over_ladder(crawl, CPU_MATMULS, 1.0) == pytest.approx(1e6) and timed == [CPU_MATMULS[0]]
