@@ -127,11 +127,14 @@ def _alpha(routing: str) -> float:
                          "(alpha > 0, not 1, e.g. power_law_1.2)")
 
 
-def _stats(counts: np.ndarray, everyone: np.ndarray) -> tuple:
-    c = counts[counts > 0].astype(float)
-    g = everyone[everyone > 0].astype(float)
-    return (float(c.sum()), float(c.size), tuple(float((np.ceil(c / b) * b).sum()) for b in _BLOCK_M),
-            tuple(float(np.ceil(g / b).sum()) for b in _BLOCK_M))
+def _stats(local: np.ndarray, everyone: np.ndarray) -> np.ndarray:
+    """Per draw (a row of `local` / `everyone`): rows and active experts of the measured rank,
+    its rows padded to each M tile of _BLOCK_M, then M tiles of every expert's rows (all
+    ranks). Experts without rows add nothing to any of them."""
+    c, g = local.astype(float), everyone.astype(float)
+    return np.column_stack([c.sum(axis=1), (c > 0).sum(axis=1).astype(float)]
+                           + [(np.ceil(c / b) * b).sum(axis=1) for b in _BLOCK_M]
+                           + [np.ceil(g / b).sum(axis=1) for b in _BLOCK_M])
 
 
 def _balanced_counts(t: int, e: int, k: int) -> np.ndarray:
@@ -156,57 +159,74 @@ def _balanced_counts(t: int, e: int, k: int) -> np.ndarray:
 def _fill(vals: np.ndarray, units: int, cap: int) -> np.ndarray:
     """Add `units` one at a time to the smallest of `vals` below `cap` (water-filling), or take
     -`units` from the largest: the collector's per-rank adjustment, in closed form."""
-    v = vals.astype(np.int64)
-    if units == 0 or v.size == 0:
+    v = np.asarray(vals).astype(np.int64)
+    if v.size == 0:
         return v
-    if units < 0:  # drain from the top: the negative of filling -v up from below
-        return -_fill(-v, -units, 0)
-    room = np.maximum(cap - v, 0)
-    units = min(units, int(room.sum()))
-    lo, hi = int(v.min()), cap
-    while lo < hi:  # the highest level L with sum(min(max(L - v, 0), room)) <= units
-        mid = (lo + hi + 1) // 2
-        if int(np.minimum(np.maximum(mid - v, 0), room).sum()) <= units:
-            lo = mid
-        else:
-            hi = mid - 1
-    out = np.maximum(v, np.minimum(lo, cap))
-    left = units - int((out - v).sum())
-    if left > 0:  # the rest one each to the lowest still below the cap
-        idx = np.flatnonzero(out < cap)
-        out[idx[np.argsort(out[idx], kind="stable")[:left]]] += 1
+    return _fill_rows(v[None, :], np.array([units], dtype=np.int64), cap)[0]
+
+
+def _fill_rows(vals: np.ndarray, units: np.ndarray, cap: int) -> np.ndarray:
+    """`_fill` on every row of `vals` at once, row i taking `units[i]` (negative: draining)."""
+    v = vals.astype(np.int64)
+    units = np.asarray(units, dtype=np.int64)
+    out = v.copy()
+    if v.size == 0:
+        return out
+    if (up := units > 0).any():
+        out[up] = _fill_up(v[up], units[up], cap)
+    if (down := units < 0).any():  # drain from the top: the negative of filling -v up from below
+        out[down] = -_fill_up(-v[down], -units[down], 0)
     return out
 
 
-def _round_robin(n: np.ndarray, units: int, ep: int, cap: int) -> np.ndarray:
-    """Spread `units` (negative: remove) over the `ep` ranks in turn, each rank adding to its
-    least loaded expert (removing from its most loaded), as the collector adjusts its draws."""
-    groups = n.reshape(ep, -1).copy()
-    q, r = divmod(abs(units), ep)
-    sign = 1 if units > 0 else -1
-    for g in range(ep):
-        groups[g] = _fill(groups[g], sign * (q + (1 if g < r else 0)), cap)
-    return groups.ravel()
+def _fill_up(v: np.ndarray, units: np.ndarray, cap: int) -> np.ndarray:
+    """Fill each row of `v` by its `units` (> 0) below `cap`. The level L a row fills to is the
+    highest with sum(min(max(L - v, 0), room)) <= units: over the row sorted (s, prefix sums P),
+    raising the first i values to s_i costs i s_i - P_(i-1); with m of those costs within
+    units, L = (units + P_(m-1)) // m, at most cap. The rest goes one each to the lowest values
+    still below the cap, first index first."""
+    units = np.minimum(units, np.maximum(cap - v, 0).sum(axis=1))
+    srt = np.sort(np.minimum(v, cap), axis=1)
+    prefix = np.cumsum(srt, axis=1)
+    cost = np.arange(v.shape[1]) * srt - (prefix - srt)
+    m = (cost <= units[:, None]).sum(axis=1)  # >= 1: the first cost is 0
+    level = np.minimum((units + prefix[np.arange(len(v)), m - 1]) // m, cap)
+    out = np.maximum(v, level[:, None])
+    left = units - (out - v).sum(axis=1)
+    if left.any():
+        key = np.where(out < cap, out, np.iinfo(np.int64).max)
+        order = np.argsort(key, axis=1, kind="stable")
+        take = np.arange(v.shape[1])[None, :] < left[:, None]
+        rows = np.broadcast_to(np.arange(len(v))[:, None], order.shape)
+        out[rows[take], order[take]] += 1
+    return out
 
 
-def _power_law_counts(t: int, e: int, k: int, ep: int, alpha: float,
-                      rng: np.random.Generator) -> np.ndarray:
-    """One draw of the collector's power-law loads on its busiest rank: per-expert loads from
-    a power law (between 1 and 0.8 x tokens; 0.01 and 2 when there are fewer routed rows than
-    experts), scaled to tokens x top-k, capped at one per token, the excess and the rounding
-    spread over the ranks in turn; the heaviest rank is the one measured."""
+def _round_robin(n: np.ndarray, units: np.ndarray, ep: int, cap: int) -> np.ndarray:
+    """Spread each draw's `units` (a row of `n` each; negative: remove) over the `ep` ranks in
+    turn, each rank adding to its least loaded expert (removing from its most loaded), as the
+    collector adjusts its draws."""
+    q, r = np.divmod(np.abs(units), ep)
+    per_rank = np.sign(units)[:, None] * (q[:, None] + (np.arange(ep)[None, :] < r[:, None]))
+    return _fill_rows(n.reshape(len(n) * ep, -1), per_rank.ravel(), cap).reshape(n.shape)
+
+
+def _power_law_counts(t: int, e: int, k: int, ep: int, alpha: float, rng: np.random.Generator,
+                      draws: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """`draws` draws (a row each) of the collector's power-law loads on its busiest rank:
+    per-expert loads from a power law (between 1 and 0.8 x tokens; 0.01 and 2 when there are
+    fewer routed rows than experts), scaled to tokens x top-k, capped at one per token, the
+    excess and the rounding spread over the ranks in turn; the heaviest rank is the one
+    measured. Returns (its experts' loads, every expert's loads)."""
     lo, hi = (1.0, t * 0.8) if t * k > e else (0.01, 2.0)
-    u = rng.random(e)
+    u = rng.random((draws, e))
     x = ((hi ** (1 - alpha) - lo ** (1 - alpha)) * u + lo ** (1 - alpha)) ** (1 / (1 - alpha))
-    n = np.round(x / x.sum() * t * k).astype(np.int64)
-    over = int(np.maximum(n - t, 0).sum())
-    n = np.minimum(n, t)  # an expert takes a token at most once
-    if over:
-        n = _round_robin(n, over, ep, t)
-    if (d := t * k - int(n.sum())) != 0:
-        n = _round_robin(n, d, ep, t)
-    groups = n.reshape(ep, e // ep)
-    return groups[int(np.argmax(groups.sum(axis=1)))], n
+    n = np.round(x / x.sum(axis=1, keepdims=True) * t * k).astype(np.int64)
+    over = np.maximum(n - t, 0).sum(axis=1)
+    n = _round_robin(np.minimum(n, t), over, ep, t)  # an expert takes a token at most once
+    n = _round_robin(n, t * k - n.sum(axis=1), ep, t)
+    groups = n.reshape(draws, ep, e // ep)
+    return groups[np.arange(draws), groups.sum(axis=2).argmax(axis=1)], n
 
 
 @lru_cache(maxsize=65536)
@@ -217,16 +237,12 @@ def _routing_stats(t: int, e: int, k: int, ep: int, routing: str) -> RoutingStat
     alpha = _alpha(routing)
     local = e // ep
     if alpha == 0.0:
-        n = _balanced_counts(t, e, k)
-        rows, active, padded, blocks = _stats(n[:local], n)
-        return RoutingStats(rows, active, padded, blocks)
-    # a fixed seed per shape: the same prediction every call (str hashes vary between runs)
-    rng = np.random.default_rng([t, e, k, ep, int(alpha * 1000)])
-    acc = np.zeros(2 + 2 * nb)
-    for _ in range(_DRAWS):
-        rows, active, padded, blocks = _stats(*_power_law_counts(t, e, k, ep, alpha, rng))
-        acc += (rows, active, *padded, *blocks)
-    acc /= _DRAWS
+        n = _balanced_counts(t, e, k)[None, :]
+        acc = _stats(n[:, :local], n)[0]
+    else:
+        # a fixed seed per shape: the same prediction every call (str hashes vary between runs)
+        rng = np.random.default_rng([t, e, k, ep, int(alpha * 1000)])
+        acc = _stats(*_power_law_counts(t, e, k, ep, alpha, rng, _DRAWS)).sum(axis=0) / _DRAWS
     return RoutingStats(float(acc[0]), float(acc[1]), tuple(float(x) for x in acc[2:2 + nb]),
                         tuple(float(x) for x in acc[2 + nb:]))
 

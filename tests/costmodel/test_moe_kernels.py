@@ -12,6 +12,7 @@ from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
 from costmodel.moe_kernels import (
     _fill,
+    _fill_rows,
     _power_law_counts,
     ep_alltoall_time_s,
     fused_moe_time_s,
@@ -80,17 +81,33 @@ def test_fill_matches_the_collectors_loop():
         v = rng.integers(0, 20, size=rng.integers(1, 12))
         units = int(rng.integers(-int(v.sum()), 40))
         got, want = _fill(v, units, 25), _fill_slow(v, units, 25)
-        assert sorted(got) == sorted(want) and got.sum() == want.sum()
+        assert np.array_equal(got, want), (v, units)  # the same expert gets each unit
+
+
+def test_filling_many_rows_at_once_matches_one_row_at_a_time():
+    """Rows of one call fill (or drain) independently, each by its own units, values above the
+    cap included (they take nothing)."""
+    rng = np.random.default_rng(4)
+    draws = 0
+    for _ in range(100):
+        v = rng.integers(0, 30, size=(int(rng.integers(1, 6)), int(rng.integers(1, 10))))
+        units = rng.integers(-v.sum(axis=1), 40)
+        got = _fill_rows(v, units, 25)
+        for row, u, g in zip(v, units, got, strict=True):
+            assert np.array_equal(g, _fill_slow(row, int(u), 25)), (row, u, g)
+            draws += 1
+    assert draws > 250
 
 
 @pytest.mark.parametrize("t, e, k, ep", [(1, 128, 8, 8), (16, 128, 8, 1), (4096, 256, 8, 16),
                                          (3, 512, 22, 64)])
 def test_power_law_draws_keep_every_routed_row(t, e, k, ep):
     rng = np.random.default_rng(0)
-    for _ in range(5):
-        local, everyone = _power_law_counts(t, e, k, ep, 1.2, rng)
+    locals_, everyones = _power_law_counts(t, e, k, ep, 1.2, rng, draws=5)
+    assert locals_.shape == (5, e // ep) and everyones.shape == (5, e)
+    for local, everyone in zip(locals_, everyones, strict=True):
         assert everyone.sum() == t * k and everyone.max() <= t and everyone.min() >= 0
-        assert local.size == e // ep and local.sum() == everyone.reshape(ep, -1).sum(1).max()
+        assert local.sum() == everyone.reshape(ep, -1).sum(1).max()
 
 
 def test_skewed_routing_is_deterministic_and_loads_the_busiest_rank_more():
