@@ -181,3 +181,35 @@ def test_router_shared_experts_and_alltoall():
     assert 0 < nv < net  # 16 ranks cross the NIC (50 GB/s) instead of NVLink
     # 256 tokens x 7168 x 2 bytes to ~7 of 8 ranks, 7/8 remote, twice: ~45 MB / (450 GB/s x eff)
     assert 40e-6 < nv < 300e-6
+
+
+def test_array_calls_keep_routing_per_input_and_each_row_is_its_own_scalar_call(monkeypatch):
+    """A fit predicts the same rows at every step: the per-row routing arrays are kept per input.
+    A changed routing, precision or token count is a new input, and every row still equals the
+    scalar call of its own shape."""
+    from costmodel import moe_kernels
+
+    monkeypatch.setattr(moe_kernels, "_ROUTING_ARRAYS", {})
+    tokens = np.array([1, 16, 300, 4096, 16])
+    routing = np.array(["balanced", "power_law_1.2", "power_law_1.01", "power_law_1.2", "balanced"], dtype=object)
+    prec = np.array(["bf16", "fp8", "fp8_block", "bf16", "fp8"], dtype=object)
+
+    def call(t=tokens, r=routing, p=prec):
+        return fused_moe_time_s(num_tokens=t, gpu=H100, eff=EFF, ep=np.array([1, 2, 8, 8, 1]),
+                                routing=r, precision=p, **QWEN3_235B)
+
+    def scalar(j, t=tokens, r=routing, p=prec):
+        return fused_moe_time_s(num_tokens=int(t[j]), gpu=H100, eff=EFF, ep=[1, 2, 8, 8, 1][j],
+                                routing=str(r[j]), precision=str(p[j]), **QWEN3_235B)
+
+    first = call()
+    assert np.array_equal(call(), first) and len(moe_kernels._ROUTING_ARRAYS) == 1
+    np.testing.assert_allclose(first, [scalar(j) for j in range(5)], rtol=1e-12)
+    for kw in ({"r": np.array(["power_law_1.2"] * 5, dtype=object)}, {"p": np.array(["bf16"] * 5, dtype=object)},
+               {"t": tokens * 2}):
+        got = call(**kw)
+        np.testing.assert_allclose(got, [scalar(j, **kw) for j in range(5)], rtol=1e-12)
+        assert not np.array_equal(got, first)
+    assert len(moe_kernels._ROUTING_ARRAYS) == 4
+    for a in moe_kernels._ROUTING_ARRAYS.values():
+        assert not any(x.flags.writeable for x in a)
