@@ -293,11 +293,11 @@ def _kernels_informing(rows: pd.DataFrame, name: str) -> list[str]:
     elem_ops = {op for op, p in rl.ELEM_EFF_PARAM.items() if p == name}
     if name in ("elem_overhead_s", "norm_row_elem_s"):
         elem_ops = set(rl.ELEM_EFF_PARAM)
-    ops = rows["op"].to_numpy()
-    sel = np.array([family(o) in fams or o in elem_ops for o in ops], dtype=bool)
+    informing = [o for o in pd.unique(rows["op"]) if family(o) in fams or o in elem_ops]  # once an op
+    sel = rows["op"].isin(informing).to_numpy()
     col = rows["kernel"] if "kernel" in rows and rows["kernel"].astype(str).str.len().gt(0).any() \
         else rows.get("source", pd.Series([""] * len(rows)))
-    return sorted({str(k) for k in col[sel] if str(k)})
+    return sorted({str(k) for k in pd.unique(col[sel].to_numpy(dtype=object)) if str(k)})
 
 
 def param_sources(rows: pd.DataFrame, fitted, gpu: str, previous: dict | None = None) -> dict:

@@ -229,7 +229,7 @@ def predict_rows(rows: pd.DataFrame, calibration=None, params: dict[str, Efficie
         sub = rows.iloc[idx]
         f = fam[idx]
         res = np.full(len(idx), np.nan)
-        for kind in np.unique(f):
+        for kind in pd.unique(f):  # hashing, not sorting: a fit predicts its rows at every step
             sel = f == kind
             res[sel] = _predict_family(kind, sub[sel], gpu, eff, tables)
         out[idx] = res
