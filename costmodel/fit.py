@@ -32,7 +32,7 @@ from costmodel.bounds import bound_messages, search_bounds
 from costmodel.efficiencies import PARAM_BOUNDS, Efficiencies
 from costmodel.errors import ServePlanError
 from costmodel.hardware import load_gpu
-from costmodel.measured import informed_params, predict_rows, skipped_mask
+from costmodel.measured import PreparedRows, informed_params, predict_rows, skipped_mask
 
 PRIOR = 0.002  # log-units of row error that moving one parameter by a factor e is worth
 
@@ -135,9 +135,10 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
                                  for n, v in zip(names, x, strict=True)})
 
     prior_w = prior * np.sqrt(len(rows))
+    prep = PreparedRows(rows)  # split once: predicted at every step
 
     def resid(x: np.ndarray) -> np.ndarray:
-        pred = predict_rows(rows, calibration, params={gpu: eff_of(x)}, use_tables=calibration is not None)
+        pred = predict_rows(prep, calibration, params={gpu: eff_of(x)}, use_tables=calibration is not None)
         r = np.log(np.maximum(pred, 1e-12)) - log_meas
         r = _robust(np.where(np.isfinite(r), r, 10.0) * weight, loss, f_scale)
         return np.concatenate([r, prior_w * (x - x0)])
@@ -160,7 +161,7 @@ def fit_params(rows: pd.DataFrame, start: Efficiencies | None = None,
         best, nfev, msg = eff_of(sol.x), int(sol.nfev), str(sol.message)
     else:
         best, nfev, msg = start, 0, "nothing to fit"
-    pred = predict_rows(rows, calibration, params={gpu: best}, use_tables=calibration is not None)
+    pred = predict_rows(prep, calibration, params={gpu: best}, use_tables=calibration is not None)
     report = residual_report(rows["measured_s"].to_numpy(), pred, ops)
     lr = np.log(pred / rows["measured_s"].to_numpy())
     unc = float(np.sqrt(np.nanmean(lr**2)))
@@ -198,8 +199,10 @@ def _least_squares(rows, names, start, box, hw, log_meas, weight, prior_w, loss,
     x0 = np.clip([np.log(max(getattr(start, n), 1e-30)) for n in names], lb, ub)
     x0 = np.minimum(np.maximum(x0, np.array(lb) + 1e-9), np.array(ub) - 1e-9)
 
+    prep = PreparedRows(rows)  # split once: predicted at every step
+
     def resid(x):
-        pred = predict_rows(rows, calibration, params={gpu: eff_of(x)}, use_tables=calibration is not None)
+        pred = predict_rows(prep, calibration, params={gpu: eff_of(x)}, use_tables=calibration is not None)
         r = np.log(np.maximum(pred, 1e-12)) - log_meas
         r = _robust(np.where(np.isfinite(r), r, 10.0) * weight, loss, f_scale)
         return np.concatenate([r, prior_w * (x - x0)])

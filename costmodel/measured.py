@@ -215,24 +215,45 @@ def kv_fit_mask(rows: pd.DataFrame) -> np.ndarray:
     return ok
 
 
-def predict_rows(rows: pd.DataFrame, calibration=None, params: dict[str, Efficiencies] | None = None,
-                 use_tables: bool = True) -> np.ndarray:
-    """Predicted seconds for each row (NaN where `skipped_mask`)."""
-    out = np.full(len(rows), np.nan)
-    if rows.empty:
-        return out
-    fam = rows["op"].map({op: family(op) for op in rows["op"].unique()}).to_numpy()
-    for gpu_name, idx in rows.groupby("gpu").indices.items():
-        gpu = load_gpu(gpu_name)
-        eff = _eff_for(gpu.name, calibration, params)
-        tables = calibration.tables_for(gpu.name) if (calibration is not None and use_tables) else None
-        sub = rows.iloc[idx]
-        f = fam[idx]
-        res = np.full(len(idx), np.nan)
-        for kind in pd.unique(f):  # hashing, not sorting: a fit predicts its rows at every step
-            sel = f == kind
-            res[sel] = _predict_family(kind, sub[sel], gpu, eff, tables)
-        out[idx] = res
+class PreparedRows:
+    """Rows split once by GPU and operator family, for a caller that predicts the same rows
+    many times (a fit: every least-squares step). Each part is the rows' own sub-frame with its
+    text columns as Python strings, so a prediction neither re-slices the frame nor converts
+    Arrow strings again; `predict_rows` gives the same numbers for these as for the frame."""
+
+    __slots__ = ("n", "parts")
+
+    def __init__(self, rows: pd.DataFrame):
+        self.n = len(rows)
+        self.parts: list[tuple[str, str, np.ndarray, pd.DataFrame]] = []
+        if rows.empty:
+            return
+        fam = rows["op"].map({op: family(op) for op in rows["op"].unique()}).to_numpy()
+        for gpu_name, idx in rows.groupby("gpu").indices.items():
+            sub, f = rows.iloc[idx], fam[idx]
+            for kind in pd.unique(f):  # hashing, not sorting
+                sel = f == kind
+                part = sub[sel]
+                text = [c for c in part.columns if pd.api.types.is_string_dtype(part[c].dtype)
+                        and part[c].dtype != object]
+                self.parts.append((str(gpu_name), str(kind), idx[sel],
+                                   part.astype(dict.fromkeys(text, object)) if text else part))
+
+
+def predict_rows(rows: pd.DataFrame | PreparedRows, calibration=None,
+                 params: dict[str, Efficiencies] | None = None, use_tables: bool = True) -> np.ndarray:
+    """Predicted seconds for each row (NaN where `skipped_mask`); `rows` a frame or the same
+    frame's `PreparedRows`."""
+    prep = rows if isinstance(rows, PreparedRows) else PreparedRows(rows)
+    out = np.full(prep.n, np.nan)
+    by_gpu: dict[str, tuple] = {}
+    for gpu_name, kind, idx, part in prep.parts:
+        if gpu_name not in by_gpu:
+            gpu = load_gpu(gpu_name)
+            tables = calibration.tables_for(gpu.name) if (calibration is not None and use_tables) else None
+            by_gpu[gpu_name] = (gpu, _eff_for(gpu.name, calibration, params), tables)
+        gpu, eff, tables = by_gpu[gpu_name]
+        out[idx] = _predict_family(kind, part, gpu, eff, tables)
     return out
 
 

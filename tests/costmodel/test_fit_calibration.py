@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from costmodel import attention as at
@@ -237,3 +238,27 @@ def test_holdout_split_keeps_repeats_of_a_configuration_on_one_side():
     odd = pd.DataFrame({"op": "gemm", "shape": [[1, 2], [1, 2], [3, 4]], "measured_s": [1.0, 1.1, 2.0]})
     split = holdout_split(odd, 0.5, seed=3)
     assert split[0] == split[1]
+
+
+def test_prepared_rows_predict_what_the_frame_predicts(shared):
+    """A fit splits its rows once (`PreparedRows`) and predicts them at every step: every
+    family of AIConfigurator's H100 tables (Arrow strings, MoE, MLA, collectives), two GPUs,
+    rows shuffled, with and without a profile's tables: the same numbers, in the frame's order."""
+    from costmodel.fit import sample_rows
+    from costmodel.importers import load_measured
+    from costmodel.measured import PreparedRows
+
+    rows = sample_rows(load_measured(shared / "data/profiles/aiconfigurator/h100_sxm", "aiconfigurator"), 40, 0)
+    both = pd.concat([rows, rows.assign(gpu="h200-sxm")], ignore_index=True)
+    both = both.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    dtypes = both.dtypes.copy()
+    prep = PreparedRows(both)
+    kinds = {"gemm", "attn_prefill", "attn_decode", "comm", "moe", "mla_prefill", "mla_decode"}
+    assert {(g, k) for g, k, _, _ in prep.parts} == {(g, k) for g in ("h100-sxm", "h200-sxm") for k in kinds}
+    want = predict_rows(both)
+    assert np.isfinite(want).mean() > 0.9
+    np.testing.assert_array_equal(predict_rows(prep), want)
+    prof = CalibrationProfile(gpus={"h100-sxm": GpuCalibration(Efficiencies(), {}, 0.1)}, source="test")
+    prof.tables["h100-sxm"] = build_tables(both[both.gpu == "h100-sxm"], predict_rows(both[both.gpu == "h100-sxm"]))
+    np.testing.assert_array_equal(predict_rows(prep, prof), predict_rows(both, prof))
+    assert (both.dtypes == dtypes).all()  # the caller's frame keeps its columns
