@@ -159,17 +159,10 @@ def _balanced_counts(t: int, e: int, k: int) -> np.ndarray:
     return sum(np.roll(base, d) for d in offsets)
 
 
-def _fill(vals: np.ndarray, units: int, cap: int) -> np.ndarray:
-    """Add `units` one at a time to the smallest of `vals` below `cap` (water-filling), or take
-    -`units` from the largest: the collector's per-rank adjustment, in closed form."""
-    v = np.asarray(vals).astype(np.int64)
-    if v.size == 0:
-        return v
-    return _fill_rows(v[None, :], np.array([units], dtype=np.int64), cap)[0]
-
-
 def _fill_rows(vals: np.ndarray, units: np.ndarray, cap: int) -> np.ndarray:
-    """`_fill` on every row of `vals` at once, row i taking `units[i]` (negative: draining)."""
+    """The collector's per-rank adjustment on every row of `vals` at once, in closed form: row i
+    takes `units[i]` one at a time, each to its smallest value below `cap` (water-filling), or
+    gives -`units[i]` one at a time from its largest."""
     v = vals.astype(np.int64)
     units = np.asarray(units, dtype=np.int64)
     out = v.copy()

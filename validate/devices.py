@@ -11,7 +11,7 @@ CPU timings use `threads` torch threads (default 1): on a small shared machine o
 far steadier than two, and the measured peaks are those of the same thread count. A process
 measures its CPU once per thread count and keeps the spec: a CPU without native bf16 runs the
 probe's matmuls at about 1 GFLOP/s (torch emulates them), so the probe stops before a matmul
-that would take over a second (`peak_over_ladder`: 2 s on an AMD EPYC without AVX-512 BF16, 93 s
+that would take over a second (`peak_over_ladder`: about 3 s on an AMD EPYC without AVX-512 BF16, 93 s
 when it ran every shape), and the peak does not change between two validations in one process.
 """
 
