@@ -118,6 +118,7 @@ def _replica_config(pool: PoolConfig, cm: CostModel, *, engine: str, policy: str
         hash_block_tokens=hash_block_tokens, host_cache_entries=host_entries,
         host_load_s_per_entry=entry_bytes / pcie,
         reserve_outputs=d.reserve_outputs and pool.role != "decode",
+        overlap_lag=d.host_overlap and pool.pp == 1,
     )
 
 

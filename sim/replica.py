@@ -64,6 +64,7 @@ class ReplicaConfig:
     batch_tokens_hard: int = 0
     # SGLang: admit a prompt only when the pool holds its outputs too (Scheduler._reserve_ok)
     reserve_outputs: bool = False
+    overlap_lag: bool = False  # SGLang's overlap scheduler: Scheduler's module doc
 
 
 class Replica(Scheduler):
@@ -102,6 +103,10 @@ class Replica(Scheduler):
         # to come, whether a retract set it this iteration, and its batch_is_full latch
         self.new_token_ratio = RATIO_INIT
         self.retracted = self.batch_full = False
+        # overlap_lag: when each waiting request reached the engine; the latest such time that
+        # the batch being decided sees (the start of the one before it; any, after an idle loop)
+        self.seen: dict[int, float] = {}
+        self.cut = np.inf
 
     # --- intake ------------------------------------------------------------------------------
     def frontend_s(self, prompt: int) -> float:
@@ -121,6 +126,8 @@ class Replica(Scheduler):
 
     def submit(self, rid: int) -> None:
         self.waiting.append(rid)
+        if self.cfg.overlap_lag:
+            self.seen[rid] = self.env.now
         self.wake()
 
     def wake(self) -> None:
@@ -153,10 +160,14 @@ class Replica(Scheduler):
                         self.step_log.append((env.now, dt, (), self.n, self.comp_sum, 1))
                     self.busy_s += dt
                     self.iterations += 1
+                    self.cut = env.now
                     yield timeout(dt)
                     self._fast_complete()
                     continue
             batch = self._schedule()
+            if batch is None and self.waiting and self.cut < np.inf:  # idle: the loop sees them
+                self.cut = np.inf
+                continue
             if batch is None:
                 self._idled()
                 self._idle = env.event()
@@ -171,6 +182,7 @@ class Replica(Scheduler):
                                       batch.n_dec, batch.ctx_sum, batch.q))
             self.busy_s += dt
             self.iterations += 1
+            self.cut = env.now
             yield timeout(dt)
             self._complete(batch)
 
@@ -239,9 +251,7 @@ class Replica(Scheduler):
         if total:
             self.pool.allocate(total)
             alloc += bs * m
-            used = self.pool.in_use()
-            if used > self.peak_blocks:
-                self.peak_blocks = used
+            self.peak_blocks = max(self.peak_blocks, self.pool.in_use())
         log, s = self.step_log, self.cm.eff.frontend_stream_s
         t, cs, busy, sfa = now, self.comp_sum, self.busy_s, self.stream_free_at
         for dt in dts[:k]:
@@ -278,9 +288,7 @@ class Replica(Scheduler):
             if not self.pool.allocate(total):
                 return False
             np.add(alloc, self.cfg.block_size, out=alloc, where=mask)
-            used = self.pool.in_use()
-            if used > self.peak_blocks:
-                self.peak_blocks = used
+            self.peak_blocks = max(self.peak_blocks, self.pool.in_use())
         self._fast_n = n
         return True
 

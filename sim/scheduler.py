@@ -30,6 +30,11 @@ iteration. SGLang's pool is kept in tokens, so
 the unused tail of each running request's last block counts as free. Colocated and prefill
 pools; what a decode pool takes in is the KV transfers' admission (`sim.cluster`). An engine
 that holds no KV admits the head of the queue whatever it needs.
+SGLang's overlap scheduler (`overlap_lag`) decides the next batch as soon as this one is launched,
+before this one's results are in: a request that reaches the engine while a batch runs is first
+seen by the decision after the next, and joins the batch after the next; an engine with nothing
+to run sees it at once. (A request that finishes in a batch also rides in the next one as a
+wasted decode there; the simulator does not run that row.)
 When a running request needs a KV block and none is free, the most recently admitted running
 request is preempted by recompute: its blocks are freed (its full prefix blocks stay in the
 prefix cache) and it goes back to the head of the queue; on readmission its prompt and the
@@ -249,6 +254,8 @@ class Scheduler:
         while self.waiting and budget > 0 and self.num_running() < cfg.max_num_seqs \
                 and self._room(batch, budget) > 0 and not self.batch_full:
             rid = self.waiting[0]
+            if self.seen and self.seen.get(rid, 0.0) > self.cut:  # overlap_lag: not yet seen
+                break
             gen = self.resume.get(rid, 0)
             prompt = cl.input_len[rid]
             target = prompt + gen
@@ -289,6 +296,7 @@ class Scheduler:
                     self.cache.unpin(pinned)
                 break
             self.waiting.popleft()
+            self.seen.pop(rid, None)
             recompute = rid in self.resume
             if recompute:
                 del self.resume[rid]

@@ -84,28 +84,62 @@ def test_prefill_only_pauses_decodes_for_a_prompt(toy_deployment, toy_cm, trace_
 def test_prefill_mixed_adds_every_decode_past_the_budget(toy_deployment, toy_cm, trace_file):
     # soft budget 30 (SGLang's --max-prefill-tokens), hard chunk 70: r0's decode takes one token
     # of each (mixed_with_decode_tokens), r1's 30-token prompt still goes whole (the last prompt
-    # overruns the soft budget), and the decode rides along anyway
+    # overruns the soft budget), and the decode rides along anyway. r1 arrives during r0's
+    # prefill, after SGLang's overlap scheduler decided the next batch: r0 decodes alone first
     cm = toy_cm
     t1 = cm.step_time_s([(30, 0)])
     f = _run(toy_deployment, cm, trace_file, "prefill_mixed", [(30, 3, 0.0), (30, 1, t1 / 2)],
              max_num_batched_tokens=30, chunk_size=70, engine="sglang")
-    t2 = t1 + cm.step_time_s([(30, 0)], 1, 30)
-    t3 = t2 + cm.step_time_s((), 1, 31)
-    assert f.first_token_s.tolist() == pytest.approx([t1, t2], rel=1e-12)
-    assert f.finish_s.tolist() == pytest.approx([t3, t2], rel=1e-12)
+    t2 = t1 + cm.step_time_s((), 1, 30)
+    t3 = t2 + cm.step_time_s([(30, 0)], 1, 31)
+    assert f.first_token_s.tolist() == pytest.approx([t1, t3], rel=1e-12)
+    assert f.finish_s.tolist() == pytest.approx([t3, t3], rel=1e-12)
 
 
 def test_prefill_mixed_decodes_count_against_the_hard_chunk(toy_deployment, toy_cm, trace_file):
     # hard chunk 30 (--chunked-prefill-size): with r0's decode riding along, r1's 30-token
-    # prompt gets 29 tokens, its last token the step after
+    # prompt gets 29 tokens, its last token the step after (r0 decodes alone first, as above)
     cm = toy_cm
     t1 = cm.step_time_s([(30, 0)])
     f = _run(toy_deployment, cm, trace_file, "prefill_mixed", [(30, 3, 0.0), (30, 1, t1 / 2)],
              max_num_batched_tokens=50, chunk_size=30, engine="sglang")
-    t2 = t1 + cm.step_time_s([(29, 0)], 1, 30)
-    t3 = t2 + cm.step_time_s([(1, 29)], 1, 31)
-    assert f.first_token_s.tolist() == pytest.approx([t1, t3], rel=1e-12)
-    assert f.finish_s.tolist() == pytest.approx([t3, t3], rel=1e-12)
+    t2 = t1 + cm.step_time_s((), 1, 30)
+    t3 = t2 + cm.step_time_s([(29, 0)], 1, 31)
+    t4 = t3 + cm.step_time_s([(1, 29)])
+    assert f.first_token_s.tolist() == pytest.approx([t1, t4], rel=1e-12)
+    assert f.finish_s.tolist() == pytest.approx([t3, t4], rel=1e-12)
+
+
+def test_the_overlap_scheduler_admits_a_request_a_batch_later(toy_deployment, toy_cm,
+                                                              trace_file):
+    # SGLang decides batch k+1 as batch k starts: r1, arriving during r0's prefill (batch 1),
+    # first counts at the decision made as batch 2 starts, and prefills in batch 3. vLLM (no
+    # async scheduling) decides each batch when the one before ends: r1 prefills in batch 2
+    cm = toy_cm
+    t1 = cm.step_time_s([(30, 0)])
+    rows = [(30, 4, 0.0), (30, 1, t1 / 2)]
+    kw = dict(max_num_batched_tokens=64, chunk_size=64)
+    f = _run(toy_deployment, cm, trace_file, "prefill_only", rows, engine="sglang", **kw)
+    t2 = t1 + cm.step_time_s((), 1, 30)
+    assert f.first_token_s.tolist() == pytest.approx([t1, t2 + cm.step_time_s([(30, 0)])],
+                                                     rel=1e-12)
+    g = _run(toy_deployment, cm, trace_file, "prefill_only", rows, engine="vllm", **kw)
+    assert g.first_token_s.tolist() == pytest.approx([t1, t1 + cm.step_time_s([(30, 0)])],
+                                                     rel=1e-12)
+
+
+def test_the_overlap_scheduler_sees_a_request_at_once_when_idle(toy_deployment, toy_cm,
+                                                                trace_file):
+    # nothing runs when r1 arrives (r0 long done), or after r0's last batch when r1 arrived
+    # during it: the engine's loop finds it on its next pass, with no batch to wait for
+    cm = toy_cm
+    t1 = cm.step_time_s([(30, 0)])
+    late = _run(toy_deployment, cm, trace_file, "prefill_only", [(30, 1, 0.0), (30, 1, 1.0)],
+                engine="sglang")
+    assert late.first_token_s[1] == pytest.approx(1.0 + t1, rel=1e-12)
+    during = _run(toy_deployment, cm, trace_file, "prefill_only", [(30, 1, 0.0), (30, 1, t1 / 2)],
+                  engine="sglang")
+    assert during.first_token_s[1] == pytest.approx(2 * t1, rel=1e-12)
 
 
 def test_sglang_deployment_runs_its_own_policy_by_default():

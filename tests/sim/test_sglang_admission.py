@@ -31,15 +31,17 @@ def test_the_estimate_constants_are_sglangs():
 def test_a_prompt_waits_until_the_pool_holds_its_outputs(toy_deployment, toy_cm, trace_file,
                                                            out1, admitted):
     # 20 blocks of 16 tokens. r0 (64 in, 101 out) prefills alone; r1 (64 in) arrives during
-    # it. After r0's prefill (4 blocks) 256 tokens are free and r0 will still write 100, of
-    # which SGLang counts 0.7 x 100 = 70: r1 needs 64 + its outputs < 256 - 70 = 186, so 121
+    # it, after SGLang's overlap scheduler decided the next batch (r0's first decode). Then 255
+    # tokens are free (320 less r0's 65) and r0 will still write 99, of which SGLang counts
+    # (0.7 - 0.001) x 99 = 69.2: r1 needs 64 + its outputs < 255 - 69.2 = 185.8, so 121
     # outputs go in the next iteration and 122 wait (the estimate only tightens as r0 grows)
     cm = toy_cm
     t1 = cm.step_time_s([(64, 0)])
     rows = [(64, 101, 0.0), (64, out1, t1 / 2)]
     f = _run(toy_deployment, cm, trace_file, rows, "sglang", kv_blocks=20)
     if admitted:
-        assert f.first_token_s[1] == pytest.approx(t1 + cm.step_time_s([(64, 0)]), rel=1e-12)
+        t2 = t1 + cm.step_time_s((), 1, 64)
+        assert f.first_token_s[1] == pytest.approx(t2 + cm.step_time_s([(64, 0)]), rel=1e-12)
     else:
         assert f.first_token_s[1] == pytest.approx(f.finish_s[0] + cm.step_time_s([(64, 0)]),
                                                    rel=1e-12)
