@@ -9,6 +9,8 @@ rank, and a rank with nothing to do still runs a dummy batch to take part. `DPGr
 one simpy process that drives the ranks (each a `Replica`, whose scheduling and completion it
 reuses): each iteration every rank schedules its batch, the group takes
 `CostModel.dp_step_time_s` of all of them, and every rank's batch completes at that time.
+Under SGLang's overlap scheduler each rank decides its next batch as this step starts
+(`overlap_lag`, sim/scheduler.py), as a replica of its own does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class DPGroup:
             batches = [_FAST if (fast_ok and r.n and not (r.waiting or r.prefilling or r.pending)
                                  and r._fast_alloc()) else r._schedule() for r in ranks]
             if all(b is None for b in batches):
+                if any(r.waiting and r.cut < float("inf") for r in ranks):
+                    for r in ranks:  # SGLang's overlap loop: an idle pass sees every request
+                        r.cut = float("inf")
+                    continue
                 idle = env.event()
                 for r in ranks:  # a request reaching any rank wakes the group
                     r._idled()
@@ -55,6 +61,7 @@ class DPGroup:
                     r._sample()
             dt = self.cm.dp_step_time_s(args) + extra
             for r, b, (_pre, n_dec, ctx, q) in zip(ranks, batches, args, strict=True):
+                r.cut = env.now  # the next decision is made as this step starts (overlap_lag)
                 if b is None:
                     continue
                 if r.step_log is not None:

@@ -46,6 +46,28 @@ def test_two_ranks_hand_computed_timeline(moe_cm, trace_file):
     assert d2 > cm.dp_step_time_s([((), 1, 40.0, 1), idle])
 
 
+def test_sglang_ranks_decide_a_batch_as_the_one_before_starts(moe_cm, trace_file):
+    # the timeline above under SGLang's overlap scheduler: r1 reaches rank 1 during it1, after
+    # it2 was decided (as it1 started), so rank 1 idles through it2 and prefills r1 in it3
+    cm, idle = moe_cm, ((), 0, 0.0, 1)
+    t1 = cm.dp_step_time_s([([(40, 0)], 0, 0.0, 1), idle])
+    wl = parse_workload(f"trace:{trace_file([(40, 3, 0.0), (20, 2, t1 / 2)])}")
+    dep = replace(_deployment(cm), engine="sglang")
+    f = simulate(dep, wl, num_requests=2, seed=0, keep_requests=True,
+                 cost_models={"colocated": cm}).requests
+    t2 = t1 + cm.dp_step_time_s([((), 1, 40.0, 1), idle])
+    t3 = t2 + cm.dp_step_time_s([((), 1, 41.0, 1), ([(20, 0)], 0, 0.0, 1)])
+    t4 = t3 + cm.dp_step_time_s([idle, ((), 1, 20.0, 1)])
+    assert f.first_token_s.tolist() == pytest.approx([t1, t3], rel=1e-12)
+    assert f.finish_s.tolist() == pytest.approx([t3, t4], rel=1e-12)
+    # with nothing left to run after it1, the group's next pass sees r1 at once
+    wl = parse_workload(f"trace:{trace_file([(40, 1, 0.0), (20, 1, t1 / 2)])}")
+    g = simulate(dep, wl, num_requests=2, seed=0, keep_requests=True,
+                 cost_models={"colocated": cm}).requests
+    assert g.first_token_s[1] == pytest.approx(t1 + cm.dp_step_time_s([idle, ([(20, 0)], 0, 0.0, 1)]),
+                                               rel=1e-12)
+
+
 def test_ranks_each_hold_their_own_kv_and_share_the_load(moe_cm):
     wl = parse_workload("fixed:64,8", concurrency=8)
     r = simulate(_deployment(moe_cm), wl, num_requests=32, seed=0, keep_requests=True,
