@@ -26,8 +26,9 @@ left of the budget. The simulator keeps the overrun because AIConfigurator's SGL
 replay worse with the 0.5.x rule (benchmarks/RESULTS.md, 2026-12-06 afternoon and night).
 Its overlap scheduler prepares the next batch while the GPU runs this one, so host time hides
 under GPU time (`host_overlap`), and decides it before this one's results are in: a request
-that arrives while a batch runs joins the batch after the next (sim/scheduler.py). `max_running_requests` has no fixed default in SGLang (the KV
-pool bounds it); 4096 stands for "the KV cache decides". Its
+that arrives while a batch runs joins the batch after the next (sim/scheduler.py).
+`max_running_requests` has no fixed default in SGLang (the KV pool bounds it); 4096 stands for
+"the KV cache decides". Its
 PrefillAdder admits a prompt only when the KV pool also holds the output tokens it may still
 produce (up to 4,096), beside an estimate of what the running requests will still write
 (`reserve_outputs`, sim/scheduler.py `_reserve_ok`); vLLM admits on the prompt's blocks alone.

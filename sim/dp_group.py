@@ -33,9 +33,7 @@ class DPGroup:
             batches = [_FAST if (fast_ok and r.n and not (r.waiting or r.prefilling or r.pending)
                                  and r._fast_alloc()) else r._schedule() for r in ranks]
             if all(b is None for b in batches):
-                if any(r.waiting and r.cut < float("inf") for r in ranks):
-                    for r in ranks:  # SGLang's overlap loop: an idle pass sees every request
-                        r.cut = float("inf")
+                if any([r._see_all() for r in ranks]):  # every rank's (overlap_lag)
                     continue
                 idle = env.event()
                 for r in ranks:  # a request reaching any rank wakes the group

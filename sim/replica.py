@@ -165,8 +165,7 @@ class Replica(Scheduler):
                     self._fast_complete()
                     continue
             batch = self._schedule()
-            if batch is None and self.waiting and self.cut < np.inf:  # idle: the loop sees them
-                self.cut = np.inf
+            if batch is None and self._see_all():
                 continue
             if batch is None:
                 self._idled()

@@ -323,6 +323,14 @@ class Scheduler:
             budget -= chunk
         return budget
 
+    def _see_all(self) -> bool:
+        """overlap_lag: the engine's loop found nothing to run, so its next pass sees every
+        waiting request; True when that lets it admit one it could not see."""
+        if not (self.waiting and self.cut < np.inf):
+            return False
+        self.cut = np.inf
+        return True
+
     def _reserve_ok(self, batch: StepBatch, left: int, out_left: int) -> bool:
         """SGLang's PrefillAdder: a prompt with `left` tokens to prefill and `out_left` output
         tokens to come is admitted only when the free (or evictable) KV tokens exceed both, beside
